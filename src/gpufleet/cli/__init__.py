@@ -1,0 +1,40 @@
+"""The `gpufleet` command line: a thin layer over the library, one module per subcommand.
+
+Each module in `_COMMAND_MODULES` exposes `register(app)`. Every GpufleetError becomes a one-line
+message on stderr and exit code 2 (never a traceback).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from gpufleet.errors import GpufleetError
+
+app = typer.Typer(
+    name="gpufleet",
+    no_args_is_help=True,
+    add_completion=False,
+    help="Run open-weight LLMs on your own GPUs as one OpenAI-compatible service.",
+    pretty_exceptions_enable=False,
+)
+
+# One module per subcommand; add a name here when adding a subcommand module.
+_COMMAND_MODULES = [
+    "serve_cmd",
+    "models_cmd",
+]
+
+for _name in _COMMAND_MODULES:
+    importlib.import_module(f"gpufleet.cli.{_name}").register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except GpufleetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
