@@ -1,0 +1,75 @@
+"""`gpufleet serve`: run the gateway (and the engines it supervises) with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gpufleet.cli.progress import prepare_packaged_models
+from gpufleet.config import Config, ServerConfig, load_config
+from gpufleet.errors import ConfigError
+
+
+def _config_path(option: Path | None) -> Path | None:
+    if option is not None:
+        return option
+    from_env = os.environ.get("GPUFLEET_CONFIG")
+    return Path(from_env) if from_env else None
+
+
+def _with_overrides(config: Config, host: str | None, port: int | None) -> Config:
+    server = config.server
+    updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    if not updates:
+        return config
+    merged = ServerConfig.model_validate({**server.model_dump(), **updates})
+    return config.model_copy(update={"server": merged})
+
+
+def serve(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="gpufleet.yaml (default: $GPUFLEET_CONFIG, "
+                                                "else the built-in embedded Qwen model)")] = None,
+    host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default 8000)", min=0, max=65535)] = None,
+    access_log: Annotated[bool, typer.Option(help="log every request")] = False,
+) -> None:
+    """Serve the OpenAI-compatible API; engines start at startup (preload) or on their first request."""
+    import uvicorn
+
+    from gpufleet.gateway import build_app
+
+    cfg = _with_overrides(load_config(_config_path(config)), host, port)
+    logging.basicConfig(
+        level=cfg.server.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
+    prepare_packaged_models(cfg)
+    app = build_app(cfg)
+    url = f"http://{cfg.server.host}:{cfg.server.port}/v1"
+    first = next(iter(cfg.models))
+    typer.echo(f"gpufleet: serving {', '.join(cfg.models)} on {url}")
+    typer.echo(
+        f"  try: curl {url}/chat/completions -H 'Content-Type: application/json' "
+        f"-d '{{\"model\": \"{first}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'"
+    )
+    try:
+        uvicorn.run(
+            app,
+            host=cfg.server.host,
+            port=cfg.server.port,
+            loop="uvloop",
+            http="httptools",
+            log_level=cfg.server.log_level,
+            access_log=access_log,
+            timeout_graceful_shutdown=30,
+        )
+    except OSError as err:  # e.g. the port is taken
+        raise ConfigError(f"cannot listen on {cfg.server.host}:{cfg.server.port}: {err.strerror}",
+                          key_path="server.port") from None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

@@ -1,0 +1,253 @@
+"""The `gpufleet.yaml` schema (pydantic, unknown keys rejected) and its loader.
+
+Every problem is reported as a ConfigError naming the file, the key path and the reason, e.g.
+`gpufleet.yaml: models.qwen.context: Input should be greater than 0`.
+
+    server:
+      host: 127.0.0.1
+      port: 8000
+      api_keys: ["${GPUFLEET_KEY}"]
+    models:
+      qwen2.5-coder-1.5b-instruct:
+        engine: llamacpp
+        source: package:qwen2.5-coder-1.5b-instruct
+        aliases: [qwen-coder]
+      rig:
+        engine: remote
+        url: http://10.0.0.5:8000/v1
+        upstream_model: Qwen/Qwen3-32B-AWQ
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gpufleet.errors import ConfigError
+
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RestartPolicy(_Strict):
+    """How the supervisor restarts a crashed engine: exponential backoff, then give up."""
+
+    max_restarts: int = Field(5, ge=0, description="consecutive failed restarts before the engine is marked failed")
+    backoff_initial_s: float = Field(1.0, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    stable_after_s: float = Field(60.0, gt=0, description="uptime after which the failure count resets")
+
+
+class _ModelBase(_Strict):
+    aliases: list[str] = Field(default_factory=list)
+    preload: bool = Field(False, description="start at gateway startup instead of on the first request")
+    idle_ttl_s: float = Field(0, ge=0, description="unload after this many idle seconds; 0 = never")
+    ready_timeout_s: float = Field(180, gt=0, description="how long a cold start may take")
+    stop_grace_s: float = Field(10, ge=0, description="SIGTERM → SIGKILL grace period")
+    restart: RestartPolicy = Field(default_factory=RestartPolicy)
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases_are_names(cls, value: list[str]) -> list[str]:
+        for alias in value:
+            if not re.match(_NAME_PATTERN, alias):
+                raise ValueError(f"alias {alias!r} is not a valid model name")
+        return value
+
+
+class LlamaCppModel(_ModelBase):
+    """A GGUF model served by the embedded llama.cpp engine (xllamacpp) in a child process."""
+
+    engine: Literal["llamacpp"]
+    source: str = Field(description="'package:<id>' (a model shipped on PyPI) or a path to a .gguf file")
+    context: int = Field(4096, gt=0, description="total context (tokens), shared by the parallel slots")
+    parallel: int = Field(4, ge=1, le=256, description="concurrent sequences (continuous batching slots)")
+    threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores")
+    extra_args: dict[str, Any] = Field(default_factory=dict, description="extra xllamacpp CommonParams fields")
+
+
+class RemoteModel(_ModelBase):
+    """A model served by an already-running OpenAI-compatible server (vLLM by hand, another gpufleet, Ollama...)."""
+
+    engine: Literal["remote"]
+    url: str = Field(description="base URL including /v1, e.g. http://10.0.0.5:8000/v1")
+    api_key: str | None = None
+    upstream_model: str | None = Field(None, description="the name the upstream expects; default: this model's name")
+    timeout_s: float = Field(600, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"url must start with http:// or https:// (got {value!r})")
+        return value.rstrip("/")
+
+
+ModelConfig = Annotated[LlamaCppModel | RemoteModel, Field(discriminator="engine")]
+
+
+class ServerConfig(_Strict):
+    """The gateway's own settings."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_keys: list[str] = Field(default_factory=list, description="Bearer keys; empty = no auth")
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="larger request bodies get HTTP 413")
+    request_timeout_s: float = Field(600, gt=0, description="upstream read timeout")
+    queue_timeout_s: float = Field(
+        300, ge=0, description="how long a request waits for a starting engine before HTTP 503; 0 = answer 503 at once"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_not_empty(cls, value: list[str]) -> list[str]:
+        if any(not key for key in value):
+            raise ValueError("an API key is empty (is its environment variable set?)")
+        return value
+
+
+class Config(_Strict):
+    """The whole gpufleet.yaml."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _names_are_unique(self) -> Config:
+        seen: dict[str, str] = {}
+        for name, model in self.models.items():
+            if not re.match(_NAME_PATTERN, name):
+                raise ValueError(f"models.{name}: not a valid model name")
+            for served in (name, *model.aliases):
+                if served in seen and seen[served] != name:
+                    raise ValueError(f"models.{name}: name {served!r} is already used by models.{seen[served]}")
+                seen[served] = name
+        if not self.models:
+            raise ValueError("models: at least one model is required")
+        return self
+
+
+# Served with no config file: the Qwen model shipped on PyPI (make run), plus the tiny SmolLM2 loaded on demand.
+DEFAULT_CONFIG: dict[str, Any] = {
+    "models": {
+        "qwen2.5-coder-1.5b-instruct": {
+            "engine": "llamacpp",
+            "source": "package:qwen2.5-coder-1.5b-instruct",
+            "aliases": ["qwen2.5-coder", "default"],
+            "preload": True,
+            "context": 8192,
+            "parallel": 4,
+        },
+        "smollm2-135m-instruct": {
+            "engine": "llamacpp",
+            "source": "package:smollm2-135m-instruct",
+            "aliases": ["smollm2"],
+            "idle_ttl_s": 300,
+            "context": 8192,
+            "parallel": 4,
+        },
+    }
+}
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    mapping: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in mapping:
+            line = key_node.start_mark.line + 1
+            raise ConfigError(f"duplicate key {key!r} (line {line})")
+        mapping[key] = loader.construct_object(value_node, deep=deep)  # type: ignore[no-untyped-call]
+    return mapping
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(value: Any, path: str) -> Any:
+    """Expand `${VAR}` and `${VAR:-default}` in every string; an unset VAR without default is an error."""
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"environment variable {name} is not set", key_path=path or None)
+
+        return _ENV_REF.sub(replace, value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{path}.{i}") for i, v in enumerate(value)]
+    return value
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    # pydantic puts the discriminator tag ("llamacpp") in the location of union members; users never wrote it.
+    parts = [str(p) for p in loc if p not in ("llamacpp", "remote", "vllm")]
+    return ".".join(parts) or "(top level)"
+
+
+def parse_config(data: Any, *, file: str = "<config>") -> Config:
+    """Validate already-loaded YAML data into a Config, or raise ConfigError (file, key path, reason)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"the top level must be a mapping, got {type(data).__name__}", file=file)
+    try:
+        data = _expand_env(data, "")
+    except ConfigError as err:
+        raise ConfigError(err.reason, file=file, key_path=err.key_path) from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        msg = first["msg"].removeprefix("Value error, ")
+        more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
+        if first["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see docs/config.md)"
+        elif first["type"] == "union_tag_invalid":
+            msg = "unknown engine; expected one of: llamacpp, remote"
+        elif first["type"] == "union_tag_not_found":
+            msg = "missing 'engine' (one of: llamacpp, remote)"
+        raise ConfigError(msg + more, file=file, key_path=_key_path(tuple(first["loc"]))) from None
+
+
+def load_config(path: Path | None) -> Config:
+    """Load gpufleet.yaml from `path`; with None, the built-in default (the embedded Qwen model)."""
+    if path is None:
+        return parse_config(DEFAULT_CONFIG, file="<built-in default>")
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=file) from None
+    except OSError as err:
+        raise ConfigError(f"cannot read: {err.strerror}", file=file) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except ConfigError as err:
+        raise ConfigError(err.reason, file=file) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"invalid YAML{where}: {problem}", file=file) from None
+    return parse_config(data, file=file)

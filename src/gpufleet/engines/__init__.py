@@ -1,0 +1,13 @@
+"""Engines: one module per engine kind, each turning a model config into a LaunchSpec."""
+
+from __future__ import annotations
+
+from gpufleet.engines.base import Engine, LaunchSpec
+from gpufleet.engines.llamacpp import LlamaCppEngine
+
+# Engine kinds whose processes the supervisor manages; `remote` models have no process.
+MANAGED_ENGINES: dict[str, Engine] = {
+    "llamacpp": LlamaCppEngine(),
+}
+
+__all__ = ["MANAGED_ENGINES", "Engine", "LaunchSpec"]

@@ -1,0 +1,42 @@
+"""What every engine provides: a launch spec (argv, env, URLs) built from a model's config.
+
+Every engine speaks OpenAI HTTP on a local port, so the supervisor and gateway never care which one it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """How to start one engine process and how to tell when it is ready."""
+
+    argv: list[str]
+    env: dict[str, str]
+    port: int
+    base_url: str  # OpenAI base URL, e.g. http://127.0.0.1:41234/v1
+    health_url: str
+    metrics_url: str | None = None
+    log_phase_parser: str | None = None  # name of a log parser ("vllm") for startup phases
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """An engine kind: turns a model config into a LaunchSpec."""
+
+    kind: str
+
+    def launch_spec(self, name: str, model: object, port: int) -> LaunchSpec:
+        """The argv/env/URLs to serve model `name` on `port` (127.0.0.1)."""
+        ...
+
+
+def local_urls(port: int, *, health_path: str = "/health", metrics_path: str | None = "/metrics") -> dict[str, str]:
+    """Standard URLs of an OpenAI-compatible engine listening on 127.0.0.1:port."""
+    root = f"http://127.0.0.1:{port}"
+    urls = {"base_url": f"{root}/v1", "health_url": root + health_path}
+    if metrics_path:
+        urls["metrics_url"] = root + metrics_path
+    return urls

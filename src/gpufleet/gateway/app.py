@@ -1,0 +1,121 @@
+"""The gateway: one ASGI app (Starlette) that ties config, router, supervisor and relay together.
+
+    app = build_app(load_config(None))          # serve with uvicorn, or drive with httpx.ASGITransport
+    async with running(app): ...                 # start/stop supervisor and upstream client (tests)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gpufleet.config import Config, LlamaCppModel
+from gpufleet.engines import MANAGED_ENGINES
+from gpufleet.errors import GpufleetError
+from gpufleet.gateway import openai_routes, ops_routes
+from gpufleet.gateway.auth import KeyCheck
+from gpufleet.gateway.errors import error_body
+from gpufleet.gateway.relay import UpstreamClient
+from gpufleet.metrics import GatewayMetrics
+from gpufleet.router import ModelTable
+from gpufleet.supervisor import Supervisor
+
+log = logging.getLogger("gpufleet.gateway")
+
+
+class Gateway:
+    """Everything a request handler needs, built from one Config."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        managed: dict[str, LlamaCppModel] = {
+            name: model for name, model in config.models.items()
+            if model.engine in MANAGED_ENGINES and isinstance(model, LlamaCppModel)
+        }
+        self.supervisor = Supervisor(managed, queue_timeout_s=config.server.queue_timeout_s)
+        self.table = ModelTable(config)
+        self.keys = KeyCheck(config.server.api_keys)
+        self.client = UpstreamClient(read_timeout_s=config.server.request_timeout_s)
+        self.metrics = GatewayMetrics(self.supervisor.status)
+
+    async def startup(self) -> None:
+        await self.client.start()
+        await self.supervisor.start()
+
+    async def shutdown(self) -> None:
+        await self.supervisor.close()
+        await self.client.close()
+
+
+def _json_error(status: int, message: str, code: str) -> Response:
+    type_ = "invalid_request_error" if status < 500 else "server_error"
+    return Response(orjson.dumps(error_body(message, type_=type_, code=code)), status_code=status,
+                    media_type="application/json")
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return _json_error(404, f"no route {request.method} {request.url.path}; see /v1/models", "not_found")
+    if exc.status_code == 405:
+        return _json_error(405, f"method {request.method} not allowed on {request.url.path}", "method_not_allowed")
+    return _json_error(exc.status_code, str(exc.detail), "http_error")
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, GpufleetError):
+        from gpufleet.gateway.errors import error_response
+
+        return error_response(exc)
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return _json_error(500, f"internal error: {type(exc).__name__}; see the gateway log", "internal_error")
+
+
+def build_app(config: Config) -> Starlette:
+    """The ASGI app for `config`; its lifespan starts and stops the engines."""
+    gateway = Gateway(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.startup()
+        try:
+            yield
+        finally:
+            await gateway.shutdown()
+
+    routes = [
+        Route("/v1/chat/completions", openai_routes.chat_completions, methods=["POST"]),
+        Route("/v1/completions", openai_routes.completions, methods=["POST"]),
+        Route("/v1/embeddings", openai_routes.embeddings, methods=["POST"]),
+        Route("/v1/models", openai_routes.list_models, methods=["GET"]),
+        Route("/health", ops_routes.health, methods=["GET"]),
+        Route("/health/ready", ops_routes.ready, methods=["GET"]),
+        Route("/status", ops_routes.status, methods=["GET"]),
+        Route("/metrics", ops_routes.metrics, methods=["GET"]),
+        Route("/admin/models/{name}/stop", ops_routes.stop_model, methods=["POST"]),
+        Route("/admin/models/{name}/start", ops_routes.start_model, methods=["POST"]),
+    ]
+    exception_handlers: dict[Any, Any] = {HTTPException: _http_exception, Exception: _unexpected}
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers)
+    app.state.gateway = gateway
+    return app
+
+
+@contextlib.asynccontextmanager
+async def running(app: Starlette) -> AsyncIterator[Gateway]:
+    """Run the app's startup/shutdown around a block (for in-process use with httpx.ASGITransport)."""
+    gateway: Gateway = app.state.gateway
+    await gateway.startup()
+    try:
+        yield gateway
+    finally:
+        await gateway.shutdown()

@@ -1,0 +1,45 @@
+"""The one place where errors become OpenAI-shaped JSON responses.
+
+`{"error": {"message", "type", "param", "code"}}` with string `type`/`code` (OpenAI's shape; vLLM puts the
+HTTP status in `code`, which clients do not expect). Every gateway-made error carries `"src": "gpufleet"`
+so a user can tell it apart from an upstream's error (llama-swap #635's lesson: opaque swap errors).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from gpufleet.errors import EngineError, GpufleetError
+
+
+def error_body(message: str, *, type_: str, code: str, param: str | None = None) -> dict[str, Any]:
+    """The OpenAI error envelope."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code, "src": "gpufleet"}}
+
+
+def error_response(err: GpufleetError, *, headers: dict[str, str] | None = None) -> Response:
+    """An HTTP response for any GpufleetError, with Retry-After on 503s."""
+    hdrs = dict(headers or {})
+    if isinstance(err, EngineError) and err.status_code == 503:
+        hdrs["Retry-After"] = str(err.retry_after_s or 5)
+    body = error_body(err.message, type_=err.error_type, code=err.code, param=err.param)
+    return Response(orjson.dumps(body), status_code=err.status_code, headers=hdrs, media_type="application/json")
+
+
+def upstream_error_message(status: int, raw: bytes) -> tuple[str, str | None, str]:
+    """Extract (message, param, type) from an upstream's error body, whatever its shape."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        text = raw.decode("utf-8", errors="replace").strip()[:500]
+        return (text or f"upstream answered HTTP {status}", None, "upstream_error")
+    err = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(err, dict):
+        message = str(err.get("message") or err.get("detail") or err)
+        param = err.get("param") if isinstance(err.get("param"), str) else None
+        type_ = err.get("type") if isinstance(err.get("type"), str) else "upstream_error"
+        return message, param, type_
+    return (str(err)[:500], None, "upstream_error")

@@ -1,0 +1,92 @@
+"""Operational endpoints: liveness, readiness, status, Prometheus metrics, and admin start/stop."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gpufleet.errors import GpufleetError, ModelNotFound
+from gpufleet.gateway.errors import error_response
+
+if TYPE_CHECKING:
+    from gpufleet.gateway.app import Gateway
+
+_JSON = "application/json"
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+async def health(request: Request) -> Response:
+    """Liveness: the gateway process answers."""
+    return Response(b'{"status":"ok"}', media_type=_JSON)
+
+
+async def ready(request: Request) -> Response:
+    """Readiness: 200 once every preloaded model is ready (so a load balancer only sends traffic then)."""
+    gateway = _gateway(request)
+    waiting = [
+        item["name"] for item in gateway.supervisor.status()
+        if gateway.config.models[item["name"]].preload and item["state"] != "ready"
+    ]
+    body = {"status": "ready" if not waiting else "starting", "waiting_for": waiting}
+    return Response(orjson.dumps(body), status_code=200 if not waiting else 503, media_type=_JSON)
+
+
+async def status(request: Request) -> Response:
+    """Every model: engine state, phase, pid, engine URL, in-flight, restarts, last error."""
+    gateway = _gateway(request)
+    try:
+        gateway.keys.check(request.headers.get("authorization"))
+    except GpufleetError as err:
+        return error_response(err)
+    managed = {item["name"]: item for item in gateway.supervisor.status()}
+    models = []
+    for name, model in gateway.config.models.items():
+        entry = managed.get(name) or {"name": name, "engine": model.engine, "state": "remote"}
+        entry = {**entry, "aliases": list(model.aliases)}
+        if model.engine == "remote":
+            entry["base_url"] = getattr(model, "url", None)
+        models.append(entry)
+    return Response(orjson.dumps({"models": models}), media_type=_JSON)
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    return Response(_gateway(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _managed_name(gateway: Gateway, request: Request) -> str:
+    gateway.keys.check(request.headers.get("authorization"))
+    name = gateway.table.resolve(request.path_params["name"]).model
+    if not gateway.supervisor.is_managed(name):
+        raise ModelNotFound(f"model {name!r} is not served by a local engine (nothing to start or stop)")
+    return name
+
+
+async def stop_model(request: Request) -> Response:
+    """Unload a model now; it starts again on the next request."""
+    gateway = _gateway(request)
+    try:
+        name = _managed_name(gateway, request)
+        await gateway.supervisor.stop_model(name)
+    except GpufleetError as err:
+        return error_response(err)
+    return Response(orjson.dumps({"model": name, "state": "stopped"}), media_type=_JSON)
+
+
+async def start_model(request: Request) -> Response:
+    """Load a model now and wait until it is ready."""
+    gateway = _gateway(request)
+    try:
+        name = _managed_name(gateway, request)
+        upstream = await gateway.supervisor.ensure_ready(name)
+    except GpufleetError as err:
+        return error_response(err)
+    return Response(orjson.dumps({"model": name, "state": "ready", "engine_url": upstream.base_url}),
+                    media_type=_JSON)

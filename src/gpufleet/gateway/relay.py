@@ -1,0 +1,249 @@
+"""Relaying OpenAI requests to an upstream engine: one JSON answer, or an SSE stream chunk by chunk.
+
+Hot path. Each upstream network read is parsed into SSE events, each event's JSON gets the served model
+name (llama.cpp puts a meaningless one there) and any dialect transform, and whatever is complete is sent
+to the client at once: nothing is held back beyond an incomplete event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gpufleet.errors import UpstreamError
+from gpufleet.gateway.errors import error_body
+from gpufleet.metrics import GatewayMetrics
+
+ChunkTransform = Callable[[dict[str, Any]], list[dict[str, Any]]]
+ChunkFlush = Callable[[], list[dict[str, Any]]]
+
+_DONE = b"data: [DONE]\n\n"
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # nginx in front must not buffer the stream either
+]
+
+
+class UpstreamClient:
+    """A pooled HTTP client for engines and remote upstreams."""
+
+    def __init__(self, read_timeout_s: float, connect_timeout_s: float = 10.0) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        # limit=0: no client-side cap on concurrent upstream connections (the engine does its own batching).
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def post(
+        self, url: str, body: bytes, *, api_key: str | None, timeout_s: float | None = None
+    ) -> aiohttp.ClientResponse:
+        """POST `body` and return the response once its headers arrived; UpstreamError when unreachable."""
+        assert self._session is not None, "UpstreamClient.start() was not called"
+        headers = {"Content-Type": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        timeout = self._timeout if timeout_s is None else aiohttp.ClientTimeout(
+            total=None, sock_connect=self._timeout.sock_connect, sock_read=timeout_s
+        )
+        try:
+            return await self._session.post(url, data=body, headers=headers, timeout=timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            raise UpstreamError(f"upstream {url} did not answer in time", status_code=504) from None
+        except aiohttp.ClientConnectorError as err:
+            raise UpstreamError(f"cannot connect to upstream {url}: {err.os_error or err}") from None
+        except aiohttp.ClientError as err:
+            raise UpstreamError(f"upstream {url} failed: {err}") from None
+
+
+@dataclass
+class StreamStats:
+    """What the relay learned from a stream (for metrics)."""
+
+    started: float
+    first_token_at: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    chunks: int = 0
+    error: str | None = None
+
+
+@dataclass
+class SSERewriter:
+    """Parses upstream SSE bytes into events and re-emits them rewritten (model name, transforms, usage)."""
+
+    served_model: str
+    client_wants_usage: bool
+    stats: StreamStats
+    transform: ChunkTransform | None = None
+    flush: ChunkFlush | None = None
+    _buffer: bytes = b""
+    _done_sent: bool = False
+    _pending_usage: dict[str, Any] | None = field(default=None)
+
+    def feed(self, data: bytes) -> bytes:
+        """Bytes from the network in; complete rewritten events out (possibly b"")."""
+        buffer = self._buffer + data
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n")
+        out: list[bytes] = []
+        while True:
+            end = buffer.find(b"\n\n")
+            if end < 0:
+                break
+            event, buffer = buffer[:end], buffer[end + 2 :]
+            self._event(event, out)
+        self._buffer = buffer
+        return b"".join(out)
+
+    def close(self) -> bytes:
+        """End of upstream stream: flush what the transform held back and make sure [DONE] is sent."""
+        out: list[bytes] = []
+        if self._buffer.strip():
+            self._event(self._buffer, out)
+            self._buffer = b""
+        if not self._done_sent:
+            self._finish(out)
+        return b"".join(out)
+
+    def _finish(self, out: list[bytes]) -> None:
+        if self.flush is not None:
+            for chunk in self.flush():
+                self._emit(chunk, out)
+        if self._pending_usage is not None:
+            self._emit(self._pending_usage, out)
+            self._pending_usage = None
+        out.append(_DONE)
+        self._done_sent = True
+
+    def _event(self, event: bytes, out: list[bytes]) -> None:
+        for line in event.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue  # comments / keep-alives / event names: nothing a client needs
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                self._finish(out)
+                continue
+            try:
+                chunk = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                out.append(b"data: " + payload + b"\n\n")
+                continue
+            if not isinstance(chunk, dict):
+                out.append(b"data: " + payload + b"\n\n")
+                continue
+            self._chunk(chunk, out)
+
+    def _chunk(self, chunk: dict[str, Any], out: list[bytes]) -> None:
+        self.stats.chunks += 1
+        if "error" in chunk:
+            self.stats.error = str(chunk["error"])[:200]
+            out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            return
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.stats.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            self.stats.completion_tokens = int(usage.get("completion_tokens") or 0)
+        if self.stats.first_token_at is None:
+            for choice in chunk.get("choices") or ():
+                delta = choice.get("delta") or {}
+                if delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning") or delta.get(
+                    "tool_calls"
+                ) or choice.get("text"):
+                    self.stats.first_token_at = time.perf_counter()
+                    break
+        chunks = self.transform(chunk) if self.transform is not None else [chunk]
+        for item in chunks:
+            if not item.get("choices") and isinstance(item.get("usage"), dict):
+                # The usage-only chunk comes after the last choice: hold it until the transform flushed.
+                if self.client_wants_usage:
+                    self._pending_usage = item
+                continue
+            if not self.client_wants_usage:
+                item.pop("usage", None)
+            self._emit(item, out)
+
+    def _emit(self, chunk: dict[str, Any], out: list[bytes]) -> None:
+        chunk["model"] = self.served_model
+        out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+
+
+class StreamRelayResponse:
+    """An ASGI response that relays an upstream SSE stream and cancels it when the client goes away."""
+
+    def __init__(
+        self,
+        upstream: aiohttp.ClientResponse,
+        rewriter: SSERewriter,
+        *,
+        headers: list[tuple[bytes, bytes]],
+        on_close: Callable[[StreamStats, bool], Any],
+    ) -> None:
+        self.upstream = upstream
+        self.rewriter = rewriter
+        self.headers = _SSE_HEADERS + headers
+        self.on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        stream = asyncio.ensure_future(self._stream(send))
+        watcher = asyncio.ensure_future(self._watch_disconnect(receive, stream))
+        disconnected = False
+        try:
+            await stream
+        except asyncio.CancelledError:
+            disconnected = watcher.done()
+            if not disconnected:
+                raise
+        except OSError:
+            disconnected = True  # the client's socket is gone (ASGI spec >= 2.4 reports it on send)
+        finally:
+            watcher.cancel()
+            if disconnected or not stream.done() or stream.cancelled():
+                # Closing (not releasing) the connection tells the engine to stop generating for this request.
+                self.upstream.close()
+            else:
+                self.upstream.release()
+            await _maybe_await(self.on_close(self.rewriter.stats, disconnected))
+
+    async def _watch_disconnect(self, receive: Any, stream: asyncio.Future[None]) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                stream.cancel()
+                return
+
+    async def _stream(self, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        rewriter = self.rewriter
+        try:
+            async for data in self.upstream.content.iter_any():
+                out = rewriter.feed(data)
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+            tail = rewriter.close()
+        except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError) as err:
+            # Bytes already reached the client: never switch upstream silently, end with an error event.
+            message = f"upstream stream broke after {rewriter.stats.chunks} chunks: {err or type(err).__name__}"
+            rewriter.stats.error = message
+            body = error_body(message, type_="server_error", code="upstream_stream_error")
+            tail = b"data: " + orjson.dumps(body) + b"\n\n" + _DONE
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+async def _maybe_await(value: Any) -> None:
+    if asyncio.iscoroutine(value):
+        with contextlib.suppress(Exception):
+            await value

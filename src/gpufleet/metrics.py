@@ -1,0 +1,94 @@
+"""Prometheus metrics of the gateway (requests, latency, TTFT, tokens, errors — by model) and engine state.
+
+One registry per app (tests build many apps). Label children are cached per (model, endpoint) because
+`labels()` lookups are a measurable share of the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class _EngineCollector(Collector):
+    """Reads engine states from the supervisor at scrape time (nothing to keep in sync)."""
+
+    def __init__(self, status: Callable[[], list[dict[str, Any]]]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        up = GaugeMetricFamily("gpufleet_engine_up", "1 when the model's engine is ready", labels=["model", "state"])
+        inflight = GaugeMetricFamily("gpufleet_engine_in_flight", "requests being served", labels=["model"])
+        restarts = GaugeMetricFamily("gpufleet_engine_restarts", "restarts after crashes", labels=["model"])
+        for item in self._status():
+            up.add_metric([item["name"], item["state"]], 1.0 if item["state"] == "ready" else 0.0)
+            inflight.add_metric([item["name"]], float(item["in_flight"]))
+            restarts.add_metric([item["name"]], float(item["restarts"]))
+        yield up
+        yield inflight
+        yield restarts
+
+
+class GatewayMetrics:
+    """The gateway's metric families and a cache of their labelled children."""
+
+    def __init__(self, engine_status: Callable[[], list[dict[str, Any]]] | None = None) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "gpufleet_requests", "Requests answered", ["model", "endpoint", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "gpufleet_request_duration_seconds", "Time until the last byte", ["model", "endpoint"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.ttft = Histogram(
+            "gpufleet_time_to_first_token_seconds", "Time until the first streamed token", ["model"],
+            buckets=_TTFT_BUCKETS, registry=r,
+        )
+        self.prompt_tokens = Counter("gpufleet_prompt_tokens", "Prompt tokens", ["model"], registry=r)
+        self.completion_tokens = Counter("gpufleet_completion_tokens", "Generated tokens", ["model"], registry=r)
+        self.errors = Counter("gpufleet_errors", "Errors by kind", ["model", "code"], registry=r)
+        self.in_flight = Gauge("gpufleet_in_flight_requests", "Requests in flight", ["model"], registry=r)
+        if engine_status is not None:
+            r.register(_EngineCollector(engine_status))
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, family: Any, *labels: str) -> Any:
+        key = (family._name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = family.labels(*labels)
+            self._children[key] = child
+        return child
+
+    def observe_request(self, model: str, endpoint: str, status: int, seconds: float) -> None:
+        """Count one answered request and its duration."""
+        self._child(self.requests, model, endpoint, str(status)).inc()
+        self._child(self.latency, model, endpoint).observe(seconds)
+
+    def observe_ttft(self, model: str, seconds: float) -> None:
+        self._child(self.ttft, model).observe(seconds)
+
+    def observe_tokens(self, model: str, prompt: int, completion: int) -> None:
+        if prompt:
+            self._child(self.prompt_tokens, model).inc(prompt)
+        if completion:
+            self._child(self.completion_tokens, model).inc(completion)
+
+    def observe_error(self, model: str, code: str) -> None:
+        self._child(self.errors, model, code).inc()
+
+    def track_in_flight(self, model: str, delta: int) -> None:
+        self._child(self.in_flight, model).inc(delta)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry)

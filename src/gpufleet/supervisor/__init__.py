@@ -1,0 +1,7 @@
+"""Supervisor: owns engine processes (start on demand, ready wait, idle TTL, crash restart, clean stop)."""
+
+from __future__ import annotations
+
+from gpufleet.supervisor.supervisor import EngineState, Supervisor, Upstream
+
+__all__ = ["EngineState", "Supervisor", "Upstream"]
