@@ -9,12 +9,28 @@ from __future__ import annotations
 import importlib
 import sys
 
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
 
 from gpufleet.errors import GpufleetError
 
+
+class _GpufleetGroup(TyperGroup):
+    """Root command group: a GpufleetError anywhere below becomes 'error: ...' on stderr and exit code 2."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GpufleetError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+
+
 app = typer.Typer(
     name="gpufleet",
+    cls=_GpufleetGroup,
     no_args_is_help=True,
     add_completion=False,
     help="Run open-weight LLMs on your own GPUs as one OpenAI-compatible service.",

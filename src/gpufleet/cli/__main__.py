@@ -1,0 +1,7 @@
+"""`python -m gpufleet.cli` (same as the `gpufleet` console script)."""
+
+from __future__ import annotations
+
+from gpufleet.cli import main
+
+main()

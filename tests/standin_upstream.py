@@ -1,0 +1,94 @@
+"""A STAND-IN OpenAI-compatible upstream for tests (not a real engine).
+
+It records the bodies it receives and answers according to the `behaviour` the test sets: a normal
+answer (echoing what it received), an HTTP error, or a stream. Real engines are exercised elsewhere
+(the embedded llama.cpp engine and vLLM's CPU build).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from gpufleet.supervisor.ports import free_port
+
+
+class StandInUpstream:
+    """Runs the stand-in on a free port in a background thread."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.behaviour = "ok"
+        self.stream_chunks = 5
+        self.port = free_port()
+        app = Starlette(routes=[
+            Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            Route("/v1/completions", self._chat, methods=["POST"]),
+            Route("/health", lambda r: Response(b"{}"), methods=["GET"]),
+        ])
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> StandInUpstream:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+    async def _chat(self, request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        self.received.append(body)
+        self.headers.append(dict(request.headers))
+        if self.behaviour == "400":
+            err = {"error": {"message": "max_tokens is too large", "type": "BadRequestError", "param": "max_tokens",
+                             "code": 400}}
+            return Response(orjson.dumps(err), status_code=400, media_type="application/json")
+        if self.behaviour == "500":
+            return Response(b"Internal Server Error", status_code=500)
+        if self.behaviour == "not-json":
+            return Response(b"<html>oops</html>", status_code=200)
+        if body.get("stream"):
+            return StreamingResponse(self._stream(body), media_type="text/event-stream")
+        answer = {
+            "id": "chatcmpl-standin", "object": "chat.completion", "model": "meaningless",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "echo: " + orjson.dumps(body).decode()}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+        }
+        return Response(orjson.dumps(answer), media_type="application/json")
+
+    async def _stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        base = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "model": "meaningless"}
+        for i in range(self.stream_chunks):
+            chunk = {**base, "choices": [{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}]}
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+            if self.behaviour == "die-mid-stream" and i == 1:
+                raise RuntimeError("stand-in upstream dies mid-stream")
+            await asyncio.sleep(0.001)
+        last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        yield b"data: " + orjson.dumps(last) + b"\n\n"
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {**base, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}
+            yield b"data: " + orjson.dumps(usage) + b"\n\n"
+        yield b"data: [DONE]\n\n"
