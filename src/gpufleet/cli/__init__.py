@@ -41,6 +41,7 @@ app = typer.Typer(
 _COMMAND_MODULES = [
     "serve_cmd",
     "models_cmd",
+    "engines_cmd",
 ]
 
 for _name in _COMMAND_MODULES:
