@@ -1,0 +1,33 @@
+"""Version-dependent vLLM behaviour the plans depend on, in one place (vllm-facts.md §2, §4)."""
+
+from __future__ import annotations
+
+import re
+
+DEFAULT_VLLM_VERSION = "0.33.0"  # newest release read for vllm-facts.md
+
+
+def version_tuple(version: str) -> tuple[int, int, int]:
+    """(major, minor, patch) of a vLLM version string: '0.8.5.post1' -> (0, 8, 5)."""
+    match = re.match(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?", version)
+    if not match:
+        raise ValueError(f"not a vLLM version: {version!r} (expected e.g. 0.26.0)")
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+def has_v0_engine(version: str) -> bool:
+    """V0 (and the VLLM_USE_V1 switch) was removed in v0.11; seed 001's VLLM_USE_V1=0 trick needs < 0.11."""
+    return version_tuple(version) < (0, 11, 0)
+
+
+def yarn_key(version: str) -> str:
+    """hf-overrides key for RoPE scaling: 'rope_scaling' in the v0.10 docs, 'rope_parameters' now.
+
+    The switch followed transformers 5's rename; 0.12 is the assumed first release with it.
+    """
+    return "rope_scaling" if version_tuple(version) < (0, 12, 0) else "rope_parameters"
+
+
+def yarn_needs_max_position_override(version: str) -> bool:
+    """0.33 stopped deriving max length as original * factor for YaRN (config/model.py)."""
+    return version_tuple(version) >= (0, 33, 0)
