@@ -13,6 +13,7 @@ from gpufleet.dialects import (
     THINKING_SAMPLING,
     DialectDefaults,
     document_classification_format,
+    model_dialect,
     prepare_request,
 )
 from gpufleet.errors import ConfigError, RequestError
@@ -116,17 +117,20 @@ def test_engine_that_splits_reasoning_gets_switch_but_no_parsing() -> None:
     assert prepared.plan.reasoning_parser is None
 
 
-@pytest.mark.parametrize(("defaults", "starts"), [
-    (DialectDefaults(reasoning_parser="qwen3"), False),
-    (DialectDefaults(reasoning_parser="qwen3", think_open_in_template=True), True),  # Thinking-2507
-    (DialectDefaults(reasoning_parser="deepseek_r1"), True),
+@pytest.mark.parametrize(("defaults", "when_on", "when_off"), [
+    # with thinking off the answer is never taken for reasoning (vLLM #17349) ...
+    (DialectDefaults(reasoning_parser="qwen3"), False, False),
+    (DialectDefaults(reasoning_parser="deepseek_r1"), True, False),
+    # ... unless the template opens <think> whatever the switch says (Thinking-2507 always thinks)
+    (DialectDefaults(reasoning_parser="qwen3", think_open_in_template=True), True, True),
+    (DialectDefaults(reasoning_parser="qwen3", think_open_in_template=True, engine_handles_reasoning=True),
+     False, False),
 ])
 def test_output_starts_inside_thinking_only_when_template_opens_it(defaults: DialectDefaults,
-                                                                   starts: bool) -> None:
+                                                                   when_on: bool, when_off: bool) -> None:
     on = prepare_request(chat("q /think"), kind="chat", defaults=defaults).plan
     off = prepare_request(chat("q /no_think"), kind="chat", defaults=defaults).plan
-    assert on.starts_in_reasoning is starts
-    assert off.starts_in_reasoning is False  # the answer is never taken for reasoning (vLLM #17349)
+    assert (on.starts_in_reasoning, off.starts_in_reasoning) == (when_on, when_off)
 
 
 def test_reasoning_cap_is_the_smaller_of_route_and_request_budget() -> None:
@@ -137,10 +141,19 @@ def test_reasoning_cap_is_the_smaller_of_route_and_request_budget() -> None:
     assert plan.max_reasoning_chars == 800 and plan.max_reasoning_tokens == 200
 
 
-def test_tools_are_parsed_by_gpufleet_and_auto_choice_rewritten_for_the_engine() -> None:
-    prepared = prepare_request(chat(tools=[WEATHER_TOOL]), kind="chat", defaults=QWEN3)
+def test_tools_are_parsed_by_gpufleet_and_tool_choice_left_alone_by_default() -> None:
+    prepared = prepare_request(chat(tools=[WEATHER_TOOL], tool_choice="auto"), kind="chat", defaults=QWEN3)
+    assert prepared.plan.tool_parser == "hermes" and prepared.body["tool_choice"] == "auto"
+
+
+@pytest.mark.parametrize("extra", [{}, {"tool_choice": "auto"}])
+def test_auto_tool_choice_rewritten_for_vllm_without_its_tool_parser(extra: dict[str, Any]) -> None:
+    # vLLM answers 400 to "auto" unless started with --enable-auto-tool-choice; "none" keeps the tools
+    defaults = DialectDefaults(reasoning_parser="qwen3", tool_call_parser="hermes",
+                               upstream_tool_choice="none")
+    prepared = prepare_request(chat(tools=[WEATHER_TOOL], **extra), kind="chat", defaults=defaults)
     assert prepared.plan.tool_parser == "hermes"
-    assert prepared.body["tool_choice"] == "none"  # vLLM without --enable-auto-tool-choice rejects "auto"
+    assert prepared.body["tool_choice"] == "none"
     assert prepared.body["tools"] == [WEATHER_TOOL]
     types = {"get_current_weather": {"location": "string", "days": "integer"}}
     assert prepared.plan.tool_param_types == types
@@ -239,3 +252,18 @@ def test_malformed_dialect_fields_are_400_errors_naming_the_field(body: dict[str
 def test_non_object_body_is_a_request_error() -> None:
     with pytest.raises(RequestError):
         prepare_request([1, 2], kind="chat", defaults=QWEN3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("model_id", "reasoning", "tools", "opens"), [
+    ("Qwen/Qwen3-32B-AWQ", "qwen3", "hermes", False),
+    ("Qwen/Qwen3-235B-A22B-Instruct-2507-AWQ", None, "hermes", False),
+    ("Qwen/Qwen3-30B-A3B-Thinking-2507", "qwen3", "hermes", True),
+    ("Qwen/Qwen3-Coder-30B-A3B-Instruct", None, "qwen3_coder", False),
+    ("qwen2.5-coder-1.5b-instruct", None, "hermes", False),
+    ("Qwen/QwQ-32B", "qwen3", "hermes", True),
+    ("meta-llama/Llama-3.1-8B-Instruct", None, None, False),
+])
+def test_model_dialect_guesses_parsers_from_the_model_id(model_id: str, reasoning: str | None,
+                                                         tools: str | None, opens: bool) -> None:
+    d = model_dialect(model_id)
+    assert (d.reasoning_parser, d.tool_call_parser, d.think_open_in_template) == (reasoning, tools, opens)

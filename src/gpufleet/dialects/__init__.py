@@ -10,6 +10,7 @@ or, streamed: `t = StreamTransformer(prepared.plan)`, `t.feed(chunk)` per upstre
 from __future__ import annotations
 
 from gpufleet.dialects.plan import DialectDefaults, PreparedRequest, RequestKind, ResponsePlan
+from gpufleet.dialects.profiles import model_dialect
 from gpufleet.dialects.registry import (
     REASONING_PARSERS,
     TOOL_PARSERS,
@@ -37,6 +38,7 @@ __all__ = [
     "document_classification_format",
     "get_reasoning_parser",
     "get_tool_parser",
+    "model_dialect",
     "prepare_request",
     "resolve_thinking",
     "retry_body",

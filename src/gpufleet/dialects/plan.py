@@ -30,9 +30,10 @@ class DialectDefaults:
     sampling_by_mode: bool = True  # fill Qwen's recommended sampling per thinking mode
     # Thinking-2507 templates end the prompt with "<think>\n", so the output starts inside thinking.
     think_open_in_template: bool = False
-    # When gpufleet parses tool calls itself, "auto" is sent upstream as this value: vLLM without
-    # --enable-auto-tool-choice rejects "auto" but still renders the tools for "none". None: leave it.
-    upstream_tool_choice: str | None = "none"
+    # When gpufleet parses tool calls itself, a missing/"auto" tool_choice is sent upstream as this.
+    # vLLM without --enable-auto-tool-choice rejects "auto" but still renders the tools for "none",
+    # so vLLM routes set "none"; llama.cpp takes "auto" (and may parse the calls itself): None.
+    upstream_tool_choice: str | None = None
 
 
 @dataclass(frozen=True)

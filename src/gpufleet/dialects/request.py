@@ -57,8 +57,9 @@ def prepare_request(body: dict[str, Any], *, kind: RequestKind, defaults: Dialec
         kind=kind,
         thinking=choice.enabled,
         reasoning_parser=reasoning_parser.name if reasoning_parser else None,
-        starts_in_reasoning=reasoning_parser is not None and choice.enabled
-        and (reasoning_parser.assume_open or defaults.think_open_in_template),
+        # Thinking-2507 opens <think> in every prompt; R1-style parsers assume it only when thinking.
+        starts_in_reasoning=reasoning_parser is not None
+        and (defaults.think_open_in_template or (choice.enabled and reasoning_parser.assume_open)),
         max_reasoning_chars=min(caps) * 4 if caps else None,
         tool_parser=tool_parser,
         tool_param_types=param_types,
