@@ -81,7 +81,8 @@ def test_usage_chunks_and_odd_chunks_pass_through() -> None:
 
 def test_bad_choice_entries_do_not_crash() -> None:
     t = StreamTransformer(TOOLS)
-    assert t.feed({"choices": ["junk", {"index": "x", "delta": "nope", "finish_reason": None}]}) == []
+    odd = {"index": "x", "delta": "nope", "finish_reason": None}
+    assert t.feed({"choices": ["junk", odd]}) == [{"choices": [odd]}]
     assert transform_response({"choices": [None, {"message": "x"}]}, TOOLS) == \
         {"choices": [None, {"message": "x"}]}
     assert transform_response({"object": "error"}, TOOLS) == {"object": "error"}
@@ -156,3 +157,17 @@ def test_role_chunk_is_kept_even_when_its_content_is_held_back() -> None:
     out, _ = run(TOOLS, [chunk({"role": "assistant", "content": "<tool"}), chunk({"content": "box>"})])
     assert out[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert joined(out, "content") == "<toolbox>"
+
+
+def test_text_completion_chunks_pass_through() -> None:
+    choice = {"index": 0, "text": "<think>x", "logprobs": None, "finish_reason": None}
+    c = {"id": "cmpl-1", "object": "text_completion", "choices": [choice]}
+    assert StreamTransformer(ResponsePlan(kind="completion")).feed(c) == [c]
+    assert StreamTransformer(THINK).feed(c) == [c]
+
+
+def test_finish_reason_in_the_same_chunk_as_the_closing_tag() -> None:
+    out, _ = run(TOOLS, [chunk({"content": "<tool_call>{\"name\": \"f\", \"arguments\": {}}"}),
+                         chunk({"content": "</tool_call>"}, "stop")])
+    assert out[-1]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] == "{}"
+    assert out[-1]["choices"][0]["finish_reason"] == "tool_calls"

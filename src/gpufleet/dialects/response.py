@@ -287,8 +287,8 @@ class StreamTransformer:
     def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         """One upstream `chat.completion.chunk` in, zero or more chunks out (text may be held back)."""
         choices = chunk.get("choices") if isinstance(chunk, dict) else None
-        if not isinstance(choices, list) or not choices:
-            return [chunk]  # usage-only chunks, errors, unknown shapes: relay as they are
+        if self.plan.kind != "chat" or not isinstance(choices, list) or not choices:
+            return [chunk]  # completions, usage-only chunks, errors, unknown shapes: relay as they are
         self._envelope = {k: v for k, v in chunk.items() if k not in ("choices", "usage")}
         out: list[dict[str, Any]] = []
         for choice in choices:
@@ -296,9 +296,12 @@ class StreamTransformer:
                 continue
             index = choice.get("index", 0)
             index = index if isinstance(index, int) else 0
-            state = self._choices.setdefault(index, _ChoiceStream(self.plan))
             delta = choice.get("delta")
-            outs = state.feed(delta if isinstance(delta, dict) else {}, choice.get("finish_reason"))
+            if not isinstance(delta, dict):  # not a chat delta (e.g. a text completion choice)
+                out.append({**self._envelope, "choices": [choice]})
+                continue
+            state = self._choices.setdefault(index, _ChoiceStream(self.plan))
+            outs = state.feed(delta, choice.get("finish_reason"))
             extras = {k: v for k, v in choice.items() if k not in ("index", "delta", "finish_reason")}
             out.extend(self._chunks(index, outs, extras))
         if "usage" in chunk:
