@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from gpufleet.catalog import GIB, GpuSpec, ModelSpec, Variant
 from gpufleet.errors import PlanError
@@ -369,14 +370,17 @@ def _compute(req: PlanRequest) -> Plan:
             efficiency=req.efficiency,
             kernel_factor=factor,
         )
-        if offload_bytes:
+        link = pcie_gbps(gpu.pcie_gen, pinned_memory=not req.host_wsl2)
+        if offload_bytes and link is None:
+            tok_s = None  # unified memory: there is no slower memory to offload to
+        elif offload_bytes:
             tok_s = decode_tok_s(
                 bytes_per_token=(weights - offload_bytes) * active + kv_read,
                 bandwidth_gbps=gpu.bandwidth_gbps,
                 efficiency=req.efficiency,
                 kernel_factor=factor,
                 offload_bytes_per_token=offload_bytes * active,
-                pcie_gbps=pcie_gbps(gpu.pcie_gen, pinned_memory=not req.host_wsl2),
+                pcie_gbps=link,
             )
         else:
             tok_s = tok_s_vram
@@ -513,17 +517,20 @@ def plan(req: PlanRequest, *, alternative_gpus: tuple[GpuSpec, ...] = (), max_fi
     if base.fits:
         return base
     fixes: list[Fix] = []
-    seen_gpu = False
+    seen_gpu = seen_tp = False
     for description, candidate in _candidates(req, base, alternative_gpus):
-        if candidate.gpu is not req.gpu and seen_gpu:
-            continue  # only the smallest bigger GPU that fits
+        other_gpu = candidate.gpu is not req.gpu
+        more_tp = candidate.tensor_parallel != req.tensor_parallel and not other_gpu
+        if (other_gpu and seen_gpu) or (more_tp and seen_tp):
+            continue  # only the smallest bigger GPU / the smallest TP that fits
         try:
             trial = _compute(candidate)
         except PlanError:
             continue
         if not trial.fits:
             continue
-        seen_gpu = seen_gpu or candidate.gpu is not req.gpu
+        seen_gpu = seen_gpu or other_gpu
+        seen_tp = seen_tp or more_tp
         changes = {
             k: getattr(candidate, k)
             for k in (
@@ -562,11 +569,11 @@ def plan(req: PlanRequest, *, alternative_gpus: tuple[GpuSpec, ...] = (), max_fi
 
 
 def plan_model(
-    model: ModelSpec, gpu: GpuSpec | None, *, alternative_gpus: tuple[GpuSpec, ...] = (), **options: object
+    model: ModelSpec, gpu: GpuSpec | None, *, alternative_gpus: tuple[GpuSpec, ...] = (), **options: Any
 ) -> Plan:
     """Convenience: `plan(PlanRequest(model, gpu, **options))`."""
     try:
-        req = PlanRequest(model, gpu, **options)  # type: ignore[arg-type]
+        req = PlanRequest(model, gpu, **options)
     except TypeError as err:
         raise PlanError(f"unknown planning option: {err}") from err
     return plan(req, alternative_gpus=alternative_gpus)
