@@ -91,7 +91,31 @@ class RemoteModel(_ModelBase):
         return value.rstrip("/")
 
 
-ModelConfig = Annotated[LlamaCppModel | RemoteModel, Field(discriminator="engine")]
+class VllmModel(_ModelBase):
+    """A model served by a vLLM OpenAI server that gpufleet launches and supervises."""
+
+    engine: Literal["vllm"]
+    model: str = Field(description="HF repo id or local model directory")
+    python: str = Field("vllm-cpu", description="interpreter of vLLM's environment, or an installed engine name")
+    device: Literal["cuda", "cpu"] = "cuda"
+    max_model_len: int | None = Field(None, gt=0)
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    tensor_parallel_size: int = Field(1, ge=1)
+    quantization: str | None = None
+    dtype: str | None = None
+    enforce_eager: bool = False
+    reasoning_parser: str | None = None
+    tool_call_parser: str | None = None
+    hf_overrides: dict[str, Any] | None = None
+    enable_sleep_mode: bool = False
+    # vLLM parses VLLM_CPU_KVCACHE_SPACE with int(): "0.5" kills the engine at startup.
+    cpu_kv_cache_space_gib: int | None = Field(None, ge=1, description="VLLM_CPU_KVCACHE_SPACE (CPU build)")
+    extra_args: list[str] = Field(default_factory=list, description="more `vllm serve` flags, verbatim")
+    env: dict[str, str] = Field(default_factory=dict)
+    ready_timeout_s: float = Field(600, gt=0, description="cold starts of large models take minutes (seed 004)")
+
+
+ModelConfig = Annotated[LlamaCppModel | RemoteModel | VllmModel, Field(discriminator="engine")]
 
 
 class ServerConfig(_Strict):
@@ -224,9 +248,9 @@ def parse_config(data: Any, *, file: str = "<config>") -> Config:
         if first["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see docs/config.md)"
         elif first["type"] == "union_tag_invalid":
-            msg = "unknown engine; expected one of: llamacpp, remote"
+            msg = "unknown engine; expected one of: llamacpp, vllm, remote"
         elif first["type"] == "union_tag_not_found":
-            msg = "missing 'engine' (one of: llamacpp, remote)"
+            msg = "missing 'engine' (one of: llamacpp, vllm, remote)"
         raise ConfigError(msg + more, file=file, key_path=_key_path(tuple(first["loc"]))) from None
 
 

@@ -27,13 +27,28 @@ class _EngineCollector(Collector):
         up = GaugeMetricFamily("gpufleet_engine_up", "1 when the model's engine is ready", labels=["model", "state"])
         inflight = GaugeMetricFamily("gpufleet_engine_in_flight", "requests being served", labels=["model"])
         restarts = GaugeMetricFamily("gpufleet_engine_restarts", "restarts after crashes", labels=["model"])
+        # Scraped from each vLLM's own /metrics (alerts: KV usage > 85% for 5 min, seed 003; queue length).
+        running = GaugeMetricFamily("gpufleet_engine_requests_running", "vLLM requests running", labels=["model"])
+        waiting = GaugeMetricFamily("gpufleet_engine_requests_waiting", "vLLM requests waiting", labels=["model"])
+        kv_usage = GaugeMetricFamily("gpufleet_engine_kv_cache_usage_ratio", "vLLM KV cache usage 0-1",
+                                     labels=["model"])
+        kv_tokens = GaugeMetricFamily("gpufleet_engine_kv_cache_tokens", "KV cache capacity (tokens)",
+                                      labels=["model"])
         for item in self._status():
-            up.add_metric([item["name"], item["state"]], 1.0 if item["state"] == "ready" else 0.0)
-            inflight.add_metric([item["name"]], float(item["in_flight"]))
-            restarts.add_metric([item["name"]], float(item["restarts"]))
-        yield up
-        yield inflight
-        yield restarts
+            name = item["name"]
+            up.add_metric([name, item["state"]], 1.0 if item["state"] == "ready" else 0.0)
+            inflight.add_metric([name], float(item["in_flight"]))
+            restarts.add_metric([name], float(item["restarts"]))
+            scraped = item.get("engine_metrics")
+            if scraped:
+                running.add_metric([name], float(scraped["requests_running"]))
+                waiting.add_metric([name], float(scraped["requests_waiting"]))
+                if scraped["kv_cache_usage"] is not None:
+                    kv_usage.add_metric([name], float(scraped["kv_cache_usage"]))
+            capacity = (item.get("kv_cache") or {}).get("tokens")
+            if capacity:
+                kv_tokens.add_metric([name], float(capacity))
+        yield from (up, inflight, restarts, running, waiting, kv_usage, kv_tokens)
 
 
 class GatewayMetrics:

@@ -25,9 +25,11 @@ from typing import Any
 
 import aiohttp
 
-from gpufleet.config import LlamaCppModel
+from gpufleet.config import LlamaCppModel, VllmModel
 from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.engines.base import LaunchSpec
+from gpufleet.engines.vllm_log import Phase, VllmStartupLog
+from gpufleet.engines.vllm_metrics import VllmMetrics, parse_vllm_metrics
 from gpufleet.errors import EngineError, EngineNotReady, GpufleetError
 from gpufleet.paths import logs_dir
 from gpufleet.supervisor.ports import free_port
@@ -35,7 +37,7 @@ from gpufleet.supervisor.process import EngineProcess
 
 log = logging.getLogger("gpufleet.supervisor")
 
-ManagedModel = LlamaCppModel
+ManagedModel = LlamaCppModel | VllmModel
 
 
 class EngineState(enum.StrEnum):
@@ -78,6 +80,8 @@ class EngineSlot:
         self.episode: asyncio.Future[None] | None = None
         self.stop_requested = False
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.startup_log: VllmStartupLog | None = None
+        self.engine_metrics: VllmMetrics | None = None
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able view for /status and `gpufleet status`."""
@@ -96,7 +100,28 @@ class EngineSlot:
             "restarts": self.restarts,
             "last_error": self.last_error or None,
             "log_path": str(self.process.log_path) if self.process else None,
+            "kv_cache": _kv_cache_view(self.startup_log),
+            "engine_metrics": _metrics_view(self.engine_metrics) if self.state == EngineState.READY else None,
         }
+
+
+def _metrics_view(metrics: VllmMetrics | None) -> dict[str, Any] | None:
+    if metrics is None:
+        return None
+    return {"requests_running": metrics.requests_running, "requests_waiting": metrics.requests_waiting,
+            "kv_cache_usage": metrics.kv_cache_usage, "kv_cache_tokens": metrics.kv_cache_tokens,
+            "prompt_tokens_total": metrics.prompt_tokens_total,
+            "generation_tokens_total": metrics.generation_tokens_total,
+            "ttft_mean_s": metrics.ttft_mean_s,
+            "sleep_state": str(metrics.sleep_state) if metrics.sleep_state else None}
+
+
+def _kv_cache_view(startup: VllmStartupLog | None) -> dict[str, Any] | None:
+    if startup is None or startup.kv_cache is None:
+        return None
+    kv = startup.kv_cache
+    return {"device": kv.device, "tokens": kv.tokens, "max_concurrency": kv.max_concurrency,
+            "concurrency_tokens": kv.concurrency_tokens, "available_gib": kv.available_gib}
 
 
 class Supervisor:
@@ -109,12 +134,15 @@ class Supervisor:
         queue_timeout_s: float = 300,
         health_interval_s: float = 0.25,
         reaper_interval_s: float = 1.0,
+        scrape_interval_s: float = 5.0,
         on_event: Callable[[str, str], None] | None = None,
     ) -> None:
         self.slots = {name: EngineSlot(name, model) for name, model in models.items()}
         self.queue_timeout_s = queue_timeout_s
         self.health_interval_s = health_interval_s
         self.reaper_interval_s = reaper_interval_s
+        self.scrape_interval_s = scrape_interval_s
+        self._scraper: asyncio.Task[None] | None = None
         self._on_event = on_event
         self._http: aiohttp.ClientSession | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -126,6 +154,7 @@ class Supervisor:
         """Begin supervising: start the idle reaper and the models marked `preload`."""
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         self._reaper = asyncio.create_task(self._reap_idle(), name="idle-reaper")
+        self._scraper = asyncio.create_task(self._scrape_loop(), name="metrics-scraper")
         for slot in self.slots.values():
             if slot.model.preload:
                 self._begin_start(slot)
@@ -133,10 +162,11 @@ class Supervisor:
     async def close(self) -> None:
         """Stop every engine (SIGTERM, then SIGKILL after each model's grace period)."""
         self._closed = True
-        if self._reaper:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+        for task in (self._reaper, self._scraper):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await asyncio.gather(*(self._stop_slot(slot, EngineState.STOPPED) for slot in self.slots.values()))
         for slot in self.slots.values():
             for task in list(slot.tasks):
@@ -208,6 +238,27 @@ class Supervisor:
             return slot.spec.base_url
         return None
 
+    async def scrape(self, name: str) -> VllmMetrics | None:
+        """Scrape a ready vLLM engine's /metrics now (running/waiting, KV usage, KV capacity)."""
+        slot = self.slots[name]
+        spec = slot.spec
+        if slot.state != EngineState.READY or spec is None or spec.log_phase_parser != "vllm" or not spec.metrics_url:
+            return None
+        assert self._http is not None
+        try:
+            async with self._http.get(spec.metrics_url) as resp:
+                text = await resp.text()
+            slot.engine_metrics = parse_vllm_metrics(text, model_name=name, source=spec.metrics_url)
+        except (aiohttp.ClientError, TimeoutError, OSError, GpufleetError) as err:
+            log.debug("%s: metrics scrape failed: %s", name, err)
+        return slot.engine_metrics
+
+    async def _scrape_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.scrape_interval_s)
+            for name in self.slots:
+                await self.scrape(name)
+
     # ---- internals -------------------------------------------------------------------------------------
 
     def _emit(self, slot: EngineSlot, message: str) -> None:
@@ -244,7 +295,18 @@ class Supervisor:
             self._fail(slot, str(err), retry=False)
             return
         slot.spec = spec
-        process = EngineProcess(spec, logs_dir() / f"{slot.name}.log")
+        on_line = None
+        if spec.log_phase_parser == "vllm":
+            startup = slot.startup_log = VllmStartupLog()
+
+            def on_line(line: str) -> None:
+                # vLLM's log tells where a 1–10 minute cold start is (seed 000/004) and why it failed.
+                if startup.feed(line) and slot.state == EngineState.STARTING:
+                    slot.phase = startup.progress_line()
+                    self._emit(slot, slot.phase)
+        else:
+            slot.startup_log = None
+        process = EngineProcess(spec, logs_dir() / f"{slot.name}.log", on_line=on_line)
         slot.process = process
         self._emit(slot, f"starting (port {spec.port})")
         slot.phase = "loading"
@@ -280,7 +342,8 @@ class Supervisor:
 
     def _mark_ready(self, slot: EngineSlot) -> None:
         slot.state = EngineState.READY
-        slot.phase = "ready"
+        startup = slot.startup_log
+        slot.phase = startup.progress_line() if startup and startup.phase >= Phase.KV_CACHE_ALLOCATED else "ready"
         slot.ready_at = time.monotonic()
         slot.last_used = time.monotonic()
         slot.last_error = ""
@@ -325,6 +388,13 @@ class Supervisor:
         if uptime >= slot.model.restart.stable_after_s:
             slot.failures = 0  # it ran fine for a while: this is a fresh crash, not a crash loop
         what = "crashed" if was == EngineState.READY else "exited during startup"
+        startup = slot.startup_log
+        if was == EngineState.STARTING and startup is not None and startup.failure is not None:
+            # A recognised cause (OOM, max_model_len too large, bad flag...) will not go away by retrying.
+            cause = startup.failure
+            self._fail(slot, f"engine {what} with exit code {code}: {cause.cause}: {cause.hint}",
+                       retry=False, log_tail=tail)
+            return
         if was == EngineState.READY and (slot.episode is None or slot.episode.done()):
             slot.episode = asyncio.get_running_loop().create_future()
             slot.episode.add_done_callback(lambda f: f.cancelled() or f.exception())
