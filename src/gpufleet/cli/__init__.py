@@ -41,6 +41,9 @@ app = typer.Typer(
 _COMMAND_MODULES = [
     "serve_cmd",
     "models_cmd",
+    "plan_cmd",
+    "catalog_cmd",
+    "doctor_cmd",
     "engines_cmd",
 ]
 

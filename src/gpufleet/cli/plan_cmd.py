@@ -1,0 +1,207 @@
+"""`gpufleet plan MODEL --gpu NAME`: will it fit, how, and the exact `vllm serve` line.
+
+Exit codes: 0 the plan fits, 1 it does not (the output says why and how to fix it), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gpufleet.catalog import (
+    GIB,
+    GpuSpec,
+    ModelRef,
+    builtin_gpus,
+    custom_gpu,
+    get_gpu,
+    get_model,
+    model_from_hf_dir,
+)
+from gpufleet.errors import PlanError
+from gpufleet.planner import (
+    DEFAULT_UTILIZATION,
+    DEFAULT_VLLM_VERSION,
+    Plan,
+    PlanRequest,
+    context_table,
+    plan,
+    plan_json,
+    plan_launch,
+)
+from gpufleet.planner.launch import LaunchPlan
+
+
+def resolve_model(name: str) -> ModelRef:
+    """A catalog name/alias/repo id, or a local Hugging Face directory."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return ModelRef(model_from_hf_dir(path), None)
+    return get_model(name)
+
+
+def resolve_gpu(
+    gpu: str | None, vram_gb: float | None, bandwidth_gbps: float | None, compute_capability: str | None
+) -> GpuSpec:
+    """--gpu from the catalog, or a custom card from --vram-gb/--bandwidth-gbps/--compute-capability."""
+    if vram_gb is not None or bandwidth_gbps is not None:
+        if gpu is not None:
+            raise PlanError("give either --gpu or --vram-gb/--bandwidth-gbps, not both")
+        if vram_gb is None or bandwidth_gbps is None or vram_gb <= 0 or bandwidth_gbps <= 0:
+            raise PlanError(
+                "a custom GPU needs positive --vram-gb and --bandwidth-gbps (and --compute-capability, default 8.6)"
+            )
+        return custom_gpu(vram_gb, bandwidth_gbps, compute_capability or "8.6")
+    if gpu is None:
+        raise PlanError(
+            "say which GPU: --gpu NAME (see 'gpufleet catalog gpus'), --vram-gb/--bandwidth-gbps "
+            "for another card, or --cpu for vLLM's CPU backend"
+        )
+    found = get_gpu(gpu)
+    return found
+
+
+def _split_quantization(ref: ModelRef, quantization: str | None) -> tuple[str | None, str | None]:
+    """('awq', 'awq_marlin') from --quantization awq_marlin; checkpoint names pass through."""
+    if quantization and quantization.endswith("_marlin"):
+        return quantization.removesuffix("_marlin"), quantization
+    return quantization or ref.quantization, None
+
+
+def _gib(n: int | float) -> str:
+    return f"{n / GIB:,.2f} GiB"
+
+
+def _print_human(p: Plan, launch: LaunchPlan | None, console: Console) -> None:
+    req = p.request
+    where = "vLLM CPU backend" if p.device == "cpu" else f"{p.tensor_parallel * p.pipeline_parallel}x {p.device}"
+    verdict = "[green]FITS[/green]" if p.fits else "[red]DOES NOT FIT[/red]"
+    console.print(f"[bold]{p.model.name}[/bold] ({p.variant.quantization}: {p.variant.repo}) on {where}: {verdict}")
+    table = Table("per GPU" if p.device != "cpu" else "CPU", "value", "how")
+    if p.device == "cpu":
+        table.add_row("KV cache space", _gib(p.kv_cache_bytes_per_gpu), "VLLM_CPU_KVCACHE_SPACE")
+    else:
+        table.add_row("CUDA total", _gib(p.total_bytes_per_gpu), "what cudaMemGetInfo reports")
+        table.add_row("vLLM budget", _gib(p.requested_bytes_per_gpu), f"x {req.gpu_memory_utilization:g} utilization")
+        table.add_row("weights", _gib(p.weights_bytes_per_gpu), p.variant.weight_bytes_source)
+        table.add_row("non-torch", _gib(p.non_torch_bytes), "workspaces (+ NCCL with TP/PP)")
+        table.add_row(
+            "activation peak",
+            _gib(p.activation_peak_bytes),
+            f"{p.max_num_batched_tokens} batched tokens, {p.max_num_seqs} seqs",
+        )
+        table.add_row("CUDA graphs", _gib(p.cudagraph_bytes), "0 with --enforce-eager" if p.enforce_eager else "")
+        table.add_row("KV cache", _gib(max(p.kv_cache_bytes_per_gpu, 0)), "budget minus all of the above")
+    table.add_row("KV bytes/token", f"{p.kv_bytes_per_token:,}", f"block {p.block_size}")
+    table.add_row("KV cache tokens", f"{p.kv_cache_tokens:,}", f"{p.num_blocks:,} blocks")
+    table.add_row("max context", f"{p.max_context:,}", f"max_position_embeddings {p.model.max_position_embeddings:,}")
+    table.add_row(f"requests at {p.context:,}", f"{p.max_concurrency:.2f}", f"target {req.concurrency}")
+    if p.needs_yarn:
+        table.add_row("YaRN", f"factor {p.yarn_factor}", f"from {p.yarn_original_context:,}")
+    table.add_row("quantization kernel", p.quantization_kernel or "-", "")
+    if p.cpu_offload_bytes:
+        table.add_row("CPU offload", _gib(p.cpu_offload_bytes), "used" if p.cpu_offload_used else "would be needed")
+    if p.decode_tok_s_estimate is not None:
+        table.add_row(
+            "decode (1 stream)", f"~{p.decode_tok_s_estimate:.1f} tok/s", f"roofline x {req.efficiency:g} efficiency"
+        )
+    console.print(table)
+    for reason in p.reasons:
+        console.print(f"[red]why:[/red] {reason}", highlight=False)
+    for warning in p.warnings:
+        console.print(f"[yellow]note:[/yellow] {warning}", highlight=False)
+    rows = context_table(p)
+    if rows and p.num_blocks:
+        ctx = Table("context", "KV per request", "requests that fit", "YaRN", title="context vs memory")
+        for row in rows:
+            fits = f"{row.max_concurrency:.2f}" if row.fits else f"[red]{row.max_concurrency:.2f}[/red]"
+            ctx.add_row(f"{row.context:,}", _gib(row.kv_bytes_per_request), fits, "yes" if row.needs_yarn else "")
+        console.print(ctx)
+    if launch:
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in launch.env.items())
+        console.print("[bold]launch:[/bold]", highlight=False)
+        console.print(
+            f"{env + ' ' if env else ''}vllm serve {shlex.join(launch.argv)} --port PORT",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Add `gpufleet plan`."""
+
+    @app.command("plan")
+    def plan_cmd(
+        model: Annotated[str, typer.Argument(help="catalog name, alias, HF repo id, or a local HF directory")],
+        gpu: Annotated[str | None, typer.Option("--gpu", help="GPU from 'gpufleet catalog gpus'")] = None,
+        gpus: Annotated[int | None, typer.Option("--gpus", help="GPUs in total (default: TP x PP)")] = None,
+        nodes: Annotated[int | None, typer.Option("--nodes", help="hosts (default: from GPUs per node)")] = None,
+        context: Annotated[
+            int | None, typer.Option("--context", help="max_model_len (default: longest that fits)")
+        ] = None,
+        tp: Annotated[int | None, typer.Option("--tp", help="tensor-parallel size")] = None,
+        pp: Annotated[int, typer.Option("--pp", help="pipeline-parallel size")] = 1,
+        util: Annotated[float, typer.Option("--util", help="--gpu-memory-utilization")] = DEFAULT_UTILIZATION,
+        quantization: Annotated[
+            str | None, typer.Option("--quantization", "-q", help="checkpoint: bf16, awq, fp8")
+        ] = None,
+        concurrency: Annotated[int, typer.Option("--concurrency", help="requests at full context")] = 1,
+        enforce_eager: Annotated[bool, typer.Option("--enforce-eager")] = False,
+        kv_cache_dtype: Annotated[str, typer.Option("--kv-cache-dtype")] = "auto",
+        allow_cpu_offload: Annotated[bool, typer.Option("--allow-cpu-offload")] = False,
+        no_yarn: Annotated[bool, typer.Option("--no-yarn", help="refuse contexts that need YaRN")] = False,
+        wsl2: Annotated[bool, typer.Option("--wsl2", help="host is WSL2 (no pinned memory)")] = False,
+        vllm_version: Annotated[str, typer.Option("--vllm-version")] = DEFAULT_VLLM_VERSION,
+        vram_gb: Annotated[float | None, typer.Option("--vram-gb", help="custom GPU: VRAM in GiB")] = None,
+        bandwidth_gbps: Annotated[float | None, typer.Option("--bandwidth-gbps", help="custom GPU: GB/s")] = None,
+        compute_capability: Annotated[str | None, typer.Option("--compute-capability", help="e.g. 8.6")] = None,
+        cpu: Annotated[bool, typer.Option("--cpu", help="plan vLLM's CPU backend instead of a GPU")] = False,
+        kv_space_gib: Annotated[int, typer.Option("--kv-space-gib", help="CPU: VLLM_CPU_KVCACHE_SPACE")] = 4,
+        served_name: Annotated[str | None, typer.Option("--served-name")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="machine-readable output (stable keys)")] = False,
+    ) -> None:
+        """Will MODEL fit on GPU? Memory budget, max context, concurrency, speed and the vllm serve line."""
+        ref = resolve_model(model)
+        checkpoint, kernel = _split_quantization(ref, quantization)
+        device = None if cpu else resolve_gpu(gpu, vram_gb, bandwidth_gbps, compute_capability)
+        if cpu and kv_space_gib < 1:
+            raise PlanError(f"--kv-space-gib must be >= 1, got {kv_space_gib}", param="kv_space_gib")
+        if tp is None:
+            if gpus is not None and (gpus < 1 or gpus % pp):
+                raise PlanError(f"--gpus {gpus} is not a positive multiple of --pp {pp}", param="gpus")
+            tp = (gpus // pp) if gpus else 1
+        elif gpus is not None and gpus != tp * pp:
+            raise PlanError(f"--gpus {gpus} does not match --tp {tp} x --pp {pp}", param="gpus")
+        request = PlanRequest(
+            model=ref.spec,
+            gpu=device,
+            quantization=checkpoint,
+            quantization_kernel=kernel,
+            tensor_parallel=tp,
+            pipeline_parallel=pp,
+            nodes=nodes,
+            gpu_memory_utilization=util,
+            context=context,
+            concurrency=concurrency,
+            enforce_eager=enforce_eager,
+            kv_cache_dtype=kv_cache_dtype,
+            allow_yarn=not no_yarn,
+            allow_cpu_offload=allow_cpu_offload,
+            host_wsl2=wsl2,
+            vllm_version=vllm_version,
+            cpu_kv_space_bytes=kv_space_gib * GIB if cpu else None,
+        )
+        result = plan(request, alternative_gpus=tuple(builtin_gpus().values()) if device else ())
+        launch = plan_launch(result, served_model_name=served_name) if result.fits else None
+        if as_json:
+            typer.echo(json.dumps(plan_json(result, launch), indent=2))
+        else:
+            _print_human(result, launch, Console(width=max(Console().width, 120)))
+        if not result.fits:
+            raise typer.Exit(1)
