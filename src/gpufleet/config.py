@@ -266,7 +266,7 @@ def load_config(path: Path | None) -> Config:
     except OSError as err:
         raise ConfigError(f"cannot read: {err.strerror}", file=file) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except ConfigError as err:
         raise ConfigError(err.reason, file=file) from None
     except yaml.YAMLError as err:

@@ -23,6 +23,7 @@ from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.errors import GpufleetError
 from gpufleet.gateway import openai_routes, ops_routes
 from gpufleet.gateway.auth import KeyCheck
+from gpufleet.gateway.dialect_binding import dialect_for
 from gpufleet.gateway.errors import error_body
 from gpufleet.gateway.relay import UpstreamClient
 from gpufleet.metrics import GatewayMetrics
@@ -46,6 +47,7 @@ class Gateway:
         self.keys = KeyCheck(config.server.api_keys)
         self.client = UpstreamClient(read_timeout_s=config.server.request_timeout_s)
         self.metrics = GatewayMetrics(self.supervisor.status)
+        self.dialects = {name: dialect_for(name, model) for name, model in config.models.items()}
 
     async def startup(self) -> None:
         await self.client.start()

@@ -10,6 +10,14 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gpufleet.dialects import (
+    StreamTransformer,
+    prepare_request,
+    retry_body,
+    transform_response,
+    validate_structured,
+)
+from gpufleet.dialects.plan import ResponsePlan
 from gpufleet.errors import GpufleetError, RequestError, UpstreamError
 from gpufleet.gateway.body import read_json_body
 from gpufleet.gateway.errors import error_response, upstream_error_message
@@ -81,7 +89,12 @@ async def _forward(gateway: Gateway, kind: str, payload: dict[str, Any], target:
         else:
             base_url, api_key = target.remote.base_url, target.remote.api_key
             timeout_s = target.remote.timeout_s
-        body = dict(payload)
+        plan: ResponsePlan | None = None
+        if kind in ("chat", "completion"):
+            prepared = prepare_request(payload, kind=kind, defaults=gateway.dialects[target.model])
+            body, plan = dict(prepared.body), prepared.plan
+        else:
+            body = dict(payload)
         body["model"] = target.upstream_model
         stream = bool(payload.get("stream"))
         client_options = payload.get("stream_options") or {}
@@ -101,6 +114,9 @@ async def _forward(gateway: Gateway, kind: str, payload: dict[str, Any], target:
             raw = await response.read()
             response.release()
             data = _decode_upstream_json(target, raw)
+            if plan is not None:
+                data = await _apply_dialect(gateway, data, body, plan, target, base_url + _UPSTREAM_PATHS[kind],
+                                            api_key, timeout_s)
             data["model"] = target.model
             usage = data.get("usage")
             if isinstance(usage, dict):
@@ -115,6 +131,9 @@ async def _forward(gateway: Gateway, kind: str, payload: dict[str, Any], target:
         raise
 
     rewriter = SSERewriter(served_model=target.model, client_wants_usage=wants_usage, stats=StreamStats(started))
+    if plan is not None:
+        transformer = StreamTransformer(plan)
+        rewriter.transform, rewriter.flush = transformer.feed, transformer.finish
 
     async def on_close(stats: StreamStats, disconnected: bool) -> None:
         await stack.aclose()
@@ -131,6 +150,31 @@ async def _forward(gateway: Gateway, kind: str, payload: dict[str, Any], target:
 
     raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
     return StreamRelayResponse(response, rewriter, headers=raw_headers, on_close=on_close)
+
+
+async def _apply_dialect(
+    gateway: Gateway, data: dict[str, Any], body: dict[str, Any], plan: ResponsePlan, target: Target, url: str,
+    api_key: str | None, timeout_s: float | None,
+) -> dict[str, Any]:
+    """Split reasoning / parse tool calls; validate structured output and re-ask once when it is invalid."""
+    data = transform_response(data, plan)
+    problem = validate_structured(data, plan)
+    if problem is None:
+        return data
+    retry = dict(retry_body(body, data, problem))
+    response = await gateway.client.post(url, orjson.dumps(retry), api_key=api_key, timeout_s=timeout_s)
+    raw = await response.read()
+    response.release()
+    if response.status != 200:
+        raise _upstream_failure(target, response.status, raw)
+    second = transform_response(_decode_upstream_json(target, raw), plan)
+    still = validate_structured(second, plan)
+    if still is not None:
+        err = UpstreamError(f"{target.label}: the model's output does not match response_format after one retry: "
+                            f"{still}", status_code=502, retryable=False)
+        err.code = "structured_output_invalid"
+        raise err
+    return second
 
 
 def _decode_upstream_json(target: Target, raw: bytes) -> dict[str, Any]:

@@ -19,7 +19,6 @@ import orjson
 
 from gpufleet.errors import UpstreamError
 from gpufleet.gateway.errors import error_body
-from gpufleet.metrics import GatewayMetrics
 
 ChunkTransform = Callable[[dict[str, Any]], list[dict[str, Any]]]
 ChunkFlush = Callable[[], list[dict[str, Any]]]
@@ -61,7 +60,7 @@ class UpstreamClient:
         )
         try:
             return await self._session.post(url, data=body, headers=headers, timeout=timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise UpstreamError(f"upstream {url} did not answer in time", status_code=504) from None
         except aiohttp.ClientConnectorError as err:
             raise UpstreamError(f"cannot connect to upstream {url}: {err.os_error or err}") from None
@@ -234,7 +233,7 @@ class StreamRelayResponse:
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
             tail = rewriter.close()
-        except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError) as err:
+        except (aiohttp.ClientError, TimeoutError) as err:
             # Bytes already reached the client: never switch upstream silently, end with an error event.
             message = f"upstream stream broke after {rewriter.stats.chunks} chunks: {err or type(err).__name__}"
             rewriter.stats.error = message
