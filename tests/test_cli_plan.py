@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,19 @@ def test_doctor_on_this_host_reports_findings_and_exit_code(runner: CliRunner) -
     if not out["facts"]["gpus"]:
         assert out["exit_code"] == 1
         assert any(f["seen"].startswith("no NVIDIA GPU found") for f in out["findings"])
+
+
+DOC = Path(__file__).parent.parent / "docs" / "planner.md"
+
+
+def _doc_commands() -> list[str]:
+    return [line[2:] for line in DOC.read_text().splitlines() if line.startswith("$ gpufleet ")]
+
+
+@pytest.mark.parametrize("command", _doc_commands())
+def test_every_command_in_docs_planner_md_runs(runner: CliRunner, command: str) -> None:
+    """docs/planner.md promises its examples run: exit 0 (fits / ok) or 1 (does not fit / error finding)."""
+    args = shlex.split(command)[1:]
+    result = runner.invoke(app, args)
+    assert result.exit_code in (0, 1), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -289,3 +289,17 @@ def test_engine_pins_are_compared() -> None:
     p = plan_model(get_model("qwen3-8b").spec, get_gpu("rtx3060"), quantization="awq", context=8192)
     assert levels(check_host(facts, p, expected_vllm="0.33.0"), "engine") == ["ok", "warn"]
     assert levels(check_host(facts, p, expected_vllm="0.26.0"), "engine") == ["ok", "ok"]
+
+
+def test_doctor_plans_for_the_detected_gpu() -> None:
+    """An H100 host: the doctor maps 'NVIDIA H100 80GB HBM3' to the catalog and plans against it."""
+    from gpufleet.cli.doctor_cmd import plan_for_host
+
+    facts = probe_host(probes(run=smi("smi-query-h100.csv", "nvidia-smi-gb10-580.txt")))
+    plan, finding = plan_for_host(facts, "qwen3-8b", None, 32768, 1, 0.92, None, "0.33.0")
+    assert plan is not None and plan.device == "h100-sxm" and plan.fits
+    assert finding is not None and finding.level == "ok"
+    assert levels(check_host(facts, plan), "free-memory") == ["ok"]
+    unknown = HostFacts(gpus=parse_smi_query("0, Tesla T4, 15360, 15000, 7.5\n"), gpu_source="nvidia-smi")
+    none_plan, warn = plan_for_host(unknown, "qwen3-8b", None, None, 1, 0.92, None, "0.33.0")
+    assert none_plan is None and warn is not None and "Tesla T4" in warn.seen

@@ -22,7 +22,7 @@ from gpufleet.planner import DEFAULT_UTILIZATION, DEFAULT_VLLM_VERSION, Plan, Pl
 _STYLE = {"ok": "green", "warn": "yellow", "error": "red"}
 
 
-def _plan_for_host(
+def plan_for_host(
     facts: HostFacts,
     model: str,
     gpu: str | None,
@@ -32,6 +32,7 @@ def _plan_for_host(
     quantization: str | None,
     vllm_version: str,
 ) -> tuple[Plan | None, Finding | None]:
+    """Plan MODEL for this host: --gpu, else the first detected GPU the catalog knows."""
     ref = resolve_model(model)
     if gpu is not None:
         device = resolve_gpu(gpu, None, None, None)
@@ -93,7 +94,7 @@ def register(app: typer.Typer) -> None:
         facts = probe_host(port=port)
         the_plan, plan_finding = (None, None)
         if model is not None:
-            the_plan, plan_finding = _plan_for_host(facts, model, gpu, context, tp, util, quantization, vllm_version)
+            the_plan, plan_finding = plan_for_host(facts, model, gpu, context, tp, util, quantization, vllm_version)
         findings = check_host(
             facts,
             the_plan,

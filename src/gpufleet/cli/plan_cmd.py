@@ -198,7 +198,10 @@ def register(app: typer.Typer) -> None:
             cpu_kv_space_bytes=kv_space_gib * GIB if cpu else None,
         )
         result = plan(request, alternative_gpus=tuple(builtin_gpus().values()) if device else ())
-        launch = plan_launch(result, served_model_name=served_name) if result.fits else None
+        # A catalog name the user typed ("qwen3-235b-awq") is the natural served name; repo ids and
+        # paths fall back to the canonical catalog name.
+        typed = model if "/" not in model and not Path(model).expanduser().exists() else None
+        launch = plan_launch(result, served_model_name=served_name or typed) if result.fits else None
         if as_json:
             typer.echo(json.dumps(plan_json(result, launch), indent=2))
         else:
