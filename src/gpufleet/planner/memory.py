@@ -80,10 +80,12 @@ def kv_bytes_per_token(
 def default_batching(gpu: GpuSpec | None) -> tuple[int, int]:
     """`vllm serve` defaults for (max_num_batched_tokens, max_num_seqs) on this GPU.
 
-    engine/arg_utils.py: GPUs with >= 70 GiB that are not A100 get 8192 tokens / 1024 seqs for the
-    API server; others 2048 / 256. The CPU backend uses the small set.
+    engine/arg_utils.py get_batch_defaults: GPUs with >= 70 GiB that are not A100 get 8192 tokens /
+    1024 seqs for the API server; others 2048 / 256. The CPU backend uses the small set.
     """
-    if gpu is not None and gpu.usable_bytes >= 70 * GIB and "a100" not in gpu.name:
+    # Unified-memory GPUs (GB10) get the small set: NVML cannot report their memory, so
+    # get_batch_defaults' `except` branch sees device_memory = 0.
+    if gpu is not None and not gpu.unified_memory and gpu.usable_bytes >= 70 * GIB and "a100" not in gpu.name:
         return 8192, 1024
     return 2048, 256
 
