@@ -21,7 +21,7 @@ from gpufleet.planner import (
     predict_cpu_kv_tokens,
 )
 from gpufleet.planner import memory as mem
-from gpufleet.planner.fit import _compute
+from gpufleet.planner.fit import compute_plan
 from gpufleet.planner.throughput import decode_tok_s, pcie_gbps
 
 KIB = 1024
@@ -71,10 +71,7 @@ def test_vllm_budget_is_a_share_of_cuda_total_and_kv_is_what_is_left() -> None:
     assert p.kv_cache_tokens == p.num_blocks * 16
     assert p.kv_cache_tokens == p.kv_cache_bytes_per_gpu // (16 * p.kv_bytes_per_token) * 16
     eager = plan_model(spec("qwen3-8b"), get_gpu("h100-sxm"), context=32768, enforce_eager=True)
-    assert (
-        eager.cudagraph_bytes == 0
-        and eager.kv_cache_bytes_per_gpu == p.kv_cache_bytes_per_gpu + p.cudagraph_bytes
-    )
+    assert eager.cudagraph_bytes == 0 and eager.kv_cache_bytes_per_gpu == p.kv_cache_bytes_per_gpu + p.cudagraph_bytes
 
 
 def test_default_batching_follows_vllm_serve_defaults_per_gpu_size() -> None:
@@ -112,9 +109,7 @@ def test_seed_001_vllm_accounting_fits_8k_but_not_16k_on_a_3090() -> None:
     assert at_8k.fits and at_8k.quantization_kernel == "awq_marlin"
     assert at_8k.kv_cache_bytes_per_gpu == pytest.approx(2.07 * GIB, rel=0.05)
     assert 8192 <= at_8k.max_context < 16384
-    at_16k = plan_model(
-        spec("qwen3-32b"), gpu, quantization="awq", gpu_memory_utilization=0.90, context=16384
-    )
+    at_16k = plan_model(spec("qwen3-32b"), gpu, quantization="awq", gpu_memory_utilization=0.90, context=16384)
     assert not at_16k.fits
     assert "16,384 tokens needs 4.00 GiB of KV cache" in at_16k.reasons[0]
     # The deficit is ~2 GiB; the seed offloaded 4 GB (rounded up with margin).
@@ -178,10 +173,7 @@ def test_seed_001_wsl2_offload_is_impossible_on_v1_only_vllm() -> None:
 
 def test_seed_001_marlin_kernel_needs_compute_capability_8() -> None:
     awq = spec("qwen3-32b")
-    assert (
-        plan_model(awq, get_gpu("rtx3090"), quantization="awq", context=8192).quantization_kernel
-        == "awq_marlin"
-    )
+    assert plan_model(awq, get_gpu("rtx3090"), quantization="awq", context=8192).quantization_kernel == "awq_marlin"
     turing = plan_model(awq, custom_gpu(48, 672, "7.5"), quantization="awq", context=8192)
     assert turing.quantization_kernel == "awq"
     assert any("awq without Marlin" in w for w in turing.warnings)
@@ -200,9 +192,7 @@ def test_seed_002_3060_uses_what_nvidia_smi_showed_at_090_utilization() -> None:
     vLLM takes 0.90 of the CUDA total (11.76 GiB = 12,042 MiB), not of nvidia-smi's 12,288:
     0.90 * 12,042 = 10,838 MiB, within 0.2% of 10,820 (the activation peak is freed after profiling).
     """
-    p = plan_model(
-        spec("qwen3-8b"), get_gpu("rtx3060"), quantization="awq", gpu_memory_utilization=0.90, context=8192
-    )
+    p = plan_model(spec("qwen3-8b"), get_gpu("rtx3060"), quantization="awq", gpu_memory_utilization=0.90, context=8192)
     assert p.requested_bytes_per_gpu / MIB == pytest.approx(10_820, rel=0.01)
     assert p.fits and p.enforce_eager and p.quantization_kernel == "awq_marlin"
     assert p.max_context > 8192 and p.max_concurrency > 1
@@ -213,9 +203,7 @@ def test_seed_002_decode_estimate_is_near_the_measured_rate() -> None:
 
     (6.10 GB weights + 144 KiB * 4096 KV read) / 360 GB/s = 18.6 ms -> 53.7 * 0.55 = 29.5 tok/s.
     """
-    p = plan_model(
-        spec("qwen3-8b"), get_gpu("rtx3060"), quantization="awq", gpu_memory_utilization=0.90, context=8192
-    )
+    p = plan_model(spec("qwen3-8b"), get_gpu("rtx3060"), quantization="awq", gpu_memory_utilization=0.90, context=8192)
     assert p.decode_tok_s_estimate == pytest.approx(200 / 7, rel=0.4)
 
 
@@ -225,9 +213,7 @@ def test_seed_002_decode_estimate_is_near_the_measured_rate() -> None:
 def test_seed_003_tp2_bf16_on_two_80gb_gpus_serves_131072_with_yarn_factor_4() -> None:
     """bf16 weights 65.5 GB / 2 = 30.5 GiB per GPU; KV per GPU per token 2*64*(8/2)*128*2 = 128 KiB;
     0.92 * 79.25 GiB - 30.5 - ~1.2 overhead = ~40.9 GiB -> ~334K tokens; 131072 > 32768 needs YaRN x4."""
-    p = plan_model(
-        spec("qwen2.5-coder-32b-instruct"), get_gpu("a100-80gb"), tensor_parallel=2, context=131072
-    )
+    p = plan_model(spec("qwen2.5-coder-32b-instruct"), get_gpu("a100-80gb"), tensor_parallel=2, context=131072)
     assert p.fits and p.needs_yarn and p.yarn_factor == 4.0
     assert p.kv_bytes_per_token == 128 * KIB
     assert p.weights_bytes_per_gpu == pytest.approx(65.5 * GB / 2, rel=0.01)
@@ -237,16 +223,12 @@ def test_seed_003_tp2_bf16_on_two_80gb_gpus_serves_131072_with_yarn_factor_4() -
 
 def test_seed_003_awq_on_one_48gb_gpu_needs_fp8_kv_or_a_shorter_window_for_131072() -> None:
     """131072 * 256 KiB = 32 GiB of KV; 0.92 * 44.43 GiB - 18 GiB AWQ weights - overhead = ~21.6 GiB."""
-    p = plan(
-        PlanRequest(spec("qwen2.5-coder-32b-instruct"), get_gpu("l40s"), quantization="awq", context=131072)
-    )
+    p = plan(PlanRequest(spec("qwen2.5-coder-32b-instruct"), get_gpu("l40s"), quantization="awq", context=131072))
     assert not p.fits
     described = [f.description for f in p.fixes]
     assert described[0].startswith("--max-model-len")
     assert "--kv-cache-dtype fp8 (halves KV memory)" in described
-    assert plan_model(
-        spec("qwen2.5-coder-32b-instruct"), get_gpu("l40s"), quantization="awq", context=32768
-    ).fits
+    assert plan_model(spec("qwen2.5-coder-32b-instruct"), get_gpu("l40s"), quantization="awq", context=32768).fits
 
 
 # --- Seed 004: Qwen3-235B-A22B AWQ on two GB10 nodes -------------------------------------------
@@ -293,9 +275,7 @@ def test_seed_004_one_gb10_cannot_hold_the_235b_and_092_fails_the_start_up_check
     one = plan_model(spec("qwen3-235b-awq"), get_gpu("gb10"), quantization="awq", context=8192)
     assert not one.fits and any("weights need 116.00 GiB per GPU" in r for r in one.reasons)
     assert one.decode_tok_s_estimate is None  # unified memory: nothing to offload to
-    default = plan_model(
-        spec("qwen3-235b-awq"), get_gpu("gb10"), quantization="awq", tensor_parallel=2, context=8192
-    )
+    default = plan_model(spec("qwen3-235b-awq"), get_gpu("gb10"), quantization="awq", tensor_parallel=2, context=8192)
     assert not default.fits
     assert "vLLM refuses to start. Use <= 0.83" in default.reasons[0]
     assert default.fixes[0].changes == {"gpu_memory_utilization": 0.83}
@@ -325,7 +305,7 @@ def test_every_suggested_fix_really_fits_when_replanned() -> None:
         gpu = get_gpu(str(changes.pop("gpu"))) if "gpu" in changes else req.gpu
         from dataclasses import replace
 
-        assert _compute(replace(req, gpu=gpu, **changes)).fits, fix.description  # type: ignore[arg-type]
+        assert compute_plan(replace(req, gpu=gpu, **changes)).fits, fix.description  # type: ignore[arg-type]
 
 
 def test_131072_context_without_yarn_is_refused_with_the_yarn_factor() -> None:
@@ -352,9 +332,7 @@ def test_tp_that_does_not_divide_the_heads_is_refused() -> None:
 def test_concurrency_target_is_part_of_fitting() -> None:
     ok = plan_model(spec("qwen3-8b"), get_gpu("rtx3060"), quantization="awq", context=8192, concurrency=3)
     assert ok.fits
-    too_many = plan_model(
-        spec("qwen3-8b"), get_gpu("rtx3060"), quantization="awq", context=8192, concurrency=8
-    )
+    too_many = plan_model(spec("qwen3-8b"), get_gpu("rtx3060"), quantization="awq", context=8192, concurrency=8)
     assert not too_many.fits and "8 requests of 8,192 tokens need" in too_many.reasons[0]
 
 
@@ -377,9 +355,7 @@ def test_without_a_context_the_plan_takes_the_longest_window_that_fits() -> None
         ("vllm_version", "latest", "not a vLLM version"),
     ],
 )
-def test_nonsense_numbers_raise_plan_errors_naming_the_parameter(
-    option: str, value: object, message: str
-) -> None:
+def test_nonsense_numbers_raise_plan_errors_naming_the_parameter(option: str, value: object, message: str) -> None:
     options: dict[str, Any] = {option: value}
     with pytest.raises(PlanError, match=message) as info:
         plan_model(spec("qwen3-8b"), get_gpu("rtx3090"), **options)

@@ -8,7 +8,7 @@
     ['Qwen/Qwen3-8B-AWQ', '--served-model-name', 'qwen3-8b-awq']
 
 Modules, one job each: memory (vLLM's budget terms), blocks (KV blocks -> tokens, CPU predictor),
-rope (YaRN), kernels (quantization kernel), throughput (roofline), fit (Plan + ranked fixes),
+rope (YaRN), kernels (quantization kernel), throughput (roofline), fit (Plan), fixes (ranked fixes),
 launch (argv/env), context_table, report (JSON), vllm_versions (version quirks).
 """
 

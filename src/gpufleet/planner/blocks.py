@@ -5,6 +5,9 @@ from __future__ import annotations
 from gpufleet.catalog import ModelSpec
 from gpufleet.planner.memory import BLOCK_SIZE_CPU, kv_bytes_per_token, kv_dtype_bytes
 
+# A deployment whose window is smaller than this is not useful for chat (system prompt + history).
+MIN_USEFUL_CONTEXT = 2048
+
 
 def cdiv(a: int, b: int) -> int:
     """Ceiling division for non-negative ints."""

@@ -17,14 +17,12 @@ from typing import Any
 from gpufleet.catalog import GIB, GpuSpec, ModelSpec, Variant
 from gpufleet.errors import PlanError
 from gpufleet.planner import memory as mem
-from gpufleet.planner.blocks import cdiv, kv_bytes_for, max_concurrency, num_blocks
+from gpufleet.planner.blocks import MIN_USEFUL_CONTEXT, cdiv, kv_bytes_for, max_concurrency, num_blocks
+from gpufleet.planner.fixes import suggest_fixes
 from gpufleet.planner.kernels import SLOW_KERNEL_FACTOR, choose_kernel
 from gpufleet.planner.rope import yarn_for
 from gpufleet.planner.throughput import DECODE_EFFICIENCY, decode_tok_s, pcie_gbps
 from gpufleet.planner.vllm_versions import DEFAULT_VLLM_VERSION, has_v0_engine, version_tuple
-
-# A deployment whose window is smaller than this is not useful for chat (system prompt + history).
-MIN_USEFUL_CONTEXT = 2048
 
 
 @dataclass(frozen=True)
@@ -197,8 +195,8 @@ def _parallel_problems(model: ModelSpec, tp: int, pp: int) -> list[str]:
     return problems
 
 
-def _compute(req: PlanRequest) -> Plan:
-    """One plan without fix suggestions."""
+def compute_plan(req: PlanRequest) -> Plan:
+    """One plan, without fix suggestions."""
     validate(req)
     model, gpu = req.model, req.gpu
     variant = _variant(model, req.quantization)
@@ -290,8 +288,7 @@ def _compute(req: PlanRequest) -> Plan:
             )
         if nodes > 1:
             warnings.append(
-                f"{nodes} nodes: vLLM needs a Ray cluster across them "
-                "(--distributed-executor-backend ray; seed 004)"
+                f"{nodes} nodes: vLLM needs a Ray cluster across them (--distributed-executor-backend ray; seed 004)"
             )
         kv_cache = requested - weights - non_torch - act - graphs
         blocks = num_blocks(kv_cache, kv_per_token, block)
@@ -436,126 +433,12 @@ def _offload_problem(gpu: GpuSpec, req: PlanRequest) -> str | None:
     return None
 
 
-def _summary(p: Plan) -> str:
-    speed = f", ~{p.decode_tok_s_estimate:.0f} tok/s" if p.decode_tok_s_estimate else ""
-    return (
-        f"fits: max context {p.max_context:,}, {p.max_concurrency:.1f} requests at {p.context:,}, "
-        f"weights {_gib(p.weights_bytes_per_gpu)}/GPU{speed}"
-    )
-
-
-def _candidates(req: PlanRequest, base: Plan, gpus: tuple[GpuSpec, ...]) -> list[tuple[str, PlanRequest]]:
-    """Changes that might make `req` fit, least disruptive first."""
-    model, out = req.model, []
-    gpu = req.gpu
-    if gpu is not None:
-        startable = mem.max_startable_utilization(gpu)
-        if req.gpu_memory_utilization > startable:
-            out.append(
-                (f"--gpu-memory-utilization {startable:g}", replace(req, gpu_memory_utilization=startable))
-            )
-    if req.context and base.needs_yarn and not req.allow_yarn:
-        out.append(
-            (
-                f"allow YaRN (factor {base.yarn_factor}) for {req.context:,} tokens",
-                replace(req, allow_yarn=True),
-            )
-        )
-    if req.context:
-        per_request = base.num_blocks // req.concurrency * base.block_size
-        shorter = min(per_request, model.max_position_embeddings if not req.allow_yarn else req.context)
-        if MIN_USEFUL_CONTEXT <= shorter < req.context:
-            out.append((f"--max-model-len {shorter} (the largest that fits)", replace(req, context=shorter)))
-    if req.concurrency > 1 and base.max_concurrency >= 1:
-        n = int(base.max_concurrency)
-        out.append(
-            (
-                f"plan for {n} concurrent request{'s' if n > 1 else ''} (--max-num-seqs {n})",
-                replace(req, concurrency=n),
-            )
-        )
-    if req.kv_cache_dtype == "auto" and gpu is not None:
-        out.append(("--kv-cache-dtype fp8 (halves KV memory)", replace(req, kv_cache_dtype="fp8")))
-    if gpu is not None and req.gpu_memory_utilization < startable:
-        out.append(
-            (f"--gpu-memory-utilization {startable:g}", replace(req, gpu_memory_utilization=startable))
-        )
-    current = base.variant.weight_bytes
-    for quant, variant in sorted(model.variants.items(), key=lambda kv: kv[1].weight_bytes):
-        if variant.format == "safetensors" and variant.weight_bytes < current:
-            out.append(
-                (
-                    f"--quantization {quant}: {variant.repo} ({_gib(variant.weight_bytes)})",
-                    replace(req, quantization=quant),
-                )
-            )
-    if gpu is not None:
-        tp = req.tensor_parallel
-        while tp < 8:
-            tp *= 2
-            if model.attention_heads % tp == 0:
-                count = tp * req.pipeline_parallel
-                out.append((f"TP={tp}: {count}x {gpu.name}", replace(req, tensor_parallel=tp, nodes=None)))
-        for other in sorted(gpus, key=lambda g: g.usable_bytes):
-            if other.usable_bytes > gpu.usable_bytes:
-                out.append(
-                    (f"a bigger GPU: {other.name} ({_gib(other.usable_bytes)})", replace(req, gpu=other))
-                )
-        if not req.allow_cpu_offload:
-            out.append(
-                (
-                    "--cpu-offload-gb (slow: weights cross PCIe every token)",
-                    replace(req, allow_cpu_offload=True),
-                )
-            )
-    return out
-
-
 def plan(req: PlanRequest, *, alternative_gpus: tuple[GpuSpec, ...] = (), max_fixes: int = 5) -> Plan:
     """Plan `req`; when it does not fit, attach ranked fixes (each re-planned to prove it fits)."""
-    base = _compute(req)
+    base = compute_plan(req)
     if base.fits:
         return base
-    fixes: list[Fix] = []
-    seen_gpu = seen_tp = False
-    for description, candidate in _candidates(req, base, alternative_gpus):
-        other_gpu = candidate.gpu is not req.gpu
-        more_tp = candidate.tensor_parallel != req.tensor_parallel and not other_gpu
-        if (other_gpu and seen_gpu) or (more_tp and seen_tp):
-            continue  # only the smallest bigger GPU / the smallest TP that fits
-        try:
-            trial = _compute(candidate)
-        except PlanError:
-            continue
-        if not trial.fits:
-            continue
-        seen_gpu = seen_gpu or other_gpu
-        seen_tp = seen_tp or more_tp
-        changes = {
-            k: getattr(candidate, k)
-            for k in (
-                "quantization",
-                "context",
-                "concurrency",
-                "kv_cache_dtype",
-                "gpu_memory_utilization",
-                "tensor_parallel",
-                "allow_yarn",
-                "allow_cpu_offload",
-            )
-            if getattr(candidate, k) != getattr(req, k)
-        }
-        if candidate.gpu is not req.gpu and candidate.gpu is not None:
-            changes["gpu"] = candidate.gpu.name
-        result = _summary(trial)
-        if trial.cpu_offload_used:
-            result += f" (vs ~{trial.decode_tok_s_without_offload or 0:.0f} tok/s if it fitted in VRAM)"
-            description = (
-                f"--cpu-offload-gb {trial.cpu_offload_bytes // GIB} (weights cross PCIe every token)"
-            )
-        fixes.append(Fix(description, changes, result))
-        if len(fixes) >= max_fixes:
-            break
+    fixes = suggest_fixes(req, base, alternative_gpus, compute=compute_plan, max_fixes=max_fixes)
     reasons = list(base.reasons)
     if fixes:
         ranked = "; ".join(f"({i}) {f.description} -> {f.result}" for i, f in enumerate(fixes, 1))

@@ -29,8 +29,7 @@ def choose_kernel(variant: Variant, gpu: GpuSpec | None) -> KernelChoice:
         if method is not None:
             return KernelChoice(
                 None,
-                f"{variant.quantization} checkpoints need GPU kernels; vLLM's CPU "
-                "backend runs the bf16 checkpoint",
+                f"{variant.quantization} checkpoints need GPU kernels; vLLM's CPU backend runs the bf16 checkpoint",
             )
         return KernelChoice(None)
     dtype = None if gpu.supports_bf16 or method is not None else "float16"
@@ -40,8 +39,7 @@ def choose_kernel(variant: Variant, gpu: GpuSpec | None) -> KernelChoice:
     if need is not None and gpu.cc < need:
         return KernelChoice(
             None,
-            f"{method} needs compute capability >= {need[0]}.{need[1]}; "
-            f"{gpu.name} has {gpu.compute_capability}",
+            f"{method} needs compute capability >= {need[0]}.{need[1]}; {gpu.name} has {gpu.compute_capability}",
         )
     if method in ("awq", "gptq"):
         return KernelChoice(f"{method}_marlin" if gpu.supports_marlin else method)

@@ -18,9 +18,7 @@ def plan_json(plan: Plan, launch: LaunchPlan | None) -> dict[str, object]:
     return {
         "fits": plan.fits,
         "reasons": list(plan.reasons),
-        "fixes": [
-            {"description": f.description, "changes": f.changes, "result": f.result} for f in plan.fixes
-        ],
+        "fixes": [{"description": f.description, "changes": f.changes, "result": f.result} for f in plan.fixes],
         "warnings": list(plan.warnings),
         "model": plan.model.name,
         "checkpoint": plan.variant.repo,
@@ -54,9 +52,7 @@ def plan_json(plan: Plan, launch: LaunchPlan | None) -> dict[str, object]:
         "yarn_factor": plan.yarn_factor,
         "cpu_offload_bytes": plan.cpu_offload_bytes,
         "cpu_offload_used": plan.cpu_offload_used,
-        "decode_tok_s_estimate": None
-        if plan.decode_tok_s_estimate is None
-        else round(plan.decode_tok_s_estimate, 1),
+        "decode_tok_s_estimate": None if plan.decode_tok_s_estimate is None else round(plan.decode_tok_s_estimate, 1),
         "decode_efficiency": req.efficiency,
         "context_table": [
             {
