@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-
 from typing import Any
 
 import typer
@@ -41,10 +40,10 @@ app = typer.Typer(
 _COMMAND_MODULES = [
     "serve_cmd",
     "models_cmd",
+    "engines_cmd",
     "plan_cmd",
     "catalog_cmd",
     "doctor_cmd",
-    "engines_cmd",
 ]
 
 for _name in _COMMAND_MODULES:
