@@ -67,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.wait(1.0):
         if os.getppid() != parent:  # the gateway died without telling us: do not linger as an orphan
             break
+    # llama.cpp's shutdown can hang on its HTTP threads; nothing needs saving, so never outlive 3 s of it.
+    threading.Timer(3.0, os._exit, (0,)).start()
     del server
-    return 0
+    os._exit(0)
 
 
 if __name__ == "__main__":
