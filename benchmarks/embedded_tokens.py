@@ -78,9 +78,7 @@ def request_body(model: str, max_tokens: int) -> dict[str, object]:
     }
 
 
-async def stream_once(
-    session: aiohttp.ClientSession, path: str, base_url: str, body: dict[str, object]
-) -> StreamRun:
+async def stream_once(session: aiohttp.ClientSession, path: str, base_url: str, body: dict[str, object]) -> StreamRun:
     """POST one streamed chat completion and time it; usage tokens if sent, else content chunks."""
     t0 = time.perf_counter()
     first: float | None = None
@@ -127,28 +125,51 @@ def start_embedded_gateway(work_dir: Path) -> tuple[Service, str]:
     svc = start_service("gpufleet-embedded", argv, work_dir, cpus=None)
     url = f"http://127.0.0.1:{port}"
     wait_ready(svc, f"{url}/health", 60)
-    wait_ready(svc, f"{url}/ready", 900)  # first run may assemble the model package
+    wait_ready(svc, f"{url}/health/ready", 900)  # first run may assemble the model package
     return svc, url
 
 
-async def compare(engine_url: str, gateway_url: str, runs: int, max_tokens: int) -> list[StreamRun]:
+def describe(run: StreamRun) -> str:
+    """One progress line."""
+    return (
+        f"{run.path:<8} {run.tokens} tokens  decode {run.decode_tok_s:6.1f} tok/s  "
+        f"end-to-end {run.e2e_tok_s:6.1f} tok/s  first token {run.first_token_s * 1e3:6.1f} ms"
+    )
+
+
+async def stream_with_retries(
+    session: aiohttp.ClientSession, path: str, base_url: str, body: dict[str, object], failures: list[str]
+) -> StreamRun:
+    """``stream_once``, tried up to 3 times; each failure is recorded (and reported), not hidden."""
+    for attempt in range(3):
+        try:
+            return await stream_once(session, path, base_url, body)
+        except (RuntimeError, aiohttp.ClientError) as err:
+            failures.append(f"{path}: {err}")
+            print(f"  {path}: attempt {attempt + 1} failed: {err}", flush=True)
+    raise RuntimeError(f"{path}: 3 failed attempts in a row: {failures[-3:]}")
+
+
+async def compare(
+    engine_url: str, gateway_url: str, runs: int, max_tokens: int, failures: list[str]
+) -> list[StreamRun]:
     """One warm-up per path, then ``runs`` per path in ABBA order."""
     paths = {"direct": engine_url, "gateway": f"{gateway_url}/v1"}
     timeout = aiohttp.ClientTimeout(total=600)
     results: list[StreamRun] = []
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    # A new connection per request on both paths: llama.cpp's server drops idle keep-alive
+    # connections on its own schedule, and a reused dead one fails the request.
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         for name, url in paths.items():
-            await stream_once(session, name, url, request_body(MODEL, max_tokens))
+            await stream_with_retries(session, name, url, request_body(MODEL, max_tokens), failures)
         for i in range(runs):
             order = ("direct", "gateway") if i % 2 == 0 else ("gateway", "direct")
             for name in order:
-                run = await stream_once(session, name, paths[name], request_body(MODEL, max_tokens))
+                body = request_body(MODEL, max_tokens)
+                run = await stream_with_retries(session, name, paths[name], body, failures)
                 results.append(run)
-                print(
-                    f"  [{i + 1}/{runs}] {name:<8} {run.tokens} tokens  decode {run.decode_tok_s:6.1f} tok/s  "
-                    f"end-to-end {run.e2e_tok_s:6.1f} tok/s  first token {run.first_token_s * 1e3:6.1f} ms",
-                    flush=True,
-                )
+                print(f"  [{i + 1}/{runs}] {describe(run)}", flush=True)
     return results
 
 
@@ -177,13 +198,18 @@ def render(results: list[StreamRun], runs: int, max_tokens: int) -> str:
     for attr, label in (("decode_tok_s", "decode"), ("e2e_tok_s", "end-to-end")):
         direct = statistics.median(getattr(r, attr) for r in by_path["direct"])
         gateway = statistics.median(getattr(r, attr) for r in by_path["gateway"])
+        # Runs i of both paths are adjacent in time (ABBA), so their ratio cancels slow drift.
+        pairs = [
+            getattr(g, attr) / getattr(d, attr) * 100
+            for d, g in zip(by_path["direct"], by_path["gateway"], strict=True)
+        ]
         lines.append(
-            f"{label} tokens/s through the gateway = {gateway / direct * 100:.1f}% of direct (target >= 98%)"
+            f"{label} tokens/s through the gateway = {gateway / direct * 100:.1f}% of direct "
+            f"(median of paired runs {statistics.median(pairs):.1f}%, range {min(pairs):.1f}–{max(pairs):.1f}%; "
+            "target >= 98%)"
         )
     texts = {r.text for r in results}
-    lines.append(
-        f"identical text on every run and path: {'yes' if len(texts) == 1 else f'no ({len(texts)} variants)'}"
-    )
+    lines.append(f"identical text on every run and path: {'yes' if len(texts) == 1 else f'no ({len(texts)} variants)'}")
     return "\n".join(lines)
 
 
@@ -196,8 +222,12 @@ def run_embedded(args: argparse.Namespace) -> int:
         started.append(svc)
         engine_url = engine_base_url(gateway_url, MODEL)
         print(f"engine direct: {engine_url}; gateway: {gateway_url}/v1", flush=True)
-        results = asyncio.run(compare(engine_url, gateway_url, args.runs, args.max_tokens))
+        failures: list[str] = []
+        results = asyncio.run(compare(engine_url, gateway_url, args.runs, args.max_tokens, failures))
     print("\n" + render(results, args.runs, args.max_tokens))
+    print(f"failed attempts (retried): {len(failures)}")
+    for failure in failures:
+        print(f"  {failure}")
     return 0
 
 

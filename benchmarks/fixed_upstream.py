@@ -109,9 +109,7 @@ def build_replies(n_chunks: int) -> CannedReplies:
         "object": "list",
         "data": [{"id": MODEL, "object": "model", "created": created, "owned_by": "bench"}],
     }
-    not_found = {
-        "error": {"message": "not found", "type": "invalid_request_error", "param": None, "code": "404"}
-    }
+    not_found = {"error": {"message": "not found", "type": "invalid_request_error", "param": None, "code": "404"}}
     return CannedReplies(
         completion=orjson.dumps(completion),
         stream_chunks=tuple(chunks),
@@ -190,9 +188,7 @@ class UpstreamProtocol(asyncio.Protocol):
         if method == b"POST" and path in (b"/v1/chat/completions", b"/v1/completions"):
             stream, include_usage = _wants_stream(b"".join(self._body))
             if not stream:
-                transport.write(
-                    _head(b"200 OK", b"application/json", len(r.completion), keep_alive) + r.completion
-                )
+                transport.write(_head(b"200 OK", b"application/json", len(r.completion), keep_alive) + r.completion)
                 return
             # One write per SSE event, like an engine emitting tokens one by one.
             transport.write(_head(b"200 OK", b"text/event-stream", None, keep_alive))
@@ -206,9 +202,7 @@ class UpstreamProtocol(asyncio.Protocol):
         elif method == b"GET" and path == b"/health":
             transport.write(_head(b"200 OK", b"application/json", len(r.health), keep_alive) + r.health)
         else:
-            transport.write(
-                _head(b"404 Not Found", b"application/json", len(r.not_found), keep_alive) + r.not_found
-            )
+            transport.write(_head(b"404 Not Found", b"application/json", len(r.not_found), keep_alive) + r.not_found)
 
 
 async def serve(host: str, port: int, n_chunks: int) -> None:

@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -214,9 +215,7 @@ def versions_line() -> str:
 # --------------------------------------------------------------------------- overhead run
 
 
-def measure(
-    load: WrkLoad | AiohttpLoad, targets: list[Target], cells: list[Cell], args: argparse.Namespace
-) -> Results:
+def measure(load: WrkLoad | AiohttpLoad, targets: list[Target], cells: list[Cell], args: argparse.Namespace) -> Results:
     """Every cell for every target, ``args.repeat`` times, targets interleaved within each cell."""
     results: Results = {}
     for rep in range(args.repeat):
@@ -320,9 +319,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per measured run (default 10)")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of discarded load before each run")
     ap.add_argument("--repeat", type=int, default=3, help="repeats of the whole grid; medians are reported")
-    ap.add_argument(
-        "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16], help="e.g. 1,16"
-    )
+    ap.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16], help="e.g. 1,16")
     ap.add_argument("--skip", nargs="*", default=[], choices=["gpufleet", "litellm"], help="targets to omit")
     ap.add_argument("--proxy-cpu", default="1", help="CPU(s) for the gateway under test (default 1)")
     ap.add_argument("--load-cpus", default="0", help="CPU(s) for upstream, wrk and this script (default 0)")
@@ -340,6 +337,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
+    # SIGTERM (a timeout, a killed job) must still run the cleanup that stops our services.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     args = parse_args(argv)
     return run_embedded(args) if args.embedded else run_overhead(args)
 

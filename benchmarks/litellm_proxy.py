@@ -85,9 +85,7 @@ LITELLM_ENV = {
 }
 
 
-def start_litellm(
-    upstream: Target, model: str, log_dir: Path, cpus: set[int] | None
-) -> tuple[Service, Target]:
+def start_litellm(upstream: Target, model: str, log_dir: Path, cpus: set[int] | None) -> tuple[Service, Target]:
     """LiteLLM's proxy (one worker) with an ``openai/`` model on the upstream, on the proxy CPU."""
     ensure_litellm()
     cfg = log_dir / "litellm.yaml"
