@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -52,6 +54,7 @@ class StreamRun:
     total_s: float
     first_token_s: float
     text: str
+    gateway_cpu_s: float = 0.0  # CPU time the gateway process used meanwhile (either path)
 
     @property
     def decode_tok_s(self) -> float:
@@ -129,11 +132,18 @@ def start_embedded_gateway(work_dir: Path) -> tuple[Service, str]:
     return svc, url
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (/proc, clock-tick resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def describe(run: StreamRun) -> str:
     """One progress line."""
     return (
         f"{run.path:<8} {run.tokens} tokens  decode {run.decode_tok_s:6.1f} tok/s  "
-        f"end-to-end {run.e2e_tok_s:6.1f} tok/s  first token {run.first_token_s * 1e3:6.1f} ms"
+        f"end-to-end {run.e2e_tok_s:6.1f} tok/s  first token {run.first_token_s * 1e3:6.1f} ms  "
+        f"gateway CPU {run.gateway_cpu_s * 1e3:5.0f} ms"
     )
 
 
@@ -151,7 +161,7 @@ async def stream_with_retries(
 
 
 async def compare(
-    engine_url: str, gateway_url: str, runs: int, max_tokens: int, failures: list[str]
+    engine_url: str, gateway_url: str, gateway_pid: int, runs: int, max_tokens: int, failures: list[str]
 ) -> list[StreamRun]:
     """One warm-up per path, then ``runs`` per path in ABBA order."""
     paths = {"direct": engine_url, "gateway": f"{gateway_url}/v1"}
@@ -167,7 +177,9 @@ async def compare(
             order = ("direct", "gateway") if i % 2 == 0 else ("gateway", "direct")
             for name in order:
                 body = request_body(MODEL, max_tokens)
+                cpu0 = process_cpu_s(gateway_pid)
                 run = await stream_with_retries(session, name, paths[name], body, failures)
+                run = dataclasses.replace(run, gateway_cpu_s=process_cpu_s(gateway_pid) - cpu0)
                 results.append(run)
                 print(f"  [{i + 1}/{runs}] {describe(run)}", flush=True)
     return results
@@ -208,6 +220,14 @@ def render(results: list[StreamRun], runs: int, max_tokens: int) -> str:
             f"(median of paired runs {statistics.median(pairs):.1f}%, range {min(pairs):.1f}–{max(pairs):.1f}%; "
             "target >= 98%)"
         )
+    cpu_s = sum(r.gateway_cpu_s for r in by_path["gateway"])
+    tokens = sum(r.tokens for r in by_path["gateway"])
+    idle_cpu_s = sum(r.gateway_cpu_s for r in by_path["direct"])
+    lines.append(
+        f"gateway process CPU while relaying: {cpu_s * 1e3 / len(by_path['gateway']):.0f} ms per stream, "
+        f"{cpu_s / tokens * 1e6:.0f} µs per token (while idle during direct runs: "
+        f"{idle_cpu_s * 1e3 / len(by_path['direct']):.0f} ms per run)"
+    )
     texts = {r.text for r in results}
     lines.append(f"identical text on every run and path: {'yes' if len(texts) == 1 else f'no ({len(texts)} variants)'}")
     return "\n".join(lines)
@@ -223,7 +243,7 @@ def run_embedded(args: argparse.Namespace) -> int:
         engine_url = engine_base_url(gateway_url, MODEL)
         print(f"engine direct: {engine_url}; gateway: {gateway_url}/v1", flush=True)
         failures: list[str] = []
-        results = asyncio.run(compare(engine_url, gateway_url, args.runs, args.max_tokens, failures))
+        results = asyncio.run(compare(engine_url, gateway_url, svc.proc.pid, args.runs, args.max_tokens, failures))
     print("\n" + render(results, args.runs, args.max_tokens))
     print(f"failed attempts (retried): {len(failures)}")
     for failure in failures:
