@@ -194,6 +194,17 @@ def format_ratios(results: Results, cells: list[Cell]) -> list[str]:
     return lines
 
 
+def source_revision() -> str:
+    """The checkout's commit, marked '+dirty' when src/ has uncommitted changes (others edit it live)."""
+
+    def git(*argv: str) -> str:
+        out = subprocess.run(["git", "-C", str(BENCH_DIR), *argv], capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
+    return commit + ("+dirty" if git("status", "--porcelain", "--", "../src") else "")
+
+
 def versions_line() -> str:
     """Versions of the things being compared."""
     import importlib.metadata as md
@@ -207,7 +218,7 @@ def versions_line() -> str:
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True) if shutil.which("wrk") else None
     wrk_v = (wrk.stdout or wrk.stderr).split()[1] if wrk and (wrk.stdout or wrk.stderr) else "absent"
     return (
-        f"python {platform.python_version()}; gpufleet {v('gpufleet')}; uvicorn {v('uvicorn')}; "
+        f"python {platform.python_version()}; gpufleet {v('gpufleet')} ({source_revision()}); uvicorn {v('uvicorn')}; "
         f"aiohttp {v('aiohttp')}; litellm {litellm_installed_version() or 'absent'}; wrk {wrk_v}"
     )
 
