@@ -140,7 +140,7 @@ Results = dict[tuple[str, Cell], list[Sample]]
 
 def median_of(samples: list[Sample], attr: str) -> float:
     """Median of one Sample field over repeats."""
-    return statistics.median(getattr(s, attr) for s in samples)
+    return float(statistics.median(float(getattr(s, attr)) for s in samples))
 
 
 def _fmt(value: float, attr: str) -> str:
