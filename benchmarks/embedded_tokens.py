@@ -30,6 +30,7 @@ from harness import (
     http_get,
     machine_line,
     services,
+    source_revision,
     start_service,
     wait_ready,
 )
@@ -190,6 +191,7 @@ def render(results: list[StreamRun], runs: int, max_tokens: int) -> str:
     by_path = {p: [r for r in results if r.path == p] for p in ("direct", "gateway")}
     lines = [
         f"machine: {machine_line()}",
+        f"gpufleet: {source_revision()}",
         f"embedded engine {MODEL}: {runs} streamed runs per path, max_tokens {max_tokens}, temperature 0, "
         "ignore_eos; medians (min–max)",
         "",

@@ -55,6 +55,7 @@ from harness import (
     machine_line,
     parse_cpus,
     services,
+    source_revision,
     start_service,
     wait_ready,
 )
@@ -192,17 +193,6 @@ def format_ratios(results: Results, cells: list[Cell]) -> list[str]:
                 ll_added = median_of(ll, "p50_ms") - median_of(direct, "p50_ms")
                 lines.append(f"{cell.label}: LiteLLM added p50 over direct = {ll_added:.3f} ms (for scale)")
     return lines
-
-
-def source_revision() -> str:
-    """The checkout's commit, marked '+dirty' when src/ has uncommitted changes (others edit it live)."""
-
-    def git(*argv: str) -> str:
-        out = subprocess.run(["git", "-C", str(BENCH_DIR), *argv], capture_output=True, text=True)
-        return out.stdout.strip() if out.returncode == 0 else ""
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
-    return commit + ("+dirty" if git("status", "--porcelain", "--", "../src") else "")
 
 
 def versions_line() -> str:

@@ -162,3 +162,14 @@ def machine_line() -> str:
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return f"{cpu}; {os.cpu_count()} CPUs; {mem_gib:.0f} GiB; {platform.platform()}; loadavg {load}"
+
+
+def source_revision() -> str:
+    """The checkout's commit, marked '+dirty' when src/ has uncommitted changes (others edit it live)."""
+
+    def git(*argv: str) -> str:
+        out = subprocess.run(["git", "-C", str(BENCH_DIR), *argv], capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
+    return commit + ("+dirty" if git("status", "--porcelain", "--", "../src") else "")
