@@ -43,6 +43,9 @@ models:
     source: package:smollm2-135m-instruct
     preload: true
 """
+# Appended with --engine-threads: fewer engine threads than cores leaves the gateway a core of
+# its own, which tells CPU contention apart from relay latency.
+THREADS_LINE = "    threads: {threads}\n"
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 
 
@@ -120,10 +123,11 @@ def engine_base_url(gateway_url: str, model: str) -> str:
     raise SystemExit(f"/status lists no ready engine URL for {model!r}: {body[:500]!r}")
 
 
-def start_embedded_gateway(work_dir: Path) -> tuple[Service, str]:
+def start_embedded_gateway(work_dir: Path, engine_threads: int | None) -> tuple[Service, str]:
     """``gpufleet serve`` with SmolLM2 preloaded; returns the service and its root URL once ready."""
     cfg = work_dir / "gpufleet-embedded.yaml"
-    cfg.write_text(GPUFLEET_CONFIG)
+    extra = THREADS_LINE.format(threads=engine_threads) if engine_threads else ""
+    cfg.write_text(GPUFLEET_CONFIG + extra)
     port = free_port()
     argv = [str(gpufleet_exe()), "serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)]
     svc = start_service("gpufleet-embedded", argv, work_dir, cpus=None)
@@ -186,14 +190,14 @@ async def compare(
     return results
 
 
-def render(results: list[StreamRun], runs: int, max_tokens: int) -> str:
+def render(results: list[StreamRun], runs: int, max_tokens: int, engine_threads: int | None) -> str:
     """Medians per path and the gateway/direct ratio (target >= 98%)."""
     by_path = {p: [r for r in results if r.path == p] for p in ("direct", "gateway")}
     lines = [
         f"machine: {machine_line()}",
         f"gpufleet: {source_revision()}",
         f"embedded engine {MODEL}: {runs} streamed runs per path, max_tokens {max_tokens}, temperature 0, "
-        "ignore_eos; medians (min–max)",
+        f"ignore_eos; engine threads: {engine_threads or 'default (all cores)'}; medians (min–max)",
         "",
         "| path | tokens | decode tok/s | end-to-end tok/s | first token ms |",
         "|---|---|---|---|---|",
@@ -240,13 +244,13 @@ def run_embedded(args: argparse.Namespace) -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="gateway-embedded-"))
     print(f"logs and configs: {work_dir}\nstarting gpufleet with {MODEL} (preload)...", flush=True)
     with services() as started:
-        svc, gateway_url = start_embedded_gateway(work_dir)
+        svc, gateway_url = start_embedded_gateway(work_dir, args.engine_threads)
         started.append(svc)
         engine_url = engine_base_url(gateway_url, MODEL)
         print(f"engine direct: {engine_url}; gateway: {gateway_url}/v1", flush=True)
         failures: list[str] = []
         results = asyncio.run(compare(engine_url, gateway_url, svc.proc.pid, args.runs, args.max_tokens, failures))
-    print("\n" + render(results, args.runs, args.max_tokens))
+    print("\n" + render(results, args.runs, args.max_tokens, args.engine_threads))
     print(f"failed attempts (retried): {len(failures)}")
     for failure in failures:
         print(f"  {failure}")

@@ -14,7 +14,10 @@ gateway, so it is never the bottleneck.
 
 Usage::
 
-    .venv/bin/python benchmarks/fixed_upstream.py --port 9100 [--chunks 16]
+    .venv/bin/python benchmarks/fixed_upstream.py --port 9100 [--chunks 16] [--chunk-interval-ms 12]
+
+``--chunk-interval-ms`` paces the stream like an engine decoding (12 ms ≈ 80 tokens/s), to
+measure a relay's CPU cost per token at realistic rates rather than at full speed.
 """
 
 from __future__ import annotations
@@ -144,8 +147,9 @@ def _wants_stream(body: bytes) -> tuple[bool, bool]:
 class UpstreamProtocol(asyncio.Protocol):
     """One HTTP/1.1 keep-alive connection, parsed by httptools, answered from ``CannedReplies``."""
 
-    def __init__(self, replies: CannedReplies) -> None:
+    def __init__(self, replies: CannedReplies, interval_s: float) -> None:
         self._replies = replies
+        self._interval_s = interval_s
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._url = b""
@@ -179,38 +183,55 @@ class UpstreamProtocol(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         keep_alive = self._parser.should_keep_alive()
-        self._respond(transport, self._parser.get_method(), self._url.split(b"?", 1)[0], keep_alive)
-        if not keep_alive:
+        paced = self._respond(transport, self._parser.get_method(), self._url.split(b"?", 1)[0], keep_alive)
+        if not keep_alive and not paced:
             transport.close()
 
-    def _respond(self, transport: asyncio.Transport, method: bytes, path: bytes, keep_alive: bool) -> None:
+    def _respond(self, transport: asyncio.Transport, method: bytes, path: bytes, keep_alive: bool) -> bool:
+        """Write the answer; True when a paced stream is still being written (it closes itself)."""
         r = self._replies
         if method == b"POST" and path in (b"/v1/chat/completions", b"/v1/completions"):
             stream, include_usage = _wants_stream(b"".join(self._body))
             if not stream:
                 transport.write(_head(b"200 OK", b"application/json", len(r.completion), keep_alive) + r.completion)
-                return
-            # One write per SSE event, like an engine emitting tokens one by one.
+                return False
             transport.write(_head(b"200 OK", b"text/event-stream", None, keep_alive))
-            for chunk in r.stream_chunks:
-                transport.write(chunk)
-            if include_usage:
-                transport.write(r.usage_chunk)
-            transport.write(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n")
+            pieces = [*r.stream_chunks, *((r.usage_chunk,) if include_usage else ()), _DONE_AND_END]
+            if self._interval_s > 0:
+                _write_paced(transport, pieces, self._interval_s, close_after=not keep_alive)
+                return True
+            for piece in pieces:  # one write per SSE event, like an engine emitting tokens one by one
+                transport.write(piece)
         elif method == b"GET" and path == b"/v1/models":
             transport.write(_head(b"200 OK", b"application/json", len(r.models), keep_alive) + r.models)
         elif method == b"GET" and path == b"/health":
             transport.write(_head(b"200 OK", b"application/json", len(r.health), keep_alive) + r.health)
         else:
             transport.write(_head(b"404 Not Found", b"application/json", len(r.not_found), keep_alive) + r.not_found)
+        return False
 
 
-async def serve(host: str, port: int, n_chunks: int) -> None:
+_DONE_AND_END = b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"  # last SSE event, then the chunked terminator
+
+
+def _write_paced(transport: asyncio.Transport, pieces: list[bytes], interval_s: float, close_after: bool) -> None:
+    """Write one piece now and the rest every ``interval_s``, like an engine decoding tokens."""
+    if transport.is_closing():
+        return
+    transport.write(pieces[0])
+    if len(pieces) > 1:
+        asyncio.get_running_loop().call_later(interval_s, _write_paced, transport, pieces[1:], interval_s, close_after)
+    elif close_after:
+        transport.close()
+
+
+async def serve(host: str, port: int, n_chunks: int, interval_s: float) -> None:
     """Serve forever on ``host:port``."""
     replies = build_replies(n_chunks)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: UpstreamProtocol(replies), host, port, backlog=4096)
-    print(f"fixed upstream on http://{host}:{port} ({n_chunks} stream chunks)", flush=True)
+    server = await loop.create_server(lambda: UpstreamProtocol(replies, interval_s), host, port, backlog=4096)
+    pace = f", one every {interval_s * 1e3:g} ms" if interval_s > 0 else ""
+    print(f"fixed upstream on http://{host}:{port} ({n_chunks} stream chunks{pace})", flush=True)
     async with server:
         await server.serve_forever()
 
@@ -221,8 +242,11 @@ def main() -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=9100)
     ap.add_argument("--chunks", type=int, default=16, help="content chunks per stream (default 16)")
+    ap.add_argument(
+        "--chunk-interval-ms", type=float, default=0.0, help="pace stream chunks like a decoding engine (default 0)"
+    )
     args = ap.parse_args()
-    uvloop.run(serve(args.host, args.port, args.chunks))
+    uvloop.run(serve(args.host, args.port, args.chunks, args.chunk_interval_ms / 1e3))
 
 
 if __name__ == "__main__":

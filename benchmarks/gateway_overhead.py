@@ -329,6 +329,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--embedded", action="store_true", help="embedded engine tokens/s, direct vs gateway")
     ap.add_argument("--runs", type=int, default=5, help="--embedded: streamed requests per path (default 5)")
     ap.add_argument("--max-tokens", type=int, default=128, help="--embedded: tokens per request")
+    ap.add_argument("--engine-threads", type=int, default=None, help="--embedded: engine CPU threads")
     args = ap.parse_args(argv)
     if args.pin and len(os.sched_getaffinity(0)) < 2:
         print("fewer than 2 CPUs available: not pinning")
