@@ -46,8 +46,40 @@ class RestartPolicy(_Strict):
     stable_after_s: float = Field(60.0, gt=0, description="uptime after which the failure count resets")
 
 
+class RouteDefaults(_Strict):
+    """Request defaults of a model, route or persona: applied where the client did not choose.
+
+    `max_tokens_cap` clamps what a client asks for; `thinking` is the default thinking mode (Qwen3's switch);
+    `system_prompt` is put in front of every chat (a persona) unless the client sent its own system message.
+    """
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=-1)
+    min_p: float | None = Field(None, ge=0, le=1)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    repetition_penalty: float | None = Field(None, gt=0)
+    seed: int | None = None
+    stop: list[str] | None = None
+    max_tokens: int | None = Field(None, gt=0, description="used when the client sets none")
+    max_tokens_cap: int | None = Field(None, gt=0, description="upper bound on the client's max_tokens")
+    thinking: bool | None = Field(None, description="default thinking mode; None: the model's default")
+    max_reasoning_tokens: int | None = Field(None, gt=0, description="cap on reasoning (approximate tokens)")
+    system_prompt: str | None = Field(None, min_length=1)
+
+
 class _ModelBase(_Strict):
     aliases: list[str] = Field(default_factory=list)
+    listed: bool = Field(True, description="shown in /v1/models (a replica used only through a route: false)")
+    fallbacks: list[str] = Field(
+        default_factory=list, description="models/routes tried in order when this one fails before the first byte"
+    )
+    defaults: RouteDefaults = Field(default_factory=RouteDefaults)
+    swap_group: str | None = Field(
+        None, description="models sharing one GPU: the supervisor stops (or sleeps) one to start another"
+    )
+    memory_mib: int | None = Field(None, gt=0, description="what this model takes of its swap group's budget")
     preload: bool = Field(False, description="start at gateway startup instead of on the first request")
     idle_ttl_s: float = Field(0, ge=0, description="unload after this many idle seconds; 0 = never")
     ready_timeout_s: float = Field(180, gt=0, description="how long a cold start may take")
@@ -139,25 +171,177 @@ class ServerConfig(_Strict):
         return value
 
 
+class RouteConfig(_Strict):
+    """A served name backed by several targets: replicas balanced least-loaded, then ordered fallbacks.
+
+        routes:
+          qwen3-32b:
+            aliases: [gpt-4o, Qwen/Qwen3-32B-AWQ]
+            targets: [rig-a, rig-b]        # replicas of one model (least-loaded, session affinity)
+            fallbacks: [qwen-7b-local]     # tried in order when every target failed before the first byte
+    """
+
+    aliases: list[str] = Field(default_factory=list)
+    targets: list[str] = Field(min_length=1, description="model names serving this route (replicas)")
+    fallbacks: list[str] = Field(default_factory=list, description="models/routes tried in order after the targets")
+    affinity: bool = Field(True, description="pin a session (x-gpufleet-session header or `user`) to one replica")
+    defaults: RouteDefaults = Field(default_factory=RouteDefaults)
+    listed: bool = True
+
+    _check_aliases = field_validator("aliases")(_ModelBase._aliases_are_names.__func__)  # type: ignore[attr-defined]
+
+
+class PersonaConfig(_Strict):
+    """A persona for `POST /chat` (and the OpenAI endpoints, by name): a system prompt in front of a model/route."""
+
+    route: str = Field(description="the model, route or alias that answers")
+    system_prompt: str = Field(min_length=1)
+    description: str = ""
+    defaults: RouteDefaults = Field(default_factory=RouteDefaults)
+
+
+class AutoTiers(_Strict):
+    """`model: auto`: a complexity classifier picks a tier; each tier names a model or route (seed 000)."""
+
+    routine: str
+    moderate: str
+    complex: str
+    moderate_at: float = Field(2.0, description="score from which a request is MODERATE")
+    complex_at: float = Field(5.0, description="score from which a request is COMPLEX")
+    weights: dict[str, float] = Field(default_factory=dict, description="override signal weights by name")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoTiers:
+        if self.complex_at <= self.moderate_at:
+            raise ValueError(f"complex_at ({self.complex_at}) must be greater than moderate_at ({self.moderate_at})")
+        return self
+
+
+class RouterConfig(_Strict):
+    """Fallback, cooldown and `auto` settings shared by every route."""
+
+    max_attempts: int = Field(3, ge=1, le=10, description="targets tried per request, fallbacks included")
+    retry_backoff_s: float = Field(0.05, ge=0, description="pause before trying the next target")
+    cooldown_s: float = Field(30, ge=0, description="a failing target is skipped this long, then probed")
+    failures_before_cooldown: int = Field(1, ge=1)
+    probe_interval_s: float = Field(5, gt=0, description="how often cooled-down remote targets are probed")
+    first_byte_timeout_s: float = Field(
+        120, gt=0, description="streams: no first chunk within this → try the next target (nothing was sent yet)"
+    )
+    auto: AutoTiers | None = None
+
+
+class SwapGroupConfig(_Strict):
+    """Models that share one GPU. Without a budget only one member runs at a time."""
+
+    memory_mib: int | None = Field(None, gt=0, description="budget; members declare memory_mib")
+    max_queue: int = Field(64, ge=0, description="requests waiting for a swap; more get HTTP 503")
+
+
 class Config(_Strict):
     """The whole gpufleet.yaml."""
 
     server: ServerConfig = Field(default_factory=ServerConfig)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    routes: dict[str, RouteConfig] = Field(default_factory=dict)
+    personas: dict[str, PersonaConfig] = Field(default_factory=dict)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    swap_groups: dict[str, SwapGroupConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _names_are_unique(self) -> Config:
-        seen: dict[str, str] = {}
-        for name, model in self.models.items():
-            if not re.match(_NAME_PATTERN, name):
-                raise ValueError(f"models.{name}: not a valid model name")
-            for served in (name, *model.aliases):
-                if served in seen and seen[served] != name:
-                    raise ValueError(f"models.{name}: name {served!r} is already used by models.{seen[served]}")
-                seen[served] = name
         if not self.models:
             raise ValueError("models: at least one model is required")
+        seen: dict[str, str] = {}
+
+        def claim(served: str, owner: str) -> None:
+            if not re.match(_NAME_PATTERN, served):
+                raise ValueError(f"{owner}: {served!r} is not a valid model name")
+            if served in seen and seen[served] != owner:
+                raise ValueError(f"{owner}: name {served!r} is already used by {seen[served]}")
+            seen[served] = owner
+
+        for name, model in self.models.items():
+            for served in (name, *model.aliases):
+                claim(served, f"models.{name}")
+        for name, route in self.routes.items():
+            for served in (name, *route.aliases):
+                claim(served, f"routes.{name}")
+        for name in self.personas:
+            claim(name, f"personas.{name}")
+        if self.router.auto is not None:
+            claim("auto", "router.auto")
+        _check_references(self, seen)
+        _check_swap_groups(self)
         return self
+
+
+def _canonical(name: str, seen: dict[str, str]) -> str | None:
+    """'models.x' / 'routes.y' owning a served name (alias → its owner), None when unknown."""
+    return seen.get(name)
+
+
+def _check_references(config: Config, seen: dict[str, str]) -> None:
+    """Every name a route, fallback, persona or tier mentions exists, and fallback chains have no cycle."""
+
+    def must_exist(name: str, where: str, *, allow_personas: bool = False) -> str:
+        owner = _canonical(name, seen)
+        if owner is None or (owner.startswith("personas.") and not allow_personas) or owner == "router.auto":
+            raise ValueError(f"{where}: unknown model or route {name!r}")
+        return owner
+
+    edges: dict[str, list[str]] = {}
+    for name, model in config.models.items():
+        edges[f"models.{name}"] = [must_exist(f, f"models.{name}.fallbacks") for f in model.fallbacks]
+    for name, route in config.routes.items():
+        for target in route.targets:
+            if not must_exist(target, f"routes.{name}.targets").startswith("models."):
+                raise ValueError(f"routes.{name}.targets: {target!r} is a route; targets must be models")
+        # A route's targets are replicas: their own fallbacks are not followed, the route's are.
+        edges[f"routes.{name}"] = [must_exist(f, f"routes.{name}.fallbacks") for f in route.fallbacks]
+    for name, persona in config.personas.items():
+        must_exist(persona.route, f"personas.{name}.route")
+    auto = config.router.auto
+    if auto is not None:
+        for tier in ("routine", "moderate", "complex"):
+            must_exist(getattr(auto, tier), f"router.auto.{tier}")
+    _refuse_cycles(edges)
+
+
+def _refuse_cycles(edges: dict[str, list[str]]) -> None:
+    """A fallback chain that leads back to itself would loop: name the cycle."""
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        if node in path:
+            cycle = " → ".join([*path[path.index(node):], node])
+            raise ValueError(f"{path[0]}.fallbacks: fallback cycle {cycle}")
+        if node in done:
+            return
+        for nxt in edges.get(node, []):
+            visit(nxt, [*path, node])
+        done.add(node)
+
+    for node in edges:
+        visit(node, [])
+
+
+def _check_swap_groups(config: Config) -> None:
+    """Members of a budgeted swap group declare memory_mib, and each fits the budget on its own."""
+    for name, model in config.models.items():
+        group_name = model.swap_group
+        if group_name is None:
+            continue
+        if model.engine == "remote":
+            raise ValueError(f"models.{name}.swap_group: a remote model has no engine to swap")
+        group = config.swap_groups.get(group_name)
+        if group is None or group.memory_mib is None:
+            continue
+        if model.memory_mib is None:
+            raise ValueError(f"models.{name}.memory_mib: required in swap group {group_name!r}, which has a budget")
+        if model.memory_mib > group.memory_mib:
+            raise ValueError(f"models.{name}.memory_mib: {model.memory_mib} MiB exceeds swap group "
+                             f"{group_name!r}'s budget of {group.memory_mib} MiB")
 
 
 # Served with no config file: the Qwen model shipped on PyPI (make run), plus the tiny SmolLM2 loaded on demand.
@@ -223,6 +407,9 @@ def _expand_env(value: Any, path: str) -> Any:
     return value
 
 
+_KEYED_MESSAGE = re.compile(r"^(models|routes|personas|router|swap_groups)(\.\S*)?: ")
+
+
 def _key_path(loc: tuple[int | str, ...]) -> str:
     # pydantic puts the discriminator tag ("llamacpp") in the location of union members; users never wrote it.
     parts = [str(p) for p in loc if p not in ("llamacpp", "remote", "vllm")]
@@ -244,6 +431,11 @@ def parse_config(data: Any, *, file: str = "<config>") -> Config:
     except ValidationError as err:
         first = err.errors()[0]
         msg = first["msg"].removeprefix("Value error, ")
+        loc = tuple(first["loc"])
+        if not loc and _KEYED_MESSAGE.match(msg):
+            # Cross-reference checks run on the whole config; their message starts with the key path.
+            key, msg = msg.split(": ", 1)
+            loc = (key,)
         more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
         if first["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see docs/config.md)"
@@ -251,7 +443,7 @@ def parse_config(data: Any, *, file: str = "<config>") -> Config:
             msg = "unknown engine; expected one of: llamacpp, vllm, remote"
         elif first["type"] == "union_tag_not_found":
             msg = "missing 'engine' (one of: llamacpp, vllm, remote)"
-        raise ConfigError(msg + more, file=file, key_path=_key_path(tuple(first["loc"]))) from None
+        raise ConfigError(msg + more, file=file, key_path=_key_path(loc)) from None
 
 
 def load_config(path: Path | None) -> Config:
