@@ -27,7 +27,10 @@ from gpufleet.gateway.dialect_binding import dialect_for
 from gpufleet.gateway.errors import error_body
 from gpufleet.gateway.relay import UpstreamClient
 from gpufleet.metrics import GatewayMetrics
-from gpufleet.router import ModelTable
+from gpufleet.router import ModelTable, Target
+from gpufleet.router.health import HealthBoard
+from gpufleet.router.metrics import RouterMetrics
+from gpufleet.router.select import TargetSelector
 from gpufleet.supervisor import Supervisor
 
 log = logging.getLogger("gpufleet.gateway")
@@ -43,17 +46,25 @@ class Gateway:
             if model.engine in MANAGED_ENGINES and isinstance(model, LlamaCppModel | VllmModel)
         }
         self.supervisor = Supervisor(managed, queue_timeout_s=config.server.queue_timeout_s)
-        self.table = ModelTable(config)
+        self.dialects = {name: dialect_for(name, model) for name, model in config.models.items()}
+        self.table = ModelTable(config, self.dialects)
         self.keys = KeyCheck(config.server.api_keys)
         self.client = UpstreamClient(read_timeout_s=config.server.request_timeout_s)
         self.metrics = GatewayMetrics(self.supervisor.status)
-        self.dialects = {name: dialect_for(name, model) for name, model in config.models.items()}
+        self.router = HealthBoard(self.table.targets, config.router, on_cooldown=self._on_cooldown)
+        self.router_metrics = RouterMetrics(self.metrics.registry, self.router.snapshot)
+        self.selector = TargetSelector(self.router)
+
+    def _on_cooldown(self, target: Target) -> None:
+        self.router_metrics.observe_cooldown(target.model)
 
     async def startup(self) -> None:
         await self.client.start()
         await self.supervisor.start()
+        self.router.start_probing(self.client.probe)
 
     async def shutdown(self) -> None:
+        await self.router.stop_probing()
         await self.supervisor.close()
         await self.client.close()
 

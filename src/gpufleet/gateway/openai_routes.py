@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,15 +21,20 @@ from gpufleet.dialects import (
     validate_structured,
 )
 from gpufleet.dialects.plan import ResponsePlan
-from gpufleet.errors import GpufleetError, RequestError, UpstreamError
+from gpufleet.errors import EngineError, EngineNotReady, GpufleetError, RequestError, UpstreamError
 from gpufleet.gateway.body import read_json_body
 from gpufleet.gateway.errors import error_response, upstream_error_message
 from gpufleet.gateway.protocol import validate_request
 from gpufleet.gateway.relay import SSERewriter, StreamRelayResponse, StreamStats
 from gpufleet.router import Target
+from gpufleet.router.defaults import apply_request_defaults
+from gpufleet.router.select import session_key
+from gpufleet.router.table import Candidate, Route
 
 if TYPE_CHECKING:
     from gpufleet.gateway.app import Gateway
+
+log = logging.getLogger("gpufleet.gateway")
 
 _UPSTREAM_PATHS = {"chat": "/chat/completions", "completion": "/completions", "embedding": "/embeddings"}
 _JSON = "application/json"
@@ -67,56 +75,135 @@ async def _relay(request: Request, kind: str) -> Any:
         gateway.keys.check(request.headers.get("authorization"))
         payload = await read_json_body(request, gateway.config.server.max_body_bytes)
         validate_request(kind, payload)
-        target = gateway.table.resolve(payload["model"])
-        model = target.model
-        return await _forward(gateway, kind, payload, target, started)
+        route = gateway.table.resolve(payload["model"], payload)
+        model = route.primary.model
+        if route.tier is not None:
+            gateway.router_metrics.observe_tier(route.tier)
+        session = session_key(request.headers.get("x-gpufleet-session"), payload) if route.affinity else None
+        return await serve_route(gateway, kind, payload, route, started, session=session)
     except GpufleetError as err:
         gateway.metrics.observe_error(model, err.code)
         gateway.metrics.observe_request(model, kind, err.status_code, time.perf_counter() - started)
         return error_response(err)
 
 
-async def _forward(gateway: Gateway, kind: str, payload: dict[str, Any], target: Target, started: float) -> Any:
+class _TryNext(Exception):
+    """This target failed before anything reached the client: the next one may serve the request."""
+
+    def __init__(self, error: GpufleetError, reason: str) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.reason = reason
+
+
+async def serve_route(
+    gateway: Gateway, kind: str, payload: dict[str, Any], route: Route, started: float, *, session: str | None
+) -> Any:
+    """Try the route's targets in order until one starts answering; raise the last failure when none does.
+
+    A target is abandoned only while nothing was sent to the client: connection refused, timeout before the
+    first byte, HTTP 5xx or 429, an engine that cannot start. After the first byte, a broken stream ends
+    with an OpenAI error event instead (relay.StreamRelayResponse).
+    """
+    settings = gateway.config.router
+    candidates = gateway.selector.order(route, session=session, max_attempts=settings.max_attempts)
+    failures: list[str] = []
+    last: _TryNext | None = None
+    for attempt, candidate in enumerate(candidates):
+        if last is not None:
+            previous = candidates[attempt - 1].target
+            gateway.router_metrics.observe_fallback(route.name, previous.model, last.reason)
+            log.warning("%s: %s failed (%s); trying %s", route.name, previous.label, last.error,
+                        candidate.target.label)
+            if settings.retry_backoff_s:
+                await asyncio.sleep(settings.retry_backoff_s * 2 ** (attempt - 1))
+        try:
+            return await _forward(gateway, kind, payload, route, candidate, started)
+        except _TryNext as err:
+            gateway.router.failure(candidate.target, str(err.error))
+            failures.append(f"{candidate.target.label}: {err.error}")
+            last = err
+    assert last is not None
+    if len(failures) == 1:
+        raise last.error
+    error = last.error
+    summary = f"every target of {route.name!r} failed: " + "; ".join(failures)
+    if isinstance(error, EngineError):
+        raise EngineNotReady(summary, retry_after_s=error.retry_after_s)
+    err = UpstreamError(summary, status_code=error.status_code if error.status_code in (429, 503, 504) else 502)
+    err.code = error.code
+    raise err
+
+
+def _upstream_body(gateway: Gateway, kind: str, payload: dict[str, Any], route: Route,
+                   candidate: Candidate) -> tuple[dict[str, Any], ResponsePlan | None]:
+    """The body for this target (route defaults, dialect, the upstream's model name) and the response plan."""
+    target = candidate.target
+    if candidate.has_defaults:
+        payload = apply_request_defaults(payload, candidate.defaults, kind=kind)
+    plan: ResponsePlan | None = None
+    if kind in ("chat", "completion"):
+        prepared = prepare_request(payload, kind=kind, defaults=candidate.dialect)
+        body, plan = dict(prepared.body), prepared.plan
+    else:
+        body = dict(payload)
+    body["model"] = target.upstream_model
+    return body, plan
+
+
+async def _forward(
+    gateway: Gateway, kind: str, payload: dict[str, Any], route: Route, candidate: Candidate, started: float
+) -> Any:
+    target = candidate.target
     stack = contextlib.AsyncExitStack()
     await stack.__aenter__()
     metrics = gateway.metrics
     metrics.track_in_flight(target.model, 1)
     stack.callback(metrics.track_in_flight, target.model, -1)
+    gateway.router.begin(target)
+    stack.callback(gateway.router.end, target)
     try:
         if target.remote is None:
-            upstream = await stack.enter_async_context(gateway.supervisor.lease(target.model))
+            try:
+                upstream = await stack.enter_async_context(gateway.supervisor.lease(target.model))
+            except EngineError as err:
+                raise _TryNext(err, "engine_not_ready") from None
             base_url, api_key, timeout_s = upstream.base_url, upstream.api_key, None
         else:
             base_url, api_key = target.remote.base_url, target.remote.api_key
             timeout_s = target.remote.timeout_s
-        plan: ResponsePlan | None = None
-        if kind in ("chat", "completion"):
-            prepared = prepare_request(payload, kind=kind, defaults=gateway.dialects[target.model])
-            body, plan = dict(prepared.body), prepared.plan
-        else:
-            body = dict(payload)
-        body["model"] = target.upstream_model
+        body, plan = _upstream_body(gateway, kind, payload, route, candidate)
         stream = bool(payload.get("stream"))
         client_options = payload.get("stream_options") or {}
         wants_usage = bool(client_options.get("include_usage"))
         if stream:
             # Always ask for usage so token metrics are exact; the usage chunk is dropped unless the client asked.
             body["stream_options"] = {**client_options, "include_usage": True}
-        response = await gateway.client.post(
-            base_url + _UPSTREAM_PATHS[kind], orjson.dumps(body), api_key=api_key, timeout_s=timeout_s
-        )
+        url = base_url + _UPSTREAM_PATHS[kind]
+        try:
+            response = await gateway.client.post(url, orjson.dumps(body), api_key=api_key, timeout_s=timeout_s)
+        except UpstreamError as err:
+            raise _TryNext(err, "timeout" if err.status_code == 504 else "connect") from None
         headers = {"x-gpufleet-model": target.model, "x-gpufleet-target": target.label}
+        if route.name != target.model:
+            headers["x-gpufleet-route"] = route.name
+        if route.tier is not None:
+            headers["x-gpufleet-tier"] = route.tier
         if response.status != 200:
-            raw = await response.read()
+            raw = await _read_or_next(target, response)
             response.release()
-            raise _upstream_failure(target, response.status, raw)
+            failure = _upstream_failure(target, response.status, raw)
+            if response.status >= 500 or response.status == 429:
+                raise _TryNext(failure, f"http_{response.status}")
+            raise failure
         if not stream:
-            raw = await response.read()
+            raw = await _read_or_next(target, response)
             response.release()
             data = _decode_upstream_json(target, raw)
+            gateway.router.success(target)
+            gateway.router_metrics.observe_served(route.name, target.model)
             if plan is not None:
-                data = await _apply_dialect(gateway, data, body, plan, target, base_url + _UPSTREAM_PATHS[kind],
-                                            api_key, timeout_s)
+                data = await _apply_dialect(gateway, data, body, plan, target, url, api_key, timeout_s)
             data["model"] = target.model
             usage = data.get("usage")
             if isinstance(usage, dict):
@@ -126,6 +213,9 @@ async def _forward(gateway: Gateway, kind: str, payload: dict[str, Any], target:
             await stack.aclose()
             metrics.observe_request(target.model, kind, 200, time.perf_counter() - started)
             return Response(orjson.dumps(data), media_type=_JSON, headers=headers)
+        first = await _first_bytes(target, response, gateway.config.router.first_byte_timeout_s)
+        gateway.router.success(target)
+        gateway.router_metrics.observe_served(route.name, target.model)
     except BaseException:
         await stack.aclose()
         raise
@@ -149,7 +239,35 @@ async def _forward(gateway: Gateway, kind: str, payload: dict[str, Any], target:
             metrics.observe_error(target.model, "upstream_stream_error")
 
     raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
-    return StreamRelayResponse(response, rewriter, headers=raw_headers, on_close=on_close)
+    return StreamRelayResponse(response, rewriter, headers=raw_headers, on_close=on_close, first=first)
+
+
+async def _read_or_next(target: Target, response: aiohttp.ClientResponse) -> bytes:
+    """The whole body; a connection that breaks or times out while reading it lets the next target try."""
+    try:
+        return await response.read()
+    except (aiohttp.ClientError, TimeoutError) as err:
+        response.close()
+        error = UpstreamError(f"{target.label} broke off its answer: {err or type(err).__name__}",
+                              status_code=504 if isinstance(err, TimeoutError) else 502)
+        raise _TryNext(error, "timeout" if isinstance(err, TimeoutError) else "disconnect") from None
+
+
+async def _first_bytes(target: Target, response: aiohttp.ClientResponse, timeout_s: float) -> bytes:
+    """Wait for the stream's first bytes before answering the client, so a silent target can be skipped."""
+    try:
+        first = await asyncio.wait_for(response.content.readany(), timeout_s)
+    except TimeoutError:
+        response.close()
+        error = UpstreamError(f"{target.label} sent no stream data within {timeout_s:g} s", status_code=504)
+        raise _TryNext(error, "first_byte_timeout") from None
+    except aiohttp.ClientError as err:
+        response.close()
+        raise _TryNext(UpstreamError(f"{target.label} broke off its stream: {err}"), "disconnect") from None
+    if not first:
+        response.close()
+        raise _TryNext(UpstreamError(f"{target.label} ended its stream without sending anything"), "empty_stream")
+    return first
 
 
 async def _apply_dialect(

@@ -53,7 +53,7 @@ async def status(request: Request) -> Response:
         if model.engine == "remote":
             entry["base_url"] = getattr(model, "url", None)
         models.append(entry)
-    return Response(orjson.dumps({"models": models}), media_type=_JSON)
+    return Response(orjson.dumps({"models": models, "targets": gateway.router.snapshot()}), media_type=_JSON)
 
 
 async def metrics(request: Request) -> Response:

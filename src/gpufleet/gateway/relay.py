@@ -73,6 +73,20 @@ class UpstreamClient:
             raise UpstreamError(f"upstream {url} failed: {err}") from None
 
 
+    async def probe(self, target: Any, timeout_s: float = 3.0) -> bool:
+        """True when a remote target answers `GET {base_url}/models` with 200 (router health probes)."""
+        assert self._session is not None
+        remote = target.remote
+        headers = {"Authorization": f"Bearer {remote.api_key}"} if remote.api_key else {}
+        try:
+            async with self._session.get(remote.base_url + "/models", headers=headers,
+                                         timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+                await response.read()
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+
 @dataclass
 class StreamStats:
     """What the relay learned from a stream (for metrics)."""
@@ -195,8 +209,10 @@ class StreamRelayResponse:
         *,
         headers: list[tuple[bytes, bytes]],
         on_close: Callable[[StreamStats, bool], Any],
+        first: bytes = b"",
     ) -> None:
         self.upstream = upstream
+        self.first = first  # read before answering (the router waits for it to know the target is alive)
         self.rewriter = rewriter
         self.headers = _SSE_HEADERS + headers
         self.on_close = on_close
@@ -233,6 +249,10 @@ class StreamRelayResponse:
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})
         rewriter = self.rewriter
         try:
+            if self.first:
+                out = rewriter.feed(self.first)
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
             async for data in self.upstream.content.iter_any():
                 out = rewriter.feed(data)
                 if out:

@@ -1,19 +1,29 @@
-"""Name resolution: exact served names and aliases → a Target (pure; no I/O).
+"""Name resolution: served names, aliases, routes, personas and `auto` → a Route (pure; built once, no I/O).
 
 vLLM answers 404 for any name not in --served-model-name (seed 002's lesson: a LiteLLM alias had to paper
 over it); here every alias resolves, the upstream always receives the name it expects, and an unknown
 name gets a 404 that lists what is available.
+
+A Route is everything the relay needs to serve one name, precomputed at load so the hot path only looks
+things up: its candidate groups (the replicas first, then each fallback in order; a fallback that is a
+route contributes its replicas as one group) and, per candidate, the merged request defaults and dialect.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gpufleet.config import Config, RemoteModel
+from gpufleet.config import Config, RemoteModel, RouteDefaults
+from gpufleet.dialects import DialectDefaults
 from gpufleet.engines.remote import RemoteUpstream, remote_upstream
-from gpufleet.errors import ModelNotFound
+from gpufleet.errors import ConfigError, ModelNotFound
+
+if TYPE_CHECKING:
+    from gpufleet.router.classifier import ComplexityClassifier, TierDecision
 
 
 @dataclass(frozen=True)
@@ -30,36 +40,149 @@ class Target:
         return f"remote:{self.remote.base_url}" if self.remote else f"local:{self.model}"
 
 
-class ModelTable:
-    """The names a client may ask for, and what each resolves to."""
+@dataclass(frozen=True)
+class Candidate:
+    """A target as reached through one route: with the request defaults and dialect that apply there."""
 
-    def __init__(self, config: Config) -> None:
-        self._targets: dict[str, Target] = {}
-        self._aliases: dict[str, str] = {}
+    target: Target
+    defaults: RouteDefaults
+    dialect: DialectDefaults
+    has_defaults: bool  # any request-level default to apply (skips the work on the hot path when not)
+
+
+@dataclass(frozen=True)
+class Route:
+    """What one requested name resolves to."""
+
+    name: str  # the model, route or persona name (aliases resolved)
+    groups: tuple[tuple[Candidate, ...], ...]  # replicas first, then each fallback
+    affinity: bool = True
+    tier: str | None = None  # set when reached through `auto`
+
+    @property
+    def primary(self) -> Target:
+        """The first target (what the request is for, before any fallback)."""
+        return self.groups[0][0].target
+
+
+_EMPTY = RouteDefaults()
+_REQUEST_FIELDS = tuple(f for f in RouteDefaults.model_fields if f not in ("thinking", "max_reasoning_tokens"))
+
+
+def merge_defaults(base: RouteDefaults, over: RouteDefaults) -> RouteDefaults:
+    """`over`'s set fields win over `base`'s."""
+    changes = {k: v for k, v in over.model_dump(exclude_none=True).items()}
+    return base.model_copy(update=changes) if changes else base
+
+
+def _dialect_with(dialect: DialectDefaults, defaults: RouteDefaults) -> DialectDefaults:
+    changes: dict[str, Any] = {}
+    if defaults.thinking is not None:
+        changes["thinking_default"] = defaults.thinking
+    if defaults.max_reasoning_tokens is not None:
+        changes["max_reasoning_tokens"] = defaults.max_reasoning_tokens
+    return dataclasses.replace(dialect, **changes) if changes else dialect
+
+
+class ModelTable:
+    """The names a client may ask for, and the Route each resolves to."""
+
+    def __init__(self, config: Config, dialects: Mapping[str, DialectDefaults] | None = None) -> None:
+        self._config = config
+        self._dialects = dict(dialects or {})
+        self.targets: dict[str, Target] = {}
         for name, model in config.models.items():
             if isinstance(model, RemoteModel):
                 upstream = remote_upstream(name, model)
-                target = Target(model=name, upstream_model=upstream.upstream_model, remote=upstream)
+                self.targets[name] = Target(model=name, upstream_model=upstream.upstream_model, remote=upstream)
             else:
-                target = Target(model=name, upstream_model=name)
-            self._targets[name] = target
-            for alias in model.aliases:
-                self._aliases[alias] = name
+                self.targets[name] = Target(model=name, upstream_model=name)
+        self._aliases: dict[str, str] = {}
+        for name, model in config.models.items():
+            self._aliases.update(dict.fromkeys(model.aliases, name))
+        for name, route in config.routes.items():
+            self._aliases.update(dict.fromkeys(route.aliases, name))
+        self._routes: dict[str, Route] = {}
+        for name in config.models:
+            self._routes[name] = self._build(name, _EMPTY)
+        for name in config.routes:
+            self._routes[name] = self._build(name, _EMPTY)
+        for name, persona in config.personas.items():
+            extra = merge_defaults(persona.defaults, RouteDefaults(system_prompt=persona.system_prompt))
+            base = self._build(self._canonical(persona.route), extra)
+            self._routes[name] = dataclasses.replace(base, name=name)
+        self._tiers: dict[str, Route] = {}
+        self.classifier: ComplexityClassifier | None = None
+        auto = config.router.auto
+        if auto is not None:
+            from gpufleet.router.classifier import ComplexityClassifier
+
+            try:
+                self.classifier = ComplexityClassifier(auto.moderate_at, auto.complex_at, auto.weights)
+            except ValueError as err:
+                raise ConfigError(str(err), key_path="router.auto.weights") from None
+            for tier in ("routine", "moderate", "complex"):
+                route = self._routes[self._canonical(getattr(auto, tier))]
+                self._tiers[tier] = dataclasses.replace(route, tier=tier)
         self._created = 0
+
+    def _canonical(self, name: str) -> str:
+        return self._aliases.get(name, name)
+
+    def _build(self, name: str, extra: RouteDefaults) -> Route:
+        """Expand `name` into candidate groups; `extra` (persona) applies over the route's own defaults."""
+        groups: list[tuple[Candidate, ...]] = []
+        seen: set[str] = set()
+
+        def expand(entry: str, over: RouteDefaults) -> None:
+            entry = self._canonical(entry)
+            route_cfg = self._config.routes.get(entry)
+            if route_cfg is not None:
+                layered = merge_defaults(route_cfg.defaults, over)
+                group = [self._candidate(m, layered) for m in route_cfg.targets if m not in seen]
+                seen.update(route_cfg.targets)
+                if group:
+                    groups.append(tuple(group))
+                for fallback in route_cfg.fallbacks:
+                    expand(fallback, over)
+                return
+            if entry in seen:
+                return
+            seen.add(entry)
+            groups.append((self._candidate(entry, over),))
+            for fallback in self._config.models[entry].fallbacks:
+                expand(fallback, over)
+
+        expand(name, extra)
+        route_cfg = self._config.routes.get(name)
+        return Route(name=name, groups=tuple(groups), affinity=route_cfg.affinity if route_cfg else True)
+
+    def _candidate(self, model: str, over: RouteDefaults) -> Candidate:
+        defaults = merge_defaults(self._config.models[model].defaults, over)
+        dialect = _dialect_with(self._dialects.get(model, DialectDefaults()), defaults)
+        has = any(getattr(defaults, f) is not None for f in _REQUEST_FIELDS)
+        return Candidate(target=self.targets[model], defaults=defaults, dialect=dialect, has_defaults=has)
 
     @property
     def names(self) -> list[str]:
-        """Every name a client may use (models first, then aliases)."""
-        return [*self._targets, *self._aliases]
+        """Every name a client may use (models and routes first, then aliases, personas, auto)."""
+        names = [*self._config.models, *self._config.routes, *self._aliases, *self._config.personas]
+        return [*names, "auto"] if self._tiers else names
 
-    def resolve(self, requested: str) -> Target:
-        """The target for `requested`, or ModelNotFound naming it and listing the available names."""
-        target = self._targets.get(requested)
-        if target is not None:
-            return target
+    def resolve(self, requested: str, payload: dict[str, Any] | None = None) -> Route:
+        """The Route for `requested`, or ModelNotFound naming it and listing the available names.
+
+        `auto` needs the request `payload`: the complexity classifier picks the tier's route.
+        """
+        route = self._routes.get(requested)
+        if route is not None:
+            return route
         canonical = self._aliases.get(requested)
         if canonical is not None:
-            return self._targets[canonical]
+            return self._routes[canonical]
+        if requested == "auto" and self.classifier is not None:
+            decision = self.classify(payload or {})
+            return self._tiers[decision.tier.value]
         close = difflib.get_close_matches(requested, self.names, n=3, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ModelNotFound(
@@ -67,14 +190,21 @@ class ModelTable:
             param="model",
         )
 
+    def classify(self, payload: dict[str, Any]) -> TierDecision:
+        """The `auto` tier decision for one request (requires router.auto in the config)."""
+        assert self.classifier is not None
+        return self.classifier.classify(payload)
+
     def listing(self) -> list[dict[str, Any]]:
-        """OpenAI `/v1/models` data: every model, and every alias marked as such."""
-        data: list[dict[str, Any]] = [
-            {"id": name, "object": "model", "created": self._created, "owned_by": "gpufleet"}
-            for name in self._targets
-        ]
-        data += [
-            {"id": alias, "object": "model", "created": self._created, "owned_by": "gpufleet", "alias_of": target}
-            for alias, target in self._aliases.items()
-        ]
+        """OpenAI `/v1/models` data: models and routes, aliases marked as such, personas, `auto`."""
+
+        def entry(name: str, **extra: Any) -> dict[str, Any]:
+            return {"id": name, "object": "model", "created": self._created, "owned_by": "gpufleet", **extra}
+
+        data = [entry(name) for name, model in self._config.models.items() if model.listed]
+        data += [entry(name) for name, route in self._config.routes.items() if route.listed]
+        data += [entry(alias, alias_of=target) for alias, target in self._aliases.items()]
+        data += [entry(name, persona_of=p.route) for name, p in self._config.personas.items()]
+        if self._tiers:
+            data.append(entry("auto", tiers={t: r.name for t, r in self._tiers.items()}))
         return data

@@ -1,0 +1,60 @@
+"""Router metrics: which target served what, fallbacks, cooldowns, `auto` tiers, target health."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class _TargetCollector(Collector):
+    def __init__(self, snapshot: Callable[[], list[dict[str, Any]]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        healthy = GaugeMetricFamily("gpufleet_target_healthy", "1 unless the target is in cooldown",
+                                    labels=["model", "target"])
+        inflight = GaugeMetricFamily("gpufleet_target_in_flight", "requests in flight per target",
+                                     labels=["model", "target"])
+        for item in self._snapshot():
+            labels = [item["model"], item["target"]]
+            healthy.add_metric(labels, 1.0 if item["healthy"] else 0.0)
+            inflight.add_metric(labels, float(item["in_flight"]))
+        yield from (healthy, inflight)
+
+
+class RouterMetrics:
+    """Counters on the gateway's registry; children cached like GatewayMetrics does."""
+
+    def __init__(self, registry: CollectorRegistry, snapshot: Callable[[], list[dict[str, Any]]]) -> None:
+        self.served = Counter("gpufleet_route_requests", "Requests by route and the model that served them",
+                              ["route", "model"], registry=registry)
+        self.fallbacks = Counter("gpufleet_fallbacks", "Requests moved to the next target before the first byte",
+                                 ["route", "from_model", "reason"], registry=registry)
+        self.cooldowns = Counter("gpufleet_target_cooldowns", "Times a target was put in cooldown", ["model"],
+                                 registry=registry)
+        self.tiers = Counter("gpufleet_auto_tier", "Requests for `auto` by chosen tier", ["tier"], registry=registry)
+        registry.register(_TargetCollector(snapshot))
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, family: Any, *labels: str) -> Any:
+        key = (family._name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*labels)
+        return child
+
+    def observe_served(self, route: str, model: str) -> None:
+        self._child(self.served, route, model).inc()
+
+    def observe_fallback(self, route: str, from_model: str, reason: str) -> None:
+        self._child(self.fallbacks, route, from_model, reason).inc()
+
+    def observe_cooldown(self, model: str) -> None:
+        self._child(self.cooldowns, model).inc()
+
+    def observe_tier(self, tier: str) -> None:
+        self._child(self.tiers, tier).inc()
