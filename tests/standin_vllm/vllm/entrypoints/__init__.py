@@ -1,0 +1,1 @@
+"""STAND-IN for tests, not vLLM: see tests/standin_vllm/README.md."""
