@@ -1,7 +1,8 @@
 """A STAND-IN OpenAI-compatible upstream for tests (not a real engine).
 
 It records the bodies it receives and answers according to the `behaviour` the test sets: a normal
-answer (echoing what it received), an HTTP error, or a stream. Real engines are exercised elsewhere
+answer (echoing what it received), an HTTP error, or a stream — or a fault for the router's tests:
+"500", "429", "hang" (never answers), "hang-stream" (200, then silence), "die-mid-stream". Real engines are exercised elsewhere
 (the embedded llama.cpp engine and vLLM's CPU build).
 """
 
@@ -31,13 +32,18 @@ class StandInUpstream:
         self.headers: list[dict[str, str]] = []
         self.behaviour = "ok"
         self.stream_chunks = 5
+        self.delay_s = 0.0  # before answering (keeps requests in flight for load-balancing tests)
+        self.models_status = 200  # what GET /v1/models (the router's health probe) answers
         self.port = free_port()
         app = Starlette(routes=[
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/completions", self._chat, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
             Route("/health", lambda r: Response(b"{}"), methods=["GET"]),
         ])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off")
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off",
+                                # "hang" handlers never finish: do not wait for them at stop.
+                                timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
@@ -56,10 +62,22 @@ class StandInUpstream:
         self._server.should_exit = True
         self._thread.join(timeout=10)
 
+    async def _models(self, request: Request) -> Response:
+        return Response(b'{"object":"list","data":[]}', status_code=self.models_status, media_type="application/json")
+
     async def _chat(self, request: Request) -> Response:
         body = orjson.loads(await request.body())
         self.received.append(body)
         self.headers.append(dict(request.headers))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.behaviour == "hang":
+            await _sleep_until_stopped()
+        if self.behaviour == "429":
+            err = {"error": {"message": "rate limited", "type": "rate_limit_error", "code": 429}}
+            return Response(orjson.dumps(err), status_code=429, media_type="application/json")
+        if self.behaviour == "hang-stream" and body.get("stream"):
+            return StreamingResponse(self._silence(), media_type="text/event-stream")
         if self.behaviour == "400":
             err = {"error": {"message": "max_tokens is too large", "type": "BadRequestError", "param": "max_tokens",
                              "code": 400}}
@@ -78,6 +96,10 @@ class StandInUpstream:
         }
         return Response(orjson.dumps(answer), media_type="application/json")
 
+    async def _silence(self) -> AsyncIterator[bytes]:
+        await _sleep_until_stopped()
+        yield b""
+
     async def _stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
         base = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "model": "meaningless"}
         for i in range(self.stream_chunks):
@@ -92,3 +114,11 @@ class StandInUpstream:
             usage = {**base, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}
             yield b"data: " + orjson.dumps(usage) + b"\n\n"
         yield b"data: [DONE]\n\n"
+
+
+async def _sleep_until_stopped() -> None:
+    """Hang (a fault to inject); the server's shutdown cancels it, which is no error worth logging."""
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        pass

@@ -10,9 +10,9 @@ request that nothing else can serve.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import time
-import zlib
 from collections.abc import Callable
 
 from gpufleet.router.health import HealthBoard
@@ -63,10 +63,15 @@ class TargetSelector:
         ranked = [c for _, c in sorted(enumerate(replicas), key=load)]
         if session:
             key = session.encode()
-            pinned = max(replicas, key=lambda c: zlib.crc32(key + b"\0" + c.target.model.encode()))
+            pinned = max(replicas, key=lambda c: _rendezvous(key, c.target.model))
             ranked.remove(pinned)
             ranked.insert(0, pinned)
         return ranked
+
+
+def _rendezvous(session: bytes, model: str) -> bytes:
+    # A real hash: CRC32's linearity makes names that differ in one character rank the same way for every key.
+    return hashlib.blake2b(session + b"\0" + model.encode(), digest_size=8).digest()
 
 
 def session_key(headers_value: str | None, payload: dict[str, object]) -> str | None:

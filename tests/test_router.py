@@ -1,0 +1,343 @@
+"""The router through the gateway: fallback chains, cooldown and recovery, replicas, affinity, defaults, personas.
+
+The upstreams are STAND-IN servers (tests/standin_upstream.py) on loopback ports that inject faults on
+demand: refuse connections (a port nobody listens on), hang, answer 500/429, die mid-stream. Replicas
+served by real embedded engines are in test_router_engines.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from gpufleet.config import parse_config
+from gpufleet.gateway import build_app, running
+from gpufleet.supervisor.ports import free_port
+from tests.standin_upstream import StandInUpstream
+
+NAMES = ("a", "b", "c")
+
+
+@pytest.fixture(scope="module")
+def upstreams() -> Iterator[dict[str, StandInUpstream]]:
+    servers = {name: StandInUpstream().start() for name in NAMES}
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def reset(upstreams: dict[str, StandInUpstream]) -> None:
+    for server in upstreams.values():
+        server.behaviour, server.delay_s, server.models_status = "ok", 0.0, 200
+        server.received.clear()
+        server.headers.clear()
+
+
+def remote(server: StandInUpstream, **extra: Any) -> dict[str, Any]:
+    return {"engine": "remote", "url": server.url, **extra}
+
+
+def base_config(upstreams: dict[str, StandInUpstream], **sections: Any) -> dict[str, Any]:
+    models = {name: remote(server, upstream_model=f"upstream-{name}") for name, server in upstreams.items()}
+    models["dead"] = {"engine": "remote", "url": f"http://127.0.0.1:{free_port()}/v1"}  # nobody listens there
+    config: dict[str, Any] = {"models": models, "router": {"retry_backoff_s": 0, "cooldown_s": 30}}
+    for key, value in sections.items():
+        if key == "models":
+            config["models"].update(value)
+        elif key == "router":
+            config["router"].update(value)
+        else:
+            config[key] = value
+    return config
+
+
+@pytest.fixture
+async def gw(upstreams: dict[str, StandInUpstream]) -> AsyncIterator[Any]:
+    """`await gw(config_dict)` → httpx client of a running in-process gateway (closed after the test)."""
+    opened: list[tuple[Any, httpx.AsyncClient]] = []
+
+    async def make(config: dict[str, Any]) -> httpx.AsyncClient:
+        app = build_app(parse_config(config))
+        ctx = running(app)
+        await ctx.__aenter__()
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=30)
+        opened.append((ctx, http))
+        return http
+
+    yield make
+    for ctx, http in reversed(opened):
+        await http.aclose()
+        await ctx.__aexit__(None, None, None)
+
+
+def chat(model: str, **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
+
+
+def sse_events(text: str) -> list[Any]:
+    out = []
+    for line in text.splitlines():
+        if line.startswith("data: "):
+            payload = line[6:]
+            out.append(payload if payload == "[DONE]" else orjson.loads(payload))
+    return out
+
+
+# --- fallback chains -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["refuse", "500", "429"])
+async def test_fallback_happens_before_any_byte(
+    gw: Any, upstreams: dict[str, StandInUpstream], fault: str
+) -> None:
+    first = "dead" if fault == "refuse" else "a"
+    upstreams["a"].behaviour = fault if fault != "refuse" else "ok"
+    http = await gw(base_config(upstreams, routes={"qwen": {"targets": [first], "fallbacks": ["b"]}}))
+    response = await http.post("/v1/chat/completions", json=chat("qwen"))
+    assert response.status_code == 200, response.text
+    assert response.headers["x-gpufleet-model"] == "b"
+    assert response.headers["x-gpufleet-route"] == "qwen"
+    assert response.json()["model"] == "b"
+    assert [r["model"] for r in upstreams["b"].received] == ["upstream-b"]  # the upstream's own name
+    metrics = (await http.get("/metrics")).text
+    assert 'gpufleet_fallbacks_total{from_model="%s"' % first in metrics
+    assert 'gpufleet_route_requests_total{model="b",route="qwen"} 1.0' in metrics
+
+
+async def test_streams_fall_back_too(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
+    upstreams["a"].behaviour = "500"
+    http = await gw(base_config(upstreams, routes={"qwen": {"targets": ["a"], "fallbacks": ["b"]}}))
+    response = await http.post("/v1/chat/completions", json=chat("qwen", stream=True))
+    assert response.status_code == 200
+    events = sse_events(response.text)
+    assert events[-1] == "[DONE]"
+    assert "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1] if e["choices"]) == (
+        "tok0 tok1 tok2 tok3 tok4 ")
+    assert response.headers["x-gpufleet-model"] == "b"
+
+
+async def test_client_errors_do_not_fall_back(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
+    upstreams["a"].behaviour = "400"
+    http = await gw(base_config(upstreams, routes={"qwen": {"targets": ["a"], "fallbacks": ["b"]}}))
+    response = await http.post("/v1/chat/completions", json=chat("qwen"))
+    assert response.status_code == 400
+    assert "max_tokens is too large" in response.json()["error"]["message"]
+    assert upstreams["b"].received == []
+
+
+async def test_hang_before_the_answer_falls_back_after_the_target_timeout(
+    gw: Any, upstreams: dict[str, StandInUpstream]
+) -> None:
+    upstreams["a"].behaviour = "hang"
+    config = base_config(upstreams, routes={"qwen": {"targets": ["a"], "fallbacks": ["b"]}})
+    config["models"]["a"]["timeout_s"] = 0.5
+    http = await gw(config)
+    response = await http.post("/v1/chat/completions", json=chat("qwen"))
+    assert response.status_code == 200, response.text
+    assert response.headers["x-gpufleet-model"] == "b"
+
+
+async def test_stream_that_sends_nothing_falls_back_after_first_byte_timeout(
+    gw: Any, upstreams: dict[str, StandInUpstream]
+) -> None:
+    upstreams["a"].behaviour = "hang-stream"
+    http = await gw(base_config(upstreams, routes={"qwen": {"targets": ["a"], "fallbacks": ["b"]}},
+                                router={"first_byte_timeout_s": 0.5}))
+    response = await http.post("/v1/chat/completions", json=chat("qwen", stream=True))
+    assert response.status_code == 200
+    assert response.headers["x-gpufleet-model"] == "b"
+    assert sse_events(response.text)[-1] == "[DONE]"
+
+
+async def test_never_switches_after_the_first_streamed_byte(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
+    upstreams["a"].behaviour = "die-mid-stream"
+    http = await gw(base_config(upstreams, routes={"qwen": {"targets": ["a"], "fallbacks": ["b"]}}))
+    response = await http.post("/v1/chat/completions", json=chat("qwen", stream=True))
+    assert response.status_code == 200
+    events = sse_events(response.text)
+    assert events[-1] == "[DONE]"
+    error = events[-2]["error"]
+    assert error["code"] == "upstream_stream_error" and error["type"] == "server_error"
+    assert any(e.get("choices") and e["choices"][0]["delta"].get("content") == "tok0 " for e in events[:-2])
+    assert upstreams["b"].received == []  # nothing was silently re-sent elsewhere
+
+
+async def test_when_every_target_fails_the_error_names_each(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
+    upstreams["a"].behaviour = "500"
+    upstreams["b"].behaviour = "429"
+    http = await gw(base_config(upstreams, routes={"qwen": {"targets": ["a"], "fallbacks": ["dead", "b"]}}))
+    response = await http.post("/v1/chat/completions", json=chat("qwen"))
+    assert response.status_code == 429  # the last target's status
+    message = response.json()["error"]["message"]
+    assert "every target of 'qwen' failed" in message
+    for label in (upstreams["a"].url, upstreams["b"].url, "cannot connect"):
+        assert label in message
+
+
+async def test_attempts_are_bounded(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
+    upstreams["a"].behaviour = upstreams["b"].behaviour = "500"
+    http = await gw(base_config(upstreams, routes={"qwen": {"targets": ["a"], "fallbacks": ["b", "c"]}},
+                                router={"max_attempts": 2}))
+    response = await http.post("/v1/chat/completions", json=chat("qwen"))
+    assert response.status_code == 502
+    assert upstreams["c"].received == []
+
+
+async def test_model_level_fallbacks(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
+    config = base_config(upstreams)
+    config["models"]["dead"]["fallbacks"] = ["c"]
+    http = await gw(config)
+    response = await http.post("/v1/chat/completions", json=chat("dead"))
+    assert response.status_code == 200
+    assert response.headers["x-gpufleet-model"] == "c"
+
+
+# --- cooldown and recovery -------------------------------------------------------------------------------
+
+
+async def test_failing_target_is_cooled_down_then_probed_back(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
+    upstreams["a"].behaviour = "500"
+    upstreams["a"].models_status = 500  # the probe fails too while "down"
+    http = await gw(base_config(upstreams, routes={"qwen": {"targets": ["a"], "fallbacks": ["b"]}},
+                                router={"cooldown_s": 60, "probe_interval_s": 0.2}))
+    assert (await http.post("/v1/chat/completions", json=chat("qwen"))).headers["x-gpufleet-model"] == "b"
+    assert len(upstreams["a"].received) == 1
+    # In cooldown: the next requests go straight to the fallback, the failing target is not even tried.
+    for _ in range(3):
+        assert (await http.post("/v1/chat/completions", json=chat("qwen"))).headers["x-gpufleet-model"] == "b"
+    assert len(upstreams["a"].received) == 1
+    targets = {t["model"]: t for t in (await http.get("/status")).json()["targets"]}
+    assert targets["a"]["healthy"] is False and targets["a"]["cooldown_until_s"] > 0
+    assert "HTTP 500" in targets["a"]["last_error"]
+    assert 'gpufleet_target_healthy{model="a"' in (await http.get("/metrics")).text
+    # It recovers: the probe sees it answer and ends the cooldown long before the 60 s.
+    upstreams["a"].behaviour, upstreams["a"].models_status = "ok", 200
+    for _ in range(50):
+        await asyncio.sleep(0.1)
+        if (await http.get("/status")).json()["targets"][0]["healthy"]:
+            break
+    response = await http.post("/v1/chat/completions", json=chat("qwen"))
+    assert response.headers["x-gpufleet-model"] == "a"
+
+
+async def test_expired_cooldown_lets_the_target_try_again(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
+    upstreams["a"].behaviour = "500"
+    http = await gw(base_config(upstreams, routes={"qwen": {"targets": ["a"], "fallbacks": ["b"]}},
+                                router={"cooldown_s": 0.3}))
+    await http.post("/v1/chat/completions", json=chat("qwen"))
+    upstreams["a"].behaviour = "ok"
+    await asyncio.sleep(0.4)
+    assert (await http.post("/v1/chat/completions", json=chat("qwen"))).headers["x-gpufleet-model"] == "a"
+
+
+async def test_cooled_targets_are_still_tried_when_nothing_else_can_serve(
+    gw: Any, upstreams: dict[str, StandInUpstream]
+) -> None:
+    upstreams["a"].behaviour = "500"
+    http = await gw(base_config(upstreams, routes={"qwen": {"targets": ["a"]}}))
+    assert (await http.post("/v1/chat/completions", json=chat("qwen"))).status_code == 502
+    upstreams["a"].behaviour = "ok"
+    assert (await http.post("/v1/chat/completions", json=chat("qwen"))).status_code == 200
+
+
+# --- replicas ----------------------------------------------------------------------------------------------
+
+
+async def test_replicas_are_balanced_by_in_flight_requests(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
+    for name in ("a", "b"):
+        upstreams[name].delay_s = 0.3
+    http = await gw(base_config(upstreams, routes={"qwen": {"targets": ["a", "b"], "affinity": False}}))
+    responses = await asyncio.gather(*(http.post("/v1/chat/completions", json=chat("qwen")) for _ in range(10)))
+    assert all(r.status_code == 200 for r in responses)
+    served = [r.headers["x-gpufleet-model"] for r in responses]
+    assert served.count("a") == 5 and served.count("b") == 5
+
+
+async def test_session_affinity_keeps_a_user_on_one_replica(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
+    http = await gw(base_config(upstreams, routes={"qwen": {"targets": ["a", "b", "c"]}}))
+    for user in ("alice", "bob", "carol", "dave"):
+        served = {(await http.post("/v1/chat/completions", json=chat("qwen", user=user))).headers["x-gpufleet-model"]
+                  for _ in range(4)}
+        assert len(served) == 1, (user, served)
+    by_header = {
+        (await http.post("/v1/chat/completions", json=chat("qwen"), headers={"x-gpufleet-session": "s1"})
+         ).headers["x-gpufleet-model"] for _ in range(4)
+    }
+    assert len(by_header) == 1
+    users = [f"user{i}" for i in range(30)]
+    spread = {(await http.post("/v1/chat/completions", json=chat("qwen", user=u))).headers["x-gpufleet-model"]
+              for u in users}
+    assert spread == {"a", "b", "c"}
+
+
+async def test_a_pinned_session_moves_when_its_replica_fails(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
+    http = await gw(base_config(upstreams, routes={"qwen": {"targets": ["a", "b"]}}))
+    home = (await http.post("/v1/chat/completions", json=chat("qwen", user="u"))).headers["x-gpufleet-model"]
+    other = "b" if home == "a" else "a"
+    upstreams[home].behaviour = "500"
+    response = await http.post("/v1/chat/completions", json=chat("qwen", user="u"))
+    assert response.status_code == 200 and response.headers["x-gpufleet-model"] == other
+
+
+# --- names, defaults, personas ---------------------------------------------------------------------------
+
+
+async def test_route_aliases_listing_and_hidden_replicas(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
+    config = base_config(upstreams, routes={"qwen3-32b": {"targets": ["a", "b"],
+                                                          "aliases": ["gpt-4o", "Qwen/Qwen3-32B-AWQ"]}})
+    config["models"]["a"]["listed"] = False
+    http = await gw(config)
+    for name in ("gpt-4o", "Qwen/Qwen3-32B-AWQ"):
+        response = await http.post("/v1/chat/completions", json=chat(name))
+        assert response.status_code == 200 and response.headers["x-gpufleet-route"] == "qwen3-32b"
+    listing = {m["id"]: m for m in (await http.get("/v1/models")).json()["data"]}
+    assert "a" not in listing and "qwen3-32b" in listing and listing["gpt-4o"]["alias_of"] == "qwen3-32b"
+    missing = await http.post("/v1/chat/completions", json=chat("qwen3-33b"))
+    assert missing.status_code == 404 and "qwen3-32b" in missing.json()["error"]["message"]
+
+
+async def test_route_defaults_fill_in_and_cap(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
+    config = base_config(upstreams, routes={"careful": {
+        "targets": ["a"], "defaults": {"temperature": 0.2, "max_tokens": 100, "max_tokens_cap": 500,
+                                       "system_prompt": "Be brief."}}})
+    config["models"]["a"]["defaults"] = {"top_p": 0.8, "temperature": 0.9}
+    http = await gw(config)
+    await http.post("/v1/chat/completions", json=chat("careful"))
+    await http.post("/v1/chat/completions", json={
+        "model": "careful", "temperature": 1.0, "max_tokens": 4000,
+        "messages": [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "hi"}]})
+    await http.post("/v1/chat/completions", json=chat("a"))
+    plain, client_set, direct = upstreams["a"].received
+    assert plain["temperature"] == 0.2 and plain["top_p"] == 0.8 and plain["max_tokens"] == 100
+    assert plain["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert client_set["temperature"] == 1.0 and client_set["max_tokens"] == 500  # the client's, but capped
+    assert client_set["messages"][0]["content"] == "Be brief.\n\nYou are terse."
+    assert direct["temperature"] == 0.9 and "max_tokens" not in direct  # the model's own defaults only
+
+
+async def test_persona_is_a_name_on_the_openai_endpoints(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
+    config = base_config(upstreams, routes={"qwen": {"targets": ["a"], "fallbacks": ["b"]}},
+                         personas={"archivist": {"route": "qwen", "system_prompt": "You file documents.",
+                                                 "defaults": {"temperature": 0.0}}})
+    http = await gw(config)
+    upstreams["a"].behaviour = "500"
+    response = await http.post("/v1/chat/completions", json=chat("archivist"))
+    assert response.status_code == 200 and response.headers["x-gpufleet-model"] == "b"
+    sent = upstreams["b"].received[0]
+    assert sent["messages"][0] == {"role": "system", "content": "You file documents."}
+    assert sent["temperature"] == 0.0
+    listing = {m["id"]: m for m in (await http.get("/v1/models")).json()["data"]}
+    assert listing["archivist"]["persona_of"] == "qwen"
+
+
+async def test_target_header_names_the_remote(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
+    http = await gw(base_config(upstreams))
+    response = await http.post("/v1/chat/completions", json=chat("c"))
+    assert response.headers["x-gpufleet-target"] == f"remote:{upstreams['c'].url}"
+    assert "x-gpufleet-route" not in response.headers
