@@ -2,13 +2,14 @@
 
 It records the bodies it receives and answers according to the `behaviour` the test sets: a normal
 answer (echoing what it received), an HTTP error, or a stream — or a fault for the router's tests:
-"500", "429", "hang" (never answers), "hang-stream" (200, then silence), "die-mid-stream". Real engines are exercised elsewhere
-(the embedded llama.cpp engine and vLLM's CPU build).
+"500", "429", "hang" (never answers), "hang-stream" (200, then silence), "die-mid-stream". Real engines
+are exercised elsewhere (the embedded llama.cpp engine and vLLM's CPU build).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -118,7 +119,5 @@ class StandInUpstream:
 
 async def _sleep_until_stopped() -> None:
     """Hang (a fault to inject); the server's shutdown cancels it, which is no error worth logging."""
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await asyncio.sleep(3600)
-    except asyncio.CancelledError:
-        pass

@@ -106,7 +106,7 @@ async def test_fallback_happens_before_any_byte(
     assert response.json()["model"] == "b"
     assert [r["model"] for r in upstreams["b"].received] == ["upstream-b"]  # the upstream's own name
     metrics = (await http.get("/metrics")).text
-    assert 'gpufleet_fallbacks_total{from_model="%s"' % first in metrics
+    assert f'gpufleet_fallbacks_total{{from_model="{first}"' in metrics
     assert 'gpufleet_route_requests_total{model="b",route="qwen"} 1.0' in metrics
 
 
