@@ -341,3 +341,50 @@ async def test_target_header_names_the_remote(gw: Any, upstreams: dict[str, Stan
     response = await http.post("/v1/chat/completions", json=chat("c"))
     assert response.headers["x-gpufleet-target"] == f"remote:{upstreams['c'].url}"
     assert "x-gpufleet-route" not in response.headers
+
+
+# --- POST /chat (personas) ---------------------------------------------------------------------------------
+
+
+async def test_persona_chat_endpoint(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
+    config = base_config(upstreams, personas={"hero": {"route": "a", "system_prompt": "I am the hero."}})
+    http = await gw(config)
+    history = [{"role": "user", "content": "who are you?"}, {"role": "assistant", "content": "the hero"}]
+    response = await http.post("/chat", json={"message": "and now?", "history": history, "max_tokens": 9})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["persona"] == "hero" and body["model"] == "a" and body["finish_reason"] == "stop"
+    assert body["reply"].startswith("echo: ") and body["usage"]["total_tokens"] == 7
+    sent = upstreams["a"].received[0]
+    assert sent["messages"] == [{"role": "system", "content": "I am the hero."}, *history,
+                                {"role": "user", "content": "and now?"}]
+    assert sent["max_tokens"] == 9 and sent["model"] == "upstream-a"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        ({}, 400, "message"),
+        ({"message": "  "}, 400, "message"),
+        ({"message": "hi", "persona": "villain"}, 404, "persona"),
+        ({"message": "hi", "history": [{"role": "system", "content": "x"}]}, 400, "history[0]"),
+        ({"message": "hi", "prompt": "x"}, 400, "prompt"),
+    ],
+)
+async def test_persona_chat_rejects_bad_bodies_naming_the_field(
+    gw: Any, upstreams: dict[str, StandInUpstream], body: dict[str, Any], status: int, param: str
+) -> None:
+    http = await gw(base_config(upstreams, personas={"hero": {"route": "a", "system_prompt": "I am the hero."}}))
+    response = await http.post("/chat", json=body)
+    assert response.status_code == status
+    assert response.json()["error"]["param"] == param
+    assert upstreams["a"].received == []
+
+
+async def test_persona_chat_needs_a_persona_name_when_several(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
+    personas = {"hero": {"route": "a", "system_prompt": "h"}, "sage": {"route": "b", "system_prompt": "s"}}
+    http = await gw(base_config(upstreams, personas=personas))
+    missing = await http.post("/chat", json={"message": "hi"})
+    assert missing.status_code == 400 and "hero, sage" in missing.json()["error"]["message"]
+    response = await http.post("/chat", json={"message": "hi", "persona": "sage"})
+    assert response.status_code == 200 and response.json()["model"] == "b"

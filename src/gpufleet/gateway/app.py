@@ -21,7 +21,7 @@ from starlette.routing import Route
 from gpufleet.config import Config, LlamaCppModel, VllmModel
 from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.errors import GpufleetError
-from gpufleet.gateway import openai_routes, ops_routes
+from gpufleet.gateway import openai_routes, ops_routes, persona_chat
 from gpufleet.gateway.auth import KeyCheck
 from gpufleet.gateway.dialect_binding import dialect_for
 from gpufleet.gateway.errors import error_body
@@ -110,6 +110,7 @@ def build_app(config: Config) -> Starlette:
         Route("/v1/completions", openai_routes.completions, methods=["POST"]),
         Route("/v1/embeddings", openai_routes.embeddings, methods=["POST"]),
         Route("/v1/models", openai_routes.list_models, methods=["GET"]),
+        Route("/chat", persona_chat.persona_chat, methods=["POST"]),
         Route("/health", ops_routes.health, methods=["GET"]),
         Route("/health/ready", ops_routes.ready, methods=["GET"]),
         Route("/status", ops_routes.status, methods=["GET"]),

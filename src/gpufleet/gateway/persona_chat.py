@@ -1,0 +1,98 @@
+"""`POST /chat`: the simple persona endpoint of seed 003's FastAPI wrapper, on top of the OpenAI path.
+
+    POST /chat {"persona": "archivist", "message": "File this invoice", "history": [...]}
+    → {"reply": "...", "persona": "archivist", "model": "qwen...", "finish_reason": "stop", "usage": {...}}
+
+The persona (config `personas:`) supplies the system prompt, the model/route and its defaults; the
+request goes through exactly the same route, fallback and dialect path as `/v1/chat/completions` with
+`model: <persona>`. `persona` may be left out when exactly one persona is configured.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gpufleet.errors import GpufleetError, RequestError, UpstreamError
+from gpufleet.gateway.body import read_json_body
+from gpufleet.gateway.errors import error_response
+from gpufleet.gateway.openai_routes import serve_route
+from gpufleet.gateway.protocol import validate_request
+
+if TYPE_CHECKING:
+    from gpufleet.gateway.app import Gateway
+
+_FIELDS = {"persona", "message", "history", "max_tokens", "temperature", "thinking", "user"}
+_ROLES = ("user", "assistant")
+
+
+def chat_request(body: dict[str, Any], personas: list[str]) -> tuple[str, dict[str, Any]]:
+    """Validate a /chat body; the persona's name and the OpenAI chat request it stands for."""
+    unknown = sorted(set(body) - _FIELDS)
+    if unknown:
+        raise RequestError(f"unknown field {unknown[0]!r}; /chat takes: {', '.join(sorted(_FIELDS))}",
+                           param=unknown[0])
+    persona = body.get("persona")
+    if persona is None:
+        if len(personas) != 1:
+            listed = ", ".join(personas) or "none configured"
+            raise RequestError(f"'persona' is required (personas: {listed})", param="persona")
+        persona = personas[0]
+    if not isinstance(persona, str) or persona not in personas:
+        raise RequestError(f"unknown persona {persona!r}; personas: {', '.join(personas) or 'none configured'}",
+                           param="persona", status_code=404, code="persona_not_found")
+    message = body.get("message")
+    if not isinstance(message, str) or not message.strip():
+        raise RequestError("'message' must be a non-empty string", param="message")
+    history = body.get("history", [])
+    if not isinstance(history, list):
+        raise RequestError("'history' must be a list of {role, content}", param="history")
+    messages: list[dict[str, Any]] = []
+    for i, turn in enumerate(history):
+        if not (isinstance(turn, dict) and turn.get("role") in _ROLES and isinstance(turn.get("content"), str)):
+            raise RequestError(f"history[{i}] must be {{\"role\": \"user\"|\"assistant\", \"content\": string}}",
+                               param=f"history[{i}]")
+        messages.append({"role": turn["role"], "content": turn["content"]})
+    messages.append({"role": "user", "content": message})
+    payload: dict[str, Any] = {"model": persona, "messages": messages}
+    for key in ("max_tokens", "temperature", "thinking", "user"):
+        if key in body:
+            payload[key] = body[key]
+    return persona, payload
+
+
+async def persona_chat(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    started = time.perf_counter()
+    try:
+        gateway.keys.check(request.headers.get("authorization"))
+        body = await read_json_body(request, gateway.config.server.max_body_bytes)
+        persona, payload = chat_request(body, list(gateway.config.personas))
+        validate_request("chat", payload)
+        route = gateway.table.resolve(persona)
+        answer = await serve_route(gateway, "chat", payload, route, started, session=payload.get("user"))
+    except GpufleetError as err:
+        gateway.metrics.observe_error("persona", err.code)
+        gateway.metrics.observe_request("persona", "persona_chat", err.status_code, time.perf_counter() - started)
+        return error_response(err)
+    if answer.status_code != 200:
+        return answer
+    data = orjson.loads(answer.body)
+    choice = (data.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    if not isinstance(message.get("content"), str) and not message.get("tool_calls"):
+        return error_response(UpstreamError("the model returned no text"))
+    reply = {
+        "reply": message.get("content") or "",
+        "persona": persona,
+        "model": data.get("model"),
+        "finish_reason": choice.get("finish_reason"),
+        "reasoning": message.get("reasoning_content"),
+        "usage": data.get("usage"),
+    }
+    headers = {k: v for k, v in answer.headers.items() if k.startswith("x-gpufleet-")}
+    return Response(orjson.dumps(reply), media_type="application/json", headers=headers)
