@@ -8,7 +8,6 @@ test_vllm_gateway.py (~50 s per start); these take about a second each.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,19 +21,7 @@ from gpufleet.errors import EngineError
 from gpufleet.gateway import build_app, running
 from gpufleet.supervisor import Supervisor
 from tests.conftest import pid_alive
-
-STANDIN_PATH = Path(__file__).resolve().parent / "standin_vllm"
-
-
-def standin_model(env: dict[str, str] | None = None, **overrides: Any) -> dict[str, Any]:
-    """A `vllm` model config that launches the stand-in instead of vLLM."""
-    model: dict[str, Any] = {
-        "engine": "vllm", "model": "/models/Qwen3-8B-AWQ", "python": sys.executable, "device": "cuda",
-        "max_model_len": 2048, "ready_timeout_s": 60, "stop_grace_s": 5,
-        "env": {"PYTHONPATH": str(STANDIN_PATH), "STANDIN_VLLM_PHASE_DELAY_S": "0.05", **(env or {})},
-    }
-    model.update(overrides)
-    return model
+from tests.standin_vllm import standin_model
 
 
 def vllm_config(**model: Any) -> VllmModel:
@@ -146,8 +133,8 @@ async def test_crash_restarts_with_backoff_and_serves_again(supervised: Any, tmp
 
 
 async def test_hang_hits_the_ready_timeout_with_the_log_tail_and_is_stopped(supervised: Any) -> None:
-    sup = await supervised(env={"STANDIN_VLLM_HANG": "1"}, ready_timeout_s=1.5)
-    with pytest.raises(EngineError, match="did not become ready within 2 s") as caught:
+    sup = await supervised(env={"STANDIN_VLLM_HANG": "1"}, ready_timeout_s=3)
+    with pytest.raises(EngineError, match="did not become ready within 3 s") as caught:
         await sup.ensure_ready("m")
     assert "Loading weights took" in caught.value.log_tail
     pid = sup.slots["m"].process.pid
