@@ -13,6 +13,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gpufleet.supervisor.supervisor import EngineState
+
+# `gpufleet_engine_state` has one sample per supervisor state (1 = current), so alerts can say
+# `gpufleet_engine_state{state="failed"} == 1` (deploy/prometheus/gpufleet-alerts.yml).
+ENGINE_STATES = tuple(str(state) for state in EngineState)
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -25,6 +31,8 @@ class _EngineCollector(Collector):
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         up = GaugeMetricFamily("gpufleet_engine_up", "1 when the model's engine is ready", labels=["model", "state"])
+        state = GaugeMetricFamily("gpufleet_engine_state", "1 for the engine's current state, 0 for the others",
+                                  labels=["model", "state"])
         inflight = GaugeMetricFamily("gpufleet_engine_in_flight", "requests being served", labels=["model"])
         restarts = GaugeMetricFamily("gpufleet_engine_restarts", "restarts after crashes", labels=["model"])
         # Scraped from each vLLM's own /metrics (alerts: KV usage > 85% for 5 min, seed 003; queue length).
@@ -37,6 +45,10 @@ class _EngineCollector(Collector):
         for item in self._status():
             name = item["name"]
             up.add_metric([name, item["state"]], 1.0 if item["state"] == "ready" else 0.0)
+            # A state this list lacks still gets its sample rather than all zeros.
+            known = ENGINE_STATES if item["state"] in ENGINE_STATES else (*ENGINE_STATES, item["state"])
+            for candidate in known:
+                state.add_metric([name, candidate], 1.0 if item["state"] == candidate else 0.0)
             inflight.add_metric([name], float(item["in_flight"]))
             restarts.add_metric([name], float(item["restarts"]))
             scraped = item.get("engine_metrics")
@@ -48,7 +60,7 @@ class _EngineCollector(Collector):
             capacity = (item.get("kv_cache") or {}).get("tokens")
             if capacity:
                 kv_tokens.add_metric([name], float(capacity))
-        yield from (up, inflight, restarts, running, waiting, kv_usage, kv_tokens)
+        yield from (up, state, inflight, restarts, running, waiting, kv_usage, kv_tokens)
 
 
 class GatewayMetrics:
