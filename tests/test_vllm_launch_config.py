@@ -3,16 +3,18 @@ and the supervisor's stop hook removes a container its `docker run` client left 
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
 from gpufleet.cli import app
 from gpufleet.config import VllmModel, parse_config
 from gpufleet.engines.base import LaunchSpec
-from gpufleet.engines.vllm import resolve_model, vllm_serve_args
+from gpufleet.engines.vllm import VllmEngine, resolve_model, vllm_serve_args
 from gpufleet.supervisor.process import EngineProcess
 
 
@@ -71,3 +73,29 @@ async def test_stop_runs_the_stop_command_after_the_process_group_is_gone(tmp_pa
     await process.spawn()
     await process.stop(grace_s=5)
     assert process.returncode is not None and marker.read_text() == "rm"
+
+
+DOC = Path(__file__).parent.parent / "docs" / "vllm.md"
+
+
+def _section(title: str) -> str:
+    text = DOC.read_text()
+    start = text.index(f"## {title}")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def test_docs_vllm_md_config_examples_parse_and_build_the_documented_docker_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for title in ("Launch from the plan", "Run vLLM in a container"):
+        for block in _section(title).split("```yaml\n")[1:]:
+            parse_config(yaml.safe_load(block.split("```")[0]))
+    section = _section("Run vLLM in a container")
+    config = parse_config(yaml.safe_load(section.split("```yaml\n")[1].split("```")[0]))
+    documented = section.split("This becomes (seed 002's 3060 setup):\n\n```\n")[1].split("```")[0]
+    fake = tmp_path / "docker"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    spec = VllmEngine().launch_spec("qwen3-8b-awq", config.models["qwen3-8b-awq"], 41234)
+    built = shlex.join(["docker", *spec.argv[1:]]).replace("41234", "PORT")
+    assert shlex.split(documented.replace("\\\n", " ")) == shlex.split(built)
