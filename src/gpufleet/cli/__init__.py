@@ -44,6 +44,7 @@ _COMMAND_MODULES = [
     "plan_cmd",
     "catalog_cmd",
     "doctor_cmd",
+    "status_cmd",
 ]
 
 for _name in _COMMAND_MODULES:
