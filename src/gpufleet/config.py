@@ -284,7 +284,7 @@ class AutoTiers(_Strict):
     moderate: str
     complex: str
     moderate_at: float = Field(2.0, description="score from which a request is MODERATE")
-    complex_at: float = Field(5.0, description="score from which a request is COMPLEX")
+    complex_at: float = Field(4.5, description="score from which a request is COMPLEX")
     weights: dict[str, float] = Field(default_factory=dict, description="override signal weights by name")
 
     @model_validator(mode="after")

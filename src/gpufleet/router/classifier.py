@@ -1,0 +1,466 @@
+"""`model: auto`: a rule-based complexity classifier that picks ROUTINE / MODERATE / COMPLEX (pure; no I/O).
+
+Seed 000 routes auto requests by tier (small model for ROUTINE, the big one for MODERATE/COMPLEX, thinking for
+the hard ones). Each request fires a set of named signals (long prompt, code, math, a proof, a multi-part ask,
+tools, a deep conversation, `/think` …); the score is the sum of their weights and two thresholds turn it into a
+tier. Every rule, weight and threshold is documented in docs/router-auto.md.
+
+    >>> clf = ComplexityClassifier(moderate_at=2.0, complex_at=4.5)
+    >>> clf.classify({"messages": [{"role": "user", "content": "hi"}]}).tier
+    <Tier.ROUTINE: 'routine'>
+
+Cost is bounded: lengths are measured on the whole text, but only the first 2 KB and the last 6 KB of the current
+turn (and the first 2 KB of the system prompt) are scanned, and the ask's vocabulary is read from at most 1.5 KB,
+so a 100 KB prompt costs ~0.1-0.2 ms (benchmarks/classifier_cost.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["SIGNALS", "ComplexityClassifier", "Tier", "TierDecision"]
+
+
+class Tier(StrEnum):
+    """The three `auto` tiers; each maps to a model or route in `router.auto`."""
+
+    ROUTINE = "routine"
+    MODERATE = "moderate"
+    COMPLEX = "complex"
+
+
+@dataclass(frozen=True)
+class TierDecision:
+    """The chosen tier, the score that chose it, and the signals that fired (in SIGNALS order)."""
+
+    tier: Tier
+    score: float
+    signals: tuple[str, ...]
+
+
+# Signal name → default weight. The order is the order of TierDecision.signals. Override with
+# `router.auto.weights.<name>`; a weight of 0 switches a signal off.
+SIGNALS: Mapping[str, float] = MappingProxyType(
+    {
+        "long_prompt": 2.0,  # current turn ≥ 1,500 chars (~400 tokens)
+        "very_long_prompt": 2.0,  # current turn ≥ 12,000 chars (~3k tokens); adds to long_prompt
+        "code": 2.0,  # code in the turn: a ``` fence, ≥ 2 code-looking lines, or a traceback / compiler error
+        "code_task": 2.0,  # asks for code without showing any: "write a function", SQL, regex, bash, Dockerfile …
+        "code_context": 2.0,  # the previous answer held a code fence and the user follows up (not just "thanks")
+        "math": 2.0,  # math notation or vocabulary (equation, derivative …), or ≥ 4 numbers in < 1 KB without code
+        "proof": 3.0,  # "prove", "proof", "show that", "derive", "rigorous", "justify"
+        "detailed_ask": 1.0,  # a turn under 1,500 chars whose text outside code blocks is ≥ 250 chars
+        "multi_step": 2.0,  # ≥ 3 list items / questions / distinct task verbs, "step by step", "and then"
+        "open_task": 2.0,  # open-ended ask: explain / describe / compare / review / summarize / write a letter, plan …
+        "reasoning_words": 1.5,  # analysis vocabulary: trade-offs, root cause, design a, optimize, deadlock …
+        "many_reasoning_words": 1.5,  # ≥ 3 distinct analysis words; adds to reasoning_words
+        "tools": 1.0,  # the request offers tools (or legacy functions)
+        "tool_history": 1.5,  # ≥ 2 tool results in the conversation: an agent loop
+        "deep_conversation": 1.0,  # ≥ 7 user/assistant/tool messages
+        "long_system": 0.5,  # system prompt ≥ 4,000 chars
+        "think_hint": 2.0,  # /think, reasoning_effort high, thinking / enable_thinking true; also floors at MODERATE
+        "no_think_hint": -2.0,  # /no_think, reasoning_effort low, thinking / enable_thinking false
+        "brevity_hint": -1.5,  # "in one sentence", "one word", "briefly", "keep it short" (user or system)
+        "short_simple": -1.0,  # current turn < 200 chars and no content signal (code … reasoning_words) fired
+    }
+)
+
+LONG_PROMPT_CHARS = 1_500
+VERY_LONG_PROMPT_CHARS = 12_000
+LONG_SYSTEM_CHARS = 4_000
+SHORT_SIMPLE_CHARS = 200
+NUMBERS_AS_MATH_CHARS = 1_000
+PASTED_MATERIAL_CHARS = 1_500
+ASK_CHARS = 600
+DETAILED_ASK_CHARS = 250
+DEEP_CONVERSATION_MESSAGES = 7
+SCAN_HEAD_CHARS = 2_048
+SCAN_TAIL_CHARS = 6_144
+SYSTEM_SCAN_CHARS = 2_048
+
+# Speed (benchmarks/classifier_cost.py): text is lower-cased once; vocabulary is matched with set lookups on its
+# words and substring checks for phrases (sre alternations of many words cost ~20x more); the remaining regexes
+# are case-sensitive and only run after a cheap `in` check says they can match.
+_WORD_RE = re.compile(r"[a-z0-9]+")
+_THINK_RE = re.compile(r"(?<![\w/])/(no_think|think)\b")
+_FENCED_BLOCK_RE = re.compile(r"```.*?(?:```|$)", re.DOTALL)
+_CODE_LINE_RE = re.compile(
+    r"\n[ \t]*(?:def |class |import |from [\w.]+ import |#include|function |const |let |var |func |fn |pub fn |"
+    r"public |private |return\b|async def |for \(|if \(|while \(|select\b.+\bfrom\b|@\w+\(|__global__)"
+)
+_TRACE_RE = re.compile(r"\berror (?:ts|cs|e)\d{3,}|\n\s*file \"[^\"]+\", line \d+|\n\s+at [\w.$]+\([\w.]+:\d+\)")
+_CODE_TASK_RE = re.compile(
+    r"\b(?:write|implement|create|generate|give me|code|rewrite|refactor)\b[^.?!\n]{0,40}?"
+    r"\b(?:function|method|class|script|program|query|regex|regexp|unit tests?|tests|api|endpoint|"
+    r"dockerfile|docker-compose|makefile|interpreter|parser|compiler|kernel|cli)\b"
+)
+_LATEX_RE = re.compile(r"\\(?:frac|int|sum|prod|lim|sqrt|zeta|alpha|beta|theta|pi|infty|partial|mathbb)\b")
+_DOLLAR_MATH_RE = re.compile(r"\$[^$\n]+\$")
+_POWER_RE = re.compile(r"\b[a-z]\^\d")
+_EQUATION_RE = re.compile(r"\b\d*[a-z]\s*[-+*/]\s*\d+\s*=|\b[a-z]\s*=\s*[-\d]")
+_FUNCTION_RE = re.compile(r"(?<![a-z_])[fgh]\([a-z][^()]{0,20}\)|\b(?:sin|cos|tan|log|ln|exp)\s*\(")
+_FOR_ALL_RE = re.compile(r"\bfor all (?:real|integers|positive|[a-z]\b)")
+_NUMBER_RE = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?![\w.])")
+_LIST_ITEM_RE = re.compile(r"\n[ \t]*(?:\d{1,2}[.)]|[-*•]|[a-z][.)])[ \t]+\S")
+_QUESTION_RE = re.compile(r"[^?\s]\?(?=\s|$)")  # a question mark ending a word (not `??` or `a ? b : c`)
+_HOW_WHY_RE = re.compile(r"\bhow (?:do|does|should|can) (?:i|we|it|they)\b|\bwhy (?:does|do|is|are|did)\b")
+_WRITE_A_RE = re.compile(
+    r"\b(?:write|draft|create|prepare) (?:a|an|the|me a)\b[^.?!\n]{0,30}?\b(?:letter|essay|report|plan|proposal|"
+    r"article|story|speech|post|guide|tutorial|lesson)"
+)
+_ACK_RE = re.compile(
+    r"^\W*(?:thanks?|thank you|thx|ty|ok(?:ay)?|great|perfect|cool|nice|got it|awesome|lgtm)\b[^?]{0,40}$"
+)
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Vocabulary, matched against the ask's lower-cased words (sets), word prefixes (stems) and phrases, where a
+# phrase is checked in the words joined by single spaces (so "trade-offs" is the phrase "trade offs").
+_CODE_LANGUAGE_WORDS = _words(
+    "sql regex bash shell python javascript typescript golang rust java kotlin git docker kubernetes pytest"
+)
+_CODE_LANGUAGE_PHRASES = ("excel formula", "json schema")
+_CODE_VERBS = _words("write implement create generate give code rewrite refactor")
+_MATH_WORDS = _words(
+    "equation derivative integral probability polynomial matrix matrices theorem lemma prime primes divisible "
+    "modulo irrational logarithm factorial variance equilibrium"
+)
+_MATH_STEMS = ("eigen",)
+_MATH_PHRASES = (
+    *("expected value", "standard deviation", "confidence interval", "p value", "angular velocity"),
+    "solve for",
+)
+_MATH_SYMBOLS = "∫∑∏√∞≤≥≠"
+_PROOF_WORDS = _words("prove proof derive rigorous rigorously justify justification")
+_PROOF_PHRASES = ("show that",)
+_STEP_PHRASES = ("step by step", "walk through", "walk me through", "and then", "after that")
+_STEP_WORDS = frozenset({"afterwards"})
+_TASK_VERBS = _words(
+    "explain compare design propose rewrite implement analyze analyse recommend estimate evaluate identify derive "
+    "discuss draft compute calculate determine reconstruct describe rank find fix list include cover show decide "
+    "investigate check query verify produce"
+)
+_OPEN_WORDS = _words(
+    "explain describe compare contrast review summarize summarise summary outline elaborate critique advantages"
+)
+_OPEN_PHRASES = (
+    *("difference between", "differences between", "pros and cons", "lesson plan", "what went wrong"),
+    "what goes wrong",
+)
+_WRITE_VERBS = _words("write draft create prepare")
+_REASONING_WORDS = _words(
+    "tradeoff tradeoffs architecture complexity bottleneck race races deadlock deadlocks assumptions analyze analyse "
+    "analysis evaluate implications strategy risk risks mitigation correctness consistent consistency rollback "
+    "reasoning methodology methodological"
+)
+_REASONING_STEMS = ("scalab", "optimi", "leak", "vulnerab", "exploit", "migrat", "recommend", "generali", "synthesi")
+_REASONING_PHRASES = (
+    *("trade off", "trade offs", "root cause", "root causes", "failure mode", "failure modes", "design a"),
+    *("design an", "design the", "threat model", "edge cases", "in depth", "think carefully"),
+)
+_BREVITY_WORDS = frozenset({"briefly", "tldr"})
+_BREVITY_PHRASES = (
+    *("in one sentence", "in one word", "in one line", "one word", "one liner", "in a few words", "be brief"),
+    *("keep it short", "short answer", "tl dr", "yes or no"),
+)
+
+
+def _content_text(content: Any) -> str:
+    """Text of a message content: a string, or the text parts of a list of parts (images etc. are skipped)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text") for p in content if isinstance(p, dict)]
+        return "\n".join(p for p in parts if isinstance(p, str))
+    return ""
+
+
+def _window(text: str) -> str:
+    """What the regexes see: all of a short text, the head and the tail of a long one."""
+    if len(text) <= SCAN_HEAD_CHARS + SCAN_TAIL_CHARS:
+        return text
+    return text[:SCAN_HEAD_CHARS] + "\n" + text[-SCAN_TAIL_CHARS:]
+
+
+def _ask(text: str, chars: int) -> str:
+    """The part of a turn that asks: all of a short one; the first and last paragraphs of a long one.
+
+    A long turn is mostly pasted material (an article, a log, a contract) with the instruction before or after
+    it; its numbers, questions and vocabulary say nothing about the task, so only its ends are read for them.
+    """
+    if chars < PASTED_MATERIAL_CHARS:
+        return text
+    text = text.strip()
+    first = text.find("\n\n")
+    last = text.rfind("\n\n")
+    head = text[: first if first >= 0 else ASK_CHARS][:ASK_CHARS]
+    tail = text[last + 2 :] if last >= 0 else text
+    return head + "\n\n" + tail[-ASK_CHARS:]
+
+
+def _at_least(pattern: re.Pattern[str], text: str, n: int) -> bool:
+    """Whether `pattern` matches `text` at least `n` times (stops scanning at the n-th match)."""
+    return sum(1 for _ in itertools.islice(pattern.finditer(text), n)) >= n
+
+
+def _text_hint(text: str) -> bool | None:
+    """True for /think, False for /no_think, None for neither; the last one written wins (Qwen3's rule)."""
+    if "think" not in text:
+        return None
+    last = None
+    for m in _THINK_RE.finditer(text):
+        last = m
+    if last is None:
+        return None
+    return last.group(1) == "think"
+
+
+@dataclass(frozen=True)
+class _Vocabulary:
+    """An ask's lower-cased words as a set, and joined by single spaces (for phrases)."""
+
+    words: frozenset[str]
+    joined: str
+
+    @classmethod
+    def of(cls, text: str) -> _Vocabulary:
+        tokens = _WORD_RE.findall(text)
+        return cls(frozenset(tokens), " " + " ".join(tokens) + " ")
+
+    def has_phrase(self, phrases: Iterable[str]) -> bool:
+        """Whether any phrase occurs as whole words."""
+        return any(f" {phrase} " in self.joined for phrase in phrases)
+
+    def stems(self, stems: tuple[str, ...]) -> set[str]:
+        return {word for word in self.words if word.startswith(stems)}
+
+
+def _flag_hint(payload: Mapping[str, Any]) -> bool | None:
+    """Thinking asked for (True) or refused (False) by request fields rather than text."""
+    effort = payload.get("reasoning_effort")
+    reasoning = payload.get("reasoning")
+    if effort is None and isinstance(reasoning, Mapping):
+        effort = reasoning.get("effort")
+    if isinstance(effort, str):
+        if effort.lower() in ("high", "xhigh"):
+            return True
+        if effort.lower() in ("low", "minimal", "none"):
+            return False
+    kwargs = payload.get("chat_template_kwargs")
+    if isinstance(kwargs, Mapping):
+        for key in ("enable_thinking", "thinking"):
+            if isinstance(kwargs.get(key), bool):
+                return bool(kwargs[key])
+    thinking = payload.get("thinking")
+    if isinstance(thinking, bool):
+        return thinking
+    if isinstance(thinking, Mapping) and isinstance(thinking.get("type"), str):
+        return bool(thinking["type"] == "enabled")
+    return None
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What the rules look at, pulled out of an OpenAI chat or completions body."""
+
+    turn: str  # the last user message plus the tool results after it (completions: the prompt)
+    turn_chars: int
+    system: str  # the first system/developer message
+    system_chars: int
+    depth: int  # user/assistant/tool messages
+    tool_results: int
+    has_tools: bool
+    prior_code: bool = False  # the message before the last user message holds a code fence
+
+
+def _read_request(payload: Mapping[str, Any]) -> _Request:
+    has_tools = bool(payload.get("tools") or payload.get("functions"))
+    messages = payload.get("messages")
+    if not isinstance(messages, list):
+        prompt = payload.get("prompt")
+        if isinstance(prompt, list):
+            strings = [p for p in prompt if isinstance(p, str)]
+            if strings:
+                prompt = strings[-1]
+            else:  # token ids: ~4 chars a token, nothing to read
+                return _Request("", 4 * len(prompt), "", 0, 0, 0, has_tools)
+        text = prompt if isinstance(prompt, str) else ""
+        return _Request(_window(text).lower(), len(text), "", 0, 0, 0, has_tools)
+
+    msgs = [m for m in messages if isinstance(m, dict)]
+    system = ""
+    for m in msgs:
+        if m.get("role") in ("system", "developer"):
+            system = _content_text(m.get("content"))
+            break
+    last_user = max((i for i, m in enumerate(msgs) if m.get("role") == "user"), default=len(msgs) - 1)
+    turn_parts = [
+        _content_text(m.get("content"))
+        for i, m in enumerate(msgs)
+        if i == last_user or (i > last_user and m.get("role") in ("tool", "function"))
+    ]
+    turn = "\n".join(p for p in turn_parts if p)
+    depth = sum(1 for m in msgs if m.get("role") in ("user", "assistant", "tool", "function"))
+    tool_results = sum(1 for m in msgs if m.get("role") in ("tool", "function"))
+    prior = _content_text(msgs[last_user - 1].get("content")) if last_user >= 1 else ""
+    return _Request(
+        turn=_window(turn).lower(),
+        turn_chars=len(turn),
+        system=system[:SYSTEM_SCAN_CHARS].lower(),
+        system_chars=len(system),
+        depth=depth,
+        tool_results=tool_results,
+        has_tools=has_tools,
+        prior_code="```" in _window(prior),
+    )
+
+
+_CONTENT_SIGNALS = frozenset(
+    {"code", "code_task", "code_context", "math", "proof", "multi_step", "open_task", "reasoning_words", "long_prompt"}
+)
+
+
+def _is_math(ask: str, vocab: _Vocabulary, numbers_count: bool) -> bool:
+    if vocab.words & _MATH_WORDS or vocab.stems(_MATH_STEMS) or vocab.has_phrase(_MATH_PHRASES):
+        return True
+    if any(symbol in ask for symbol in _MATH_SYMBOLS):
+        return True
+    if ("\\" in ask and _LATEX_RE.search(ask)) or ("$" in ask and _DOLLAR_MATH_RE.search(ask)):
+        return True
+    if ("^" in ask and _POWER_RE.search(ask)) or ("=" in ask and _EQUATION_RE.search(ask)):
+        return True
+    if ("(" in ask and _FUNCTION_RE.search(ask)) or (" for all " in vocab.joined and _FOR_ALL_RE.search(ask)):
+        return True
+    return numbers_count and _at_least(_NUMBER_RE, ask, 4)
+
+
+def _fired(req: _Request, payload: Mapping[str, Any]) -> Iterable[str]:
+    """The names of the signals this request fires (the rules of docs/router-auto.md)."""
+    text = req.turn  # code and hints are looked for everywhere in the (bounded, lower-cased) turn …
+    ask = _ask(text, req.turn_chars)  # … what is asked for only in its instruction
+    vocab = _Vocabulary.of(ask)
+    words = vocab.words
+    fired: set[str] = set()
+    if req.turn_chars >= LONG_PROMPT_CHARS:
+        fired.add("long_prompt")
+    if req.turn_chars >= VERY_LONG_PROMPT_CHARS:
+        fired.add("very_long_prompt")
+    if (
+        "```" in text
+        or "traceback (most recent call last)" in text
+        or "exception in thread" in text
+        or (("error " in text or "file " in text or "  at " in text) and _TRACE_RE.search(text))
+        or text.count(";\n") + text.count("{\n") >= 2
+        or _at_least(_CODE_LINE_RE, "\n" + text, 2)
+    ):
+        fired.add("code")
+    elif (
+        words & _CODE_LANGUAGE_WORDS
+        or "c++" in ask
+        or vocab.has_phrase(_CODE_LANGUAGE_PHRASES)
+        or (words & _CODE_VERBS and _CODE_TASK_RE.search(ask))
+    ):
+        fired.add("code_task")
+    if req.prior_code and not _ACK_RE.search(ask):
+        fired.add("code_context")
+    if _is_math(ask, vocab, numbers_count=req.turn_chars < NUMBERS_AS_MATH_CHARS and "code" not in fired):
+        fired.add("math")
+    if words & _PROOF_WORDS or vocab.has_phrase(_PROOF_PHRASES):
+        fired.add("proof")
+    if (
+        req.turn_chars < PASTED_MATERIAL_CHARS  # a long turn's ends may be pasted material; long_prompt covers it
+        and len(ask) >= DETAILED_ASK_CHARS
+        and len(_FENCED_BLOCK_RE.sub("", ask) if "```" in ask else ask) >= DETAILED_ASK_CHARS
+    ):
+        fired.add("detailed_ask")
+    if (
+        _at_least(_LIST_ITEM_RE, "\n" + ask, 3)
+        or (ask.count("?") >= 3 and _at_least(_QUESTION_RE, ask, 3))
+        or words & _STEP_WORDS
+        or vocab.has_phrase(_STEP_PHRASES)
+        or len(words & _TASK_VERBS) >= 3
+    ):
+        fired.add("multi_step")
+    if (
+        words & _OPEN_WORDS
+        or vocab.has_phrase(_OPEN_PHRASES)
+        or (words & {"how", "why"} and _HOW_WHY_RE.search(ask))
+        or (words & _WRITE_VERBS and _WRITE_A_RE.search(ask))
+    ):
+        fired.add("open_task")
+    reasoning = len(words & _REASONING_WORDS) + len(vocab.stems(_REASONING_STEMS))
+    reasoning += sum(1 for phrase in _REASONING_PHRASES if f" {phrase} " in vocab.joined)
+    if reasoning >= 1:
+        fired.add("reasoning_words")
+    if reasoning >= 3:
+        fired.add("many_reasoning_words")
+    if req.has_tools:
+        fired.add("tools")
+    if req.tool_results >= 2:
+        fired.add("tool_history")
+    if req.depth >= DEEP_CONVERSATION_MESSAGES:
+        fired.add("deep_conversation")
+    if req.system_chars >= LONG_SYSTEM_CHARS:
+        fired.add("long_system")
+    # The last user turn's hint beats the system prompt's, which beats request flags.
+    hint = _text_hint(text)
+    if hint is None:
+        hint = _text_hint(req.system)
+    if hint is None:
+        hint = _flag_hint(payload)
+    if hint is True:
+        fired.add("think_hint")
+    elif hint is False:
+        fired.add("no_think_hint")
+    system_vocab = _Vocabulary.of(req.system) if req.system else None
+    if (
+        words & _BREVITY_WORDS
+        or vocab.has_phrase(_BREVITY_PHRASES)
+        or (system_vocab and (system_vocab.words & _BREVITY_WORDS or system_vocab.has_phrase(_BREVITY_PHRASES)))
+    ):
+        fired.add("brevity_hint")
+    if req.turn_chars < SHORT_SIMPLE_CHARS and not (fired & _CONTENT_SIGNALS):
+        fired.add("short_simple")
+    return fired
+
+
+class ComplexityClassifier:
+    """Scores a request by the weighted signals it fires and maps the score to a tier.
+
+    ROUTINE below `moderate_at`, MODERATE from it, COMPLEX from `complex_at`; a thinking request (think_hint)
+    is never ROUTINE while think_hint's weight is positive.
+    """
+
+    def __init__(self, moderate_at: float, complex_at: float, weights: Mapping[str, float] | None = None) -> None:
+        if complex_at <= moderate_at:
+            raise ValueError(f"complex_at ({complex_at}) must be greater than moderate_at ({moderate_at})")
+        unknown = sorted(set(weights or {}) - set(SIGNALS))
+        if unknown:
+            raise ValueError(f"unknown signal {unknown[0]!r} in weights; known signals: {', '.join(SIGNALS)}")
+        self.moderate_at = moderate_at
+        self.complex_at = complex_at
+        self.weights: Mapping[str, float] = MappingProxyType({**SIGNALS, **(weights or {})})
+
+    def classify(self, payload: Mapping[str, Any]) -> TierDecision:
+        """The tier for an OpenAI chat or completions request body (never raises on odd bodies)."""
+        fired = _fired(_read_request(payload), payload)
+        names = tuple(name for name in SIGNALS if name in fired)
+        score = round(sum(self.weights[name] for name in names), 3)
+        if score >= self.complex_at:
+            tier = Tier.COMPLEX
+        elif score >= self.moderate_at:
+            tier = Tier.MODERATE
+        else:
+            tier = Tier.ROUTINE
+        if tier is Tier.ROUTINE and "think_hint" in fired and self.weights["think_hint"] > 0:
+            tier = Tier.MODERATE
+        return TierDecision(tier=tier, score=score, signals=names)
