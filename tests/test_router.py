@@ -388,3 +388,44 @@ async def test_persona_chat_needs_a_persona_name_when_several(gw: Any, upstreams
     assert missing.status_code == 400 and "hero, sage" in missing.json()["error"]["message"]
     response = await http.post("/chat", json={"message": "hi", "persona": "sage"})
     assert response.status_code == 200 and response.json()["model"] == "b"
+
+
+# --- auto ----------------------------------------------------------------------------------------------------
+
+
+async def test_auto_routes_by_tier_and_says_which(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
+    http = await gw(base_config(upstreams, router={"auto": {"routine": "a", "moderate": "b", "complex": "c"}}))
+    easy = await http.post("/v1/chat/completions", json=chat("auto"))
+    assert easy.headers["x-gpufleet-tier"] == "routine" and easy.headers["x-gpufleet-model"] == "a"
+    hard_prompt = ("Prove that there are infinitely many primes, then implement a Python function that lists the "
+                   "first n primes efficiently, analyse its time complexity step by step, and compare it with the "
+                   "sieve of Eratosthenes.")
+    hard = await http.post("/v1/chat/completions", json={"model": "auto", "messages": [
+        {"role": "user", "content": hard_prompt}]})
+    assert hard.headers["x-gpufleet-tier"] == "complex" and hard.headers["x-gpufleet-model"] == "c"
+    assert upstreams["c"].received[0]["model"] == "upstream-c"
+    metrics = (await http.get("/metrics")).text
+    assert 'gpufleet_auto_tier_total{tier="routine"} 1.0' in metrics
+    assert 'gpufleet_auto_tier_total{tier="complex"} 1.0' in metrics
+    listing = {m["id"]: m for m in (await http.get("/v1/models")).json()["data"]}
+    assert listing["auto"]["tiers"] == {"routine": "a", "moderate": "b", "complex": "c"}
+
+
+async def test_auto_tier_falls_back_like_any_route(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
+    upstreams["a"].behaviour = "500"
+    config = base_config(upstreams, routes={"cheap": {"targets": ["a"], "fallbacks": ["b"]}},
+                         router={"auto": {"routine": "cheap", "moderate": "c", "complex": "c"}})
+    http = await gw(config)
+    response = await http.post("/v1/chat/completions", json=chat("auto"))
+    assert response.status_code == 200
+    assert response.headers["x-gpufleet-tier"] == "routine" and response.headers["x-gpufleet-model"] == "b"
+
+
+def test_auto_with_an_unknown_signal_weight_is_a_config_error(upstreams: dict[str, StandInUpstream]) -> None:
+    from gpufleet.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        parse_config(base_config(upstreams, router={"auto": {
+            "routine": "a", "moderate": "b", "complex": "c", "weights": {"code": 3, "vibes": 1}}}), file="f.yaml")
+    assert info.value.key_path == "router.auto.weights"
+    assert "unknown signal 'vibes'; known signals: " in str(info.value)

@@ -293,6 +293,16 @@ class AutoTiers(_Strict):
             raise ValueError(f"complex_at ({self.complex_at}) must be greater than moderate_at ({self.moderate_at})")
         return self
 
+    @field_validator("weights")
+    @classmethod
+    def _known_signals(cls, value: dict[str, float]) -> dict[str, float]:
+        from gpufleet.router.classifier import SIGNALS  # imported late: the router imports this module
+
+        unknown = sorted(set(value) - set(SIGNALS))
+        if unknown:
+            raise ValueError(f"unknown signal {unknown[0]!r}; known signals: {', '.join(SIGNALS)}")
+        return value
+
 
 class RouterConfig(_Strict):
     """Fallback, cooldown and `auto` settings shared by every route."""

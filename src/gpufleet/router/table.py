@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from gpufleet.config import Config, RemoteModel, RouteDefaults
 from gpufleet.dialects import DialectDefaults
 from gpufleet.engines.remote import RemoteUpstream, remote_upstream
-from gpufleet.errors import ConfigError, ModelNotFound
+from gpufleet.errors import ModelNotFound
 
 if TYPE_CHECKING:
     from gpufleet.router.classifier import ComplexityClassifier, TierDecision
@@ -117,10 +117,8 @@ class ModelTable:
         if auto is not None:
             from gpufleet.router.classifier import ComplexityClassifier
 
-            try:
-                self.classifier = ComplexityClassifier(auto.moderate_at, auto.complex_at, auto.weights)
-            except ValueError as err:
-                raise ConfigError(str(err), key_path="router.auto.weights") from None
+            # Weights were checked against the classifier's signals when the config was loaded.
+            self.classifier = ComplexityClassifier(auto.moderate_at, auto.complex_at, auto.weights)
             for tier in ("routine", "moderate", "complex"):
                 route = self._routes[self._canonical(getattr(auto, tier))]
                 self._tiers[tier] = dataclasses.replace(route, tier=tier)
