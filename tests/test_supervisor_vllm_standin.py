@@ -106,9 +106,11 @@ async def test_v0_kv_cache_message_names_the_largest_context_that_fits(supervise
     assert "set --max-model-len to at most 1500" in sup.status()[0]["last_error"]
 
 
-async def test_removed_flag_fails_with_the_replacement_named(supervised: Any) -> None:
+async def test_removed_flag_is_refused_before_launch_with_the_replacement_named(supervised: Any) -> None:
+    # The stand-in carries vllm/_version.py (0.32.0), so gpufleet knows the version and checks the argv
+    # before starting anything (the stand-in would also fail like vLLM's argparse: exit 2).
     sup = await supervised(extra_args=["--swap-space", "16"])
-    with pytest.raises(EngineError, match="unrecognized_argument") as caught:
+    with pytest.raises(EngineError, match=r"vLLM 0\.32\.0") as caught:
         await sup.ensure_ready("m")
     assert "--swap-space" in str(caught.value) and "--kv-offloading-size" in str(caught.value)
 
@@ -211,3 +213,10 @@ async def test_sleep_routes_exist_only_in_dev_mode(supervised: Any) -> None:
     async with httpx.AsyncClient(base_url=upstream.base_url.removesuffix("/v1")) as http:
         assert (await http.post("/sleep", params={"level": 1})).status_code == 404
         assert (await http.get("/is_sleeping")).status_code == 404
+
+
+async def test_flag_the_checks_do_not_know_fails_with_vllms_own_words(supervised: Any) -> None:
+    sup = await supervised(extra_args=["--no-such-flag"])
+    with pytest.raises(EngineError) as caught:
+        await sup.ensure_ready("m")
+    assert "--no-such-flag" in str(caught.value)
