@@ -1,8 +1,10 @@
-"""Recorded Qwen outputs (tests/data/qwen) through transform_response and StreamTransformer.
+"""Recorded Qwen outputs (tests/data/qwen, tests/data/qwen25_tool_outputs) through transform_response
+and StreamTransformer.
 
 Each stream test cuts the output at every index (and into single characters) and checks that the
-reassembled stream equals the whole-text result and the fixture's expectation. A seeded fuzz test
-does the same for random outputs built from tag fragments.
+reassembled stream equals the whole-text result and the fixture's expectation; fixtures recorded from
+a real engine also replay its own chunking (`stream_pieces`). A seeded fuzz test does the same for
+random outputs built from tag and fence fragments.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import pytest
 
 from gpufleet.dialects import ResponsePlan, StreamTransformer, transform_response
 
-DATA = Path(__file__).parent / "data" / "qwen"
-FIXTURES = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(DATA.glob("*.json"))}
+DATA = Path(__file__).parent / "data"
+FIXTURES = {f"{p.parent.name}/{p.stem}": json.loads(p.read_text(encoding="utf-8"))
+            for folder in ("qwen", "qwen25_tool_outputs") for p in sorted((DATA / folder).glob("*.json"))}
 
 
 def plan_of(fixture: dict[str, Any]) -> ResponsePlan:
@@ -118,19 +121,30 @@ def test_stream_one_character_per_chunk_reassembles_to_expectation(name: str) ->
     assert out[0]["choices"][0]["delta"]["role"] == "assistant"
 
 
+@pytest.mark.parametrize("name", [n for n, f in FIXTURES.items() if "stream_pieces" in f])
+def test_recorded_engine_chunking_reassembles_to_expectation(name: str) -> None:
+    f = FIXTURES[name]
+    assert "".join(f["stream_pieces"]) == f["output"]
+    assert reassemble(run_stream(plan_of(f), f["stream_pieces"], f["finish_reason"])) == f["expected"]
+
+
 @pytest.mark.parametrize("name", [n for n, f in FIXTURES.items() if f["expected"]["tool_calls"]])
 def test_streamed_tool_call_markup_never_reaches_content(name: str) -> None:
     f = FIXTURES[name]
+    fenced_content = "```" in (f["expected"]["content"] or "")
     for cut in range(len(f["output"]) + 1):
         for c in run_stream(plan_of(f), [f["output"][:cut], f["output"][cut:]], f["finish_reason"]):
             for choice in c["choices"]:
                 text = choice["delta"].get("content") or ""
                 if "malformed" not in name:
                     assert "<tool" not in text and "</" not in text and "<function" not in text
+                if not fenced_content and "malformed" not in name:
+                    assert "```" not in text and '"name"' not in text
 
 PIECES = ["<think>", "</think>", "<tool_call>", "</tool_call>", "<", "</", "tool", "_call>", "think>",
           '{"name": "f", "arguments": {"a": 1}}', '{"name": "g"}', "{", "}", "<function=f>", "<parameter=a>",
-          "</parameter>", "</function>", " ", "\n", "\n\n", "x", "Hello", "é"]
+          "</parameter>", "</function>", " ", "\n", "\n\n", "x", "Hello", "é",
+          "```", "```json\n", "`", "[", "]", '{"name": "h"}', '{{"name": "f"}}', '"', "\\"]
 PLANS = {
     "thinking+hermes": ResponsePlan(thinking=True, reasoning_parser="qwen3", tool_parser="hermes"),
     "open+xml": ResponsePlan(thinking=True, reasoning_parser="qwen3", starts_in_reasoning=True,
@@ -138,6 +152,7 @@ PLANS = {
     "off+hermes": ResponsePlan(reasoning_parser="qwen3", tool_parser="hermes"),
     "capped": ResponsePlan(thinking=True, reasoning_parser="qwen3", max_reasoning_chars=7,
                            tool_parser="hermes"),
+    "qwen2_5": ResponsePlan(tool_parser="qwen2_5", tool_param_types={"f": {}, "g": {"a": "integer"}}),
 }
 
 
@@ -145,7 +160,7 @@ PLANS = {
 def test_random_outputs_stream_like_whole_text(plan_name: str) -> None:
     rng = random.Random(plan_name)
     plan = PLANS[plan_name]
-    for _ in range(300):
+    for _ in range(600):
         text = "".join(rng.choice(PIECES) for _ in range(rng.randint(0, 14)))
         cuts = sorted(rng.sample(range(len(text) + 1), k=min(len(text) + 1, rng.randint(1, 6))))
         pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]

@@ -11,8 +11,8 @@ from gpufleet.dialects.textstream import partial_tag_len, releasable_len
 from gpufleet.dialects.tool_calls import ToolCall
 
 
-def test_registries_use_vllm_parser_names() -> None:
-    assert set(TOOL_PARSERS) == {"hermes", "qwen3_json", "qwen3_xml", "qwen3_coder"}
+def test_registries_use_vllm_parser_names_plus_gpufleets_qwen2_5() -> None:
+    assert set(TOOL_PARSERS) == {"hermes", "qwen3_json", "qwen3_xml", "qwen3_coder", "qwen2_5"}
     assert set(REASONING_PARSERS) == {"qwen3", "deepseek_r1"}
     assert get_tool_parser("qwen3_json") is get_tool_parser("hermes")
     assert get_tool_parser("qwen3_coder") is get_tool_parser("qwen3_xml")

@@ -259,7 +259,7 @@ def test_non_object_body_is_a_request_error() -> None:
     ("Qwen/Qwen3-235B-A22B-Instruct-2507-AWQ", None, "hermes", False),
     ("Qwen/Qwen3-30B-A3B-Thinking-2507", "qwen3", "hermes", True),
     ("Qwen/Qwen3-Coder-30B-A3B-Instruct", None, "qwen3_coder", False),
-    ("qwen2.5-coder-1.5b-instruct", None, "hermes", False),
+    ("qwen2.5-coder-1.5b-instruct", None, "qwen2_5", False),
     ("Qwen/QwQ-32B", "qwen3", "hermes", True),
     ("meta-llama/Llama-3.1-8B-Instruct", None, None, False),
 ])

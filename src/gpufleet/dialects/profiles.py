@@ -28,6 +28,6 @@ def model_dialect(model_id: str) -> DialectDefaults:
     if "qwq" in name:  # QwQ's template opens <think> in every prompt
         return DialectDefaults(reasoning_parser="qwen3", tool_call_parser="hermes", thinking_default=True,
                                think_open_in_template=True)
-    if "qwen2" in name:  # Qwen2 / Qwen2.5 (incl. Coder): hermes tool calls, no thinking
-        return DialectDefaults(tool_call_parser="hermes")
+    if "qwen2" in name:  # Qwen2 / Qwen2.5 (incl. Coder): hermes tool calls, or untagged ```json ones; no thinking
+        return DialectDefaults(tool_call_parser="qwen2_5")
     return DialectDefaults()

@@ -1,6 +1,7 @@
 """Parser registries keyed by vLLM's `--reasoning-parser` and `--tool-call-parser` names.
 
 Using vLLM's names means a route's config reads the same whether vLLM or gpufleet does the parsing.
+`qwen2_5` is gpufleet's own: hermes plus the untagged ```json / bare JSON calls Qwen2.5 writes on llama.cpp.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from gpufleet.errors import ConfigError
 
 _HERMES = TaggedToolParser("hermes", ("json", "xml"))
 _QWEN3_XML = TaggedToolParser("qwen3_xml", ("xml", "json"))
+_QWEN2_5 = TaggedToolParser("qwen2_5", ("json", "xml"), untagged=True)
 
 TOOL_PARSERS: dict[str, TaggedToolParser] = {
     "hermes": _HERMES,
     "qwen3_json": _HERMES,  # Qwen3 emits the hermes JSON form
     "qwen3_xml": _QWEN3_XML,  # seed 004
     "qwen3_coder": _QWEN3_XML,  # same wire format as qwen3_xml
+    "qwen2_5": _QWEN2_5,  # tests/data/qwen25_tool_outputs: Qwen2.5-Coder-1.5B fences its calls in ```json
 }
 
 REASONING_PARSERS: dict[str, ThinkTagReasoningParser] = {

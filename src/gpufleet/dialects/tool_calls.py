@@ -6,6 +6,9 @@ Two body formats sit between `<tool_call>` and `</tool_call>` (vllm-facts §4):
 Each parser tries its own format first and the other second, so a route configured with the wrong
 parser name still works. A block that parses as neither stays in the content verbatim (never an
 exception): the client sees what the model wrote. Whitespace next to a parsed call is dropped.
+
+A parser with `untagged=True` (Qwen2.5) also reads calls written without tags, as a ```json fence or
+bare JSON at the head of the answer, when the name is one of the request's tools (`untagged_calls`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from gpufleet.dialects.textstream import releasable_len
+from gpufleet.dialects.untagged_calls import CALL_KEYS, FENCE, HOLD, Candidate, UntaggedCallScanner
 
 OPEN_TAG = "<tool_call>"
 CLOSE_TAG = "</tool_call>"
@@ -25,6 +29,8 @@ CLOSE_TAG = "</tool_call>"
 ParamTypes = Mapping[str, Mapping[str, str]]
 
 _FUNCTION_RE = re.compile(r"<function=([^>\n]+)>(.*?)(?:</function>|\Z)", re.S)
+_LINE_FENCE = re.compile(r"\n[ \t]*```")
+_PARTIAL_LINE_FENCE = re.compile(r"\s*\n[ \t]*`{1,2}\Z")  # with the whitespace before it
 _PARAMETER_RE = re.compile(r"<parameter=([^>\n]+)>(.*?)(?:</parameter>|(?=<parameter=)|\Z)", re.S)
 
 
@@ -116,6 +122,40 @@ def parse_json_body(body: str) -> list[ToolCall] | None:
     return calls or None
 
 
+def _loads_untagged(text: str) -> object:
+    """One JSON value; also Qwen2.5's template notation `{{"name": ..., "arguments": {...}}}` (or with one
+    closing brace less), which the model copies from its system prompt."""
+    candidates = [text]
+    if text.startswith("{{"):
+        candidates += [text[1:], text[1:-1]] if text.endswith("}}") else [text[1:]]
+    for candidate in candidates:
+        try:
+            return json.loads(candidate)
+        except ValueError:
+            continue
+    return None
+
+
+def parse_untagged(values: list[str], tool_names: frozenset[str]) -> list[ToolCall] | None:
+    """Calls from untagged JSON values (objects or lists of them); None unless every item is a call of
+    a declared tool with nothing but `name` and `arguments`/`parameters` (a JSON answer is not a call)."""
+    calls: list[ToolCall] = []
+    for text in values:
+        value = _loads_untagged(text.strip())
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if not isinstance(item, dict) or not set(item) <= CALL_KEYS:
+                return None
+            name = item.get("name")
+            if not isinstance(name, str) or name not in tool_names:
+                return None
+            call = _json_call(item)
+            if call is None:
+                return None
+            calls.append(call)
+    return calls or None
+
+
 def _xml_value(raw: str, kind: str | None) -> Any:
     # Qwen3-Coder puts each value on its own line: drop exactly the framing newlines.
     value = raw[1:] if raw.startswith("\n") else raw
@@ -149,10 +189,14 @@ def parse_xml_body(body: str, param_types: ParamTypes | None = None) -> list[Too
 
 @dataclass(frozen=True)
 class TaggedToolParser:
-    """A `<tool_call>` parser; `formats` is the order in which body formats are tried."""
+    """A `<tool_call>` parser; `formats` is the order in which body formats are tried.
+
+    With `untagged`, a fenced or bare JSON call at the head of the answer counts too (Qwen2.5).
+    """
 
     name: str
     formats: tuple[str, ...] = ("json", "xml")
+    untagged: bool = False
 
     def parse_body(self, body: str, param_types: ParamTypes | None = None) -> list[ToolCall] | None:
         """Parse the text between the tags into calls, or None when it is malformed."""
@@ -162,58 +206,49 @@ class TaggedToolParser:
                 return calls
         return None
 
-    def extract(self, text: str, *, param_types: ParamTypes | None = None) -> ToolCallSplit:
-        """Split a whole output into content and tool calls."""
-        pieces: list[str | list[ToolCall]] = []  # text, or the calls of one parsed block
-        pos = 0
-        while True:
-            start = text.find(OPEN_TAG, pos)
-            if start < 0:
-                pieces.append(text[pos:])
-                break
-            pieces.append(text[pos:start])
-            end = text.find(CLOSE_TAG, start + len(OPEN_TAG))
-            stop = len(text) if end < 0 else end + len(CLOSE_TAG)
-            body = text[start + len(OPEN_TAG): len(text) if end < 0 else end]
-            calls = self.parse_body(body, param_types)
-            pieces.append(calls if calls else text[start:stop])
-            pos = stop
-        return _join(pieces)
+    def extract(self, text: str, *, param_types: ParamTypes | None = None,
+                tool_names: Iterable[str] | None = None) -> ToolCallSplit:
+        """Split a whole output into content and tool calls.
 
-    def stream(self, *, param_types: ParamTypes | None = None) -> ToolCallStream:
-        """A fresh streaming parser for one response."""
-        return ToolCallStream(self, param_types)
+        `tool_names` are the request's tools (default: the keys of `param_types`); untagged calls must
+        name one of them.
+        """
+        stream = self.stream(param_types=param_types, tool_names=tool_names)
+        items = [*stream.feed(text), *stream.finish()]  # one code path: whole and streamed text agree
+        calls = [item for item in items if isinstance(item, ToolCall)]
+        content = "".join(item for item in items if isinstance(item, str))
+        return ToolCallSplit(content if content.strip() or not calls else None, calls)
 
-
-def _join(pieces: list[str | list[ToolCall]]) -> ToolCallSplit:
-    calls: list[ToolCall] = []
-    texts: list[str] = []
-    for i, piece in enumerate(pieces):
-        if isinstance(piece, list):
-            calls.extend(piece)
-            continue
-        if i > 0 and isinstance(pieces[i - 1], list):
-            piece = piece.lstrip()
-        if i + 1 < len(pieces) and isinstance(pieces[i + 1], list):
-            piece = piece.rstrip()
-        texts.append(piece)
-    content = "".join(texts)
-    return ToolCallSplit(content if content.strip() or not calls else None, calls)
+    def stream(self, *, param_types: ParamTypes | None = None,
+               tool_names: Iterable[str] | None = None) -> ToolCallStream:
+        """A fresh streaming parser for one response (`tool_names` as in `extract`)."""
+        names = frozenset(param_types or {}) if tool_names is None else frozenset(tool_names)
+        return ToolCallStream(self, param_types, names)
 
 
 class ToolCallStream:
     """Incremental `<tool_call>` parser: feed content pieces, get text and `ToolCall`s back.
 
     A call is released whole once `</tool_call>` arrives (its arguments are one JSON document, so
-    streaming them piecewise would only let clients see invalid JSON: QwenLM/Qwen3 #1568).
+    streaming them piecewise would only let clients see invalid JSON: QwenLM/Qwen3 #1568). An untagged
+    call (`TaggedToolParser.untagged`) is held only while it can still become one: a ```json fence at the
+    head of the answer or at a line start, bare JSON at the head; text after a rejected fence is a code
+    block, whose closing fence is plain text.
     """
 
-    def __init__(self, parser: TaggedToolParser, param_types: ParamTypes | None = None) -> None:
+    def __init__(self, parser: TaggedToolParser, param_types: ParamTypes | None = None,
+                 tool_names: frozenset[str] = frozenset()) -> None:
         self._parser = parser
         self._param_types = param_types
+        self._tool_names = tool_names
+        self._untagged = UntaggedCallScanner(tool_names) if parser.untagged and tool_names else None
+        # "head": the buffer starts the answer (or follows a call): a fence or bare JSON may be a call;
+        # "fence": the buffer starts with a fence at a line start; None: no untagged candidate.
+        self._candidate: str | None = "head" if self._untagged is not None else None
+        self._in_code_block = False  # inside a fenced block that was not a call
         self._in_call = False
         self._buf = ""
-        self._ws_before = ""  # whitespace before an open tag: dropped if the call parses
+        self._ws_before = ""  # whitespace before an open tag or fence: dropped if the call parses
         self._after_call = False  # whitespace after a parsed call is dropped
         self.calls_emitted = 0
 
@@ -225,6 +260,13 @@ class ToolCallStream:
     def finish(self) -> list[str | ToolCall]:
         """Release everything at the end of the output (an unclosed call is parsed as it stands)."""
         return list(self._drain(final=True))
+
+    def _parsed(self, calls: list[ToolCall]) -> list[ToolCall]:
+        self.calls_emitted += len(calls)
+        self._after_call = True
+        self._ws_before = ""
+        self._candidate = "head" if self._untagged is not None else None
+        return calls
 
     def _drain(self, *, final: bool) -> Iterable[str | ToolCall]:
         while True:
@@ -238,9 +280,7 @@ class ToolCallStream:
                 self._in_call = False
                 calls = self._parser.parse_body(body, self._param_types)
                 if calls:
-                    self.calls_emitted += len(calls)
-                    self._after_call = True
-                    yield from calls
+                    yield from self._parsed(calls)
                 else:
                     yield self._ws_before + raw
                 self._ws_before = ""
@@ -250,7 +290,38 @@ class ToolCallStream:
                 if not self._buf:
                     return
                 self._after_call = False
+            if self._candidate is not None:
+                calls = self._untagged_calls(final=final)
+                if calls is None:
+                    return
+                if calls:
+                    yield from self._parsed(calls)
+                    continue
+                text, self._ws_before = self._ws_before, ""
+                stripped = self._buf.lstrip()
+                if stripped.startswith(FENCE):  # a code block opens here: its closing fence is text
+                    head = len(self._buf) - len(stripped) + len(FENCE)
+                    text, self._buf = text + self._buf[:head], self._buf[head:]
+                    self._in_code_block = True
+                if text:
+                    yield text
+                continue
             start = self._buf.find(OPEN_TAG)
+            fence = self._line_fence()
+            if fence >= 0 and (start < 0 or fence < start):
+                if self._in_code_block:  # the closing fence of a code block: plain text
+                    self._in_code_block = False
+                    text, self._buf = self._buf[:fence + len(FENCE)], self._buf[fence + len(FENCE):]
+                    yield text
+                    continue
+                before = self._buf[:fence]
+                text = before.rstrip()
+                self._ws_before = before[len(text):]
+                self._buf = self._buf[fence:]
+                self._candidate = "fence"
+                if text:
+                    yield text
+                continue
             if start >= 0:
                 before = self._buf[:start]
                 text = before.rstrip()
@@ -260,8 +331,37 @@ class ToolCallStream:
                 if text:
                     yield text
                 continue
-            cut = len(self._buf) if final else releasable_len(self._buf, OPEN_TAG, hold_whitespace=True)
+            cut = len(self._buf) if final else self._releasable()
             if cut:
                 yield self._buf[:cut]
                 self._buf = self._buf[cut:]
             return
+
+    def _line_fence(self) -> int:
+        """Index of the first ``` that opens a line in the buffer (untagged parsers only), or -1."""
+        if self._untagged is None:
+            return -1
+        match = _LINE_FENCE.search(self._buf)
+        return -1 if match is None else match.end() - len(FENCE)
+
+    def _releasable(self) -> int:
+        cut = releasable_len(self._buf, OPEN_TAG, hold_whitespace=True)
+        if self._untagged is not None:  # "\n`" may become a fence
+            partial = _PARTIAL_LINE_FENCE.search(self._buf)
+            if partial is not None:
+                cut = min(cut, partial.start())
+        return cut
+
+    def _untagged_calls(self, *, final: bool) -> list[ToolCall] | None:
+        """Calls of the candidate at the head of the buffer (consumed), [] when it is none, None to wait."""
+        assert self._untagged is not None
+        found = self._untagged.step(self._buf, final=final, fences_only=self._candidate == "fence")
+        if found == HOLD:
+            return None
+        self._untagged.reset()
+        self._candidate = None
+        calls = parse_untagged(found.values, self._tool_names) if isinstance(found, Candidate) else None
+        if not calls or not isinstance(found, Candidate):
+            return []
+        self._buf = self._buf[found.end:]
+        return calls
