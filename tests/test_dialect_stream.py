@@ -3,6 +3,7 @@ engine already split or parsed, the reasoning cap, several choices, odd chunks."
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -171,3 +172,44 @@ def test_finish_reason_in_the_same_chunk_as_the_closing_tag() -> None:
                          chunk({"content": "</tool_call>"}, "stop")])
     assert out[-1]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] == "{}"
     assert out[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+# A plan that is not a passthrough but rewrites nothing in these chunks: it always takes the general path.
+GENERAL = ResponsePlan(max_reasoning_chars=10**9)
+PLAIN_CHUNKS = [
+    chunk({"role": "assistant", "content": None}),
+    chunk({"role": "assistant", "content": ""}),
+    chunk({"content": ""}),
+    chunk({"content": "Hi"}),
+    chunk({"content": "Hi", "role": "assistant", "refusal": None}),
+    chunk({"content": "Hi"}, logprobs={"content": [{"token": "Hi", "logprob": -0.1}]}),
+    chunk({}),
+    chunk({}, "stop"),
+    chunk({"content": "!"}, "length"),
+    chunk({"reasoning_content": "hmm"}),
+    chunk({"reasoning": "hmm", "content": None}),
+    chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                           "function": {"name": "f", "arguments": "{}"}}]}),
+    chunk({"foo": 1}),
+    {**chunk({"content": "x"}), "usage": {"total_tokens": 3}},
+    {"id": "c1", "object": "chat.completion.chunk", "choices": [{"delta": {"content": "no index"}}]},
+    {"id": "c1", "object": "chat.completion.chunk",
+     "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": None},
+                 {"index": 1, "delta": {"content": "b"}, "finish_reason": None}]},
+]
+
+
+@pytest.mark.parametrize("upstream", PLAIN_CHUNKS, ids=range(len(PLAIN_CHUNKS)))
+def test_passthrough_plan_relays_chunks_like_the_general_path(upstream: dict[str, Any]) -> None:
+    before = copy.deepcopy(upstream)
+    fast, general = StreamTransformer(ResponsePlan()), StreamTransformer(GENERAL)
+    assert fast.feed(upstream) == general.feed(upstream)
+    assert fast.finish() == general.finish() == []
+    assert upstream == before  # neither path modifies its input
+
+
+def test_plain_llama_cpp_content_chunks_are_relayed_without_a_copy() -> None:
+    t = StreamTransformer(ResponsePlan())
+    for c in [chunk({"content": "Hello"}), chunk({"content": " world"}, logprobs=None), chunk({}, "stop")]:
+        (out,) = t.feed(c)
+        assert out is c
