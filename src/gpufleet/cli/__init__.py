@@ -44,6 +44,7 @@ _COMMAND_MODULES = [
     "plan_cmd",
     "catalog_cmd",
     "doctor_cmd",
+    "swap_cmd",
     "status_cmd",
 ]
 

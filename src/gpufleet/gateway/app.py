@@ -117,6 +117,7 @@ def build_app(config: Config) -> Starlette:
         Route("/metrics", ops_routes.metrics, methods=["GET"]),
         Route("/admin/models/{name}/stop", ops_routes.stop_model, methods=["POST"]),
         Route("/admin/models/{name}/start", ops_routes.start_model, methods=["POST"]),
+        Route("/admin/models/{name}/swap", ops_routes.swap_model, methods=["POST"]),
     ]
     exception_handlers: dict[Any, Any] = {HTTPException: _http_exception, Exception: _unexpected}
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers)

@@ -1,4 +1,4 @@
-"""Operational endpoints: liveness, readiness, status, Prometheus metrics, and admin start/stop."""
+"""Operational endpoints: liveness, readiness, status, Prometheus metrics, and admin start/stop/swap."""
 
 from __future__ import annotations
 
@@ -33,13 +33,15 @@ async def ready(request: Request) -> Response:
     waiting = [
         item["name"] for item in gateway.supervisor.status()
         if gateway.config.models[item["name"]].preload and item["state"] != "ready"
+        # A swap-group member that is not up is swapped out by design (its group was full at start).
+        and not (item.get("swap_group") and item["state"] in ("stopped", "sleeping"))
     ]
     body = {"status": "ready" if not waiting else "starting", "waiting_for": waiting}
     return Response(orjson.dumps(body), status_code=200 if not waiting else 503, media_type=_JSON)
 
 
 async def status(request: Request) -> Response:
-    """Every model: engine state, phase, pid, engine URL, in-flight, restarts, last error."""
+    """Every model: engine state, phase, pid, engine URL, in-flight, restarts, last error; each swap group."""
     gateway = _gateway(request)
     try:
         gateway.keys.check(request.headers.get("authorization"))
@@ -53,7 +55,9 @@ async def status(request: Request) -> Response:
         if model.engine == "remote":
             entry["base_url"] = getattr(model, "url", None)
         models.append(entry)
-    return Response(orjson.dumps({"models": models, "targets": gateway.router.snapshot()}), media_type=_JSON)
+    body = {"models": models, "targets": gateway.router.snapshot(),
+            "swap_groups": gateway.supervisor.swap_groups_status()}
+    return Response(orjson.dumps(body), media_type=_JSON)
 
 
 async def metrics(request: Request) -> Response:
@@ -63,7 +67,7 @@ async def metrics(request: Request) -> Response:
 
 def _managed_name(gateway: Gateway, request: Request) -> str:
     gateway.keys.check(request.headers.get("authorization"))
-    name = gateway.table.resolve(request.path_params["name"]).model
+    name = gateway.table.resolve(request.path_params["name"]).primary.model
     if not gateway.supervisor.is_managed(name):
         raise ModelNotFound(f"model {name!r} is not served by a local engine (nothing to start or stop)")
     return name
@@ -90,3 +94,19 @@ async def start_model(request: Request) -> Response:
         return error_response(err)
     return Response(orjson.dumps({"model": name, "state": "ready", "engine_url": upstream.base_url}),
                     media_type=_JSON)
+
+
+async def swap_model(request: Request) -> Response:
+    """Bring a swap-group member up now, freeing idle members of its group (the seed's `gpu-mode r1`).
+
+    Waits, in the group's queue, for busy members to finish their requests; answers when the model is ready.
+    """
+    gateway = _gateway(request)
+    try:
+        name = _managed_name(gateway, request)
+        result = await gateway.supervisor.swap_to(name)
+    except GpufleetError as err:
+        return error_response(err)
+    body = {"model": name, "state": "ready", "engine_url": result.upstream.base_url, "swap_group": result.group,
+            "freed": [{"model": f.model, "how": f.how} for f in result.freed]}
+    return Response(orjson.dumps(body), media_type=_JSON)

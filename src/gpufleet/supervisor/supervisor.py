@@ -1,127 +1,69 @@
 """The supervisor owns engine processes: start on demand, wait for ready, idle unload, crash restart, clean stop.
 
-State of one managed model (an `EngineSlot`):
+State of one managed model (an `EngineSlot`, supervisor/slot.py):
 
     stopped ──start──► starting ──health 200──► ready ──idle TTL──► stopping ──► stopped
-                          │  ▲                    │
-                 exit/timeout│ backoff elapsed     │ process exited unexpectedly
-                          ▼  │                    ▼
-                        backoff ◄─────────────── (crash)      too many failures ──► failed
+                          │  ▲                    │  ▲
+                 exit/timeout│ backoff elapsed     │  │ wake_up (swap group, vLLM sleep mode)
+                          ▼  │                    ▼  │
+                        backoff ◄──── (crash)    sleeping            too many failures ──► failed
 
 Requests wait for a starting engine up to `server.queue_timeout_s`; after that (or while in backoff/failed)
-they get EngineNotReady (HTTP 503 + Retry-After). Everything runs on the gateway's event loop; no threads.
+they get EngineNotReady (HTTP 503 + Retry-After). Members of a swap group go through their group's queue first
+(supervisor/swap.py has the policy). Everything runs on the gateway's event loop; no threads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from gpufleet.config import LlamaCppModel, VllmModel
+from gpufleet.config import SwapGroupConfig, VllmModel
 from gpufleet.engines import MANAGED_ENGINES
-from gpufleet.engines.base import LaunchSpec
+from gpufleet.engines.base import Engine
 from gpufleet.engines.vllm_log import Phase, VllmStartupLog
 from gpufleet.engines.vllm_metrics import VllmMetrics, parse_vllm_metrics
-from gpufleet.errors import EngineError, EngineNotReady, GpufleetError
+from gpufleet.errors import EngineError, EngineNotReady, GpufleetError, RequestError
 from gpufleet.paths import logs_dir
 from gpufleet.supervisor.ports import free_port
 from gpufleet.supervisor.process import EngineProcess
+from gpufleet.supervisor.sleep import (
+    MEMINFO,
+    engine_root,
+    host_available_mib,
+    sleep_engine,
+    sleep_refusal,
+    wake_engine,
+)
+from gpufleet.supervisor.slot import EngineSlot, EngineState, ManagedModel, Upstream
+from gpufleet.supervisor.swap import Freed, GroupHooks, Member, Occupancy, SwapGroup
 
 log = logging.getLogger("gpufleet.supervisor")
 
-ManagedModel = LlamaCppModel | VllmModel
+__all__ = ["EngineSlot", "EngineState", "Supervisor", "SwapResult", "Upstream"]
 
-
-class EngineState(enum.StrEnum):
-    """Lifecycle states of a managed engine."""
-
-    STOPPED = "stopped"
-    STARTING = "starting"
-    READY = "ready"
-    STOPPING = "stopping"
-    BACKOFF = "backoff"
-    FAILED = "failed"
+_OCCUPANCY = {
+    EngineState.STARTING: Occupancy.UP, EngineState.READY: Occupancy.UP, EngineState.BACKOFF: Occupancy.UP,
+    EngineState.STOPPING: Occupancy.LEAVING,
+    EngineState.STOPPED: Occupancy.OFF, EngineState.FAILED: Occupancy.OFF, EngineState.SLEEPING: Occupancy.OFF,
+}
 
 
 @dataclass(frozen=True)
-class Upstream:
-    """Where a ready engine accepts OpenAI requests."""
+class SwapResult:
+    """What an on-demand swap did: the model's upstream and the members freed for it."""
 
-    base_url: str
-    api_key: str | None = None
-
-
-class EngineSlot:
-    """One managed model: its config, its current process (if any) and its state."""
-
-    def __init__(self, name: str, model: ManagedModel) -> None:
-        self.name = name
-        self.model = model
-        self.state = EngineState.STOPPED
-        self.process: EngineProcess | None = None
-        self.spec: LaunchSpec | None = None
-        self.phase = ""
-        self.in_flight = 0
-        self.last_used = time.monotonic()
-        self.ready_at = 0.0
-        self.failures = 0
-        self.restarts = 0
-        self.last_error = ""
-        self.retry_at = 0.0
-        # Resolves when the current bring-up ends: result on ready, EngineError on failure.
-        self.episode: asyncio.Future[None] | None = None
-        self.stop_requested = False
-        self.tasks: set[asyncio.Task[Any]] = set()
-        self.startup_log: VllmStartupLog | None = None
-        self.engine_metrics: VllmMetrics | None = None
-
-    def snapshot(self) -> dict[str, Any]:
-        """A JSON-able view for /status and `gpufleet status`."""
-        now = time.monotonic()
-        return {
-            "name": self.name,
-            "engine": self.model.engine,
-            "state": str(self.state),
-            "phase": self.phase,
-            "pid": self.process.pid if self.process else None,
-            "base_url": self.spec.base_url if self.spec and self.state == EngineState.READY else None,
-            "in_flight": self.in_flight,
-            "uptime_s": round(now - self.ready_at, 1) if self.state == EngineState.READY else None,
-            "idle_s": round(now - self.last_used, 1),
-            "idle_ttl_s": self.model.idle_ttl_s,
-            "restarts": self.restarts,
-            "last_error": self.last_error or None,
-            "log_path": str(self.process.log_path) if self.process else None,
-            "kv_cache": _kv_cache_view(self.startup_log),
-            "engine_metrics": _metrics_view(self.engine_metrics) if self.state == EngineState.READY else None,
-        }
-
-
-def _metrics_view(metrics: VllmMetrics | None) -> dict[str, Any] | None:
-    if metrics is None:
-        return None
-    return {"requests_running": metrics.requests_running, "requests_waiting": metrics.requests_waiting,
-            "kv_cache_usage": metrics.kv_cache_usage, "kv_cache_tokens": metrics.kv_cache_tokens,
-            "prompt_tokens_total": metrics.prompt_tokens_total,
-            "generation_tokens_total": metrics.generation_tokens_total,
-            "ttft_mean_s": metrics.ttft_mean_s,
-            "sleep_state": str(metrics.sleep_state) if metrics.sleep_state else None}
-
-
-def _kv_cache_view(startup: VllmStartupLog | None) -> dict[str, Any] | None:
-    if startup is None or startup.kv_cache is None:
-        return None
-    kv = startup.kv_cache
-    return {"device": kv.device, "tokens": kv.tokens, "max_concurrency": kv.max_concurrency,
-            "concurrency_tokens": kv.concurrency_tokens, "available_gib": kv.available_gib}
+    upstream: Upstream
+    group: str
+    freed: list[Freed] = field(default_factory=list)
 
 
 class Supervisor:
@@ -136,17 +78,31 @@ class Supervisor:
         reaper_interval_s: float = 1.0,
         scrape_interval_s: float = 5.0,
         on_event: Callable[[str, str], None] | None = None,
+        swap_groups: Mapping[str, SwapGroupConfig] | None = None,
+        engines: Mapping[str, Engine] | None = None,
+        meminfo_path: Path = MEMINFO,
+        host_ram_reserve_mib: int = 2048,
     ) -> None:
         self.slots = {name: EngineSlot(name, model) for name, model in models.items()}
         self.queue_timeout_s = queue_timeout_s
         self.health_interval_s = health_interval_s
         self.reaper_interval_s = reaper_interval_s
         self.scrape_interval_s = scrape_interval_s
+        self.engines: Mapping[str, Engine] = engines if engines is not None else MANAGED_ENGINES
+        self.meminfo_path = meminfo_path
+        self.host_ram_reserve_mib = host_ram_reserve_mib
         self._scraper: asyncio.Task[None] | None = None
         self._on_event = on_event
         self._http: aiohttp.ClientSession | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
+        self.groups: dict[str, SwapGroup] = {}
+        declared = dict(swap_groups or {})
+        for group_name in sorted({s.model.swap_group for s in self.slots.values() if s.model.swap_group}):
+            # A group named only by its members is exclusive: one member up at a time.
+            config = declared.get(group_name) or SwapGroupConfig.model_validate({})
+            names = [n for n, s in self.slots.items() if s.model.swap_group == group_name]
+            self.groups[group_name] = SwapGroup(group_name, config, names, self._group_hooks(group_name))
 
     # ---- lifecycle of the supervisor itself -------------------------------------------------------------
 
@@ -156,12 +112,19 @@ class Supervisor:
         self._reaper = asyncio.create_task(self._reap_idle(), name="idle-reaper")
         self._scraper = asyncio.create_task(self._scrape_loop(), name="metrics-scraper")
         for slot in self.slots.values():
-            if slot.model.preload:
+            if not slot.model.preload:
+                continue
+            group = self._group_of(slot)
+            if group is None:
                 self._begin_start(slot)
+            elif not group.preload(slot.name):
+                self._emit(slot, f"not preloaded: swap group {group.name!r} is full")
 
     async def close(self) -> None:
         """Stop every engine (SIGTERM, then SIGKILL after each model's grace period)."""
         self._closed = True
+        for group in self.groups.values():
+            await group.close()
         for task in (self._reaper, self._scraper):
             if task:
                 task.cancel()
@@ -180,48 +143,50 @@ class Supervisor:
         return name in self.slots
 
     async def ensure_ready(self, name: str, *, wait_s: float | None = None) -> Upstream:
-        """The upstream of a ready engine, starting it if needed and waiting up to `wait_s`."""
+        """The upstream of a ready engine, starting it if needed and waiting up to `wait_s`.
+
+        A swap-group member takes its turn in the group's queue (and may free other members) first.
+        """
         slot = self.slots[name]
-        if slot.state == EngineState.READY and slot.spec is not None:
-            return Upstream(slot.spec.base_url)
-        wait = self.queue_timeout_s if wait_s is None else wait_s
-        if slot.state in (EngineState.STOPPED, EngineState.STOPPING):
-            if slot.state == EngineState.STOPPING:
-                await self._wait_stopped(slot)
-            self._begin_start(slot)
-        elif slot.state == EngineState.FAILED:
-            if time.monotonic() < slot.retry_at:
-                raise EngineNotReady(
-                    f"model {name!r} failed to start: {slot.last_error}",
-                    retry_after_s=max(1, int(slot.retry_at - time.monotonic())),
-                )
-            slot.failures = 0
-            self._begin_start(slot)
-        episode = slot.episode
-        assert episode is not None
-        try:
-            await asyncio.wait_for(asyncio.shield(episode), timeout=wait)
-        except TimeoutError:
-            verb = "restarting after a crash" if slot.state == EngineState.BACKOFF else "still starting"
-            phase = f" ({slot.phase})" if slot.phase else ""
-            raise EngineNotReady(
-                f"model {name!r} is {verb}{phase}; retry shortly", retry_after_s=self._retry_hint(slot)
-            ) from None
-        if slot.state != EngineState.READY or slot.spec is None:
-            raise EngineNotReady(f"model {name!r} is not ready ({slot.state})", retry_after_s=self._retry_hint(slot))
-        return Upstream(slot.spec.base_url)
+        if self._group_of(slot) is not None:
+            async with self.lease(name, wait_s=wait_s) as upstream:
+                return upstream
+        return await self._ensure_slot_ready(slot, self.queue_timeout_s if wait_s is None else wait_s)
 
     @contextlib.asynccontextmanager
     async def lease(self, name: str, *, wait_s: float | None = None) -> AsyncIterator[Upstream]:
         """Hold a model busy for one request: it is not idle-unloaded (or swapped) while leased."""
+        async with self._leased(name, wait_s) as (upstream, _freed):
+            yield upstream
+
+    async def swap_to(self, name: str, *, wait_s: float | None = None) -> SwapResult:
+        """Bring a swap-group member up now (the seed's `gpu-mode r1`), freeing idle members if it needs room."""
         slot = self.slots[name]
-        slot.in_flight += 1
+        group = self._group_of(slot)
+        if group is None:
+            raise RequestError(
+                f"model {name!r} is in no swap group; set models.{name}.swap_group in gpufleet.yaml, "
+                f"or use POST /admin/models/{name}/start to just start it")
+        async with self._leased(name, wait_s) as (upstream, freed):
+            return SwapResult(upstream, group.name, freed)
+
+    @contextlib.asynccontextmanager
+    async def _leased(self, name: str, wait_s: float | None) -> AsyncIterator[tuple[Upstream, list[Freed]]]:
+        slot = self.slots[name]
         slot.last_used = time.monotonic()
+        wait = self.queue_timeout_s if wait_s is None else wait_s
+        deadline = time.monotonic() + wait
+        group = self._group_of(slot)
+        freed: list[Freed] = []
+        if group is None:
+            slot.in_flight += 1
+        else:
+            freed = await group.admit(name, wait)  # counts the request in flight once admitted
         try:
-            yield await self.ensure_ready(name, wait_s=wait_s)
+            upstream = await self._ensure_slot_ready(slot, max(0.0, deadline - time.monotonic()))
+            yield upstream, freed
         finally:
-            slot.in_flight -= 1
-            slot.last_used = time.monotonic()
+            self._release(name)
 
     async def stop_model(self, name: str) -> None:
         """Stop one engine on purpose (it starts again on the next request)."""
@@ -229,7 +194,17 @@ class Supervisor:
 
     def status(self) -> list[dict[str, Any]]:
         """Snapshots of every managed engine."""
-        return [slot.snapshot() for slot in self.slots.values()]
+        snapshots = []
+        for slot in self.slots.values():
+            item = slot.snapshot()
+            group = self._group_of(slot)
+            item["queued"] = group.queued_for(slot.name) if group else 0
+            snapshots.append(item)
+        return snapshots
+
+    def swap_groups_status(self) -> dict[str, dict[str, Any]]:
+        """Each swap group: budget, use, queue, swaps so far, who is up."""
+        return {name: group.snapshot() for name, group in self.groups.items()}
 
     def engine_url(self, name: str) -> str | None:
         """The engine's own base URL when ready (for benchmarks and debugging)."""
@@ -259,7 +234,7 @@ class Supervisor:
             for name in self.slots:
                 await self.scrape(name)
 
-    # ---- internals -------------------------------------------------------------------------------------
+    # ---- internals ----------------------------------------------------------------------------------------
 
     def _emit(self, slot: EngineSlot, message: str) -> None:
         log.info("%s: %s", slot.name, message)
@@ -271,22 +246,163 @@ class Supervisor:
             return max(1, int(slot.retry_at - time.monotonic()) + 1)
         return 5
 
+    async def _ensure_slot_ready(self, slot: EngineSlot, wait: float) -> Upstream:
+        name = slot.name
+        if slot.state == EngineState.READY and slot.spec is not None:
+            return Upstream(slot.spec.base_url)
+        if self._group_of(slot) is not None:
+            # Admitted by the group, which started (or woke) it; anything else means it was stopped since.
+            if slot.state not in (EngineState.STARTING, EngineState.BACKOFF):
+                raise EngineNotReady(f"model {name!r} was {slot.state} before it could serve; retry",
+                                     retry_after_s=1)
+        elif slot.state in (EngineState.STOPPED, EngineState.STOPPING):
+            if slot.state == EngineState.STOPPING:
+                await self._wait_stopped(slot)
+            self._begin_start(slot)
+        elif slot.state == EngineState.FAILED:
+            self._check_retry_allowed(slot)
+            slot.failures = 0
+            self._begin_start(slot)
+        episode = slot.episode
+        assert episode is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(episode), timeout=wait)
+        except TimeoutError:
+            verb = "restarting after a crash" if slot.state == EngineState.BACKOFF else "still starting"
+            phase = f" ({slot.phase})" if slot.phase else ""
+            raise EngineNotReady(
+                f"model {name!r} is {verb}{phase}; retry shortly", retry_after_s=self._retry_hint(slot)
+            ) from None
+        if slot.state != EngineState.READY or slot.spec is None:
+            raise EngineNotReady(f"model {name!r} is not ready ({slot.state})", retry_after_s=self._retry_hint(slot))
+        return Upstream(slot.spec.base_url)
+
+    def _check_retry_allowed(self, slot: EngineSlot) -> None:
+        if time.monotonic() < slot.retry_at:
+            raise EngineNotReady(
+                f"model {slot.name!r} failed to start: {slot.last_error}",
+                retry_after_s=max(1, int(slot.retry_at - time.monotonic())),
+            )
+
+    # ---- swap groups: the hooks the coordinator calls ------------------------------------------------------
+
+    def _group_of(self, slot: EngineSlot) -> SwapGroup | None:
+        return self.groups.get(slot.model.swap_group) if slot.model.swap_group else None
+
+    def _group_hooks(self, group_name: str) -> GroupHooks:
+        def members() -> list[Member]:
+            budgeted = self.groups[group_name].config.memory_mib is not None
+            return [
+                Member(slot.name, _OCCUPANCY[slot.state], (slot.model.memory_mib or 1) if budgeted else 1,
+                       slot.in_flight, slot.last_used)
+                for slot in self.slots.values() if slot.model.swap_group == group_name
+            ]
+
+        def reserve(name: str) -> None:
+            self.slots[name].in_flight += 1
+
+        return GroupHooks(members=members, reserve=reserve, release=self._release,
+                          free=self._free_member, bring_up=self._bring_up_member)
+
+    def _release(self, name: str) -> None:
+        slot = self.slots[name]
+        slot.in_flight -= 1
+        slot.last_used = time.monotonic()
+        self._notify_group(slot)
+
+    def _notify_group(self, slot: EngineSlot) -> None:
+        group = self._group_of(slot)
+        if group is not None and not self._closed:
+            group.pump()
+
+    async def _free_member(self, name: str) -> str:
+        """Make an idle member give its GPU memory back: sleep (level 1) when it can, else stop."""
+        slot = self.slots[name]
+        process = slot.process
+        model = slot.model
+        if (isinstance(model, VllmModel) and model.enable_sleep_mode and slot.state == EngineState.READY
+                and slot.spec is not None and process is not None):
+            refusal = sleep_refusal(model.memory_mib, host_available_mib(self.meminfo_path),
+                                    self.host_ram_reserve_mib)
+            if refusal is None:
+                slot.state = EngineState.STOPPING
+                slot.phase = "going to sleep"
+                slot.stop_requested = True  # an exit now is handled below, not restarted as a crash
+                self._emit(slot, "going to sleep (level 1) to free the GPU for its swap group")
+                try:
+                    assert self._http is not None
+                    await sleep_engine(self._http, engine_root(slot.spec.base_url), level=1)
+                except EngineError as err:
+                    self._emit(slot, f"{err}; stopping it instead")
+                else:
+                    if slot.process is process and process.returncode is None:
+                        slot.state = EngineState.SLEEPING
+                        slot.phase = "asleep (level 1: weights in host RAM)"
+                        slot.stop_requested = False
+                        self._emit(slot, "asleep")
+                        return "slept"
+            else:
+                self._emit(slot, f"stopping instead of sleeping: {refusal}")
+        await self._stop_slot(slot, EngineState.STOPPED)
+        return "stopped"
+
+    def _bring_up_member(self, name: str) -> None:
+        """Begin a cold start or a wake of a member the group made room for (does not wait for ready)."""
+        slot = self.slots[name]
+        if slot.state in (EngineState.STARTING, EngineState.READY, EngineState.BACKOFF):
+            return
+        slot.swap_ins += 1
+        if slot.state == EngineState.SLEEPING:
+            self._new_episode(slot)
+            slot.state = EngineState.STARTING
+            slot.phase = "waking up"
+            self._spawn_task(slot, self._run_wake(slot), "wake")
+            return
+        if slot.state == EngineState.FAILED:
+            self._check_retry_allowed(slot)
+            slot.failures = 0
+        self._begin_start(slot)
+
+    async def _run_wake(self, slot: EngineSlot) -> None:
+        process, spec = slot.process, slot.spec
+        assert process is not None and spec is not None and self._http is not None
+        self._emit(slot, "waking up")
+        started = time.monotonic()
+        try:
+            await wake_engine(self._http, engine_root(spec.base_url))
+        except EngineError as err:
+            if slot.state != EngineState.STARTING or slot.process is not process:
+                return
+            self._emit(slot, f"{err}; cold-starting it instead")
+            slot.stop_requested = True
+            await process.stop(slot.model.stop_grace_s)
+            slot.process = None  # its exit watcher must not take the restart below for a crash
+            self._begin_start(slot)
+            return
+        if slot.state != EngineState.STARTING or slot.process is not process or process.returncode is not None:
+            return
+        slot.wakes += 1
+        self._mark_ready(slot, f"awake in {time.monotonic() - started:.1f} s at {spec.base_url}")
+
+    def _new_episode(self, slot: EngineSlot) -> None:
+        if slot.episode is None or slot.episode.done():
+            slot.episode = asyncio.get_running_loop().create_future()
+            # A waiter may time out and go away; retrieve exceptions so none is reported as "never retrieved".
+            slot.episode.add_done_callback(lambda f: f.cancelled() or f.exception())
+
     def _spawn_task(self, slot: EngineSlot, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=f"{slot.name}-{name}")
         slot.tasks.add(task)
         task.add_done_callback(slot.tasks.discard)
 
     def _begin_start(self, slot: EngineSlot) -> None:
-        if slot.episode is None or slot.episode.done():
-            slot.episode = asyncio.get_running_loop().create_future()
-            # A waiter may time out and go away; retrieve exceptions so none is reported as "never retrieved".
-            slot.episode.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._new_episode(slot)
         slot.state = EngineState.STARTING
         slot.stop_requested = False
         self._spawn_task(slot, self._run_start(slot), "start")
 
     async def _run_start(self, slot: EngineSlot) -> None:
-        engine = MANAGED_ENGINES[slot.model.engine]
+        engine = self.engines[slot.model.engine]
         slot.phase = "preparing"
         try:
             # Resolving the model may assemble a GGUF (seconds): keep the event loop free.
@@ -326,7 +442,8 @@ class Supervisor:
             with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
                 async with self._http.get(spec.health_url) as resp:
                     if resp.status == 200:
-                        self._mark_ready(slot)
+                        elapsed = time.monotonic() - process.started_at
+                        self._mark_ready(slot, f"ready in {elapsed:.1f} s at {spec.base_url}")
                         return
             await asyncio.sleep(self.health_interval_s)
         tail = process.log_tail()
@@ -340,16 +457,14 @@ class Supervisor:
         )
         await process.stop(slot.model.stop_grace_s)
 
-    def _mark_ready(self, slot: EngineSlot) -> None:
+    def _mark_ready(self, slot: EngineSlot, message: str) -> None:
         slot.state = EngineState.READY
         startup = slot.startup_log
         slot.phase = startup.progress_line() if startup and startup.phase >= Phase.KV_CACHE_ALLOCATED else "ready"
         slot.ready_at = time.monotonic()
         slot.last_used = time.monotonic()
         slot.last_error = ""
-        assert slot.process is not None
-        elapsed = slot.ready_at - slot.process.started_at
-        self._emit(slot, f"ready in {elapsed:.1f} s at {slot.spec.base_url if slot.spec else '?'}")
+        self._emit(slot, message)
         if slot.episode and not slot.episode.done():
             slot.episode.set_result(None)
 
@@ -371,6 +486,7 @@ class Supervisor:
         self._emit(slot, f"failed: {message}")
         if slot.episode and not slot.episode.done():
             slot.episode.set_exception(EngineError(f"model {slot.name!r}: {message}", log_tail=log_tail))
+        self._notify_group(slot)  # a failed member no longer holds its share of the GPU
 
     async def _restart_after(self, slot: EngineSlot, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -380,6 +496,13 @@ class Supervisor:
 
     async def _watch_exit(self, slot: EngineSlot, process: EngineProcess) -> None:
         code = await process.wait()
+        if slot.process is process and slot.state == EngineState.SLEEPING and not self._closed:
+            # It held no GPU memory; the next request for it cold-starts it through its group.
+            slot.state = EngineState.STOPPED
+            slot.phase = ""
+            slot.last_error = f"engine exited with code {code} while asleep"
+            self._emit(slot, slot.last_error)
+            return
         if slot.process is not process or slot.stop_requested or self._closed:
             return
         was = slot.state
@@ -408,6 +531,7 @@ class Supervisor:
         if process is None or process.returncode is not None:
             slot.state = final
             slot.phase = ""
+            self._notify_group(slot)
             return
         slot.state = EngineState.STOPPING
         self._emit(slot, "stopping")
@@ -418,6 +542,7 @@ class Supervisor:
         if slot.episode and not slot.episode.done():
             slot.episode.set_exception(EngineNotReady(f"model {slot.name!r} was stopped", retry_after_s=1))
         self._emit(slot, "stopped")
+        self._notify_group(slot)
 
     async def _wait_stopped(self, slot: EngineSlot) -> None:
         while slot.state == EngineState.STOPPING:
@@ -431,7 +556,7 @@ class Supervisor:
                 ttl = slot.model.idle_ttl_s
                 if (
                     ttl > 0
-                    and slot.state == EngineState.READY
+                    and slot.state in (EngineState.READY, EngineState.SLEEPING)  # a sleeper holds host RAM
                     and slot.in_flight == 0
                     and now - slot.last_used >= ttl
                 ):
