@@ -111,3 +111,11 @@ def test_stream_transformer_emits_openai_tool_call_deltas_and_finish_reason() ->
     assert args == {"index": 0, "function": {"arguments": '{"city": "Paris"}'}}
     assert out[-1]["choices"][0]["finish_reason"] == "tool_calls"
     assert not any(d.get("content") for d in deltas)
+
+
+def test_long_whitespace_runs_are_held_and_released_in_one_piece() -> None:
+    # tool_choice=required makes the model pad with newlines until max_tokens (recorded); a regex that
+    # rescanned the held run on every piece once made 2,000 newlines take half a minute.
+    out = fed(["Hello"] + ["\n"] * 3000 + ["`", "`", "x"])
+    assert out[0] == ["Hello"] and all(step == [] for step in out[1:3002])
+    assert "".join(x for step in out for x in step if isinstance(x, str)) == "Hello" + "\n" * 3000 + "``x"

@@ -30,7 +30,6 @@ ParamTypes = Mapping[str, Mapping[str, str]]
 
 _FUNCTION_RE = re.compile(r"<function=([^>\n]+)>(.*?)(?:</function>|\Z)", re.S)
 _LINE_FENCE = re.compile(r"\n[ \t]*```")
-_PARTIAL_LINE_FENCE = re.compile(r"\s*\n[ \t]*`{1,2}\Z")  # with the whitespace before it
 _PARAMETER_RE = re.compile(r"<parameter=([^>\n]+)>(.*?)(?:</parameter>|(?=<parameter=)|\Z)", re.S)
 
 
@@ -346,10 +345,11 @@ class ToolCallStream:
 
     def _releasable(self) -> int:
         cut = releasable_len(self._buf, OPEN_TAG, hold_whitespace=True)
-        if self._untagged is not None:  # "\n`" may become a fence
-            partial = _PARTIAL_LINE_FENCE.search(self._buf)
-            if partial is not None:
-                cut = min(cut, partial.start())
+        if self._untagged is not None and self._buf.endswith("`"):  # "\n`" may become a fence
+            ticks = self._buf.rstrip("`")
+            line = ticks.rstrip(" \t")
+            if len(self._buf) - len(ticks) < len(FENCE) and line.endswith("\n"):
+                cut = min(cut, len(line.rstrip()))  # with the whitespace before it
         return cut
 
     def _untagged_calls(self, *, final: bool) -> list[ToolCall] | None:
