@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from gpufleet.config import SwapGroupConfig
-from gpufleet.errors import EngineNotReady, GpufleetError
+from gpufleet.errors import EngineError, EngineNotReady, GpufleetError
 
 _QUEUE_FULL_RETRY_S = 5
 
@@ -240,7 +240,11 @@ class SwapGroup:
             self._fail_waiters(target, err)
             self.pump()
             return
-        except BaseException:
+        except Exception as err:  # a bug, not a refusal: the waiters hear of it instead of timing out
+            self._swapping = None
+            self._fail_waiters(target, EngineError(f"swap to {target!r} in group {self.name!r} failed: {err!r}"))
+            raise
+        except asyncio.CancelledError:
             self._swapping = None
             raise
         self._swapping = None
