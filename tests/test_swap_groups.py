@@ -11,10 +11,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -38,7 +36,7 @@ from gpufleet.supervisor import EngineState, Supervisor
 from gpufleet.supervisor.ports import free_port
 from gpufleet.supervisor.sleep import host_available_mib, sleep_refusal
 from gpufleet.supervisor.swap import Member, Occupancy, SwapPlan, plan_swap
-from tests.conftest import REPO, ServedGateway, pid_alive, smollm2_model, stop_gateway
+from tests.conftest import REPO, ServedGateway, pid_alive, smollm2_model, start_gateway, stop_gateway
 
 STANDIN_VLLM = Path(__file__).resolve().parent / "standin_vllm"
 
@@ -497,48 +495,6 @@ def test_cli_swap_switches_models_like_the_seeds_gpu_mode() -> None:
 
 # ---- slow: two real embedded SmolLM2 engines sharing one budget ------------------------------------------------
 
-# `gpufleet serve`, with the config's swap_groups handed to the Supervisor if the gateway does not do it yet
-# (gateway/app.py builds the Supervisor; until it passes `swap_groups=config.swap_groups`, budgets and max_queue
-# would be ignored and every group would be exclusive with max_queue 64). Inert once app.py passes them.
-_SERVE = """
-import sys
-from pathlib import Path
-import gpufleet.gateway.app as app_module
-from gpufleet.config import load_config
-from gpufleet.supervisor import Supervisor
-groups = load_config(Path(sys.argv[sys.argv.index("--config") + 1])).swap_groups
-def supervisor(models, **kwargs):
-    kwargs.setdefault("swap_groups", groups)
-    return Supervisor(models, **kwargs)
-app_module.Supervisor = supervisor
-from gpufleet.cli import main
-sys.argv[0] = "gpufleet"
-main()
-"""
-
-
-def serve(config: dict[str, Any], tmp: Path) -> ServedGateway:
-    port = free_port()
-    cfg_path = tmp / "gpufleet.yaml"
-    cfg_path.write_text(yaml.safe_dump(config))
-    log_path = tmp / "gateway.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-c", _SERVE, "serve", "--config", str(cfg_path), "--port",
-                                    str(port)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    gateway = ServedGateway(process, port, log_path)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gpufleet serve exited early:\n{log_path.read_text()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{gateway.url}/health/ready", timeout=2).status_code == 200:
-                return gateway
-        time.sleep(0.2)
-    stop_gateway(gateway)
-    raise RuntimeError(f"gateway not ready:\n{log_path.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def smol_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
     tmp = tmp_path_factory.mktemp("swap-pair")
@@ -549,7 +505,7 @@ def smol_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGatewa
         "swap_groups": {"cpu0": {"memory_mib": 1000, "max_queue": 8}},  # fits one of the two
         "server": {"queue_timeout_s": 120},
     }
-    gateway = serve(config, tmp)
+    gateway = start_gateway(config, tmp)
     assert httpx.get(f"{gateway.url}/status", timeout=10).json()["swap_groups"]["cpu0"]["budget_mib"] == 1000
     yield gateway
     stop_gateway(gateway)

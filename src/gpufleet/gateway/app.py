@@ -45,7 +45,8 @@ class Gateway:
             name: model for name, model in config.models.items()
             if model.engine in MANAGED_ENGINES and isinstance(model, LlamaCppModel | VllmModel)
         }
-        self.supervisor = Supervisor(managed, queue_timeout_s=config.server.queue_timeout_s)
+        self.supervisor = Supervisor(managed, queue_timeout_s=config.server.queue_timeout_s,
+                                     swap_groups=config.swap_groups)
         self.dialects = {name: dialect_for(name, model) for name, model in config.models.items()}
         self.table = ModelTable(config, self.dialects)
         self.keys = KeyCheck(config.server.api_keys)
