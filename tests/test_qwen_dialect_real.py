@@ -46,13 +46,16 @@ def qwen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
     stop_gateway(gateway)
 
 
-def client(gw: ServedGateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0, timeout=300)
+@pytest.fixture(scope="module")
+def llm(qwen: ServedGateway) -> Iterator[openai.OpenAI]:
+    """One client for the module, closed at the end (an unclosed pooled socket fails the session)."""
+    with openai.OpenAI(base_url=f"{qwen.url}/v1", api_key="x", max_retries=0, timeout=300) as client:
+        yield client
 
 
-def test_structured_output_validates_against_seed_002_schema(qwen: ServedGateway) -> None:
+def test_structured_output_validates_against_seed_002_schema(llm: openai.OpenAI) -> None:
     document = "Invoice 2291 from ACME Corp, dated 2026-02-01: 3 laptops, total 4,500 EUR, due in 30 days."
-    reply = client(qwen).chat.completions.create(
+    reply = llm.chat.completions.create(
         model="qwen",
         messages=[{"role": "user", "content": f"Classify this document: {document}"}],
         response_format={"type": "json_schema", "json_schema": {"name": "classification",
@@ -63,8 +66,8 @@ def test_structured_output_validates_against_seed_002_schema(qwen: ServedGateway
     jsonschema.validate(data, DOCUMENT_CLASSIFICATION_SCHEMA)
 
 
-def test_tool_call_comes_back_as_openai_tool_calls(qwen: ServedGateway) -> None:
-    reply = client(qwen).chat.completions.create(
+def test_tool_call_comes_back_as_openai_tool_calls(llm: openai.OpenAI) -> None:
+    reply = llm.chat.completions.create(
         model="qwen", messages=[{"role": "user", "content": "What's the weather in Paris?"}], tools=TOOLS, **GREEDY)
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
@@ -75,12 +78,14 @@ def test_tool_call_comes_back_as_openai_tool_calls(qwen: ServedGateway) -> None:
     assert "paris" in json.loads(call.function.arguments)["city"].lower()
 
 
-def test_streamed_tool_call_arrives_as_tool_call_deltas(qwen: ServedGateway) -> None:
-    stream = client(qwen).chat.completions.create(
-        model="qwen", messages=[{"role": "user", "content": "What time is it in Europe/Berlin?"}], tools=TOOLS,
-        stream=True, **GREEDY)
+def test_streamed_tool_call_arrives_as_tool_call_deltas(llm: openai.OpenAI) -> None:
     content, calls, finish = "", {}, None
-    for chunk in stream:
+    with llm.chat.completions.create(
+        model="qwen", messages=[{"role": "user", "content": "What time is it in Europe/Berlin?"}], tools=TOOLS,
+        stream=True, **GREEDY,
+    ) as stream:
+        chunks = list(stream)
+    for chunk in chunks:
         for choice in chunk.choices:
             content += choice.delta.content or ""
             for delta in choice.delta.tool_calls or []:
@@ -94,8 +99,7 @@ def test_streamed_tool_call_arrives_as_tool_call_deltas(qwen: ServedGateway) -> 
     assert json.loads(calls[0]["arguments"]) == {"timezone": "Europe/Berlin"}
 
 
-def test_tool_result_round_trip_ends_in_an_answer_using_the_result(qwen: ServedGateway) -> None:
-    llm = client(qwen)
+def test_tool_result_round_trip_ends_in_an_answer_using_the_result(llm: openai.OpenAI) -> None:
     messages: list[Any] = [AGENT_SYSTEM, {"role": "user", "content": "What's the weather in Paris?"}]
     first = llm.chat.completions.create(model="qwen", messages=messages, tools=TOOLS, **GREEDY)
     assert first.choices[0].finish_reason == "tool_calls"
@@ -110,9 +114,9 @@ def test_tool_result_round_trip_ends_in_an_answer_using_the_result(qwen: ServedG
     assert "17" in (answer.message.content or "")
 
 
-def test_json_answer_to_an_unrelated_question_stays_content(qwen: ServedGateway) -> None:
+def test_json_answer_to_an_unrelated_question_stays_content(llm: openai.OpenAI) -> None:
     question = "Give me a JSON object with keys name and age for Alice, who is 30."
-    reply = client(qwen).chat.completions.create(
+    reply = llm.chat.completions.create(
         model="qwen", messages=[{"role": "user", "content": question}], tools=TOOLS, **GREEDY)
     choice = reply.choices[0]
     assert choice.finish_reason == "stop" and not choice.message.tool_calls
@@ -120,17 +124,18 @@ def test_json_answer_to_an_unrelated_question_stays_content(qwen: ServedGateway)
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_unrelated_question_with_tools_gets_a_well_formed_answer(qwen: ServedGateway, stream: bool) -> None:
+def test_unrelated_question_with_tools_gets_a_well_formed_answer(llm: openai.OpenAI, stream: bool) -> None:
     question = {"role": "user", "content": "Write a haiku about the sea."}
     request: dict[str, Any] = {"model": "qwen", "messages": [question], "tools": TOOLS, **GREEDY}
     if stream:
-        chunks = list(client(qwen).chat.completions.create(stream=True, **request))
+        with llm.chat.completions.create(stream=True, **request) as events:
+            chunks = list(events)
         finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
         content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         names = [d.function.name for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or []
                  if d.function and d.function.name]
     else:
-        choice = client(qwen).chat.completions.create(**request).choices[0]
+        choice = llm.chat.completions.create(**request).choices[0]
         finish, content = [choice.finish_reason], choice.message.content or ""
         names = [c.function.name for c in choice.message.tool_calls or []]
         for c in choice.message.tool_calls or []:
