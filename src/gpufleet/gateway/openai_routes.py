@@ -135,8 +135,9 @@ async def serve_route(
     raise err
 
 
-def _upstream_body(gateway: Gateway, kind: str, payload: dict[str, Any], route: Route,
-                   candidate: Candidate) -> tuple[dict[str, Any], ResponsePlan | None]:
+def _upstream_body(
+    kind: str, payload: dict[str, Any], candidate: Candidate
+) -> tuple[dict[str, Any], ResponsePlan | None]:
     """The body for this target (route defaults, dialect, the upstream's model name) and the response plan."""
     target = candidate.target
     if candidate.has_defaults:
@@ -172,7 +173,7 @@ async def _forward(
         else:
             base_url, api_key = target.remote.base_url, target.remote.api_key
             timeout_s = target.remote.timeout_s
-        body, plan = _upstream_body(gateway, kind, payload, route, candidate)
+        body, plan = _upstream_body(kind, payload, candidate)
         stream = bool(payload.get("stream"))
         client_options = payload.get("stream_options") or {}
         wants_usage = bool(client_options.get("include_usage"))
