@@ -97,6 +97,8 @@ async def test_cuda_oom_fails_without_retry_and_names_the_cause(supervised: Any)
     status = sup.status()[0]
     assert status["state"] == "failed" and status["restarts"] == 0
     assert "cuda_oom" in status["last_error"] and "lower --max-model-len" in status["last_error"]
+    # The engine is gone: /status must not show a pid that may now belong to another process.
+    assert status["pid"] is None and status["exit_code"] not in (None, 0)
 
 
 async def test_v0_kv_cache_message_names_the_largest_context_that_fits(supervised: Any) -> None:

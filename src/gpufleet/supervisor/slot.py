@@ -74,7 +74,9 @@ class EngineSlot:
             "swap_ins": self.swap_ins,
             "wakes": self.wakes,
             "phase": self.phase,
-            "pid": self.process.pid if self.process else None,
+            # A dead process's pid may already belong to something else: show its exit code instead.
+            "pid": self.process.pid if self.process and self.process.returncode is None else None,
+            "exit_code": self.process.returncode if self.process else None,
             "base_url": self.spec.base_url if self.spec and self.state == EngineState.READY else None,
             "in_flight": self.in_flight,
             "uptime_s": round(now - self.ready_at, 1) if self.state == EngineState.READY else None,
