@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 from gpufleet.cli import app as cli_app
 from gpufleet.config import LlamaCppModel, SwapGroupConfig, VllmModel, parse_config
 from gpufleet.engines.base import LaunchSpec, local_urls
-from gpufleet.errors import EngineNotReady, RequestError
+from gpufleet.errors import EngineError, EngineNotReady, ModelSourceError, RequestError
 from gpufleet.gateway import build_app, running
 from gpufleet.supervisor import EngineState, Supervisor
 from gpufleet.supervisor.ports import free_port
@@ -65,6 +65,8 @@ class StandInEngine:
     kind = "llamacpp"
 
     def launch_spec(self, name: str, model: object, port: int) -> LaunchSpec:
+        if name.startswith("broken"):
+            raise ModelSourceError(f"{name}: no such model file (stand-in failure)")
         urls = local_urls(port, metrics_path=None)
         return LaunchSpec(argv=[sys.executable, "-c", _STANDIN_ENGINE, str(port)], env={}, port=port,
                           base_url=urls["base_url"], health_url=urls["health_url"])
@@ -188,6 +190,21 @@ async def test_exclusive_group_stops_the_idle_member_before_starting_the_other(s
     assert status["a"]["swap_group"] == "gpu0" and status["b"]["swap_ins"] == 1
     assert sup.swap_groups_status()["gpu0"]["swaps"] == 1
     assert sup.swap_groups_status()["gpu0"]["last_freed"] == [{"model": "a", "how": "stopped"}]
+
+
+async def test_a_failed_member_in_its_retry_delay_does_not_evict_the_one_that_serves(supervised: Make) -> None:
+    sup = await supervised(standin_models("a", "broken"))
+    with pytest.raises(EngineError, match="stand-in failure"):
+        await sup.ensure_ready("broken")
+    assert state(sup, "broken") == EngineState.FAILED
+    await sup.ensure_ready("a")
+    pid_a = pid_of(sup, "a")
+    with pytest.raises(EngineNotReady, match="failed to start") as caught:
+        await sup.ensure_ready("broken")
+    assert caught.value.retry_after_s >= 1
+    # "a" was never freed for a model that could not have started anyway.
+    assert state(sup, "a") == EngineState.READY and pid_of(sup, "a") == pid_a
+    assert sup.swap_groups_status()["gpu0"]["swaps"] == 0 and not sup.groups["gpu0"].queue
 
 
 async def test_a_busy_member_keeps_the_gpu_until_its_requests_finish(supervised: Make) -> None:

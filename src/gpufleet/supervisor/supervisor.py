@@ -301,8 +301,13 @@ class Supervisor:
         def reserve(name: str) -> None:
             self.slots[name].in_flight += 1
 
+        def check_start(name: str) -> None:
+            slot = self.slots[name]
+            if slot.state == EngineState.FAILED:
+                self._check_retry_allowed(slot)
+
         return GroupHooks(members=members, reserve=reserve, release=self._release,
-                          free=self._free_member, bring_up=self._bring_up_member)
+                          free=self._free_member, bring_up=self._bring_up_member, check_start=check_start)
 
     def _release(self, name: str) -> None:
         slot = self.slots[name]

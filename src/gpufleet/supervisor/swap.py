@@ -118,6 +118,9 @@ class GroupHooks:
     release: Callable[[str], None]  # one admitted request ended (the supervisor then calls pump)
     free: Callable[[str], Awaitable[str]]  # sleep or stop an idle member; returns "slept" or "stopped"
     bring_up: Callable[[str], None]  # begin a cold start or a wake; raises EngineNotReady when it may not start
+    # Raises EngineNotReady when the member may not start now (failed, inside its retry delay): checked before
+    # anyone is freed for it, so a model that cannot come up does not evict one that serves.
+    check_start: Callable[[str], None]
 
 
 class SwapGroup:
@@ -211,6 +214,11 @@ class SwapGroup:
                         self._fail_waiters(head.model, err)
                         continue
                 self._admit_all(head.model, [])
+                continue
+            try:
+                self.hooks.check_start(head.model)
+            except GpufleetError as err:
+                self._fail_waiters(head.model, err)
                 continue
             self._swapping = asyncio.create_task(self._swap(head.model, plan.victims),
                                                  name=f"swap-{self.name}-{head.model}")
