@@ -256,6 +256,14 @@ def check_version(name: str, argv: list[str], env: dict[str, str], version: str 
         raise EngineError(f"vLLM {version} ({where}) would refuse this command line: {listed}")
 
 
+def _served_spec(argv: list[str], env: dict[str, str], port: int, extra: dict[str, str],
+                 stop_argv: list[str] | None = None) -> LaunchSpec:
+    """A vLLM server on 127.0.0.1:`port`, however it is launched: its URLs and the vLLM log parser."""
+    urls = local_urls(port)
+    return LaunchSpec(argv=argv, env=env, port=port, base_url=urls["base_url"], health_url=urls["health_url"],
+                      metrics_url=urls["metrics_url"], log_phase_parser="vllm", extra=extra, stop_argv=stop_argv)
+
+
 class VllmEngine:
     """Builds the launch spec of a vLLM OpenAI server (a local process or a container)."""
 
@@ -271,17 +279,8 @@ class VllmEngine:
         serve = adapt(vllm_argv(name, resolved.model, port) + resolved.extra_args, version)
         env = {**resolved.env, **vllm_env(resolved.model)}
         check_version(name, serve, env, version, str(python), model.device)
-        urls = local_urls(port)
-        return LaunchSpec(
-            argv=[str(python), "-m", API_SERVER_MODULE, *serve],
-            env=env,
-            port=port,
-            base_url=urls["base_url"],
-            health_url=urls["health_url"],
-            metrics_url=urls["metrics_url"],
-            log_phase_parser="vllm",
-            extra={"vllm_version": version or "unknown", "planned": ",".join(resolved.filled)},
-        )
+        return _served_spec([str(python), "-m", API_SERVER_MODULE, *serve], env, port,
+                            {"vllm_version": version or "unknown", "planned": ",".join(resolved.filled)})
 
     def _docker_spec(self, name: str, model: VllmModel, port: int) -> LaunchSpec:
         docker = model.docker
@@ -295,16 +294,7 @@ class VllmEngine:
         argv = docker_run_argv(
             name, docker, port=port, serve_args=serve, env_names=sorted(env), model_dir=local_model_dir(model.model)
         )
-        urls = local_urls(port)
-        return LaunchSpec(
-            argv=[docker_bin, *argv[1:]],
-            env=env,
-            port=port,
-            base_url=urls["base_url"],
-            health_url=urls["health_url"],
-            metrics_url=urls["metrics_url"],
-            log_phase_parser="vllm",
-            extra={"vllm_version": version or "unknown", "planned": ",".join(resolved.filled), "image": docker.image},
-            stop_argv=[docker_bin, *docker_stop_argv(name, port)[1:]],
-        )
+        extra = {"vllm_version": version or "unknown", "planned": ",".join(resolved.filled), "image": docker.image}
+        return _served_spec([docker_bin, *argv[1:]], env, port, extra,
+                            stop_argv=[docker_bin, *docker_stop_argv(name, port)[1:]])
 
