@@ -30,9 +30,10 @@ from gpufleet.config import SwapGroupConfig, VllmModel
 from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.engines.base import Engine
 from gpufleet.engines.vllm_log import Phase, VllmStartupLog
-from gpufleet.engines.vllm_metrics import VllmMetrics, parse_vllm_metrics
+from gpufleet.engines.vllm_metrics import VllmMetrics
 from gpufleet.errors import EngineError, EngineNotReady, GpufleetError, RequestError
 from gpufleet.paths import logs_dir
+from gpufleet.supervisor.engine_probe import HealthWait, scrape_vllm_metrics, wait_healthy
 from gpufleet.supervisor.ports import free_port
 from gpufleet.supervisor.process import EngineProcess
 from gpufleet.supervisor.sleep import (
@@ -220,12 +221,7 @@ class Supervisor:
         if slot.state != EngineState.READY or spec is None or spec.log_phase_parser != "vllm" or not spec.metrics_url:
             return None
         assert self._http is not None
-        try:
-            async with self._http.get(spec.metrics_url) as resp:
-                text = await resp.text()
-            slot.engine_metrics = parse_vllm_metrics(text, model_name=name, source=spec.metrics_url)
-        except (aiohttp.ClientError, TimeoutError, OSError, GpufleetError) as err:
-            log.debug("%s: metrics scrape failed: %s", name, err)
+        slot.engine_metrics = await scrape_vllm_metrics(self._http, spec.metrics_url, name) or slot.engine_metrics
         return slot.engine_metrics
 
     async def _scrape_loop(self) -> None:
@@ -437,20 +433,18 @@ class Supervisor:
             self._fail(slot, f"cannot start engine: {err}", retry=False)
             return
         self._spawn_task(slot, self._watch_exit(slot, process), "watch")
-        deadline = time.monotonic() + slot.model.ready_timeout_s
         assert self._http is not None
-        while time.monotonic() < deadline:
-            if process.returncode is not None or slot.process is not process:
-                return  # _watch_exit handles it
-            if slot.stop_requested:
-                return
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
-                async with self._http.get(spec.health_url) as resp:
-                    if resp.status == 200:
-                        elapsed = time.monotonic() - process.started_at
-                        self._mark_ready(slot, f"ready in {elapsed:.1f} s at {spec.base_url}")
-                        return
-            await asyncio.sleep(self.health_interval_s)
+        waited = await wait_healthy(
+            self._http, spec.health_url, deadline=time.monotonic() + slot.model.ready_timeout_s,
+            interval_s=self.health_interval_s,
+            # An exit is _watch_exit's to handle; a requested stop is the stopper's.
+            gone=lambda: process.returncode is not None or slot.process is not process or slot.stop_requested,
+        )
+        if waited == HealthWait.HEALTHY:
+            self._mark_ready(slot, f"ready in {time.monotonic() - process.started_at:.1f} s at {spec.base_url}")
+            return
+        if waited == HealthWait.GONE:
+            return
         tail = process.log_tail()
         slot.stop_requested = True  # the exit that follows is ours, not a crash
         self._fail(
