@@ -6,15 +6,19 @@ import json
 
 import pytest
 
-from gpufleet.catalog import GIB, get_gpu, get_model
+from gpufleet.catalog import GIB, get_gpu
 from gpufleet.errors import PlanError
-from gpufleet.planner import LaunchPlan, Plan, plan_launch, plan_model
+from gpufleet.planner import LaunchPlan, plan_launch, plan_model
+from tests.seed_plans import (
+    seed_001_plan,
+    seed_001_wsl2_offload_plan,
+    seed_002_plan,
+    seed_003_plan,
+    seed_004_plan,
+    spec,
+)
 
 REMOVED_FLAGS = ("--swap-space", "--enable-reasoning", "--rope-scaling")
-
-
-def spec(name: str):  # type: ignore[no-untyped-def]
-    return get_model(name).spec
 
 
 def assert_no_removed_flags(launch: LaunchPlan) -> None:
@@ -24,8 +28,7 @@ def assert_no_removed_flags(launch: LaunchPlan) -> None:
 
 def test_seed_001_3090_qwen3_32b_awq_8k_with_awq_marlin() -> None:
     """ADR 001's final setup: awq_marlin, no offload, no eager, 8192 context."""
-    p = plan_model(spec("qwen3-32b"), get_gpu("rtx3090"), quantization="awq", context=8192)
-    launch = plan_launch(p)
+    launch = plan_launch(seed_001_plan())
     assert launch.argv == [
         "Qwen/Qwen3-32B-AWQ",
         "--served-model-name",
@@ -49,10 +52,7 @@ def test_seed_001_3090_qwen3_32b_awq_8k_with_awq_marlin() -> None:
 def test_seed_002_3060_qwen3_8b_awq_at_090_eager_8192() -> None:
     """Seed 002's args: --enforce-eager --quantization awq_marlin
     --gpu-memory-utilization 0.90 --max-model-len 8192."""
-    p = plan_model(
-        spec("qwen3-8b"), get_gpu("rtx3060"), quantization="awq", gpu_memory_utilization=0.90, context=8192
-    )
-    launch = plan_launch(p, served_model_name="Qwen/Qwen3-8B-AWQ")
+    launch = plan_launch(seed_002_plan(), served_model_name="Qwen/Qwen3-8B-AWQ")
     assert launch.argv == [
         "Qwen/Qwen3-8B-AWQ",
         "--served-model-name",
@@ -74,8 +74,7 @@ def test_seed_002_3060_qwen3_8b_awq_at_090_eager_8192() -> None:
 
 
 def test_seed_003_tp2_coder_32b_on_two_80gb_gpus() -> None:
-    p = plan_model(spec("qwen2.5-coder-32b-instruct"), get_gpu("a100-80gb"), tensor_parallel=2, context=32768)
-    launch = plan_launch(p)
+    launch = plan_launch(seed_003_plan(context=32768))
     assert launch.argv == [
         "Qwen/Qwen2.5-Coder-32B-Instruct",
         "--served-model-name",
@@ -97,19 +96,9 @@ def _overrides(launch: LaunchPlan) -> dict[str, object]:
     return json.loads(launch.argv[launch.argv.index("--hf-overrides") + 1])  # type: ignore[no-any-return]
 
 
-def _coder_131k(version: str) -> Plan:
-    return plan_model(
-        spec("qwen2.5-coder-32b-instruct"),
-        get_gpu("a100-80gb"),
-        tensor_parallel=2,
-        context=131072,
-        vllm_version=version,
-    )
-
-
 def test_seed_003_131072_uses_hf_overrides_yarn_with_max_position_on_033() -> None:
     """0.33 stopped deriving original*factor for yarn, so max_position_embeddings goes in the overrides."""
-    launch = plan_launch(_coder_131k("0.33.0"))
+    launch = plan_launch(seed_003_plan(vllm_version="0.33.0"))
     assert _overrides(launch) == {
         "rope_parameters": {
             "rope_type": "yarn",
@@ -125,8 +114,8 @@ def test_seed_003_131072_uses_hf_overrides_yarn_with_max_position_on_033() -> No
 
 def test_yarn_overrides_follow_the_vllm_version() -> None:
     """0.26 derives 32768*4 itself (no max_position override); 0.10 still spelled it rope_scaling."""
-    assert "max_position_embeddings" not in _overrides(plan_launch(_coder_131k("0.26.0")))
-    old = _overrides(plan_launch(_coder_131k("0.10.2")))
+    assert "max_position_embeddings" not in _overrides(plan_launch(seed_003_plan(vllm_version="0.26.0")))
+    old = _overrides(plan_launch(seed_003_plan(vllm_version="0.10.2")))
     assert old == {
         "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768},
         "rope_theta": 1000000,
@@ -135,15 +124,7 @@ def test_yarn_overrides_follow_the_vllm_version() -> None:
 
 def test_seed_004_235b_tp2_over_ray_on_two_gb10_eager() -> None:
     """serve.sh without --swap-space (gone from vLLM) and with the catalog's hermes tool parser."""
-    p = plan_model(
-        spec("qwen3-235b-awq"),
-        get_gpu("gb10"),
-        quantization="awq",
-        tensor_parallel=2,
-        gpu_memory_utilization=0.75,
-        context=8192,
-    )
-    launch = plan_launch(p, served_model_name="qwen3-235b-awq")
+    launch = plan_launch(seed_004_plan(), served_model_name="qwen3-235b-awq")
     assert launch.argv == [
         "QuantTrio/Qwen3-235B-A22B-Instruct-2507-AWQ",
         "--served-model-name",
@@ -167,36 +148,17 @@ def test_seed_004_235b_tp2_over_ray_on_two_gb10_eager() -> None:
 
 
 def test_seed_001_wsl2_cpu_offload_sets_vllm_use_v1_0_only_before_011() -> None:
-    p = plan_model(
-        spec("qwen3-32b"),
-        get_gpu("rtx3090"),
-        quantization="awq",
-        gpu_memory_utilization=0.90,
-        context=16384,
-        allow_cpu_offload=True,
-        host_wsl2=True,
-        vllm_version="0.8.5",
-    )
+    p = seed_001_wsl2_offload_plan("0.8.5")
     launch = plan_launch(p)
     assert launch.env == {"VLLM_USE_V1": "0"}
     assert launch.argv[launch.argv.index("--cpu-offload-gb") + 1] == str(p.cpu_offload_bytes // GIB)
-    linux = plan_model(
-        spec("qwen3-32b"),
-        get_gpu("rtx3090"),
-        quantization="awq",
-        gpu_memory_utilization=0.90,
-        context=16384,
-        allow_cpu_offload=True,
-        vllm_version="0.26.0",
-    )
+    linux = seed_001_wsl2_offload_plan("0.26.0", host_wsl2=False)
     assert "--cpu-offload-gb" in plan_launch(linux).argv
     assert_no_removed_flags(plan_launch(linux))
 
 
 def test_cpu_offload_only_when_unavoidable() -> None:
-    p = plan_model(
-        spec("qwen3-32b"), get_gpu("rtx3090"), quantization="awq", context=8192, allow_cpu_offload=True
-    )
+    p = seed_001_plan(allow_cpu_offload=True)
     assert not p.cpu_offload_used and "--cpu-offload-gb" not in plan_launch(p).argv
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gpufleet.catalog import GB, GIB, custom_gpu, get_gpu, get_model
+from gpufleet.catalog import GB, GIB, custom_gpu, get_gpu
 from gpufleet.errors import PlanError
 from gpufleet.planner import (
     DEFAULT_UTILIZATION,
@@ -23,13 +23,17 @@ from gpufleet.planner import (
 from gpufleet.planner import memory as mem
 from gpufleet.planner.fit import compute_plan
 from gpufleet.planner.throughput import decode_tok_s, pcie_gbps
+from tests.seed_plans import (
+    seed_001_plan,
+    seed_001_wsl2_offload_plan,
+    seed_002_plan,
+    seed_003_plan,
+    seed_004_plan,
+    spec,
+)
 
 KIB = 1024
 MIB = 1 << 20
-
-
-def spec(name: str):  # type: ignore[no-untyped-def]
-    return get_model(name).spec
 
 
 # --- KV bytes per token (vllm-facts.md §4 table) -----------------------------------------------
@@ -104,12 +108,11 @@ def test_seed_001_vllm_accounting_fits_8k_but_not_16k_on_a_3090() -> None:
     CUDA graphs ~0.56 GiB -> KV ~2.07 GiB = 8,480 tokens. 16K needs 4.0 GiB: that is why ADR 001
     had to use --cpu-offload-gb 4 for 16K, then dropped to 8192.
     """
-    gpu = get_gpu("rtx3090")
-    at_8k = plan_model(spec("qwen3-32b"), gpu, quantization="awq", gpu_memory_utilization=0.90, context=8192)
+    at_8k = seed_001_plan(gpu_memory_utilization=0.90)
     assert at_8k.fits and at_8k.quantization_kernel == "awq_marlin"
     assert at_8k.kv_cache_bytes_per_gpu == pytest.approx(2.07 * GIB, rel=0.05)
     assert 8192 <= at_8k.max_context < 16384
-    at_16k = plan_model(spec("qwen3-32b"), gpu, quantization="awq", gpu_memory_utilization=0.90, context=16384)
+    at_16k = seed_001_plan(gpu_memory_utilization=0.90, context=16384)
     assert not at_16k.fits
     assert "16,384 tokens needs 4.00 GiB of KV cache" in at_16k.reasons[0]
     # The deficit is ~2 GiB; the seed offloaded 4 GB (rounded up with margin).
@@ -126,9 +129,7 @@ def test_seed_001_decode_speed_and_the_cost_of_cpu_offload() -> None:
     Offload: VRAM part (19.3 - 4.29 GB + 2.1 GB KV) / 936 GB/s / 0.55 * 2.5 (awq without Marlin) = 83 ms,
     plus 4 GiB over PCIe 4 without pinned memory (25 GB/s * 0.5) = 343 ms -> 2.3 tok/s (seed 1.6).
     """
-    fast = plan_model(
-        spec("qwen3-32b"), get_gpu("rtx3090"), quantization="awq", gpu_memory_utilization=0.90, context=8192
-    )
+    fast = seed_001_plan(gpu_memory_utilization=0.90)
     assert fast.decode_tok_s_estimate == pytest.approx(19, rel=0.4)
     seed_offload = decode_tok_s(
         bytes_per_token=19.3 * GB - 4 * GIB + 256 * KIB * 8192,
@@ -139,17 +140,7 @@ def test_seed_001_decode_speed_and_the_cost_of_cpu_offload() -> None:
     )
     assert 1.6 / 2 <= seed_offload <= 1.6 * 2
     assert fast.decode_tok_s_estimate is not None and fast.decode_tok_s_estimate / seed_offload > 8
-    old = plan_model(
-        spec("qwen3-32b"),
-        get_gpu("rtx3090"),
-        quantization="awq",
-        quantization_kernel="awq",
-        gpu_memory_utilization=0.90,
-        context=16384,
-        allow_cpu_offload=True,
-        host_wsl2=True,
-        vllm_version="0.8.5",
-    )
+    old = seed_001_wsl2_offload_plan("0.8.5", quantization_kernel="awq")
     assert old.fits and old.cpu_offload_used and old.quantization_kernel == "awq"
     assert old.decode_tok_s_without_offload is not None and old.decode_tok_s_estimate is not None
     assert old.decode_tok_s_estimate < old.decode_tok_s_without_offload / 2
@@ -157,16 +148,7 @@ def test_seed_001_decode_speed_and_the_cost_of_cpu_offload() -> None:
 
 def test_seed_001_wsl2_offload_is_impossible_on_v1_only_vllm() -> None:
     """WSL2 has no pinned memory; V1 offload asserts, and V0 (VLLM_USE_V1=0) is gone since 0.11."""
-    p = plan_model(
-        spec("qwen3-32b"),
-        get_gpu("rtx3090"),
-        quantization="awq",
-        context=16384,
-        gpu_memory_utilization=0.90,
-        allow_cpu_offload=True,
-        host_wsl2=True,
-        vllm_version="0.26.0",
-    )
+    p = seed_001_wsl2_offload_plan("0.26.0")
     assert not p.fits
     assert any("CPU offload is not possible" in r and "pinned memory" in r for r in p.reasons)
 
@@ -192,7 +174,7 @@ def test_seed_002_3060_uses_what_nvidia_smi_showed_at_090_utilization() -> None:
     vLLM takes 0.90 of the CUDA total (11.76 GiB = 12,042 MiB), not of nvidia-smi's 12,288:
     0.90 * 12,042 = 10,838 MiB, within 0.2% of 10,820 (the activation peak is freed after profiling).
     """
-    p = plan_model(spec("qwen3-8b"), get_gpu("rtx3060"), quantization="awq", gpu_memory_utilization=0.90, context=8192)
+    p = seed_002_plan()
     assert p.requested_bytes_per_gpu / MIB == pytest.approx(10_820, rel=0.01)
     assert p.fits and p.enforce_eager and p.quantization_kernel == "awq_marlin"
     assert p.max_context > 8192 and p.max_concurrency > 1
@@ -203,7 +185,7 @@ def test_seed_002_decode_estimate_is_near_the_measured_rate() -> None:
 
     (6.10 GB weights + 144 KiB * 4096 KV read) / 360 GB/s = 18.6 ms -> 53.7 * 0.55 = 29.5 tok/s.
     """
-    p = plan_model(spec("qwen3-8b"), get_gpu("rtx3060"), quantization="awq", gpu_memory_utilization=0.90, context=8192)
+    p = seed_002_plan()
     assert p.decode_tok_s_estimate == pytest.approx(200 / 7, rel=0.4)
 
 
@@ -213,7 +195,7 @@ def test_seed_002_decode_estimate_is_near_the_measured_rate() -> None:
 def test_seed_003_tp2_bf16_on_two_80gb_gpus_serves_131072_with_yarn_factor_4() -> None:
     """bf16 weights 65.5 GB / 2 = 30.5 GiB per GPU; KV per GPU per token 2*64*(8/2)*128*2 = 128 KiB;
     0.92 * 79.25 GiB - 30.5 - ~1.2 overhead = ~40.9 GiB -> ~334K tokens; 131072 > 32768 needs YaRN x4."""
-    p = plan_model(spec("qwen2.5-coder-32b-instruct"), get_gpu("a100-80gb"), tensor_parallel=2, context=131072)
+    p = seed_003_plan()
     assert p.fits and p.needs_yarn and p.yarn_factor == 4.0
     assert p.kv_bytes_per_token == 128 * KIB
     assert p.weights_bytes_per_gpu == pytest.approx(65.5 * GB / 2, rel=0.01)
@@ -238,14 +220,7 @@ def test_seed_004_235b_awq_fits_two_gb10_nodes_with_tp2_at_075() -> None:
     """116 GiB / 2 = 58 GiB per node; 0.75 * 121.69 GiB = 91.3 GiB; minus 58 GiB weights, 0.5 GiB
     non-torch + NCCL and 0.4 GiB of activations (GB10 gets vLLM's small batch defaults, 2048 tokens /
     256 seqs, since NVML cannot report its memory) = ~32.4 GiB of KV at 94 KiB/token/GPU."""
-    p = plan_model(
-        spec("qwen3-235b-awq"),
-        get_gpu("gb10"),
-        quantization="awq",
-        tensor_parallel=2,
-        gpu_memory_utilization=0.75,
-        context=8192,
-    )
+    p = seed_004_plan()
     assert p.fits and p.nodes == 2 and p.enforce_eager
     assert p.weights_bytes_per_gpu == 58 * GIB
     assert p.kv_bytes_per_token == 2 * 94 * 2 * 128 * 2
@@ -256,14 +231,7 @@ def test_seed_004_235b_awq_fits_two_gb10_nodes_with_tp2_at_075() -> None:
 
 def test_seed_004_context_vs_memory_table_shows_each_window_fits_at_075() -> None:
     """Seed 004's table calls 65536+ 'experimental'; with 32 GiB of KV per node even 262144 fits once."""
-    p = plan_model(
-        spec("qwen3-235b-awq"),
-        get_gpu("gb10"),
-        quantization="awq",
-        tensor_parallel=2,
-        gpu_memory_utilization=0.75,
-        context=8192,
-    )
+    p = seed_004_plan()
     rows = {r.context: r for r in context_table(p)}
     assert list(rows) == [4096, 8192, 16384, 32768, 65536, 131072, 262144]
     assert rows[8192].kv_bytes_per_request == 8192 * 94 * KIB
@@ -272,10 +240,11 @@ def test_seed_004_context_vs_memory_table_shows_each_window_fits_at_075() -> Non
 
 
 def test_seed_004_one_gb10_cannot_hold_the_235b_and_092_fails_the_start_up_check() -> None:
-    one = plan_model(spec("qwen3-235b-awq"), get_gpu("gb10"), quantization="awq", context=8192)
+    # Both at vLLM's default 0.92 instead of the seed's 0.75; `one` also without the second node.
+    one = seed_004_plan(tensor_parallel=1, gpu_memory_utilization=DEFAULT_UTILIZATION)
     assert not one.fits and any("weights need 116.00 GiB per GPU" in r for r in one.reasons)
     assert one.decode_tok_s_estimate is None  # unified memory: nothing to offload to
-    default = plan_model(spec("qwen3-235b-awq"), get_gpu("gb10"), quantization="awq", tensor_parallel=2, context=8192)
+    default = seed_004_plan(gpu_memory_utilization=DEFAULT_UTILIZATION)
     assert not default.fits
     assert "vLLM refuses to start. Use <= 0.83" in default.reasons[0]
     assert default.fixes[0].changes == {"gpu_memory_utilization": 0.83}
