@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gpufleet.catalog import (
     GB,
     GIB,
+    ModelSpec,
     builtin_gpus,
     builtin_models,
     custom_gpu,
@@ -77,14 +79,9 @@ def test_every_entry_says_where_its_numbers_came_from() -> None:
     assert all(v.weight_bytes_source.startswith(("measured", "seed", "estimate")) for v in estimated)
 
 
-@pytest.mark.parametrize("spec", list(builtin_models().values()), ids=lambda s: s.name)
-def test_parameter_count_from_config_numbers_matches_the_model_card(spec) -> None:  # type: ignore[no-untyped-def]
-    """The architecture numbers are right if they rebuild the published parameter count (within 1.5%).
-
-    count_params sums embeddings (+ untied lm_head) and per layer q/k/v/o, norms and the MLP
-    (for MoE: all experts for the total, top-k experts for the active count).
-    """
-    total, active, _ = count_params(
+def _count_params_of(spec: ModelSpec, **moe_and_flags: Any) -> tuple[int, int, int]:
+    """count_params with the attention and MLP sizes the catalog entry states; the rest is the caller's."""
+    return count_params(
         layers=spec.layers,
         hidden_size=spec.hidden_size,
         attention_heads=spec.attention_heads,
@@ -92,6 +89,19 @@ def test_parameter_count_from_config_numbers_matches_the_model_card(spec) -> Non
         head_dim=spec.head_dim,
         intermediate_size=spec.intermediate_size,
         vocab_size=spec.vocab_size,
+        **moe_and_flags,
+    )
+
+
+@pytest.mark.parametrize("spec", list(builtin_models().values()), ids=lambda s: s.name)
+def test_parameter_count_from_config_numbers_matches_the_model_card(spec: ModelSpec) -> None:
+    """The architecture numbers are right if they rebuild the published parameter count (within 1.5%).
+
+    count_params sums embeddings (+ untied lm_head) and per layer q/k/v/o, norms and the MLP
+    (for MoE: all experts for the total, top-k experts for the active count).
+    """
+    total, active, _ = _count_params_of(
+        spec,
         tie_word_embeddings=spec.tie_word_embeddings,
         experts=spec.experts,
         moe_intermediate_size=spec.moe_intermediate_size,
@@ -156,15 +166,8 @@ def test_checkpoint_sizes_reproduce_the_seeds() -> None:
     big = get_model("QuantTrio/Qwen3-235B-A22B-Instruct-2507-AWQ")
     assert big.quantization == "awq"
     assert big.spec.variants["awq"].weight_bytes == 116 * GIB
-    spec = big.spec
-    total, _, emb = count_params(
-        layers=spec.layers,
-        hidden_size=spec.hidden_size,
-        attention_heads=spec.attention_heads,
-        kv_heads=spec.kv_heads,
-        head_dim=spec.head_dim,
-        intermediate_size=spec.intermediate_size,
-        vocab_size=spec.vocab_size,
+    total, _, emb = _count_params_of(
+        big.spec,
         tie_word_embeddings=False,
         experts=128,
         experts_per_token=8,
