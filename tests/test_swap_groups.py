@@ -149,20 +149,30 @@ Make = Callable[..., Awaitable[Supervisor]]
 
 
 @pytest.fixture
-async def supervised() -> AsyncIterator[Make]:
+async def started() -> AsyncIterator[Make]:
+    """`Supervisor(models, **kwargs)`, started; every one a test starts is closed when it ends."""
     made: list[Supervisor] = []
 
-    async def make(models: dict[str, Any], groups: dict[str, SwapGroupConfig] | None = None,
-                   **kwargs: Any) -> Supervisor:
-        sup = Supervisor(models, health_interval_s=0.02, swap_groups=groups, engines={"llamacpp": StandInEngine()},
-                         **kwargs)
+    async def start(models: dict[str, Any], **kwargs: Any) -> Supervisor:
+        sup = Supervisor(models, **kwargs)
         await sup.start()
         made.append(sup)
         return sup
 
-    yield make
+    yield start
     for sup in made:
         await sup.close()
+
+
+@pytest.fixture
+def supervised(started: Make) -> Make:
+    """Supervisors whose llama.cpp models run as the inline stand-in process."""
+    async def make(models: dict[str, Any], groups: dict[str, SwapGroupConfig] | None = None,
+                   **kwargs: Any) -> Supervisor:
+        return await started(models, health_interval_s=0.02, swap_groups=groups,
+                             engines={"llamacpp": StandInEngine()}, **kwargs)
+
+    return make
 
 
 async def until(predicate: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
@@ -176,6 +186,22 @@ async def until(predicate: Callable[[], bool], what: str, timeout_s: float = 30)
 
 def group_cfg(**kw: Any) -> SwapGroupConfig:
     return SwapGroupConfig.model_validate(kw)
+
+
+async def keep_busy(sup: Supervisor, name: str) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    """Start a request that holds a lease on `name` until the returned event is set; returns once `name` is ready.
+
+    Await the returned task after setting the event: it ends when the lease is given back.
+    """
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with sup.lease(name):
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await until(lambda: state(sup, name) == EngineState.READY, f"{name} ready")
+    return release, holder
 
 
 async def test_exclusive_group_stops_the_idle_member_before_starting_the_other(supervised: Make) -> None:
@@ -209,14 +235,7 @@ async def test_a_failed_member_in_its_retry_delay_does_not_evict_the_one_that_se
 
 async def test_a_busy_member_keeps_the_gpu_until_its_requests_finish(supervised: Make) -> None:
     sup = await supervised(standin_models("a", "b"))
-    release_a = asyncio.Event()
-
-    async def hold_a() -> None:
-        async with sup.lease("a"):
-            await release_a.wait()
-
-    holder = asyncio.create_task(hold_a())
-    await until(lambda: state(sup, "a") == EngineState.READY, "a ready")
+    release_a, holder = await keep_busy(sup, "a")
     wanting_b = asyncio.create_task(sup.ensure_ready("b"))
     await until(lambda: sup.groups["gpu0"].queued_for("b") == 1, "b queued")
     assert state(sup, "a") == EngineState.READY and state(sup, "b") == EngineState.STOPPED
@@ -228,20 +247,14 @@ async def test_a_busy_member_keeps_the_gpu_until_its_requests_finish(supervised:
 
 async def test_queued_requests_are_served_in_batches_without_thrashing(supervised: Make) -> None:
     sup = await supervised(standin_models("a", "b"), {"gpu0": group_cfg(max_queue=16)})
-    release_a = asyncio.Event()
     served: list[str] = []
-
-    async def hold_a() -> None:
-        async with sup.lease("a"):
-            await release_a.wait()
 
     async def request(name: str, tag: str) -> None:
         async with sup.lease(name):
             served.append(tag)
             await asyncio.sleep(0)
 
-    holder = asyncio.create_task(hold_a())
-    await until(lambda: state(sup, "a") == EngineState.READY, "a ready")
+    release_a, holder = await keep_busy(sup, "a")
     arrivals = ["b1", "a2", "b3", "a4", "b5", "a6"]
     tasks = []
     queue = sup.groups["gpu0"].queue
@@ -260,14 +273,7 @@ async def test_queued_requests_are_served_in_batches_without_thrashing(supervise
 
 async def test_a_full_queue_answers_503_with_retry_after(supervised: Make) -> None:
     sup = await supervised(standin_models("a", "b"), {"gpu0": group_cfg(max_queue=2)})
-    release_a = asyncio.Event()
-
-    async def hold_a() -> None:
-        async with sup.lease("a"):
-            await release_a.wait()
-
-    holder = asyncio.create_task(hold_a())
-    await until(lambda: state(sup, "a") == EngineState.READY, "a ready")
+    release_a, holder = await keep_busy(sup, "a")
     waiting = [asyncio.create_task(sup.ensure_ready("b")) for _ in range(2)]
     await until(lambda: len(sup.groups["gpu0"].queue) == 2, "two queued")
     with pytest.raises(EngineNotReady, match="max_queue 2") as caught:
@@ -279,14 +285,7 @@ async def test_a_full_queue_answers_503_with_retry_after(supervised: Make) -> No
 
 async def test_a_request_that_waits_too_long_leaves_the_queue(supervised: Make) -> None:
     sup = await supervised(standin_models("a", "b"))
-    release_a = asyncio.Event()
-
-    async def hold_a() -> None:
-        async with sup.lease("a"):
-            await release_a.wait()
-
-    holder = asyncio.create_task(hold_a())
-    await until(lambda: state(sup, "a") == EngineState.READY, "a ready")
+    release_a, holder = await keep_busy(sup, "a")
     with pytest.raises(EngineNotReady, match="busy: a"):
         await sup.ensure_ready("b", wait_s=0.2)
     assert not sup.groups["gpu0"].queue and state(sup, "b") == EngineState.STOPPED
@@ -352,18 +351,12 @@ def meminfo_file(tmp_path: Path, available_mib: int) -> Path:
 
 
 @pytest.fixture
-async def sleepy() -> AsyncIterator[Make]:
-    made: list[Supervisor] = []
-
+def sleepy(started: Make) -> Make:
+    """Supervisors of stand-in vLLM models that read host RAM from the given meminfo file."""
     async def make(models: dict[str, Any], meminfo: Path, **kwargs: Any) -> Supervisor:
-        sup = Supervisor(models, health_interval_s=0.05, meminfo_path=meminfo, **kwargs)
-        await sup.start()
-        made.append(sup)
-        return sup
+        return await started(models, health_interval_s=0.05, meminfo_path=meminfo, **kwargs)
 
-    yield make
-    for sup in made:
-        await sup.close()
+    return make
 
 
 pytestmark_standin = pytest.mark.skipif(not (STANDIN_VLLM / "vllm").is_dir(), reason="stand-in vLLM not present")
