@@ -8,7 +8,7 @@ served by real embedded engines are in test_router_engines.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -89,6 +89,26 @@ def sse_events(text: str) -> list[Any]:
     return out
 
 
+OpenGateway = Callable[[dict[str, Any]], Awaitable[httpx.AsyncClient]]  # what the gw fixture yields
+
+
+async def a_then_b(
+    gw: OpenGateway, upstreams: dict[str, StandInUpstream], fault: str, **sections: Any
+) -> httpx.AsyncClient:
+    """A gateway whose route "qwen" tries a, then falls back to b; a's stand-in answers with `fault`."""
+    upstreams["a"].behaviour = fault
+    return await gw(base_config(upstreams, routes={"qwen": {"targets": ["a"], "fallbacks": ["b"]}}, **sections))
+
+
+async def stream_chat(http: httpx.AsyncClient, model: str) -> tuple[httpx.Response, list[Any]]:
+    """A streamed chat: once a stream has started it is answered 200 and ends with [DONE], whatever failed."""
+    response = await http.post("/v1/chat/completions", json=chat(model, stream=True))
+    assert response.status_code == 200
+    events = sse_events(response.text)
+    assert events[-1] == "[DONE]"
+    return response, events
+
+
 # --- fallback chains -------------------------------------------------------------------------------------
 
 
@@ -111,20 +131,15 @@ async def test_fallback_happens_before_any_byte(
 
 
 async def test_streams_fall_back_too(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
-    upstreams["a"].behaviour = "500"
-    http = await gw(base_config(upstreams, routes={"qwen": {"targets": ["a"], "fallbacks": ["b"]}}))
-    response = await http.post("/v1/chat/completions", json=chat("qwen", stream=True))
-    assert response.status_code == 200
-    events = sse_events(response.text)
-    assert events[-1] == "[DONE]"
+    http = await a_then_b(gw, upstreams, "500")
+    response, events = await stream_chat(http, "qwen")
     assert "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1] if e["choices"]) == (
         "tok0 tok1 tok2 tok3 tok4 ")
     assert response.headers["x-gpufleet-model"] == "b"
 
 
 async def test_client_errors_do_not_fall_back(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
-    upstreams["a"].behaviour = "400"
-    http = await gw(base_config(upstreams, routes={"qwen": {"targets": ["a"], "fallbacks": ["b"]}}))
+    http = await a_then_b(gw, upstreams, "400")
     response = await http.post("/v1/chat/completions", json=chat("qwen"))
     assert response.status_code == 400
     assert "max_tokens is too large" in response.json()["error"]["message"]
@@ -146,22 +161,14 @@ async def test_hang_before_the_answer_falls_back_after_the_target_timeout(
 async def test_stream_that_sends_nothing_falls_back_after_first_byte_timeout(
     gw: Any, upstreams: dict[str, StandInUpstream]
 ) -> None:
-    upstreams["a"].behaviour = "hang-stream"
-    http = await gw(base_config(upstreams, routes={"qwen": {"targets": ["a"], "fallbacks": ["b"]}},
-                                router={"first_byte_timeout_s": 0.5}))
-    response = await http.post("/v1/chat/completions", json=chat("qwen", stream=True))
-    assert response.status_code == 200
+    http = await a_then_b(gw, upstreams, "hang-stream", router={"first_byte_timeout_s": 0.5})
+    response, _ = await stream_chat(http, "qwen")
     assert response.headers["x-gpufleet-model"] == "b"
-    assert sse_events(response.text)[-1] == "[DONE]"
 
 
 async def test_never_switches_after_the_first_streamed_byte(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
-    upstreams["a"].behaviour = "die-mid-stream"
-    http = await gw(base_config(upstreams, routes={"qwen": {"targets": ["a"], "fallbacks": ["b"]}}))
-    response = await http.post("/v1/chat/completions", json=chat("qwen", stream=True))
-    assert response.status_code == 200
-    events = sse_events(response.text)
-    assert events[-1] == "[DONE]"
+    http = await a_then_b(gw, upstreams, "die-mid-stream")
+    _, events = await stream_chat(http, "qwen")
     error = events[-2]["error"]
     assert error["code"] == "upstream_stream_error" and error["type"] == "server_error"
     assert any(e.get("choices") and e["choices"][0]["delta"].get("content") == "tok0 " for e in events[:-2])
@@ -202,10 +209,8 @@ async def test_model_level_fallbacks(gw: Any, upstreams: dict[str, StandInUpstre
 
 
 async def test_failing_target_is_cooled_down_then_probed_back(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
-    upstreams["a"].behaviour = "500"
     upstreams["a"].models_status = 500  # the probe fails too while "down"
-    http = await gw(base_config(upstreams, routes={"qwen": {"targets": ["a"], "fallbacks": ["b"]}},
-                                router={"cooldown_s": 60, "probe_interval_s": 0.2}))
+    http = await a_then_b(gw, upstreams, "500", router={"cooldown_s": 60, "probe_interval_s": 0.2})
     assert (await http.post("/v1/chat/completions", json=chat("qwen"))).headers["x-gpufleet-model"] == "b"
     assert len(upstreams["a"].received) == 1
     # In cooldown: the next requests go straight to the fallback, the failing target is not even tried.
@@ -227,9 +232,7 @@ async def test_failing_target_is_cooled_down_then_probed_back(gw: Any, upstreams
 
 
 async def test_expired_cooldown_lets_the_target_try_again(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
-    upstreams["a"].behaviour = "500"
-    http = await gw(base_config(upstreams, routes={"qwen": {"targets": ["a"], "fallbacks": ["b"]}},
-                                router={"cooldown_s": 0.3}))
+    http = await a_then_b(gw, upstreams, "500", router={"cooldown_s": 0.3})
     await http.post("/v1/chat/completions", json=chat("qwen"))
     upstreams["a"].behaviour = "ok"
     await asyncio.sleep(0.4)
