@@ -1,16 +1,10 @@
-"""The supervisor owns engine processes: start on demand, wait for ready, idle unload, crash restart, clean stop.
+"""The supervisor owns the engines of all managed models: start on demand, idle unload, swap groups, clean stop.
 
-State of one managed model (an `EngineSlot`, supervisor/slot.py):
-
-    stopped ──start──► starting ──health 200──► ready ──idle TTL──► stopping ──► stopped
-                          │  ▲                    │  ▲
-                 exit/timeout│ backoff elapsed     │  │ wake_up (swap group, vLLM sleep mode)
-                          ▼  │                    ▼  │
-                        backoff ◄──── (crash)    sleeping            too many failures ──► failed
-
-Requests wait for a starting engine up to `server.queue_timeout_s`; after that (or while in backoff/failed)
-they get EngineNotReady (HTTP 503 + Retry-After). Members of a swap group go through their group's queue first
-(supervisor/swap.py has the policy). Everything runs on the gateway's event loop; no threads.
+It decides *when* an engine changes state; supervisor/lifecycle.py does the transitions themselves (its
+docstring has the state diagram). Requests wait for a starting engine up to `server.queue_timeout_s`; after
+that (or while in backoff/failed) they get EngineNotReady (HTTP 503 + Retry-After). Members of a swap group go
+through their group's queue first (supervisor/swap.py has the policy). Everything runs on the gateway's event
+loop; no threads.
 """
 
 from __future__ import annotations
@@ -26,24 +20,14 @@ from typing import Any
 
 import aiohttp
 
-from gpufleet.config import SwapGroupConfig, VllmModel
+from gpufleet.config import SwapGroupConfig
 from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.engines.base import Engine
-from gpufleet.engines.vllm_log import Phase, VllmStartupLog
 from gpufleet.engines.vllm_metrics import VllmMetrics
-from gpufleet.errors import EngineError, EngineNotReady, GpufleetError, RequestError
-from gpufleet.paths import logs_dir
-from gpufleet.supervisor.engine_probe import HealthWait, scrape_vllm_metrics, wait_healthy
-from gpufleet.supervisor.ports import free_port
-from gpufleet.supervisor.process import EngineProcess
-from gpufleet.supervisor.sleep import (
-    MEMINFO,
-    engine_root,
-    host_available_mib,
-    sleep_engine,
-    sleep_refusal,
-    wake_engine,
-)
+from gpufleet.errors import EngineNotReady, RequestError
+from gpufleet.supervisor.engine_probe import scrape_vllm_metrics
+from gpufleet.supervisor.lifecycle import EngineLifecycle
+from gpufleet.supervisor.sleep import MEMINFO
 from gpufleet.supervisor.slot import EngineSlot, EngineState, ManagedModel, Upstream
 from gpufleet.supervisor.swap import Freed, GroupHooks, Member, Occupancy, SwapGroup
 
@@ -86,17 +70,16 @@ class Supervisor:
     ) -> None:
         self.slots = {name: EngineSlot(name, model) for name, model in models.items()}
         self.queue_timeout_s = queue_timeout_s
-        self.health_interval_s = health_interval_s
         self.reaper_interval_s = reaper_interval_s
         self.scrape_interval_s = scrape_interval_s
-        self.engines: Mapping[str, Engine] = engines if engines is not None else MANAGED_ENGINES
         self.meminfo_path = meminfo_path
         self.host_ram_reserve_mib = host_ram_reserve_mib
+        self.life = EngineLifecycle(engines if engines is not None else MANAGED_ENGINES,
+                                    health_interval_s=health_interval_s, on_event=on_event,
+                                    on_freed=self._notify_group)
         self._scraper: asyncio.Task[None] | None = None
-        self._on_event = on_event
         self._http: aiohttp.ClientSession | None = None
         self._reaper: asyncio.Task[None] | None = None
-        self._closed = False
         self.groups: dict[str, SwapGroup] = {}
         declared = dict(swap_groups or {})
         for group_name in sorted({s.model.swap_group for s in self.slots.values() if s.model.swap_group}):
@@ -109,7 +92,7 @@ class Supervisor:
 
     async def start(self) -> None:
         """Begin supervising: start the idle reaper and the models marked `preload`."""
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        self._http = self.life.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         self._reaper = asyncio.create_task(self._reap_idle(), name="idle-reaper")
         self._scraper = asyncio.create_task(self._scrape_loop(), name="metrics-scraper")
         for slot in self.slots.values():
@@ -117,13 +100,13 @@ class Supervisor:
                 continue
             group = self._group_of(slot)
             if group is None:
-                self._begin_start(slot)
+                self.life.begin_start(slot)
             elif not group.preload(slot.name):
-                self._emit(slot, f"not preloaded: swap group {group.name!r} is full")
+                self.life.emit(slot, f"not preloaded: swap group {group.name!r} is full")
 
     async def close(self) -> None:
         """Stop every engine (SIGTERM, then SIGKILL after each model's grace period)."""
-        self._closed = True
+        self.life.closed = True
         for group in self.groups.values():
             await group.close()
         for task in (self._reaper, self._scraper):
@@ -131,7 +114,7 @@ class Supervisor:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await asyncio.gather(*(self._stop_slot(slot, EngineState.STOPPED) for slot in self.slots.values()))
+        await asyncio.gather(*(self.life.stop(slot, EngineState.STOPPED) for slot in self.slots.values()))
         for slot in self.slots.values():
             for task in list(slot.tasks):
                 task.cancel()
@@ -191,7 +174,7 @@ class Supervisor:
 
     async def stop_model(self, name: str) -> None:
         """Stop one engine on purpose (it starts again on the next request)."""
-        await self._stop_slot(self.slots[name], EngineState.STOPPED)
+        await self.life.stop(self.slots[name], EngineState.STOPPED)
 
     def status(self) -> list[dict[str, Any]]:
         """Snapshots of every managed engine."""
@@ -232,16 +215,6 @@ class Supervisor:
 
     # ---- internals ----------------------------------------------------------------------------------------
 
-    def _emit(self, slot: EngineSlot, message: str) -> None:
-        log.info("%s: %s", slot.name, message)
-        if self._on_event:
-            self._on_event(slot.name, message)
-
-    def _retry_hint(self, slot: EngineSlot) -> int:
-        if slot.state == EngineState.BACKOFF:
-            return max(1, int(slot.retry_at - time.monotonic()) + 1)
-        return 5
-
     async def _ensure_slot_ready(self, slot: EngineSlot, wait: float) -> Upstream:
         name = slot.name
         if slot.state == EngineState.READY and slot.spec is not None:
@@ -253,12 +226,12 @@ class Supervisor:
                                      retry_after_s=1)
         elif slot.state in (EngineState.STOPPED, EngineState.STOPPING):
             if slot.state == EngineState.STOPPING:
-                await self._wait_stopped(slot)
-            self._begin_start(slot)
+                await self.life.wait_stopped(slot)
+            self.life.begin_start(slot)
         elif slot.state == EngineState.FAILED:
-            self._check_retry_allowed(slot)
+            self.life.check_retry_allowed(slot)
             slot.failures = 0
-            self._begin_start(slot)
+            self.life.begin_start(slot)
         episode = slot.episode
         assert episode is not None
         try:
@@ -267,18 +240,12 @@ class Supervisor:
             verb = "restarting after a crash" if slot.state == EngineState.BACKOFF else "still starting"
             phase = f" ({slot.phase})" if slot.phase else ""
             raise EngineNotReady(
-                f"model {name!r} is {verb}{phase}; retry shortly", retry_after_s=self._retry_hint(slot)
+                f"model {name!r} is {verb}{phase}; retry shortly", retry_after_s=self.life.retry_hint(slot)
             ) from None
         if slot.state != EngineState.READY or slot.spec is None:
-            raise EngineNotReady(f"model {name!r} is not ready ({slot.state})", retry_after_s=self._retry_hint(slot))
+            raise EngineNotReady(f"model {name!r} is not ready ({slot.state})",
+                                 retry_after_s=self.life.retry_hint(slot))
         return Upstream(slot.spec.base_url)
-
-    def _check_retry_allowed(self, slot: EngineSlot) -> None:
-        if time.monotonic() < slot.retry_at:
-            raise EngineNotReady(
-                f"model {slot.name!r} failed to start: {slot.last_error}",
-                retry_after_s=max(1, int(slot.retry_at - time.monotonic())),
-            )
 
     # ---- swap groups: the hooks the coordinator calls ------------------------------------------------------
 
@@ -300,7 +267,7 @@ class Supervisor:
         def check_start(name: str) -> None:
             slot = self.slots[name]
             if slot.state == EngineState.FAILED:
-                self._check_retry_allowed(slot)
+                self.life.check_retry_allowed(slot)
 
         return GroupHooks(members=members, reserve=reserve, release=self._release,
                           free=self._free_member, bring_up=self._bring_up_member, check_start=check_start)
@@ -313,38 +280,15 @@ class Supervisor:
 
     def _notify_group(self, slot: EngineSlot) -> None:
         group = self._group_of(slot)
-        if group is not None and not self._closed:
+        if group is not None and not self.life.closed:
             group.pump()
 
     async def _free_member(self, name: str) -> str:
         """Make an idle member give its GPU memory back: sleep (level 1) when it can, else stop."""
         slot = self.slots[name]
-        process = slot.process
-        model = slot.model
-        if (isinstance(model, VllmModel) and model.enable_sleep_mode and slot.state == EngineState.READY
-                and slot.spec is not None and process is not None):
-            refusal = sleep_refusal(model.memory_mib, host_available_mib(self.meminfo_path),
-                                    self.host_ram_reserve_mib)
-            if refusal is None:
-                slot.state = EngineState.STOPPING
-                slot.phase = "going to sleep"
-                slot.stop_requested = True  # an exit now is handled below, not restarted as a crash
-                self._emit(slot, "going to sleep (level 1) to free the GPU for its swap group")
-                try:
-                    assert self._http is not None
-                    await sleep_engine(self._http, engine_root(slot.spec.base_url), level=1)
-                except EngineError as err:
-                    self._emit(slot, f"{err}; stopping it instead")
-                else:
-                    if slot.process is process and process.returncode is None:
-                        slot.state = EngineState.SLEEPING
-                        slot.phase = "asleep (level 1: weights in host RAM)"
-                        slot.stop_requested = False
-                        self._emit(slot, "asleep")
-                        return "slept"
-            else:
-                self._emit(slot, f"stopping instead of sleeping: {refusal}")
-        await self._stop_slot(slot, EngineState.STOPPED)
+        if await self.life.try_sleep(slot, self.meminfo_path, self.host_ram_reserve_mib):
+            return "slept"
+        await self.life.stop(slot, EngineState.STOPPED)
         return "stopped"
 
     def _bring_up_member(self, name: str) -> None:
@@ -354,198 +298,12 @@ class Supervisor:
             return
         slot.swap_ins += 1
         if slot.state == EngineState.SLEEPING:
-            self._new_episode(slot)
-            slot.state = EngineState.STARTING
-            slot.phase = "waking up"
-            self._spawn_task(slot, self._run_wake(slot), "wake")
+            self.life.begin_wake(slot)
             return
         if slot.state == EngineState.FAILED:
-            self._check_retry_allowed(slot)
+            self.life.check_retry_allowed(slot)
             slot.failures = 0
-        self._begin_start(slot)
-
-    async def _run_wake(self, slot: EngineSlot) -> None:
-        process, spec = slot.process, slot.spec
-        assert process is not None and spec is not None and self._http is not None
-        self._emit(slot, "waking up")
-        started = time.monotonic()
-        try:
-            await wake_engine(self._http, engine_root(spec.base_url))
-        except EngineError as err:
-            if slot.state != EngineState.STARTING or slot.process is not process:
-                return
-            self._emit(slot, f"{err}; cold-starting it instead")
-            slot.stop_requested = True
-            await process.stop(slot.model.stop_grace_s)
-            slot.process = None  # its exit watcher must not take the restart below for a crash
-            self._begin_start(slot)
-            return
-        if slot.state != EngineState.STARTING or slot.process is not process or process.returncode is not None:
-            return
-        slot.wakes += 1
-        self._mark_ready(slot, f"awake in {time.monotonic() - started:.1f} s at {spec.base_url}")
-
-    def _new_episode(self, slot: EngineSlot) -> None:
-        if slot.episode is None or slot.episode.done():
-            slot.episode = asyncio.get_running_loop().create_future()
-            # A waiter may time out and go away; retrieve exceptions so none is reported as "never retrieved".
-            slot.episode.add_done_callback(lambda f: f.cancelled() or f.exception())
-
-    def _spawn_task(self, slot: EngineSlot, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=f"{slot.name}-{name}")
-        slot.tasks.add(task)
-        task.add_done_callback(slot.tasks.discard)
-
-    def _begin_start(self, slot: EngineSlot) -> None:
-        self._new_episode(slot)
-        slot.state = EngineState.STARTING
-        slot.stop_requested = False
-        self._spawn_task(slot, self._run_start(slot), "start")
-
-    async def _run_start(self, slot: EngineSlot) -> None:
-        engine = self.engines[slot.model.engine]
-        slot.phase = "preparing"
-        try:
-            # Resolving the model may assemble a GGUF (seconds): keep the event loop free.
-            spec = await asyncio.to_thread(engine.launch_spec, slot.name, slot.model, free_port())
-        except GpufleetError as err:
-            self._fail(slot, str(err), retry=False)
-            return
-        slot.spec = spec
-        on_line = None
-        if spec.log_phase_parser == "vllm":
-            startup = slot.startup_log = VllmStartupLog()
-
-            def on_line(line: str) -> None:
-                # vLLM's log tells where a 1–10 minute cold start is (seed 000/004) and why it failed.
-                if startup.feed(line) and slot.state == EngineState.STARTING:
-                    slot.phase = startup.progress_line()
-                    self._emit(slot, slot.phase)
-        else:
-            slot.startup_log = None
-        process = EngineProcess(spec, logs_dir() / f"{slot.name}.log", on_line=on_line)
-        slot.process = process
-        self._emit(slot, f"starting (port {spec.port})")
-        slot.phase = "loading"
-        try:
-            await process.spawn()
-        except OSError as err:
-            self._fail(slot, f"cannot start engine: {err}", retry=False)
-            return
-        self._spawn_task(slot, self._watch_exit(slot, process), "watch")
-        assert self._http is not None
-        waited = await wait_healthy(
-            self._http, spec.health_url, deadline=time.monotonic() + slot.model.ready_timeout_s,
-            interval_s=self.health_interval_s,
-            # An exit is _watch_exit's to handle; a requested stop is the stopper's.
-            gone=lambda: process.returncode is not None or slot.process is not process or slot.stop_requested,
-        )
-        if waited == HealthWait.HEALTHY:
-            self._mark_ready(slot, f"ready in {time.monotonic() - process.started_at:.1f} s at {spec.base_url}")
-            return
-        if waited == HealthWait.GONE:
-            return
-        tail = process.log_tail()
-        slot.stop_requested = True  # the exit that follows is ours, not a crash
-        self._fail(
-            slot,
-            f"engine did not become ready within {slot.model.ready_timeout_s:.0f} s "
-            f"(raise models.{slot.name}.ready_timeout_s if the model is just slow to load)",
-            retry=False,
-            log_tail=tail,
-        )
-        await process.stop(slot.model.stop_grace_s)
-
-    def _mark_ready(self, slot: EngineSlot, message: str) -> None:
-        slot.state = EngineState.READY
-        startup = slot.startup_log
-        slot.phase = startup.progress_line() if startup and startup.phase >= Phase.KV_CACHE_ALLOCATED else "ready"
-        slot.ready_at = time.monotonic()
-        slot.last_used = time.monotonic()
-        slot.last_error = ""
-        self._emit(slot, message)
-        if slot.episode and not slot.episode.done():
-            slot.episode.set_result(None)
-
-    def _fail(self, slot: EngineSlot, message: str, *, retry: bool, log_tail: str = "") -> None:
-        slot.failures += 1
-        slot.last_error = message
-        policy = slot.model.restart
-        if retry and slot.failures <= policy.max_restarts and not self._closed:
-            delay = min(policy.backoff_max_s, policy.backoff_initial_s * 2 ** (slot.failures - 1))
-            slot.state = EngineState.BACKOFF
-            slot.phase = f"restart in {delay:.0f} s"
-            slot.retry_at = time.monotonic() + delay
-            self._emit(slot, f"{message}; restarting in {delay:.1f} s (attempt {slot.failures})")
-            self._spawn_task(slot, self._restart_after(slot, delay), "restart")
-            return
-        slot.state = EngineState.FAILED
-        slot.phase = "failed"
-        slot.retry_at = time.monotonic() + policy.backoff_max_s
-        self._emit(slot, f"failed: {message}")
-        if slot.episode and not slot.episode.done():
-            slot.episode.set_exception(EngineError(f"model {slot.name!r}: {message}", log_tail=log_tail))
-        self._notify_group(slot)  # a failed member no longer holds its share of the GPU
-
-    async def _restart_after(self, slot: EngineSlot, delay: float) -> None:
-        await asyncio.sleep(delay)
-        if slot.state == EngineState.BACKOFF and not self._closed:
-            slot.restarts += 1
-            self._begin_start(slot)
-
-    async def _watch_exit(self, slot: EngineSlot, process: EngineProcess) -> None:
-        code = await process.wait()
-        if slot.process is process and slot.state == EngineState.SLEEPING and not self._closed:
-            # It held no GPU memory; the next request for it cold-starts it through its group.
-            slot.state = EngineState.STOPPED
-            slot.phase = ""
-            slot.last_error = f"engine exited with code {code} while asleep"
-            self._emit(slot, slot.last_error)
-            return
-        if slot.process is not process or slot.stop_requested or self._closed:
-            return
-        was = slot.state
-        tail = process.log_tail()
-        uptime = time.monotonic() - slot.ready_at if was == EngineState.READY else 0.0
-        if uptime >= slot.model.restart.stable_after_s:
-            slot.failures = 0  # it ran fine for a while: this is a fresh crash, not a crash loop
-        what = "crashed" if was == EngineState.READY else "exited during startup"
-        startup = slot.startup_log
-        if was == EngineState.STARTING and startup is not None and startup.failure is not None:
-            # A recognised cause (OOM, max_model_len too large, bad flag...) will not go away by retrying.
-            cause = startup.failure
-            self._fail(slot, f"engine {what} with exit code {code}: {cause.cause}: {cause.hint}",
-                       retry=False, log_tail=tail)
-            return
-        if was == EngineState.READY and (slot.episode is None or slot.episode.done()):
-            slot.episode = asyncio.get_running_loop().create_future()
-            slot.episode.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._fail(slot, f"engine {what} with exit code {code}", retry=True, log_tail=tail)
-        if slot.state == EngineState.FAILED:
-            slot.last_error = f"engine {what} with exit code {code}; last log lines:\n{tail}"
-
-    async def _stop_slot(self, slot: EngineSlot, final: EngineState) -> None:
-        process = slot.process
-        slot.stop_requested = True
-        if process is None or process.returncode is not None:
-            slot.state = final
-            slot.phase = ""
-            self._notify_group(slot)
-            return
-        slot.state = EngineState.STOPPING
-        self._emit(slot, "stopping")
-        await process.stop(slot.model.stop_grace_s)
-        if slot.process is process:
-            slot.state = final
-            slot.phase = ""
-        if slot.episode and not slot.episode.done():
-            slot.episode.set_exception(EngineNotReady(f"model {slot.name!r} was stopped", retry_after_s=1))
-        self._emit(slot, "stopped")
-        self._notify_group(slot)
-
-    async def _wait_stopped(self, slot: EngineSlot) -> None:
-        while slot.state == EngineState.STOPPING:
-            await asyncio.sleep(0.05)
+        self.life.begin_start(slot)
 
     async def _reap_idle(self) -> None:
         while True:
@@ -559,5 +317,5 @@ class Supervisor:
                     and slot.in_flight == 0
                     and now - slot.last_used >= ttl
                 ):
-                    self._emit(slot, f"idle for {now - slot.last_used:.0f} s (ttl {ttl:.0f} s): unloading")
-                    await self._stop_slot(slot, EngineState.STOPPED)
+                    self.life.emit(slot, f"idle for {now - slot.last_used:.0f} s (ttl {ttl:.0f} s): unloading")
+                    await self.life.stop(slot, EngineState.STOPPED)
