@@ -1,4 +1,4 @@
-"""The seed deployments as plans, built in one place for test_planner.py and test_launch_plan.py.
+"""The seed deployments as plans, built in one place for the planner, launch-plan and doctor tests.
 
 Each builder is one seed document's setup (docs/planner.md, "Worked examples, one per seed"). Keyword
 overrides go to `plan_model` on top of that setup, so a test spells out only what it changes.

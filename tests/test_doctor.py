@@ -21,6 +21,7 @@ from gpufleet.doctor import (
 )
 from gpufleet.doctor.probes import _port_in_use
 from gpufleet.planner import plan_model
+from tests.seed_plans import seed_001_wsl2_offload_plan, seed_002_plan, seed_003_plan, seed_004_plan
 
 DATA = Path(__file__).parent / "data" / "doctor"
 MIB = 1 << 20
@@ -207,15 +208,8 @@ def test_seed_001_wsl2_warns_and_blocks_cpu_offload_on_v1_only_vllm() -> None:
     wsl = probes(read_text=lambda path: sample("proc-version-wsl2.txt") if path == "/proc/version" else None)
     facts = probe_host(wsl)
     assert levels(check_host(facts), "wsl2") == ["warn"]
-    offload = plan_model(
-        get_model("qwen3-32b").spec,
-        get_gpu("rtx3090"),
-        quantization="awq",
-        context=16384,
-        gpu_memory_utilization=0.90,
-        allow_cpu_offload=True,
-        vllm_version="0.26.0",
-    )
+    # Planned without --wsl2: here it is the doctor, probing the host, that finds the WSL2 kernel.
+    offload = seed_001_wsl2_offload_plan("0.26.0", host_wsl2=False)
     assert offload.cpu_offload_used
     (finding,) = [f for f in check_host(facts, offload) if f.check == "wsl2"]
     assert finding.level == "error" and "pinned memory" in finding.seen
@@ -225,9 +219,7 @@ def test_seed_001_wsl2_warns_and_blocks_cpu_offload_on_v1_only_vllm() -> None:
 def test_busy_gpu_fails_vllms_free_memory_check_with_a_utilization_that_would_start() -> None:
     """Another process holds 10,820 MiB of the 3060: 1,222 MiB free < 0.90 * 12 GiB."""
     facts = probe_host(probes())
-    p = plan_model(
-        get_model("qwen3-8b").spec, get_gpu("rtx3060"), quantization="awq", context=8192, gpu_memory_utilization=0.90
-    )
+    p = seed_002_plan()
     (finding,) = [f for f in check_host(facts, p) if f.check == "free-memory"]
     assert finding.level == "error" and "less than desired GPU memory utilization" in finding.seen
     assert "--gpu-memory-utilization 0.07" in (finding.fix or "")
@@ -235,7 +227,7 @@ def test_busy_gpu_fails_vllms_free_memory_check_with_a_utilization_that_would_st
 
 def test_idle_gpus_pass_the_free_memory_check_for_a_tp2_plan() -> None:
     facts = probe_host(probes(run=smi("smi-query-2x-a100.csv", "nvidia-smi-rtx3060-570.txt")))
-    p = plan_model(get_model("qwen2.5-coder-32b-instruct").spec, get_gpu("a100-80gb"), tensor_parallel=2, context=32768)
+    p = seed_003_plan(context=32768)
     findings = check_host(facts, p, engine_cuda="12.8")
     assert levels(findings, "free-memory") == ["ok", "ok"]
     assert levels(findings, "gpu") == ["ok", "ok"]
@@ -248,15 +240,10 @@ def test_gb10_free_memory_comes_from_meminfo_and_092_is_refused() -> None:
         read_text=lambda path: sample("meminfo-gb10.txt") if path == "/proc/meminfo" else None,
     )
     facts = probe_host(gb10)
-    spec = get_model("qwen3-235b-awq").spec
-    ok = plan_model(
-        spec, get_gpu("gb10"), quantization="awq", tensor_parallel=2, gpu_memory_utilization=0.75, context=8192
-    )
+    ok = seed_004_plan()
     assert levels(check_host(facts, ok), "free-memory") == ["ok"]
     assert levels(check_host(facts, ok), "gpu") == ["ok"]  # 2 nodes x 1 GPU: one GPU here is right
-    greedy = plan_model(
-        spec, get_gpu("gb10"), quantization="awq", tensor_parallel=2, context=8192, gpu_memory_utilization=0.90
-    )
+    greedy = seed_004_plan(gpu_memory_utilization=0.90)
     assert levels(check_host(facts, greedy), "free-memory") == ["error"]
 
 
@@ -279,7 +266,7 @@ def test_small_shm_blocks_tensor_parallel_and_warns_otherwise() -> None:
         probes(shm_bytes=lambda: 64 * MIB, run=smi("smi-query-2x-a100.csv", "nvidia-smi-rtx3060-570.txt"))
     )
     assert levels(check_host(facts), "shm") == ["warn"]
-    p = plan_model(get_model("qwen2.5-coder-32b-instruct").spec, get_gpu("a100-80gb"), tensor_parallel=2, context=32768)
+    p = seed_003_plan(context=32768)
     (finding,) = [f for f in check_host(facts, p) if f.check == "shm"]
     assert finding.level == "error" and "--ipc=host" in (finding.fix or "")
 
