@@ -28,7 +28,7 @@ def seed_001_plan(**overrides: Any) -> Plan:
     return _plan("qwen3-32b", "rtx3090", {"quantization": "awq", "context": 8192}, overrides)
 
 
-def seed_001_wsl2_offload_plan(vllm_version: str, **overrides: Any) -> Plan:
+def seed_001_offload_plan(vllm_version: str, **overrides: Any) -> Plan:
     """ADR 001's first attempt: the same card at 0.90 with 16384 tokens, made to fit with
     --cpu-offload-gb on WSL2 (no pinned memory). Whether that can run depends on the vLLM version."""
     setup = {

@@ -21,7 +21,7 @@ from gpufleet.doctor import (
 )
 from gpufleet.doctor.probes import _port_in_use
 from gpufleet.planner import plan_model
-from tests.seed_plans import seed_001_wsl2_offload_plan, seed_002_plan, seed_003_plan, seed_004_plan
+from tests.seed_plans import seed_001_offload_plan, seed_002_plan, seed_003_plan, seed_004_plan
 
 DATA = Path(__file__).parent / "data" / "doctor"
 MIB = 1 << 20
@@ -209,7 +209,7 @@ def test_seed_001_wsl2_warns_and_blocks_cpu_offload_on_v1_only_vllm() -> None:
     facts = probe_host(wsl)
     assert levels(check_host(facts), "wsl2") == ["warn"]
     # Planned without --wsl2: here it is the doctor, probing the host, that finds the WSL2 kernel.
-    offload = seed_001_wsl2_offload_plan("0.26.0", host_wsl2=False)
+    offload = seed_001_offload_plan("0.26.0", host_wsl2=False)
     assert offload.cpu_offload_used
     (finding,) = [f for f in check_host(facts, offload) if f.check == "wsl2"]
     assert finding.level == "error" and "pinned memory" in finding.seen

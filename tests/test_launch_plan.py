@@ -9,14 +9,7 @@ import pytest
 from gpufleet.catalog import GIB, get_gpu
 from gpufleet.errors import PlanError
 from gpufleet.planner import LaunchPlan, plan_launch, plan_model
-from tests.seed_plans import (
-    seed_001_plan,
-    seed_001_wsl2_offload_plan,
-    seed_002_plan,
-    seed_003_plan,
-    seed_004_plan,
-    spec,
-)
+from tests.seed_plans import seed_001_offload_plan, seed_001_plan, seed_002_plan, seed_003_plan, seed_004_plan, spec
 
 REMOVED_FLAGS = ("--swap-space", "--enable-reasoning", "--rope-scaling")
 
@@ -148,11 +141,11 @@ def test_seed_004_235b_tp2_over_ray_on_two_gb10_eager() -> None:
 
 
 def test_seed_001_wsl2_cpu_offload_sets_vllm_use_v1_0_only_before_011() -> None:
-    p = seed_001_wsl2_offload_plan("0.8.5")
+    p = seed_001_offload_plan("0.8.5")
     launch = plan_launch(p)
     assert launch.env == {"VLLM_USE_V1": "0"}
     assert launch.argv[launch.argv.index("--cpu-offload-gb") + 1] == str(p.cpu_offload_bytes // GIB)
-    linux = seed_001_wsl2_offload_plan("0.26.0", host_wsl2=False)
+    linux = seed_001_offload_plan("0.26.0", host_wsl2=False)
     assert "--cpu-offload-gb" in plan_launch(linux).argv
     assert_no_removed_flags(plan_launch(linux))
 

@@ -23,14 +23,7 @@ from gpufleet.planner import (
 from gpufleet.planner import memory as mem
 from gpufleet.planner.fit import compute_plan
 from gpufleet.planner.throughput import decode_tok_s, pcie_gbps
-from tests.seed_plans import (
-    seed_001_plan,
-    seed_001_wsl2_offload_plan,
-    seed_002_plan,
-    seed_003_plan,
-    seed_004_plan,
-    spec,
-)
+from tests.seed_plans import seed_001_offload_plan, seed_001_plan, seed_002_plan, seed_003_plan, seed_004_plan, spec
 
 KIB = 1024
 MIB = 1 << 20
@@ -140,7 +133,7 @@ def test_seed_001_decode_speed_and_the_cost_of_cpu_offload() -> None:
     )
     assert 1.6 / 2 <= seed_offload <= 1.6 * 2
     assert fast.decode_tok_s_estimate is not None and fast.decode_tok_s_estimate / seed_offload > 8
-    old = seed_001_wsl2_offload_plan("0.8.5", quantization_kernel="awq")
+    old = seed_001_offload_plan("0.8.5", quantization_kernel="awq")
     assert old.fits and old.cpu_offload_used and old.quantization_kernel == "awq"
     assert old.decode_tok_s_without_offload is not None and old.decode_tok_s_estimate is not None
     assert old.decode_tok_s_estimate < old.decode_tok_s_without_offload / 2
@@ -148,7 +141,7 @@ def test_seed_001_decode_speed_and_the_cost_of_cpu_offload() -> None:
 
 def test_seed_001_wsl2_offload_is_impossible_on_v1_only_vllm() -> None:
     """WSL2 has no pinned memory; V1 offload asserts, and V0 (VLLM_USE_V1=0) is gone since 0.11."""
-    p = seed_001_wsl2_offload_plan("0.26.0")
+    p = seed_001_offload_plan("0.26.0")
     assert not p.fits
     assert any("CPU offload is not possible" in r and "pinned memory" in r for r in p.reasons)
 
