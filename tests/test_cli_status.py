@@ -140,7 +140,8 @@ RECORDED: dict[str, Any] = {
         {"name": "qwen3-32b-awq", "engine": "vllm", "state": "starting", "phase": "loading_weights", "pid": 31902,
          "base_url": None, "in_flight": 1, "uptime_s": None, "idle_s": 12.0, "idle_ttl_s": 600, "restarts": 0,
          "last_error": None, "log_path": "/var/cache/gpufleet/logs/qwen3-32b-awq.log", "kv_cache": None,
-         "engine_metrics": None, "aliases": []},
+         "engine_metrics": None, "aliases": [],
+         "warnings": ["plan: --enforce-eager on gb10: CUDA graph capture fails on GB10 with vLLM < 0.12"]},
         {"name": "qwen3-coder", "engine": "vllm", "state": "ready", "phase": "ready", "pid": 31950,
          "base_url": "http://127.0.0.1:40111/v1", "in_flight": 0, "uptime_s": 100.0, "idle_s": 95.0,
          "idle_ttl_s": 0, "restarts": 0, "last_error": None, "log_path": None,
@@ -198,6 +199,7 @@ def test_recorded_vllm_status_renders_every_state() -> None:
     assert "remote" in _row(out, "cloud (gpt-4o)")
     assert "qwen3-32b: engine exited during startup with exit code 1: cuda_oom" in out
     assert "torch.OutOfMemoryError: CUDA out of memory" in out  # the log tail under the error
+    assert "qwen3-32b-awq: plan: --enforce-eager on gb10" in out.split("warnings", 1)[1]
     cooled = next(line for line in out.splitlines() if "remote:http://10.0.0.5:8000/v1" in line)
     assert " no " in cooled and "24.0 s left" in cooled and " 3 " in cooled
 

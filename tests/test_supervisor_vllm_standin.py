@@ -117,6 +117,16 @@ async def test_removed_flag_is_refused_before_launch_with_the_replacement_named(
     assert "--swap-space" in str(caught.value) and "--kv-offloading-size" in str(caught.value)
 
 
+async def test_flag_warnings_are_shown_in_status_not_only_logged(supervised: Any) -> None:
+    # Seed 001's VLLM_USE_V1=0 is not read by vLLM >= 0.11: the engine still starts, and /status says why
+    # the setting has no effect.
+    sup = await supervised(env={"VLLM_USE_V1": "0"})
+    await sup.ensure_ready("m")
+    status = sup.status()[0]
+    assert status["state"] == "ready"
+    assert any("VLLM_USE_V1 is not read since vLLM 0.11" in w for w in status["warnings"]), status["warnings"]
+
+
 async def test_crash_restarts_with_backoff_and_serves_again(supervised: Any, tmp_path: Path) -> None:
     events = Events()
     env = {"STANDIN_VLLM_CRASH_AFTER_S": "0.3", "STANDIN_VLLM_CRASH_ONCE_FILE": str(tmp_path / "crashed")}

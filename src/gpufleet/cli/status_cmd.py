@@ -177,6 +177,12 @@ def _errors(models: list[dict[str, Any]]) -> list[RenderableType]:
     return out
 
 
+def _warnings(models: list[dict[str, Any]]) -> list[RenderableType]:
+    # Planner and vLLM flag warnings: a running engine may still be slower or smaller than expected.
+    return [Text(f"{model.get('name')}: ", style="bold").append(str(warning), style="yellow")
+            for model in models for warning in model.get("warnings") or ()]
+
+
 def render_status(data: dict[str, Any], url: str) -> Group:
     """Everything `gpufleet status` prints for one /status answer."""
     models = [m for m in data.get("models", []) if isinstance(m, dict)]
@@ -188,10 +194,10 @@ def render_status(data: dict[str, Any], url: str) -> Group:
     targets = data.get("targets")
     if isinstance(targets, list) and targets:
         parts.append(targets_table([t for t in targets if isinstance(t, dict)]))
-    errors = _errors(models)
-    if errors:
-        parts.append(Text("last errors", style="bold"))
-        parts.extend(errors)
+    for title, lines in (("warnings", _warnings(models)), ("last errors", _errors(models))):
+        if lines:
+            parts.append(Text(title, style="bold"))
+            parts.extend(lines)
     return Group(*parts)
 
 

@@ -24,6 +24,8 @@ class LaunchSpec:
     # Run after the process group is stopped, e.g. `docker rm --force NAME`: a container outlives a
     # SIGKILLed `docker run` client. Its failure is ignored (the container is usually gone already).
     stop_argv: list[str] | None = None
+    # What the planner and the flag checks warned about (shown in /status, not only in the log).
+    warnings: tuple[str, ...] = ()
 
 
 class Engine(Protocol):

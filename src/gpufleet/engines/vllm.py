@@ -242,26 +242,33 @@ def adapt(argv: list[str], version: str | None) -> list[str]:
 
 
 def check_version(name: str, argv: list[str], env: dict[str, str], version: str | None, where: str,
-                  device: str) -> None:
-    """Refuse (EngineError) a command line the installed vLLM would reject; log the warnings."""
+                  device: str) -> list[str]:
+    """Refuse (EngineError) a command line the installed vLLM would reject; return (and log) the warnings."""
     if version is None:
-        log.warning("model %r: the vLLM version of %s is unknown; flags not checked (set vllm_version)", name, where)
-        return
-    problems = check_argv(argv, version, env, platform="cpu" if device == "cpu" else "cuda")
-    errors = [p for p in problems if p.severity == "error"]
-    for warning in (p for p in problems if p.severity == "warning"):
-        log.warning("model %r: %s", name, warning.message)
-    if errors:
-        listed = "; ".join(f"{p.flag}: {p.message}" for p in errors)
-        raise EngineError(f"vLLM {version} ({where}) would refuse this command line: {listed}")
+        warnings = [f"the vLLM version of {where} is unknown; flags not checked (set vllm_version)"]
+    else:
+        problems = check_argv(argv, version, env, platform="cpu" if device == "cpu" else "cuda")
+        errors = [p for p in problems if p.severity == "error"]
+        if errors:
+            listed = "; ".join(f"{p.flag}: {p.message}" for p in errors)
+            raise EngineError(f"vLLM {version} ({where}) would refuse this command line: {listed}")
+        warnings = [p.message for p in problems if p.severity == "warning"]
+    for warning in warnings:
+        log.warning("model %r: %s", name, warning)
+    return warnings
 
 
-def _served_spec(argv: list[str], env: dict[str, str], port: int, extra: dict[str, str],
+def _served_spec(argv: list[str], env: dict[str, str], port: int, extra: dict[str, str], warnings: list[str],
                  stop_argv: list[str] | None = None) -> LaunchSpec:
     """A vLLM server on 127.0.0.1:`port`, however it is launched: its URLs and the vLLM log parser."""
     urls = local_urls(port)
     return LaunchSpec(argv=argv, env=env, port=port, base_url=urls["base_url"], health_url=urls["health_url"],
-                      metrics_url=urls["metrics_url"], log_phase_parser="vllm", extra=extra, stop_argv=stop_argv)
+                      metrics_url=urls["metrics_url"], log_phase_parser="vllm", extra=extra, stop_argv=stop_argv,
+                      warnings=tuple(warnings))
+
+
+def _plan_warnings(resolved: ResolvedModel) -> list[str]:
+    return [f"plan: {w}" for w in resolved.plan.warnings] if resolved.plan is not None else []
 
 
 class VllmEngine:
@@ -278,9 +285,9 @@ class VllmEngine:
         resolved = resolve_model(name, model, version)
         serve = adapt(vllm_argv(name, resolved.model, port) + resolved.extra_args, version)
         env = {**resolved.env, **vllm_env(resolved.model)}
-        check_version(name, serve, env, version, str(python), model.device)
+        warnings = _plan_warnings(resolved) + check_version(name, serve, env, version, str(python), model.device)
         return _served_spec([str(python), "-m", API_SERVER_MODULE, *serve], env, port,
-                            {"vllm_version": version or "unknown", "planned": ",".join(resolved.filled)})
+                            {"vllm_version": version or "unknown", "planned": ",".join(resolved.filled)}, warnings)
 
     def _docker_spec(self, name: str, model: VllmModel, port: int) -> LaunchSpec:
         docker = model.docker
@@ -290,11 +297,12 @@ class VllmEngine:
         resolved = resolve_model(name, model, version)
         serve = adapt(vllm_serve_args(name, resolved.model) + resolved.extra_args, version)
         env = {**resolved.env, **vllm_env(resolved.model), **docker.env}
-        check_version(name, serve, env, version, f"image {docker.image}", model.device)
+        warnings = _plan_warnings(resolved) + check_version(
+            name, serve, env, version, f"image {docker.image}", model.device)
         argv = docker_run_argv(
             name, docker, port=port, serve_args=serve, env_names=sorted(env), model_dir=local_model_dir(model.model)
         )
         extra = {"vllm_version": version or "unknown", "planned": ",".join(resolved.filled), "image": docker.image}
-        return _served_spec([docker_bin, *argv[1:]], env, port, extra,
+        return _served_spec([docker_bin, *argv[1:]], env, port, extra, warnings,
                             stop_argv=[docker_bin, *docker_stop_argv(name, port)[1:]])
 

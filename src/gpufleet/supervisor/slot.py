@@ -84,6 +84,7 @@ class EngineSlot:
             "idle_ttl_s": self.model.idle_ttl_s,
             "restarts": self.restarts,
             "last_error": self.last_error or None,
+            "warnings": list(self.spec.warnings) if self.spec else [],
             "log_path": str(self.process.log_path) if self.process else None,
             "kv_cache": _kv_cache_view(self.startup_log),
             "engine_metrics": _metrics_view(self.engine_metrics) if self.state == EngineState.READY else None,
