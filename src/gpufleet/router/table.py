@@ -100,8 +100,8 @@ class ModelTable:
         self._aliases: dict[str, str] = {}
         for name, model in config.models.items():
             self._aliases.update(dict.fromkeys(model.aliases, name))
-        for name, route in config.routes.items():
-            self._aliases.update(dict.fromkeys(route.aliases, name))
+        for name, route_cfg in config.routes.items():
+            self._aliases.update(dict.fromkeys(route_cfg.aliases, name))
         self._routes: dict[str, Route] = {}
         for name in config.models:
             self._routes[name] = self._build(name, _EMPTY)
