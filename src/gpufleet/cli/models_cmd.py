@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypedDict
 
 import typer
 from rich.console import Console
@@ -18,6 +18,15 @@ from gpufleet.model_packages import PACKAGED_MODELS, is_prepared
 models_app = typer.Typer(no_args_is_help=True, help="Packaged and configured models.")
 
 
+class _ModelRow(TypedDict):
+    """One configured model as `gpufleet models list` shows it (also its --json shape)."""
+
+    name: str
+    engine: str
+    aliases: list[str]
+    preload: bool
+
+
 @models_app.command("list")
 def list_models(
     config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
@@ -25,7 +34,7 @@ def list_models(
 ) -> None:
     """The models a config serves (default: the built-in config), with engine and aliases."""
     cfg = load_config(config)
-    rows = [
+    rows: list[_ModelRow] = [
         {"name": name, "engine": m.engine, "aliases": list(m.aliases), "preload": m.preload}
         for name, m in cfg.models.items()
     ]

@@ -39,7 +39,11 @@ def upstream_error_message(status: int, raw: bytes) -> tuple[str, str | None, st
     err = data.get("error", data) if isinstance(data, dict) else data
     if isinstance(err, dict):
         message = str(err.get("message") or err.get("detail") or err)
-        param = err.get("param") if isinstance(err.get("param"), str) else None
-        type_ = err.get("type") if isinstance(err.get("type"), str) else "upstream_error"
-        return message, param, type_
+        param = err.get("param")
+        type_ = err.get("type")
+        return (
+            message,
+            param if isinstance(param, str) else None,
+            type_ if isinstance(type_, str) else "upstream_error",
+        )
     return (str(err)[:500], None, "upstream_error")

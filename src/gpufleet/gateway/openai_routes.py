@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 import orjson
@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gpufleet.gateway")
 
+Kind = Literal["chat", "completion", "embedding"]
+Answer = Response | StreamRelayResponse  # a JSON answer, or a relayed SSE stream (an ASGI app of its own)
+
 _UPSTREAM_PATHS = {"chat": "/chat/completions", "completion": "/completions", "embedding": "/embeddings"}
 _JSON = "application/json"
 
@@ -45,15 +48,15 @@ def _gateway(request: Request) -> Gateway:
     return gateway
 
 
-async def chat_completions(request: Request) -> Any:
+async def chat_completions(request: Request) -> Answer:
     return await _relay(request, "chat")
 
 
-async def completions(request: Request) -> Any:
+async def completions(request: Request) -> Answer:
     return await _relay(request, "completion")
 
 
-async def embeddings(request: Request) -> Any:
+async def embeddings(request: Request) -> Answer:
     return await _relay(request, "embedding")
 
 
@@ -67,7 +70,7 @@ async def list_models(request: Request) -> Response:
     return Response(orjson.dumps(body), media_type=_JSON)
 
 
-async def _relay(request: Request, kind: str) -> Any:
+async def _relay(request: Request, kind: Kind) -> Answer:
     gateway = _gateway(request)
     started = time.perf_counter()
     model = "unknown"  # never the raw requested name as a label: unbounded cardinality
@@ -97,8 +100,8 @@ class _TryNext(Exception):
 
 
 async def serve_route(
-    gateway: Gateway, kind: str, payload: dict[str, Any], route: Route, started: float, *, session: str | None
-) -> Any:
+    gateway: Gateway, kind: Kind, payload: dict[str, Any], route: Route, started: float, *, session: str | None
+) -> Answer:
     """Try the route's targets in order until one starts answering; raise the last failure when none does.
 
     A target is abandoned only while nothing was sent to the client: connection refused, timeout before the
@@ -130,13 +133,13 @@ async def serve_route(
     summary = f"every target of {route.name!r} failed: " + "; ".join(failures)
     if isinstance(error, EngineError):
         raise EngineNotReady(summary, retry_after_s=error.retry_after_s)
-    err = UpstreamError(summary, status_code=error.status_code if error.status_code in (429, 503, 504) else 502)
-    err.code = error.code
-    raise err
+    exhausted = UpstreamError(summary, status_code=error.status_code if error.status_code in (429, 503, 504) else 502)
+    exhausted.code = error.code
+    raise exhausted
 
 
 def _upstream_body(
-    kind: str, payload: dict[str, Any], candidate: Candidate
+    kind: Kind, payload: dict[str, Any], candidate: Candidate
 ) -> tuple[dict[str, Any], ResponsePlan | None]:
     """The body for this target (route defaults, dialect, the upstream's model name) and the response plan."""
     target = candidate.target
@@ -153,8 +156,8 @@ def _upstream_body(
 
 
 async def _forward(
-    gateway: Gateway, kind: str, payload: dict[str, Any], route: Route, candidate: Candidate, started: float
-) -> Any:
+    gateway: Gateway, kind: Kind, payload: dict[str, Any], route: Route, candidate: Candidate, started: float
+) -> Answer:
     target = candidate.target
     stack = contextlib.AsyncExitStack()
     await stack.__aenter__()

@@ -79,6 +79,7 @@ async def persona_chat(request: Request) -> Response:
         gateway.metrics.observe_error("persona", err.code)
         gateway.metrics.observe_request("persona", "persona_chat", err.status_code, time.perf_counter() - started)
         return error_response(err)
+    assert isinstance(answer, Response)  # /chat requests never ask for a stream
     if answer.status_code != 200:
         return answer
     data = orjson.loads(answer.body)

@@ -39,7 +39,7 @@ class TargetSelector:
         ordered: list[Candidate] = []
         cooling: list[Candidate] = []
         for group in groups:
-            available = []
+            available: list[Candidate] = []
             for candidate in group:
                 (available if board[candidate.target.model].available(now) else cooling).append(candidate)
             if len(available) > 1:
