@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gpufleet.config import parse_config
 from gpufleet.gateway import build_app, running
-from gpufleet.metrics import ENGINE_STATES
+from gpufleet.metrics import ENGINE_STATES, _EngineCollector
 from tests.standin_vllm import standin_model
 
 RULES_PATH = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "gpufleet-alerts.yml"
@@ -130,3 +130,19 @@ async def test_engine_state_is_one_hot_per_model(scrape: str) -> None:
     }
     assert set(states) == set(ENGINE_STATES)
     assert states["ready"] == 1.0 and sum(states.values()) == 1.0
+
+
+def test_expected_up_is_only_for_preloaded_models_that_nothing_takes_down_on_purpose() -> None:
+    base = {"state": "stopped", "in_flight": 0, "restarts": 0, "idle_ttl_s": 0, "swap_group": None}
+    items = [
+        {**base, "name": "always", "preload": True},
+        {**base, "name": "with-ttl", "preload": True, "idle_ttl_s": 600},  # the reaper unloads it when idle
+        {**base, "name": "in-group", "preload": True, "swap_group": "gpu0"},  # swapped out by its group
+        {**base, "name": "on-demand", "preload": False},
+    ]
+    expected = {
+        sample.labels["model"]: sample.value
+        for family in _EngineCollector(lambda: items).collect() for sample in family.samples
+        if sample.name == "gpufleet_engine_expected_up"
+    }
+    assert expected == {"always": 1.0, "with-ttl": 0.0, "in-group": 0.0, "on-demand": 0.0}

@@ -33,6 +33,9 @@ class _EngineCollector(Collector):
         up = GaugeMetricFamily("gpufleet_engine_up", "1 when the model's engine is ready", labels=["model", "state"])
         state = GaugeMetricFamily("gpufleet_engine_state", "1 for the engine's current state, 0 for the others",
                                   labels=["model", "state"])
+        expected = GaugeMetricFamily(
+            "gpufleet_engine_expected_up",
+            "1 when the engine should always be up: preload, no idle TTL and no swap group", labels=["model"])
         inflight = GaugeMetricFamily("gpufleet_engine_in_flight", "requests being served", labels=["model"])
         restarts = GaugeMetricFamily("gpufleet_engine_restarts", "restarts after crashes", labels=["model"])
         # Scraped from each vLLM's own /metrics (alerts: KV usage > 85% for 5 min, seed 003; queue length).
@@ -49,6 +52,9 @@ class _EngineCollector(Collector):
             known = ENGINE_STATES if item["state"] in ENGINE_STATES else (*ENGINE_STATES, item["state"])
             for candidate in known:
                 state.add_metric([name, candidate], 1.0 if item["state"] == candidate else 0.0)
+            # Idle TTL and swap groups take engines down on purpose; only the rest is "down when it should be up".
+            always_up = item.get("preload") and not item.get("idle_ttl_s") and not item.get("swap_group")
+            expected.add_metric([name], 1.0 if always_up else 0.0)
             inflight.add_metric([name], float(item["in_flight"]))
             restarts.add_metric([name], float(item["restarts"]))
             scraped = item.get("engine_metrics")
@@ -60,7 +66,7 @@ class _EngineCollector(Collector):
             capacity = (item.get("kv_cache") or {}).get("tokens")
             if capacity:
                 kv_tokens.add_metric([name], float(capacity))
-        yield from (up, state, inflight, restarts, running, waiting, kv_usage, kv_tokens)
+        yield from (up, state, expected, inflight, restarts, running, waiting, kv_usage, kv_tokens)
 
 
 class GatewayMetrics:

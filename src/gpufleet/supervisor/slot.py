@@ -82,6 +82,7 @@ class EngineSlot:
             "uptime_s": round(now - self.ready_at, 1) if self.state == EngineState.READY else None,
             "idle_s": round(now - self.last_used, 1),
             "idle_ttl_s": self.model.idle_ttl_s,
+            "preload": self.model.preload,
             "restarts": self.restarts,
             "last_error": self.last_error or None,
             "warnings": list(self.spec.warnings) if self.spec else [],
