@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, TypedDict
 
 import yaml
 
@@ -55,6 +55,22 @@ def _int(entry: Mapping[str, Any], key: str, where: str, default: int | None = N
     return int(value)
 
 
+class _Shape(TypedDict):
+    """The architecture fields both `count_params` and `ModelSpec` take (checked by mypy on both calls)."""
+
+    layers: int
+    hidden_size: int
+    attention_heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    experts: int
+    moe_intermediate_size: int
+    experts_per_token: int
+
+
 def model_from_mapping(name: str, entry: Mapping[str, Any], *, where: str) -> ModelSpec:
     """Build a ModelSpec from one catalog (or config) entry; errors name the key path."""
     if not isinstance(entry, Mapping):
@@ -68,22 +84,17 @@ def model_from_mapping(name: str, entry: Mapping[str, Any], *, where: str) -> Mo
     if min(layers, hidden, heads, kv_heads, head_dim) <= 0:
         raise CatalogError(f"{where}: layers, hidden_size, attention_heads, kv_heads, head_dim must be > 0")
     experts = _int(entry, "experts", where, 0)
-    tie = bool(entry.get("tie_word_embeddings", False))
+    # The shapes the parameter count needs are also fields of the ModelSpec: read them once for both.
+    shape: _Shape = {
+        "layers": layers, "hidden_size": hidden, "attention_heads": heads, "kv_heads": kv_heads,
+        "head_dim": head_dim, "intermediate_size": _int(entry, "intermediate_size", where, 0),
+        "vocab_size": _int(entry, "vocab_size", where),
+        "tie_word_embeddings": bool(entry.get("tie_word_embeddings", False)), "experts": experts,
+        "moe_intermediate_size": _int(entry, "moe_intermediate_size", where, 0),
+        "experts_per_token": _int(entry, "experts_per_token", where, 0),
+    }
     counted_total, counted_active, embedding = count_params(
-        layers=layers,
-        hidden_size=hidden,
-        attention_heads=heads,
-        kv_heads=kv_heads,
-        head_dim=head_dim,
-        intermediate_size=_int(entry, "intermediate_size", where, 0),
-        vocab_size=_int(entry, "vocab_size", where),
-        tie_word_embeddings=tie,
-        experts=experts,
-        moe_intermediate_size=_int(entry, "moe_intermediate_size", where, 0),
-        experts_per_token=_int(entry, "experts_per_token", where, 0),
-        qkv_bias=arch.startswith("Qwen2"),
-        qk_norm=arch.startswith("Qwen3"),
-    )
+        **shape, qkv_bias=arch.startswith("Qwen2"), qk_norm=arch.startswith("Qwen3"))
     params_total = _int(entry, "params_total", where, counted_total)
     params_active = _int(entry, "params_active", where, params_total if not experts else counted_active)
 
@@ -123,13 +134,7 @@ def model_from_mapping(name: str, entry: Mapping[str, Any], *, where: str) -> Mo
     return ModelSpec(
         name=name,
         architecture=arch,
-        layers=layers,
-        hidden_size=hidden,
-        attention_heads=heads,
-        kv_heads=kv_heads,
-        head_dim=head_dim,
-        intermediate_size=_int(entry, "intermediate_size", where, 0),
-        vocab_size=_int(entry, "vocab_size", where),
+        **shape,
         max_position_embeddings=_int(entry, "max_position_embeddings", where),
         params_total=params_total,
         params_active=params_active,
@@ -142,10 +147,6 @@ def model_from_mapping(name: str, entry: Mapping[str, Any], *, where: str) -> Mo
         ),
         yarn_original_context=int(yarn) if yarn else None,
         rope_scaling=entry.get("rope_scaling"),
-        tie_word_embeddings=tie,
-        experts=experts,
-        experts_per_token=_int(entry, "experts_per_token", where, 0),
-        moe_intermediate_size=_int(entry, "moe_intermediate_size", where, 0),
         aliases=tuple(str(a) for a in entry.get("aliases", ())),
         source=str(entry.get("source", "")),
     )
