@@ -78,7 +78,6 @@ class Supervisor:
                                     health_interval_s=health_interval_s, on_event=on_event,
                                     on_freed=self._notify_group)
         self._scraper: asyncio.Task[None] | None = None
-        self._http: aiohttp.ClientSession | None = None
         self._reaper: asyncio.Task[None] | None = None
         self.groups: dict[str, SwapGroup] = {}
         declared = dict(swap_groups or {})
@@ -92,7 +91,8 @@ class Supervisor:
 
     async def start(self) -> None:
         """Begin supervising: start the idle reaper and the models marked `preload`."""
-        self._http = self.life.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        # One session for every call to our own engines (health, metrics, sleep/wake), owned by the lifecycle.
+        self.life.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         self._reaper = asyncio.create_task(self._reap_idle(), name="idle-reaper")
         self._scraper = asyncio.create_task(self._scrape_loop(), name="metrics-scraper")
         for slot in self.slots.values():
@@ -118,8 +118,8 @@ class Supervisor:
         for slot in self.slots.values():
             for task in list(slot.tasks):
                 task.cancel()
-        if self._http:
-            await self._http.close()
+        if self.life.http:
+            await self.life.http.close()
 
     # ---- what the gateway calls ------------------------------------------------------------------------
 
@@ -203,8 +203,8 @@ class Supervisor:
         spec = slot.spec
         if slot.state != EngineState.READY or spec is None or spec.log_phase_parser != "vllm" or not spec.metrics_url:
             return None
-        assert self._http is not None
-        slot.engine_metrics = await scrape_vllm_metrics(self._http, spec.metrics_url, name) or slot.engine_metrics
+        assert self.life.http is not None
+        slot.engine_metrics = await scrape_vllm_metrics(self.life.http, spec.metrics_url, name) or slot.engine_metrics
         return slot.engine_metrics
 
     async def _scrape_loop(self) -> None:
