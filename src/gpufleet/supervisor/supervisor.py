@@ -25,6 +25,7 @@ from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.engines.base import Engine
 from gpufleet.engines.vllm_metrics import VllmMetrics
 from gpufleet.errors import EngineNotReady, RequestError
+from gpufleet.supervisor.cluster_hook import ClusterHook
 from gpufleet.supervisor.engine_probe import scrape_vllm_metrics
 from gpufleet.supervisor.lifecycle import EngineLifecycle
 from gpufleet.supervisor.sleep import MEMINFO
@@ -77,6 +78,7 @@ class Supervisor:
         self.life = EngineLifecycle(engines if engines is not None else MANAGED_ENGINES,
                                     health_interval_s=health_interval_s, on_event=on_event,
                                     on_freed=self._notify_group)
+        self.life.cluster = ClusterHook(models) or None  # multi-node models: their Ray heads
         self._scraper: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
         self.groups: dict[str, SwapGroup] = {}
@@ -118,6 +120,8 @@ class Supervisor:
         for slot in self.slots.values():
             for task in list(slot.tasks):
                 task.cancel()
+        if self.life.cluster:
+            await self.life.cluster.close()
         if self.life.http:
             await self.life.http.close()
 
@@ -183,6 +187,7 @@ class Supervisor:
             item = slot.snapshot()
             group = self._group_of(slot)
             item["queued"] = group.queued_for(slot.name) if group else 0
+            item.update(self.life.cluster.status(slot.name) if self.life.cluster else {})
             snapshots.append(item)
         return snapshots
 

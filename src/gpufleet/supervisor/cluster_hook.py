@@ -1,0 +1,123 @@
+"""The supervisor's hook for multi-node models (`nodes:`): bring the Ray cluster up before vLLM starts, watch it
+while vLLM runs, stop the head with the engine.
+
+    starting ─► "ray: 1/2 nodes, 1/2 GPUs (waiting for 10.0.0.2)" ─► all up ─► vLLM (RAY_ADDRESS=head) ─► ready
+        a host that was up is gone ─► stop vLLM, fail "ray worker 10.0.0.2 lost" with a restart after backoff,
+        whose bring-up waits for the host to come back (its `gpufleet node join` rejoins by itself)
+
+The lifecycle calls `bring_up`, `watch` and `release`; everything else is cluster/ray_cluster.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from gpufleet.cluster.ray_cluster import RayHead
+from gpufleet.config import VllmModel
+from gpufleet.engines.vllm import resolve_python
+from gpufleet.errors import EngineError
+from gpufleet.paths import logs_dir
+from gpufleet.supervisor.process import EngineProcess
+from gpufleet.supervisor.slot import EngineSlot, EngineState, ManagedModel
+
+if TYPE_CHECKING:
+    from gpufleet.supervisor.lifecycle import EngineLifecycle
+
+
+class ClusterHook:
+    """The Ray heads of the multi-node models, by model name."""
+
+    def __init__(self, models: Mapping[str, ManagedModel], *, watch_interval_s: float = 1.0) -> None:
+        self.models = {n: m for n, m in models.items() if isinstance(m, VllmModel) and m.nodes}
+        self.heads: dict[str, RayHead] = {}
+        self.watch_interval_s = watch_interval_s
+        self._watches: dict[str, asyncio.Task[None]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.models)
+
+    def _head(self, name: str) -> RayHead | None:
+        model = self.models.get(name)
+        if model is None:
+            return None
+        if name not in self.heads:
+            ray = model.ray
+            python = resolve_python(ray.python if ray and ray.python else model.python, model.device)
+            self.heads[name] = RayHead(name, model, python, logs_dir())
+        return self.heads[name]
+
+    async def bring_up(self, life: EngineLifecycle, slot: EngineSlot) -> bool:
+        """Start the head and wait for every node (progress in the slot's phase); False after failing the slot."""
+        if slot.name not in self.models:
+            return True
+
+        def progress(line: str) -> None:
+            if slot.state == EngineState.STARTING:
+                slot.phase = line
+                life.emit(slot, line)
+
+        try:
+            head = self._head(slot.name)
+            assert head is not None and life.http is not None
+            await head.bring_up(life.http, time.monotonic() + slot.model.ready_timeout_s, progress)
+        except EngineError as err:
+            # A missing worker may come back: restart with backoff (the head keeps running for it to rejoin).
+            life.fail(slot, str(err), retry=True)
+            return False
+        return True
+
+    def watch(self, life: EngineLifecycle, slot: EngineSlot, process: EngineProcess) -> None:
+        """Watch the cluster while `process` serves: a lost host stops it and fails the slot with the reason."""
+        head = self.heads.get(slot.name)
+        if head is None or life.http is None:
+            return
+        self._cancel_watch(slot.name)
+
+        def lost(reason: str) -> None:
+            if slot.process is process and process.returncode is None and not slot.stop_requested \
+                    and slot.state in (EngineState.STARTING, EngineState.READY):
+                life._spawn_task(slot, self._fail_lost(life, slot, process, reason), "ray-lost")
+
+        self._watches[slot.name] = asyncio.create_task(head.watch(life.http, lost, self.watch_interval_s),
+                                                       name=f"{slot.name}-ray-watch")
+
+    async def _fail_lost(self, life: EngineLifecycle, slot: EngineSlot, process: EngineProcess, reason: str) -> None:
+        was = slot.state
+        slot.stop_requested = True  # the exit that follows is this failure, not a crash
+        life.emit(slot, f"{reason}: stopping the engine")
+        await process.stop(slot.model.stop_grace_s)
+        if slot.process is not process or life.closed:
+            return
+        if was == EngineState.READY:
+            life._new_episode(slot)  # requests arriving during the restart wait for it
+        life.fail(slot, reason, retry=True)
+
+    def _cancel_watch(self, name: str) -> None:
+        task = self._watches.pop(name, None)
+        if task is not None:
+            task.cancel()
+
+    async def release(self, name: str) -> None:
+        """The engine is down for good (stopped, failed): stop watching and stop the head."""
+        self._cancel_watch(name)
+        head = self.heads.get(name)
+        if head is not None:
+            await head.stop()
+
+    async def close(self) -> None:
+        """Stop every head (supervisor shutdown)."""
+        for name in list(self.heads):
+            with contextlib.suppress(Exception):
+                await self.release(name)
+
+    def status(self, name: str) -> dict[str, Any]:
+        """`{"ray": {...}}` for a multi-node model's /status entry, `{}` for the others."""
+        if name not in self.models:
+            return {}
+        head = self.heads.get(name)
+        model = self.models[name]
+        return {"ray": head.snapshot() if head else {"head": None, "nodes_expected": len(model.nodes)}}
