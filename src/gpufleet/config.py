@@ -20,6 +20,7 @@ Every problem is reported as a ConfigError naming the file, the key path and the
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -267,6 +268,14 @@ class VllmModel(_ModelBase):
 _HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_nodes(name: str, model: VllmModel) -> None:
     """`nodes:` (multi-node over Ray) fits the rest of the model: addresses, GPUs, launch mode, device."""
     where = f"models.{name}"
@@ -275,7 +284,7 @@ def _check_nodes(name: str, model: VllmModel) -> None:
             raise ValueError(f"{where}: gpus_per_node and ray: are used only with nodes: (multi-node over Ray)")
         return
     for i, node in enumerate(model.nodes):
-        if not (_HOST.match(node) or ":" in node.strip("[]")):
+        if not (_HOST.match(node) or _is_ip(node)):
             raise ValueError(f"{where}.nodes.{i}: {node!r} is not a host address (an IP or a host name, no port)")
     repeated = sorted({n for n in model.nodes if model.nodes.count(n) > 1})
     if repeated:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,7 +16,10 @@ from rich.table import Table
 
 from gpufleet.catalog import gpu_for_smi_name
 from gpufleet.cli.plan_cmd import resolve_gpu, resolve_model
+from gpufleet.config import Config, VllmModel, load_config
 from gpufleet.doctor import DoctorReport, Finding, check_host, is_wsl, probe_host
+from gpufleet.doctor.cluster_checks import check_cluster
+from gpufleet.doctor.cluster_probe import probe_cluster
 from gpufleet.doctor.facts import HostFacts
 from gpufleet.planner import DEFAULT_UTILIZATION, DEFAULT_VLLM_VERSION, Plan, PlanRequest, plan
 
@@ -72,6 +76,12 @@ def plan_for_host(
     return result, finding
 
 
+def multi_node_findings(config: Config) -> list[Finding]:
+    """Cross-node findings of every model with `nodes:` (doctor/cluster_checks.py)."""
+    return [finding for name, model in config.models.items() if isinstance(model, VllmModel) and model.nodes
+            for finding in check_cluster(probe_cluster(name, model))]
+
+
 def register(app: typer.Typer) -> None:
     """Add `gpufleet doctor`."""
 
@@ -89,6 +99,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
         vllm_version: Annotated[str, typer.Option("--vllm-version")] = DEFAULT_VLLM_VERSION,
         as_json: Annotated[bool, typer.Option("--json")] = False,
+        config: Annotated[Path | None, typer.Option("--config", "-c", help="also check the cross-node facts of"
+                                                    " its multi-node models (nodes:)")] = None,
     ) -> None:
         """Check GPUs, free VRAM, driver vs engine CUDA, WSL2, /dev/shm, the port and installed engines."""
         facts = probe_host(port=port)
@@ -101,6 +113,7 @@ def register(app: typer.Typer) -> None:
             engine_cuda=engine_cuda,
             engine_version=None if facts.engine_versions.get("vllm") else vllm_version,
         )
+        findings += multi_node_findings(load_config(config)) if config is not None else []
         report = DoctorReport(facts, tuple([*findings, *([plan_finding] if plan_finding else [])]))
         if as_json:
             typer.echo(
