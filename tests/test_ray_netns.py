@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import urllib.error
@@ -134,6 +135,10 @@ def test_ray_cluster_across_two_namespaces_serves_loses_a_worker_and_recovers(pa
                                 lambda m: str(m.get("phase", "")).startswith("ray: 1/2 nodes"), 90, seen)
             assert WORKER_IP in waiting["phase"] and waiting["state"] == "starting"
             assert waiting["ray"]["head"] == f"{HEAD_IP}:6379"
+            shown = subprocess.run(["ip", "netns", "exec", pair.head_ns, GPUFLEET, "status", "--url",
+                                    f"http://127.0.0.1:{PORT}"], capture_output=True, text=True, timeout=60,
+                                   env={**os.environ, "COLUMNS": "200"})
+            assert "ray: " in shown.stdout and "nodes" in shown.stdout, shown.stdout + shown.stderr
 
             pair.popen(pair.worker_ns, join, join_log, env)
             ready = _wait_for(pair.head_ns, "ready with both nodes", lambda m: m.get("state") == "ready", 150, seen)
