@@ -43,6 +43,7 @@ test: setup lint $(VENV)/.stamp-ray
 lint: $(VENV)/.stamp-install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy src
+	$(VENV)/bin/shellcheck scripts/gpu-check
 
 bench: setup
 	$(PY) benchmarks/gateway_overhead.py
