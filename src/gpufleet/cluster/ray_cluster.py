@@ -116,7 +116,7 @@ class RayHead:
         or when the head exits."""
         await self.ensure_started()
         assert self.process is not None
-        last = ""
+        last = "ray: starting the head"
         while True:
             if not self.process.running:
                 tail = self.process.log_tail()

@@ -63,6 +63,14 @@ class ClusterHook:
         try:
             head = self._head(slot.name)
             assert head is not None and life.http is not None
+            if head.process is None or not head.process.running:
+                progress("ray: starting the head")
+            await head.ensure_started()
+        except EngineError as err:
+            # Not the head, no Ray, no vLLM python: retrying will not help.
+            life.fail(slot, str(err), retry=False)
+            return False
+        try:
             await head.bring_up(life.http, time.monotonic() + slot.model.ready_timeout_s, progress)
         except EngineError as err:
             # A missing worker may come back: restart with backoff (the head keeps running for it to rejoin).
