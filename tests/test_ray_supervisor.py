@@ -31,7 +31,7 @@ async def test_a_head_elsewhere_fails_the_model_without_retry_and_starts_nothing
     sup = Supervisor({"big": model}, health_interval_s=0.05)
     await sup.start()
     try:
-        with pytest.raises(EngineError, match="the head 192.0.2.10 .* is not an address of this host"):
+        with pytest.raises(EngineError, match=r"the head 192\.0\.2\.10 .* is not an address of this host"):
             await sup.ensure_ready("big", wait_s=30)
         [status] = sup.status()
         assert status["state"] == "failed" and status["restarts"] == 0 and status["pid"] is None
