@@ -4,15 +4,21 @@ a real Ray head and worker — is tests/test_ray_netns.py."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from gpufleet.config import VllmModel, parse_config
+from gpufleet.engines.base import LaunchSpec
 from gpufleet.errors import EngineError
 from gpufleet.supervisor import Supervisor
+from gpufleet.supervisor.cluster_hook import ClusterHook
+from gpufleet.supervisor.lifecycle import EngineLifecycle
+from gpufleet.supervisor.process import EngineProcess
+from gpufleet.supervisor.slot import EngineSlot, EngineState
 
 
 @pytest.fixture(autouse=True)
@@ -39,3 +45,31 @@ async def test_a_head_elsewhere_fails_the_model_without_retry_and_starts_nothing
         assert status["ray"]["head_pid"] is None and status["ray"]["head"] == "192.0.2.10:6379"
     finally:
         await sup.close()
+
+
+class _HeadReportingALoss:
+    """Stands in for RayHead.watch only: the state API reports the worker gone at the first poll."""
+
+    async def watch(self, http: object, on_lost: Callable[[str], None], interval_s: float) -> None:
+        on_lost("ray worker 192.0.2.11 lost (Unexpected termination: health check failed)")
+
+
+async def test_when_vllm_exits_before_the_watch_sees_the_loss_the_lost_node_is_still_the_reason(
+        tmp_path: Path) -> None:
+    model = parse_config({"models": {"big": {"engine": "vllm", "model": "/m", "nodes": ["192.0.2.10", "192.0.2.11"],
+                                             "tensor_parallel_size": 2}}}).models["big"]
+    assert isinstance(model, VllmModel)
+    hook = ClusterHook({"big": model})
+    hook.heads["big"] = _HeadReportingALoss()  # type: ignore[assignment]
+    life = EngineLifecycle({}, health_interval_s=0.1, on_event=None, on_freed=lambda slot: None)
+    life.http = object()  # type: ignore[assignment]
+    process = EngineProcess(LaunchSpec(argv=[sys.executable, "-c", "raise SystemExit(1)"], env={}, port=1,
+                                       base_url="", health_url=""), tmp_path / "engine.log")
+    await process.spawn()
+    await process.wait()
+    slot = EngineSlot("big", model)
+    slot.process, slot.state, slot.last_error = process, EngineState.BACKOFF, "engine crashed with exit code 1"
+    hook.watch(life, slot, process)
+    await asyncio.sleep(0.1)
+    assert slot.last_error == ("ray worker 192.0.2.11 lost (Unexpected termination: health check failed);"
+                               " the engine exited with code 1")

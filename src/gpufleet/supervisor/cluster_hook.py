@@ -86,9 +86,16 @@ class ClusterHook:
         self._cancel_watch(slot.name)
 
         def lost(reason: str) -> None:
-            if slot.process is process and process.returncode is None and not slot.stop_requested \
+            if slot.process is not process or life.closed:
+                return
+            if process.returncode is None and not slot.stop_requested \
                     and slot.state in (EngineState.STARTING, EngineState.READY):
                 life._spawn_task(slot, self._fail_lost(life, slot, process, reason), "ray-lost")
+            elif process.returncode is not None and slot.state in (EngineState.BACKOFF, EngineState.STARTING,
+                                                                    EngineState.FAILED):
+                # vLLM noticed first and exited ("crashed"); the lost node is the cause to show.
+                slot.last_error = f"{reason}; the engine exited with code {process.returncode}"
+                life.emit(slot, slot.last_error)
 
         self._watches[slot.name] = asyncio.create_task(head.watch(life.http, lost, self.watch_interval_s),
                                                        name=f"{slot.name}-ray-watch")
