@@ -3,7 +3,7 @@
     python3 scripts/gpu_check_helpers.py tiny-model /tmp/tq        # random-weight Qwen3 + trained tokenizer
     python3 scripts/gpu_check_helpers.py plan /tmp/tq --gpu h200 --util 0.3 --context 2048 --vllm-version 0.26.0
     python3 scripts/gpu_check_helpers.py kv-from-log serve.log     # what vLLM's log says about its KV cache
-    python3 scripts/gpu_check_helpers.py ray-head-argv 127.0.0.1 /tmp/gfray
+    python3 scripts/gpu_check_helpers.py ray-head-argv 10.0.0.5 /tmp/gfray   # the host's network address
 
 Only gpufleet's pure parts are imported (planner, catalog, the vLLM log parser, Ray command lines): they need
 pydantic and pyyaml, which the device has or the carried wheels bring. No network: the tiny model is made here.

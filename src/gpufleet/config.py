@@ -194,6 +194,15 @@ class RayClusterConfig(_Strict):
         default_factory=dict, description="environment of the head's `ray start`, e.g. RAY_health_check_period_ms"
     )
 
+    @field_validator("port", "dashboard_port")
+    @classmethod
+    def _outside_worker_ports(cls, value: int) -> int:
+        # Measured (Ray 2.60): a port in the workers' default range makes `ray start --head` exit with
+        # "Ray component worker_ports is trying to use a port number ... that is used by other components".
+        if 10002 <= value <= 19999:
+            raise ValueError(f"{value} is in Ray's worker port range 10002-19999; pick another (default 6379/8265)")
+        return value
+
 
 class VllmModel(_ModelBase):
     """A model served by a vLLM OpenAI server that gpufleet launches and supervises.
@@ -286,6 +295,11 @@ def _check_nodes(name: str, model: VllmModel) -> None:
     for i, node in enumerate(model.nodes):
         if not (_HOST.match(node) or _is_ip(node)):
             raise ValueError(f"{where}.nodes.{i}: {node!r} is not a host address (an IP or a host name, no port)")
+        if node == "localhost" or (_is_ip(node) and ipaddress.ip_address(node).is_loopback):
+            # Measured (Ray 2.60): a head started with --node-ip-address 127.0.0.1 lists itself by the host's
+            # network address, so a loopback entry never shows up as joined.
+            raise ValueError(f"{where}.nodes.{i}: {node} is a loopback address; list this host's address on the"
+                             " network the nodes share")
     repeated = sorted({n for n in model.nodes if model.nodes.count(n) > 1})
     if repeated:
         raise ValueError(f"{where}.nodes: {repeated[0]!r} is listed twice; list each host once, the head first")

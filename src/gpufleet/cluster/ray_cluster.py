@@ -110,14 +110,14 @@ class RayHead:
             log.debug("%s: %s", self.name, err)
             return None
 
-    async def bring_up(self, http: aiohttp.ClientSession, deadline: float,
-                       on_progress: Callable[[str], None]) -> ClusterView:
+    async def bring_up(self, http: aiohttp.ClientSession, deadline: float, on_progress: Callable[[str], None],
+                       gone: Callable[[], bool] = lambda: False) -> ClusterView | None:
         """Start the head if needed and wait until every node is up with its GPUs; EngineError at the deadline
-        or when the head exits."""
+        or when the head exits; None as soon as `gone()` (the model was stopped meanwhile)."""
         await self.ensure_started()
         assert self.process is not None
         last = "ray: starting the head"
-        while True:
+        while not gone():
             if not self.process.running:
                 tail = self.process.log_tail()
                 raise EngineError(f"the Ray head exited with code {self.process.returncode}; see {self.log_path}"
@@ -135,6 +135,7 @@ class RayHead:
                     f"{line} after the wait: on {waiting} run `gpufleet node join {self.address}` (a systemd unit or"
                     " container can keep it running), or raise ready_timeout_s")
             await asyncio.sleep(self.poll_interval_s)
+        return None
 
     async def watch(self, http: aiohttp.ClientSession, on_lost: Callable[[str], None],
                     interval_s: float = 1.0) -> None:

@@ -45,7 +45,9 @@ def probe_cluster(name: str, model: VllmModel) -> ClusterFacts:
             joined[node.ip] = facts if any(node.labels.get(k) for k in node.labels if k.startswith("gpufleet.io/")) \
                 else None
     host, port = split_head(head_address(model))
+    local_head = is_local_address(head)
     return ClusterFacts(
-        model=name, nodes=tuple(model.nodes), head_address=head_address(model), head_is_local=is_local_address(head),
-        local=local, cluster_up=nodes is not None, joined=joined, gcs_reachable=port_open(host, port),
+        model=name, nodes=tuple(model.nodes), head_address=head_address(model), head_is_local=local_head,
+        local=local, cluster_up=nodes is not None, joined=joined,
+        gcs_reachable=port_open(host, port) if local_head else None,  # only this host's own port is probed
     )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from gpufleet.cluster.ray_cluster import RayHead
 from gpufleet.config import VllmModel
 from gpufleet.engines.vllm import resolve_python
-from gpufleet.errors import EngineError
+from gpufleet.errors import EngineError, EngineNotReady
 from gpufleet.paths import logs_dir
 from gpufleet.supervisor.process import EngineProcess
 from gpufleet.supervisor.slot import EngineSlot, EngineState, ManagedModel
@@ -71,7 +71,12 @@ class ClusterHook:
             life.fail(slot, str(err), retry=False)
             return False
         try:
-            await head.bring_up(life.http, time.monotonic() + slot.model.ready_timeout_s, progress)
+            view = await head.bring_up(life.http, time.monotonic() + slot.model.ready_timeout_s, progress,
+                                       gone=lambda: slot.stop_requested or life.closed)
+            if view is None:  # stopped while waiting for the workers: the stopper settled the state
+                if slot.episode and not slot.episode.done():
+                    slot.episode.set_exception(EngineNotReady(f"model {slot.name!r} was stopped", retry_after_s=1))
+                return False
         except EngineError as err:
             # A missing worker may come back: restart with backoff (the head keeps running for it to rejoin).
             life.fail(slot, str(err), retry=True)

@@ -295,6 +295,8 @@ class EngineLifecycle:
             slot.state = final
             slot.phase = ""
             self._on_freed(slot)
+            if self.cluster:
+                await self.cluster.release(slot.name)  # e.g. stopped while its Ray head waited for workers
             return
         slot.state = EngineState.STOPPING
         self.emit(slot, "stopping")
