@@ -7,6 +7,7 @@ facts the nodes must agree on.
 - ray_cluster.py  — the head's lifecycle: bring up, wait for the nodes, watch, stop
 - node_join.py    — `gpufleet node join HEAD`: a worker that stays joined
 - node_facts.py   — versions, driver and NCCL interface of a node (published as Ray labels)
+- node_config.py  — config checks of `nodes:` (run when gpufleet.yaml loads)
 """
 
 from __future__ import annotations
