@@ -15,8 +15,15 @@ says where it comes from.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from gpufleet.catalog import GIB, GpuSpec, ModelSpec
+from gpufleet.planner.vllm_versions import (
+    DEFAULT_VLLM_VERSION,
+    budgets_cudagraphs,
+    has_gpu_sized_batch_defaults,
+    is_v1_default,
+)
 
 MIB = 1 << 20
 DEFAULT_UTILIZATION = 0.92  # vLLM 0.26/0.33 default; older releases (and the seeds) used 0.90
@@ -27,12 +34,22 @@ BLOCK_SIZE_CPU = 128  # vllm/platforms/cpu.py: `if cache_config.block_size is No
 # once there is more than one rank. vLLM logs these as 'non-torch memory' (0.1-0.5 GiB typical).
 NON_TORCH_BYTES = int(0.15 * GIB)
 NCCL_BYTES = int(0.35 * GIB)
+# SXM boards at TP>1: vLLM's custom all-reduce buffers and NCCL's NVLS/NVLink channels took
+# ~2 GiB per GPU in issue 15's H100 logs (vs ~0.5 GiB over PCIe).
+NVLINK_COMM_BYTES = int(1.85 * GIB)
+# V0 switched chunked prefill on by itself for contexts above this (engine/arg_utils.py, V0).
+V0_CHUNKED_PREFILL_ABOVE = 32768
+# Copies of the fp32 logits the dummy sampler run holds at its peak (see sampler_bytes).
+SAMPLER_COPIES = 1.0
+SAMPLER_COPIES_PYTORCH = 2.5
 # The CUDA context (+ loaded kernels) is taken before vLLM's snapshot, so it is outside the budget.
 CUDA_CONTEXT_BYTES = int(0.5 * GIB)
-# CUDA graph pool: vLLM captures ~50 batch sizes; the pool grows with layers. Rough fit to logs
-# ("Graph capturing finished ... took 0.4-0.7 GiB" for 7-32B models).
-CUDAGRAPH_BASE_BYTES = 64 * MIB
-CUDAGRAPH_PER_LAYER_BYTES = 8 * MIB
+# CUDA graph pool vLLM estimates before sizing the KV cache (0.21+): a fixed part plus a part
+# per layer that grows with the hidden size. Fit to the two estimates in the fixture logs:
+# 'Estimated CUDA graph memory: 0.52 GiB' (Qwen3-8B: 36 layers, hidden 4096, LMCache#3430) and
+# '0.42 GiB (estimated)' (Qwen3-4B: 36 layers, hidden 2560, vllm#57047).
+CUDAGRAPH_BASE_BYTES = int(0.253 * GIB)
+CUDAGRAPH_PER_LAYER_BYTES = int(7.6 * MIB)  # at hidden size 4096; scales linearly with it
 
 KV_DTYPE_BYTES = {
     "auto": 2,
@@ -80,47 +97,117 @@ def kv_bytes_per_token(
     )
 
 
-def default_batching(gpu: GpuSpec | None) -> tuple[int, int]:
-    """`vllm serve` defaults for (max_num_batched_tokens, max_num_seqs) on this GPU.
+@dataclass(frozen=True)
+class ProfileBatch:
+    """The dummy batch vLLM's memory profile runs: `tokens` through the model, `seqs` sampled."""
 
-    engine/arg_utils.py get_batch_defaults: GPUs with >= 70 GiB that are not A100 get 8192 tokens /
-    1024 seqs for the API server; others 2048 / 256. The CPU backend uses the small set.
+    tokens: int
+    seqs: int
+    why: str
+
+
+def default_batching(
+    gpu: GpuSpec | None, vllm_version: str = DEFAULT_VLLM_VERSION, *, offline: bool = False
+) -> tuple[int, int]:
+    """vLLM's defaults for (max_num_batched_tokens, max_num_seqs) on this GPU and version.
+
+    engine/arg_utils.py get_batch_defaults (0.9+): GPUs with >= 70 GiB that are not A100 get
+    8192 tokens / 1024 seqs for `vllm serve` (16384 for the offline LLM class); others 2048 / 256
+    (8192 / 256 offline). 0.8.x's V1 engine used 2048 / 1024 for the API server (issue 15 logs:
+    the sampler of 1024 rows is what V1 profiled on small cards). The CPU backend uses the small set.
     """
+    if not is_v1_default(vllm_version):
+        return 2048, 256
+    big = gpu is not None and not gpu.unified_memory and gpu.usable_bytes >= 70 * GIB and "a100" not in gpu.name
+    if not has_gpu_sized_batch_defaults(vllm_version):
+        return (16384 if offline else 2048), 1024
     # Unified-memory GPUs (GB10) get the small set: NVML cannot report their memory, so
     # get_batch_defaults' `except` branch sees device_memory = 0.
-    if gpu is not None and not gpu.unified_memory and gpu.usable_bytes >= 70 * GIB and "a100" not in gpu.name:
-        return 8192, 1024
-    return 2048, 256
+    if big:
+        return (16384 if offline else 8192), 1024
+    return (8192 if offline else 2048), 256
 
 
-def activation_peak_bytes(
-    model: ModelSpec, tensor_parallel: int, max_num_batched_tokens: int, max_num_seqs: int
-) -> int:
-    """Peak transient memory of vLLM's profiling forward pass (dummy batch) plus sampler.
+def profile_batch(
+    vllm_version: str,
+    max_model_len: int,
+    max_num_batched_tokens: int | None,
+    max_num_seqs: int | None,
+    gpu: GpuSpec | None,
+    *,
+    offline: bool = False,
+) -> ProfileBatch:
+    """What vLLM's profile run pushes through the model (worker profile_run / _dummy_run).
 
-    The dummy batch has max_num_batched_tokens tokens: the MLP gate+up output dominates
-    (2 * intermediate per token, per TP rank; for MoE the routed experts' share), plus a few
-    hidden-size buffers. The sampler run holds max_num_seqs rows of fp32 logits twice.
+    V1 runs `max_num_batched_tokens` tokens (chunked prefill is always on). V0 without chunked
+    prefill must fit a whole prompt in one step, so its batch is max(max_model_len, 2048)
+    (config.py SchedulerConfig); V0 turned chunked prefill on by itself above 32K context.
+    """
+    tokens_default, seqs_default = default_batching(gpu, vllm_version, offline=offline)
+    seqs = max_num_seqs or seqs_default
+    if is_v1_default(vllm_version):
+        return ProfileBatch(max_num_batched_tokens or tokens_default, seqs, "max_num_batched_tokens (V1)")
+    if max_num_batched_tokens:
+        return ProfileBatch(max_num_batched_tokens, seqs, "--max-num-batched-tokens (V0)")
+    if max_model_len > V0_CHUNKED_PREFILL_ABOVE:
+        return ProfileBatch(2048, seqs, "V0 chunked prefill (context > 32K): 2048")
+    return ProfileBatch(max(max_model_len, 2048), seqs, "V0 without chunked prefill: max(max_model_len, 2048)")
+
+
+def activation_peak_bytes(model: ModelSpec, tensor_parallel: int, profile_tokens: int) -> int:
+    """Peak transient memory of the profile forward pass over `profile_tokens` tokens.
+
+    The MLP gate+up output dominates (2 * intermediate per token, per TP rank; for MoE the
+    routed experts' share), plus a few hidden-size buffers, all 16-bit. Checks against logged
+    figures: Qwen2.5-32B TP=2, 10,000 tokens (V0): 1.14 planned incl. sampler vs 1.26 GiB logged.
     """
     if model.is_moe:
         mlp = 2 * model.moe_intermediate_size * model.experts_per_token // tensor_parallel
     else:
         mlp = 2 * model.intermediate_size // tensor_parallel
     per_token = (mlp + 4 * model.hidden_size) * 2
-    logits = max_num_seqs * model.vocab_size * 4 * 2
-    return max_num_batched_tokens * per_token + logits
+    return profile_tokens * per_token
 
 
-def cudagraph_bytes(model: ModelSpec, pipeline_parallel: int, enforce_eager: bool) -> int:
-    """CUDA graph pool vLLM reserves before sizing the KV cache (0 with --enforce-eager)."""
-    if enforce_eager:
+def sampler_bytes(model: ModelSpec, profile_seqs: int, vllm_version: str, *, pytorch_sampler: bool = False) -> int:
+    """The V1 dummy sampler run: `max_num_seqs` rows of fp32 logits, plus the sampler's copies.
+
+    gpu_model_runner._dummy_sampler_run samples one token per sequence from fp32 logits
+    (rows x vocab x 4 B: 0.14 GiB at 256 x 152K, 0.58 GiB at 0.8's 1024 rows); FlashInfer's
+    top-k/top-p kernel works in place. The PyTorch fallback sorts them (values + int64 indices),
+    ~2.5x that. Fit: 0.8.5 logs of Qwen3-32B (2x L20) and Qwen3-30B-A3B (4x A10) within 2%.
+    V0 has no separate sampler profile: its sampler peak is inside the activation figure.
+    """
+    if not is_v1_default(vllm_version):
         return 0
-    return CUDAGRAPH_BASE_BYTES + CUDAGRAPH_PER_LAYER_BYTES * layers_per_stage(model, pipeline_parallel)
+    copies = SAMPLER_COPIES_PYTORCH if pytorch_sampler else SAMPLER_COPIES
+    return int(profile_seqs * model.vocab_size * 4 * copies)
 
 
-def non_torch_bytes(world_size: int) -> int:
-    """Non-torch memory: library workspaces, plus NCCL buffers when there are several ranks."""
-    return NON_TORCH_BYTES + (NCCL_BYTES if world_size > 1 else 0)
+def v0_sampler_bytes(model: ModelSpec, profile_seqs: int) -> int:
+    """V0's profile samples all `max_num_seqs` dummy sequences inside the forward's peak."""
+    return int(profile_seqs * model.vocab_size * 4 * SAMPLER_COPIES)
+
+
+def cudagraph_bytes(model: ModelSpec, pipeline_parallel: int, enforce_eager: bool, vllm_version: str) -> int:
+    """CUDA graph pool vLLM subtracts before sizing the KV cache.
+
+    Only versions that budget it (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS, default from 0.21);
+    earlier ones captured graphs after sizing the cache, out of the (1 - utilization) headroom.
+    """
+    if enforce_eager or not budgets_cudagraphs(vllm_version):
+        return 0
+    per_layer = CUDAGRAPH_PER_LAYER_BYTES * model.hidden_size // 4096
+    return CUDAGRAPH_BASE_BYTES + per_layer * layers_per_stage(model, pipeline_parallel)
+
+
+def non_torch_bytes(world_size: int, gpu: GpuSpec | None = None) -> int:
+    """Non-torch memory: library workspaces, plus NCCL (and NVLink all-reduce) buffers with ranks."""
+    if world_size <= 1:
+        return NON_TORCH_BYTES
+    if gpu is not None and gpu.nvlink:
+        return NON_TORCH_BYTES + NVLINK_COMM_BYTES
+    return NON_TORCH_BYTES + NCCL_BYTES
 
 
 def requested_bytes(gpu: GpuSpec, gpu_memory_utilization: float) -> int:
