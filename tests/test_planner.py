@@ -365,3 +365,16 @@ def test_cpu_plan_refuses_quantized_checkpoints_and_needs_a_kv_space() -> None:
     assert not p.fits and "need GPU kernels" in p.reasons[0]
     with pytest.raises(PlanError, match="VLLM_CPU_KVCACHE_SPACE"):
         plan_model(spec("smollm2"), None, context=2048)
+
+
+def test_startup_check_accepts_the_0_9764_that_vllm_started_on_a_24gb_card() -> None:
+    """LMCache#3430: vLLM 0.21 started Qwen3-8B at --gpu-memory-utilization 0.9764 on an RTX A5000.
+
+    vLLM only needs free >= util * total at start (23.09 of 23.65 GiB; ~0.5 GiB of CUDA context
+    leaves 23.15). The old rule rounded the limit down to 0.97 and refused it.
+    """
+    ok = plan_model(spec("qwen3-8b"), get_gpu("rtx-a5000"), context=16384, gpu_memory_utilization=0.9764)
+    assert not any("refuses to start" in r for r in ok.reasons)
+    assert mem.max_startable_utilization(get_gpu("rtx-a5000")) == pytest.approx(0.9788, abs=1e-4)
+    too_much = plan_model(spec("qwen3-8b"), get_gpu("rtx-a5000"), context=16384, gpu_memory_utilization=0.99)
+    assert any("refuses to start" in r for r in too_much.reasons)

@@ -305,7 +305,7 @@ def compute_plan(req: PlanRequest) -> Plan:
             reasons.append(
                 f"--gpu-memory-utilization {req.gpu_memory_utilization:g} asks for {_gib(requested)}, "
                 f"but only ~{_gib(total - ctx_bytes - gpu.host_reserved_bytes)} is free at start "
-                f"(CUDA context{host}); vLLM refuses to start. Use <= {startable:g}."
+                f"(CUDA context{host}); vLLM refuses to start. Use <= {mem.suggested_utilization(gpu):g}."
             )
         if nodes > 1:
             warnings.append(

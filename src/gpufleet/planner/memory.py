@@ -218,7 +218,15 @@ def requested_bytes(gpu: GpuSpec, gpu_memory_utilization: float) -> int:
 def max_startable_utilization(gpu: GpuSpec) -> float:
     """The highest utilization vLLM's start-up check accepts on an otherwise idle GPU.
 
-    Free memory at start = total - CUDA context - what the host holds (unified memory: OS, page cache).
+    vLLM (gpu_worker.py request_memory) only requires free memory at start >= util * total, where
+    free = total - its own CUDA context - what the host holds (unified memory: OS, page cache).
+    Rounded down to 4 decimals, not 2: rounding to 0.97 refused the 0.9764 that vLLM 0.21 started
+    Qwen3-8B with on a 24 GB RTX A5000 (LMCache#3430).
     """
     free = gpu.usable_bytes - CUDA_CONTEXT_BYTES - gpu.host_reserved_bytes
-    return math.floor(free / gpu.usable_bytes * 100) / 100
+    return math.floor(free / gpu.usable_bytes * 10_000) / 10_000
+
+
+def suggested_utilization(gpu: GpuSpec) -> float:
+    """The startable limit rounded down to a flag a person would type (0.01 steps)."""
+    return math.floor(max_startable_utilization(gpu) * 100) / 100
