@@ -23,7 +23,8 @@ def plan_json(*args: str) -> dict[str, object]:
 def test_json_has_the_profile_batch_sampler_and_graph_terms() -> None:
     data = plan_json("qwen3-8b", "--gpu", "rtx-a5000", "--context", "16384", "--vllm-version", "0.21.0")
     assert data["profile_batch"] == {"tokens": 2048, "seqs": 256, "why": "max_num_batched_tokens (V1)"}
-    assert data["sampler_bytes"] == 256 * 151936 * 4
+    # 0.15+: the PyTorch sampler (FlashInfer's is off by default) holds ~2.4 copies of the fp32 logits.
+    assert data["sampler_bytes"] == int(256 * 151936 * 4 * 2.4)
     assert (
         data["cudagraphs_budgeted"] is True and isinstance(data["cudagraph_bytes"], int) and data["cudagraph_bytes"] > 0
     )
@@ -49,7 +50,7 @@ def test_max_num_batched_tokens_and_seqs_move_the_kv_cache() -> None:
     # 4x the batch: the forward peak grows 4x and the KV cache shrinks by the difference.
     assert big["activation_peak_bytes"] == 4 * base["activation_peak_bytes"]  # type: ignore[operator]
     assert big["kv_cache_tokens"] < base["kv_cache_tokens"] < few["kv_cache_tokens"]  # type: ignore[operator]
-    assert few["sampler_bytes"] == 16 * 151936 * 4
+    assert few["sampler_bytes"] == int(16 * 151936 * 4 * 2.4)
 
 
 def test_vllm_version_selects_the_accounting() -> None:
@@ -81,9 +82,10 @@ def test_nvlink_cards_hold_more_non_torch_memory_at_tp_above_1() -> None:
     h100 = plan_json("qwen3-32b", "--gpu", "h100-sxm", "--tp", "2", "--context", "32768")
     l40s = plan_json("qwen3-32b", "--gpu", "l40s", "--tp", "2", "--context", "32768")
     single = plan_json("qwen3-32b", "--gpu", "h100-sxm", "--context", "32768")
-    assert h100["non_torch_bytes"] == pytest.approx(2 * GIB, abs=2)
-    assert l40s["non_torch_bytes"] == pytest.approx(0.5 * GIB, abs=2)
-    assert int(single["non_torch_bytes"]) < 0.2 * GIB  # type: ignore[call-overload]
+    # 0.19 on H100 logged 2.06-2.13 GiB at TP=2/4 and 0.24-0.27 at TP=1 (llm-d-planner sweep).
+    assert h100["non_torch_bytes"] == pytest.approx(2.1 * GIB, abs=2)
+    assert l40s["non_torch_bytes"] == pytest.approx(0.6 * GIB, abs=2)
+    assert single["non_torch_bytes"] == pytest.approx(0.25 * GIB, abs=2)
 
 
 def test_bad_batch_numbers_are_refused_with_exit_2() -> None:

@@ -35,13 +35,15 @@ def test_moe_fp8_with_a_kv_connector_warns_instead_of_a_confident_number() -> No
 
 def test_fixtures_cover_v0_and_v1_engines_tp_and_quantizations() -> None:
     raw = [fx.raw for fx in FIXTURES]
-    assert {r["quantization"] for r in raw} >= {"bf16", "awq", "fp8"}
+    assert {r["quantization"] for r in raw} >= {"bf16", "awq", "fp8", "w8a8"}
     assert {r.get("tensor_parallel", 1) for r in raw} >= {1, 2, 4}
+    assert {r["vllm_version"].split(".")[1] for r in raw} >= {"7", "8", "16", "17", "19", "21"}
     assert all(fx.source.startswith("https://github.com/") and fx.raw["excerpt"].strip() for fx in FIXTURES)
+    assert len({fx.id for fx in FIXTURES}) == len(FIXTURES)
 
 
-def test_pass_rate_is_reported_honestly() -> None:
-    """The share of fixtures within +-5%: the misses are exactly the listed ones."""
+def test_at_least_90_percent_of_the_logs_are_within_5_percent() -> None:
+    """Issue 15's bar, over every fixture (the expected misses count against it)."""
     passing = [fx for fx in FIXTURES if abs(error(fx)) <= TOLERANCE]
-    assert len(passing) == len(HITS)
-    assert len(passing) / len(FIXTURES) >= 0.75
+    assert len(FIXTURES) >= 20
+    assert len(passing) / len(FIXTURES) >= 0.90, f"{len(passing)}/{len(FIXTURES)} within 5%"

@@ -284,12 +284,12 @@ def compute_plan(req: PlanRequest) -> Plan:
         total = gpu.usable_bytes
         requested = mem.requested_bytes(gpu, req.gpu_memory_utilization)
         weights = cdiv(variant.weight_bytes, world)
-        non_torch = mem.non_torch_bytes(world, gpu)
+        non_torch = mem.non_torch_bytes(world, gpu, req.vllm_version)
         batch = mem.profile_batch(
             req.vllm_version, req.context or limit, req.max_num_batched_tokens, req.max_num_seqs, gpu,
             offline=req.offline,
         )
-        act = mem.activation_peak_bytes(model, tp, batch.tokens)
+        act = mem.activation_peak_bytes(model, tp, batch.tokens, req.vllm_version)
         if not is_v1_default(req.vllm_version):
             act += mem.v0_sampler_bytes(model, batch.seqs)
         sampler = mem.sampler_bytes(model, batch.seqs, req.vllm_version, pytorch_sampler=req.pytorch_sampler)

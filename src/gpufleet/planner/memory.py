@@ -22,7 +22,10 @@ from gpufleet.planner.vllm_versions import (
     DEFAULT_VLLM_VERSION,
     budgets_cudagraphs,
     has_gpu_sized_batch_defaults,
+    has_pre_017_profile_peak,
     is_v1_default,
+    pytorch_sampler_by_default,
+    version_tuple,
 )
 
 MIB = 1 << 20
@@ -33,15 +36,21 @@ BLOCK_SIZE_CPU = 128  # vllm/platforms/cpu.py: `if cache_config.block_size is No
 # cuBLAS/cuDNN workspaces etc. that vLLM counts as "non-torch" memory; NCCL buffers come on top
 # once there is more than one rank. vLLM logs these as 'non-torch memory' (0.1-0.5 GiB typical).
 NON_TORCH_BYTES = int(0.15 * GIB)
+# From 0.18 the single-GPU figure is ~0.25 GiB (llm-d-planner's H100 sweep: Qwen3-14B 0.13 on
+# 0.15-0.17, 0.25 on 0.18; 0.24-0.27 for every TP=1 run on 0.19).
+NON_TORCH_BYTES_018 = int(0.25 * GIB)
 NCCL_BYTES = int(0.35 * GIB)
 # SXM boards at TP>1: vLLM's custom all-reduce buffers and NCCL's NVLS/NVLink channels took
 # ~2 GiB per GPU in issue 15's H100 logs (vs ~0.5 GiB over PCIe).
-NVLINK_COMM_BYTES = int(1.85 * GIB)
+NVLINK_COMM_BYTES = int(1.85 * GIB)  # 0.19 on H100: 2.06 (TP=2), 2.13 (TP=4), 2.09 (72B TP=2) in total
 # V0 switched chunked prefill on by itself for contexts above this (engine/arg_utils.py, V0).
 V0_CHUNKED_PREFILL_ABOVE = 32768
 # Copies of the fp32 logits the dummy sampler run holds at its peak (see sampler_bytes).
 SAMPLER_COPIES = 1.0
-SAMPLER_COPIES_PYTORCH = 2.5
+SAMPLER_COPIES_PYTORCH = 2.4
+# 0.15 and 0.16 profiled a forward peak ~5x today's (Qwen3-14B on H100: 5.64 GiB of torch peak
+# vs 2.23 on 0.17; the sampler part is the same) - see activation_peak_bytes.
+PRE_017_FORWARD_FACTOR = 5
 # The CUDA context (+ loaded kernels) is taken before vLLM's snapshot, so it is outside the budget.
 CUDA_CONTEXT_BYTES = int(0.5 * GIB)
 # CUDA graph pool vLLM estimates before sizing the KV cache (0.21+): a fixed part plus a part
@@ -154,33 +163,43 @@ def profile_batch(
     return ProfileBatch(max(max_model_len, 2048), seqs, "V0 without chunked prefill: max(max_model_len, 2048)")
 
 
-def activation_peak_bytes(model: ModelSpec, tensor_parallel: int, profile_tokens: int) -> int:
+def activation_peak_bytes(
+    model: ModelSpec, tensor_parallel: int, profile_tokens: int, vllm_version: str = DEFAULT_VLLM_VERSION
+) -> int:
     """Peak transient memory of the profile forward pass over `profile_tokens` tokens.
 
-    The MLP gate+up output dominates (2 * intermediate per token, per TP rank; for MoE the
-    routed experts' share), plus a few hidden-size buffers, all 16-bit. Checks against logged
-    figures: Qwen2.5-32B TP=2, 10,000 tokens (V0): 1.14 planned incl. sampler vs 1.26 GiB logged.
+    Dense: the MLP gate+up output (2 * intermediate per token, per TP rank) plus a few
+    hidden-size buffers, 16-bit. MoE: fused_moe's three intermediate caches per routed expert
+    (gate+up, activation, down output: top_k * (3 * moe_intermediate / TP + hidden)).
+    Checks: Qwen3-14B at 8192 tokens on 0.17/0.18 = 0.84 GiB forward + 1.39 sampler = 2.23 GiB, as
+    logged; 0.15/0.16 logged 5.64 GiB, 5x the forward part (PRE_017_FORWARD_FACTOR, issue 15).
     """
     if model.is_moe:
-        mlp = 2 * model.moe_intermediate_size * model.experts_per_token // tensor_parallel
+        per_expert = 3 * model.moe_intermediate_size // tensor_parallel + model.hidden_size
+        per_token = (model.experts_per_token * per_expert + 4 * model.hidden_size) * 2
     else:
-        mlp = 2 * model.intermediate_size // tensor_parallel
-    per_token = (mlp + 4 * model.hidden_size) * 2
-    return profile_tokens * per_token
+        per_token = (2 * model.intermediate_size // tensor_parallel + 4 * model.hidden_size) * 2
+    peak = profile_tokens * per_token
+    if has_pre_017_profile_peak(vllm_version):
+        peak *= PRE_017_FORWARD_FACTOR
+    return peak
 
 
 def sampler_bytes(model: ModelSpec, profile_seqs: int, vllm_version: str, *, pytorch_sampler: bool = False) -> int:
     """The V1 dummy sampler run: `max_num_seqs` rows of fp32 logits, plus the sampler's copies.
 
     gpu_model_runner._dummy_sampler_run samples one token per sequence from fp32 logits
-    (rows x vocab x 4 B: 0.14 GiB at 256 x 152K, 0.58 GiB at 0.8's 1024 rows); FlashInfer's
-    top-k/top-p kernel works in place. The PyTorch fallback sorts them (values + int64 indices),
-    ~2.5x that. Fit: 0.8.5 logs of Qwen3-32B (2x L20) and Qwen3-30B-A3B (4x A10) within 2%.
+    (rows x vocab x 4 B: 0.14 GiB at 256 x 152K, 0.58 GiB at 1024 rows). FlashInfer's top-k/top-p
+    kernel works in place (0.8.5 logs of Qwen3-32B on 2x L20 and Qwen3-30B-A3B on 4x A10 fit
+    one copy). From 0.15 vLLM logs 'FlashInfer top-p/top-k sampling is available but disabled by
+    default' and the PyTorch sampler sorts (values + int64 indices): 2.4 copies fit 0.19's H100
+    runs (Qwen2.5-7B: 0.80 GiB forward + 1.39 sampler = 2.21 GiB logged).
     V0 has no separate sampler profile: its sampler peak is inside the activation figure.
     """
     if not is_v1_default(vllm_version):
         return 0
-    copies = SAMPLER_COPIES_PYTORCH if pytorch_sampler else SAMPLER_COPIES
+    pytorch = pytorch_sampler or pytorch_sampler_by_default(vllm_version)
+    copies = SAMPLER_COPIES_PYTORCH if pytorch else SAMPLER_COPIES
     return int(profile_seqs * model.vocab_size * 4 * copies)
 
 
@@ -201,13 +220,14 @@ def cudagraph_bytes(model: ModelSpec, pipeline_parallel: int, enforce_eager: boo
     return CUDAGRAPH_BASE_BYTES + per_layer * layers_per_stage(model, pipeline_parallel)
 
 
-def non_torch_bytes(world_size: int, gpu: GpuSpec | None = None) -> int:
+def non_torch_bytes(world_size: int, gpu: GpuSpec | None = None, vllm_version: str = DEFAULT_VLLM_VERSION) -> int:
     """Non-torch memory: library workspaces, plus NCCL (and NVLink all-reduce) buffers with ranks."""
+    base = NON_TORCH_BYTES_018 if version_tuple(vllm_version) >= (0, 18, 0) else NON_TORCH_BYTES
     if world_size <= 1:
-        return NON_TORCH_BYTES
+        return base
     if gpu is not None and gpu.nvlink:
-        return NON_TORCH_BYTES + NVLINK_COMM_BYTES
-    return NON_TORCH_BYTES + NCCL_BYTES
+        return base + NVLINK_COMM_BYTES
+    return base + NCCL_BYTES
 
 
 def requested_bytes(gpu: GpuSpec, gpu_memory_utilization: float) -> int:

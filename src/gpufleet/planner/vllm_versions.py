@@ -43,6 +43,21 @@ def has_gpu_sized_batch_defaults(version: str) -> bool:
     return version_tuple(version) >= (0, 9, 0)
 
 
+def has_pre_017_profile_peak(version: str) -> bool:
+    """0.15 and 0.16 profiled a much larger forward peak than 0.17+ (Qwen3-14B/H100: 5.64 vs 2.23 GiB).
+
+    Measured on 0.15-0.18 only (llm-d-planner's version sweep); 0.8.5 logs fit without it, and
+    0.9-0.14 are unmeasured, so they are planned like 0.8.
+    """
+    return (0, 15, 0) <= version_tuple(version) < (0, 17, 0)
+
+
+def pytorch_sampler_by_default(version: str) -> bool:
+    """'FlashInfer top-p/top-k sampling is available but disabled by default' (logged from 0.15 on
+    in the sweep; 0.8.5 fits the FlashInfer sampler). 0.9-0.14 unmeasured, planned like 0.8."""
+    return version_tuple(version) >= (0, 15, 0)
+
+
 def budgets_cudagraphs(version: str) -> bool:
     """CUDA-graph memory is profiled and subtracted before the KV cache is sized from 0.21.
 
