@@ -91,3 +91,23 @@ def test_nvlink_cards_hold_more_non_torch_memory_at_tp_above_1() -> None:
 def test_bad_batch_numbers_are_refused_with_exit_2() -> None:
     result = runner.invoke(app, ["plan", "qwen3-8b", "--gpu", "rtx4090", "--max-num-seqs", "0"])
     assert result.exit_code == 2 and "max_num_seqs" in result.output
+
+
+def test_what_if_quantization_resizes_the_weights_and_says_it_is_hypothetical() -> None:
+    """Qwen2.5-72B has no FP8 checkpoint: --what-if plans one (72.7B params: 1 B each, embeddings bf16)."""
+    refused = runner.invoke(app, ["plan", "qwen2.5-72b-instruct", "-q", "fp8", "--gpu", "h100-sxm", "--tp", "2"])
+    assert refused.exit_code == 2 and "--what-if" in refused.output
+    bf16 = plan_json("qwen2.5-72b-instruct", "--gpu", "h100-sxm", "--tp", "2", "--context", "32768")
+    fp8 = plan_json(
+        "qwen2.5-72b-instruct", "-q", "fp8", "--what-if", "--gpu", "h100-sxm", "--tp", "2", "--context", "32768"
+    )
+    assert fp8["hypothetical"] is True and bf16["hypothetical"] is False
+    embeddings = 2 * 152064 * 8192
+    assert fp8["weights_bytes_per_gpu"] == -(-((72_700_000_000 - embeddings) + 2 * embeddings) // 2)
+    assert int(fp8["kv_cache_tokens"]) > int(bf16["kv_cache_tokens"])  # type: ignore[call-overload]
+    assert fp8["argv"] == [] and fp8["warnings"][0].startswith("HYPOTHETICAL")  # type: ignore[index]
+
+
+def test_what_if_refuses_a_method_without_a_size_rule() -> None:
+    result = runner.invoke(app, ["plan", "qwen3-8b", "-q", "nvfp4", "--what-if", "--gpu", "h100-sxm"])
+    assert result.exit_code == 2 and "no size rule" in result.output

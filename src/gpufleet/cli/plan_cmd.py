@@ -237,6 +237,9 @@ def register(app: typer.Typer) -> None:
         max_num_seqs: Annotated[
             int | None, typer.Option("--max-num-seqs", help="sequences per step; sizes the sampler profile")
         ] = None,
+        what_if: Annotated[
+            bool, typer.Option("--what-if", help="plan --quantization even without such a checkpoint (hypothetical)")
+        ] = False,
         kv_connector: Annotated[
             str | None, typer.Option("--kv-connector", help="e.g. LMCacheConnectorV1: warn, its buffers are unmodelled")
         ] = None,
@@ -292,12 +295,15 @@ def register(app: typer.Typer) -> None:
             max_num_batched_tokens=max_num_batched_tokens,
             max_num_seqs=max_num_seqs,
             kv_connector=kv_connector,
+            what_if=what_if,
         )
         result = plan(request, alternative_gpus=tuple(builtin_gpus().values()) if device else ())
         # A catalog name the user typed ("qwen3-235b-awq") is the natural served name; repo ids and
         # paths fall back to the canonical catalog name.
         typed = model if "/" not in model and not Path(model).expanduser().exists() else None
-        launch = plan_launch(result, served_model_name=served_name or typed) if result.fits else None
+        # A hypothetical checkpoint has nothing to launch: the plan is a what-if.
+        launchable = result.fits and not result.hypothetical
+        launch = plan_launch(result, served_model_name=served_name or typed) if launchable else None
         if emit and launch is not None:
             typer.echo(emit_config(result, launch, image=image), nl=False)
         elif as_json:

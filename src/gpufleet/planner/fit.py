@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gpufleet.catalog import GIB, GpuSpec, ModelSpec, Variant
+from gpufleet.catalog.sizing import estimate_weight_bytes
 from gpufleet.errors import PlanError
 from gpufleet.planner import memory as mem
 from gpufleet.planner.blocks import MIN_USEFUL_CONTEXT, cdiv, kv_bytes_for, max_concurrency, num_blocks
@@ -53,6 +54,7 @@ class PlanRequest:
     offline: bool = False  # the LLM() class (larger batch defaults) instead of `vllm serve`
     kv_connector: str | None = None  # --kv-transfer-config's kv_connector, e.g. LMCacheConnectorV1
     pytorch_sampler: bool = False  # the PyTorch fallback sampler (no FlashInfer top-k/top-p)
+    what_if: bool = False  # plan a quantization the model has no checkpoint for (re-sized weights)
 
 
 @dataclass(frozen=True)
@@ -115,17 +117,52 @@ class Plan:
         """The planned model."""
         return self.request.model
 
+    @property
+    def hypothetical(self) -> bool:
+        """True when the checkpoint does not exist (a --what-if quantization)."""
+        return self.variant.repo.startswith("(hypothetical")
+
     def kv_bytes_for_context(self, context: int) -> int:
         """KV bytes per GPU that one request of `context` tokens holds."""
         return kv_bytes_for(context, self.kv_bytes_per_token, self.block_size)
 
 
-def _variant(model: ModelSpec, quantization: str | None) -> Variant:
+WHAT_IF_QUANTIZATIONS = ("bf16", "fp16", "fp8", "w8a8", "awq", "gptq")
+
+
+def hypothetical_variant(model: ModelSpec, quantization: str) -> Variant:
+    """A checkpoint that does not exist: the weights re-sized for `quantization` (catalog/sizing.py).
+
+    Embeddings and lm_head stay 16-bit as in real AWQ/GPTQ/FP8 checkpoints; the rest takes the
+    method's bytes per parameter.
+    """
+    if quantization not in WHAT_IF_QUANTIZATIONS:
+        raise PlanError(
+            f"no size rule for a hypothetical {quantization!r} checkpoint; "
+            f"use one of {', '.join(WHAT_IF_QUANTIZATIONS)}",
+            param="quantization",
+        )
+    embedding = model.vocab_size * model.hidden_size * (1 if model.tie_word_embeddings else 2)
+    size = estimate_weight_bytes(quantization, model.params_total, embedding)
+    return Variant(
+        quantization=quantization,
+        repo=f"(hypothetical {quantization} checkpoint of {model.name})",
+        weight_bytes=size,
+        weight_bytes_source=(
+            f"what-if: {quantization} size from {model.params_total / 1e9:.2f}B params, no such checkpoint"
+        ),
+    )
+
+
+def _variant(model: ModelSpec, quantization: str | None, what_if: bool = False) -> Variant:
     name = quantization or model.default_quantization
     variant = model.variants.get(name)
+    if variant is None and what_if:
+        return hypothetical_variant(model, name)
     if variant is None:
         raise PlanError(
-            f"{model.name} has no {name!r} checkpoint; available: {', '.join(model.variants)}",
+            f"{model.name} has no {name!r} checkpoint; available: {', '.join(model.variants)} "
+            "(--what-if plans a hypothetical one)",
             param="quantization",
         )
     if variant.format != "safetensors":
@@ -211,7 +248,7 @@ def compute_plan(req: PlanRequest) -> Plan:
     """One plan, without fix suggestions."""
     validate(req)
     model, gpu = req.model, req.gpu
-    variant = _variant(model, req.quantization)
+    variant = _variant(model, req.quantization, req.what_if)
     kernel = choose_kernel(variant, gpu)
     if req.quantization_kernel and req.quantization_kernel != kernel.kernel:
         if kernel.kernel is None or not kernel.kernel.startswith(req.quantization_kernel):
@@ -239,6 +276,12 @@ def compute_plan(req: PlanRequest) -> Plan:
     mnbt, mns = mem.default_batching(gpu, req.vllm_version, offline=req.offline)
     mnbt, mns = req.max_num_batched_tokens or mnbt, req.max_num_seqs or mns
     warnings.extend(_uncertainty_warnings(model, variant, req))
+    if variant.repo.startswith("(hypothetical"):
+        warnings.insert(
+            0,
+            f"HYPOTHETICAL: {model.name} has no {variant.quantization} checkpoint; the weights are re-sized "
+            f"to {_gib(variant.weight_bytes)} ({variant.weight_bytes_source}); quantize it before serving",
+        )
 
     # Context window: explicit, or as long as the model allows (vLLM's derived max_model_len).
     yarn = yarn_for(model, req.context or 0)
@@ -286,7 +329,11 @@ def compute_plan(req: PlanRequest) -> Plan:
         weights = cdiv(variant.weight_bytes, world)
         non_torch = mem.non_torch_bytes(world, gpu, req.vllm_version)
         batch = mem.profile_batch(
-            req.vllm_version, req.context or limit, req.max_num_batched_tokens, req.max_num_seqs, gpu,
+            req.vllm_version,
+            req.context or limit,
+            req.max_num_batched_tokens,
+            req.max_num_seqs,
+            gpu,
             offline=req.offline,
         )
         act = mem.activation_peak_bytes(model, tp, batch.tokens, req.vllm_version)

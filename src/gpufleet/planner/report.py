@@ -24,6 +24,7 @@ def plan_json(plan: Plan, launch: LaunchPlan | None) -> dict[str, object]:
         "model": plan.model.name,
         "checkpoint": plan.variant.repo,
         "checkpoint_quantization": plan.variant.quantization,
+        "hypothetical": plan.hypothetical,
         "quantization": plan.quantization_kernel,
         "device": plan.device,
         "gpu_count": plan.tensor_parallel * plan.pipeline_parallel if plan.device != "cpu" else 0,
