@@ -25,6 +25,7 @@ from gpufleet.catalog import (
     get_model,
     model_from_hf_dir,
 )
+from gpufleet.catalog.hf_hub import model_from_hub
 from gpufleet.engines.vllm_docker import image_vllm_version
 from gpufleet.errors import PlanError
 from gpufleet.planner import (
@@ -237,6 +238,10 @@ def register(app: typer.Typer) -> None:
         max_num_seqs: Annotated[
             int | None, typer.Option("--max-num-seqs", help="sequences per step; sizes the sampler profile")
         ] = None,
+        from_hub: Annotated[
+            bool,
+            typer.Option("--from-hub", help="MODEL is a Hub repo id: read config.json + safetensors headers"),
+        ] = False,
         what_if: Annotated[
             bool, typer.Option("--what-if", help="plan --quantization even without such a checkpoint (hypothetical)")
         ] = False,
@@ -263,7 +268,7 @@ def register(app: typer.Typer) -> None:
             image_version = image_vllm_version(image)
             if image_version and vllm_version == DEFAULT_VLLM_VERSION:
                 vllm_version = image_version
-        ref = resolve_model(model)
+        ref = ModelRef(model_from_hub(model), None) if from_hub else resolve_model(model)
         checkpoint, kernel = _split_quantization(ref, quantization)
         device = None if cpu else resolve_gpu(gpu, vram_gb, bandwidth_gbps, compute_capability)
         if cpu and kv_space_gib < 1:
