@@ -3,9 +3,14 @@
 vLLM (v1/worker/gpu_worker.py, utils/mem_utils.py) does:
 
     requested  = ceil(total * gpu_memory_utilization)       # total = what cudaMemGetInfo reports
-    non_kv     = weights + non-torch (cuBLAS/NCCL) + activation peak of a dummy forward
+    non_kv     = weights + non-torch (cuBLAS/NCCL)
+                 + activation peak of the profile batch (profile_run: max_num_batched_tokens tokens)
+                 + sampler (V1 _dummy_sampler_run: max_num_seqs rows of fp32 logits)
     kv_cache   = requested - non_kv - cudagraph_estimate    # graphs subtracted since v0.21
     num_blocks = kv_cache // (block_size * kv_bytes_per_token)
+
+Which of these a vLLM version has, and from when, is in planner/vllm_versions.py; the constants
+were fitted to the real start-up logs in tests/data/planner_logs/ (docs/planner.md, Accuracy).
 
 The CUDA context lives outside `requested`; it matters for the start-up check, which refuses to
 start when free memory < requested. Constants below are estimates of what vLLM measures; each
