@@ -57,6 +57,14 @@ REQUIRED_GPUS = [
     "h100-pcie",
     "h200",
     "gb10",
+    # issue 15: the rest of the current line-up
+    "l4",
+    "l20",
+    "rtx-a5000",
+    "rtx-a6000",
+    "rtx4060",
+    "rtx5090",
+    "b200",
 ]
 
 
@@ -302,3 +310,48 @@ def test_local_directory_errors_say_what_is_missing(tmp_path: Path) -> None:
     (root / "config.json").write_text("{not json")
     with pytest.raises(CatalogError, match="not valid JSON"):
         model_from_hf_dir(root)
+
+
+@pytest.mark.parametrize(
+    ("name", "kib_per_token", "checkpoints"),
+    [
+        ("qwen3-0.6b", 112, {"bf16", "fp8"}),
+        ("qwen3-1.7b", 112, {"bf16", "fp8"}),
+        ("qwen3-4b", 144, {"bf16", "awq", "fp8"}),
+        ("qwen2.5-0.5b-instruct", 12, {"bf16"}),
+        ("qwen2.5-1.5b-instruct", 28, {"bf16"}),
+        ("qwen2-7b-instruct", 56, {"bf16", "gptq"}),
+        ("qwen2.5-7b-instruct", 56, {"bf16", "awq", "gptq", "w8a8", "fp8"}),
+        ("qwen3-30b-a3b", 96, {"bf16", "fp8", "gptq", "awq"}),
+        ("deepseek-r1-distill-qwen-14b", 192, {"bf16"}),
+        ("qwen2.5-72b-instruct", 320, {"bf16", "awq"}),
+    ],
+)
+def test_issue_15_models_have_their_config_numbers_and_checkpoints(
+    name: str, kib_per_token: int, checkpoints: set[str]
+) -> None:
+    """KV/token = 2 * layers * kv_heads * head_dim * 2 B from each config.json (e.g. Qwen3-4B: 36*8*128)."""
+    spec = get_model(name).spec
+    assert 2 * spec.layers * spec.kv_heads * spec.head_dim * 2 == kib_per_token * 1024
+    assert checkpoints <= set(spec.variants)
+
+
+def test_weights_match_the_logged_model_loading_lines() -> None:
+    """vLLM's 'Model loading took' lines in the planner-log fixtures: within 1%."""
+    logged = {  # (model, checkpoint, TP): GiB per GPU
+        ("qwen2.5-7b-instruct", "bf16", 1): 14.25,
+        ("qwen2.5-7b-instruct", "w8a8", 1): 8.14,
+        ("qwen3-8b", "bf16", 1): 15.27,
+        ("qwen3-30b-a3b", "bf16", 1): 56.88,
+        ("qwen3-30b-a3b", "bf16", 4): 14.2474,
+        ("qwen2.5-72b-instruct", "bf16", 2): 67.8,
+        ("qwen3-14b", "bf16", 1): 27.52,
+    }
+    for (name, quant, tp), gib in logged.items():
+        planned = get_model(name).spec.variants[quant].weight_bytes / tp / 2**30
+        assert planned == pytest.approx(gib, rel=0.01), name
+
+
+def test_sxm_boards_are_marked_nvlink() -> None:
+    assert get_gpu("h100-sxm").nvlink and get_gpu("h200").nvlink and get_gpu("b200").nvlink
+    assert not get_gpu("h100-pcie").nvlink and not get_gpu("l40s").nvlink and not get_gpu("rtx4090").nvlink

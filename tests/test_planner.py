@@ -63,6 +63,7 @@ def test_vllm_budget_is_a_share_of_cuda_total_and_kv_is_what_is_left() -> None:
         - p.weights_bytes_per_gpu
         - p.non_torch_bytes
         - p.activation_peak_bytes
+        - p.sampler_bytes
         - p.cudagraph_bytes
     )
     assert p.kv_cache_tokens == p.num_blocks * 16
@@ -94,18 +95,22 @@ def test_seed_000_naive_arithmetic_says_4_7_gb_for_kv_and_16k_practical() -> Non
 
 
 def test_seed_001_vllm_accounting_fits_8k_but_not_16k_on_a_3090() -> None:
-    """What vLLM 0.8.5 (default utilization 0.90) actually leaves, and why 8K was chosen (ADR 001).
+    """What vLLM 0.8.5 (the ADR's version, default utilization 0.90) actually leaves, and why 8K was chosen.
 
     requested = 0.90 * 23.69 GiB = 21.32 GiB; weights 19.3 GB = 17.97 GiB; non-torch 0.15 GiB;
-    activation peak (2048 tokens * (2*25600 + 4*5120) * 2 B + 256 * 151936 * 4 B * 2) = 0.56 GiB;
-    CUDA graphs ~0.56 GiB -> KV ~2.07 GiB = 8,480 tokens. 16K needs 4.0 GiB: that is why ADR 001
-    had to use --cpu-offload-gb 4 for 16K, then dropped to 8192.
+    forward peak 2048 tokens * (2*25600 + 4*5120) * 2 B = 0.27 GiB; 0.8's sampler profile holds
+    1024 rows of fp32 logits = 1024 * 151936 * 4 B = 0.58 GiB; no CUDA-graph budget before 0.21
+    -> KV ~2.34 GiB = 9,584 tokens. 16K needs 4.0 GiB: that is why ADR 001 had to use
+    --cpu-offload-gb 4 for 16K, then dropped to 8192.
     """
-    at_8k = seed_001_plan(gpu_memory_utilization=0.90)
+    at_8k = seed_001_plan(gpu_memory_utilization=0.90, vllm_version="0.8.5")
     assert at_8k.fits and at_8k.quantization_kernel == "awq_marlin"
-    assert at_8k.kv_cache_bytes_per_gpu == pytest.approx(2.07 * GIB, rel=0.05)
+    assert at_8k.cudagraph_bytes == 0 and at_8k.sampler_bytes == 1024 * 151936 * 4
+    assert at_8k.kv_cache_bytes_per_gpu == pytest.approx(2.34 * GIB, rel=0.02)
     assert 8192 <= at_8k.max_context < 16384
-    at_16k = seed_001_plan(gpu_memory_utilization=0.90, context=16384)
+    # 0.21+ budgets CUDA graphs (~0.85 GiB for 64 layers): 8K no longer fits at 0.90.
+    assert not seed_001_plan(gpu_memory_utilization=0.90, vllm_version="0.33.0").fits
+    at_16k = seed_001_plan(gpu_memory_utilization=0.90, context=16384, vllm_version="0.8.5")
     assert not at_16k.fits
     assert "16,384 tokens needs 4.00 GiB of KV cache" in at_16k.reasons[0]
     # The deficit is ~2 GiB; the seed offloaded 4 GB (rounded up with margin).
@@ -122,7 +127,7 @@ def test_seed_001_decode_speed_and_the_cost_of_cpu_offload() -> None:
     Offload: VRAM part (19.3 - 4.29 GB + 2.1 GB KV) / 936 GB/s / 0.55 * 2.5 (awq without Marlin) = 83 ms,
     plus 4 GiB over PCIe 4 without pinned memory (25 GB/s * 0.5) = 343 ms -> 2.3 tok/s (seed 1.6).
     """
-    fast = seed_001_plan(gpu_memory_utilization=0.90)
+    fast = seed_001_plan(gpu_memory_utilization=0.90, vllm_version="0.8.5")
     assert fast.decode_tok_s_estimate == pytest.approx(19, rel=0.4)
     seed_offload = decode_tok_s(
         bytes_per_token=19.3 * GB - 4 * GIB + 256 * KIB * 8192,
@@ -229,7 +234,8 @@ def test_seed_004_context_vs_memory_table_shows_each_window_fits_at_075() -> Non
     assert list(rows) == [4096, 8192, 16384, 32768, 65536, 131072, 262144]
     assert rows[8192].kv_bytes_per_request == 8192 * 94 * KIB
     assert all(r.fits and not r.needs_yarn for r in rows.values())
-    assert rows[262144].max_concurrency == pytest.approx(361_056 / 262_144, abs=0.01)
+    assert rows[262144].max_concurrency == pytest.approx(p.kv_cache_tokens / 262_144, abs=0.01)
+    assert rows[262144].max_concurrency >= 1
 
 
 def test_seed_004_one_gb10_cannot_hold_the_235b_and_092_fails_the_start_up_check() -> None:
@@ -360,3 +366,16 @@ def test_cpu_plan_refuses_quantized_checkpoints_and_needs_a_kv_space() -> None:
     assert not p.fits and "need GPU kernels" in p.reasons[0]
     with pytest.raises(PlanError, match="VLLM_CPU_KVCACHE_SPACE"):
         plan_model(spec("smollm2"), None, context=2048)
+
+
+def test_startup_check_accepts_the_0_9764_that_vllm_started_on_a_24gb_card() -> None:
+    """LMCache#3430: vLLM 0.21 started Qwen3-8B at --gpu-memory-utilization 0.9764 on an RTX A5000.
+
+    vLLM only needs free >= util * total at start (23.09 of 23.65 GiB; ~0.5 GiB of CUDA context
+    leaves 23.15). The old rule rounded the limit down to 0.97 and refused it.
+    """
+    ok = plan_model(spec("qwen3-8b"), get_gpu("rtx-a5000"), context=16384, gpu_memory_utilization=0.9764)
+    assert not any("refuses to start" in r for r in ok.reasons)
+    assert mem.max_startable_utilization(get_gpu("rtx-a5000")) == pytest.approx(0.9788, abs=1e-4)
+    too_much = plan_model(spec("qwen3-8b"), get_gpu("rtx-a5000"), context=16384, gpu_memory_utilization=0.99)
+    assert any("refuses to start" in r for r in too_much.reasons)

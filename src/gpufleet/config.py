@@ -244,6 +244,10 @@ class VllmModel(_ModelBase):
     quantization: str | None = None
     dtype: str | None = None
     enforce_eager: bool = False
+    max_num_batched_tokens: int | None = Field(
+        default=None, gt=0, description="--max-num-batched-tokens: vLLM's profile batch, so it moves the KV size"
+    )
+    max_num_seqs: int | None = Field(default=None, gt=0, description="--max-num-seqs: also sizes the sampler profile")
     reasoning_parser: str | None = None
     tool_call_parser: str | None = None
     hf_overrides: dict[str, Any] | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +46,29 @@ def model_from_hf_dir(path: str | Path, name: str | None = None) -> ModelSpec:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise CatalogError(f"{config_path}: not valid JSON ({err})") from err
+    return model_from_config(
+        config,
+        repo=str(root),
+        weight_bytes=lambda: _weight_bytes(root),
+        size_source=f"measured: safetensors files in {root}",
+        where=str(config_path),
+        name=name or root.name.lower(),
+    )
+
+
+def model_from_config(
+    config: Mapping[str, Any],
+    *,
+    repo: str,
+    weight_bytes: Callable[[], int],
+    size_source: str,
+    where: str,
+    name: str,
+) -> ModelSpec:
+    """A ModelSpec from a config.json mapping; `weight_bytes` is asked only once the config is valid."""
+    if not isinstance(config, Mapping):
+        raise CatalogError(f"{where}: expected a JSON object")
     text = _text_config(config)
-    where = str(config_path)
     if "kv_lora_rank" in text:
         raise CatalogError(f"{where}: MLA attention (kv_lora_rank) is not modelled by the planner yet")
     layer_types = text.get("layer_types") or []
@@ -89,11 +110,11 @@ def model_from_hf_dir(path: str | Path, name: str | None = None) -> ModelSpec:
         "yarn_original_context": 32768 if str(text.get("model_type", "")).startswith("qwen") else None,
         "variants": {
             quant: {
-                "repo": str(root),
-                "weight_bytes": _weight_bytes(root),
-                "weight_bytes_source": f"measured: safetensors files in {root}",
+                "repo": repo,
+                "weight_bytes": weight_bytes(),
+                "weight_bytes_source": size_source,
             }
         },
-        "source": f"read from {config_path}",
+        "source": f"read from {where}",
     }
-    return model_from_mapping(name or root.name.lower(), entry, where=where)
+    return model_from_mapping(name, entry, where=where)

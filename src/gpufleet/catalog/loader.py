@@ -183,6 +183,7 @@ def gpu_from_mapping(name: str, entry: Mapping[str, Any], *, where: str) -> GpuS
         unified_memory=bool(entry.get("unified_memory", False)),
         host_reserved_bytes=parse_bytes(entry.get("host_reserved", 0), where=f"{where}.host_reserved"),
         gpus_per_node=_int(entry, "gpus_per_node", where, 8),
+        nvlink=bool(entry.get("nvlink", False)),
         aliases=tuple(str(a) for a in entry.get("aliases", ())),
         smi_names=tuple(str(a) for a in entry.get("smi_names", ())),
         source=str(entry.get("source", "")),

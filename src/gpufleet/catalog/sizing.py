@@ -58,11 +58,11 @@ def count_params(
 
 
 def estimate_weight_bytes(quantization: str, params_total: int, embedding_params: int) -> int:
-    """Estimated checkpoint bytes for a quantization (bf16, fp8, awq, gptq)."""
+    """Estimated checkpoint bytes for a quantization (bf16, fp8, w8a8, awq, gptq)."""
     if quantization in ("awq", "gptq"):
         body = params_total - embedding_params
         return int(body * INT4_GROUP128_BYTES_PER_PARAM + embedding_params * 2)
-    if quantization == "fp8":
+    if quantization in ("fp8", "w8a8"):
         # Linear weights fp8 (+ per-channel scales, negligible); embeddings/lm_head stay bf16.
         return int((params_total - embedding_params) * 1.0 + embedding_params * 2)
     per_param = BYTES_PER_PARAM.get(quantization)

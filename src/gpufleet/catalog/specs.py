@@ -27,6 +27,8 @@ class Variant:
         """The method vLLM reads from quantization_config (None for plain bf16/fp16 weights)."""
         if self.format == "gguf":
             return "gguf"
+        if self.quantization == "w8a8":  # llm-compressor int8 checkpoints load as compressed-tensors
+            return "compressed-tensors"
         return None if self.quantization in ("bf16", "fp16") else self.quantization
 
 
@@ -98,6 +100,9 @@ class GpuSpec:
     # check compares `util * total` against *free* memory, so it must leave this out.
     host_reserved_bytes: int = 0
     gpus_per_node: int = 8
+    # SXM boards joined by NVLink: at TP>1 vLLM's custom all-reduce and NCCL's NVLS buffers take
+    # ~2 GiB of non-torch memory per GPU instead of ~0.5 GiB over PCIe (issue 15, H100 logs).
+    nvlink: bool = False
     aliases: tuple[str, ...] = ()
     smi_names: tuple[str, ...] = ()
     source: str = ""

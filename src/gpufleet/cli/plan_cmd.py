@@ -25,6 +25,7 @@ from gpufleet.catalog import (
     get_model,
     model_from_hf_dir,
 )
+from gpufleet.catalog.hf_hub import model_from_hub
 from gpufleet.engines.vllm_docker import image_vllm_version
 from gpufleet.errors import PlanError
 from gpufleet.planner import (
@@ -38,6 +39,7 @@ from gpufleet.planner import (
     plan_launch,
 )
 from gpufleet.planner.launch import LaunchPlan
+from gpufleet.planner.vllm_versions import budgets_cudagraphs
 
 
 def resolve_model(name: str) -> ModelRef:
@@ -93,12 +95,10 @@ def _print_human(p: Plan, launch: LaunchPlan | None, console: Console) -> None:
         table.add_row("vLLM budget", _gib(p.requested_bytes_per_gpu), f"x {req.gpu_memory_utilization:g} utilization")
         table.add_row("weights", _gib(p.weights_bytes_per_gpu), p.variant.weight_bytes_source)
         table.add_row("non-torch", _gib(p.non_torch_bytes), "workspaces (+ NCCL with TP/PP)")
-        table.add_row(
-            "activation peak",
-            _gib(p.activation_peak_bytes),
-            f"{p.max_num_batched_tokens} batched tokens, {p.max_num_seqs} seqs",
-        )
-        table.add_row("CUDA graphs", _gib(p.cudagraph_bytes), "0 with --enforce-eager" if p.enforce_eager else "")
+        table.add_row("profile batch", f"{p.profile_tokens:,} tokens, {p.profile_seqs:,} seqs", p.profile_why)
+        table.add_row("activation peak", _gib(p.activation_peak_bytes), "forward pass of the profile batch")
+        table.add_row("sampler", _gib(p.sampler_bytes), "fp32 logits of the profile seqs (V1)")
+        table.add_row("CUDA graphs", _gib(p.cudagraph_bytes), _graphs_how(p))
         table.add_row("KV cache", _gib(max(p.kv_cache_bytes_per_gpu, 0)), "budget minus all of the above")
     table.add_row("KV bytes/token", f"{p.kv_bytes_per_token:,}", f"block {p.block_size}")
     table.add_row("KV cache tokens", f"{p.kv_cache_tokens:,}", f"{p.num_blocks:,} blocks")
@@ -133,6 +133,14 @@ def _print_human(p: Plan, launch: LaunchPlan | None, console: Console) -> None:
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _graphs_how(p: Plan) -> str:
+    if p.enforce_eager:
+        return "0 with --enforce-eager"
+    if not budgets_cudagraphs(p.request.vllm_version):
+        return f"vLLM {p.request.vllm_version} does not budget them (0.21+ does)"
+    return "estimated before the KV cache is sized (0.21+)"
 
 
 def config_entry(p: Plan, launch: LaunchPlan, *, image: str | None = None) -> dict[str, object]:
@@ -221,7 +229,25 @@ def register(app: typer.Typer) -> None:
         allow_cpu_offload: Annotated[bool, typer.Option("--allow-cpu-offload")] = False,
         no_yarn: Annotated[bool, typer.Option("--no-yarn", help="refuse contexts that need YaRN")] = False,
         wsl2: Annotated[bool, typer.Option("--wsl2", help="host is WSL2 (no pinned memory)")] = False,
-        vllm_version: Annotated[str, typer.Option("--vllm-version")] = DEFAULT_VLLM_VERSION,
+        vllm_version: Annotated[
+            str, typer.Option("--vllm-version", help="the vLLM whose memory accounting to follow")
+        ] = DEFAULT_VLLM_VERSION,
+        max_num_batched_tokens: Annotated[
+            int | None, typer.Option("--max-num-batched-tokens", help="vLLM's profile batch (default: vLLM's)")
+        ] = None,
+        max_num_seqs: Annotated[
+            int | None, typer.Option("--max-num-seqs", help="sequences per step; sizes the sampler profile")
+        ] = None,
+        from_hub: Annotated[
+            bool,
+            typer.Option("--from-hub", help="MODEL is a Hub repo id: read config.json + safetensors headers"),
+        ] = False,
+        what_if: Annotated[
+            bool, typer.Option("--what-if", help="plan --quantization even without such a checkpoint (hypothetical)")
+        ] = False,
+        kv_connector: Annotated[
+            str | None, typer.Option("--kv-connector", help="e.g. LMCacheConnectorV1: warn, its buffers are unmodelled")
+        ] = None,
         vram_gb: Annotated[float | None, typer.Option("--vram-gb", help="custom GPU: VRAM in GiB")] = None,
         bandwidth_gbps: Annotated[float | None, typer.Option("--bandwidth-gbps", help="custom GPU: GB/s")] = None,
         compute_capability: Annotated[str | None, typer.Option("--compute-capability", help="e.g. 8.6")] = None,
@@ -242,7 +268,7 @@ def register(app: typer.Typer) -> None:
             image_version = image_vllm_version(image)
             if image_version and vllm_version == DEFAULT_VLLM_VERSION:
                 vllm_version = image_version
-        ref = resolve_model(model)
+        ref = ModelRef(model_from_hub(model), None) if from_hub else resolve_model(model)
         checkpoint, kernel = _split_quantization(ref, quantization)
         device = None if cpu else resolve_gpu(gpu, vram_gb, bandwidth_gbps, compute_capability)
         if cpu and kv_space_gib < 1:
@@ -271,12 +297,18 @@ def register(app: typer.Typer) -> None:
             host_wsl2=wsl2,
             vllm_version=vllm_version,
             cpu_kv_space_bytes=kv_space_gib * GIB if cpu else None,
+            max_num_batched_tokens=max_num_batched_tokens,
+            max_num_seqs=max_num_seqs,
+            kv_connector=kv_connector,
+            what_if=what_if,
         )
         result = plan(request, alternative_gpus=tuple(builtin_gpus().values()) if device else ())
         # A catalog name the user typed ("qwen3-235b-awq") is the natural served name; repo ids and
         # paths fall back to the canonical catalog name.
         typed = model if "/" not in model and not Path(model).expanduser().exists() else None
-        launch = plan_launch(result, served_model_name=served_name or typed) if result.fits else None
+        # A hypothetical checkpoint has nothing to launch: the plan is a what-if.
+        launchable = result.fits and not result.hypothetical
+        launch = plan_launch(result, served_model_name=served_name or typed) if launchable else None
         if emit and launch is not None:
             typer.echo(emit_config(result, launch, image=image), nl=False)
         elif as_json:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from gpufleet.catalog import GIB, gpu_for_smi_name
 from gpufleet.doctor.facts import Finding, GpuInfo, HostFacts
 from gpufleet.doctor.probes import is_wsl
@@ -200,7 +202,7 @@ def check_free_memory(facts: HostFacts, plan: Plan | None) -> list[Finding]:
                 )
             )
             continue
-        requested = int(total * util)
+        requested = math.ceil(total * util)  # vLLM: ceil(total * gpu_memory_utilization)
         seen = f"GPU {gpu.index}: {_gib(free)} free of {_gib(total)}; vLLM wants {util:g} x total = {_gib(requested)}"
         if free < requested:
             fits_util = int((free - 256 * MIB) / total * 100) / 100

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gpufleet.catalog import GIB, GpuSpec, ModelSpec, Variant
+from gpufleet.catalog.sizing import estimate_weight_bytes
 from gpufleet.errors import PlanError
 from gpufleet.planner import memory as mem
 from gpufleet.planner.blocks import MIN_USEFUL_CONTEXT, cdiv, kv_bytes_for, max_concurrency, num_blocks
@@ -22,7 +23,7 @@ from gpufleet.planner.fixes import suggest_fixes
 from gpufleet.planner.kernels import SLOW_KERNEL_FACTOR, choose_kernel
 from gpufleet.planner.rope import yarn_for
 from gpufleet.planner.throughput import DECODE_EFFICIENCY, decode_tok_s, pcie_gbps
-from gpufleet.planner.vllm_versions import DEFAULT_VLLM_VERSION, has_v0_engine, version_tuple
+from gpufleet.planner.vllm_versions import DEFAULT_VLLM_VERSION, has_v0_engine, is_v1_default, version_tuple
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ class PlanRequest:
     efficiency: float = DECODE_EFFICIENCY
     cpu_kv_space_bytes: int | None = None
     block_size: int | None = None
+    offline: bool = False  # the LLM() class (larger batch defaults) instead of `vllm serve`
+    kv_connector: str | None = None  # --kv-transfer-config's kv_connector, e.g. LMCacheConnectorV1
+    pytorch_sampler: bool = False  # the PyTorch fallback sampler (no FlashInfer top-k/top-p)
+    what_if: bool = False  # plan a quantization the model has no checkpoint for (re-sized weights)
 
 
 @dataclass(frozen=True)
@@ -81,11 +86,15 @@ class Plan:
     block_size: int
     max_num_batched_tokens: int
     max_num_seqs: int
+    profile_tokens: int
+    profile_seqs: int
+    profile_why: str
     total_bytes_per_gpu: int
     requested_bytes_per_gpu: int
     weights_bytes_per_gpu: int
     non_torch_bytes: int
     activation_peak_bytes: int
+    sampler_bytes: int
     cudagraph_bytes: int
     cuda_context_bytes: int
     kv_cache_bytes_per_gpu: int
@@ -108,17 +117,52 @@ class Plan:
         """The planned model."""
         return self.request.model
 
+    @property
+    def hypothetical(self) -> bool:
+        """True when the checkpoint does not exist (a --what-if quantization)."""
+        return self.variant.repo.startswith("(hypothetical")
+
     def kv_bytes_for_context(self, context: int) -> int:
         """KV bytes per GPU that one request of `context` tokens holds."""
         return kv_bytes_for(context, self.kv_bytes_per_token, self.block_size)
 
 
-def _variant(model: ModelSpec, quantization: str | None) -> Variant:
+WHAT_IF_QUANTIZATIONS = ("bf16", "fp16", "fp8", "w8a8", "awq", "gptq")
+
+
+def hypothetical_variant(model: ModelSpec, quantization: str) -> Variant:
+    """A checkpoint that does not exist: the weights re-sized for `quantization` (catalog/sizing.py).
+
+    Embeddings and lm_head stay 16-bit as in real AWQ/GPTQ/FP8 checkpoints; the rest takes the
+    method's bytes per parameter.
+    """
+    if quantization not in WHAT_IF_QUANTIZATIONS:
+        raise PlanError(
+            f"no size rule for a hypothetical {quantization!r} checkpoint; "
+            f"use one of {', '.join(WHAT_IF_QUANTIZATIONS)}",
+            param="quantization",
+        )
+    embedding = model.vocab_size * model.hidden_size * (1 if model.tie_word_embeddings else 2)
+    size = estimate_weight_bytes(quantization, model.params_total, embedding)
+    return Variant(
+        quantization=quantization,
+        repo=f"(hypothetical {quantization} checkpoint of {model.name})",
+        weight_bytes=size,
+        weight_bytes_source=(
+            f"what-if: {quantization} size from {model.params_total / 1e9:.2f}B params, no such checkpoint"
+        ),
+    )
+
+
+def _variant(model: ModelSpec, quantization: str | None, what_if: bool = False) -> Variant:
     name = quantization or model.default_quantization
     variant = model.variants.get(name)
+    if variant is None and what_if:
+        return hypothetical_variant(model, name)
     if variant is None:
         raise PlanError(
-            f"{model.name} has no {name!r} checkpoint; available: {', '.join(model.variants)}",
+            f"{model.name} has no {name!r} checkpoint; available: {', '.join(model.variants)} "
+            "(--what-if plans a hypothetical one)",
             param="quantization",
         )
     if variant.format != "safetensors":
@@ -204,7 +248,7 @@ def compute_plan(req: PlanRequest) -> Plan:
     """One plan, without fix suggestions."""
     validate(req)
     model, gpu = req.model, req.gpu
-    variant = _variant(model, req.quantization)
+    variant = _variant(model, req.quantization, req.what_if)
     kernel = choose_kernel(variant, gpu)
     if req.quantization_kernel and req.quantization_kernel != kernel.kernel:
         if kernel.kernel is None or not kernel.kernel.startswith(req.quantization_kernel):
@@ -229,8 +273,15 @@ def compute_plan(req: PlanRequest) -> Plan:
         warnings.append("vLLM's CPU backend has no fp8 KV cache; it falls back to 'auto' (platforms/cpu.py)")
         kv_dtype = "auto"
     kv_per_token = mem.kv_bytes_per_token(model, tp, pp, mem.kv_dtype_bytes(kv_dtype))
-    mnbt, mns = mem.default_batching(gpu)
+    mnbt, mns = mem.default_batching(gpu, req.vllm_version, offline=req.offline)
     mnbt, mns = req.max_num_batched_tokens or mnbt, req.max_num_seqs or mns
+    warnings.extend(_uncertainty_warnings(model, variant, req))
+    if variant.repo.startswith("(hypothetical"):
+        warnings.insert(
+            0,
+            f"HYPOTHETICAL: {model.name} has no {variant.quantization} checkpoint; the weights are re-sized "
+            f"to {_gib(variant.weight_bytes)} ({variant.weight_bytes_source}); quantize it before serving",
+        )
 
     # Context window: explicit, or as long as the model allows (vLLM's derived max_model_len).
     yarn = yarn_for(model, req.context or 0)
@@ -262,7 +313,8 @@ def compute_plan(req: PlanRequest) -> Plan:
         assert req.cpu_kv_space_bytes is not None
         total = requested = kv_cache = req.cpu_kv_space_bytes
         weights = variant.weight_bytes
-        non_torch = act = graphs = ctx_bytes = 0
+        non_torch = act = sampler = graphs = ctx_bytes = 0
+        batch = mem.ProfileBatch(mnbt, mns, "CPU backend: the KV space is fixed")
         eager = True
         nodes = 1
         blocks = num_blocks(kv_cache, kv_per_token, block)
@@ -275,9 +327,20 @@ def compute_plan(req: PlanRequest) -> Plan:
         total = gpu.usable_bytes
         requested = mem.requested_bytes(gpu, req.gpu_memory_utilization)
         weights = cdiv(variant.weight_bytes, world)
-        non_torch = mem.non_torch_bytes(world)
-        act = mem.activation_peak_bytes(model, tp, mnbt, mns)
-        graphs = mem.cudagraph_bytes(model, pp, eager)
+        non_torch = mem.non_torch_bytes(world, gpu, req.vllm_version)
+        batch = mem.profile_batch(
+            req.vllm_version,
+            req.context or limit,
+            req.max_num_batched_tokens,
+            req.max_num_seqs,
+            gpu,
+            offline=req.offline,
+        )
+        act = mem.activation_peak_bytes(model, tp, batch.tokens, req.vllm_version)
+        if not is_v1_default(req.vllm_version):
+            act += mem.v0_sampler_bytes(model, batch.seqs)
+        sampler = mem.sampler_bytes(model, batch.seqs, req.vllm_version, pytorch_sampler=req.pytorch_sampler)
+        graphs = mem.cudagraph_bytes(model, pp, eager, req.vllm_version)
         ctx_bytes = mem.CUDA_CONTEXT_BYTES
         startable = mem.max_startable_utilization(gpu)
         if req.gpu_memory_utilization > startable:
@@ -289,13 +352,13 @@ def compute_plan(req: PlanRequest) -> Plan:
             reasons.append(
                 f"--gpu-memory-utilization {req.gpu_memory_utilization:g} asks for {_gib(requested)}, "
                 f"but only ~{_gib(total - ctx_bytes - gpu.host_reserved_bytes)} is free at start "
-                f"(CUDA context{host}); vLLM refuses to start. Use <= {startable:g}."
+                f"(CUDA context{host}); vLLM refuses to start. Use <= {mem.suggested_utilization(gpu):g}."
             )
         if nodes > 1:
             warnings.append(
                 f"{nodes} nodes: vLLM needs a Ray cluster across them (--distributed-executor-backend ray; seed 004)"
             )
-        kv_cache = requested - weights - non_torch - act - graphs
+        kv_cache = requested - weights - non_torch - act - sampler - graphs
         blocks = num_blocks(kv_cache, kv_per_token, block)
 
     target = req.context or min(blocks * block, limit)
@@ -331,12 +394,12 @@ def compute_plan(req: PlanRequest) -> Plan:
     concurrency = max_concurrency(blocks, target, block)
 
     if kv_short:
-        weights_room = requested - non_torch - act - graphs
+        weights_room = requested - non_torch - act - sampler - graphs
         if not cpu_mode and weights > weights_room:
             reasons.append(
                 f"weights need {_gib(weights)} per GPU but the budget leaves {_gib(max(weights_room, 0))} "
-                f"({req.gpu_memory_utilization:g} x {_gib(total)} minus {_gib(non_torch + act + graphs)} "
-                "for activations, CUDA graphs and workspaces)."
+                f"({req.gpu_memory_utilization:g} x {_gib(total)} minus {_gib(non_torch + act + sampler + graphs)} "
+                "for activations, sampler, CUDA graphs and workspaces)."
             )
         elif req.context is None:
             reasons.append(
@@ -403,11 +466,15 @@ def compute_plan(req: PlanRequest) -> Plan:
         block_size=block,
         max_num_batched_tokens=mnbt,
         max_num_seqs=mns,
+        profile_tokens=batch.tokens,
+        profile_seqs=batch.seqs,
+        profile_why=batch.why,
         total_bytes_per_gpu=total,
         requested_bytes_per_gpu=requested,
         weights_bytes_per_gpu=weights,
         non_torch_bytes=non_torch,
         activation_peak_bytes=act,
+        sampler_bytes=sampler,
         cudagraph_bytes=graphs,
         cuda_context_bytes=ctx_bytes,
         kv_cache_bytes_per_gpu=kv_cache,
@@ -424,6 +491,22 @@ def compute_plan(req: PlanRequest) -> Plan:
         decode_tok_s_estimate=tok_s,
         decode_tok_s_without_offload=tok_s_vram,
     )
+
+
+def _uncertainty_warnings(model: ModelSpec, variant: Variant, req: PlanRequest) -> list[str]:
+    """Setups whose non-KV memory the planner cannot size: say so instead of a confident number."""
+    out = []
+    if model.is_moe and variant.quantization == "fp8":
+        out.append(
+            "MoE + FP8: fused-MoE FP8 kernels take workspaces beyond the weights (GiBs on large MoE "
+            "models, issue 15); the KV figure is an upper bound, check vLLM's 'GPU KV cache size' line"
+        )
+    if req.kv_connector:
+        out.append(
+            f"KV connector {req.kv_connector}: its buffers come out of the same budget and are not "
+            "modelled; the KV figure is an upper bound"
+        )
+    return out
 
 
 def _offload_problem(gpu: GpuSpec, req: PlanRequest) -> str | None:

@@ -32,7 +32,7 @@ def candidates(req: PlanRequest, base: Plan, gpus: tuple[GpuSpec, ...]) -> list[
     model, out = req.model, []
     gpu = req.gpu
     if gpu is not None:
-        startable = mem.max_startable_utilization(gpu)
+        startable = mem.suggested_utilization(gpu)
         if req.gpu_memory_utilization > startable:
             out.append((f"--gpu-memory-utilization {startable:g}", replace(req, gpu_memory_utilization=startable)))
     if req.context and base.needs_yarn and not req.allow_yarn:

@@ -3,9 +3,14 @@
 vLLM (v1/worker/gpu_worker.py, utils/mem_utils.py) does:
 
     requested  = ceil(total * gpu_memory_utilization)       # total = what cudaMemGetInfo reports
-    non_kv     = weights + non-torch (cuBLAS/NCCL) + activation peak of a dummy forward
+    non_kv     = weights + non-torch (cuBLAS/NCCL)
+                 + activation peak of the profile batch (profile_run: max_num_batched_tokens tokens)
+                 + sampler (V1 _dummy_sampler_run: max_num_seqs rows of fp32 logits)
     kv_cache   = requested - non_kv - cudagraph_estimate    # graphs subtracted since v0.21
     num_blocks = kv_cache // (block_size * kv_bytes_per_token)
+
+Which of these a vLLM version has, and from when, is in planner/vllm_versions.py; the constants
+were fitted to the real start-up logs in tests/data/planner_logs/ (docs/planner.md, Accuracy).
 
 The CUDA context lives outside `requested`; it matters for the start-up check, which refuses to
 start when free memory < requested. Constants below are estimates of what vLLM measures; each
@@ -15,8 +20,18 @@ says where it comes from.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from gpufleet.catalog import GIB, GpuSpec, ModelSpec
+from gpufleet.planner.vllm_versions import (
+    DEFAULT_VLLM_VERSION,
+    budgets_cudagraphs,
+    has_gpu_sized_batch_defaults,
+    has_pre_017_profile_peak,
+    is_v1_default,
+    pytorch_sampler_by_default,
+    version_tuple,
+)
 
 MIB = 1 << 20
 DEFAULT_UTILIZATION = 0.92  # vLLM 0.26/0.33 default; older releases (and the seeds) used 0.90
@@ -26,13 +41,29 @@ BLOCK_SIZE_CPU = 128  # vllm/platforms/cpu.py: `if cache_config.block_size is No
 # cuBLAS/cuDNN workspaces etc. that vLLM counts as "non-torch" memory; NCCL buffers come on top
 # once there is more than one rank. vLLM logs these as 'non-torch memory' (0.1-0.5 GiB typical).
 NON_TORCH_BYTES = int(0.15 * GIB)
+# From 0.18 the single-GPU figure is ~0.25 GiB (llm-d-planner's H100 sweep: Qwen3-14B 0.13 on
+# 0.15-0.17, 0.25 on 0.18; 0.24-0.27 for every TP=1 run on 0.19).
+NON_TORCH_BYTES_018 = int(0.25 * GIB)
 NCCL_BYTES = int(0.35 * GIB)
+# SXM boards at TP>1: vLLM's custom all-reduce buffers and NCCL's NVLS/NVLink channels took
+# ~2 GiB per GPU in issue 15's H100 logs (vs ~0.5 GiB over PCIe).
+NVLINK_COMM_BYTES = int(1.85 * GIB)  # 0.19 on H100: 2.06 (TP=2), 2.13 (TP=4), 2.09 (72B TP=2) in total
+# V0 switched chunked prefill on by itself for contexts above this (engine/arg_utils.py, V0).
+V0_CHUNKED_PREFILL_ABOVE = 32768
+# Copies of the fp32 logits the dummy sampler run holds at its peak (see sampler_bytes).
+SAMPLER_COPIES = 1.0
+SAMPLER_COPIES_PYTORCH = 2.4
+# 0.15 and 0.16 profiled a forward peak ~5x today's (Qwen3-14B on H100: 5.64 GiB of torch peak
+# vs 2.23 on 0.17; the sampler part is the same) - see activation_peak_bytes.
+PRE_017_FORWARD_FACTOR = 5
 # The CUDA context (+ loaded kernels) is taken before vLLM's snapshot, so it is outside the budget.
 CUDA_CONTEXT_BYTES = int(0.5 * GIB)
-# CUDA graph pool: vLLM captures ~50 batch sizes; the pool grows with layers. Rough fit to logs
-# ("Graph capturing finished ... took 0.4-0.7 GiB" for 7-32B models).
-CUDAGRAPH_BASE_BYTES = 64 * MIB
-CUDAGRAPH_PER_LAYER_BYTES = 8 * MIB
+# CUDA graph pool vLLM estimates before sizing the KV cache (0.21+): a fixed part plus a part
+# per layer that grows with the hidden size. Fit to the two estimates in the fixture logs:
+# 'Estimated CUDA graph memory: 0.52 GiB' (Qwen3-8B: 36 layers, hidden 4096, LMCache#3430) and
+# '0.42 GiB (estimated)' (Qwen3-4B: 36 layers, hidden 2560, vllm#57047).
+CUDAGRAPH_BASE_BYTES = int(0.253 * GIB)
+CUDAGRAPH_PER_LAYER_BYTES = int(7.6 * MIB)  # at hidden size 4096; scales linearly with it
 
 KV_DTYPE_BYTES = {
     "auto": 2,
@@ -80,47 +111,128 @@ def kv_bytes_per_token(
     )
 
 
-def default_batching(gpu: GpuSpec | None) -> tuple[int, int]:
-    """`vllm serve` defaults for (max_num_batched_tokens, max_num_seqs) on this GPU.
+@dataclass(frozen=True)
+class ProfileBatch:
+    """The dummy batch vLLM's memory profile runs: `tokens` through the model, `seqs` sampled."""
 
-    engine/arg_utils.py get_batch_defaults: GPUs with >= 70 GiB that are not A100 get 8192 tokens /
-    1024 seqs for the API server; others 2048 / 256. The CPU backend uses the small set.
+    tokens: int
+    seqs: int
+    why: str
+
+
+def default_batching(
+    gpu: GpuSpec | None, vllm_version: str = DEFAULT_VLLM_VERSION, *, offline: bool = False
+) -> tuple[int, int]:
+    """vLLM's defaults for (max_num_batched_tokens, max_num_seqs) on this GPU and version.
+
+    engine/arg_utils.py get_batch_defaults (0.9+): GPUs with >= 70 GiB that are not A100 get
+    8192 tokens / 1024 seqs for `vllm serve` (16384 for the offline LLM class); others 2048 / 256
+    (8192 / 256 offline). 0.8.x's V1 engine used 2048 / 1024 for the API server (issue 15 logs:
+    the sampler of 1024 rows is what V1 profiled on small cards). The CPU backend uses the small set.
     """
+    if not is_v1_default(vllm_version):
+        return 2048, 256
+    big = gpu is not None and not gpu.unified_memory and gpu.usable_bytes >= 70 * GIB and "a100" not in gpu.name
+    if not has_gpu_sized_batch_defaults(vllm_version):
+        return (16384 if offline else 2048), 1024
     # Unified-memory GPUs (GB10) get the small set: NVML cannot report their memory, so
     # get_batch_defaults' `except` branch sees device_memory = 0.
-    if gpu is not None and not gpu.unified_memory and gpu.usable_bytes >= 70 * GIB and "a100" not in gpu.name:
-        return 8192, 1024
-    return 2048, 256
+    if big:
+        return (16384 if offline else 8192), 1024
+    return (8192 if offline else 2048), 256
+
+
+def profile_batch(
+    vllm_version: str,
+    max_model_len: int,
+    max_num_batched_tokens: int | None,
+    max_num_seqs: int | None,
+    gpu: GpuSpec | None,
+    *,
+    offline: bool = False,
+) -> ProfileBatch:
+    """What vLLM's profile run pushes through the model (worker profile_run / _dummy_run).
+
+    V1 runs `max_num_batched_tokens` tokens (chunked prefill is always on). V0 without chunked
+    prefill must fit a whole prompt in one step, so its batch is max(max_model_len, 2048)
+    (config.py SchedulerConfig); V0 turned chunked prefill on by itself above 32K context.
+    """
+    tokens_default, seqs_default = default_batching(gpu, vllm_version, offline=offline)
+    seqs = max_num_seqs or seqs_default
+    if is_v1_default(vllm_version):
+        return ProfileBatch(max_num_batched_tokens or tokens_default, seqs, "max_num_batched_tokens (V1)")
+    if max_num_batched_tokens:
+        return ProfileBatch(max_num_batched_tokens, seqs, "--max-num-batched-tokens (V0)")
+    if max_model_len > V0_CHUNKED_PREFILL_ABOVE:
+        return ProfileBatch(2048, seqs, "V0 chunked prefill (context > 32K): 2048")
+    return ProfileBatch(max(max_model_len, 2048), seqs, "V0 without chunked prefill: max(max_model_len, 2048)")
 
 
 def activation_peak_bytes(
-    model: ModelSpec, tensor_parallel: int, max_num_batched_tokens: int, max_num_seqs: int
+    model: ModelSpec, tensor_parallel: int, profile_tokens: int, vllm_version: str = DEFAULT_VLLM_VERSION
 ) -> int:
-    """Peak transient memory of vLLM's profiling forward pass (dummy batch) plus sampler.
+    """Peak transient memory of the profile forward pass over `profile_tokens` tokens.
 
-    The dummy batch has max_num_batched_tokens tokens: the MLP gate+up output dominates
-    (2 * intermediate per token, per TP rank; for MoE the routed experts' share), plus a few
-    hidden-size buffers. The sampler run holds max_num_seqs rows of fp32 logits twice.
+    Dense: the MLP gate+up output (2 * intermediate per token, per TP rank) plus a few
+    hidden-size buffers, 16-bit. MoE: fused_moe's three intermediate caches per routed expert
+    (gate+up, activation, down output: top_k * (3 * moe_intermediate / TP + hidden)).
+    Checks: Qwen3-14B at 8192 tokens on 0.17/0.18 = 0.84 GiB forward + 1.39 sampler = 2.23 GiB, as
+    logged; 0.15/0.16 logged 5.64 GiB, 5x the forward part (PRE_017_FORWARD_FACTOR, issue 15).
     """
     if model.is_moe:
-        mlp = 2 * model.moe_intermediate_size * model.experts_per_token // tensor_parallel
+        per_expert = 3 * model.moe_intermediate_size // tensor_parallel + model.hidden_size
+        per_token = (model.experts_per_token * per_expert + 4 * model.hidden_size) * 2
     else:
-        mlp = 2 * model.intermediate_size // tensor_parallel
-    per_token = (mlp + 4 * model.hidden_size) * 2
-    logits = max_num_seqs * model.vocab_size * 4 * 2
-    return max_num_batched_tokens * per_token + logits
+        per_token = (2 * model.intermediate_size // tensor_parallel + 4 * model.hidden_size) * 2
+    peak = profile_tokens * per_token
+    if has_pre_017_profile_peak(vllm_version):
+        peak *= PRE_017_FORWARD_FACTOR
+    return peak
 
 
-def cudagraph_bytes(model: ModelSpec, pipeline_parallel: int, enforce_eager: bool) -> int:
-    """CUDA graph pool vLLM reserves before sizing the KV cache (0 with --enforce-eager)."""
-    if enforce_eager:
+def sampler_bytes(model: ModelSpec, profile_seqs: int, vllm_version: str, *, pytorch_sampler: bool = False) -> int:
+    """The V1 dummy sampler run: `max_num_seqs` rows of fp32 logits, plus the sampler's copies.
+
+    gpu_model_runner._dummy_sampler_run samples one token per sequence from fp32 logits
+    (rows x vocab x 4 B: 0.14 GiB at 256 x 152K, 0.58 GiB at 1024 rows). FlashInfer's top-k/top-p
+    kernel works in place (0.8.5 logs of Qwen3-32B on 2x L20 and Qwen3-30B-A3B on 4x A10 fit
+    one copy). From 0.15 vLLM logs 'FlashInfer top-p/top-k sampling is available but disabled by
+    default' and the PyTorch sampler sorts (values + int64 indices): 2.4 copies fit 0.19's H100
+    runs (Qwen2.5-7B: 0.80 GiB forward + 1.39 sampler = 2.21 GiB logged).
+    V0 has no separate sampler profile: its sampler peak is inside the activation figure.
+    """
+    if not is_v1_default(vllm_version):
         return 0
-    return CUDAGRAPH_BASE_BYTES + CUDAGRAPH_PER_LAYER_BYTES * layers_per_stage(model, pipeline_parallel)
+    pytorch = pytorch_sampler or pytorch_sampler_by_default(vllm_version)
+    copies = SAMPLER_COPIES_PYTORCH if pytorch else SAMPLER_COPIES
+    return int(profile_seqs * model.vocab_size * 4 * copies)
 
 
-def non_torch_bytes(world_size: int) -> int:
-    """Non-torch memory: library workspaces, plus NCCL buffers when there are several ranks."""
-    return NON_TORCH_BYTES + (NCCL_BYTES if world_size > 1 else 0)
+def v0_sampler_bytes(model: ModelSpec, profile_seqs: int) -> int:
+    """V0's profile samples all `max_num_seqs` dummy sequences inside the forward's peak."""
+    return int(profile_seqs * model.vocab_size * 4 * SAMPLER_COPIES)
+
+
+def cudagraph_bytes(model: ModelSpec, pipeline_parallel: int, enforce_eager: bool, vllm_version: str) -> int:
+    """CUDA graph pool vLLM subtracts before sizing the KV cache.
+
+    Only versions that budget it (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS, default from 0.21);
+    earlier ones captured graphs after sizing the cache, out of the (1 - utilization) headroom.
+    """
+    if enforce_eager or not budgets_cudagraphs(vllm_version):
+        return 0
+    per_layer = CUDAGRAPH_PER_LAYER_BYTES * model.hidden_size // 4096
+    return CUDAGRAPH_BASE_BYTES + per_layer * layers_per_stage(model, pipeline_parallel)
+
+
+def non_torch_bytes(world_size: int, gpu: GpuSpec | None = None, vllm_version: str = DEFAULT_VLLM_VERSION) -> int:
+    """Non-torch memory: library workspaces, plus NCCL (and NVLink all-reduce) buffers with ranks."""
+    base = NON_TORCH_BYTES_018 if version_tuple(vllm_version) >= (0, 18, 0) else NON_TORCH_BYTES
+    if world_size <= 1:
+        return base
+    if gpu is not None and gpu.nvlink:
+        return base + NVLINK_COMM_BYTES
+    return base + NCCL_BYTES
 
 
 def requested_bytes(gpu: GpuSpec, gpu_memory_utilization: float) -> int:
@@ -131,7 +243,15 @@ def requested_bytes(gpu: GpuSpec, gpu_memory_utilization: float) -> int:
 def max_startable_utilization(gpu: GpuSpec) -> float:
     """The highest utilization vLLM's start-up check accepts on an otherwise idle GPU.
 
-    Free memory at start = total - CUDA context - what the host holds (unified memory: OS, page cache).
+    vLLM (gpu_worker.py request_memory) only requires free memory at start >= util * total, where
+    free = total - its own CUDA context - what the host holds (unified memory: OS, page cache).
+    Rounded down to 4 decimals, not 2: rounding to 0.97 refused the 0.9764 that vLLM 0.21 started
+    Qwen3-8B with on a 24 GB RTX A5000 (LMCache#3430).
     """
     free = gpu.usable_bytes - CUDA_CONTEXT_BYTES - gpu.host_reserved_bytes
-    return math.floor(free / gpu.usable_bytes * 100) / 100
+    return math.floor(free / gpu.usable_bytes * 10_000) / 10_000
+
+
+def suggested_utilization(gpu: GpuSpec) -> float:
+    """The startable limit rounded down to a flag a person would type (0.01 steps)."""
+    return math.floor(max_startable_utilization(gpu) * 100) / 100

@@ -10,6 +10,7 @@ from __future__ import annotations
 from gpufleet.planner.context_table import context_table
 from gpufleet.planner.fit import Plan
 from gpufleet.planner.launch import LaunchPlan
+from gpufleet.planner.vllm_versions import budgets_cudagraphs
 
 
 def plan_json(plan: Plan, launch: LaunchPlan | None) -> dict[str, object]:
@@ -23,6 +24,7 @@ def plan_json(plan: Plan, launch: LaunchPlan | None) -> dict[str, object]:
         "model": plan.model.name,
         "checkpoint": plan.variant.repo,
         "checkpoint_quantization": plan.variant.quantization,
+        "hypothetical": plan.hypothetical,
         "quantization": plan.quantization_kernel,
         "device": plan.device,
         "gpu_count": plan.tensor_parallel * plan.pipeline_parallel if plan.device != "cpu" else 0,
@@ -39,7 +41,13 @@ def plan_json(plan: Plan, launch: LaunchPlan | None) -> dict[str, object]:
         "weights_bytes_per_gpu": plan.weights_bytes_per_gpu,
         "non_torch_bytes": plan.non_torch_bytes,
         "activation_peak_bytes": plan.activation_peak_bytes,
+        "max_num_batched_tokens": plan.max_num_batched_tokens,
+        "max_num_seqs": plan.max_num_seqs,
+        "profile_batch": {"tokens": plan.profile_tokens, "seqs": plan.profile_seqs, "why": plan.profile_why},
+        "sampler_bytes": plan.sampler_bytes,
         "cudagraph_bytes": plan.cudagraph_bytes,
+        "cudagraphs_budgeted": budgets_cudagraphs(req.vllm_version) and not plan.enforce_eager,
+        "vllm_version": req.vllm_version,
         "cuda_context_bytes": plan.cuda_context_bytes,
         "kv_cache_bytes_per_gpu": plan.kv_cache_bytes_per_gpu,
         "kv_bytes_per_token": plan.kv_bytes_per_token,

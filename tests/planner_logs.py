@@ -1,0 +1,80 @@
+"""Real vLLM start-up logs (tests/data/planner_logs/fixtures.yaml) replayed through the planner.
+
+Each fixture is one public post: the settings it ran with and the KV-cache tokens vLLM reported.
+`planned_tokens` plans the same setup and `error` is (planned - reported) / reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpufleet.catalog import GIB, get_gpu, get_model
+from gpufleet.planner import PlanRequest
+from gpufleet.planner.fit import Plan, compute_plan
+
+FIXTURES = Path(__file__).parent / "data" / "planner_logs" / "fixtures.yaml"
+TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class LogFixture:
+    """One public start-up log, reduced to what a plan needs."""
+
+    id: str
+    source: str
+    raw: dict[str, Any]
+
+    @property
+    def reported_tokens(self) -> int:
+        return int(self.raw["reported"]["kv_tokens"])
+
+    @property
+    def expect_miss(self) -> bool:
+        return bool(self.raw.get("expect_miss", False))
+
+
+def load_fixtures() -> list[LogFixture]:
+    data = yaml.safe_load(FIXTURES.read_text())
+    return [LogFixture(f["id"], f["source"], f) for f in data["fixtures"]]
+
+
+def plan_for(fx: LogFixture) -> Plan:
+    raw = fx.raw
+    gpu = get_gpu(raw["gpu"])
+    if "gpu_total_gib" in raw:  # the log prints the total: use it rather than the catalog's
+        gpu = replace(gpu, usable_bytes=min(int(raw["gpu_total_gib"] * GIB), gpu.vram_bytes))
+    model = get_model(raw["model"]).spec
+    req = PlanRequest(
+        model,
+        gpu,
+        quantization=raw.get("quantization"),
+        tensor_parallel=raw.get("tensor_parallel", 1),
+        pipeline_parallel=raw.get("pipeline_parallel", 1),
+        gpu_memory_utilization=raw["gpu_memory_utilization"],
+        context=raw["max_model_len"],
+        enforce_eager=raw.get("enforce_eager", False),
+        kv_cache_dtype=raw.get("kv_cache_dtype", "auto"),
+        max_num_batched_tokens=raw.get("max_num_batched_tokens"),
+        max_num_seqs=raw.get("max_num_seqs"),
+        vllm_version=raw["vllm_version"],
+        offline=raw.get("offline", False),
+        kv_connector=raw.get("kv_connector"),
+        allow_yarn=True,
+    )
+    return compute_plan(req)
+
+
+def planned_tokens(fx: LogFixture) -> int:
+    return plan_for(fx).kv_cache_tokens
+
+
+def error(fx: LogFixture) -> float:
+    """Relative error of the planned KV tokens; a reported 0 (no room) must be planned as 0."""
+    planned = planned_tokens(fx)
+    if fx.reported_tokens == 0:
+        return 0.0 if planned == 0 else float("inf")
+    return (planned - fx.reported_tokens) / fx.reported_tokens
