@@ -441,19 +441,17 @@ async def test_admin_swap_endpoint_and_status_show_the_group() -> None:
             second = await client.post("/admin/models/deepseek-r1/swap")
             assert second.status_code == 200
             assert second.json()["model"] == "r1" and second.json()["swap_group"] == "gpu0"
-            assert second.json()["freed"] == [{"model": "ml", "how": "stopped" if host_short() else "slept"}]
+            # Sleep or stop depends on the host RAM free at the moment of the swap, which another
+            # process on the machine can change between the swap and this check: the answer and /status must agree.
+            [freed] = second.json()["freed"]
+            assert freed["model"] == "ml" and freed["how"] in {"stopped", "slept"}
             status = (await client.get("/status")).json()
             states = {m["name"]: (m["state"], m["swap_group"]) for m in status["models"]}
             assert states["r1"] == ("ready", "gpu0")
-            assert states["ml"] in {("sleeping", "gpu0"), ("stopped", "gpu0")}
+            assert states["ml"] == ({"stopped": "stopped", "slept": "sleeping"}[freed["how"]], "gpu0")
             assert status["swap_groups"]["gpu0"]["up"] == ["r1"]
             missing = await client.post("/admin/models/nope/swap")
             assert missing.status_code == 404
-
-
-def host_short() -> bool:
-    available = host_available_mib()
-    return available is None or available - 4000 < 2048
 
 
 class ServedApp:
