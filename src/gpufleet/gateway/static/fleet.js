@@ -107,7 +107,7 @@ export class FleetPanel {
     cells.error.textContent = model.last_error || "";
     cells.error.title = model.last_error || "";
     if (model.state === "remote") {
-      cells.actions.textContent = model.base_url || "remote";
+      cells.actions.replaceChildren(el("span", { class: "muted small" }, model.base_url || "remote"));
       return;
     }
     buttons.start.disabled = Boolean(pending) || !STARTABLE.has(model.state);
