@@ -158,6 +158,24 @@ def test_console_asks_for_the_key_and_shows_a_wrong_one_as_401(page: Page) -> No
     expect(page.locator('#models tr[data-model="smollm2"] td.state')).to_have_text("ready")
 
 
+def test_console_reads_server_sent_events_split_at_every_byte(page: Page) -> None:
+    stream = 'data: {"a": "é"}\r\n\r\n: keep-alive\n\ndata: {"b":\ndata: 2}\n\ndata: [DONE]\n\ndata: "after"\n\n'
+    payloads = page.evaluate("""async (text) => {
+        const { sseData } = await import("/ui/static/api.js");
+        const bytes = new TextEncoder().encode(text);
+        const body = new ReadableStream({
+            start(controller) {
+                for (const byte of bytes) controller.enqueue(new Uint8Array([byte]));
+                controller.close();
+            },
+        });
+        const seen = [];
+        for await (const data of sseData(new Response(body))) seen.push(data);
+        return seen;
+    }""", stream)
+    assert payloads == ['{"a": "é"}', '{"b":\n2}']  # comments skipped, multi-line data joined, nothing after [DONE]
+
+
 def test_console_keeps_the_key_in_the_browser(page: Page) -> None:
     use_key(page, KEY)
     expect(page.locator('#models tr[data-model="smollm2"]')).to_be_visible()

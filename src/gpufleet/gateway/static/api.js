@@ -76,7 +76,8 @@ export async function* sseData(response) {
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
-    buffer += value.replace(/\r\n/g, "\n");
+    // Normalised on the whole buffer, so a \r\n split across two reads still becomes one \n.
+    buffer = (buffer + value).replace(/\r\n/g, "\n");
     let end;
     while ((end = buffer.indexOf("\n\n")) >= 0) {
       const event = buffer.slice(0, end);

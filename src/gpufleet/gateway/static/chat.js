@@ -41,8 +41,9 @@ export class ChatPanel {
     let listing;
     try {
       listing = await getJson("/v1/models");
-    } catch {
-      this.picker.replaceChildren(el("option", { value: "" }, "(no models: enter the API key)"));
+    } catch (error) {
+      const why = error.status === 401 ? "enter the API key" : String(error);
+      this.picker.replaceChildren(el("option", { value: "" }, `(no models: ${why})`));
       return;
     }
     const groups = { "Models and routes": [], Aliases: [], Personas: [], Auto: [] };
