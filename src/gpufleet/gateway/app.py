@@ -21,7 +21,7 @@ from starlette.routing import Route
 from gpufleet.config import Config, LlamaCppModel, VllmModel
 from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.errors import GpufleetError
-from gpufleet.gateway import openai_routes, ops_routes, persona_chat
+from gpufleet.gateway import openai_routes, ops_routes, persona_chat, ui
 from gpufleet.gateway.auth import KeyCheck
 from gpufleet.gateway.dialect_binding import dialect_for
 from gpufleet.gateway.errors import error_body
@@ -119,6 +119,7 @@ def build_app(config: Config) -> Starlette:
         Route("/admin/models/{name}/stop", ops_routes.stop_model, methods=["POST"]),
         Route("/admin/models/{name}/start", ops_routes.start_model, methods=["POST"]),
         Route("/admin/models/{name}/swap", ops_routes.swap_model, methods=["POST"]),
+        *ui.routes(),  # the web console at /ui
     ]
     exception_handlers: dict[Any, Any] = {HTTPException: _http_exception, Exception: _unexpected}
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers)

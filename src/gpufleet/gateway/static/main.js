@@ -1,0 +1,47 @@
+// Wires the console together: the API key form, the banner for key errors, and the three panels.
+
+import { apiKey, setApiKey } from "./api.js";
+import { BenchPanel } from "./bench.js";
+import { ChatPanel } from "./chat.js";
+import { FleetPanel } from "./fleet.js";
+
+const banner = document.querySelector("#banner");
+const keyForm = document.querySelector("#key-form");
+const keyInput = document.querySelector("#api-key");
+
+const fleet = new FleetPanel(document.querySelector("#fleet"));
+const chat = new ChatPanel(document.querySelector("#chat"));
+const bench = new BenchPanel(document.querySelector("#bench"));
+
+// Any 401 means the gateway has api_keys and ours is missing or wrong: say so, and show nothing stale.
+document.addEventListener("auth-failed", (event) => {
+  const hint = apiKey() ? "Check the key above." : "Enter the gateway's API key above.";
+  banner.textContent = `${event.detail} — ${hint}`;
+  banner.hidden = false;
+  fleet.clear();
+});
+document.addEventListener("auth-ok", () => {
+  banner.hidden = true;
+});
+
+keyForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  setApiKey(keyInput.value.trim());
+  reload();
+});
+document.querySelector("#forget-key").addEventListener("click", () => {
+  setApiKey("");
+  keyInput.value = "";
+  reload();
+});
+
+function reload() {
+  fleet.refresh();
+  chat.loadModels();
+  bench.refresh();
+}
+
+keyInput.value = apiKey();
+chat.loadModels();
+bench.refresh();
+fleet.start();
