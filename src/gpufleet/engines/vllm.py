@@ -141,10 +141,11 @@ def plan_request(model: VllmModel, version: str | None) -> PlanRequest:
 
 
 # Fields the config and the launch record share (same name, same meaning): the config's value goes in as is.
-# (extra_args, env and vllm_version are merged or detected, not copied.)
+# (extra_args, env and vllm_version are merged or detected, not copied; a config `nodes:` would be a list of
+# addresses while the record's `nodes` is their count.)
 CONFIG_FIELDS: tuple[str, ...] = tuple(
     f.name for f in fields(LaunchPlan)
-    if f.name in VllmModel.model_fields and f.name not in ("extra_args", "env", "vllm_version")
+    if f.name in VllmModel.model_fields and f.name not in ("extra_args", "env", "vllm_version", "nodes")
 )
 
 
