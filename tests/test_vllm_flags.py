@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from gpufleet.engines.vllm_flags import (
     FlagProblem,
-    adapt_argv,
     check_argv,
     installed_vllm_version,
     parse_max_model_len,
     parse_version,
 )
 from gpufleet.errors import ConfigError, EngineError
+from gpufleet.planner.launch import LaunchPlan, server_args
 
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768, "rope_theta": 1000000}
 
@@ -150,11 +151,15 @@ def test_attention_backend_env_is_flagged_from_0_32() -> None:
     assert problems[0].message.endswith("pass --attention-backend NAME")
 
 
-def test_adapt_argv_adds_enable_reasoning_only_before_0_10() -> None:
-    argv = ["--model", "m", "--reasoning-parser", "deepseek_r1"]
-    assert adapt_argv(argv, "0.8.5") == ["--model", "m", "--enable-reasoning", "--reasoning-parser", "deepseek_r1"]
-    assert adapt_argv(argv, "0.10.0") == argv
-    assert check_argv(adapt_argv(argv, "0.8.5"), "0.8.5") == []
+def test_the_renderer_adds_enable_reasoning_only_before_0_10() -> None:
+    """The launch record's renderer spells the reasoning parser for the version (seed 000's follow-up)."""
+    launch = LaunchPlan(model="m", served_model_name="m", reasoning_parser="deepseek_r1", vllm_version="0.8.5")
+    old = server_args(launch)
+    assert old == ["--model", "m", "--served-model-name", "m", "--enable-reasoning", "--reasoning-parser",
+                   "deepseek_r1"]
+    assert "--enable-reasoning" not in server_args(replace(launch, vllm_version="0.10.0"))
+    assert "--enable-reasoning" not in server_args(replace(launch, vllm_version=None))  # unknown: not guessed
+    assert check_argv(old, "0.8.5") == []
 
 
 def test_installed_version_without_metadata_reads_vllm_version_py(tmp_path: Path) -> None:

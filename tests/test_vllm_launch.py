@@ -66,7 +66,7 @@ def test_plan_fills_seed_002_3060_with_awq_marlin_eager_and_parsers() -> None:
     model = vllm_config(model="Qwen/Qwen3-8B-AWQ", plan=True, gpu="rtx3060", max_model_len=8192,
                         gpu_memory_utilization=0.90)
     resolved = resolve_model("qwen3-8b", model, "0.26.0")
-    m = resolved.model
+    m = resolved.launch
     assert (m.quantization, m.enforce_eager, m.max_model_len, m.gpu_memory_utilization) == (
         "awq_marlin", True, 8192, 0.90)
     assert (m.reasoning_parser, m.tool_call_parser) == ("qwen3", "hermes")
@@ -77,12 +77,12 @@ def test_plan_fills_seed_002_3060_with_awq_marlin_eager_and_parsers() -> None:
 def test_explicit_config_values_win_over_the_plan() -> None:
     model = vllm_config(model="Qwen/Qwen3-8B-AWQ", plan=True, gpu="rtx3060", max_model_len=8192,
                         enforce_eager=False, quantization="awq", reasoning_parser="deepseek_r1")
-    m = resolve_model("qwen3-8b", model, "0.26.0").model
+    m = resolve_model("qwen3-8b", model, "0.26.0").launch
     assert (m.enforce_eager, m.quantization, m.reasoning_parser) == (False, "awq", "deepseek_r1")
 
 
 def test_plan_picks_the_longest_context_that_fits_when_max_model_len_is_unset() -> None:
-    m = resolve_model("q", vllm_config(model="Qwen/Qwen3-32B-AWQ", plan=True, gpu="rtx3090"), "0.26.0").model
+    m = resolve_model("q", vllm_config(model="Qwen/Qwen3-32B-AWQ", plan=True, gpu="rtx3090"), "0.26.0").launch
     assert m.max_model_len is not None and 8192 <= m.max_model_len <= 40960
 
 
@@ -95,7 +95,7 @@ def test_a_plan_that_does_not_fit_is_an_engine_error_with_the_planners_fixes() -
 
 def test_gpu_given_as_vram_plans_a_custom_card() -> None:
     m = resolve_model("q", vllm_config(model="Qwen/Qwen3-32B-AWQ", plan=True, gpu="24GiB",
-                                       max_model_len=8192), "0.26.0").model
+                                       max_model_len=8192), "0.26.0").launch
     assert m.quantization == "awq_marlin" and m.gpu_memory_utilization == 0.92
 
 
@@ -109,10 +109,10 @@ def test_unknown_gpu_and_unknown_model_name_what_to_fix() -> None:
 def test_seed_003_131072_on_two_80gb_gets_yarn_overrides_for_the_version() -> None:
     model = vllm_config(model="Qwen/Qwen2.5-Coder-32B-Instruct", plan=True, gpu="a100-80gb",
                         tensor_parallel_size=2, max_model_len=131072)
-    new = resolve_model("coder", model, "0.33.0").model.hf_overrides
+    new = resolve_model("coder", model, "0.33.0").launch.hf_overrides
     assert new is not None and new["max_position_embeddings"] == 131072
     assert new["rope_parameters"]["factor"] == 4.0
-    old = resolve_model("coder", model, "0.10.2").model.hf_overrides
+    old = resolve_model("coder", model, "0.10.2").launch.hf_overrides
     assert old is not None and "rope_scaling" in old and "max_position_embeddings" not in old
 
 
@@ -122,7 +122,7 @@ def test_seed_001_wsl2_offload_only_when_allowed_and_v0_only_before_011() -> Non
     with pytest.raises(EngineError, match="does not fit"):
         resolve_model("q", vllm_config(**fields), "0.8.5")
     resolved = resolve_model("q", vllm_config(**fields, allow_cpu_offload=True), "0.8.5")
-    assert resolved.model.cpu_offload_gb and resolved.env == {"VLLM_USE_V1": "0"}
+    assert resolved.launch.cpu_offload_gb and resolved.launch.env == {"VLLM_USE_V1": "0"}
     with pytest.raises(EngineError, match="WSL2 has no pinned memory"):
         resolve_model("q", vllm_config(**fields, allow_cpu_offload=True), "0.26.0")
 
@@ -132,7 +132,7 @@ def test_cpu_plan_with_float32_sizes_the_kv_cache_at_4_bytes() -> None:
                         cpu_kv_cache_space_gib=1)
     m = resolve_model("smol", model, "0.32.0")
     assert m.plan is not None and m.plan.kv_bytes_per_token == 2 * 30 * 3 * 64 * 4
-    assert m.model.dtype == "float32" and m.model.enforce_eager and m.model.gpu_memory_utilization is None
+    assert m.launch.dtype == "float32" and m.launch.enforce_eager and m.launch.gpu_memory_utilization is None
 
 
 def test_plan_needs_a_gpu_and_planner_inputs_need_plan() -> None:
@@ -158,11 +158,12 @@ def test_process_launch_from_the_plan_has_the_version_and_filled_fields(fake_vll
                         gpu="rtx3060", max_model_len=8192, gpu_memory_utilization=0.9)
     spec = VllmEngine().launch_spec("qwen3-8b", model, PORT)
     assert spec.argv[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+    # The one flag order (planner/launch.py's renderer), the same as `gpufleet plan` prints.
     assert spec.argv[3:] == [
-        "--model", "Qwen/Qwen3-8B-AWQ", "--served-model-name", "qwen3-8b", "--host", "127.0.0.1",
-        "--port", str(PORT), "--max-model-len", "8192", "--gpu-memory-utilization", "0.9",
-        "--quantization", "awq_marlin", "--enforce-eager", "--reasoning-parser", "qwen3",
-        "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+        "--model", "Qwen/Qwen3-8B-AWQ", "--served-model-name", "qwen3-8b", "--quantization", "awq_marlin",
+        "--max-model-len", "8192", "--gpu-memory-utilization", "0.9", "--enforce-eager",
+        "--reasoning-parser", "qwen3", "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+        "--host", "127.0.0.1", "--port", str(PORT),
     ]
     assert spec.extra["vllm_version"] == "0.26.0" and spec.stop_argv is None
 
@@ -190,8 +191,8 @@ def test_seed_000_001_3090_awq_in_a_pinned_container(fake_docker: str, tmp_path:
         "-p", f"127.0.0.1:{PORT}:8000", "-v", f"{tmp_path / 'hf'}:/root/.cache/huggingface",
         "-e", "DO_NOT_TRACK", "-e", "HF_TOKEN", "-e", "VLLM_NO_USAGE_STATS",
         "vllm/vllm-openai:v0.8.5",
-        "--model", "Qwen/Qwen3-32B-AWQ", "--served-model-name", "m", "--max-model-len", "8192",
-        "--gpu-memory-utilization", "0.92", "--quantization", "awq_marlin",
+        "--model", "Qwen/Qwen3-32B-AWQ", "--served-model-name", "m", "--quantization", "awq_marlin",
+        "--max-model-len", "8192", "--gpu-memory-utilization", "0.92",
         "--enable-reasoning", "--reasoning-parser", "qwen3",
         "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
         "--host", "0.0.0.0", "--port", "8000",

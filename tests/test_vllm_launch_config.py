@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from gpufleet.cli import app
 from gpufleet.config import VllmModel, parse_config
 from gpufleet.engines.base import LaunchSpec
-from gpufleet.engines.vllm import VllmEngine, resolve_model, vllm_serve_args
+from gpufleet.engines.vllm import VllmEngine, resolve_model
+from gpufleet.planner.launch import server_args
 from gpufleet.supervisor.process import EngineProcess
 
 
@@ -36,7 +37,8 @@ def test_emitted_config_for_seed_001_parses_and_launches_the_same_flags() -> Non
     planned = parse_config({"models": {name: {"engine": "vllm", "model": model.model, "plan": True,
                                                "gpu": "rtx3090", "max_model_len": 8192}}}).models[name]
     assert isinstance(planned, VllmModel)
-    assert vllm_serve_args(name, model) == vllm_serve_args(name, resolve_model(name, planned, None).model)
+    assert server_args(resolve_model(name, model, None).launch) == server_args(
+        resolve_model(name, planned, None).launch)
 
 
 def test_emitted_config_with_an_image_runs_in_docker_at_that_version() -> None:

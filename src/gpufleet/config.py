@@ -564,14 +564,18 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "(top level)"
 
 
-def parse_config(data: Any, *, file: str = "<config>") -> Config:
-    """Validate already-loaded YAML data into a Config, or raise ConfigError (file, key path, reason)."""
+def parse_config(data: Any, *, file: str = "<config>", expand_env: bool = True) -> Config:
+    """Validate already-loaded YAML data into a Config, or raise ConfigError (file, key path, reason).
+
+    `expand_env=False` keeps `${VAR}` references as written (the deploy generators pass them on to the
+    target, which fills them at run time, so no secret of the generating shell lands in a generated file).
+    """
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"the top level must be a mapping, got {type(data).__name__}", file=file)
     try:
-        data = _expand_env(data, "")
+        data = _expand_env(data, "") if expand_env else data
     except ConfigError as err:
         raise ConfigError(err.reason, file=file, key_path=err.key_path) from None
     try:
@@ -594,7 +598,7 @@ def parse_config(data: Any, *, file: str = "<config>") -> Config:
         raise ConfigError(msg + more, file=file, key_path=_key_path(loc)) from None
 
 
-def load_config(path: Path | None) -> Config:
+def load_config(path: Path | None, *, expand_env: bool = True) -> Config:
     """Load gpufleet.yaml from `path`; with None, the built-in default (the embedded Qwen model)."""
     if path is None:
         return parse_config(DEFAULT_CONFIG, file="<built-in default>")
@@ -614,4 +618,4 @@ def load_config(path: Path | None) -> Config:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise ConfigError(f"invalid YAML{where}: {problem}", file=file) from None
-    return parse_config(data, file=file)
+    return parse_config(data, file=file, expand_env=expand_env)

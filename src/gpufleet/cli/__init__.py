@@ -47,6 +47,7 @@ _COMMAND_MODULES = [
     "swap_cmd",
     "status_cmd",
     "node_cmd",
+    "deploy_cmd",
 ]
 
 for _name in _COMMAND_MODULES:

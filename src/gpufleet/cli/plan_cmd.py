@@ -26,6 +26,8 @@ from gpufleet.catalog import (
     model_from_hf_dir,
 )
 from gpufleet.catalog.hf_hub import model_from_hub
+from gpufleet.config import VllmModel
+from gpufleet.engines.vllm import CONFIG_FIELDS
 from gpufleet.engines.vllm_docker import image_vllm_version
 from gpufleet.errors import PlanError
 from gpufleet.planner import (
@@ -38,7 +40,7 @@ from gpufleet.planner import (
     plan_json,
     plan_launch,
 )
-from gpufleet.planner.launch import LaunchPlan
+from gpufleet.planner.launch import FLAGS, LaunchPlan, launch_env, render_flags
 from gpufleet.planner.vllm_versions import budgets_cudagraphs
 
 
@@ -126,7 +128,7 @@ def _print_human(p: Plan, launch: LaunchPlan | None, console: Console) -> None:
             ctx.add_row(f"{row.context:,}", _gib(row.kv_bytes_per_request), fits, "yes" if row.needs_yarn else "")
         console.print(ctx)
     if launch:
-        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in launch.env.items())
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in launch_env(launch).items())
         console.print("[bold]launch:[/bold]", highlight=False)
         console.print(
             f"{env + ' ' if env else ''}vllm serve {shlex.join(launch.argv)} --port PORT",
@@ -143,51 +145,34 @@ def _graphs_how(p: Plan) -> str:
     return "estimated before the KV cache is sized (0.21+)"
 
 
-def config_entry(p: Plan, launch: LaunchPlan, *, image: str | None = None) -> dict[str, object]:
-    """The `models:` entry of gpufleet.yaml that launches this plan (explicit values, no `plan: true`)."""
-    req = p.request
-    entry: dict[str, object] = {"engine": "vllm", "model": launch.model_ref}
+# Launch-record flags with no config field of their own go to extra_args, rendered by the one renderer.
+_FLAGS_WITHOUT_CONFIG_FIELD = tuple(
+    name for name, _ in FLAGS if name not in VllmModel.model_fields and name != "served_model_name"
+)
+
+
+def config_entry(launch: LaunchPlan, *, image: str | None = None) -> dict[str, object]:
+    """The `models:` entry of gpufleet.yaml that launches this plan (explicit values, no `plan: true`).
+
+    Read field by field from the launch record, never from its argv.
+    """
+    entry: dict[str, object] = {"engine": "vllm", "model": launch.model}
     if image:
         entry["launch"] = "docker"
         # Across nodes vLLM's Ray workers talk over the host network (seed 004's two Sparks).
-        entry["docker"] = {"image": image, "network_host": True} if p.nodes > 1 else {"image": image}
-    cpu = p.device == "cpu"
-    if cpu:
-        entry["device"] = "cpu"
-        entry["dtype"] = "float32" if req.kv_cache_dtype == "float32" else "bfloat16"
-        assert req.cpu_kv_space_bytes is not None
-        entry["cpu_kv_cache_space_gib"] = req.cpu_kv_space_bytes // GIB
-    entry["max_model_len"] = p.context
-    if not cpu:
-        entry["gpu_memory_utilization"] = req.gpu_memory_utilization
-    if p.tensor_parallel > 1:
-        entry["tensor_parallel_size"] = p.tensor_parallel
-    if p.quantization_kernel:
-        entry["quantization"] = p.quantization_kernel
-    if p.dtype and not cpu:
-        entry["dtype"] = p.dtype
-    if p.enforce_eager:
-        entry["enforce_eager"] = True
-    flags = launch.argv
-    if "--reasoning-parser" in flags:
-        entry["reasoning_parser"] = flags[flags.index("--reasoning-parser") + 1]
-    if "--tool-call-parser" in flags:
-        entry["tool_call_parser"] = flags[flags.index("--tool-call-parser") + 1]
-    if "--hf-overrides" in flags:
-        entry["hf_overrides"] = json.loads(flags[flags.index("--hf-overrides") + 1])
-    if p.cpu_offload_used:
-        entry["cpu_offload_gb"] = p.cpu_offload_bytes // GIB
-    # Flags with no config field of their own go through extra_args, verbatim.
-    extra: list[str] = []
-    for flag in ("--pipeline-parallel-size", "--distributed-executor-backend", "--kv-cache-dtype",
-                 "--max-num-seqs", "--max-num-batched-tokens"):
-        if flag in flags:
-            extra += [flag, flags[flags.index(flag) + 1]]
+        entry["docker"] = {"image": image, "network_host": True} if launch.nodes > 1 else {"image": image}
+    defaults = LaunchPlan(model="", served_model_name="")
+    for key in CONFIG_FIELDS:
+        if key == "model":
+            continue
+        value = getattr(launch, key)
+        if value is not None and value != getattr(defaults, key):
+            entry[key] = dict(value) if key == "hf_overrides" else value
+    extra = render_flags(launch, only=_FLAGS_WITHOUT_CONFIG_FIELD)
     if extra:
         entry["extra_args"] = extra
-    env = {k: v for k, v in launch.env.items() if k != "VLLM_CPU_KVCACHE_SPACE"}
-    if env:
-        entry["env"] = env
+    if launch.env:
+        entry["env"] = dict(launch.env)
     return {"models": {launch.served_model_name: entry}}
 
 
@@ -202,7 +187,7 @@ def emit_config(p: Plan, launch: LaunchPlan, *, image: str | None = None) -> str
         f"# planned by gpufleet for {p.device} and vLLM {p.request.vllm_version}; vLLM comes from {where}.\n"
         "# Paste under models: in gpufleet.yaml; `plan: true` + `gpu:` instead re-plans at every launch.\n"
     )
-    return header + yaml.safe_dump(config_entry(p, launch, image=image), sort_keys=False)
+    return header + yaml.safe_dump(config_entry(launch, image=image), sort_keys=False)
 
 
 def register(app: typer.Typer) -> None:

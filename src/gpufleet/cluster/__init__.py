@@ -12,8 +12,8 @@ facts the nodes must agree on.
 
 from __future__ import annotations
 
-from gpufleet.cluster.ray_commands import DistributedLaunch, distributed_launch, head_address
+from gpufleet.cluster.ray_commands import distributed_launch, head_address
 from gpufleet.cluster.ray_state import ClusterView, RayNode, assess, lost_reason, parse_nodes
 
-__all__ = ["ClusterView", "DistributedLaunch", "RayNode", "assess", "distributed_launch", "head_address",
+__all__ = ["ClusterView", "RayNode", "assess", "distributed_launch", "head_address",
            "lost_reason", "parse_nodes"]

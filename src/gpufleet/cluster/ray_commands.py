@@ -12,10 +12,11 @@ join the cluster. `--block` keeps `ray start` in the foreground, so gpufleet sup
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 
 from gpufleet.config import VllmModel
+from gpufleet.planner.launch import LaunchPlan
 
 RAY_MODULE = "ray.scripts.scripts"
 DEFAULT_GCS_PORT = 6379
@@ -23,14 +24,6 @@ DEFAULT_DASHBOARD_PORT = 8265
 LABEL_PREFIX = "gpufleet.io/"
 # Ray node label values: like Kubernetes', at most 63 characters of [A-Za-z0-9_.-], alphanumeric at both ends.
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
-
-
-@dataclass(frozen=True)
-class DistributedLaunch:
-    """What a model's vLLM command line needs for tensor/pipeline parallelism across nodes: flags and env."""
-
-    args: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
 
 
 def head_address(model: VllmModel) -> str:
@@ -45,19 +38,14 @@ def expected_gpus(model: VllmModel) -> int:
     return model.tensor_parallel_size * model.pipeline_parallel_size
 
 
-def distributed_launch(model: VllmModel, planned_nodes: int = 1) -> DistributedLaunch:
-    """The Ray backend flag (with `nodes:`, or when the planner spread the model over nodes) and the pipeline
-    size, unless extra_args already say them; RAY_ADDRESS points vLLM's driver at the head gpufleet runs."""
-    args: list[str] = []
-    env: dict[str, str] = {}
-    if model.pipeline_parallel_size > 1 and "--pipeline-parallel-size" not in model.extra_args:
-        args += ["--pipeline-parallel-size", str(model.pipeline_parallel_size)]
-    multi_node = bool(model.nodes) or planned_nodes > 1
-    if multi_node and "--distributed-executor-backend" not in model.extra_args:
-        args += ["--distributed-executor-backend", "ray"]  # seed 004: two DGX Sparks joined by Ray
-    if model.nodes:
-        env["RAY_ADDRESS"] = head_address(model)
-    return DistributedLaunch(args, env)
+def distributed_launch(launch: LaunchPlan, model: VllmModel) -> LaunchPlan:
+    """`launch` spread over `nodes:`: the Ray backend (unless extra_args name one) and RAY_ADDRESS pointing vLLM's
+    driver at the head gpufleet runs. The pipeline size is a field of the record already."""
+    if not model.nodes:
+        return launch
+    backend = None if "--distributed-executor-backend" in model.extra_args else "ray"  # seed 004: two Sparks
+    return replace(launch, nodes=len(model.nodes), distributed_executor_backend=backend,
+                   env={"RAY_ADDRESS": head_address(model), **launch.env})  # the config's own env wins
 
 
 def ray_command(python: Path | str) -> list[str]:

@@ -12,30 +12,29 @@ version (engines/vllm_flags.py); a flag that version refuses is an EngineError b
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
 
 from gpufleet.catalog import GIB, GpuSpec, ModelRef, custom_gpu, get_gpu, get_model, model_from_hf_dir
 from gpufleet.cluster.ray_commands import distributed_launch
 from gpufleet.config import VllmModel
 from gpufleet.engines.base import LaunchSpec, local_urls
 from gpufleet.engines.vllm_docker import (
+    container_launch,
     docker_run_argv,
     docker_stop_argv,
     image_vllm_version,
     local_model_dir,
     require_docker,
 )
-from gpufleet.engines.vllm_flags import adapt_argv, check_argv, installed_vllm_version
+from gpufleet.engines.vllm_flags import check_argv, installed_vllm_version
 from gpufleet.errors import CatalogError, EngineError, PlanError
 from gpufleet.paths import engines_dir
 from gpufleet.planner import DEFAULT_UTILIZATION, DEFAULT_VLLM_VERSION, Plan, PlanRequest, plan, plan_launch
-from gpufleet.planner.launch import hf_overrides_for_yarn
+from gpufleet.planner.launch import QUIET_ENV, LaunchPlan, launch_env, server_args
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +85,9 @@ def resolve_python(python: str | None, device: str = "cuda") -> Path:
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    """A model config with the planner's values filled in where the config left them unset."""
+    """A model config turned into its launch record, the planner's values filling what the config left unset."""
 
-    model: VllmModel
-    env: dict[str, str] = field(default_factory=dict)  # the plan's env (the config's own env wins)
-    extra_args: list[str] = field(default_factory=list)  # plan flags with no config field (Ray backend)
+    launch: LaunchPlan
     plan: Plan | None = None
     filled: tuple[str, ...] = ()  # config fields the plan filled
 
@@ -144,14 +141,36 @@ def plan_request(model: VllmModel, version: str | None) -> PlanRequest:
     )
 
 
+# Fields the config and the launch record share (same name, same meaning): the config's value goes in as is.
+# (extra_args, env and vllm_version are merged or detected, not copied; a config `nodes:` would be a list of
+# addresses while the record's `nodes` is their count.)
+CONFIG_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(LaunchPlan)
+    if f.name in VllmModel.model_fields and f.name not in ("extra_args", "env", "vllm_version", "nodes")
+)
+
+
+def configured_launch(name: str, model: VllmModel, version: str | None) -> LaunchPlan:
+    """The launch record of a model config as written (no planner): its fields, its env, its image."""
+    return LaunchPlan(
+        served_model_name=name,
+        vllm_version=version,
+        image=model.docker.image if model.docker else None,
+        extra_args=tuple(model.extra_args),
+        env={**model.env, **(model.docker.env if model.docker else {})},
+        **{key: getattr(model, key) for key in CONFIG_FIELDS},
+    )
+
+
 def resolve_model(name: str, model: VllmModel, version: str | None) -> ResolvedModel:
-    """Fill the unset launch fields of `model` from the planner (`plan: true`); explicit values win.
+    """The launch record of `model`: with `plan: true` the planner fills the fields the config left unset
+    (explicit values win); `version` is the vLLM the flags are spelled for (None: unknown).
 
     A plan that does not fit is an EngineError carrying the planner's reasons and ranked fixes.
     """
-    ray = distributed_launch(model)
+    configured = configured_launch(name, model, version)
     if not model.plan:
-        return ResolvedModel(model, env=ray.env, extra_args=ray.args)
+        return ResolvedModel(distributed_launch(configured, model))
     try:
         result = plan(plan_request(model, version))
     except PlanError as err:
@@ -161,84 +180,23 @@ def resolve_model(name: str, model: VllmModel, version: str | None) -> ResolvedM
             f"the plan for {model.model} on {result.device} does not fit: {' '.join(result.reasons)}"
             f" Set what the fix names in models.{name} (or a smaller model), or turn plan off."
         )
-    launch = plan_launch(result, served_model_name=name, model_path=model.model)
-    cpu = result.device == "cpu"
-    planned: dict[str, Any] = {
-        "max_model_len": result.context,
-        "quantization": result.quantization_kernel,
-        "enforce_eager": result.enforce_eager,
-        "reasoning_parser": result.model.serving.reasoning_parser,
-        "tool_call_parser": result.model.serving.tool_call_parser,
-    }
-    if cpu:
-        planned["dtype"] = "float32" if result.request.kv_cache_dtype == "float32" else "bfloat16"
-        planned["cpu_kv_cache_space_gib"] = result.request.cpu_kv_space_bytes // GIB  # type: ignore[operator]
-    else:
-        planned["dtype"] = result.dtype
-        planned["gpu_memory_utilization"] = result.request.gpu_memory_utilization
-    if result.needs_yarn:
-        planned["hf_overrides"] = hf_overrides_for_yarn(result)
-    if result.cpu_offload_used:
-        planned["cpu_offload_gb"] = result.cpu_offload_bytes // GIB
-    updates = {k: v for k, v in planned.items() if k not in model.model_fields_set and v is not None}
-    ray = distributed_launch(model, planned_nodes=result.nodes)  # seed 004: two DGX Sparks joined by Ray
-    env = {k: v for k, v in launch.env.items() if k != "VLLM_CPU_KVCACHE_SPACE"}  # vllm_env sets that one
-    return ResolvedModel(
-        model=model.model_copy(update=updates),
-        env={**env, **ray.env},
-        extra_args=ray.args,
-        plan=result,
-        filled=tuple(sorted(updates)),
+    planned = plan_launch(result, served_model_name=name, model_path=model.model)
+    explicit = {key: getattr(configured, key) for key in CONFIG_FIELDS if key in model.model_fields_set}
+    filled = tuple(sorted(key for key in CONFIG_FIELDS if key not in explicit and getattr(planned, key)
+                          not in (None, getattr(configured, key))))
+    backend = planned.distributed_executor_backend
+    if "--distributed-executor-backend" in model.extra_args:
+        backend = None  # the config's own choice, verbatim in extra_args
+    launch = replace(
+        planned,
+        **explicit,
+        distributed_executor_backend=backend,
+        extra_args=configured.extra_args,
+        env={**planned.env, **configured.env},
+        vllm_version=version,
+        image=configured.image,
     )
-
-
-def vllm_serve_args(name: str, model: VllmModel) -> list[str]:
-    """The API server's flags for `model`, without --host/--port (the launch mode adds those)."""
-    argv = ["--model", model.model, "--served-model-name", name]
-    if model.max_model_len is not None:
-        argv += ["--max-model-len", str(model.max_model_len)]
-    if model.gpu_memory_utilization is not None:
-        argv += ["--gpu-memory-utilization", f"{model.gpu_memory_utilization:g}"]
-    if model.tensor_parallel_size > 1:
-        argv += ["--tensor-parallel-size", str(model.tensor_parallel_size)]
-    if model.quantization:
-        argv += ["--quantization", model.quantization]
-    if model.dtype:
-        argv += ["--dtype", model.dtype]
-    if model.enforce_eager:
-        argv += ["--enforce-eager"]
-    if model.cpu_offload_gb:
-        argv += ["--cpu-offload-gb", str(model.cpu_offload_gb)]
-    if model.reasoning_parser:
-        argv += ["--reasoning-parser", model.reasoning_parser]
-    if model.tool_call_parser:
-        argv += ["--enable-auto-tool-choice", "--tool-call-parser", model.tool_call_parser]
-    if model.hf_overrides:
-        argv += ["--hf-overrides", json.dumps(model.hf_overrides, separators=(",", ":"))]
-    if model.enable_sleep_mode:
-        argv += ["--enable-sleep-mode"]
-    return argv + list(model.extra_args)
-
-
-def vllm_argv(name: str, model: VllmModel, port: int) -> list[str]:
-    """The `vllm serve` flags for `model` listening on 127.0.0.1:`port` (without the interpreter)."""
-    args = vllm_serve_args(name, model)
-    return [*args[:4], "--host", "127.0.0.1", "--port", str(port), *args[4:]]
-
-
-def vllm_env(model: VllmModel) -> dict[str, str]:
-    """Environment for the vLLM process."""
-    env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", **model.env}
-    if model.device == "cpu" and model.cpu_kv_cache_space_gib is not None:
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(model.cpu_kv_cache_space_gib)
-    if model.enable_sleep_mode:
-        env["VLLM_SERVER_DEV_MODE"] = "1"  # the /sleep and /wake_up routes exist only in dev mode
-    return env
-
-
-def adapt(argv: list[str], version: str | None) -> list[str]:
-    """`argv` spelled for the installed vLLM (unchanged when the version is unknown)."""
-    return argv if version is None else adapt_argv(argv, version)
+    return ResolvedModel(distributed_launch(launch, model), plan=result, filled=filled)
 
 
 def check_version(name: str, argv: list[str], env: dict[str, str], version: str | None, where: str,
@@ -283,8 +241,9 @@ class VllmEngine:
         python = resolve_python(model.python, model.device)
         version = model.vllm_version or installed_vllm_version(python, model.env)
         resolved = resolve_model(name, model, version)
-        serve = adapt(vllm_argv(name, resolved.model, port) + resolved.extra_args, version)
-        env = {**resolved.env, **vllm_env(resolved.model)}
+        launch = replace(resolved.launch, host="127.0.0.1", port=port)
+        serve = server_args(launch)
+        env = {**QUIET_ENV, **launch_env(launch)}
         warnings = _plan_warnings(resolved) + check_version(name, serve, env, version, str(python), model.device)
         return _served_spec([str(python), "-m", API_SERVER_MODULE, *serve], env, port,
                             {"vllm_version": version or "unknown", "planned": ",".join(resolved.filled)}, warnings)
@@ -295,14 +254,11 @@ class VllmEngine:
         docker_bin = require_docker()
         version = model.vllm_version or image_vllm_version(docker.image)
         resolved = resolve_model(name, model, version)
-        serve = adapt(vllm_serve_args(name, resolved.model) + resolved.extra_args, version)
-        env = {**resolved.env, **vllm_env(resolved.model), **docker.env}
+        launch = container_launch(resolved.launch, docker, port)
+        env = {**QUIET_ENV, **launch_env(launch)}
         warnings = _plan_warnings(resolved) + check_version(
-            name, serve, env, version, f"image {docker.image}", model.device)
-        argv = docker_run_argv(
-            name, docker, port=port, serve_args=serve, env_names=sorted(env), model_dir=local_model_dir(model.model)
-        )
+            name, server_args(launch), env, version, f"image {docker.image}", model.device)
+        argv = docker_run_argv(name, docker, launch, port=port, model_dir=local_model_dir(model.model))
         extra = {"vllm_version": version or "unknown", "planned": ",".join(resolved.filled), "image": docker.image}
         return _served_spec([docker_bin, *argv[1:]], env, port, extra, warnings,
                             stop_argv=[docker_bin, *docker_stop_argv(name, port)[1:]])
-

@@ -1,11 +1,12 @@
 """vLLM in a container: the `docker run` command line around the `vllm serve` flags (`launch: docker`).
 
-    argv = docker_run_argv("qwen3-32b-awq", docker, port=41234, serve_args=[...], env_names=["HF_TOKEN"])
+    argv = docker_run_argv("qwen3-32b-awq", docker, container_launch(launch, docker, 41234), port=41234)
     # ['docker', 'run', '--rm', '--init', '--name', 'gpufleet-qwen3-32b-awq-41234', '--gpus', 'all', ...,
     #  'vllm/vllm-openai:v0.10.2', '--model', 'Qwen/Qwen3-32B-AWQ', ...]
 
 The vllm/vllm-openai image's entrypoint is the OpenAI API server, so the arguments after the image are the
-server's flags with the model as `--model` (docs.vllm.ai "Deploying with Docker"). Pure: builds argv only,
+server's flags with the model as `--model` (docs.vllm.ai "Deploying with Docker"), rendered from the launch
+record by planner/launch.py's server_args like every other vLLM command line. Pure: builds argv only,
 so it is tested on machines without Docker; `require_docker` is the one check of the host.
 
 Stopping: the supervisor SIGTERMs the `docker run` process group; `docker run` (attached, no tty) proxies the
@@ -18,10 +19,12 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from gpufleet.config import VllmDocker
 from gpufleet.errors import EngineError
+from gpufleet.planner.launch import QUIET_ENV, LaunchPlan, launch_env, server_args
 
 CONTAINER_PORT = 8000
 CONTAINER_HF_CACHE = "/root/.cache/huggingface"
@@ -62,20 +65,27 @@ def local_model_dir(model: str) -> Path | None:
     return Path(model).expanduser().resolve()
 
 
+def container_launch(launch: LaunchPlan, docker: VllmDocker, port: int) -> LaunchPlan:
+    """`launch` listening where the container's vLLM must: 0.0.0.0:8000 behind a loopback port map, or
+    127.0.0.1:`port` on the host network (multi-node Ray, seed 004)."""
+    if docker.network_host:
+        return replace(launch, host="127.0.0.1", port=port)
+    return replace(launch, host="0.0.0.0", port=CONTAINER_PORT)
+
+
 def docker_run_argv(
     model_name: str,
     docker: VllmDocker,
+    launch: LaunchPlan,
     *,
     port: int,
-    serve_args: Sequence[str],
-    env_names: Sequence[str],
     model_dir: Path | None = None,
 ) -> list[str]:
-    """`docker run ... IMAGE <serve_args>` serving on 127.0.0.1:`port` of the host.
+    """`docker run ... IMAGE <server args>` serving `launch` (from container_launch) on 127.0.0.1:`port`.
 
-    `serve_args` are the API server's flags (`--model ...`) without --host/--port: this adds them. `env_names`
-    are passed as bare `-e NAME`, so Docker copies the values from the client's environment (the launch spec's
-    env) and secrets such as HF_TOKEN never appear in `ps`. `model_dir` is mounted read-only at the same path.
+    The environment (QUIET_ENV + launch_env) is passed as bare `-e NAME`, so Docker copies the values from the
+    client's environment (the launch spec's env) and secrets such as HF_TOKEN never appear in `ps`.
+    `model_dir` is mounted read-only at the same path.
     """
     argv = ["docker", "run", "--rm", "--init", "--name", container_name(model_name, port)]
     argv += ["--gpus", gpus_value(docker.gpus)]
@@ -92,15 +102,11 @@ def docker_run_argv(
         argv += ["-v", f"{model_dir}:{model_dir}:ro"]
     for volume in docker.volumes:
         argv += ["-v", volume]
-    for name in env_names:
+    for name in sorted({**QUIET_ENV, **launch_env(launch)}):
         argv += ["-e", name]
     argv += list(docker.run_args)
     argv.append(docker.image)
-    if docker.network_host:
-        argv += [*serve_args, "--host", "127.0.0.1", "--port", str(port)]
-    else:
-        argv += [*serve_args, "--host", "0.0.0.0", "--port", str(CONTAINER_PORT)]
-    return argv
+    return argv + server_args(launch)
 
 
 def docker_stop_argv(model_name: str, port: int) -> list[str]:

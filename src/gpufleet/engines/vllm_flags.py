@@ -98,20 +98,6 @@ def parse_max_model_len(text: str) -> int | None:
     return int(float(m[1]) * _SUFFIX[m[2]])
 
 
-def adapt_argv(argv: Sequence[str], version: str) -> list[str]:
-    """`vllm serve` argv spelled for `version`: flags whose spelling changed are rewritten, nothing is dropped.
-
-    Before 0.10 a reasoning parser did nothing without --enable-reasoning (seed 000's follow-up wanted
-    `--enable-reasoning --reasoning-parser deepseek_r1` on 0.8.5); from 0.10 that flag is gone (REMOVED_FLAGS).
-    """
-    out = list(argv)
-    v = parse_version(version)
-    removed = REMOVED_FLAGS["--enable-reasoning"].removed_in
-    if v < removed and "--reasoning-parser" in out and "--enable-reasoning" not in out:
-        out.insert(out.index("--reasoning-parser"), "--enable-reasoning")
-    return out
-
-
 def _flag_values(argv: Sequence[str]) -> dict[str, str | None]:
     """Map each `--flag` in argv to its value (the next word, or after '='); None for bare switches."""
     values: dict[str, str | None] = {}

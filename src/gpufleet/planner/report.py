@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from gpufleet.planner.context_table import context_table
 from gpufleet.planner.fit import Plan
-from gpufleet.planner.launch import LaunchPlan
+from gpufleet.planner.launch import LaunchPlan, launch_env
 from gpufleet.planner.vllm_versions import budgets_cudagraphs
 
 
@@ -74,5 +74,5 @@ def plan_json(plan: Plan, launch: LaunchPlan | None) -> dict[str, object]:
         ],
         "served_model_name": launch.served_model_name if launch else None,
         "argv": list(launch.argv) if launch else [],
-        "env": dict(launch.env) if launch else {},
+        "env": launch_env(launch) if launch else {},
     }

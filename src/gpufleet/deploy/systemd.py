@@ -1,0 +1,113 @@
+"""systemd: `gpufleet serve` as a service on the GPU host (seed 003's unit), and units for Ray workers.
+
+Here the gateway launches its engines itself (a local vLLM process or a pinned container, as in `gpufleet
+serve`), so the input config is installed as is. Files: `gpufleet.service`, `gpufleet.env` (the `${VAR}`s the
+config references, plus where caches go) and `gpufleet.yaml`. The unit restarts on failure and runs with
+systemd's hardening that a GPU process tolerates: no new privileges, a read-only system, private /tmp, no
+kernel tunables; devices stay visible (vLLM needs /dev/nvidia*), and memory may be executable (CUDA and
+torch.compile JIT-compile kernels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from gpufleet.deploy.fleet import Fleet
+from gpufleet.deploy.render import env_file, header, to_yaml
+
+CONFIG_DIR = "/etc/gpufleet"
+STATE_DIR = "/var/lib/gpufleet"  # systemd's StateDirectory=gpufleet: caches, assembled models, engine venvs
+SERVICE_USER = "gpufleet"
+# What every gpufleet unit gets from systemd's sandboxing (systemd.exec(5)); each line is a reason a GPU
+# server does not need that part of the system.
+HARDENING = (
+    "NoNewPrivileges=yes",
+    "ProtectSystem=strict",
+    "ProtectHome=yes",
+    "PrivateTmp=yes",
+    "ProtectKernelTunables=yes",
+    "ProtectKernelModules=yes",
+    "ProtectKernelLogs=yes",
+    "ProtectControlGroups=yes",
+    "ProtectClock=yes",
+    "ProtectHostname=yes",
+    "RestrictSUIDSGID=yes",
+    "RestrictRealtime=yes",
+    "RestrictNamespaces=yes",
+    "LockPersonality=yes",
+    "SystemCallArchitectures=native",
+    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+)
+
+
+def _unit(description: str, exec_start: str, *, stop_timeout_s: int, user: str, extra: Sequence[str] = ()) -> str:
+    lines = [
+        "[Unit]",
+        f"Description={description}",
+        "After=network-online.target",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        "Type=exec",
+        f"User={user}",
+        "StateDirectory=gpufleet",
+        f"EnvironmentFile={CONFIG_DIR}/gpufleet.env",
+        f"ExecStart={exec_start}",
+        "Restart=on-failure",
+        "RestartSec=5",
+        # SIGTERM to gpufleet only: it stops its engines (SIGTERM, grace, SIGKILL); then systemd kills the rest.
+        "KillMode=mixed",
+        f"TimeoutStopSec={stop_timeout_s}",
+        *extra,
+        *HARDENING,
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def systemd_files(fleet: Fleet, *, executable: str, user: str = SERVICE_USER,
+                  source: str = "gpufleet.yaml") -> dict[str, str]:
+    """`gpufleet.service`, `gpufleet.env` and `gpufleet.yaml` (install under /etc/systemd/system and
+    /etc/gpufleet). `executable` is the gpufleet console script on the target host."""
+    models = fleet.source_config.get("models", {})
+    # The longest engine stop grace, plus the gateway's own shutdown.
+    grace = max([int(m.get("stop_grace_s", 30)) for m in models.values() if isinstance(m, dict)] + [30]) + 15
+    port = fleet.source_config.get("server", {}).get("port", 8000)
+    exec_start = f"{executable} serve --config {CONFIG_DIR}/gpufleet.yaml --port {port}"
+    env = {"GPUFLEET_CACHE": f"{STATE_DIR}/cache", "HF_HOME": f"{STATE_DIR}/huggingface"}
+    # `launch: docker` models are started with the docker client, which needs the daemon's socket.
+    docker = any(isinstance(m, dict) and m.get("launch") == "docker" for m in models.values())
+    return {
+        "gpufleet.service": _unit("gpufleet: OpenAI-compatible LLM gateway and its engines", exec_start,
+                                  stop_timeout_s=grace, user=user,
+                                  extra=("SupplementaryGroups=docker",) if docker else ()),
+        "gpufleet.env": header(source, "Environment of gpufleet.service (fill in the empty ${VAR}s)")
+        + env_file(env, fleet.env_names),
+        "gpufleet.yaml": header(source, "gpufleet's config as installed for the service")
+        + to_yaml(fleet.source_config),
+    }
+
+
+def ray_worker_units(head_address: str, worker_addresses: Sequence[str], *, executable: str,
+                     user: str = SERVICE_USER) -> dict[str, str]:
+    """Hook for multi-node models (`nodes:`, seed 004): one unit file per worker host that joins the Ray
+    cluster whose head is `head_address`, via `gpufleet node join HEAD` (added with the Ray support).
+
+    Returns {"<worker>/gpufleet-ray-worker.service": unit text}; the generator calls it for a model whose
+    config names `nodes:` (the head first).
+    """
+    units: dict[str, str] = {}
+    for worker in worker_addresses:
+        unit = _unit(f"gpufleet: Ray worker {worker} of the cluster at {head_address}",
+                     f"{executable} node join {head_address}", stop_timeout_s=60, user=user,
+                     extra=(f"Environment=GPUFLEET_NODE_ADDRESS={worker}",))
+        units[f"{_safe(worker)}/gpufleet-ray-worker.service"] = unit
+    return units
+
+
+def _safe(address: str) -> str:
+    """A host address as a directory name (IPv6 colons and ports become '-')."""
+    return Path(address.replace(":", "-").replace("/", "-")).name
