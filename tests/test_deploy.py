@@ -38,6 +38,7 @@ GOLDEN_CASES = [
     ("seed-002-k3s-3060", "k8s"),
     ("seed-003-two-a100", "systemd"),
     ("seed-004-two-sparks", "systemd"),
+    ("seed-004-two-sparks-ray", "systemd"),
 ]
 EXAMPLE_NAMES = sorted(p.stem for p in EXAMPLES.glob("*.yaml"))
 
@@ -116,11 +117,13 @@ def systemd_verify(unit_dir: Path) -> subprocess.CompletedProcess[str]:
                           timeout=120)
 
 
-@pytest.mark.parametrize("example", ["seed-003-two-a100", "seed-004-two-sparks", "seed-002-k3s-3060"])
+@pytest.mark.parametrize("example", ["seed-003-two-a100", "seed-004-two-sparks", "seed-004-two-sparks-ray",
+                                     "seed-002-k3s-3060"])
 def test_systemd_unit_passes_systemd_analyze_verify(example: str, tmp_path: Path) -> None:
     # verify checks that ExecStart's program exists: use this venv's gpufleet.
     executable = str(Path(sys.executable).with_name("gpufleet"))
     for name, text in generate(example, "systemd", executable=executable).items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     done = systemd_verify(tmp_path)
     assert done.returncode == 0 and done.stderr == "", done.stderr  # unknown keys are only warned about
@@ -128,6 +131,16 @@ def test_systemd_unit_passes_systemd_analyze_verify(example: str, tmp_path: Path
     for line in ("Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict",
                  "EnvironmentFile=/etc/gpufleet/gpufleet.env", f"ExecStart={executable} serve --config"):
         assert line in unit
+
+
+def test_multi_node_model_gets_a_ray_worker_unit_per_worker_joining_the_head() -> None:
+    files = generate("seed-004-two-sparks-ray", "systemd")
+    assert sorted(name for name in files if name.endswith(".service")) == [
+        "192.168.100.11/gpufleet-ray-worker.service", "gpufleet.service"]
+    worker = files["192.168.100.11/gpufleet-ray-worker.service"]
+    assert (f"ExecStart={EXEC} node join 192.168.100.10:6379 --node-ip 192.168.100.11 --num-gpus 1"
+            " --python /opt/vllm/.venv/bin/python") in worker
+    assert "Restart=on-failure" in worker and "NoNewPrivileges=yes" in worker
 
 
 def test_systemd_analyze_verify_catches_a_broken_unit(tmp_path: Path) -> None:

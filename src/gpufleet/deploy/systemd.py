@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from gpufleet.cluster.ray_commands import head_address
+from gpufleet.config import VllmModel, parse_config
 from gpufleet.deploy.fleet import Fleet
 from gpufleet.deploy.render import env_file, header, to_yaml
 
@@ -80,7 +82,7 @@ def systemd_files(fleet: Fleet, *, executable: str, user: str = SERVICE_USER,
     env = {"GPUFLEET_CACHE": f"{STATE_DIR}/cache", "HF_HOME": f"{STATE_DIR}/huggingface"}
     # `launch: docker` models are started with the docker client, which needs the daemon's socket.
     docker = any(isinstance(m, dict) and m.get("launch") == "docker" for m in models.values())
-    return {
+    files = {
         "gpufleet.service": _unit("gpufleet: OpenAI-compatible LLM gateway and its engines", exec_start,
                                   stop_timeout_s=grace, user=user,
                                   extra=("SupplementaryGroups=docker",) if docker else ()),
@@ -89,21 +91,32 @@ def systemd_files(fleet: Fleet, *, executable: str, user: str = SERVICE_USER,
         "gpufleet.yaml": header(source, "gpufleet's config as installed for the service")
         + to_yaml(fleet.source_config),
     }
+    # Multi-node models (`nodes:`, seed 004): the head is this unit's host; each worker gets a join unit.
+    config = parse_config(fleet.source_config, file=source, expand_env=False)
+    for model in config.models.values():
+        if isinstance(model, VllmModel) and model.nodes:
+            files.update(ray_worker_units(head_address(model), model.nodes[1:], executable=executable, user=user,
+                                          num_gpus=model.gpus_per_node, python=model.ray.python if model.ray
+                                          else model.python))
+    return files
 
 
-def ray_worker_units(head_address: str, worker_addresses: Sequence[str], *, executable: str,
-                     user: str = SERVICE_USER) -> dict[str, str]:
-    """Hook for multi-node models (`nodes:`, seed 004): one unit file per worker host that joins the Ray
-    cluster whose head is `head_address`, via `gpufleet node join HEAD` (added with the Ray support).
+def ray_worker_units(head: str, worker_addresses: Sequence[str], *, executable: str, user: str = SERVICE_USER,
+                     num_gpus: int | None = None, python: str | None = None) -> dict[str, str]:
+    """Multi-node models (`nodes:`, seed 004): one unit file per worker host that joins the Ray cluster whose
+    head is `head` (HOST:PORT) with `gpufleet node join` (docs/multi-node.md).
 
-    Returns {"<worker>/gpufleet-ray-worker.service": unit text}; the generator calls it for a model whose
-    config names `nodes:` (the head first).
+    Returns {"<worker>/gpufleet-ray-worker.service": unit text}.
     """
     units: dict[str, str] = {}
     for worker in worker_addresses:
-        unit = _unit(f"gpufleet: Ray worker {worker} of the cluster at {head_address}",
-                     f"{executable} node join {head_address}", stop_timeout_s=60, user=user,
-                     extra=(f"Environment=GPUFLEET_NODE_ADDRESS={worker}",))
+        command = f"{executable} node join {head} --node-ip {worker}"
+        if num_gpus is not None:
+            command += f" --num-gpus {num_gpus}"
+        if python:
+            command += f" --python {python}"  # vLLM's environment: its Ray must be the head's version
+        unit = _unit(f"gpufleet: Ray worker {worker} of the cluster at {head}", command, stop_timeout_s=60,
+                     user=user)
         units[f"{_safe(worker)}/gpufleet-ray-worker.service"] = unit
     return units
 
