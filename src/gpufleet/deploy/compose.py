@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpufleet.deploy.fleet import EngineService, Fleet
+from gpufleet.deploy.fleet import EngineService, Fleet, refuse_multi_node
 from gpufleet.deploy.render import env_file, header, to_yaml
 from gpufleet.engines.vllm_docker import CONTAINER_HF_CACHE, CONTAINER_PORT
 
@@ -62,6 +62,7 @@ def engine_service(engine: EngineService, hf_cache: str) -> dict[str, Any]:
 
 def compose_files(fleet: Fleet, *, source: str = "gpufleet.yaml") -> dict[str, str]:
     """`compose.yaml`, `gateway.yaml` and `.env.example` for `fleet`."""
+    refuse_multi_node(fleet, "compose", source)
     services: dict[str, Any] = {e.service: engine_service(e, fleet.hf_cache) for e in fleet.engines}
     gateway: dict[str, Any] = {
         "image": fleet.gateway_image,

@@ -86,6 +86,16 @@ class Fleet:
         raise ConfigError(f"no vLLM model named {name!r} in this config (vLLM models: {known})")
 
 
+def refuse_multi_node(fleet: Fleet, target: str, source: str) -> None:
+    """ConfigError for a model with `nodes:` in a container target: gpufleet runs that Ray cluster itself
+    (the head beside the gateway, `gpufleet node join` on workers), which only the systemd target sets up."""
+    for name, model in fleet.source_config.get("models", {}).items():
+        if isinstance(model, dict) and model.get("nodes"):
+            raise ConfigError(f"a multi-node model (nodes:) is deployed with `gpufleet deploy systemd`, not {target}: "
+                              "gpufleet runs its Ray head and the workers run `gpufleet node join` "
+                              "(docs/multi-node.md)", file=source, key_path=f"models.{name}.nodes")
+
+
 def service_name(model_name: str) -> str:
     """`vllm-<name>` as a DNS-1035 label (Kubernetes Service names, compose hostnames): `qwen2.5-coder` ->
     `vllm-qwen2-5-coder`, at most 63 characters."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from gpufleet.deploy.fleet import ENV_REF, EngineService, Fleet
+from gpufleet.deploy.fleet import ENV_REF, EngineService, Fleet, refuse_multi_node
 from gpufleet.deploy.render import header, to_yaml, to_yaml_documents
 from gpufleet.engines.vllm_docker import CONTAINER_HF_CACHE, CONTAINER_PORT
 from gpufleet.errors import ConfigError
@@ -170,6 +170,7 @@ def gateway_objects(fleet: Fleet, namespace: str, config_text: str) -> list[dict
 def k8s_files(fleet: Fleet, *, namespace: str = "gpufleet", pvc: str | None = None,
               source: str = "gpufleet.yaml") -> dict[str, str]:
     """One manifest file per engine, one for the gateway, one for the namespace (`kubectl apply -f DIR`)."""
+    refuse_multi_node(fleet, "k8s", source)
     files = {"00-namespace.yaml": header(source, f"Namespace {namespace}") + to_yaml_documents(
         [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}])}
     for engine in fleet.engines:
