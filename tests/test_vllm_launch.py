@@ -318,3 +318,15 @@ async def test_a_plan_that_does_not_fit_answers_503_with_the_advice(fake_vllm_en
     assert response.status_code == 503, response.text
     message = response.json()["error"]["message"]
     assert "does not fit" in message and "Fixes, best first" in message
+
+
+def test_profile_batch_keys_reach_vllm_and_the_planner() -> None:
+    # They size vLLM's profile run, so they move the KV cache: the planner must see what vLLM is told.
+    config = parse_config({"models": {"m": {"engine": "vllm", "model": "Qwen/Qwen3-8B", "plan": True, "gpu": "rtx4090",
+                                            "max_num_seqs": 16, "max_num_batched_tokens": 4096}}})
+    resolved = resolve_model("m", config.models["m"], "0.26.0")  # type: ignore[arg-type]
+    argv = resolved.launch.argv
+    assert argv[argv.index("--max-num-seqs") + 1] == "16"
+    assert argv[argv.index("--max-num-batched-tokens") + 1] == "4096"
+    assert resolved.plan is not None
+    assert (resolved.plan.request.max_num_seqs, resolved.plan.request.max_num_batched_tokens) == (16, 4096)

@@ -138,6 +138,8 @@ def plan_request(model: VllmModel, version: str | None) -> PlanRequest:
         host_wsl2=model.wsl2,
         vllm_version=version or DEFAULT_VLLM_VERSION,
         cpu_kv_space_bytes=(model.cpu_kv_cache_space_gib or CPU_KV_SPACE_GIB_DEFAULT) * GIB if cpu else None,
+        max_num_batched_tokens=model.max_num_batched_tokens,
+        max_num_seqs=model.max_num_seqs,
     )
 
 
