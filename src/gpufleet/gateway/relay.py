@@ -24,11 +24,16 @@ ChunkTransform = Callable[[dict[str, Any]], list[dict[str, Any]]]
 ChunkFlush = Callable[[], list[dict[str, Any]]]
 
 _DONE = b"data: [DONE]\n\n"
+DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),  # nginx in front must not buffer the stream either
 ]
+
+
+class BrokenStream(Exception):
+    """The upstream's stream cannot be relayed further (malformed chunk, oversized event, cut mid-event)."""
 
 
 class UpstreamClient:
@@ -41,7 +46,10 @@ class UpstreamClient:
     async def start(self) -> None:
         # limit=0: no client-side cap on concurrent upstream connections (the engine does its own batching).
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False)
+        reuse = aiohttp.TraceConfig()
+        reuse.on_connection_reuseconn.append(_mark_reused)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False,
+                                              trace_configs=[reuse])
 
     async def close(self) -> None:
         if self._session is not None:
@@ -50,7 +58,12 @@ class UpstreamClient:
     async def post(
         self, url: str, body: bytes, *, api_key: str | None, timeout_s: float | None = None
     ) -> aiohttp.ClientResponse:
-        """POST `body` and return the response once its headers arrived; UpstreamError when unreachable."""
+        """POST `body` and return the response once its headers arrived.
+
+        UpstreamError when there is no answer: `retryable` when the request provably did not reach the
+        upstream (connection refused, or a timeout before the answer's headers: the router's documented
+        fallback), not when the connection dropped after the request was sent (the upstream may be running it).
+        """
         assert self._session is not None, "UpstreamClient.start() was not called"
         headers = {"Content-Type": "application/json"}
         if api_key:
@@ -58,20 +71,28 @@ class UpstreamClient:
         timeout = self._timeout if timeout_s is None else aiohttp.ClientTimeout(
             total=None, sock_connect=self._timeout.sock_connect, sock_read=timeout_s
         )
+        attempt = _Attempt()
         try:
             try:
-                return await self._session.post(url, data=body, headers=headers, timeout=timeout)
+                return await self._session.post(url, data=body, headers=headers, timeout=timeout,
+                                                 trace_request_ctx=attempt)
+            except aiohttp.ClientConnectorError:
+                raise
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                # llama.cpp's server sometimes closes a kept-alive connection just as it is reused (seen in
-                # 7-13% of back-to-back streams); nothing reached the client yet, so retry once on a new one.
-                return await self._session.post(url, data=body, headers=headers, timeout=timeout)
+                if not attempt.reused:
+                    raise
+                # A kept-alive connection the server closed while idle, just as it was reused (llama.cpp: 7-13%
+                # of back-to-back streams): the server had already let go of that connection, so the request
+                # was never read. Only then is it sent again, on a new connection.
+                return await self._session.post(url, data=body, headers=headers, timeout=timeout,
+                                                 trace_request_ctx=_Attempt())
         except TimeoutError:
             raise UpstreamError(f"upstream {url} did not answer in time", status_code=504) from None
         except aiohttp.ClientConnectorError as err:
             raise UpstreamError(f"cannot connect to upstream {url}: {err.os_error or err}") from None
         except aiohttp.ClientError as err:
-            raise UpstreamError(f"upstream {url} failed: {err}") from None
-
+            raise UpstreamError(f"upstream {url} dropped the connection after the request was sent: "
+                                f"{err or type(err).__name__}", retryable=False) from None
 
     async def probe(self, target: Any, timeout_s: float = 3.0) -> bool:
         """True when a remote target answers `GET {base_url}/models` with 200 (router health probes)."""
@@ -85,6 +106,17 @@ class UpstreamClient:
                 return response.status == 200
         except (aiohttp.ClientError, TimeoutError):
             return False
+
+
+@dataclass
+class _Attempt:
+    """One POST's trace context: whether it went out on a kept-alive (reused) connection."""
+
+    reused: bool = False
+
+
+async def _mark_reused(_session: Any, context: Any, _params: Any) -> None:
+    context.trace_request_ctx.reused = True
 
 
 @dataclass
@@ -108,6 +140,8 @@ class SSERewriter:
     stats: StreamStats
     transform: ChunkTransform | None = None
     flush: ChunkFlush | None = None
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    failure: str | None = None  # set when the stream cannot be relayed further; the relay then ends it
     _buffer: bytes = b""
     _done_sent: bool = False
     _pending_usage: dict[str, Any] | None = field(default=None)
@@ -118,21 +152,29 @@ class SSERewriter:
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
         out: list[bytes] = []
-        while True:
+        while self.failure is None:
             end = buffer.find(b"\n\n")
             if end < 0:
                 break
             event, buffer = buffer[:end], buffer[end + 2 :]
             self._event(event, out)
-        self._buffer = buffer
+        if len(buffer) > self.max_event_bytes and self.failure is None:
+            # An event (or line) that never ends would be buffered forever: give up on the stream.
+            self.failure = (f"an upstream event exceeds {self.max_event_bytes} bytes "
+                            "(server.max_upstream_event_bytes)")
+        self._buffer = b"" if self.failure is not None else buffer
         return b"".join(out)
 
     def close(self) -> bytes:
         """End of upstream stream: flush what the transform held back and make sure [DONE] is sent."""
         out: list[bytes] = []
-        if self._buffer.strip():
-            self._event(self._buffer, out)
+        if self._buffer.strip() and not self._done_sent:
+            # SSE: an event not terminated by a blank line at EOF is incomplete and must be dropped. The
+            # upstream broke off mid-event (a close-delimited stream has no framing to notice it otherwise).
             self._buffer = b""
+            self.failure = "the upstream stream ended in the middle of an event"
+            return b""
+        self._buffer = b""
         if not self._done_sent:
             self._finish(out)
         return b"".join(out)
@@ -158,11 +200,12 @@ class SSERewriter:
             try:
                 chunk = orjson.loads(payload)
             except orjson.JSONDecodeError:
-                out.append(b"data: " + payload + b"\n\n")
-                continue
-            if not isinstance(chunk, dict):
-                out.append(b"data: " + payload + b"\n\n")
-                continue
+                self.failure = f"malformed upstream chunk (not JSON): {payload[:100]!r}"
+                return
+            problem = chunk_problem(chunk) if isinstance(chunk, dict) else "not a JSON object"
+            if problem is not None:
+                self.failure = f"malformed upstream chunk: {problem}"
+                return
             self._chunk(chunk, out)
 
     def _chunk(self, chunk: dict[str, Any], out: list[bytes]) -> None:
@@ -199,6 +242,36 @@ class SSERewriter:
         out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
 
 
+def chunk_problem(chunk: dict[str, Any]) -> str | None:
+    """What is wrong with an upstream chunk or answer the relay reads, or None (cheap: type checks only).
+
+    Only the fields the gateway itself reads are checked: `choices` (a list of objects) and the `usage`
+    token counts (integers). Anything else is the client's to interpret.
+    """
+    choices = chunk.get("choices")
+    if choices is not None:
+        if not isinstance(choices, list):
+            return "choices is not a list"
+        for index, choice in enumerate(choices):
+            if not isinstance(choice, dict):
+                return f"choices[{index}] is not an object"
+            delta = choice.get("delta")
+            if delta is not None and not isinstance(delta, dict):
+                return f"choices[{index}].delta is not an object"
+            message = choice.get("message")
+            if message is not None and not isinstance(message, dict):
+                return f"choices[{index}].message is not an object"
+    usage = chunk.get("usage")
+    if usage is not None:
+        if not isinstance(usage, dict):
+            return "usage is not an object"
+        for key in ("prompt_tokens", "completion_tokens"):
+            value = usage.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                return f"usage.{key} is not an integer: {str(value)[:40]!r}"
+    return None
+
+
 class StreamRelayResponse:
     """An ASGI response that relays an upstream SSE stream and cancels it when the client goes away."""
 
@@ -231,7 +304,7 @@ class StreamRelayResponse:
             disconnected = True  # the client's socket is gone (ASGI spec >= 2.4 reports it on send)
         finally:
             watcher.cancel()
-            if disconnected or not stream.done() or stream.cancelled():
+            if disconnected or not stream.done() or stream.cancelled() or self.rewriter.stats.error:
                 # Closing (not releasing) the connection tells the engine to stop generating for this request.
                 self.upstream.close()
             else:
@@ -253,12 +326,17 @@ class StreamRelayResponse:
                 out = rewriter.feed(self.first)
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
-            async for data in self.upstream.content.iter_any():
-                out = rewriter.feed(data)
-                if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-            tail = rewriter.close()
-        except (aiohttp.ClientError, TimeoutError) as err:
+            if rewriter.failure is None:
+                async for data in self.upstream.content.iter_any():
+                    out = rewriter.feed(data)
+                    if out:
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                    if rewriter.failure is not None:
+                        break
+            tail = rewriter.close() if rewriter.failure is None else b""
+            if rewriter.failure is not None:
+                raise BrokenStream(rewriter.failure)
+        except (aiohttp.ClientError, TimeoutError, BrokenStream) as err:
             # Bytes already reached the client: never switch upstream silently, end with an error event.
             message = f"upstream stream broke after {rewriter.stats.chunks} chunks: {err or type(err).__name__}"
             rewriter.stats.error = message
