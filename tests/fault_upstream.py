@@ -68,8 +68,19 @@ class FaultUpstream:
         return self
 
     def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._close_all(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        self._loop.close()
+
+    async def _close_all(self) -> None:
+        """Stop listening and end every connection still open (hanging modes keep some open)."""
+        if self._server is not None:
+            self._server.close()
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def wait_for(self, predicate: Callable[[FaultUpstream], bool], timeout_s: float = 10) -> bool:
         """Poll until `predicate(self)` holds (the upstream sees events after the gateway answered)."""
@@ -200,7 +211,7 @@ class FaultUpstream:
     async def _respond_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                               body: dict[str, Any]) -> bool:
         mode = self.mode
-        events = stream_events(body, self.events)
+        events = stream_events(body, int(body.get("max_tokens") or self.events))  # one event per "token"
         if mode == "malformed-choices":
             events.insert(2, b'data: {"id":"x","object":"chat.completion.chunk","choices":[1]}\n\n')
         elif mode == "malformed-usage":

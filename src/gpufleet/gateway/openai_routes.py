@@ -308,6 +308,8 @@ async def _forward(
         metrics.observe_tokens(target.model, stats.prompt_tokens, stats.completion_tokens)
         if disconnected:
             metrics.observe_error(target.model, "client_disconnected")
+        elif stats.shut_down:
+            metrics.observe_error(target.model, "gateway_shutting_down")
         elif stats.error:
             metrics.observe_error(target.model, "upstream_stream_error")
             # Not retried (bytes reached the client), but a replica whose streams break is unhealthy.
@@ -316,7 +318,8 @@ async def _forward(
             gateway.router.success(target)
 
     raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
-    return StreamRelayResponse(response, rewriter, headers=raw_headers, on_close=on_close, first=first)
+    return StreamRelayResponse(response, rewriter, headers=raw_headers, on_close=on_close, first=first,
+                               live=gateway.streams)
 
 
 async def _read_body(target: Target, response: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -129,6 +129,7 @@ class StreamStats:
     completion_tokens: int = 0
     chunks: int = 0
     error: str | None = None
+    shut_down: bool = False  # cut by the gateway's shutdown (server.shutdown_grace_s ran out), not the upstream
 
 
 @dataclass
@@ -272,6 +273,29 @@ def chunk_problem(chunk: dict[str, Any]) -> str | None:
     return None
 
 
+class LiveStreams:
+    """The streams being relayed now, so that a shutting-down gateway can end them cleanly (SIGTERM drain)."""
+
+    def __init__(self) -> None:
+        self._streams: set[StreamRelayResponse] = set()
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def add(self, stream: StreamRelayResponse) -> None:
+        self._streams.add(stream)
+
+    def discard(self, stream: StreamRelayResponse) -> None:
+        self._streams.discard(stream)
+
+    async def drain(self, grace_s: float) -> None:
+        """Let the streams run `grace_s`, then end the rest with an error event and [DONE]."""
+        await asyncio.sleep(grace_s)
+        for stream in list(self._streams):
+            stream.abort(f"the gateway is shutting down: this stream did not finish within "
+                         f"server.shutdown_grace_s ({grace_s:g} s)")
+
+
 class StreamRelayResponse:
     """An ASGI response that relays an upstream SSE stream and cancels it when the client goes away."""
 
@@ -283,26 +307,45 @@ class StreamRelayResponse:
         headers: list[tuple[bytes, bytes]],
         on_close: Callable[[StreamStats, bool], Any],
         first: bytes = b"",
+        live: LiveStreams | None = None,
     ) -> None:
         self.upstream = upstream
         self.first = first  # read before answering (the router waits for it to know the target is alive)
         self.rewriter = rewriter
         self.headers = _SSE_HEADERS + headers
         self.on_close = on_close
+        self.live = live
+        self._started = False  # http.response.start was sent
+        self._aborted: str | None = None
+        self._task: asyncio.Future[None] | None = None
+
+    def abort(self, message: str) -> None:
+        """End the stream now with an error event and [DONE] (the gateway is shutting down)."""
+        self._aborted = message
+        if self._task is not None:
+            self._task.cancel()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        stream = asyncio.ensure_future(self._stream(send))
+        stream = self._task = asyncio.ensure_future(self._stream(send))
         watcher = asyncio.ensure_future(self._watch_disconnect(receive, stream))
+        if self.live is not None:
+            self.live.add(self)
         disconnected = False
         try:
             await stream
         except asyncio.CancelledError:
             disconnected = watcher.done()
-            if not disconnected:
+            if disconnected:
+                pass
+            elif self._aborted is not None:
+                await self._end_with_error(send, self._aborted)
+            else:
                 raise
         except OSError:
             disconnected = True  # the client's socket is gone (ASGI spec >= 2.4 reports it on send)
         finally:
+            if self.live is not None:
+                self.live.discard(self)
             watcher.cancel()
             if disconnected or not stream.done() or stream.cancelled() or self.rewriter.stats.error:
                 # Closing (not releasing) the connection tells the engine to stop generating for this request.
@@ -318,7 +361,17 @@ class StreamRelayResponse:
                 stream.cancel()
                 return
 
+    async def _end_with_error(self, send: Any, message: str) -> None:
+        self.rewriter.stats.error = message
+        self.rewriter.stats.shut_down = True
+        if not self._started:
+            await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        body = error_body(message, type_="server_error", code="gateway_shutting_down")
+        await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(body) + b"\n\n" + _DONE,
+                    "more_body": False})
+
     async def _stream(self, send: Any) -> None:
+        self._started = True
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})
         rewriter = self.rewriter
         try:
