@@ -24,6 +24,7 @@ import uvicorn
 
 from gpufleet.config import parse_config
 from gpufleet.gateway import build_app, running
+from gpufleet.gateway.relay import SSERewriter, StreamStats
 from gpufleet.supervisor.ports import free_port
 from tests.fault_upstream import FaultUpstream
 
@@ -200,6 +201,14 @@ async def test_stream_answered_with_html_falls_back_before_the_first_byte(
     assert alone.status_code == 502
     assert "not an event stream" in alone.json()["error"]["message"]
     assert "text/html" in alone.json()["error"]["message"]
+
+
+def test_event_stream_without_any_event_is_an_error_not_an_empty_answer() -> None:
+    """A non-SSE body under an SSE content type (bytes may already have gone out): never a bare [DONE]."""
+    rewriter = SSERewriter(served_model="a", client_wants_usage=False, stats=StreamStats(time.perf_counter()))
+    assert rewriter.feed(b"<html>\n\n<body>Welcome to nginx!</body>\n\n") == b""
+    assert rewriter.close() == b""
+    assert rewriter.failure == "the upstream stream ended without sending any event"
 
 
 async def test_stream_that_ends_without_finishing_is_an_error_not_a_clean_end(

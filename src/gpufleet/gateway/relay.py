@@ -176,6 +176,11 @@ class SSERewriter:
             self.failure = "the upstream stream ended in the middle of an event"
             return b""
         self._buffer = b""
+        if not self._done_sent and self.stats.chunks == 0:
+            # Not one event and no [DONE]: a body that is not an event stream (an HTML page under an SSE
+            # content type). A bare [DONE] would look like a complete, empty answer.
+            self.failure = "the upstream stream ended without sending any event"
+            return b""
         if not self._done_sent:
             self._finish(out)
         return b"".join(out)
