@@ -107,6 +107,9 @@ async def _finished_before_disconnect(request: Request, work: asyncio.Future[Ans
     watcher: asyncio.Future[Any] = asyncio.ensure_future(client_gone())
     try:
         await asyncio.wait([work, watcher], return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        work.cancel()  # the handler itself is cancelled (e.g. a forced shutdown): the upstream request too
+        raise
     finally:
         watcher.cancel()
     if work.done():
