@@ -293,6 +293,17 @@ class ServerConfig(_Strict):
         ge=0, description="how long a request waits for a starting engine before HTTP 503; 0 = answer 503 at once",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_upstream_event_bytes: int = Field(
+        default=8 * 1024 * 1024, gt=0,
+        description="largest SSE event an upstream may send; a longer one ends the stream with an error event",
+    )
+    max_upstream_body_bytes: int = Field(
+        default=256 * 1024 * 1024, gt=0, description="largest non-stream answer read from an upstream; more → 502",
+    )
+    shutdown_grace_s: float = Field(
+        default=30, ge=0,
+        description="on SIGTERM, in-flight requests may finish this long; then streams end with an error event",
+    )
 
     @field_validator("api_keys")
     @classmethod

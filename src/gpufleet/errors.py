@@ -98,6 +98,7 @@ class UpstreamError(GpufleetError):
     status_code = 502
     error_type = "server_error"
     code = "upstream_error"
+    retry_after_s: int | None = None  # a 429's Retry-After (the upstream's own, or one from cooldowns)
 
     def __init__(self, message: str, *, status_code: int | None = None, retryable: bool = True) -> None:
         super().__init__(message)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -41,6 +43,7 @@ def serve(
     import uvicorn
 
     from gpufleet.gateway import build_app
+    from gpufleet.gateway.draining_server import SHUTDOWN_MARGIN_S, DrainingServer
 
     cfg = _with_overrides(load_config(_config_path(config)), host, port)
     logging.basicConfig(
@@ -55,17 +58,22 @@ def serve(
         f"  try: curl {url}/chat/completions -H 'Content-Type: application/json' "
         f"-d '{{\"model\": \"{first}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'"
     )
+    grace_s = cfg.server.shutdown_grace_s
+    server_config = uvicorn.Config(
+        app,
+        host=cfg.server.host,
+        port=cfg.server.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=cfg.server.log_level,
+        access_log=access_log,
+        timeout_graceful_shutdown=math.ceil(grace_s + SHUTDOWN_MARGIN_S),
+    )
     try:
-        uvicorn.run(
-            app,
-            host=cfg.server.host,
-            port=cfg.server.port,
-            loop="uvloop",
-            http="httptools",
-            log_level=cfg.server.log_level,
-            access_log=access_log,
-            timeout_graceful_shutdown=30,
-        )
+        server = DrainingServer(server_config, app.state.gateway.streams, grace_s)
+        server.run()
+        if not server.started:
+            sys.exit(3)  # what uvicorn.run does when startup fails (its error is logged)
     except OSError as err:  # e.g. the port is taken
         raise ConfigError(f"cannot listen on {cfg.server.host}:{cfg.server.port}: {err.strerror}",
                           key_path="server.port") from None

@@ -25,7 +25,7 @@ from gpufleet.gateway import openai_routes, ops_routes, persona_chat, ui
 from gpufleet.gateway.auth import KeyCheck
 from gpufleet.gateway.dialect_binding import dialect_for
 from gpufleet.gateway.errors import error_body
-from gpufleet.gateway.relay import UpstreamClient
+from gpufleet.gateway.relay import LiveStreams, UpstreamClient
 from gpufleet.metrics import GatewayMetrics
 from gpufleet.router import ModelTable, Target
 from gpufleet.router.health import HealthBoard
@@ -55,6 +55,7 @@ class Gateway:
         self.router = HealthBoard(self.table.targets, config.router, on_cooldown=self._on_cooldown)
         self.router_metrics = RouterMetrics(self.metrics.registry, self.router.snapshot)
         self.selector = TargetSelector(self.router)
+        self.streams = LiveStreams()  # ended with an error event when a shutdown's grace runs out
 
     def _on_cooldown(self, target: Target) -> None:
         self.router_metrics.observe_cooldown(target.model)

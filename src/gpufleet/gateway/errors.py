@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from gpufleet.errors import EngineError, GpufleetError
+from gpufleet.errors import EngineError, GpufleetError, UpstreamError
 
 
 def error_body(message: str, *, type_: str, code: str, param: str | None = None) -> dict[str, Any]:
@@ -21,10 +21,12 @@ def error_body(message: str, *, type_: str, code: str, param: str | None = None)
 
 
 def error_response(err: GpufleetError, *, headers: dict[str, str] | None = None) -> Response:
-    """An HTTP response for any GpufleetError, with Retry-After on 503s."""
+    """An HTTP response for any GpufleetError, with Retry-After on 503s (and on 429s that know one)."""
     hdrs = dict(headers or {})
     if isinstance(err, EngineError) and err.status_code == 503:
         hdrs["Retry-After"] = str(err.retry_after_s or 5)
+    elif isinstance(err, UpstreamError) and err.status_code == 429 and err.retry_after_s:
+        hdrs["Retry-After"] = str(err.retry_after_s)
     body = error_body(err.message, type_=err.error_type, code=err.code, param=err.param)
     return Response(orjson.dumps(body), status_code=err.status_code, headers=hdrs, media_type="application/json")
 

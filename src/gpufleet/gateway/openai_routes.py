@@ -25,7 +25,7 @@ from gpufleet.errors import EngineError, EngineNotReady, GpufleetError, RequestE
 from gpufleet.gateway.body import read_json_body
 from gpufleet.gateway.errors import error_response, upstream_error_message
 from gpufleet.gateway.protocol import validate_request
-from gpufleet.gateway.relay import SSERewriter, StreamRelayResponse, StreamStats
+from gpufleet.gateway.relay import SSERewriter, StreamRelayResponse, StreamStats, chunk_problem
 from gpufleet.router import Target
 from gpufleet.router.defaults import apply_request_defaults
 from gpufleet.router.select import session_key
@@ -83,11 +83,50 @@ async def _relay(request: Request, kind: Kind) -> Answer:
         if route.tier is not None:
             gateway.router_metrics.observe_tier(route.tier)
         session = session_key(request.headers.get("x-gpufleet-session"), payload) if route.affinity else None
-        return await serve_route(gateway, kind, payload, route, started, session=session)
+        work = asyncio.ensure_future(serve_route(gateway, kind, payload, route, started, session=session))
+        if not await _finished_before_disconnect(request, work):
+            # The client left before the answer (or a stream's first byte): cancelling closes the upstream
+            # connection, which tells the engine to stop generating, as for a stream the client leaves.
+            gateway.metrics.observe_error(model, "client_disconnected")
+            gateway.metrics.observe_request(model, kind, 499, time.perf_counter() - started)
+            return Response(status_code=499)
+        return work.result()
     except GpufleetError as err:
         gateway.metrics.observe_error(model, err.code)
         gateway.metrics.observe_request(model, kind, err.status_code, time.perf_counter() - started)
         return error_response(err)
+
+
+async def _finished_before_disconnect(request: Request, work: asyncio.Future[Answer]) -> bool:
+    """Wait for `work`; False (and `work` cancelled) when the client disconnects first."""
+
+    async def client_gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher: asyncio.Future[Any] = asyncio.ensure_future(client_gone())
+    try:
+        await asyncio.wait([work, watcher], return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        work.cancel()  # the handler itself is cancelled (e.g. a forced shutdown): the upstream request too
+        raise
+    finally:
+        watcher.cancel()
+    if work.done():
+        return True
+    work.cancel()
+    with contextlib.suppress(asyncio.CancelledError, GpufleetError):
+        await work
+    return False
+
+
+class _TargetFault(Exception):
+    """This target failed after the request reached it: it counts against the target, but is not retried
+    elsewhere (the upstream may have run it) and the client gets the error."""
+
+    def __init__(self, error: GpufleetError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _TryNext(Exception):
@@ -105,7 +144,9 @@ async def serve_route(
     """Try the route's targets in order until one starts answering; raise the last failure when none does.
 
     A target is abandoned only while nothing was sent to the client: connection refused, timeout before the
-    first byte, HTTP 5xx or 429, an engine that cannot start. After the first byte, a broken stream ends
+    first byte, HTTP 5xx (but 501) or 429, an engine that cannot start. Once the request reached the
+    upstream (a connection dropped after it was sent, a body cut or malformed), the failure counts against
+    the target but is not retried: the upstream may have run it. After the first byte, a broken stream ends
     with an OpenAI error event instead (relay.StreamRelayResponse).
     """
     settings = gateway.config.router
@@ -126,15 +167,22 @@ async def serve_route(
             gateway.router.failure(candidate.target, str(err.error))
             failures.append(f"{candidate.target.label}: {err.error}")
             last = err
+        except _TargetFault as fault:
+            gateway.router.failure(candidate.target, str(fault.error))
+            raise fault.error from None
     assert last is not None
-    if len(failures) == 1:
-        raise last.error
     error = last.error
+    if isinstance(error, UpstreamError) and error.status_code == 429 and not error.retry_after_s:
+        error.retry_after_s = gateway.router.retry_after_s([c.target for c in candidates])
+    if len(failures) == 1:
+        raise error
     summary = f"every target of {route.name!r} failed: " + "; ".join(failures)
     if isinstance(error, EngineError):
         raise EngineNotReady(summary, retry_after_s=error.retry_after_s)
     exhausted = UpstreamError(summary, status_code=error.status_code if error.status_code in (429, 503, 504) else 502)
     exhausted.code = error.code
+    if isinstance(error, UpstreamError):
+        exhausted.retry_after_s = error.retry_after_s
     raise exhausted
 
 
@@ -166,6 +214,7 @@ async def _forward(
     stack.callback(metrics.track_in_flight, target.model, -1)
     gateway.router.begin(target)
     stack.callback(gateway.router.end, target)
+    response: aiohttp.ClientResponse | None = None
     try:
         if target.remote is None:
             try:
@@ -184,24 +233,43 @@ async def _forward(
             # Always ask for usage so token metrics are exact; the usage chunk is dropped unless the client asked.
             body["stream_options"] = {**client_options, "include_usage": True}
         url = base_url + _UPSTREAM_PATHS[kind]
+        first_byte_s = gateway.config.router.first_byte_timeout_s
+        # A stream's first-byte clock starts when the request is sent: it covers an upstream that accepted
+        # the connection and never sends its headers, not just one that sends headers and then nothing.
+        deadline = asyncio.get_running_loop().time() + first_byte_s
         try:
-            response = await gateway.client.post(url, orjson.dumps(body), api_key=api_key, timeout_s=timeout_s)
+            async with asyncio.timeout(first_byte_s if stream else None):
+                response = await gateway.client.post(url, orjson.dumps(body), api_key=api_key, timeout_s=timeout_s)
+        except TimeoutError:
+            error = UpstreamError(f"{target.label} sent no stream data within {first_byte_s:g} s", status_code=504)
+            raise _TryNext(error, "first_byte_timeout") from None
         except UpstreamError as err:
+            if not err.retryable:
+                raise _TargetFault(err) from None
+            if target.remote is None and err.status_code != 504:
+                # The supervisor leased a ready engine that refuses connections: it just died and is being
+                # restarted. That is "not ready yet" (503 + Retry-After), not a bad gateway.
+                restarting = EngineNotReady(f"{target.label} is not accepting connections (restarting?): {err}",
+                                            retry_after_s=5)
+                raise _TryNext(restarting, "engine_not_ready") from None
             raise _TryNext(err, "timeout" if err.status_code == 504 else "connect") from None
         headers = {"x-gpufleet-model": target.model, "x-gpufleet-target": target.label}
         if route.name != target.model:
             headers["x-gpufleet-route"] = route.name
         if route.tier is not None:
             headers["x-gpufleet-tier"] = route.tier
+        max_body = gateway.config.server.max_upstream_body_bytes
         if response.status != 200:
-            raw = await _read_or_next(target, response)
+            raw = await _read_body(target, response, max_body)
             response.release()
             failure = _upstream_failure(target, response.status, raw)
-            if response.status >= 500 or response.status == 429:
+            if isinstance(failure, UpstreamError) and response.status == 429:
+                failure.retry_after_s = _retry_after(response.headers.get("Retry-After"))
+            if (response.status >= 500 and response.status != 501) or response.status == 429:
                 raise _TryNext(failure, f"http_{response.status}")
             raise failure
         if not stream:
-            raw = await _read_or_next(target, response)
+            raw = await _read_body(target, response, max_body)
             response.release()
             data = _decode_upstream_json(target, raw)
             gateway.router.success(target)
@@ -217,14 +285,18 @@ async def _forward(
             await stack.aclose()
             metrics.observe_request(target.model, kind, 200, time.perf_counter() - started)
             return Response(orjson.dumps(data), media_type=_JSON, headers=headers)
-        first = await _first_bytes(target, response, gateway.config.router.first_byte_timeout_s)
-        gateway.router.success(target)
+        _check_event_stream(target, response)
+        remaining_s = max(0.0, deadline - asyncio.get_running_loop().time())
+        first = await _first_bytes(target, response, first_byte_s, remaining_s)
         gateway.router_metrics.observe_served(route.name, target.model)
     except BaseException:
+        if response is not None:
+            response.close()  # e.g. the client left while we waited for the first byte: stop the upstream too
         await stack.aclose()
         raise
 
-    rewriter = SSERewriter(served_model=target.model, client_wants_usage=wants_usage, stats=StreamStats(started))
+    rewriter = SSERewriter(served_model=target.model, client_wants_usage=wants_usage, stats=StreamStats(started),
+                           max_event_bytes=gateway.config.server.max_upstream_event_bytes)
     if plan is not None:
         transformer = StreamTransformer(plan)
         rewriter.transform, rewriter.flush = transformer.feed, transformer.finish
@@ -239,35 +311,75 @@ async def _forward(
         metrics.observe_tokens(target.model, stats.prompt_tokens, stats.completion_tokens)
         if disconnected:
             metrics.observe_error(target.model, "client_disconnected")
+        elif stats.shut_down:
+            metrics.observe_error(target.model, "gateway_shutting_down")
         elif stats.error:
             metrics.observe_error(target.model, "upstream_stream_error")
+            # Not retried (bytes reached the client), but a replica whose streams break is unhealthy.
+            gateway.router.failure(target, stats.error)
+        else:
+            gateway.router.success(target)
 
     raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
-    return StreamRelayResponse(response, rewriter, headers=raw_headers, on_close=on_close, first=first)
+    return StreamRelayResponse(response, rewriter, headers=raw_headers, on_close=on_close, first=first,
+                               live=gateway.streams)
 
 
-async def _read_or_next(target: Target, response: aiohttp.ClientResponse) -> bytes:
-    """The whole body; a connection that breaks or times out while reading it lets the next target try."""
+async def _read_body(target: Target, response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, at most `limit` bytes. Breaking off, timing out or overflowing is the target's fault
+    but is not retried: the upstream had already answered, so it ran the request."""
+    parts: list[bytes] = []
+    size = 0
     try:
-        return await response.read()
+        async for data in response.content.iter_any():
+            size += len(data)
+            if size > limit:
+                response.close()
+                error = UpstreamError(f"{target.label}'s answer exceeds {limit} bytes (server.max_upstream_body_bytes)")
+                raise _TargetFault(error)
+            parts.append(data)
     except (aiohttp.ClientError, TimeoutError) as err:
         response.close()
         error = UpstreamError(f"{target.label} broke off its answer: {err or type(err).__name__}",
                               status_code=504 if isinstance(err, TimeoutError) else 502)
-        raise _TryNext(error, "timeout" if isinstance(err, TimeoutError) else "disconnect") from None
+        raise _TargetFault(error) from None
+    return b"".join(parts)
 
 
-async def _first_bytes(target: Target, response: aiohttp.ClientResponse, timeout_s: float) -> bytes:
-    """Wait for the stream's first bytes before answering the client, so a silent target can be skipped."""
+def _retry_after(value: str | None) -> int | None:
+    """An upstream's Retry-After in whole seconds (the delta-seconds form; a date or junk gives None)."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return max(1, int(value.strip()))
+
+
+def _check_event_stream(target: Target, response: aiohttp.ClientResponse) -> None:
+    """A stream request answered 200 with something else (an HTML page from a proxy, a JSON answer): the
+    client would get an empty stream. Nothing was sent yet, so the next target may try."""
+    declared = response.headers.get("Content-Type")
+    if declared is not None and response.content_type != "text/event-stream":
+        response.close()
+        error = UpstreamError(f"{target.label} answered a stream request with {response.content_type}, "
+                              "not an event stream")
+        raise _TryNext(error, "not_event_stream")
+
+
+async def _first_bytes(target: Target, response: aiohttp.ClientResponse, timeout_s: float,
+                       remaining_s: float) -> bytes:
+    """Wait for the stream's first bytes before answering the client, so a silent target can be skipped.
+
+    `remaining_s` is what is left of `timeout_s` (router.first_byte_timeout_s) after the headers came.
+    A connection that breaks now is not retried: the upstream had answered, so it is running the request.
+    """
     try:
-        first = await asyncio.wait_for(response.content.readany(), timeout_s)
+        first = await asyncio.wait_for(response.content.readany(), remaining_s)
     except TimeoutError:
         response.close()
         error = UpstreamError(f"{target.label} sent no stream data within {timeout_s:g} s", status_code=504)
         raise _TryNext(error, "first_byte_timeout") from None
     except aiohttp.ClientError as err:
         response.close()
-        raise _TryNext(UpstreamError(f"{target.label} broke off its stream: {err}"), "disconnect") from None
+        raise _TargetFault(UpstreamError(f"{target.label} broke off its stream: {err}")) from None
     if not first:
         response.close()
         raise _TryNext(UpstreamError(f"{target.label} ended its stream without sending anything"), "empty_stream")
@@ -303,9 +415,13 @@ def _decode_upstream_json(target: Target, raw: bytes) -> dict[str, Any]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise UpstreamError(f"{target.label} answered with a body that is not JSON: {raw[:200]!r}") from None
+        error = UpstreamError(f"{target.label} answered with a body that is not JSON: {raw[:200]!r}")
+        raise _TargetFault(error) from None
     if not isinstance(data, dict):
-        raise UpstreamError(f"{target.label} answered with JSON that is not an object")
+        raise _TargetFault(UpstreamError(f"{target.label} answered with JSON that is not an object"))
+    problem = chunk_problem(data)
+    if problem is not None:
+        raise _TargetFault(UpstreamError(f"{target.label} answered a malformed body: {problem}"))
     return data
 
 
@@ -315,7 +431,8 @@ def _upstream_failure(target: Target, status: int, raw: bytes) -> GpufleetError:
     if 400 <= status < 500 and status not in (408, 429):
         # e.g. vLLM's "max_tokens is too large": the client's request is wrong, say so with the engine's words.
         return RequestError(message, param=param, status_code=status, code=f"upstream_{status}")
-    code = 429 if status == 429 else (503 if status == 503 else 502)
+    # 501: the engine does not do this at all (llama.cpp's embeddings without --embeddings): say so, as is.
+    code = status if status in (429, 501, 503) else 502
     err = UpstreamError(f"{target.label} answered HTTP {status}: {message}", status_code=code)
     err.code = f"upstream_{status}"
     return err

@@ -24,11 +24,16 @@ ChunkTransform = Callable[[dict[str, Any]], list[dict[str, Any]]]
 ChunkFlush = Callable[[], list[dict[str, Any]]]
 
 _DONE = b"data: [DONE]\n\n"
+DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),  # nginx in front must not buffer the stream either
 ]
+
+
+class BrokenStream(Exception):
+    """The upstream's stream cannot be relayed further (malformed chunk, oversized event, cut mid-event)."""
 
 
 class UpstreamClient:
@@ -41,7 +46,10 @@ class UpstreamClient:
     async def start(self) -> None:
         # limit=0: no client-side cap on concurrent upstream connections (the engine does its own batching).
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False)
+        reuse = aiohttp.TraceConfig()
+        reuse.on_connection_reuseconn.append(_mark_reused)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False,
+                                              trace_configs=[reuse])
 
     async def close(self) -> None:
         if self._session is not None:
@@ -50,7 +58,12 @@ class UpstreamClient:
     async def post(
         self, url: str, body: bytes, *, api_key: str | None, timeout_s: float | None = None
     ) -> aiohttp.ClientResponse:
-        """POST `body` and return the response once its headers arrived; UpstreamError when unreachable."""
+        """POST `body` and return the response once its headers arrived.
+
+        UpstreamError when there is no answer: `retryable` when the request provably did not reach the
+        upstream (connection refused, or a timeout before the answer's headers: the router's documented
+        fallback), not when the connection dropped after the request was sent (the upstream may be running it).
+        """
         assert self._session is not None, "UpstreamClient.start() was not called"
         headers = {"Content-Type": "application/json"}
         if api_key:
@@ -58,20 +71,28 @@ class UpstreamClient:
         timeout = self._timeout if timeout_s is None else aiohttp.ClientTimeout(
             total=None, sock_connect=self._timeout.sock_connect, sock_read=timeout_s
         )
+        attempt = _Attempt()
         try:
             try:
-                return await self._session.post(url, data=body, headers=headers, timeout=timeout)
+                return await self._session.post(url, data=body, headers=headers, timeout=timeout,
+                                                 trace_request_ctx=attempt)
+            except aiohttp.ClientConnectorError:
+                raise
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                # llama.cpp's server sometimes closes a kept-alive connection just as it is reused (seen in
-                # 7-13% of back-to-back streams); nothing reached the client yet, so retry once on a new one.
-                return await self._session.post(url, data=body, headers=headers, timeout=timeout)
+                if not attempt.reused:
+                    raise
+                # A kept-alive connection the server closed while idle, just as it was reused (llama.cpp: 7-13%
+                # of back-to-back streams): the server had already let go of that connection, so the request
+                # was never read. Only then is it sent again, on a new connection.
+                return await self._session.post(url, data=body, headers=headers, timeout=timeout,
+                                                 trace_request_ctx=_Attempt())
         except TimeoutError:
             raise UpstreamError(f"upstream {url} did not answer in time", status_code=504) from None
         except aiohttp.ClientConnectorError as err:
             raise UpstreamError(f"cannot connect to upstream {url}: {err.os_error or err}") from None
         except aiohttp.ClientError as err:
-            raise UpstreamError(f"upstream {url} failed: {err}") from None
-
+            raise UpstreamError(f"upstream {url} dropped the connection after the request was sent: "
+                                f"{err or type(err).__name__}", retryable=False) from None
 
     async def probe(self, target: Any, timeout_s: float = 3.0) -> bool:
         """True when a remote target answers `GET {base_url}/models` with 200 (router health probes)."""
@@ -88,6 +109,17 @@ class UpstreamClient:
 
 
 @dataclass
+class _Attempt:
+    """One POST's trace context: whether it went out on a kept-alive (reused) connection."""
+
+    reused: bool = False
+
+
+async def _mark_reused(_session: Any, context: Any, _params: Any) -> None:
+    context.trace_request_ctx.reused = True
+
+
+@dataclass
 class StreamStats:
     """What the relay learned from a stream (for metrics)."""
 
@@ -97,6 +129,7 @@ class StreamStats:
     completion_tokens: int = 0
     chunks: int = 0
     error: str | None = None
+    shut_down: bool = False  # cut by the gateway's shutdown (server.shutdown_grace_s ran out), not the upstream
 
 
 @dataclass
@@ -108,6 +141,8 @@ class SSERewriter:
     stats: StreamStats
     transform: ChunkTransform | None = None
     flush: ChunkFlush | None = None
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    failure: str | None = None  # set when the stream cannot be relayed further; the relay then ends it
     _buffer: bytes = b""
     _done_sent: bool = False
     _pending_usage: dict[str, Any] | None = field(default=None)
@@ -118,21 +153,34 @@ class SSERewriter:
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
         out: list[bytes] = []
-        while True:
+        while self.failure is None:
             end = buffer.find(b"\n\n")
             if end < 0:
                 break
             event, buffer = buffer[:end], buffer[end + 2 :]
             self._event(event, out)
-        self._buffer = buffer
+        if len(buffer) > self.max_event_bytes and self.failure is None:
+            # An event (or line) that never ends would be buffered forever: give up on the stream.
+            self.failure = (f"an upstream event exceeds {self.max_event_bytes} bytes "
+                            "(server.max_upstream_event_bytes)")
+        self._buffer = b"" if self.failure is not None else buffer
         return b"".join(out)
 
     def close(self) -> bytes:
         """End of upstream stream: flush what the transform held back and make sure [DONE] is sent."""
         out: list[bytes] = []
-        if self._buffer.strip():
-            self._event(self._buffer, out)
+        if self._buffer.strip() and not self._done_sent:
+            # SSE: an event not terminated by a blank line at EOF is incomplete and must be dropped. The
+            # upstream broke off mid-event (a close-delimited stream has no framing to notice it otherwise).
             self._buffer = b""
+            self.failure = "the upstream stream ended in the middle of an event"
+            return b""
+        self._buffer = b""
+        if not self._done_sent and self.stats.chunks == 0:
+            # Not one event and no [DONE]: a body that is not an event stream (an HTML page under an SSE
+            # content type). A bare [DONE] would look like a complete, empty answer.
+            self.failure = "the upstream stream ended without sending any event"
+            return b""
         if not self._done_sent:
             self._finish(out)
         return b"".join(out)
@@ -158,11 +206,12 @@ class SSERewriter:
             try:
                 chunk = orjson.loads(payload)
             except orjson.JSONDecodeError:
-                out.append(b"data: " + payload + b"\n\n")
-                continue
-            if not isinstance(chunk, dict):
-                out.append(b"data: " + payload + b"\n\n")
-                continue
+                self.failure = f"malformed upstream chunk (not JSON): {payload[:100]!r}"
+                return
+            problem = chunk_problem(chunk) if isinstance(chunk, dict) else "not a JSON object"
+            if problem is not None:
+                self.failure = f"malformed upstream chunk: {problem}"
+                return
             self._chunk(chunk, out)
 
     def _chunk(self, chunk: dict[str, Any], out: list[bytes]) -> None:
@@ -199,6 +248,59 @@ class SSERewriter:
         out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
 
 
+def chunk_problem(chunk: dict[str, Any]) -> str | None:
+    """What is wrong with an upstream chunk or answer the relay reads, or None (cheap: type checks only).
+
+    Only the fields the gateway itself reads are checked: `choices` (a list of objects) and the `usage`
+    token counts (integers). Anything else is the client's to interpret.
+    """
+    choices = chunk.get("choices")
+    if choices is not None:
+        if not isinstance(choices, list):
+            return "choices is not a list"
+        for index, choice in enumerate(choices):
+            if not isinstance(choice, dict):
+                return f"choices[{index}] is not an object"
+            delta = choice.get("delta")
+            if delta is not None and not isinstance(delta, dict):
+                return f"choices[{index}].delta is not an object"
+            message = choice.get("message")
+            if message is not None and not isinstance(message, dict):
+                return f"choices[{index}].message is not an object"
+    usage = chunk.get("usage")
+    if usage is not None:
+        if not isinstance(usage, dict):
+            return "usage is not an object"
+        for key in ("prompt_tokens", "completion_tokens"):
+            value = usage.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                return f"usage.{key} is not an integer: {str(value)[:40]!r}"
+    return None
+
+
+class LiveStreams:
+    """The streams being relayed now, so that a shutting-down gateway can end them cleanly (SIGTERM drain)."""
+
+    def __init__(self) -> None:
+        self._streams: set[StreamRelayResponse] = set()
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def add(self, stream: StreamRelayResponse) -> None:
+        self._streams.add(stream)
+
+    def discard(self, stream: StreamRelayResponse) -> None:
+        self._streams.discard(stream)
+
+    async def drain(self, grace_s: float) -> None:
+        """Let the streams run `grace_s`, then end the rest with an error event and [DONE]."""
+        await asyncio.sleep(grace_s)
+        for stream in list(self._streams):
+            stream.abort(f"the gateway is shutting down: this stream did not finish within "
+                         f"server.shutdown_grace_s ({grace_s:g} s)")
+
+
 class StreamRelayResponse:
     """An ASGI response that relays an upstream SSE stream and cancels it when the client goes away."""
 
@@ -210,28 +312,47 @@ class StreamRelayResponse:
         headers: list[tuple[bytes, bytes]],
         on_close: Callable[[StreamStats, bool], Any],
         first: bytes = b"",
+        live: LiveStreams | None = None,
     ) -> None:
         self.upstream = upstream
         self.first = first  # read before answering (the router waits for it to know the target is alive)
         self.rewriter = rewriter
         self.headers = _SSE_HEADERS + headers
         self.on_close = on_close
+        self.live = live
+        self._started = False  # http.response.start was sent
+        self._aborted: str | None = None
+        self._task: asyncio.Future[None] | None = None
+
+    def abort(self, message: str) -> None:
+        """End the stream now with an error event and [DONE] (the gateway is shutting down)."""
+        self._aborted = message
+        if self._task is not None:
+            self._task.cancel()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        stream = asyncio.ensure_future(self._stream(send))
+        stream = self._task = asyncio.ensure_future(self._stream(send))
         watcher = asyncio.ensure_future(self._watch_disconnect(receive, stream))
+        if self.live is not None:
+            self.live.add(self)
         disconnected = False
         try:
             await stream
         except asyncio.CancelledError:
             disconnected = watcher.done()
-            if not disconnected:
+            if disconnected:
+                pass
+            elif self._aborted is not None:
+                await self._end_with_error(send, self._aborted)
+            else:
                 raise
         except OSError:
             disconnected = True  # the client's socket is gone (ASGI spec >= 2.4 reports it on send)
         finally:
+            if self.live is not None:
+                self.live.discard(self)
             watcher.cancel()
-            if disconnected or not stream.done() or stream.cancelled():
+            if disconnected or not stream.done() or stream.cancelled() or self.rewriter.stats.error:
                 # Closing (not releasing) the connection tells the engine to stop generating for this request.
                 self.upstream.close()
             else:
@@ -245,7 +366,17 @@ class StreamRelayResponse:
                 stream.cancel()
                 return
 
+    async def _end_with_error(self, send: Any, message: str) -> None:
+        self.rewriter.stats.error = message
+        self.rewriter.stats.shut_down = True
+        if not self._started:
+            await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        body = error_body(message, type_="server_error", code="gateway_shutting_down")
+        await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(body) + b"\n\n" + _DONE,
+                    "more_body": False})
+
     async def _stream(self, send: Any) -> None:
+        self._started = True
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})
         rewriter = self.rewriter
         try:
@@ -253,12 +384,17 @@ class StreamRelayResponse:
                 out = rewriter.feed(self.first)
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
-            async for data in self.upstream.content.iter_any():
-                out = rewriter.feed(data)
-                if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-            tail = rewriter.close()
-        except (aiohttp.ClientError, TimeoutError) as err:
+            if rewriter.failure is None:
+                async for data in self.upstream.content.iter_any():
+                    out = rewriter.feed(data)
+                    if out:
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                    if rewriter.failure is not None:
+                        break
+            tail = rewriter.close() if rewriter.failure is None else b""
+            if rewriter.failure is not None:
+                raise BrokenStream(rewriter.failure)
+        except (aiohttp.ClientError, TimeoutError, BrokenStream) as err:
             # Bytes already reached the client: never switch upstream silently, end with an error event.
             message = f"upstream stream broke after {rewriter.stats.chunks} chunks: {err or type(err).__name__}"
             rewriter.stats.error = message

@@ -1,8 +1,10 @@
 """Per-target health as the router sees it: in-flight requests, consecutive failures, cooldown.
 
 A target that fails `failures_before_cooldown` times in a row (connection refused, timeout before the
-first byte, 5xx, 429, engine not ready) is skipped for `cooldown_s`. Remote targets in cooldown are probed
-(`GET {base_url}/models`) every `probe_interval_s`; a successful probe ends the cooldown early. When the
+first byte, 5xx, 429, engine not ready; also a stream that broke mid-way, a connection dropped after the
+request was sent and a malformed answer, which are not retried but still count) is skipped for
+`cooldown_s`. Remote targets in cooldown are probed (`GET {base_url}/models`)
+every `probe_interval_s`; a successful probe ends the cooldown early. When the
 cooldown runs out without a probe, the next request tries the target again (half-open): one success
 clears it, one failure cools it down again. Managed (local) targets are not probed: the supervisor owns
 their lifecycle, so their cooldown just expires.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,6 +96,13 @@ class HealthBoard:
             log.warning("target %s in cooldown for %.0f s: %s", target.label, self._settings.cooldown_s, reason)
             if self._on_cooldown is not None:
                 self._on_cooldown(target)
+
+    def retry_after_s(self, targets: list[Target]) -> int:
+        """Whole seconds until the first of `targets` leaves cooldown (at least 1): a Retry-After for a 429."""
+        now = time.monotonic()
+        waits = [self._health[t.model].cooldown_until - now for t in targets]
+        cooling = [w for w in waits if w > 0]
+        return max(1, math.ceil(min(cooling))) if len(cooling) == len(waits) else 1
 
     def snapshot(self) -> list[dict[str, Any]]:
         now = time.monotonic()
