@@ -32,3 +32,8 @@ def engines_dir() -> Path:
 def logs_dir() -> Path:
     """One log file per engine process."""
     return cache_root() / "logs"
+
+
+def bench_latest_dir() -> Path:
+    """The latest `gpufleet bench` report: report.json and its *.png plots (the web console shows them)."""
+    return cache_root() / "bench" / "latest"

@@ -46,6 +46,7 @@ _COMMAND_MODULES = [
     "doctor_cmd",
     "swap_cmd",
     "status_cmd",
+    "bench_cmd",
 ]
 
 for _name in _COMMAND_MODULES:
