@@ -157,3 +157,17 @@ def test_real_transformers_engine_is_restarted_after_a_crash(standby_gateway: Se
     assert answer["choices"][0]["message"]["content"]  # type: ignore[index]
     status = standby_gateway.status("standby")
     assert status["pid"] != pid and status["state"] == "ready"
+
+
+def test_the_docs_standby_example_is_a_valid_config() -> None:
+    import re
+
+    import yaml
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "bench.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    assert blocks
+    for block in blocks:
+        config = parse_config(yaml.safe_load(block), file="docs/bench.md")
+        assert isinstance(config.models["qwen-standby"], TransformersModel)
+        assert config.models["qwen"].fallbacks == ["qwen-standby"]
