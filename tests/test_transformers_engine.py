@@ -171,3 +171,13 @@ def test_the_docs_standby_example_is_a_valid_config() -> None:
         config = parse_config(yaml.safe_load(block), file="docs/bench.md")
         assert isinstance(config.models["qwen-standby"], TransformersModel)
         assert config.models["qwen"].fallbacks == ["qwen-standby"]
+
+
+def test_the_engine_env_pins_every_package_and_torch_to_the_local_cpu_build() -> None:
+    from gpufleet.engines.vllm_install import engine_spec
+
+    spec = engine_spec("transformers")
+    assert "torch==2.13.0+cpu" in spec.requirements  # never an unpinned torch: that is a CUDA download
+    assert all("==" in requirement for requirement in (*spec.requirements, *spec.extras))
+    assert "torchvision" in spec.remove
+    assert spec.dirname == "transformers-5.23.0"
