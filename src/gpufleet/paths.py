@@ -35,5 +35,5 @@ def logs_dir() -> Path:
 
 
 def bench_latest_dir() -> Path:
-    """The latest `gpufleet bench` run: report.json and its PNG plots (the web console shows them)."""
+    """The latest `gpufleet bench` report: report.json and its *.png plots (the web console shows them)."""
     return cache_root() / "bench" / "latest"

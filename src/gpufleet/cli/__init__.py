@@ -48,6 +48,7 @@ _COMMAND_MODULES = [
     "status_cmd",
     "node_cmd",
     "deploy_cmd",
+    "bench_cmd",
 ]
 
 for _name in _COMMAND_MODULES:

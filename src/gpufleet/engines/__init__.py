@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from gpufleet.engines.base import Engine, LaunchSpec
 from gpufleet.engines.llamacpp import LlamaCppEngine
+from gpufleet.engines.transformers import TransformersEngine
 from gpufleet.engines.vllm import VllmEngine
 
 # Engine kinds whose processes the supervisor manages; `remote` models have no process.
 MANAGED_ENGINES: dict[str, Engine] = {
     "llamacpp": LlamaCppEngine(),
     "vllm": VllmEngine(),
+    "transformers": TransformersEngine(),
 }
 
 __all__ = ["MANAGED_ENGINES", "Engine", "LaunchSpec"]

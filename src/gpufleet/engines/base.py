@@ -26,6 +26,8 @@ class LaunchSpec:
     stop_argv: list[str] | None = None
     # What the planner and the flag checks warned about (shown in /status, not only in the log).
     warnings: tuple[str, ...] = ()
+    # Working directory of the process (None: the gateway's). `transformers serve` names its model after it.
+    cwd: str | None = None
 
 
 class Engine(Protocol):

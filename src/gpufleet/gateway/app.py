@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gpufleet.config import Config, LlamaCppModel, VllmModel
+from gpufleet.config import Config, LlamaCppModel, TransformersModel, VllmModel
 from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.errors import GpufleetError
 from gpufleet.gateway import openai_routes, ops_routes, persona_chat, ui
@@ -41,9 +41,9 @@ class Gateway:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        managed: dict[str, LlamaCppModel | VllmModel] = {
+        managed: dict[str, LlamaCppModel | VllmModel | TransformersModel] = {
             name: model for name, model in config.models.items()
-            if model.engine in MANAGED_ENGINES and isinstance(model, LlamaCppModel | VllmModel)
+            if model.engine in MANAGED_ENGINES and isinstance(model, LlamaCppModel | VllmModel | TransformersModel)
         }
         self.supervisor = Supervisor(managed, queue_timeout_s=config.server.queue_timeout_s,
                                      swap_groups=config.swap_groups)

