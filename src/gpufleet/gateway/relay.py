@@ -108,6 +108,7 @@ class SSERewriter:
     stats: StreamStats
     transform: ChunkTransform | None = None
     flush: ChunkFlush | None = None
+    stop_upstream: Callable[[], bool] | None = None  # True: nothing more the upstream sends will be relayed
     _buffer: bytes = b""
     _done_sent: bool = False
     _pending_usage: dict[str, Any] | None = field(default=None)
@@ -126,6 +127,10 @@ class SSERewriter:
             self._event(event, out)
         self._buffer = buffer
         return b"".join(out)
+
+    def wants_no_more(self) -> bool:
+        """True once nothing more the upstream sends would be relayed (the transform's `stop_upstream`)."""
+        return self.stop_upstream is not None and self.stop_upstream()
 
     def close(self) -> bytes:
         """End of upstream stream: flush what the transform held back and make sure [DONE] is sent."""
@@ -253,10 +258,16 @@ class StreamRelayResponse:
                 out = rewriter.feed(self.first)
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
-            async for data in self.upstream.content.iter_any():
-                out = rewriter.feed(data)
-                if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
+            if not rewriter.wants_no_more():
+                async for data in self.upstream.content.iter_any():
+                    out = rewriter.feed(data)
+                    if out:
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                    if rewriter.wants_no_more():
+                        break
+            if rewriter.wants_no_more():
+                # e.g. the reasoning cap was hit: closing the connection makes the engine stop generating.
+                self.upstream.close()
             tail = rewriter.close()
         except (aiohttp.ClientError, TimeoutError) as err:
             # Bytes already reached the client: never switch upstream silently, end with an error event.
