@@ -23,7 +23,7 @@ from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.errors import GpufleetError
 from gpufleet.gateway import openai_routes, ops_routes, persona_chat
 from gpufleet.gateway.auth import KeyCheck
-from gpufleet.gateway.dialect_binding import dialect_for
+from gpufleet.gateway.dialect_binding import dialect_for, dialect_warning
 from gpufleet.gateway.errors import error_body
 from gpufleet.gateway.relay import UpstreamClient
 from gpufleet.metrics import GatewayMetrics
@@ -48,6 +48,10 @@ class Gateway:
         self.supervisor = Supervisor(managed, queue_timeout_s=config.server.queue_timeout_s,
                                      swap_groups=config.swap_groups)
         self.dialects = {name: dialect_for(name, model) for name, model in config.models.items()}
+        self.dialect_warnings = {name: warning for name, model in config.models.items()
+                                 if (warning := dialect_warning(name, model)) is not None}
+        for warning in self.dialect_warnings.values():
+            log.warning("%s", warning)
         self.table = ModelTable(config, self.dialects)
         self.keys = KeyCheck(config.server.api_keys)
         self.client = UpstreamClient(read_timeout_s=config.server.request_timeout_s)
