@@ -31,7 +31,7 @@ from gpufleet.router import ModelTable, Target
 from gpufleet.router.health import HealthBoard
 from gpufleet.router.metrics import RouterMetrics
 from gpufleet.router.select import TargetSelector
-from gpufleet.supervisor import Supervisor
+from gpufleet.supervisor import EngineState, Supervisor
 
 log = logging.getLogger("gpufleet.gateway")
 
@@ -58,7 +58,13 @@ class Gateway:
         self.metrics = GatewayMetrics(self.supervisor.status)
         self.router = HealthBoard(self.table.targets, config.router, on_cooldown=self._on_cooldown)
         self.router_metrics = RouterMetrics(self.metrics.registry, self.router.snapshot)
-        self.selector = TargetSelector(self.router)
+        self.selector = TargetSelector(self.router, load_of=self._engine_queue)
+
+    def _engine_queue(self, target: Target) -> float:
+        """The engine's own waiting queue at its last scrape (vLLM num_requests_waiting); 0 when not scraped."""
+        slot = self.supervisor.slots.get(target.model)
+        metrics = slot.engine_metrics if slot is not None and slot.state == EngineState.READY else None
+        return float(metrics.requests_waiting) if metrics is not None else 0.0
 
     def _on_cooldown(self, target: Target) -> None:
         self.router_metrics.observe_cooldown(target.model)
