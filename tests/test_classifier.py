@@ -231,9 +231,10 @@ def test_signals_are_reported_in_declaration_order() -> None:
 
 # --------------------------------------------------------------------------------------------- accuracy
 
-# Measured with the defaults (docs/router-auto.md, "Accuracy"): tune 63/63, holdout 33/36, holdout2 20/24.
-# The floors sit below those so that a small, deliberate rule change does not fail the suite.
-ACCURACY_FLOORS = {"tune": 0.95, "holdout": 0.85, "holdout2": 0.75}
+# Measured with the defaults (docs/router-auto.md, "Accuracy"): tune 63/63, holdout 34/36, holdout2 21/24,
+# tune3 25/25, holdout3 23/26 (never tuned on). The floors sit below those so that a small, deliberate rule
+# change does not fail the suite.
+ACCURACY_FLOORS = {"tune": 0.95, "holdout": 0.85, "holdout2": 0.75, "tune3": 0.95, "holdout3": 0.8}
 
 
 def confusion(items: list[dict[str, Any]], clf: ComplexityClassifier) -> tuple[Counter[tuple[str, str]], list[str]]:
@@ -272,3 +273,24 @@ def test_accuracy_on_labelled_prompts(split: str) -> None:
     print(f"\n{split}: {len(items) - len(misses)}/{len(items)} = {accuracy:.1%}\n{format_confusion(matrix)}")
     print("\n".join(misses))
     assert accuracy >= ACCURACY_FLOORS[split], "\n".join(misses)
+
+
+def test_rules_agree_with_at_least_85_percent_of_the_whole_labelled_set() -> None:
+    items = load_labelled()
+    assert len(items) >= 150
+    matrix, misses = confusion(items, CLF)
+    accuracy = 1 - len(misses) / len(items)
+    print(f"\nall: {len(items) - len(misses)}/{len(items)} = {accuracy:.1%}\n{format_confusion(matrix)}")
+    assert accuracy >= 0.85, "\n".join(misses)
+
+
+@pytest.mark.parametrize("text, tier", [
+    ("Solve sqrt(2x + 1) = x - 1 and check the roots.", Tier.COMPLEX),  # sqrt( is math; solve + check
+    ("How much GPU memory does a 14B model need at 8k context with 4 concurrent users?", Tier.COMPLEX),
+    ("Write a polite email asking a client to pay an overdue invoice.", Tier.MODERATE),
+    ("Extract the company and the total as JSON: Globex Ltd, total due 420 USD.", Tier.MODERATE),
+    ("My regex ^\\$[a-z]+$ never matches, why?", Tier.MODERATE),  # `$…$` in a regex is not math
+    ("Is this review positive? 'Great value.'", Tier.ROUTINE),  # "review" as a noun is no open task
+])
+def test_issue_13_failure_shapes_land_in_their_tier(text: str, tier: Tier) -> None:
+    assert CLF.classify(chat(text)).tier is tier

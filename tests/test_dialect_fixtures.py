@@ -164,5 +164,8 @@ def test_random_outputs_stream_like_whole_text(plan_name: str) -> None:
         text = "".join(rng.choice(PIECES) for _ in range(rng.randint(0, 14)))
         cuts = sorted(rng.sample(range(len(text) + 1), k=min(len(text) + 1, rng.randint(1, 6))))
         pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
-        whole = normalized_message(transform_response(completion(text, "stop"), plan))
+        resp = transform_response(completion(text, "stop"), plan)
+        whole = normalized_message(resp)
+        if "gpufleet" in resp:  # capped: a stream relays nothing after the cut and ends with "length"
+            whole = {**whole, "content": None, "tool_calls": [], "finish_reason": "length"}
         assert reassemble(run_stream(plan, pieces, "stop")) == whole, repr(pieces)

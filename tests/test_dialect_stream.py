@@ -122,12 +122,14 @@ def test_reasoning_cap_truncates_reports_and_asks_to_stop_upstream() -> None:
     assert out[-1]["choices"][0]["finish_reason"] == "length"
 
 
-def test_capped_reasoning_still_lets_the_answer_through_if_the_relay_goes_on() -> None:
+def test_capped_choice_relays_nothing_after_the_cut_whatever_the_chunking() -> None:
     plan = ResponsePlan(thinking=True, reasoning_parser="qwen3", max_reasoning_chars=4)
     out, t = run(plan, [chunk({"content": "<think>long thoughts"}), chunk({"content": " more</think>\n\nOK"}),
                         chunk({}, "stop")])
-    assert joined(out, "reasoning") == "long" and joined(out, "content") == "OK"
-    assert out[-1]["choices"][0]["finish_reason"] == "stop" and not t.stop_upstream
+    assert joined(out, "reasoning") == "long" and joined(out, "content") == ""
+    assert out[-1]["choices"][0]["finish_reason"] == "length" and not t.stop_upstream  # finished
+    one_chunk, _ = run(plan, [chunk({"content": "<think>long thoughts more</think>\n\nOK"}), chunk({}, "stop")])
+    assert joined(one_chunk, "content") == "" and one_chunk[-1]["choices"][0]["finish_reason"] == "length"
 
 
 def test_reasoning_cap_applies_to_engine_split_reasoning_and_whole_responses() -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gpufleet.errors import ConfigError
 
@@ -87,6 +87,19 @@ class _ModelBase(_Strict):
     ready_timeout_s: float = Field(default=180, gt=0, description="how long a cold start may take")
     stop_grace_s: float = Field(default=10, ge=0, description="SIGTERM → SIGKILL grace period")
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
+    dialect: str | None = Field(
+        default=None, description="what the model speaks (qwen3, qwen3_thinking, qwen3_instruct, qwen3_coder, qwq,"
+        " qwen2_5, none); default: inferred from the model id (docs/qwen.md)",
+    )
+
+    @field_validator("dialect")
+    @classmethod
+    def _known_dialect(cls, value: str | None) -> str | None:
+        from gpufleet.dialects.profiles import DIALECTS  # imported late: dialects must stay importable without config
+
+        if value is not None and value not in DIALECTS:
+            raise ValueError(f"unknown dialect {value!r}; known: {', '.join(DIALECTS)}")
+        return value
 
     @field_validator("aliases")
     @classmethod
@@ -97,7 +110,26 @@ class _ModelBase(_Strict):
         return value
 
 
-class LlamaCppModel(_ModelBase):
+class _GatewayParsers(_Strict):
+    """Parsers gpufleet itself applies to the engine's raw text (they override the dialect's)."""
+
+    reasoning_parser: str | None = Field(default=None, description="qwen3 | deepseek_r1 (gpufleet splits <think>)")
+    tool_call_parser: str | None = Field(
+        default=None, description="hermes | qwen2_5 | qwen3_json | qwen3_xml | qwen3_coder (gpufleet parses calls)"
+    )
+
+    @field_validator("reasoning_parser", "tool_call_parser")
+    @classmethod
+    def _known_parser(cls, value: str | None, info: ValidationInfo) -> str | None:
+        from gpufleet.dialects.registry import REASONING_PARSERS, TOOL_PARSERS  # late, as for `dialect`
+
+        known = REASONING_PARSERS if info.field_name == "reasoning_parser" else TOOL_PARSERS
+        if value is not None and value not in known:
+            raise ValueError(f"unknown parser {value!r}; known: {', '.join(sorted(known))}")
+        return value
+
+
+class LlamaCppModel(_ModelBase, _GatewayParsers):
     """A GGUF model served by the embedded llama.cpp engine (xllamacpp) in a child process."""
 
     engine: Literal["llamacpp"]
@@ -108,7 +140,7 @@ class LlamaCppModel(_ModelBase):
     extra_args: dict[str, Any] = Field(default_factory=dict, description="extra xllamacpp CommonParams fields")
 
 
-class RemoteModel(_ModelBase):
+class RemoteModel(_ModelBase, _GatewayParsers):
     """A model served by an already-running OpenAI-compatible server (vLLM by hand, another gpufleet, Ollama...)."""
 
     engine: Literal["remote"]
@@ -277,7 +309,7 @@ class VllmModel(_ModelBase):
         return self
 
 
-class TransformersModel(_ModelBase):
+class TransformersModel(_ModelBase, _GatewayParsers):
     """A local Hugging Face directory served by `transformers serve` (continuous batching): a cold standby.
 
     Runs in the environment `gpufleet engines install transformers` makes (engines/transformers.py).

@@ -5,8 +5,9 @@
 - `<tool_call>` text becomes OpenAI `tool_calls` with `finish_reason: "tool_calls"`;
 - the reasoning cap (`ResponsePlan.max_reasoning_chars`, tokens approximated as 4 characters each)
   truncates reasoning and reports it as `"gpufleet": {"reasoning_capped": true, ...}` on the response
-  (stream: on the chunk where the cap was hit). Streams expose `StreamTransformer.stop_upstream` so the
-  relay can cancel generation; `finish()` then ends the choice with `finish_reason: "length"`.
+  (stream: on the chunk where the cap was hit). In a stream a capped choice is over: nothing after the cut
+  (reasoning, answer or calls) is relayed, `StreamTransformer.stop_upstream` tells the relay to cancel the
+  generation, and the choice ends with `finish_reason: "length"`.
 """
 
 from __future__ import annotations
@@ -112,7 +113,6 @@ class _ChoiceStream:
     tools: ToolCallStream | None = None
     reasoning_chars: int = 0
     capped: bool = False
-    content_seen: bool = False
     finished: bool = False
     next_tool_index: int = 0
     events: list[tuple[str, Any]] = field(default_factory=list)
@@ -124,13 +124,6 @@ class _ChoiceStream:
                 starts_in_reasoning=plan.starts_in_reasoning)
         if plan.tool_parser:
             self.tools = get_tool_parser(plan.tool_parser).stream(param_types=plan.tool_param_types)
-
-    @property
-    def in_reasoning(self) -> bool:
-        """True while the model is still thinking, as far as this stream can tell."""
-        if self.reasoning is not None:
-            return self.reasoning.in_reasoning
-        return not self.content_seen
 
     def feed(self, delta: dict[str, Any], finish_reason: object) -> list[_Out]:
         """Turn one upstream delta (and its finish_reason) into the deltas to emit."""
@@ -152,7 +145,8 @@ class _ChoiceStream:
             if self.tools is not None:  # the engine parsed the calls: pass them through untouched
                 self._tool_items(self.tools.finish())
                 self.tools = None
-            self.events.append(("engine_tool_calls", engine_calls))
+            if not self.capped:
+                self.events.append(("engine_tool_calls", engine_calls))
         if isinstance(finish_reason, str):
             return self._build(delta, self._final_reason(finish_reason))
         return self._build(delta, None)
@@ -169,6 +163,8 @@ class _ChoiceStream:
     def _final_reason(self, reason: str) -> str:
         self._flush()
         self.finished = True
+        if self.capped:  # the answer was cut at the cap, whatever the engine says about its end
+            return "length"
         emitted = self.tools is not None and self.tools.calls_emitted > 0
         return "tool_calls" if emitted and reason == "stop" else reason
 
@@ -200,13 +196,16 @@ class _ChoiceStream:
             self.events.append(("capped", None))
 
     def _add_content(self, text: str) -> None:
-        self.content_seen = True
+        if self.capped:  # past the cap: what 1-char chunks would never have relayed is not relayed from 7-char ones
+            return
         if self.tools is not None:
             self._tool_items(self.tools.feed(text))
         else:
             self.events.append(("content", text))
 
     def _tool_items(self, items: list[str | ToolCall]) -> None:
+        if self.capped:
+            return
         for item in items:
             self.events.append(("content", item) if isinstance(item, str) else ("call", item))
 
@@ -301,9 +300,9 @@ class StreamTransformer:
 
     @property
     def stop_upstream(self) -> bool:
-        """True when every choice is capped and still thinking: generating more only costs GPU time."""
+        """True when every unfinished choice hit the reasoning cap: nothing more it generates is relayed."""
         active = [c for c in self._choices.values() if not c.finished]
-        return bool(active) and all(c.capped and c.in_reasoning for c in active)
+        return bool(active) and all(c.capped for c in active)
 
     def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         """One upstream `chat.completion.chunk` in, zero or more chunks out (text may be held back).

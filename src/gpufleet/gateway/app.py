@@ -23,7 +23,7 @@ from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.errors import GpufleetError
 from gpufleet.gateway import openai_routes, ops_routes, persona_chat, ui
 from gpufleet.gateway.auth import KeyCheck
-from gpufleet.gateway.dialect_binding import dialect_for
+from gpufleet.gateway.dialect_binding import dialect_for, dialect_warning
 from gpufleet.gateway.errors import error_body
 from gpufleet.gateway.relay import LiveStreams, UpstreamClient
 from gpufleet.metrics import GatewayMetrics
@@ -31,7 +31,7 @@ from gpufleet.router import ModelTable, Target
 from gpufleet.router.health import HealthBoard
 from gpufleet.router.metrics import RouterMetrics
 from gpufleet.router.select import TargetSelector
-from gpufleet.supervisor import Supervisor
+from gpufleet.supervisor import EngineState, Supervisor
 
 log = logging.getLogger("gpufleet.gateway")
 
@@ -48,14 +48,24 @@ class Gateway:
         self.supervisor = Supervisor(managed, queue_timeout_s=config.server.queue_timeout_s,
                                      swap_groups=config.swap_groups)
         self.dialects = {name: dialect_for(name, model) for name, model in config.models.items()}
+        self.dialect_warnings = {name: warning for name, model in config.models.items()
+                                 if (warning := dialect_warning(name, model)) is not None}
+        for warning in self.dialect_warnings.values():
+            log.warning("%s", warning)
         self.table = ModelTable(config, self.dialects)
         self.keys = KeyCheck(config.server.api_keys)
         self.client = UpstreamClient(read_timeout_s=config.server.request_timeout_s)
         self.metrics = GatewayMetrics(self.supervisor.status)
         self.router = HealthBoard(self.table.targets, config.router, on_cooldown=self._on_cooldown)
         self.router_metrics = RouterMetrics(self.metrics.registry, self.router.snapshot)
-        self.selector = TargetSelector(self.router)
+        self.selector = TargetSelector(self.router, load_of=self._engine_queue)
         self.streams = LiveStreams()  # ended with an error event when a shutdown's grace runs out
+
+    def _engine_queue(self, target: Target) -> float:
+        """The engine's own waiting queue at its last scrape (vLLM num_requests_waiting); 0 when not scraped."""
+        slot = self.supervisor.slots.get(target.model)
+        metrics = slot.engine_metrics if slot is not None and slot.state == EngineState.READY else None
+        return float(metrics.requests_waiting) if metrics is not None else 0.0
 
     def _on_cooldown(self, target: Target) -> None:
         self.router_metrics.observe_cooldown(target.model)

@@ -300,6 +300,7 @@ async def _forward(
     if plan is not None:
         transformer = StreamTransformer(plan)
         rewriter.transform, rewriter.flush = transformer.feed, transformer.finish
+        rewriter.stop_upstream = lambda: transformer.stop_upstream
 
     async def on_close(stats: StreamStats, disconnected: bool) -> None:
         await stack.aclose()

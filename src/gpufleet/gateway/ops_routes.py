@@ -52,6 +52,8 @@ async def status(request: Request) -> Response:
     for name, model in gateway.config.models.items():
         entry = managed.get(name) or {"name": name, "engine": model.engine, "state": "remote"}
         entry = {**entry, "aliases": list(model.aliases)}
+        if name in gateway.dialect_warnings:
+            entry["warnings"] = [*entry.get("warnings", []), gateway.dialect_warnings[name]]
         if model.engine == "remote":
             entry["base_url"] = getattr(model, "url", None)
         models.append(entry)

@@ -143,6 +143,7 @@ class SSERewriter:
     flush: ChunkFlush | None = None
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     failure: str | None = None  # set when the stream cannot be relayed further; the relay then ends it
+    stop_upstream: Callable[[], bool] | None = None  # True: nothing more the upstream sends will be relayed
     _buffer: bytes = b""
     _done_sent: bool = False
     _pending_usage: dict[str, Any] | None = field(default=None)
@@ -165,6 +166,10 @@ class SSERewriter:
                             "(server.max_upstream_event_bytes)")
         self._buffer = b"" if self.failure is not None else buffer
         return b"".join(out)
+
+    def wants_no_more(self) -> bool:
+        """True once nothing more the upstream sends would be relayed (the transform's `stop_upstream`)."""
+        return self.stop_upstream is not None and self.stop_upstream()
 
     def close(self) -> bytes:
         """End of upstream stream: flush what the transform held back and make sure [DONE] is sent."""
@@ -384,15 +389,18 @@ class StreamRelayResponse:
                 out = rewriter.feed(self.first)
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
-            if rewriter.failure is None:
+            if rewriter.failure is None and not rewriter.wants_no_more():
                 async for data in self.upstream.content.iter_any():
                     out = rewriter.feed(data)
                     if out:
                         await send({"type": "http.response.body", "body": out, "more_body": True})
-                    if rewriter.failure is not None:
+                    if rewriter.failure is not None or rewriter.wants_no_more():
                         break
+            if rewriter.wants_no_more():
+                # e.g. the reasoning cap was hit: closing the connection makes the engine stop generating.
+                self.upstream.close()
             tail = rewriter.close() if rewriter.failure is None else b""
-            if rewriter.failure is not None:
+            if rewriter.failure is not None:  # set while reading, or by close() (the stream never finished)
                 raise BrokenStream(rewriter.failure)
         except (aiohttp.ClientError, TimeoutError, BrokenStream) as err:
             # Bytes already reached the client: never switch upstream silently, end with an error event.

@@ -54,10 +54,14 @@ SIGNALS: Mapping[str, float] = MappingProxyType(
         "code_task": 2.0,  # asks for code without showing any: "write a function", SQL, regex, bash, Dockerfile …
         "code_context": 2.0,  # the previous answer held a code fence and the user follows up (not just "thanks")
         "math": 2.0,  # math notation or vocabulary (equation, derivative …), or ≥ 4 numbers in < 1 KB without code
+        "math_solve": 2.5,  # math, an ask to work it out (solve, evaluate …) and to show it (check, explain …)
+        "sizing": 4.5,  # capacity / sizing estimate: ≥ 2 quantities with units (32B, 16k, 80 GB, 2,000 req/s)
+        # and ≥ 2 capacity terms (VRAM, KV cache, context, throughput, p99, nodes, concurrent users …)
         "proof": 3.0,  # "prove", "proof", "show that", "derive", "rigorous", "justify"
         "detailed_ask": 1.0,  # a turn under 1,500 chars whose text outside code blocks is ≥ 250 chars
         "multi_step": 2.0,  # ≥ 3 list items / questions / distinct task verbs, "step by step", "and then"
         "open_task": 2.0,  # open-ended ask: explain / describe / compare / review / summarize / write a letter, plan …
+        "writing_task": 2.0,  # write/draft an email, letter, poem …; rewrite/rephrase a text; extract/turn into JSON …
         "reasoning_words": 1.5,  # analysis vocabulary: trade-offs, root cause, design a, optimize, deadlock …
         "many_reasoning_words": 1.5,  # ≥ 3 distinct analysis words; adds to reasoning_words
         "tools": 1.0,  # the request offers tools (or legacy functions)
@@ -87,7 +91,7 @@ SYSTEM_SCAN_CHARS = 2_048
 # Speed (benchmarks/classifier_cost.py): text is lower-cased once; vocabulary is matched with set lookups on its
 # words and substring checks for phrases (sre alternations of many words cost ~20x more); the remaining regexes
 # are case-sensitive and only run after a cheap `in` check says they can match.
-_WORD_RE = re.compile(r"[a-z0-9]+")
+_WORD_RE = re.compile(r"\w+")
 _THINK_RE = re.compile(r"(?<![\w/])/(no_think|think)\b")
 _FENCED_BLOCK_RE = re.compile(r"```.*?(?:```|$)", re.DOTALL)
 _CODE_LINE_RE = re.compile(
@@ -104,7 +108,7 @@ _LATEX_RE = re.compile(r"\\(?:frac|int|sum|prod|lim|sqrt|zeta|alpha|beta|theta|p
 _DOLLAR_MATH_RE = re.compile(r"\$[^$\n]+\$")
 _POWER_RE = re.compile(r"\b[a-z]\^\d")
 _EQUATION_RE = re.compile(r"\b\d*[a-z]\s*[-+*/]\s*\d+\s*=|\b[a-z]\s*=\s*[-\d]")
-_FUNCTION_RE = re.compile(r"(?<![a-z_])[fgh]\([a-z][^()]{0,20}\)|\b(?:sin|cos|tan|log|ln|exp)\s*\(")
+_FUNCTION_RE = re.compile(r"(?<![a-z_])[fgh]\([a-z][^()]{0,20}\)|\b(?:sin|cos|tan|log|ln|exp|sqrt)\s*\(")
 _FOR_ALL_RE = re.compile(r"\bfor all (?:real|integers|positive|[a-z]\b)")
 _NUMBER_RE = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?![\w.])")
 _LIST_ITEM_RE = re.compile(r"\n[ \t]*(?:\d{1,2}[.)]|[-*•]|[a-z][.)])[ \t]+\S")
@@ -113,6 +117,19 @@ _HOW_WHY_RE = re.compile(r"\bhow (?:do|does|should|can) (?:i|we|it|they)\b|\bwhy
 _WRITE_A_RE = re.compile(
     r"\b(?:write|draft|create|prepare) (?:a|an|the|me a)\b[^.?!\n]{0,30}?\b(?:letter|essay|report|plan|proposal|"
     r"article|story|speech|post|guide|tutorial|lesson)"
+)
+_REVIEW_VERB_RE = re.compile(r"\breview (?:this|these|my|our|the following|it)\b")
+_WRITING_RE = re.compile(
+    r"\b(?:write|draft|compose|prepare)\b[^.?!\n]{0,30}?\b(?:e-?mail|letter|memo|poem|description|"
+    r"bio|announcement|invitation|speech|review|reply|response|post)s?\b"
+)
+_EXTRACT_RE = re.compile(
+    r"\b(?:extract|pull out|parse|convert|turn|list|format)\b[^.?!\n]{0,60}?\b(?:json|csv|yaml|xml|table|iso)\b"
+    r"|\b(?:extract|pull out)\b[^.?!\n]{0,40}?\b(?:from|all|every|each)\b"
+)
+_QUANTITY_RE = re.compile(
+    r"(?<![\w.])\d+(?:[.,]\d+)*\s?(?:[kmbt]|gb|gib|tb|mb|ms|s|tok/s|req/s|rps|qps|requests?/s|users|nodes|gpus?|"
+    r"vcpus?|cores|%|x)(?![\w])"
 )
 _ACK_RE = re.compile(
     r"^\W*(?:thanks?|thank you|thx|ty|ok(?:ay)?|great|perfect|cool|nice|got it|awesome|lgtm)\b[^?]{0,40}$"
@@ -126,7 +143,7 @@ def _words(text: str) -> frozenset[str]:
 # Vocabulary, matched against the ask's lower-cased words (sets), word prefixes (stems) and phrases, where a
 # phrase is checked in the words joined by single spaces (so "trade-offs" is the phrase "trade offs").
 _CODE_LANGUAGE_WORDS = _words(
-    "sql regex bash shell python javascript typescript golang rust java kotlin git docker kubernetes pytest"
+    "sql regex bash shell python javascript typescript golang rust java kotlin git docker kubernetes pytest pseudocode"
 )
 _CODE_LANGUAGE_PHRASES = ("excel formula", "json schema")
 _CODE_VERBS = _words("write implement create generate give code rewrite refactor")
@@ -140,7 +157,7 @@ _MATH_PHRASES = (
     "solve for",
 )
 _MATH_SYMBOLS = "∫∑∏√∞≤≥≠"
-_PROOF_WORDS = _words("prove proof derive rigorous rigorously justify justification")
+_PROOF_WORDS = _words("prove proof derive derivation rigorous rigorously justify justification induction")
 _PROOF_PHRASES = ("show that",)
 _STEP_PHRASES = ("step by step", "walk through", "walk me through", "and then", "after that")
 _STEP_WORDS = frozenset({"afterwards"})
@@ -150,23 +167,37 @@ _TASK_VERBS = _words(
     "investigate check query verify produce"
 )
 _OPEN_WORDS = _words(
-    "explain describe compare contrast review summarize summarise summary outline elaborate critique advantages"
+    "explain describe compare contrast summarize summarise summary outline elaborate critique advantages design "
+    "entwirf entwerfen erkläre expliquer explique concevez diseña explica"  # the same asks in German/French/Spanish
 )
 _OPEN_PHRASES = (
     *("difference between", "differences between", "pros and cons", "lesson plan", "what went wrong"),
     "what goes wrong",
 )
 _WRITE_VERBS = _words("write draft create prepare")
+_WRITING_VERBS = _words("write draft compose prepare")
+_REWRITE_WORDS = _words("rewrite rephrase paraphrase reword proofread")
+_EXTRACT_VERBS = _words("extract pull parse convert turn list format")
 _REASONING_WORDS = _words(
     "tradeoff tradeoffs architecture complexity bottleneck race races deadlock deadlocks assumptions analyze analyse "
     "analysis evaluate implications strategy risk risks mitigation correctness consistent consistency rollback "
-    "reasoning methodology methodological"
+    "reasoning methodology methodological distributed consensus failover replication sharding idempotent "
+    "idempotency leader availability outage outages downtime"
+    " architektur kompromisse konsistenz verfügbarkeit ausfällen ausfall compromis compromisos disponibilidad"
 )
 _REASONING_STEMS = ("scalab", "optimi", "leak", "vulnerab", "exploit", "migrat", "recommend", "generali", "synthesi")
 _REASONING_PHRASES = (
     *("trade off", "trade offs", "root cause", "root causes", "failure mode", "failure modes", "design a"),
     *("design an", "design the", "threat model", "edge cases", "in depth", "think carefully"),
 )
+_MATH_SOLVE_WORDS = _words("solve evaluate compute calculate simplify integrate differentiate")
+_MATH_SOLVE_PHRASES = ("find all", "find the value", "find x", "work out", "how many ways")
+_SHOW_WORK_WORDS = _words("check verify explain show step steps justify why extraneous")
+_CAPACITY_WORDS = _words(
+    "vram gpu gpus memory context throughput latency p95 p99 qps rps nodes servers concurrent users batch "
+    "downtime bandwidth storage replicas"
+)
+_CAPACITY_PHRASES = ("kv cache", "requests s", "tok s", "tokens per second", "how much", "how many")
 _BREVITY_WORDS = frozenset({"briefly", "tldr"})
 _BREVITY_PHRASES = (
     *("in one sentence", "in one word", "in one line", "one word", "one liner", "in a few words", "be brief"),
@@ -325,16 +356,19 @@ def _read_request(payload: Mapping[str, Any]) -> _Request:
 
 
 _CONTENT_SIGNALS = frozenset(
-    {"code", "code_task", "code_context", "math", "proof", "multi_step", "open_task", "reasoning_words", "long_prompt"}
+    {"code", "code_task", "code_context", "math", "proof", "multi_step", "open_task", "reasoning_words", "long_prompt",
+     "sizing", "writing_task"}
 )
 
 
-def _is_math(ask: str, vocab: _Vocabulary, numbers_count: bool) -> bool:
+def _is_math(ask: str, vocab: _Vocabulary, numbers_count: bool, code: bool) -> bool:
     if vocab.words & _MATH_WORDS or vocab.stems(_MATH_STEMS) or vocab.has_phrase(_MATH_PHRASES):
         return True
     if any(symbol in ask for symbol in _MATH_SYMBOLS):
         return True
-    if ("\\" in ask and _LATEX_RE.search(ask)) or ("$" in ask and _DOLLAR_MATH_RE.search(ask)):
+    if "\\" in ask and _LATEX_RE.search(ask):
+        return True
+    if "$" in ask and not code and _DOLLAR_MATH_RE.search(ask):  # `^\$[0-9]+$` in a regex question is not math
         return True
     if ("^" in ask and _POWER_RE.search(ask)) or ("=" in ask and _EQUATION_RE.search(ask)):
         return True
@@ -372,8 +406,16 @@ def _fired(req: _Request, payload: Mapping[str, Any]) -> Iterable[str]:
         fired.add("code_task")
     if req.prior_code and not _ACK_RE.search(ask):
         fired.add("code_context")
-    if _is_math(ask, vocab, numbers_count=req.turn_chars < NUMBERS_AS_MATH_CHARS and "code" not in fired):
+    code = bool(fired & {"code", "code_task"})
+    if _is_math(ask, vocab, numbers_count=req.turn_chars < NUMBERS_AS_MATH_CHARS and "code" not in fired, code=code):
         fired.add("math")
+        if (words & _MATH_SOLVE_WORDS or vocab.has_phrase(_MATH_SOLVE_PHRASES)) and words & _SHOW_WORK_WORDS:
+            fired.add("math_solve")
+    if (
+        len(words & _CAPACITY_WORDS) + sum(1 for p in _CAPACITY_PHRASES if f" {p} " in vocab.joined) >= 2
+        and _at_least(_QUANTITY_RE, ask, 2)
+    ):
+        fired.add("sizing")
     if words & _PROOF_WORDS or vocab.has_phrase(_PROOF_PHRASES):
         fired.add("proof")
     if (
@@ -393,10 +435,17 @@ def _fired(req: _Request, payload: Mapping[str, Any]) -> Iterable[str]:
     if (
         words & _OPEN_WORDS
         or vocab.has_phrase(_OPEN_PHRASES)
+        or ("review" in words and _REVIEW_VERB_RE.search(ask))
         or (words & {"how", "why"} and _HOW_WHY_RE.search(ask))
         or (words & _WRITE_VERBS and _WRITE_A_RE.search(ask))
     ):
         fired.add("open_task")
+    if "open_task" not in fired and (  # a writing ask is one task: "write a letter" fires open_task already
+        (words & _WRITING_VERBS and _WRITING_RE.search(ask))
+        or words & _REWRITE_WORDS
+        or (words & _EXTRACT_VERBS and _EXTRACT_RE.search(ask))
+    ):
+        fired.add("writing_task")
     reasoning = len(words & _REASONING_WORDS) + len(vocab.stems(_REASONING_STEMS))
     reasoning += sum(1 for phrase in _REASONING_PHRASES if f" {phrase} " in vocab.joined)
     if reasoning >= 1:

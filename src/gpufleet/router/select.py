@@ -3,7 +3,8 @@
 Within a group of replicas: the session's replica first when the route keeps sessions together (rendezvous
 hashing on the session key, so a session stays put while its replica is healthy and only its sessions
 move when it is not — prefix caches stay warm), then the least-loaded (gpufleet's in-flight count plus
-the engine's own waiting queue where it is scraped), ties spread round-robin. Groups are tried in order
+the engine's own waiting queue where it is scraped: vLLM's `num_requests_waiting` at the supervisor's last
+scrape, wired by the gateway as `load_of`), ties spread round-robin. Groups are tried in order
 (replicas, then each fallback). Targets in cooldown go last: trying a cooling target beats failing a
 request that nothing else can serve.
 """
