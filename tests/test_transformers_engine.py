@@ -37,6 +37,15 @@ def test_serve_argv_pins_the_model_by_its_gpufleet_name_with_continuous_batching
     assert "--continuous-batching" not in serve_argv(Path("p"), "t", _model("/m", continuous_batching=False), 1)
 
 
+def test_serve_argv_bounds_the_kv_cache_unless_told_not_to() -> None:
+    # Left to itself transformers sizes the cache from free host RAM on the CPU (13.8 GB for SmolLM2-135M).
+    argv = serve_argv(Path("p"), "t", _model("/m"), 1)
+    assert argv[argv.index("--cb-num-blocks") + 1] == "256"
+    assert argv[argv.index("--cb-max-batch-tokens") + 1] == "1024"
+    unbounded = serve_argv(Path("p"), "t", _model("/m", cb_num_blocks=None, cb_max_batch_tokens=None), 1)
+    assert "--cb-num-blocks" not in unbounded and "--cb-max-batch-tokens" not in unbounded
+
+
 def test_launch_spec_links_the_name_to_the_model_dir_and_runs_there(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GPUFLEET_CACHE", str(tmp_path / "cache"))
@@ -151,7 +160,8 @@ def test_real_transformers_engine_is_restarted_after_a_crash(standby_gateway: Se
     assert isinstance(pid, int)
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while pid_alive(pid) and time.monotonic() < deadline:
+    # Until the supervisor has seen the exit, a request gets 503 + Retry-After (engine_not_ready), not a wait.
+    while standby_gateway.status("standby")["pid"] == pid and time.monotonic() < deadline:
         time.sleep(0.2)
     answer = _chat(standby_gateway, "standby")  # the supervisor brings it back for this request
     assert answer["choices"][0]["message"]["content"]  # type: ignore[index]

@@ -62,6 +62,10 @@ def serve_argv(python: Path, name: str, model: TransformersModel, port: int) -> 
             "--device", model.device, "--dtype", model.dtype, "--log-level", "info"]
     if model.continuous_batching:
         argv.append("--continuous-batching")
+        if model.cb_num_blocks is not None:
+            argv += ["--cb-num-blocks", str(model.cb_num_blocks)]
+        if model.cb_max_batch_tokens is not None:
+            argv += ["--cb-max-batch-tokens", str(model.cb_max_batch_tokens)]
     return argv + list(model.extra_args)
 
 
