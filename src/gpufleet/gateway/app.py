@@ -22,7 +22,7 @@ from gpufleet.config import Config, LlamaCppModel, VllmModel
 from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.errors import GpufleetError
 from gpufleet.gateway import openai_routes, ops_routes, persona_chat
-from gpufleet.gateway.auth import KeyCheck
+from gpufleet.gateway.auth import KeyCheck, exposure_warning
 from gpufleet.gateway.dialect_binding import dialect_for
 from gpufleet.gateway.errors import error_body
 from gpufleet.gateway.relay import UpstreamClient
@@ -49,7 +49,9 @@ class Gateway:
                                      swap_groups=config.swap_groups)
         self.dialects = {name: dialect_for(name, model) for name, model in config.models.items()}
         self.table = ModelTable(config, self.dialects)
-        self.keys = KeyCheck(config.server.api_keys)
+        self.keys = KeyCheck.for_server(config.server)
+        if (warning := exposure_warning(config.server)) is not None:
+            log.warning("SECURITY: %s", warning)
         self.client = UpstreamClient(read_timeout_s=config.server.request_timeout_s)
         self.metrics = GatewayMetrics(self.supervisor.status)
         self.router = HealthBoard(self.table.targets, config.router, on_cooldown=self._on_cooldown)

@@ -71,7 +71,8 @@ class EngineLifecycle:
         """EngineNotReady while a failed slot is inside its retry delay."""
         if time.monotonic() < slot.retry_at:
             raise EngineNotReady(
-                f"model {slot.name!r} failed to start: {slot.last_error}",
+                # The first line only: a crash's last_error goes on with the engine log, which is for /status.
+                f"model {slot.name!r} failed to start: {slot.last_error.partition(chr(10))[0]}",
                 retry_after_s=max(1, int(slot.retry_at - time.monotonic())),
             )
 
