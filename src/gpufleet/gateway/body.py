@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from gpufleet.errors import RequestError
 
@@ -22,11 +22,16 @@ async def read_json_body(request: Request, limit_bytes: int) -> Any:
         raise _too_large(int(declared), limit_bytes)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit_bytes:
-            raise _too_large(size, limit_bytes)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit_bytes:
+                raise _too_large(size, limit_bytes)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Also how a body cut off by server.body_timeout_s ends (http_limits): nobody is left to answer.
+        raise RequestError("the client disconnected before sending the whole body", status_code=400,
+                           code="client_disconnected") from None
     raw = b"".join(chunks)
     if not raw.strip():
         raise RequestError("the request body is empty; expected a JSON object")

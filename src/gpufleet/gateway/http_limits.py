@@ -38,10 +38,6 @@ def _plain_response(status: int, reason: str, message: str) -> bytes:
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
 
 
-class _Refused(Exception):
-    """Raised from a parser callback to stop parsing a request that is being refused."""
-
-
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with header-size and slow-client limits (`limits` set by a subclass)."""
 
@@ -50,6 +46,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
+        self._in_headers = True
         self._header_bytes = 0
         self._refused = False
 
@@ -92,41 +89,33 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if not self._refused:
-            super().data_received(data)
-
-    def send_400_response(self, msg: str) -> None:
-        if not self._refused:  # the parser error is the _Refused raised below: the answer is already out
-            super().send_400_response(msg)
+        if self._refused:
+            return
+        was_in_headers = self._in_headers
+        super().data_received(data)
+        # httptools buffers a partial header line itself and calls on_header only once it is complete, so the
+        # bytes are counted as they arrive, not in the callbacks. A chunk that finished the head (or a body)
+        # is not counted: only a head still incomplete after it.
+        if was_in_headers and self._in_headers and not self._refused:
+            self._header_bytes += len(data)
+            if self._header_bytes > self.limits.max_header_bytes:
+                log.warning("refusing a request from %s: headers over %d bytes (server.max_header_bytes)",
+                            _peer(self.client), self.limits.max_header_bytes)
+                self._refuse(431, "Request Header Fields Too Large",
+                             f"request line and headers exceed {self.limits.max_header_bytes} bytes")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._header_bytes = 0
         self._arm(self.limits.header_timeout_s, "headers")
 
-    def _count(self, size: int) -> None:
-        self._header_bytes += size
-        if self._header_bytes > self.limits.max_header_bytes:
-            log.warning("refusing a request from %s: headers over %d bytes (server.max_header_bytes)",
-                        _peer(self.client), self.limits.max_header_bytes)
-            self._refuse(431, "Request Header Fields Too Large",
-                         f"request line and headers exceed {self.limits.max_header_bytes} bytes")
-            raise _Refused
-
-    def on_url(self, url: bytes) -> None:
-        self._count(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)  # ": " and CRLF
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
+        self._in_headers = False
         self._arm(self.limits.body_timeout_s, "body")  # disarmed when the message completes
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self._in_headers, self._header_bytes = True, 0  # what arrives next is the next request's head
         super().on_message_complete()
 
 
