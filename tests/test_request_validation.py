@@ -55,9 +55,11 @@ async def http(upstream: FixedAnswerUpstream) -> AsyncIterator[httpx.AsyncClient
         "personas": {"clerk": {"route": "echo", "system_prompt": "You file things."}},
     })
     app = build_app(config)
-    async with running(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
-            yield client
+    async with (
+        running(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client,
+    ):
+        yield client
 
 
 def chat(**extra: Any) -> dict[str, Any]:
