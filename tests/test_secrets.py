@@ -157,7 +157,7 @@ async def test_metrics_open_by_default_and_behind_the_key_when_asked() -> None:
 
 
 def test_metrics_require_key_without_keys_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="server: metrics_require_key: true needs server.api_keys"):
+    with pytest.raises(ConfigError, match=r"server: metrics_require_key: true needs server\.api_keys"):
         parse_config(admin_config(metrics_require_key=True), file="gpufleet.yaml")
 
 
