@@ -22,6 +22,7 @@ from gpufleet.config import Config, LlamaCppModel, VllmModel
 from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.errors import GpufleetError
 from gpufleet.gateway import openai_routes, ops_routes, persona_chat
+from gpufleet.gateway.openapi import openapi_json
 from gpufleet.gateway.auth import KeyCheck, exposure_warning
 from gpufleet.gateway.dialect_binding import dialect_for
 from gpufleet.gateway.errors import error_body
@@ -118,6 +119,7 @@ def build_app(config: Config) -> Starlette:
         Route("/health/ready", ops_routes.ready, methods=["GET"]),
         Route("/status", ops_routes.status, methods=["GET"]),
         Route("/metrics", ops_routes.metrics, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/admin/models/{name}/stop", ops_routes.stop_model, methods=["POST"]),
         Route("/admin/models/{name}/start", ops_routes.start_model, methods=["POST"]),
         Route("/admin/models/{name}/swap", ops_routes.swap_model, methods=["POST"]),
