@@ -22,10 +22,10 @@ from gpufleet.config import Config, LlamaCppModel, VllmModel
 from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.errors import GpufleetError
 from gpufleet.gateway import openai_routes, ops_routes, persona_chat
-from gpufleet.gateway.openapi import openapi_json
 from gpufleet.gateway.auth import KeyCheck, exposure_warning
 from gpufleet.gateway.dialect_binding import dialect_for
 from gpufleet.gateway.errors import error_body
+from gpufleet.gateway.openapi import openapi_json
 from gpufleet.gateway.relay import UpstreamClient
 from gpufleet.metrics import GatewayMetrics
 from gpufleet.router import ModelTable, Target
