@@ -224,7 +224,8 @@ class EngineLifecycle:
     def fail(self, slot: EngineSlot, message: str, *, retry: bool, log_tail: str = "") -> None:
         """Restart with exponential backoff when `retry` and the restart policy allows, else mark it failed."""
         slot.failures += 1
-        slot.last_error = message
+        # /status (behind the API key) keeps the engine's log; a client's 503 gets only `message`.
+        slot.last_error = f"{message}\n--- engine log (last lines) ---\n{log_tail}" if log_tail else message
         policy = slot.model.restart
         if retry and slot.failures <= policy.max_restarts and not self.closed:
             delay = min(policy.backoff_max_s, policy.backoff_initial_s * 2 ** (slot.failures - 1))
