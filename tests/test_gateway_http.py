@@ -73,7 +73,7 @@ async def test_malformed_json_returns_400(client: httpx.AsyncClient) -> None:
         (chat(max_tokens=-1), "max_tokens"),
         (chat(stream="yes"), "stream"),
         (chat(temperature=7), "temperature"),
-        ({"model": "echo", "messages": [{"content": "no role"}]}, "messages.0.role"),
+        ({"model": "echo", "messages": [{"content": "no role"}]}, "messages[0].role"),
         ({"model": 5, "messages": [{"role": "user", "content": "hi"}]}, "model"),
     ],
 )

@@ -60,7 +60,7 @@ def test_structured_output_validates_against_seed_002_schema(llm: openai.OpenAI)
         messages=[{"role": "user", "content": f"Classify this document: {document}"}],
         response_format={"type": "json_schema", "json_schema": {"name": "classification",
                                                                 "schema": DOCUMENT_CLASSIFICATION_SCHEMA}},
-        max_tokens=200, temperature=0,
+        max_tokens=200, temperature=0, seed=42,
     )
     data = json.loads(reply.choices[0].message.content or "")
     jsonschema.validate(data, DOCUMENT_CLASSIFICATION_SCHEMA)

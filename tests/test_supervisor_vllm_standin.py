@@ -168,8 +168,10 @@ async def test_gateway_answers_503_with_the_oom_cause() -> None:
         status = (await http.get("/status")).json()["models"][0]
     assert response.status_code == 503
     message = response.json()["error"]["message"]
-    assert "cuda_oom" in message and "CUDA out of memory" in message
+    assert "cuda_oom" in message and "'gpufleet status'" in message
+    assert "CUDA out of memory" not in message  # the engine's log is for the operator (issue 12)
     assert status["state"] == "failed" and "cuda_oom" in status["last_error"]
+    assert "CUDA out of memory" in status["last_error"]
 
 
 async def test_gateway_relays_and_exports_scraped_vllm_metrics_with_the_model_label() -> None:

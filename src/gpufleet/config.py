@@ -139,6 +139,17 @@ class LlamaCppModel(_ModelBase, _GatewayParsers):
     threads: int | None = Field(default=None, ge=1, description="CPU threads; default: all cores")
     extra_args: dict[str, Any] = Field(default_factory=dict, description="extra xllamacpp CommonParams fields")
 
+    @field_validator("source")
+    @classmethod
+    def _packaged_model_exists(cls, value: str) -> str:
+        from gpufleet.model_packages import PACKAGED_MODELS  # data only; imported late like the router's
+
+        if value.startswith("package:") and value.removeprefix("package:") not in PACKAGED_MODELS:
+            known = ", ".join(f"package:{name}" for name in sorted(PACKAGED_MODELS))
+            raise ValueError(f"unknown packaged model {value!r}; packaged models: {known} "
+                             "(see 'gpufleet models packaged'), or give a path to a .gguf file")
+        return value
+
 
 class RemoteModel(_ModelBase, _GatewayParsers):
     """A model served by an already-running OpenAI-compatible server (vLLM by hand, another gpufleet, Ollama...)."""
@@ -154,9 +165,25 @@ class RemoteModel(_ModelBase, _GatewayParsers):
     @field_validator("url")
     @classmethod
     def _url_is_http(cls, value: str) -> str:
+        from gpufleet.redact import redact_url
+
         if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"url must start with http:// or https:// (got {value!r})")
+            raise ValueError(f"url must start with http:// or https:// (got {redact_url(value)!r})")
+        if "?" in value or "#" in value:
+            # gpufleet appends /chat/completions to the url: a query string would swallow that path.
+            raise ValueError(f"url must not carry a query string or fragment (got {redact_url(value)!r}); "
+                             "put a key in api_key")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_kind_of_credentials(self) -> RemoteModel:
+        from gpufleet.redact import redact_url, url_has_credentials
+
+        if self.api_key is not None and url_has_credentials(self.url):
+            # aiohttp refuses a request that has both, so every request would fail: say so at load.
+            raise ValueError(f"url {redact_url(self.url)!r} carries credentials and api_key is set too; "
+                             "use one of them (api_key sends 'Authorization: Bearer')")
+        return self
 
 
 class VllmDocker(_Strict):
@@ -363,6 +390,21 @@ class ServerConfig(_Strict):
         default=30, ge=0,
         description="on SIGTERM, in-flight requests may finish this long; then streams end with an error event",
     )
+    max_header_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="request line + headers; larger requests get HTTP 431"
+    )
+    header_timeout_s: float = Field(default=10, gt=0, description="a request's headers must arrive within this")
+    body_timeout_s: float = Field(default=60, gt=0, description="a request's body must arrive within this")
+    allow_unauthenticated_admin: bool = Field(
+        default=False, description="allow /admin/* without api_keys on a non-loopback host (not recommended)"
+    )
+    metrics_require_key: bool = Field(default=False, description="/metrics asks for an API key like the API does")
+
+    @model_validator(mode="after")
+    def _metrics_key_needs_keys(self) -> ServerConfig:
+        if self.metrics_require_key and not self.api_keys:
+            raise ValueError("metrics_require_key: true needs server.api_keys (there is no key to require)")
+        return self
 
     @field_validator("api_keys")
     @classmethod
@@ -679,6 +721,10 @@ def load_config(path: Path | None, *, expand_env: bool = True) -> Config:
         raise ConfigError("file not found", file=file) from None
     except OSError as err:
         raise ConfigError(f"cannot read: {err.strerror}", file=file) from None
+    except UnicodeDecodeError as err:
+        bad = err.object[err.start:err.start + 1].hex()
+        raise ConfigError(f"not UTF-8 text (byte 0x{bad} at offset {err.start}); save the file as UTF-8",
+                          file=file) from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except ConfigError as err:

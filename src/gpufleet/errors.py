@@ -80,10 +80,18 @@ class EngineError(GpufleetError):
     code = "engine_error"
 
     def __init__(self, message: str, *, log_tail: str = "", retry_after_s: int | None = None) -> None:
-        full = message if not log_tail else f"{message}\n--- engine log (last lines) ---\n{log_tail}"
-        super().__init__(full)
+        # `message` is what an HTTP client gets: the engine's log (paths, tracebacks, 2 KB of it) stays with the
+        # operator, in str(err) for the CLI and in /status (issue 12).
+        if log_tail:
+            message += "; the engine log is in 'gpufleet status' and /status"
+        super().__init__(message)
         self.log_tail = log_tail
         self.retry_after_s = retry_after_s
+
+    def __str__(self) -> str:
+        if not self.log_tail:
+            return self.message
+        return f"{self.message}\n--- engine log (last lines) ---\n{self.log_tail}"
 
 
 class EngineNotReady(EngineError):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -21,6 +23,24 @@ def _config_path(option: Path | None) -> Path | None:
         return option
     from_env = os.environ.get("GPUFLEET_CONFIG")
     return Path(from_env) if from_env else None
+
+
+def _check_address_free(host: str, port: int) -> None:
+    """Bind the gateway's address once before anything starts, so a taken port is a clear error (exit 2).
+
+    uvicorn binds it again later (its own failure is exit 3 and a log line); the gap is a second or two.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no obstacle
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        hint = (f"another process listens there (see 'ss -ltnp sport = :{port}'); stop it or choose another "
+                "port with --port or server.port") if err.errno == errno.EADDRINUSE else "check server.host"
+        raise ConfigError(f"cannot listen on {host}:{port}: {err.strerror}; {hint}", key_path="server.port") from None
+    sock.close()
 
 
 def _with_overrides(config: Config, host: str | None, port: int | None) -> Config:
@@ -44,8 +64,10 @@ def serve(
 
     from gpufleet.gateway import build_app
     from gpufleet.gateway.draining_server import SHUTDOWN_MARGIN_S, DrainingServer
+    from gpufleet.gateway.http_limits import HttpLimits, guarded_protocol
 
     cfg = _with_overrides(load_config(_config_path(config)), host, port)
+    _check_address_free(cfg.server.host, cfg.server.port)
     logging.basicConfig(
         level=cfg.server.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
@@ -59,12 +81,14 @@ def serve(
         f"-d '{{\"model\": \"{first}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'"
     )
     grace_s = cfg.server.shutdown_grace_s
+    limits = HttpLimits(max_header_bytes=cfg.server.max_header_bytes, header_timeout_s=cfg.server.header_timeout_s,
+                        body_timeout_s=cfg.server.body_timeout_s)
     server_config = uvicorn.Config(
         app,
         host=cfg.server.host,
         port=cfg.server.port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(limits),
         log_level=cfg.server.log_level,
         access_log=access_log,
         timeout_graceful_shutdown=math.ceil(grace_s + SHUTDOWN_MARGIN_S),

@@ -18,6 +18,7 @@ from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 
 from gpufleet.dialects.plan import ResponsePlan
+from gpufleet.dialects.schema_validator import check_patterns, schema_validator
 from gpufleet.errors import RequestError
 
 _FENCE_RE = re.compile(r"\A\s*```[A-Za-z0-9_-]*[ \t]*\n(.*?)\n?```\s*\Z", re.S)
@@ -49,6 +50,7 @@ def parse_response_format(body: Mapping[str, Any]) -> tuple[dict[str, Any] | Non
     except SchemaError as err:
         raise RequestError(f"response_format.json_schema.schema is not a valid JSON Schema: {err.message}",
                            param="response_format.json_schema.schema") from None
+    check_patterns(schema, param="response_format.json_schema.schema")
     return rf, schema
 
 
@@ -94,7 +96,7 @@ def _check(content: object, plan: ResponsePlan, finish_reason: object) -> str | 
         return f"the model's answer is not valid JSON: {err}{cut}"
     if plan.json_schema is None:
         return None if isinstance(doc, dict) else "the model's answer is JSON but not an object"
-    validator = validator_for(plan.json_schema)(plan.json_schema)
+    validator = schema_validator(plan.json_schema)
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
     if not errors:
         return None

@@ -22,9 +22,10 @@ from gpufleet.config import Config, LlamaCppModel, TransformersModel, VllmModel
 from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.errors import GpufleetError
 from gpufleet.gateway import openai_routes, ops_routes, persona_chat, ui
-from gpufleet.gateway.auth import KeyCheck
+from gpufleet.gateway.auth import KeyCheck, exposure_warning
 from gpufleet.gateway.dialect_binding import dialect_for, dialect_warning
 from gpufleet.gateway.errors import error_body
+from gpufleet.gateway.openapi import openapi_json
 from gpufleet.gateway.relay import LiveStreams, UpstreamClient
 from gpufleet.metrics import GatewayMetrics
 from gpufleet.router import ModelTable, Target
@@ -53,7 +54,9 @@ class Gateway:
         for warning in self.dialect_warnings.values():
             log.warning("%s", warning)
         self.table = ModelTable(config, self.dialects)
-        self.keys = KeyCheck(config.server.api_keys)
+        self.keys = KeyCheck.for_server(config.server)
+        if (warning := exposure_warning(config.server)) is not None:
+            log.warning("SECURITY: %s", warning)
         self.client = UpstreamClient(read_timeout_s=config.server.request_timeout_s)
         self.metrics = GatewayMetrics(self.supervisor.status)
         self.router = HealthBoard(self.table.targets, config.router, on_cooldown=self._on_cooldown)
@@ -127,6 +130,7 @@ def build_app(config: Config) -> Starlette:
         Route("/health/ready", ops_routes.ready, methods=["GET"]),
         Route("/status", ops_routes.status, methods=["GET"]),
         Route("/metrics", ops_routes.metrics, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/admin/models/{name}/stop", ops_routes.stop_model, methods=["POST"]),
         Route("/admin/models/{name}/start", ops_routes.start_model, methods=["POST"]),
         Route("/admin/models/{name}/swap", ops_routes.swap_model, methods=["POST"]),

@@ -165,7 +165,7 @@ async def serve_route(
             return await _forward(gateway, kind, payload, route, candidate, started)
         except _TryNext as err:
             gateway.router.failure(candidate.target, str(err.error))
-            failures.append(f"{candidate.target.label}: {err.error}")
+            failures.append(f"{candidate.target.label}: {err.error.message}")  # message: no engine log
             last = err
         except _TargetFault as fault:
             gateway.router.failure(candidate.target, str(fault.error))

@@ -8,8 +8,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gpufleet.config import RemoteModel
 from gpufleet.errors import GpufleetError, ModelNotFound
 from gpufleet.gateway.errors import error_response
+from gpufleet.redact import redact_url
 
 if TYPE_CHECKING:
     from gpufleet.gateway.app import Gateway
@@ -55,7 +57,7 @@ async def status(request: Request) -> Response:
         if name in gateway.dialect_warnings:
             entry["warnings"] = [*entry.get("warnings", []), gateway.dialect_warnings[name]]
         if model.engine == "remote":
-            entry["base_url"] = getattr(model, "url", None)
+            entry["base_url"] = redact_url(model.url) if isinstance(model, RemoteModel) else None
         models.append(entry)
     body = {"models": models, "targets": gateway.router.snapshot(),
             "swap_groups": gateway.supervisor.swap_groups_status()}
@@ -63,12 +65,18 @@ async def status(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus text format."""
-    return Response(_gateway(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    """Prometheus text format; behind the API key with `server.metrics_require_key`."""
+    gateway = _gateway(request)
+    if gateway.config.server.metrics_require_key:
+        try:
+            gateway.keys.check(request.headers.get("authorization"))
+        except GpufleetError as err:
+            return error_response(err)
+    return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 def _managed_name(gateway: Gateway, request: Request) -> str:
-    gateway.keys.check(request.headers.get("authorization"))
+    gateway.keys.check_admin(request.headers.get("authorization"))
     name = gateway.table.resolve(request.path_params["name"]).primary.model
     if not gateway.supervisor.is_managed(name):
         raise ModelNotFound(f"model {name!r} is not served by a local engine (nothing to start or stop)")

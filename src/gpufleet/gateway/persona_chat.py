@@ -30,8 +30,11 @@ _FIELDS = {"persona", "message", "history", "max_tokens", "temperature", "thinki
 _ROLES = ("user", "assistant")
 
 
-def chat_request(body: dict[str, Any], personas: list[str]) -> tuple[str, dict[str, Any]]:
+def chat_request(body: Any, personas: list[str]) -> tuple[str, dict[str, Any]]:
     """Validate a /chat body; the persona's name and the OpenAI chat request it stands for."""
+    if not isinstance(body, dict):
+        raise RequestError(f"the /chat body must be a JSON object like {{\"message\": \"...\"}}, "
+                           f"got {type(body).__name__}")
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
         raise RequestError(f"unknown field {unknown[0]!r}; /chat takes: {', '.join(sorted(_FIELDS))}",

@@ -1,12 +1,17 @@
 """Request validation for the OpenAI endpoints (pydantic).
 
-Only the fields gpufleet must understand are checked; unknown fields are kept and forwarded untouched
-(e.g. `chat_template_kwargs`, vLLM's sampling extensions). Validation never rewrites the body: the
-original dict is what goes upstream.
+Only the fields gpufleet must understand, and the shapes an engine crashes on, are checked; unknown fields
+are kept and forwarded untouched (e.g. `chat_template_kwargs`, vLLM's sampling extensions). Validation never
+rewrites the body: the original dict is what goes upstream.
+
+Tool definitions, tool calls and content parts are checked here because llama.cpp answers a malformed one
+(`"tools": [{"type": "function"}]`) with HTTP 500, which would count against the target's health: one bad
+client would put a route into cooldown for everyone (issue 12).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import (
@@ -18,20 +23,71 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from gpufleet.errors import RequestError
 
 Number = StrictInt | StrictFloat
+# OpenAI's rule for function names; llama.cpp and vLLM put the name into the prompt and the tool-call parser.
+_FUNCTION_NAME = r"^[A-Za-z0-9_.:-]{1,64}$"
 
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class FunctionDefinition(_Open):
+    name: StrictStr = Field(pattern=_FUNCTION_NAME)
+    description: StrictStr | None = None
+    parameters: dict[str, Any] | None = None
+    strict: StrictBool | None = None
+
+
+class ToolDefinition(_Open):
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class FunctionCall(_Open):
+    name: StrictStr = Field(min_length=1)
+    # OpenAI sends a JSON string; some clients send the object itself, which chat templates also render.
+    arguments: StrictStr | dict[str, Any]
+
+
+class ToolCall(_Open):
+    id: StrictStr | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ContentPart(_Open):
+    type: StrictStr = Field(min_length=1)
+    text: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _text_part_has_text(self) -> ContentPart:
+        if self.type == "text" and self.text is None:
+            raise ValueError("a 'text' content part needs a string 'text'")
+        return self
+
+
 class ChatMessage(_Open):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: StrictStr | list[Any] | None = None
+    content: StrictStr | list[ContentPart] | None = None
+    name: StrictStr | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: StrictStr | None = None
+
+
+class FunctionName(_Open):
+    name: StrictStr = Field(min_length=1)
+
+
+class NamedToolChoice(_Open):
+    type: Literal["function"] = "function"
+    function: FunctionName
 
 
 class _SamplingFields(_Open):
@@ -47,7 +103,9 @@ class _SamplingFields(_Open):
 class ChatCompletionRequest(_SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: StrictInt | None = Field(None, ge=1)
-    tools: list[dict[str, Any]] | None = None
+    tools: list[ToolDefinition] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    response_format: dict[str, Any] | None = None
 
 
 class CompletionRequest(_SamplingFields):
@@ -65,6 +123,26 @@ _MODELS: dict[str, type[_Open]] = {
     "embedding": EmbeddingRequest,
 }
 
+# Union members pydantic puts in error locations (`str`, `list[ContentPart]`, `NamedToolChoice`, `literal[...]`):
+# a user wrote none of them. Field names are lower-case identifiers, so they never match.
+_UNION_TAG = re.compile(r"^(str|int|float|bool|[a-z]+\[.*|[A-Z]\w*|function-.*)$")
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """`("tools", 0, "function")` → `tools[0].function`, the way a JSON body is addressed."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _UNION_TAG.match(part):
+            out += f".{part}" if out else part
+    return out
+
+
+def _best_error(errors: list[ErrorDetails]) -> ErrorDetails:
+    # A union (content: str | list[part]) reports one error per member; the deepest one is the real problem.
+    return max(errors, key=lambda e: len(e["loc"]))
+
 
 def validate_request(kind: str, payload: Any) -> None:
     """Raise RequestError (400, naming the field) when `payload` is not a valid request of `kind`."""
@@ -73,9 +151,9 @@ def validate_request(kind: str, payload: Any) -> None:
     try:
         _MODELS[kind].model_validate(payload)
     except ValidationError as err:
-        first = err.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        msg = first["msg"]
+        first = _best_error(err.errors())
+        param = field_path(tuple(first["loc"])) or None
+        msg = first["msg"].removeprefix("Value error, ")
         if first["type"] == "missing":
             msg = "field required"
         raise RequestError(f"{param}: {msg}" if param else msg, param=param, code="invalid_value") from None

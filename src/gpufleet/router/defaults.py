@@ -10,6 +10,11 @@ from typing import Any
 
 from gpufleet.config import RouteDefaults
 
+# Every name an engine reads as "how many tokens to generate": OpenAI's two, llama.cpp's n_predict (which wins
+# over max_tokens there), TGI's max_new_tokens, Ollama's num_predict. A cap applies to all of them, or a
+# client walks around it with the engine's own spelling (issue 12).
+TOKEN_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens", "n_predict", "max_new_tokens", "num_predict")
+
 _SAMPLING = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
              "repetition_penalty", "seed", "stop")
 
@@ -30,11 +35,20 @@ def apply_request_defaults(payload: dict[str, Any], defaults: RouteDefaults, *, 
     if asked is None and defaults.max_tokens is not None:
         asked = out[token_key] = defaults.max_tokens
     cap = defaults.max_tokens_cap
-    if cap is not None and (asked is None or (isinstance(asked, int) and asked > cap)):
-        out[token_key] = cap
+    if cap is not None:
+        for key in TOKEN_LIMIT_FIELDS:
+            if key in out or key == token_key:
+                out[key] = capped(out.get(key), cap)
     if defaults.system_prompt and kind == "chat" and isinstance(out.get("messages"), list):
         out["messages"] = with_system_prompt(out["messages"], defaults.system_prompt)
     return out
+
+
+def capped(asked: Any, cap: int) -> int:
+    """`asked` clamped to `cap`; anything but a positive int (unset, -1 = "until the context is full") → cap."""
+    if isinstance(asked, int) and not isinstance(asked, bool) and 0 < asked <= cap:
+        return asked
+    return cap
 
 
 def with_system_prompt(messages: list[Any], prompt: str) -> list[Any]:

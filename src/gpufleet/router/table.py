@@ -21,6 +21,7 @@ from gpufleet.config import Config, RemoteModel, RouteDefaults
 from gpufleet.dialects import DialectDefaults
 from gpufleet.engines.remote import RemoteUpstream, remote_upstream
 from gpufleet.errors import ModelNotFound
+from gpufleet.redact import redact_url
 
 if TYPE_CHECKING:
     from gpufleet.router.classifier import ComplexityClassifier, TierDecision
@@ -37,7 +38,7 @@ class Target:
     @property
     def label(self) -> str:
         """Short description for headers and metrics."""
-        return f"remote:{self.remote.base_url}" if self.remote else f"local:{self.model}"
+        return f"remote:{redact_url(self.remote.base_url)}" if self.remote else f"local:{self.model}"
 
 
 @dataclass(frozen=True)

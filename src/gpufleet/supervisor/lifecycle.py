@@ -73,7 +73,8 @@ class EngineLifecycle:
         """EngineNotReady while a failed slot is inside its retry delay."""
         if time.monotonic() < slot.retry_at:
             raise EngineNotReady(
-                f"model {slot.name!r} failed to start: {slot.last_error}",
+                # The first line only: a crash's last_error goes on with the engine log, which is for /status.
+                f"model {slot.name!r} failed to start: {slot.last_error.partition(chr(10))[0]}",
                 retry_after_s=max(1, int(slot.retry_at - time.monotonic())),
             )
 
@@ -229,7 +230,8 @@ class EngineLifecycle:
     def fail(self, slot: EngineSlot, message: str, *, retry: bool, log_tail: str = "") -> None:
         """Restart with exponential backoff when `retry` and the restart policy allows, else mark it failed."""
         slot.failures += 1
-        slot.last_error = message
+        # /status (behind the API key) keeps the engine's log; a client's 503 gets only `message`.
+        slot.last_error = f"{message}\n--- engine log (last lines) ---\n{log_tail}" if log_tail else message
         policy = slot.model.restart
         if retry and slot.failures <= policy.max_restarts and not self.closed:
             delay = min(policy.backoff_max_s, policy.backoff_initial_s * 2 ** (slot.failures - 1))

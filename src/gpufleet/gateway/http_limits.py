@@ -1,0 +1,128 @@
+"""Connection-level limits uvicorn lacks: request-header size, slow headers, slow bodies.
+
+uvicorn's httptools protocol keeps reading a header of any size into memory (a 64 MB header took the
+gateway from 102 to 321 MB RSS) and has no deadline for a request that trickles in at 1 byte/s, so a few
+such clients hold connections forever (issue 12). This protocol is uvicorn's own, with three guards:
+
+- the request line + headers may be at most `max_header_bytes`; more → 431 and the connection is closed;
+- they must arrive within `header_timeout_s` of the connection (or of the request's first byte) → 408;
+- the body must arrive within `body_timeout_s` after the headers → 408 (the app sees a disconnect).
+
+    uvicorn.run(app, http=guarded_protocol(config.server), ...)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger("gpufleet.gateway")
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """The guards' settings (from `server:`)."""
+
+    max_header_bytes: int
+    header_timeout_s: float
+    body_timeout_s: float
+
+
+def _plain_response(status: int, reason: str, message: str) -> bytes:
+    body = message.encode()
+    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with header-size and slow-client limits (`limits` set by a subclass)."""
+
+    limits: HttpLimits
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._in_headers = True
+        self._header_bytes = 0
+        self._refused = False
+
+    # ---- deadlines ---------------------------------------------------------------------------------------
+
+    def _arm(self, seconds: float, what: str) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._expired, what)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self, what: str) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        limit = self.limits.header_timeout_s if what == "headers" else self.limits.body_timeout_s
+        key = "header_timeout_s" if what == "headers" else "body_timeout_s"
+        log.warning("closing a connection from %s: its request %s took over %g s (server.%s)",
+                    _peer(self.client), what, limit, key)
+        self._refuse(408, "Request Timeout", f"the request {what} did not arrive within {limit:g} s")
+
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        self._refused = True
+        self._disarm()
+        if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
+            self.transport.write(_plain_response(status, reason, message))
+        self.transport.close()
+
+    # ---- protocol and parser callbacks -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self.limits.header_timeout_s, "headers")  # a connection that never sends a request
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        was_in_headers = self._in_headers
+        super().data_received(data)
+        # httptools buffers a partial header line itself and calls on_header only once it is complete, so the
+        # bytes are counted as they arrive, not in the callbacks. A chunk that finished the head (or a body)
+        # is not counted: only a head still incomplete after it.
+        if was_in_headers and self._in_headers and not self._refused:
+            self._header_bytes += len(data)
+            if self._header_bytes > self.limits.max_header_bytes:
+                log.warning("refusing a request from %s: headers over %d bytes (server.max_header_bytes)",
+                            _peer(self.client), self.limits.max_header_bytes)
+                self._refuse(431, "Request Header Fields Too Large",
+                             f"request line and headers exceed {self.limits.max_header_bytes} bytes")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm(self.limits.header_timeout_s, "headers")
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._arm(self.limits.body_timeout_s, "body")  # disarmed when the message completes
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        self._in_headers, self._header_bytes = True, 0  # what arrives next is the next request's head
+        super().on_message_complete()
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "an unknown peer"
+
+
+def guarded_protocol(limits: HttpLimits) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class to pass as uvicorn's `http=`, with `limits` applied to every connection."""
+    return type("GatewayHttpProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
