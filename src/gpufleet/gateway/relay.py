@@ -167,6 +167,11 @@ class SSERewriter:
         self._buffer = b"" if self.failure is not None else buffer
         return b"".join(out)
 
+    @property
+    def done_sent(self) -> bool:
+        """True once `data: [DONE]` went to the client: the answer is complete."""
+        return self._done_sent
+
     def wants_no_more(self) -> bool:
         """True once nothing more the upstream sends would be relayed (the transform's `stop_upstream`)."""
         return self.stop_upstream is not None and self.stop_upstream()
@@ -347,6 +352,9 @@ class StreamRelayResponse:
             disconnected = watcher.done()
             if disconnected:
                 pass
+            elif self._aborted is not None and self.rewriter.done_sent:
+                # The answer was complete ([DONE] relayed); only the upstream's end was outstanding.
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
             elif self._aborted is not None:
                 await self._end_with_error(send, self._aborted)
             else:
