@@ -49,6 +49,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = True
         self._header_bytes = 0
         self._refused = False
+        self._messages_done = 0  # requests completed on this connection (on_message_complete)
+        self._head_bytes = 0  # the current request's line and headers as parsed
 
     # ---- deadlines ---------------------------------------------------------------------------------------
 
@@ -91,12 +93,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        was_in_headers = self._in_headers
+        was_in_headers, done_before = self._in_headers, self._messages_done
         super().data_received(data)
         # httptools buffers a partial header line itself and calls on_header only once it is complete, so the
         # bytes are counted as they arrive, not in the callbacks. A chunk that finished the head (or a body)
-        # is not counted: only a head still incomplete after it.
-        if was_in_headers and self._in_headers and not self._refused:
+        # is not counted: only a head still incomplete after it. (A chunk holding a whole request ends with
+        # _in_headers True again, for the next request: counting it would refuse any one-read request over
+        # the limit, body included.)
+        if was_in_headers and self._in_headers and self._messages_done == done_before and not self._refused:
             self._header_bytes += len(data)
             if self._header_bytes > self.limits.max_header_bytes:
                 log.warning("refusing a request from %s: headers over %d bytes (server.max_header_bytes)",
@@ -106,16 +110,40 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._head_bytes = 0
         self._arm(self.limits.header_timeout_s, "headers")
+
+    # A head that arrived whole in one read never trips the raw count above: its parsed size is checked
+    # before the request reaches the app.
+    def on_url(self, url: bytes) -> None:
+        self._head_bytes += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
+        if self._head_bytes > self.limits.max_header_bytes:
+            log.warning("refusing a request from %s: headers over %d bytes (server.max_header_bytes)",
+                        _peer(self.client), self.limits.max_header_bytes)
+            self._refuse(431, "Request Header Fields Too Large",
+                         f"request line and headers exceed {self.limits.max_header_bytes} bytes")
+            return  # the app never sees it
         self._arm(self.limits.body_timeout_s, "body")  # disarmed when the message completes
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
+        if self._refused:
+            return
         self._disarm()
         self._in_headers, self._header_bytes = True, 0  # what arrives next is the next request's head
+        self._messages_done += 1
         super().on_message_complete()
 
 
