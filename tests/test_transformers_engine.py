@@ -4,6 +4,7 @@ HF directory the vLLM tests convert, started on demand as the fallback of a mode
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,3 +192,20 @@ def test_the_engine_env_pins_every_package_and_torch_to_the_local_cpu_build() ->
     assert all("==" in requirement for requirement in (*spec.requirements, *spec.extras))
     assert "torchvision" in spec.remove
     assert spec.dirname == "transformers-5.23.0"
+
+
+@pytest.mark.parametrize(("kind", "needs"), [("vLLM", "vLLM"), ("transformers", "transformers[serving]")])
+def test_a_missing_engine_python_names_the_fix(kind: str, needs: str, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpufleet.engines.base import engine_python
+    from gpufleet.errors import EngineError
+
+    monkeypatch.setenv("GPUFLEET_CACHE", str(tmp_path))
+    with pytest.raises(EngineError, match=r"'nope' is not installed; run 'gpufleet engines install nope'") as caught:
+        engine_python("nope", kind=kind, needs=needs)
+    assert f"an environment with {needs}" in str(caught.value)
+    with pytest.raises(EngineError, match=rf"{re.escape(kind)} python {tmp_path}/none/bin/python does not exist"):
+        engine_python(str(tmp_path / "none/bin/python"), kind=kind, needs=needs)
+    (tmp_path / "engines" / "nope-1.0" / "bin").mkdir(parents=True)
+    (tmp_path / "engines" / "nope-1.0" / "bin" / "python").touch()
+    assert engine_python("nope", kind=kind, needs=needs) == tmp_path / "engines" / "nope-1.0" / "bin" / "python"

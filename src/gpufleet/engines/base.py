@@ -6,7 +6,11 @@ Every engine speaks OpenAI HTTP on a local port, so the supervisor and gateway n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
+
+from gpufleet.errors import EngineError
+from gpufleet.paths import engines_dir
 
 
 @dataclass(frozen=True)
@@ -47,3 +51,19 @@ def local_urls(port: int, *, health_path: str = "/health", metrics_path: str | N
     if metrics_path:
         urls["metrics_url"] = root + metrics_path
     return urls
+
+
+def engine_python(python: str, *, kind: str, needs: str) -> Path:
+    """An interpreter path (must exist), or the newest environment gpufleet installed under that engine name
+    (`gpufleet engines install NAME`). `kind` names the engine in errors; `needs` says what the environment
+    must contain."""
+    if "/" in python:
+        path = Path(python).expanduser()
+        if not path.exists():
+            raise EngineError(f"{kind} python {path} does not exist (models.*.python)")
+        return path
+    candidates = sorted(engines_dir().glob(f"{python}-*/bin/python"))
+    if not candidates:
+        raise EngineError(f"engine {python!r} is not installed; run 'gpufleet engines install {python}' "
+                          f"or set models.<name>.python to the interpreter of an environment with {needs}")
+    return candidates[-1]

@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from gpufleet.config import TransformersModel
-from gpufleet.engines.base import LaunchSpec, local_urls
+from gpufleet.engines.base import LaunchSpec, engine_python, local_urls
 from gpufleet.errors import EngineError
-from gpufleet.paths import cache_root, engines_dir
+from gpufleet.paths import cache_root
 
 CLI_MODULE = "transformers.cli.transformers"
 ENGINE_NAME = "transformers"
@@ -26,17 +26,7 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1", "HF_HU
 
 def resolve_transformers_python(python: str | None) -> Path:
     """The interpreter for a transformers model: a path, or an installed engine name (default 'transformers')."""
-    name = python or ENGINE_NAME
-    if "/" in name:
-        path = Path(name).expanduser()
-        if not path.exists():
-            raise EngineError(f"transformers python {path} does not exist (models.*.python)")
-        return path
-    candidates = sorted(engines_dir().glob(f"{name}-*/bin/python"))
-    if not candidates:
-        raise EngineError(f"engine {name!r} is not installed; run 'gpufleet engines install {name}'"
-                          " or set models.<name>.python to an environment with transformers[serving]")
-    return candidates[-1]
+    return engine_python(python or ENGINE_NAME, kind="transformers", needs="transformers[serving]")
 
 
 def run_dir(name: str) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 from gpufleet.catalog import GIB, GpuSpec, ModelRef, custom_gpu, get_gpu, get_model, model_from_hf_dir
 from gpufleet.cluster.ray_commands import distributed_launch
 from gpufleet.config import VllmModel
-from gpufleet.engines.base import LaunchSpec, local_urls
+from gpufleet.engines.base import LaunchSpec, engine_python, local_urls
 from gpufleet.engines.vllm_docker import (
     container_launch,
     docker_run_argv,
@@ -32,7 +32,6 @@ from gpufleet.engines.vllm_docker import (
 )
 from gpufleet.engines.vllm_flags import check_argv, installed_vllm_version
 from gpufleet.errors import CatalogError, EngineError, PlanError
-from gpufleet.paths import engines_dir
 from gpufleet.planner import DEFAULT_UTILIZATION, DEFAULT_VLLM_VERSION, Plan, PlanRequest, plan, plan_launch
 from gpufleet.planner.launch import QUIET_ENV, LaunchPlan, launch_env, server_args
 
@@ -69,18 +68,7 @@ def resolve_python(python: str | None, device: str = "cuda") -> Path:
         if device != "cpu":
             return _python_of_vllm_on_path()
         python = "vllm-cpu"
-    if "/" in python:
-        path = Path(python).expanduser()
-        if not path.exists():
-            raise EngineError(f"vLLM python {path} does not exist (models.*.python)")
-        return path
-    candidates = sorted(engines_dir().glob(f"{python}-*/bin/python"))
-    if not candidates:
-        raise EngineError(
-            f"engine {python!r} is not installed; run 'gpufleet engines install {python}' "
-            "or set models.<name>.python to the interpreter of an environment with vLLM"
-        )
-    return candidates[-1]
+    return engine_python(python, kind="vLLM", needs="vLLM")
 
 
 @dataclass(frozen=True)
