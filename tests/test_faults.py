@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -23,9 +23,10 @@ import pytest
 import uvicorn
 
 from gpufleet.config import parse_config
-from gpufleet.gateway import build_app, running
+from gpufleet.gateway import build_app
 from gpufleet.gateway.relay import SSERewriter, StreamStats
 from gpufleet.supervisor.ports import free_port
+from tests.conftest import OpenGateway, chat
 from tests.fault_upstream import FaultUpstream
 
 
@@ -57,32 +58,6 @@ def config(upstreams: dict[str, FaultUpstream], *, server: dict[str, Any] | None
         "routes": {"ab": {"targets": ["a"], "fallbacks": ["b"]}},
         "router": {"retry_backoff_s": 0, "cooldown_s": 30, **(router or {})},
     }
-
-
-OpenGateway = Callable[[dict[str, Any]], Awaitable[httpx.AsyncClient]]
-
-
-@pytest.fixture
-async def gw() -> AsyncIterator[OpenGateway]:
-    """`await gw(config)` → an httpx client of a running in-process gateway (closed after the test)."""
-    opened: list[tuple[Any, httpx.AsyncClient]] = []
-
-    async def make(raw: dict[str, Any]) -> httpx.AsyncClient:
-        app = build_app(parse_config(raw))
-        ctx = running(app)
-        await ctx.__aenter__()
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=30)
-        opened.append((ctx, http))
-        return http
-
-    yield make
-    for ctx, http in reversed(opened):
-        await http.aclose()
-        await ctx.__aexit__(None, None, None)
-
-
-def chat(model: str, **extra: Any) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
 
 
 def sse_events(text: str) -> list[Any]:

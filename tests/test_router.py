@@ -8,7 +8,7 @@ served by real embedded engines are in test_router_engines.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,8 +16,8 @@ import orjson
 import pytest
 
 from gpufleet.config import parse_config
-from gpufleet.gateway import build_app, running
 from gpufleet.supervisor.ports import free_port
+from tests.conftest import OpenGateway, chat
 from tests.standin_upstream import StandInUpstream
 
 NAMES = ("a", "b", "c")
@@ -57,29 +57,6 @@ def base_config(upstreams: dict[str, StandInUpstream], **sections: Any) -> dict[
     return config
 
 
-@pytest.fixture
-async def gw(upstreams: dict[str, StandInUpstream]) -> AsyncIterator[Any]:
-    """`await gw(config_dict)` → httpx client of a running in-process gateway (closed after the test)."""
-    opened: list[tuple[Any, httpx.AsyncClient]] = []
-
-    async def make(config: dict[str, Any]) -> httpx.AsyncClient:
-        app = build_app(parse_config(config))
-        ctx = running(app)
-        await ctx.__aenter__()
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=30)
-        opened.append((ctx, http))
-        return http
-
-    yield make
-    for ctx, http in reversed(opened):
-        await http.aclose()
-        await ctx.__aexit__(None, None, None)
-
-
-def chat(model: str, **extra: Any) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
-
-
 def sse_events(text: str) -> list[Any]:
     out = []
     for line in text.splitlines():
@@ -87,9 +64,6 @@ def sse_events(text: str) -> list[Any]:
             payload = line[6:]
             out.append(payload if payload == "[DONE]" else orjson.loads(payload))
     return out
-
-
-OpenGateway = Callable[[dict[str, Any]], Awaitable[httpx.AsyncClient]]  # what the gw fixture yields
 
 
 async def a_then_b(
