@@ -35,10 +35,14 @@ class StandInUpstream:
         self.stream_chunks = 5
         self.delay_s = 0.0  # before answering (keeps requests in flight for load-balancing tests)
         self.models_status = 200  # what GET /v1/models (the router's health probe) answers
+        # /v1/embeddings: one vector per input, from the words in it; `embed_gate` (when set) holds answers back
+        self.embed_words: tuple[str, ...] = ("hello", "function", "prove")
+        self.embed_gate: threading.Event | None = None
         self.port = free_port()
         app = Starlette(routes=[
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/completions", self._chat, methods=["POST"]),
+            Route("/v1/embeddings", self._embeddings, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
             Route("/health", lambda r: Response(b"{}"), methods=["GET"]),
         ])
@@ -96,6 +100,23 @@ class StandInUpstream:
             "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
         }
         return Response(orjson.dumps(answer), media_type="application/json")
+
+    async def _embeddings(self, request: Request) -> Response:
+        """A bag of `embed_words` (plus a constant so no vector is zero); faults as for chat."""
+        body = orjson.loads(await request.body())
+        self.received.append(body)
+        if self.behaviour == "hang":
+            await _sleep_until_stopped()
+        if self.behaviour == "500":
+            return Response(b"Internal Server Error", status_code=500)
+        while self.embed_gate is not None and not self.embed_gate.is_set():
+            await asyncio.sleep(0.01)  # set from the test's thread: poll it
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [{"object": "embedding", "index": i,
+                 "embedding": [0.1, *(float(word in text.lower()) for word in self.embed_words)]}
+                for i, text in enumerate(inputs)]
+        return Response(orjson.dumps({"object": "list", "data": data, "model": "meaningless"}),
+                        media_type="application/json")
 
     async def _silence(self) -> AsyncIterator[bytes]:
         await _sleep_until_stopped()

@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from gpufleet.config import AutoTiers
 from gpufleet.router.classifier import SIGNALS, ComplexityClassifier, Tier, TierDecision
+from gpufleet.router.labelled_set import SHIPPED, load_labelled
 
-LABELLED = Path(__file__).parent / "data" / "tier_prompts.yaml"
-_DOC_RE = re.compile(r"\{doc:(\w+)(?:\*(\d+))?\}")
-
-
-def load_labelled(path: Path = LABELLED) -> list[dict[str, Any]]:
-    """The labelled prompts with `{doc:NAME}` / `{doc:NAME*N}` placeholders expanded (see the YAML's header)."""
-    data = yaml.safe_load(path.read_text())
-    docs: dict[str, str] = data["documents"]
-
-    def expand(node: Any) -> Any:
-        if isinstance(node, str):
-            return _DOC_RE.sub(lambda m: "\n".join([docs[m[1]]] * int(m[2] or 1)), node)
-        if isinstance(node, list):
-            return [expand(item) for item in node]
-        if isinstance(node, dict):
-            return {key: expand(value) for key, value in node.items()}
-        return node
-
-    return [{**item, "request": expand(item["request"])} for item in data["prompts"]]
+LABELLED = SHIPPED  # the labelled set ships with gpufleet: the kNN classifier uses it as its examples
 
 
 def default_classifier(**overrides: Any) -> ComplexityClassifier:

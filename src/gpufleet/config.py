@@ -26,7 +26,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from gpufleet.errors import ConfigError
 
@@ -445,6 +456,51 @@ class PersonaConfig(_Strict):
     defaults: RouteDefaults = Field(default_factory=RouteDefaults)
 
 
+class AutoModelClassifier(_Strict):
+    """`router.auto.classifier` when a model picks the tier, through the gateway itself (docs/router-auto.md).
+
+    The rules stay the fallback: they decide while the model warms up, and whenever its call fails or is slower
+    than `timeout_s`, so `auto` never waits on (or fails with) the classifier.
+    """
+
+    kind: Literal["knn"] = Field(description="knn: the nearest labelled examples by embedding")
+    model: str = Field(description="knn: a model or route serving /v1/embeddings; judge: a chat model or route")
+    k: int = Field(default=5, ge=1, le=50, description="knn: how many nearest examples vote")
+    examples: str | None = Field(
+        default=None,
+        description="knn: a labelled YAML file (format: docs/router-auto.md); default: the set shipped with gpufleet",
+    )
+    timeout_s: float = Field(default=10, gt=0, description="slower than this, or failing: the rules decide")
+
+    @field_validator("examples")
+    @classmethod
+    def _examples_load(cls, value: str | None) -> str | None:
+        from gpufleet.router.labelled_set import LabelledSetError, load_labelled  # imported late, like SIGNALS
+
+        if value is not None:
+            try:
+                load_labelled(Path(value).expanduser())
+            except LabelledSetError as err:
+                raise ValueError(str(err)) from None
+        return value
+
+
+def _rules_only(value: str) -> str:
+    if value == "knn":
+        raise ValueError(f"{value!r} needs a model: write {{kind: {value}, model: NAME}} (see docs/router-auto.md)")
+    if value != "rules":
+        raise ValueError(f"{value!r} is not a classifier: write 'rules', or {{kind: knn, model: NAME}}")
+    return value
+
+
+# A string is the rules; a mapping is a model classifier. The discriminator keeps pydantic from reporting
+# both branches' errors for one mistake.
+_AutoClassifier = Annotated[
+    Annotated[str, AfterValidator(_rules_only), Tag("rules")] | Annotated[AutoModelClassifier, Tag("mapping")],
+    Discriminator(lambda value: "rules" if isinstance(value, str) else "mapping"),
+]
+
+
 class AutoTiers(_Strict):
     """`model: auto`: a complexity classifier picks a tier; each tier names a model or route (seed 000)."""
 
@@ -454,6 +510,8 @@ class AutoTiers(_Strict):
     moderate_at: float = Field(default=2.0, description="score from which a request is MODERATE")
     complex_at: float = Field(default=4.5, description="score from which a request is COMPLEX")
     weights: dict[str, float] = Field(default_factory=dict, description="override signal weights by name")
+    classifier: _AutoClassifier = Field(
+        default="rules", description="'rules' (in-process, ~0.05 ms), or a model: {kind: knn, model: NAME}")
 
     @model_validator(mode="after")
     def _ordered(self) -> AutoTiers:
@@ -565,6 +623,8 @@ def _check_references(config: Config, seen: dict[str, str]) -> None:
     if auto is not None:
         for tier in ("routine", "moderate", "complex"):
             must_exist(getattr(auto, tier), f"router.auto.{tier}")
+        if isinstance(auto.classifier, AutoModelClassifier):
+            must_exist(auto.classifier.model, "router.auto.classifier.model")
     _refuse_cycles(edges)
 
 
@@ -671,8 +731,13 @@ _KEYED_MESSAGE = re.compile(r"^(models|routes|personas|router|swap_groups)(\.\S*
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:
-    # pydantic puts the discriminator tag ("llamacpp") in the location of union members; users never wrote it.
-    parts = [str(p) for p in loc if p not in ("llamacpp", "remote", "vllm")]
+    # pydantic puts a discriminated union's tag in the location: the engine after `models.NAME`, and "rules" /
+    # "mapping" after `router.auto.classifier`. Users never wrote those; a model may well be named "vllm".
+    parts = [str(p) for p in loc]
+    if len(parts) > 2 and parts[0] == "models" and parts[2] in ("llamacpp", "remote", "vllm", "transformers"):
+        del parts[2]
+    if parts[:3] == ["router", "auto", "classifier"] and parts[3:4] in (["rules"], ["mapping"]):
+        del parts[3]
     return ".".join(parts) or "(top level)"
 
 

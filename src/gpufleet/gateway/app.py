@@ -18,11 +18,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gpufleet.config import Config, LlamaCppModel, TransformersModel, VllmModel
+from gpufleet.config import AutoModelClassifier, Config, LlamaCppModel, TransformersModel, VllmModel
 from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.errors import GpufleetError
 from gpufleet.gateway import openai_routes, ops_routes, persona_chat, ui
 from gpufleet.gateway.auth import KeyCheck, exposure_warning
+from gpufleet.gateway.auto_classifier import ModelTierClassifier
 from gpufleet.gateway.dialect_binding import dialect_for, dialect_warning
 from gpufleet.gateway.errors import error_body
 from gpufleet.gateway.openapi import openapi_json
@@ -63,6 +64,11 @@ class Gateway:
         self.router_metrics = RouterMetrics(self.metrics.registry, self.router.snapshot)
         self.selector = TargetSelector(self.router, load_of=self._engine_queue)
         self.streams = LiveStreams()  # ended with an error event when a shutdown's grace runs out
+        auto = config.router.auto
+        self.auto_model: ModelTierClassifier | None = None  # `router.auto.classifier: {kind: knn|judge}`
+        if auto is not None and isinstance(auto.classifier, AutoModelClassifier):
+            assert self.table.classifier is not None
+            self.auto_model = ModelTierClassifier(self, auto.classifier, self.table.classifier)
 
     def _engine_queue(self, target: Target) -> float:
         """The engine's own waiting queue at its last scrape (vLLM num_requests_waiting); 0 when not scraped."""
@@ -77,8 +83,12 @@ class Gateway:
         await self.client.start()
         await self.supervisor.start()
         self.router.start_probing(self.client.probe)
+        if self.auto_model is not None:
+            self.auto_model.start()
 
     async def shutdown(self) -> None:
+        if self.auto_model is not None:
+            await self.auto_model.stop()
         await self.router.stop_probing()
         await self.supervisor.close()
         await self.client.close()

@@ -78,7 +78,10 @@ async def _relay(request: Request, kind: Kind) -> Answer:
         gateway.keys.check(request.headers.get("authorization"))
         payload = await read_json_body(request, gateway.config.server.max_body_bytes)
         validate_request(kind, payload)
-        route = gateway.table.resolve(payload["model"], payload)
+        if gateway.auto_model is not None and payload["model"] == "auto":
+            route = await gateway.auto_model.route(payload)  # a model classifier; the rules when it cannot
+        else:
+            route = gateway.table.resolve(payload["model"], payload)
         model = route.primary.model
         if route.tier is not None:
             gateway.router_metrics.observe_tier(route.tier)
@@ -258,6 +261,7 @@ async def _forward(
             headers["x-gpufleet-route"] = route.name
         if route.tier is not None:
             headers["x-gpufleet-tier"] = route.tier
+            headers["x-gpufleet-tier-by"] = route.tier_by or "rules"
         max_body = gateway.config.server.max_upstream_body_bytes
         if response.status != 200:
             raw = await _read_body(target, response, max_body)

@@ -59,8 +59,12 @@ async def status(request: Request) -> Response:
         if model.engine == "remote":
             entry["base_url"] = redact_url(model.url) if isinstance(model, RemoteModel) else None
         models.append(entry)
-    body = {"models": models, "targets": gateway.router.snapshot(),
-            "swap_groups": gateway.supervisor.swap_groups_status()}
+    body: dict[str, object] = {"models": models, "targets": gateway.router.snapshot(),
+                               "swap_groups": gateway.supervisor.swap_groups_status()}
+    if gateway.auto_model is not None:
+        body["auto"] = gateway.auto_model.status()
+    elif gateway.config.router.auto is not None:
+        body["auto"] = {"classifier": "rules", "state": "ready"}
     return Response(orjson.dumps(body), media_type=_JSON)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -37,6 +37,12 @@ class RouterMetrics:
         self.cooldowns = Counter("gpufleet_target_cooldowns", "Times a target was put in cooldown", ["model"],
                                  registry=registry)
         self.tiers = Counter("gpufleet_auto_tier", "Requests for `auto` by chosen tier", ["tier"], registry=registry)
+        self.classifier_outcomes = Counter(
+            "gpufleet_auto_classifier", "`auto` decisions by a model classifier: decided, or why the rules did instead",
+            ["classifier", "outcome"], registry=registry)
+        self.classifier_seconds = Histogram(
+            "gpufleet_auto_classifier_seconds", "Time a model classifier took to decide an `auto` tier",
+            ["classifier"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=registry)
         registry.register(_TargetCollector(snapshot))
         self._children: dict[tuple[str, ...], Any] = {}
 
@@ -58,3 +64,8 @@ class RouterMetrics:
 
     def observe_tier(self, tier: str) -> None:
         self._child(self.tiers, tier).inc()
+
+    def observe_classifier(self, classifier: str, outcome: str, seconds: float | None = None) -> None:
+        self._child(self.classifier_outcomes, classifier, outcome).inc()
+        if seconds is not None:
+            self._child(self.classifier_seconds, classifier).observe(seconds)

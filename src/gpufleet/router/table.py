@@ -59,6 +59,7 @@ class Route:
     groups: tuple[tuple[Candidate, ...], ...]  # replicas first, then each fallback
     affinity: bool = True
     tier: str | None = None  # set when reached through `auto`
+    tier_by: str | None = None  # who chose the tier: "rules", "knn", "judge", "rules (knn timed out)", ...
 
     @property
     def primary(self) -> Target:
@@ -122,7 +123,7 @@ class ModelTable:
             self.classifier = ComplexityClassifier(auto.moderate_at, auto.complex_at, auto.weights)
             for tier in ("routine", "moderate", "complex"):
                 route = self._routes[self._canonical(getattr(auto, tier))]
-                self._tiers[tier] = dataclasses.replace(route, tier=tier)
+                self._tiers[tier] = dataclasses.replace(route, tier=tier, tier_by="rules")
         self._created = 0
 
     def _canonical(self, name: str) -> str:
@@ -189,6 +190,10 @@ class ModelTable:
             param="model",
         )
 
+    def tier_route(self, tier: str, *, by: str) -> Route:
+        """The route of an `auto` tier chosen outside the rules (a model classifier), marked with who chose it."""
+        return dataclasses.replace(self._tiers[tier], tier_by=by)
+
     def classify(self, payload: dict[str, Any]) -> TierDecision:
         """The `auto` tier decision for one request (requires router.auto in the config)."""
         assert self.classifier is not None
@@ -205,5 +210,8 @@ class ModelTable:
         data += [entry(alias, alias_of=target) for alias, target in self._aliases.items()]
         data += [entry(name, persona_of=p.route) for name, p in self._config.personas.items()]
         if self._tiers:
-            data.append(entry("auto", tiers={t: r.name for t, r in self._tiers.items()}))
+            auto = self._config.router.auto
+            assert auto is not None
+            by = auto.classifier if isinstance(auto.classifier, str) else auto.classifier.kind
+            data.append(entry("auto", tiers={t: r.name for t, r in self._tiers.items()}, classifier=by))
         return data

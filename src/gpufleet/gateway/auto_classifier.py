@@ -1,0 +1,219 @@
+"""`router.auto.classifier: {kind: knn|judge}`: a model picks the `auto` tier, through the gateway itself.
+
+The classifier's call is an ordinary gateway request (serve_route): its model starts on demand, fallbacks and
+cooldowns apply, and the metrics count it. Whenever the model cannot answer (warming up, slower than
+`timeout_s`, an error, an unreadable verdict) the rules decide instead, so `auto` never fails because of its
+classifier and costs at most `timeout_s` more than the rules. Each decision says who made it, in the
+`x-gpufleet-tier-by` header: `knn`, `judge`, or `rules (<why>)`.
+
+kNN needs the labelled examples embedded once. That runs in the background from startup; the vectors are
+cached on disk under the cache root, keyed by the embedding model's settings and the examples file, so a
+restart does not embed them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+from starlette.responses import Response
+
+from gpufleet import paths
+from gpufleet.config import AutoModelClassifier
+from gpufleet.errors import GpufleetError
+from gpufleet.router.classifier import ComplexityClassifier, Tier
+from gpufleet.router.knn_classifier import EMBED_CHARS, KnnTierClassifier, request_text
+from gpufleet.router.labelled_set import SHIPPED, load_labelled
+from gpufleet.router.table import Route
+
+if TYPE_CHECKING:
+    from gpufleet.gateway.app import Gateway
+
+log = logging.getLogger("gpufleet.gateway")
+
+EMBED_BATCH = 8  # examples per /v1/embeddings call while warming up
+RETRY_WARMUP_S = 30.0  # a failed warm-up (the model not up yet, an error) is tried again after this
+_LOG_EVERY_S = 60.0  # fallbacks are logged at most this often; the metric counts every one
+_CACHE_FORMAT = 1
+
+
+class ClassifierFailed(Exception):
+    """The classifier model answered, but not with something usable."""
+
+
+@dataclass(frozen=True)
+class AutoDecision:
+    """The tier for one `auto` request and who chose it ("knn", "judge", "rules (knn timed out)", ...)."""
+
+    tier: Tier
+    by: str
+
+
+def at_least_moderate_when_thinking(tier: Tier, rules_signals: tuple[str, ...]) -> Tier:
+    """A request that asks for thinking never goes to the small model, whoever classified it (as with the rules)."""
+    return Tier.MODERATE if tier is Tier.ROUTINE and "think_hint" in rules_signals else tier
+
+
+def examples_cache_key(model_settings: list[dict[str, Any]], examples: bytes) -> str:
+    """Names the cached example vectors: what the embedding model is, which examples, how they are cut."""
+    material = orjson.dumps({"format": _CACHE_FORMAT, "models": model_settings, "chars": EMBED_CHARS,
+                             "examples": hashlib.sha256(examples).hexdigest()}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(material).hexdigest()[:32]
+
+
+class ModelTierClassifier:
+    """The `auto` tier from a model (kNN over embeddings, or an LLM judge), with the rules as the fallback."""
+
+    def __init__(self, gateway: Gateway, settings: AutoModelClassifier, rules: ComplexityClassifier) -> None:
+        self._gateway = gateway
+        self.settings = settings
+        self._rules = rules
+        self._knn: KnnTierClassifier | None = None
+        self._warmup: asyncio.Task[None] | None = None
+        self._last_log = 0.0
+        self.state: Literal["warming", "ready", "retrying"] = "warming" if settings.kind == "knn" else "ready"
+        self.last_error: str | None = None
+        self.examples = Path(settings.examples).expanduser() if settings.examples else SHIPPED
+
+    @property
+    def kind(self) -> str:
+        return self.settings.kind
+
+    def start(self) -> None:
+        """Begin embedding the kNN examples in the background (a judge needs nothing up front)."""
+        if self.settings.kind == "knn" and self._warmup is None:
+            self._warmup = asyncio.create_task(self._warm_up(), name="auto-knn-warmup")
+
+    async def stop(self) -> None:
+        if self._warmup is not None:
+            self._warmup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warmup
+            self._warmup = None
+
+    def status(self) -> dict[str, Any]:
+        """For /status: which classifier, its model, whether it is ready, and its last failure."""
+        body: dict[str, Any] = {"classifier": self.kind, "model": self.settings.model, "state": self.state,
+                                "timeout_s": self.settings.timeout_s, "last_error": self.last_error}
+        if self.settings.kind == "knn":
+            body["examples"] = str(self.examples)
+            body["k"] = self.settings.k
+        return body
+
+    async def route(self, payload: dict[str, Any]) -> Route:
+        """The tier route for an `auto` request, marked with who decided."""
+        decision = await self.decide(payload)
+        return self._gateway.table.tier_route(decision.tier, by=decision.by)
+
+    async def decide(self, payload: Mapping[str, Any]) -> AutoDecision:
+        """Ask the model; on any failure the rules' tier, with the reason in `by`."""
+        rules = self._rules.classify(payload)
+        metrics = self._gateway.router_metrics
+        if self.settings.kind == "knn" and self._knn is None:
+            metrics.observe_classifier(self.kind, "warming")
+            return AutoDecision(rules.tier, f"rules ({self.kind} {self.state.replace('retrying', 'unavailable')})")
+        started = time.perf_counter()
+        try:
+            tier = await asyncio.wait_for(self._ask(payload), self.settings.timeout_s)
+        except TimeoutError:
+            return self._fallback(rules.tier, "timeout", f"no answer within {self.settings.timeout_s:g} s")
+        except ClassifierFailed as err:
+            return self._fallback(rules.tier, "unreadable", str(err))
+        except (GpufleetError, ValueError, KeyError, IndexError, TypeError) as err:
+            return self._fallback(rules.tier, "error", f"{type(err).__name__}: {err}")
+        metrics.observe_classifier(self.kind, "decided", time.perf_counter() - started)
+        return AutoDecision(at_least_moderate_when_thinking(tier, rules.signals), self.kind)
+
+    def _fallback(self, tier: Tier, outcome: str, why: str) -> AutoDecision:
+        self._gateway.router_metrics.observe_classifier(self.kind, outcome)
+        self.last_error = why
+        now = time.monotonic()
+        if now - self._last_log >= _LOG_EVERY_S:
+            self._last_log = now
+            log.warning("auto: the %s classifier (%s) failed, the rules decided: %s", self.kind,
+                        self.settings.model, why)
+        return AutoDecision(tier, f"rules ({self.kind} {'timed out' if outcome == 'timeout' else outcome})")
+
+    async def _ask(self, payload: Mapping[str, Any]) -> Tier:
+        assert self._knn is not None
+        data = await self._call("embedding", {"model": self.settings.model, "input": [request_text(payload)]})
+        return self._knn.classify_vector(data["data"][0]["embedding"])
+
+    async def _call(self, kind: Literal["chat", "embedding"], body: dict[str, Any]) -> Any:
+        """One non-streamed request to the classifier's model through the gateway's own routing."""
+        from gpufleet.gateway.openai_routes import serve_route  # the relay imports the app, which imports this
+
+        route = self._gateway.table.resolve(self.settings.model)
+        answer = await serve_route(self._gateway, kind, body, route, time.perf_counter(), session=None)
+        if not isinstance(answer, Response) or answer.status_code != 200:
+            raise ClassifierFailed(f"{self.settings.model} answered HTTP {getattr(answer, 'status_code', '?')}")
+        return orjson.loads(bytes(answer.body))
+
+    async def _warm_up(self) -> None:
+        """Embed every example once (or load them from the cache), then serve kNN decisions."""
+        items = load_labelled(self.examples)  # checked at config load; read again for its current contents
+        texts = [request_text(item["request"]) for item in items]
+        cache = self._cache_file()
+        vectors = _read_vectors(cache, len(texts))
+        while vectors is None:
+            try:
+                vectors = await self._embed_all(texts)
+            except (GpufleetError, ClassifierFailed, ValueError, KeyError, IndexError, TypeError) as err:
+                self.state, self.last_error = "retrying", f"embedding the examples: {err}"
+                log.warning("auto: cannot embed the kNN examples with %s (%s); the rules decide; retrying in %g s",
+                            self.settings.model, err, RETRY_WARMUP_S)
+                await asyncio.sleep(RETRY_WARMUP_S)
+                continue
+            _write_vectors(cache, vectors)
+        examples = [(vector, Tier(item["tier"])) for vector, item in zip(vectors, items, strict=True)]
+        self._knn = KnnTierClassifier(examples, k=self.settings.k)
+        self.state, self.last_error = "ready", None
+        log.info("auto: kNN classifier ready (%d examples embedded by %s)", len(examples), self.settings.model)
+
+    async def _embed_all(self, texts: list[str]) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), EMBED_BATCH):
+            data = await self._call("embedding", {"model": self.settings.model,
+                                                  "input": texts[start:start + EMBED_BATCH]})
+            vectors += [item["embedding"] for item in sorted(data["data"], key=lambda item: item["index"])]
+        if len(vectors) != len(texts):
+            raise ClassifierFailed(f"{len(vectors)} embeddings for {len(texts)} examples")
+        return vectors
+
+    def _cache_file(self) -> Path:
+        route = self._gateway.table.resolve(self.settings.model)
+        models = [self._gateway.config.models[c.target.model].model_dump(mode="json")
+                  for group in route.groups for c in group]
+        key = examples_cache_key(models, self.examples.read_bytes())
+        return paths.cache_root() / "auto-knn" / f"{key}.json"
+
+
+def _read_vectors(path: Path, count: int) -> list[list[float]] | None:
+    """Cached example vectors, or None when absent or unusable (they are then embedded again)."""
+    try:
+        vectors = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(vectors, list) or len(vectors) != count:
+        return None
+    return vectors
+
+
+def _write_vectors(path: Path, vectors: list[list[float]]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        partial.write_bytes(orjson.dumps(vectors))
+        partial.replace(path)  # a reader never sees half a file
+    except OSError as err:  # a read-only cache only costs the next start a re-embedding
+        log.warning("auto: cannot cache the kNN example vectors in %s: %s", path, err)
+
+
