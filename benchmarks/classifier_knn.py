@@ -31,12 +31,18 @@ from gpufleet.config import parse_config  # noqa: E402
 from gpufleet.gateway import build_app, running  # noqa: E402
 from gpufleet.router.classifier import Tier  # noqa: E402
 from gpufleet.router.knn_classifier import KnnTierClassifier, request_text  # noqa: E402
+from gpufleet.router.labelled_set import load_labelled  # noqa: E402
 from tests.conftest import smollm2_model  # noqa: E402
-from tests.test_classifier import CLF, format_confusion, load_labelled  # noqa: E402
+from tests.test_classifier import CLF, format_confusion  # noqa: E402
 
-# Mean pooling (llama.cpp's pooling_type 1); one ubatch (512 tokens) must hold a whole input (EMBED_CHARS is
-# at most ~310 tokens). One slot: on 2 shared cores more slots only made each call slower.
-EMBEDDER = smollm2_model(extra_args={"embedding": True, "pooling_type": 1}, parallel=1, context=2048)
+POOLING = {"mean": 1, "cls": 2, "last": 3}  # llama.cpp's pooling_type values
+
+
+def embedder(source: str, pooling: str) -> dict[str, Any]:
+    """The embedding model: one ubatch (512 tokens) must hold a whole input (EMBED_CHARS is at most ~310
+    tokens). One slot: on 2 shared cores more slots only made each call slower."""
+    return smollm2_model(source=f"package:{source}", extra_args={"embedding": True, "pooling_type": POOLING[pooling]},
+                         parallel=1, context=2048)
 
 
 async def embed_all(http: httpx.AsyncClient, texts: list[str], batch: int = 8) -> list[list[float]]:
@@ -76,10 +82,26 @@ def report(name: str, pairs: list[tuple[str, str]]) -> float:
     return right / len(pairs)
 
 
-async def main(k: int) -> None:
+def hybrid_results(items: list[dict[str, Any]], vectors: list[list[float]], k: int,
+                   margin: float) -> dict[str, list[tuple[str, str]]]:
+    """The rules decide, except when their score is within `margin` of a threshold: then kNN does."""
+    knn_pairs = knn_results(items, vectors, k)
+    knn_holdout = iter(knn_pairs["holdout3"])
+    holdout, everything = [], []
+    for item, (_, knn_all) in zip(items, knn_pairs["all (leave-one-out)"], strict=True):
+        decision = CLF.classify(item["request"])
+        near = min(abs(decision.score - CLF.moderate_at), abs(decision.score - CLF.complex_at)) < margin
+        everything.append((item["tier"], knn_all if near else decision.tier.value))
+        if item["split"] == "holdout3":
+            holdout.append((item["tier"], next(knn_holdout)[1] if near else decision.tier.value))
+    return {"holdout3": holdout, "all (leave-one-out)": everything}
+
+
+async def main(k: int, source: str, pooling: str, margins: list[float]) -> None:
     items = load_labelled()
     texts = [request_text(item["request"]) for item in items]
-    app = build_app(parse_config({"models": {"embedder": EMBEDDER}}))
+    print(f"embedding model: {source}, {pooling} pooling; k={k}")
+    app = build_app(parse_config({"models": {"embedder": embedder(source, pooling)}}))
     async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw",
                                                timeout=300) as http:
         print(f"embedding {len(texts)} prompts through the gateway", flush=True)
@@ -98,6 +120,9 @@ async def main(k: int) -> None:
         report(f"kNN k={k} {split}", pairs)
     for split, pairs in rules_results(items).items():
         report(f"rules {split}", pairs)
+    for margin in margins:
+        for split, pairs in hybrid_results(items, vectors, k, margin).items():
+            report(f"hybrid (kNN within {margin:g} of a threshold) {split}", pairs)
     print(f"kNN cost per prompt: embedding via the gateway p50 {statistics.median(embed_ms):.1f} ms"
           f" (max {max(embed_ms):.1f}), vote over {len(train)} examples p50 {statistics.median(vote_ms):.2f} ms")
 
@@ -105,4 +130,10 @@ async def main(k: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k", type=int, default=5)
-    asyncio.run(main(parser.parse_args().k))
+    parser.add_argument("--source", default="smollm2-135m-instruct",
+                        help="packaged model id (see 'gpufleet models packaged')")
+    parser.add_argument("--pooling", choices=list(POOLING), default="mean")
+    parser.add_argument("--margin", type=float, action="append", default=[],
+                        help="also report the hybrid: kNN only when the rules' score is this close to a threshold")
+    args = parser.parse_args()
+    asyncio.run(main(args.k, args.source, args.pooling, args.margin))

@@ -85,7 +85,8 @@ async def test_knn_decides_the_tier_from_the_nearest_labelled_example(
     http = await gw(auto_config(embedder, tiers, examples))
     status = await wait_ready(http)
     assert status | {"last_error": None} == {"classifier": "knn", "model": "embedder", "state": "ready", "k": 1,
-                                             "examples": str(examples), "timeout_s": 10, "last_error": None}
+                                             "examples": str(examples), "timeout_s": 10, "last_error": None,
+                                             "skipped_for_s": 0}
     assert await ask_auto(http, "hello, how are you?") == ("complex", "knn", "big")  # the rules say routine
     assert await ask_auto(http, "Write a Python function that reverses a list") == ("routine", "knn", "small")
     assert await ask_auto(http, "Can you prove it?") == ("moderate", "knn", "mid")
@@ -116,15 +117,24 @@ async def test_a_failing_classifier_model_leaves_the_decision_to_the_rules(
     gw: OpenGateway, upstreams: tuple[StandInUpstream, StandInUpstream], examples: Path, fault: str, by: str,
 ) -> None:
     embedder, tiers = upstreams
-    http = await gw(auto_config(embedder, tiers, examples, timeout_s=0.3))
+    config = auto_config(embedder, tiers, examples, timeout_s=0.3)
+    config["router"]["cooldown_s"] = 0.5
+    http = await gw(config)
     await wait_ready(http)
     embedder.behaviour = fault
     assert await ask_auto(http, "hello there") == ("routine", by, "small")  # answered, by the rules' tier
     status = (await http.get("/status")).json()["auto"]
-    assert status["state"] == "ready" and status["last_error"]
+    assert status["state"] == "ready" and status["last_error"] and status["skipped_for_s"] > 0
     outcome = "timeout" if fault == "hang" else "error"
     assert f'gpufleet_auto_classifier_total{{classifier="knn",outcome="{outcome}"}} 1.0' in \
         (await http.get("/metrics")).text
+    # Within the cooldown the model is not asked again: no request waits out another timeout.
+    asked = len(embedder.received)
+    assert await ask_auto(http, "hello there") == ("routine", "rules (knn cooling down)", "small")
+    assert len(embedder.received) == asked
+    embedder.behaviour = "ok"
+    await asyncio.sleep(0.6)
+    assert await ask_auto(http, "hello there") == ("complex", "knn", "big")
 
 
 async def test_a_failed_warm_up_is_retried_and_the_rules_decide_meanwhile(

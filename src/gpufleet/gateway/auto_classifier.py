@@ -79,6 +79,10 @@ class ModelTierClassifier:
         self._knn: KnnTierClassifier | None = None
         self._warmup: asyncio.Task[None] | None = None
         self._last_log = 0.0
+        # After a timeout or an error the model is skipped for the router's cooldown: a hung classifier must
+        # not add `timeout_s` to every `auto` request.
+        self._cooldown_s = gateway.config.router.cooldown_s
+        self._skip_until = 0.0
         self.state: Literal["warming", "ready", "retrying"] = "warming" if settings.kind == "knn" else "ready"
         self.last_error: str | None = None
         self.examples = Path(settings.examples).expanduser() if settings.examples else SHIPPED
@@ -101,8 +105,10 @@ class ModelTierClassifier:
 
     def status(self) -> dict[str, Any]:
         """For /status: which classifier, its model, whether it is ready, and its last failure."""
+        cooling = max(0.0, self._skip_until - time.monotonic())
         body: dict[str, Any] = {"classifier": self.kind, "model": self.settings.model, "state": self.state,
-                                "timeout_s": self.settings.timeout_s, "last_error": self.last_error}
+                                "timeout_s": self.settings.timeout_s, "last_error": self.last_error,
+                                "skipped_for_s": round(cooling, 1)}
         if self.settings.kind == "knn":
             body["examples"] = str(self.examples)
             body["k"] = self.settings.k
@@ -120,6 +126,9 @@ class ModelTierClassifier:
         if self.settings.kind == "knn" and self._knn is None:
             metrics.observe_classifier(self.kind, "warming")
             return AutoDecision(rules.tier, f"rules ({self.kind} {self.state.replace('retrying', 'unavailable')})")
+        if time.monotonic() < self._skip_until:
+            metrics.observe_classifier(self.kind, "cooling_down")
+            return AutoDecision(rules.tier, f"rules ({self.kind} cooling down)")
         started = time.perf_counter()
         try:
             tier = await asyncio.wait_for(self._ask(payload), self.settings.timeout_s)
@@ -136,6 +145,7 @@ class ModelTierClassifier:
         self._gateway.router_metrics.observe_classifier(self.kind, outcome)
         self.last_error = why
         now = time.monotonic()
+        self._skip_until = now + self._cooldown_s
         if now - self._last_log >= _LOG_EVERY_S:
             self._last_log = now
             log.warning("auto: the %s classifier (%s) failed, the rules decided: %s", self.kind,
