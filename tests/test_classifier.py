@@ -10,6 +10,7 @@ import pytest
 from gpufleet.config import AutoTiers
 from gpufleet.router.classifier import SIGNALS, ComplexityClassifier, Tier, TierDecision
 from gpufleet.router.labelled_set import SHIPPED, load_labelled
+from gpufleet.router.tier_eval import evaluate, format_confusion
 
 LABELLED = SHIPPED  # the labelled set ships with gpufleet: the kNN classifier uses it as its examples
 
@@ -218,21 +219,8 @@ ACCURACY_FLOORS = {"tune": 0.95, "holdout": 0.85, "holdout2": 0.75, "tune3": 0.9
 
 
 def confusion(items: list[dict[str, Any]], clf: ComplexityClassifier) -> tuple[Counter[tuple[str, str]], list[str]]:
-    matrix: Counter[tuple[str, str]] = Counter()
-    misses = []
-    for item in items:
-        got = clf.classify(item["request"]).tier.value
-        matrix[item["tier"], got] += 1
-        if got != item["tier"]:
-            misses.append(f"{item['id']}: want {item['tier']}, got {got}")
-    return matrix, misses
-
-
-def format_confusion(matrix: Counter[tuple[str, str]]) -> str:
-    tiers = [t.value for t in Tier]
-    rows = ["want \\ got " + "".join(f"{t:>10}" for t in tiers)]
-    rows += [f"{want:<11}" + "".join(f"{matrix[want, got]:>10}" for got in tiers) for want in tiers]
-    return "\n".join(rows)
+    result = evaluate(items, lambda request: clf.classify(request).tier)
+    return result.matrix, result.misses
 
 
 def test_labelled_set_is_balanced_and_labelled_with_known_tiers() -> None:

@@ -49,6 +49,7 @@ _COMMAND_MODULES = [
     "node_cmd",
     "deploy_cmd",
     "bench_cmd",
+    "auto_cmd",
 ]
 
 for _name in _COMMAND_MODULES:
