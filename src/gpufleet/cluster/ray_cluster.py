@@ -119,7 +119,7 @@ class RayHead:
         last = "ray: starting the head"
         while not gone():
             if not self.process.running:
-                tail = self.process.log_tail()
+                tail = self.process.log_tail(15)
                 raise EngineError(f"the Ray head exited with code {self.process.returncode}; see {self.log_path}"
                                   f"\n{tail}")
             view = await self.read_view(http)
