@@ -146,6 +146,22 @@ async def test_crash_restarts_with_backoff_and_serves_again(supervised: Any, tmp
     assert reply["choices"][0]["message"]["content"] == "echo: still there?"
 
 
+async def test_a_crashed_engines_leftover_workers_are_killed(supervised: Any, tmp_path: Path) -> None:
+    """vLLM's EngineCore/TP workers live in the server's process group; when the server dies abruptly they would
+    keep the GPU memory the restart needs."""
+    worker_file = tmp_path / "worker.pid"
+    env = {"STANDIN_VLLM_CRASH_AFTER_S": "0.3", "STANDIN_VLLM_CRASH_ONCE_FILE": str(tmp_path / "crashed"),
+           "STANDIN_VLLM_WORKER_PID_FILE": str(worker_file)}
+    sup = await supervised(env=env, restart={"backoff_initial_s": 0.2})
+    await sup.ensure_ready("m")
+    worker = int(worker_file.read_text())
+    assert pid_alive(worker)
+    await wait_for(lambda: sup.status()[0]["restarts"] == 1 and sup.status()[0]["state"] == "ready",
+                   "the restart after the crash")
+    await wait_for(lambda: not pid_alive(worker), "the crashed server's worker to be killed", limit_s=10)
+    assert pid_alive(int(worker_file.read_text()))  # the restarted server's own worker runs
+
+
 async def test_hang_hits_the_ready_timeout_with_the_log_tail_and_is_stopped(supervised: Any) -> None:
     sup = await supervised(env={"STANDIN_VLLM_HANG": "1"}, ready_timeout_s=3)
     with pytest.raises(EngineError, match="did not become ready within 3 s") as caught:

@@ -127,6 +127,12 @@ class ChildProcess:
         self._signal_group(signal.SIGKILL)
         return await self.wait()
 
+    def kill_leftovers(self) -> None:
+        """SIGKILL what is left of the group once its leader exited on its own (a crash). A crashed vLLM server can
+        leave its EngineCore and TP workers behind, holding GPU memory that the restart then cannot get."""
+        if self._proc is not None and self._proc.returncode is not None:
+            self._signal_group(signal.SIGKILL)
+
     def _signal_group(self, sig: signal.Signals) -> None:
         assert self._proc is not None
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import contextlib
 import os
+import subprocess
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -62,6 +64,11 @@ class StandInServer:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        worker_pid_file = os.environ.get("STANDIN_VLLM_WORKER_PID_FILE")
+        if worker_pid_file:
+            worker = subprocess.Popen(["sleep", "300"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+            Path(worker_pid_file).write_text(str(worker.pid))
         crash_after = os.environ.get("STANDIN_VLLM_CRASH_AFTER_S")
         if crash_after:
             crash_later(float(crash_after), os.environ.get("STANDIN_VLLM_CRASH_ONCE_FILE"))

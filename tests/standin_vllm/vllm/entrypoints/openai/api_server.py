@@ -28,6 +28,8 @@ Switches (environment):
   in KV cache").
 - STANDIN_VLLM_CRASH_AFTER_S=N: N seconds after it is ready, print an EngineDeadError and exit 1 abruptly.
   With STANDIN_VLLM_CRASH_ONCE_FILE=path, only the first start crashes (it creates the file).
+- STANDIN_VLLM_WORKER_PID_FILE=path: start a long-lived child in its process group (as vLLM's EngineCore and
+  TP workers are) and write its pid there; an abrupt exit of the server leaves it behind.
 - STANDIN_VLLM_HANG=1: stop after loading the weights and never become healthy.
 - STANDIN_VLLM_KV_USAGE (0-1, default 0) and STANDIN_VLLM_KV_TOKENS (default 46592) set what /metrics and the log say.
 """
