@@ -169,20 +169,21 @@ class ModelTierClassifier:
 
     async def _warm_up(self) -> None:
         """Embed every example once (or load them from the cache), then serve kNN decisions."""
-        items = load_labelled(self.examples)  # checked at config load; read again for its current contents
-        texts = [request_text(item["request"]) for item in items]
-        cache = self._cache_file()
-        vectors = _read_vectors(cache, len(texts))
-        while vectors is None:
+        while True:
             try:
-                vectors = await self._embed_all(texts)
-            except (GpufleetError, ClassifierFailed, ValueError, KeyError, IndexError, TypeError) as err:
+                # Checked at config load; read again here for its current contents (and the cache key).
+                items = load_labelled(self.examples)
+                cache = self._cache_file()
+                vectors = _read_vectors(cache, len(items))
+                if vectors is None:
+                    vectors = await self._embed_all([request_text(item["request"]) for item in items])
+                    _write_vectors(cache, vectors)
+                break
+            except (GpufleetError, ClassifierFailed, OSError, ValueError, KeyError, IndexError, TypeError) as err:
                 self.state, self.last_error = "retrying", f"embedding the examples: {err}"
                 log.warning("auto: cannot embed the kNN examples with %s (%s); the rules decide; retrying in %g s",
                             self.settings.model, err, RETRY_WARMUP_S)
                 await asyncio.sleep(RETRY_WARMUP_S)
-                continue
-            _write_vectors(cache, vectors)
         examples = [(vector, Tier(item["tier"])) for vector, item in zip(vectors, items, strict=True)]
         self._knn = KnnTierClassifier(examples, k=self.settings.k)
         self.state, self.last_error = "ready", None
