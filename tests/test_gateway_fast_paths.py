@@ -1,16 +1,23 @@
-"""Client disconnects through the gateway's own HTTP protocol, and kept-alive upstream connections.
+"""The cheaper mechanisms on the gateway's per-request path keep what the hardening (issue 12) guarantees.
 
-`gpufleet serve` runs uvicorn with `http_limits.guarded_protocol`, which puts a `DisconnectWatch` in every
-request's scope: a non-stream request waiting for its upstream is cancelled from the protocol's
-`connection_lost` instead of by a second task blocked on `receive()` (tests/test_faults.py covers that
-fallback under plain uvicorn). The upstreams are FAULT-INJECTING STAND-INS (tests/fault_upstream.py) and a
-raw stand-in below that drops a kept-alive connection when it is reused.
+- Client disconnects: `gpufleet serve` runs uvicorn with `http_limits.guarded_protocol`, which puts a
+  `DisconnectWatch` in every request's scope; a non-stream request waiting for its upstream is cancelled
+  from the protocol's `connection_lost` instead of by a second task blocked on `receive()`
+  (tests/test_faults.py covers that fallback under plain uvicorn).
+- Slow clients: the guard's one lazily moved timer still keeps the body's own deadline and each kept-alive
+  request's header deadline.
+- Kept-alive upstream connections: a POST is sent again only when it went out on a reused connection,
+  now told by the connector instead of aiohttp's tracing.
+
+The upstreams are FAULT-INJECTING STAND-INS (tests/fault_upstream.py) and a raw stand-in below that drops
+a kept-alive connection when it is reused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -45,11 +52,11 @@ def upstream() -> Iterator[FaultUpstream]:
 
 
 @contextlib.contextmanager
-def served_guarded(app: Any) -> Iterator[str]:
+def served_guarded(app: Any, limits: HttpLimits = LIMITS) -> Iterator[str]:
     """`app` under uvicorn with the gateway's guarded protocol (as `gpufleet serve` runs it), in a thread."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", loop="uvloop",
-                                          http=guarded_protocol(LIMITS), timeout_graceful_shutdown=1))
+                                          http=guarded_protocol(limits), timeout_graceful_shutdown=1))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -105,6 +112,57 @@ def test_the_gateway_protocol_puts_a_disconnect_watch_in_every_request_scope() -
         assert [client.get(url).status_code for _ in range(2)] == [204, 204]
     assert len(seen) == 2 and all(isinstance(watch, DisconnectWatch) for watch in seen)
     assert seen[0] is seen[1]  # one per connection: both requests came on the same kept-alive connection
+
+
+async def echo_length(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An ASGI app that reads the whole body and answers its length."""
+    if scope["type"] != "http":
+        return
+    size, more = 0, True
+    while more:
+        message = await receive()
+        size, more = size + len(message.get("body", b"")), message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(str(size)))]})
+    await send({"type": "http.response.body", "body": str(size).encode()})
+
+
+def read_response(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+        if b"\r\n\r\n" in data:
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), None)
+            if length is not None and len(body) >= length:
+                break
+    return data
+
+
+# The guard keeps one timer per connection and moves its deadline lazily; these check the deadlines it must
+# still keep: the body's own (longer) one once the headers are in, and each kept-alive request's own header one.
+
+def test_a_body_may_take_longer_than_the_header_timeout() -> None:
+    limits = HttpLimits(max_header_bytes=16384, header_timeout_s=0.3, body_timeout_s=60)
+    with served_guarded(echo_length, limits) as url, socket.create_connection(
+        ("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=20
+    ) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nab")
+        time.sleep(1.0)  # well past header_timeout_s, well within body_timeout_s
+        sock.sendall(b"cde")
+        assert read_response(sock).startswith(b"HTTP/1.1 200"), "the body was cut by the header deadline"
+
+
+def test_each_kept_alive_request_gets_its_own_header_deadline() -> None:
+    limits = HttpLimits(max_header_bytes=16384, header_timeout_s=0.5, body_timeout_s=60)
+    with served_guarded(echo_length, limits) as url, socket.create_connection(
+        ("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=20
+    ) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nab")
+        assert read_response(sock).startswith(b"HTTP/1.1 200")
+        sock.sendall(b"POST / HTTP/1.1\r\nhost: x\r\n")  # a second request whose headers never end
+        answer = read_response(sock)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
 
 
 @pytest.mark.parametrize("scope", [{}, {"extensions": {}}, {"extensions": {"http.response.trailers": {}}},
