@@ -20,6 +20,12 @@ Usage::
     .venv/bin/python benchmarks/gateway_overhead.py                 # ~8 min, 3 repeats
     .venv/bin/python benchmarks/gateway_overhead.py --repeat 1 --duration 5
     .venv/bin/python benchmarks/gateway_overhead.py --embedded
+    .venv/bin/python benchmarks/gateway_overhead.py --baseline HEAD~1   # before/after, side by side
+
+``--baseline REV`` also serves this repository's ``src/`` at git revision REV (exported with
+``git archive``, run from the same venv) as a second gpufleet target, ``gpufleet@REV``, interleaved with
+the others. For each gateway the report also gives its CPU time per request (user + system, from
+``/proc``), which a busy shared machine disturbs much less than req/s.
 
 LiteLLM is installed on first use into ``benchmarks/.venv-litellm`` (throwaway, gitignored).
 """
@@ -75,15 +81,33 @@ def start_upstream(log_dir: Path, cpus: set[int] | None) -> tuple[Service, Targe
     return svc, Target("direct", f"http://127.0.0.1:{port}/v1")
 
 
-def start_gpufleet(upstream: Target, log_dir: Path, cpus: set[int] | None) -> tuple[Service, Target]:
-    """``gpufleet serve`` with one remote model pointed at the upstream, on the proxy CPU."""
+def start_gpufleet(
+    upstream: Target, log_dir: Path, cpus: set[int] | None, *, name: str = "gpufleet", src: Path | None = None
+) -> tuple[Service, Target]:
+    """``gpufleet serve`` with one remote model pointed at the upstream, on the proxy CPU.
+
+    ``src``: another copy of the package's ``src/`` (``--baseline``) to import gpufleet from instead.
+    """
     cfg = log_dir / "gpufleet.yaml"
     cfg.write_text(f"models:\n  {SERVED_MODEL}:\n    engine: remote\n    url: {upstream.base_url}\n")
     port = free_port()
     argv = [str(gpufleet_exe()), "serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)]
-    svc = start_service("gpufleet", argv, log_dir, cpus)
+    env: dict[str, str | None] | None = {"PYTHONPATH": str(src)} if src is not None else None
+    svc = start_service(name, argv, log_dir, cpus, env)
     wait_ready(svc, f"http://127.0.0.1:{port}/health", 60)
-    return svc, Target("gpufleet", f"http://127.0.0.1:{port}/v1")
+    return svc, Target(name, f"http://127.0.0.1:{port}/v1")
+
+
+def export_source(rev: str, work_dir: Path) -> tuple[str, Path]:
+    """``src/`` at git revision ``rev``, exported under ``work_dir``: (target name, path to put on PYTHONPATH)."""
+    root = Path(__file__).resolve().parent.parent
+    short = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", rev], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    dest = work_dir / f"src-{short}"
+    dest.mkdir()
+    archive = subprocess.run(["git", "-C", str(root), "archive", short, "src"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return f"gpufleet@{short}", dest / "src"
 
 
 def start_litellm_target(upstream: Target, log_dir: Path, cpus: set[int] | None) -> tuple[Service, Target]:
@@ -137,6 +161,13 @@ class Cell:
 
 
 Results = dict[tuple[str, Cell], list[Sample]]
+CpuCosts = dict[tuple[str, Cell], list[float]]  # a gateway's CPU µs per completed request, per repeat
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def median_of(samples: list[Sample], attr: str) -> float:
@@ -170,28 +201,51 @@ def format_table(results: Results, targets: list[str], cells: list[Cell], attr: 
     return "\n".join(rows)
 
 
-def format_ratios(results: Results, cells: list[Cell]) -> list[str]:
-    """The target ratios: gpufleet÷LiteLLM req/s at c>1, gpufleet added p50 at c1."""
+def format_cpu_table(costs: CpuCosts, targets: list[str], cells: list[Cell]) -> str:
+    """Markdown table of the gateways' CPU µs per request: median over repeats (min–max)."""
+    names = [t for t in targets if any(costs.get((t, cell)) for cell in cells)]
+    rows = ["| scenario | " + " | ".join(names) + " |", "|---" * (1 + len(names)) + "|"]
+    for cell in cells:
+        parts = [cell.label]
+        for name in names:
+            vals = costs.get((name, cell), [])
+            text = f"{statistics.median(vals):,.0f}" if vals else "–"
+            if len(vals) > 1:
+                text += f" ({min(vals):,.0f}–{max(vals):,.0f})"
+            parts.append(text)
+        rows.append("| " + " | ".join(parts) + " |")
+    return "\n".join(rows)
+
+
+def format_ratios(results: Results, cells: list[Cell], gateways: Sequence[str] = ("gpufleet",)) -> list[str]:
+    """The target ratios: gpufleet÷LiteLLM req/s at c>1, gpufleet added p50 at c1 (each gpufleet target)."""
     lines: list[str] = []
     for cell in cells:
-        gf, ll, direct = (results.get((t, cell), []) for t in ("gpufleet", "litellm", "direct"))
-        if cell.connections > 1 and gf and ll:
-            per_rep = [g.requests_per_s / max(x.requests_per_s, 1e-9) for g, x in zip(gf, ll, strict=False)]
-            ratio = median_of(gf, "requests_per_s") / max(median_of(ll, "requests_per_s"), 1e-9)
-            lines.append(
-                f"{cell.label}: gpufleet / LiteLLM req/s = {ratio:.1f}x "
-                f"(per repeat {min(per_rep):.1f}–{max(per_rep):.1f}x; target >= 20x)"
-            )
-        if cell.connections == 1 and gf and direct:
-            added = [g.p50_ms - d.p50_ms for g, d in zip(gf, direct, strict=False)]
-            med = median_of(gf, "p50_ms") - median_of(direct, "p50_ms")
-            lines.append(
-                f"{cell.label}: gpufleet added p50 over direct = {med:.3f} ms "
-                f"(per repeat {min(added):.3f}–{max(added):.3f} ms; target <= 1 ms)"
-            )
-            if ll:
-                ll_added = median_of(ll, "p50_ms") - median_of(direct, "p50_ms")
-                lines.append(f"{cell.label}: LiteLLM added p50 over direct = {ll_added:.3f} ms (for scale)")
+        ll, direct = (results.get((t, cell), []) for t in ("litellm", "direct"))
+        for name in gateways:
+            lines += _gateway_ratios(name, results.get((name, cell), []), ll, direct, cell)
+        if cell.connections == 1 and ll and direct:
+            ll_added = median_of(ll, "p50_ms") - median_of(direct, "p50_ms")
+            lines.append(f"{cell.label}: LiteLLM added p50 over direct = {ll_added:.3f} ms (for scale)")
+    return lines
+
+
+def _gateway_ratios(name: str, gf: list[Sample], ll: list[Sample], direct: list[Sample], cell: Cell) -> list[str]:
+    lines: list[str] = []
+    if cell.connections > 1 and gf and ll:
+        per_rep = [g.requests_per_s / max(x.requests_per_s, 1e-9) for g, x in zip(gf, ll, strict=False)]
+        ratio = median_of(gf, "requests_per_s") / max(median_of(ll, "requests_per_s"), 1e-9)
+        lines.append(
+            f"{cell.label}: {name} / LiteLLM req/s = {ratio:.1f}x "
+            f"(per repeat {min(per_rep):.1f}–{max(per_rep):.1f}x; target >= 20x)"
+        )
+    if cell.connections == 1 and gf and direct:
+        added = [g.p50_ms - d.p50_ms for g, d in zip(gf, direct, strict=False)]
+        med = median_of(gf, "p50_ms") - median_of(direct, "p50_ms")
+        lines.append(
+            f"{cell.label}: {name} added p50 over direct = {med:.3f} ms "
+            f"(per repeat {min(added):.3f}–{max(added):.3f} ms; target <= 1 ms)"
+        )
     return lines
 
 
@@ -216,23 +270,37 @@ def versions_line() -> str:
 # --------------------------------------------------------------------------- overhead run
 
 
-def measure(load: WrkLoad | AiohttpLoad, targets: list[Target], cells: list[Cell], args: argparse.Namespace) -> Results:
-    """Every cell for every target, ``args.repeat`` times, targets interleaved within each cell."""
+def measure(
+    load: WrkLoad | AiohttpLoad, targets: list[Target], cells: list[Cell], args: argparse.Namespace,
+    pids: dict[str, int] | None = None,
+) -> tuple[Results, CpuCosts]:
+    """Every cell for every target, ``args.repeat`` times, targets interleaved within each cell.
+
+    ``pids``: the gateways' processes by target name, whose CPU time per request is measured too.
+    """
     results: Results = {}
+    costs: CpuCosts = {}
     for rep in range(args.repeat):
         for cell in cells:
             for target in targets:
                 if args.warmup > 0:
                     load.run(target, cell.stream, cell.connections, args.warmup)
+                pid = (pids or {}).get(target.name)
+                cpu_before = process_cpu_s(pid) if pid else 0.0
                 sample = load.run(target, cell.stream, cell.connections, args.duration)
                 results.setdefault((target.name, cell), []).append(sample)
+                cpu_text = ""
+                if pid:
+                    cost_us = (process_cpu_s(pid) - cpu_before) * 1e6 / max(sample.requests, 1)
+                    costs.setdefault((target.name, cell), []).append(cost_us)
+                    cpu_text = f"  CPU {cost_us:7,.0f} us/req"
                 print(
-                    f"  [{rep + 1}/{args.repeat}] {cell.label:<15} {target.name:<9} "
+                    f"  [{rep + 1}/{args.repeat}] {cell.label:<15} {target.name:<16} "
                     f"{sample.requests_per_s:>10,.0f} req/s  p50 {sample.p50_ms:8.3f} ms  "
-                    f"p99 {sample.p99_ms:8.3f} ms  errors {sample.errors}",
+                    f"p99 {sample.p99_ms:8.3f} ms  errors {sample.errors}{cpu_text}",
                     flush=True,
                 )
-    return results
+    return results, costs
 
 
 def run_overhead(args: argparse.Namespace) -> int:
@@ -249,32 +317,43 @@ def run_overhead(args: argparse.Namespace) -> int:
         print("wrk not found (install: apt-get install -y wrk); using the aiohttp fallback client.")
         load = AiohttpLoad()
     cells = [Cell(s, c) for s in (False, True) for c in args.concurrency]
+    args.load_at_start = os.getloadavg()
     print(f"machine: {machine_line()}\nload tool: {load.label}\nlogs and configs: {work_dir}", flush=True)
+    print(f"load average at start: {_loadavg(args.load_at_start)} (1 / 5 / 15 min)", flush=True)
     with services() as started:
         up_svc, direct = start_upstream(work_dir, load_cpus)
         started.append(up_svc)
         targets = [direct]
+        pids: dict[str, int] = {}
+        if args.baseline:
+            name, src = export_source(args.baseline, work_dir)
+            svc, target = start_gpufleet(direct, work_dir, proxy_cpus, name=name, src=src)
+            started.append(svc)
+            targets.append(target)
+            pids[name] = svc.proc.pid
         for name, starter in (("gpufleet", start_gpufleet), ("litellm", start_litellm_target)):
             if name in args.skip:
                 continue
             svc, target = starter(direct, work_dir, proxy_cpus)
             started.append(svc)
             targets.append(target)
+            pids[name] = svc.proc.pid
         for target in targets:
             problem = asyncio.run(check_target(target))
             if problem:
                 raise SystemExit(f"{target.name} answers wrongly, not measuring it: {problem}")
         print(f"versions: {versions_line()}", flush=True)
-        results = measure(load, targets, cells, args)
+        results, costs = measure(load, targets, cells, args, pids)
     names = [t.name for t in targets]
-    report = render_report(results, names, cells, load.label, args)
+    report = render_report(results, names, cells, load.label, args, costs)
     print("\n" + report)
     save_results(results, report, args)
     return 0
 
 
 def render_report(
-    results: Results, names: list[str], cells: list[Cell], load_label: str, args: argparse.Namespace
+    results: Results, names: list[str], cells: list[Cell], load_label: str, args: argparse.Namespace,
+    costs: CpuCosts | None = None,
 ) -> str:
     """The text printed at the end and pasted into docs/benchmarks.md."""
     pin = "no pinning"
@@ -295,9 +374,21 @@ def render_report(
         "",
         format_table(results, names, cells, "p50_ms"),
         "",
-        *format_ratios(results, cells),
+    ]
+    if costs:
+        lines += ["Gateway CPU time per request, µs (user + system):", "", format_cpu_table(costs, names, cells), ""]
+    gateways = [name for name in names if name.startswith("gpufleet")]
+    lines += [
+        f"load average (1 / 5 / 15 min): at start {_loadavg(getattr(args, 'load_at_start', None))}, "
+        f"at the end {_loadavg(os.getloadavg())}",
+        "",
+        *format_ratios(results, cells, gateways),
     ]
     return "\n".join(lines)
+
+
+def _loadavg(values: tuple[float, float, float] | None) -> str:
+    return " / ".join(f"{x:.2f}" for x in values) if values else "?"
 
 
 def save_results(results: Results, report: str, args: argparse.Namespace) -> None:
@@ -322,6 +413,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--repeat", type=int, default=3, help="repeats of the whole grid; medians are reported")
     ap.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16], help="e.g. 1,16")
     ap.add_argument("--skip", nargs="*", default=[], choices=["gpufleet", "litellm"], help="targets to omit")
+    ap.add_argument("--baseline", metavar="REV", help="also serve src/ at this git revision, as gpufleet@REV")
     ap.add_argument("--proxy-cpu", default="1", help="CPU(s) for the gateway under test (default 1)")
     ap.add_argument("--load-cpus", default="0", help="CPU(s) for upstream, wrk and this script (default 0)")
     ap.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to CPUs")

@@ -24,6 +24,7 @@ from gpufleet.dialects.plan import ResponsePlan
 from gpufleet.errors import EngineError, EngineNotReady, GpufleetError, RequestError, UpstreamError
 from gpufleet.gateway.body import read_json_body
 from gpufleet.gateway.errors import error_response, upstream_error_message
+from gpufleet.gateway.http_limits import disconnect_watch
 from gpufleet.gateway.protocol import validate_request
 from gpufleet.gateway.relay import SSERewriter, StreamRelayResponse, StreamStats, chunk_problem
 from gpufleet.router import Target
@@ -102,6 +103,27 @@ async def _relay(request: Request, kind: Kind) -> Answer:
 
 async def _finished_before_disconnect(request: Request, work: asyncio.Future[Answer]) -> bool:
     """Wait for `work`; False (and `work` cancelled) when the client disconnects first."""
+    watch = disconnect_watch(request.scope)
+    if watch is None:
+        return await _finished_before_receive_says_disconnect(request, work)
+    # The gateway's own protocol calls back when the connection is lost: no second task per request.
+    watch.watch(work.cancel)
+    try:
+        await work
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not watch.lost or (current is not None and current.cancelling()):
+            raise  # the handler itself is cancelled (e.g. a forced shutdown): awaiting cancelled `work` too
+        return False
+    except GpufleetError:
+        pass  # the caller's work.result() raises it
+    finally:
+        watch.watch(None)
+    return True
+
+
+async def _finished_before_receive_says_disconnect(request: Request, work: asyncio.Future[Answer]) -> bool:
+    """`_finished_before_disconnect` under another ASGI server: a second task waits on `receive()`."""
 
     async def client_gone() -> None:
         while (await request.receive())["type"] != "http.disconnect":
