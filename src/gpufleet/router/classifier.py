@@ -11,7 +11,7 @@ tier. Every rule, weight and threshold is documented in docs/router-auto.md.
 
 Cost is bounded: lengths are measured on the whole text, but only the first 2 KB and the last 6 KB of the current
 turn (and the first 2 KB of the system prompt) are scanned, and the ask's vocabulary is read from at most 1.5 KB,
-so a 100 KB prompt costs ~0.1-0.2 ms (benchmarks/classifier_cost.py).
+so a 100 KB prompt costs ~0.1 ms (benchmarks/classifier_cost.py, docs/router-auto.md#cost).
 """
 
 from __future__ import annotations
