@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -262,3 +264,34 @@ def test_rules_agree_with_at_least_85_percent_of_the_whole_labelled_set() -> Non
 ])
 def test_issue_13_failure_shapes_land_in_their_tier(text: str, tier: Tier) -> None:
     assert CLF.classify(chat(text)).tier is tier
+
+
+# ------------------------------------------------------------------------------------------------ pinned decisions
+
+PINNED = Path(__file__).parent / "data" / "tier_decisions.json"
+
+
+def labelled_decisions() -> dict[str, list[Any]]:
+    """id → [tier, score, signals] of the default rules for every labelled request."""
+    return {
+        item["id"]: [decision.tier.value, decision.score, list(decision.signals)]
+        for item in load_labelled()
+        for decision in [CLF.classify(item["request"])]
+    }
+
+
+def write_pinned_decisions() -> None:
+    """Re-pin after a deliberate rule, weight or labelled-set change (review the diff of the file):
+
+    .venv/bin/python -c "from tests.test_classifier import write_pinned_decisions; write_pinned_decisions()"
+    """
+    lines = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in labelled_decisions().items()]
+    PINNED.write_text("{\n" + ",\n".join(lines) + "\n}\n")
+
+
+def test_every_labelled_request_keeps_its_pinned_tier_score_and_signals() -> None:
+    # Accuracy floors let single decisions drift; a change meant only to make the rules faster must move none.
+    pinned, now = json.loads(PINNED.read_text()), labelled_decisions()
+    changed = [f"{key}: pinned {pinned.get(key)}, now {got}" for key, got in now.items() if pinned.get(key) != got]
+    changed += [f"{key}: pinned but no longer labelled" for key in pinned.keys() - now.keys()]
+    assert not changed, "\n".join([*changed, f"if deliberate, re-pin: see write_pinned_decisions in {__file__}"])

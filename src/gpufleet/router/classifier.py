@@ -11,7 +11,7 @@ tier. Every rule, weight and threshold is documented in docs/router-auto.md.
 
 Cost is bounded: lengths are measured on the whole text, but only the first 2 KB and the last 6 KB of the current
 turn (and the first 2 KB of the system prompt) are scanned, and the ask's vocabulary is read from at most 1.5 KB,
-so a 100 KB prompt costs ~0.1-0.2 ms (benchmarks/classifier_cost.py).
+so a 100 KB prompt costs ~0.1 ms (benchmarks/classifier_cost.py, docs/router-auto.md#cost).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["SIGNALS", "ComplexityClassifier", "Tier", "TierDecision"]
 
@@ -90,8 +90,12 @@ SYSTEM_SCAN_CHARS = 2_048
 
 # Speed (benchmarks/classifier_cost.py): text is lower-cased once; vocabulary is matched with set lookups on its
 # words and substring checks for phrases (sre alternations of many words cost ~20x more); the remaining regexes
-# are case-sensitive and only run after a cheap `in` check says they can match.
+# are case-sensitive and only run after a cheap check says they can match. sre jumps straight to a pattern's
+# leading literal, but tries a pattern that starts with `\b` or a lookbehind at every position, ~0.1 ms per KB of
+# code full of `=` and `(`: such a pattern starts at its rarest literal and looks behind it (_POWER_RE), or runs
+# only once a gate that starts with a literal, or a word of the ask, says it can match.
 _WORD_RE = re.compile(r"\w+")
+_ASCII_NON_WORD_TO_SPACE = str.maketrans({c: " " for c in map(chr, range(128)) if not (c.isalnum() or c == "_")})
 _THINK_RE = re.compile(r"(?<![\w/])/(no_think|think)\b")
 _FENCED_BLOCK_RE = re.compile(r"```.*?(?:```|$)", re.DOTALL)
 _CODE_LINE_RE = re.compile(
@@ -106,9 +110,15 @@ _CODE_TASK_RE = re.compile(
 )
 _LATEX_RE = re.compile(r"\\(?:frac|int|sum|prod|lim|sqrt|zeta|alpha|beta|theta|pi|infty|partial|mathbb)\b")
 _DOLLAR_MATH_RE = re.compile(r"\$[^$\n]+\$")
-_POWER_RE = re.compile(r"\b[a-z]\^\d")
-_EQUATION_RE = re.compile(r"\b\d*[a-z]\s*[-+*/]\s*\d+\s*=|\b[a-z]\s*=\s*[-\d]")
-_FUNCTION_RE = re.compile(r"(?<![a-z_])[fgh]\([a-z][^()]{0,20}\)|\b(?:sin|cos|tan|log|ln|exp|sqrt)\s*\(")
+_POWER_RE = re.compile(r"\^(?<=\b[a-z]\^)\d")  # x^2
+# An equation, `2x + 3 = 7` or `x = -4`; each pattern runs only if its gate matches.
+_OPERATION_EQUALS_RE = re.compile(r"\b\d*[a-z]\s*[-+*/]\s*\d+\s*=")
+_OPERATION_EQUALS_GATE_RE = re.compile(r"[-+*/]\s*\d+\s*=")
+_VARIABLE_EQUALS_RE = re.compile(r"\b[a-z]\s*=\s*[-\d]")
+_VARIABLE_EQUALS_GATE_RE = re.compile(r"=\s*[-\d]")
+_F_OF_X_RE = re.compile(r"(?<![a-z_])[fgh]\([a-z][^()]{0,20}\)")
+_MATH_FUNCTIONS = ("sin", "cos", "tan", "log", "ln", "exp", "sqrt")
+_MATH_CALL_RE = re.compile(r"\b(?:" + "|".join(_MATH_FUNCTIONS) + r")\s*\(")  # runs if one is a word of the ask
 _FOR_ALL_RE = re.compile(r"\bfor all (?:real|integers|positive|[a-z]\b)")
 _NUMBER_RE = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?![\w.])")
 _LIST_ITEM_RE = re.compile(r"\n[ \t]*(?:\d{1,2}[.)]|[-*•]|[a-z][.)])[ \t]+\S")
@@ -140,26 +150,38 @@ def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
+class _Phrase(NamedTuple):
+    """A phrase as _Vocabulary looks for it: first its first word (a set lookup that rules most phrases out), then
+    the phrase with a space either side in the joined words."""
+
+    first_word: str
+    padded: str
+
+
+def _phrases(text: str) -> tuple[_Phrase, ...]:
+    """Comma-separated phrases."""
+    return tuple(_Phrase(phrase.split()[0], f" {phrase.strip()} ") for phrase in text.split(","))
+
+
 # Vocabulary, matched against the ask's lower-cased words (sets), word prefixes (stems) and phrases, where a
 # phrase is checked in the words joined by single spaces (so "trade-offs" is the phrase "trade offs").
 _CODE_LANGUAGE_WORDS = _words(
     "sql regex bash shell python javascript typescript golang rust java kotlin git docker kubernetes pytest pseudocode"
 )
-_CODE_LANGUAGE_PHRASES = ("excel formula", "json schema")
+_CODE_LANGUAGE_PHRASES = _phrases("excel formula, json schema")
 _CODE_VERBS = _words("write implement create generate give code rewrite refactor")
 _MATH_WORDS = _words(
     "equation derivative integral probability polynomial matrix matrices theorem lemma prime primes divisible "
     "modulo irrational logarithm factorial variance equilibrium"
 )
 _MATH_STEMS = ("eigen",)
-_MATH_PHRASES = (
-    *("expected value", "standard deviation", "confidence interval", "p value", "angular velocity"),
-    "solve for",
+_MATH_PHRASES = _phrases(
+    "expected value, standard deviation, confidence interval, p value, angular velocity, solve for"
 )
 _MATH_SYMBOLS = "∫∑∏√∞≤≥≠"
 _PROOF_WORDS = _words("prove proof derive derivation rigorous rigorously justify justification induction")
-_PROOF_PHRASES = ("show that",)
-_STEP_PHRASES = ("step by step", "walk through", "walk me through", "and then", "after that")
+_PROOF_PHRASES = _phrases("show that")
+_STEP_PHRASES = _phrases("step by step, walk through, walk me through, and then, after that")
 _STEP_WORDS = frozenset({"afterwards"})
 _TASK_VERBS = _words(
     "explain compare design propose rewrite implement analyze analyse recommend estimate evaluate identify derive "
@@ -170,9 +192,8 @@ _OPEN_WORDS = _words(
     "explain describe compare contrast summarize summarise summary outline elaborate critique advantages design "
     "entwirf entwerfen erkläre expliquer explique concevez diseña explica"  # the same asks in German/French/Spanish
 )
-_OPEN_PHRASES = (
-    *("difference between", "differences between", "pros and cons", "lesson plan", "what went wrong"),
-    "what goes wrong",
+_OPEN_PHRASES = _phrases(
+    "difference between, differences between, pros and cons, lesson plan, what went wrong, what goes wrong"
 )
 _WRITE_VERBS = _words("write draft create prepare")
 _WRITING_VERBS = _words("write draft compose prepare")
@@ -186,22 +207,22 @@ _REASONING_WORDS = _words(
     " architektur kompromisse konsistenz verfügbarkeit ausfällen ausfall compromis compromisos disponibilidad"
 )
 _REASONING_STEMS = ("scalab", "optimi", "leak", "vulnerab", "exploit", "migrat", "recommend", "generali", "synthesi")
-_REASONING_PHRASES = (
-    *("trade off", "trade offs", "root cause", "root causes", "failure mode", "failure modes", "design a"),
-    *("design an", "design the", "threat model", "edge cases", "in depth", "think carefully"),
+_REASONING_PHRASES = _phrases(
+    "trade off, trade offs, root cause, root causes, failure mode, failure modes, design a, design an, design the, "
+    "threat model, edge cases, in depth, think carefully"
 )
 _MATH_SOLVE_WORDS = _words("solve evaluate compute calculate simplify integrate differentiate")
-_MATH_SOLVE_PHRASES = ("find all", "find the value", "find x", "work out", "how many ways")
+_MATH_SOLVE_PHRASES = _phrases("find all, find the value, find x, work out, how many ways")
 _SHOW_WORK_WORDS = _words("check verify explain show step steps justify why extraneous")
 _CAPACITY_WORDS = _words(
     "vram gpu gpus memory context throughput latency p95 p99 qps rps nodes servers concurrent users batch "
     "downtime bandwidth storage replicas"
 )
-_CAPACITY_PHRASES = ("kv cache", "requests s", "tok s", "tokens per second", "how much", "how many")
+_CAPACITY_PHRASES = _phrases("kv cache, requests s, tok s, tokens per second, how much, how many")
 _BREVITY_WORDS = frozenset({"briefly", "tldr"})
-_BREVITY_PHRASES = (
-    *("in one sentence", "in one word", "in one line", "one word", "one liner", "in a few words", "be brief"),
-    *("keep it short", "short answer", "tl dr", "yes or no"),
+_BREVITY_PHRASES = _phrases(
+    "in one sentence, in one word, in one line, one word, one liner, in a few words, be brief, keep it short, "
+    "short answer, tl dr, yes or no"
 )
 
 
@@ -210,8 +231,7 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        parts = [p.get("text") for p in content if isinstance(p, dict)]
-        return "\n".join(p for p in parts if isinstance(p, str))
+        return "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
     return ""
 
 
@@ -231,11 +251,21 @@ def _ask(text: str, chars: int) -> str:
     if chars < PASTED_MATERIAL_CHARS:
         return text
     text = text.strip()
-    first = text.find("\n\n")
-    last = text.rfind("\n\n")
-    head = text[: first if first >= 0 else ASK_CHARS][:ASK_CHARS]
-    tail = text[last + 2 :] if last >= 0 else text
-    return head + "\n\n" + tail[-ASK_CHARS:]
+    # Only a paragraph break within ASK_CHARS of either end can shorten what is read, so only there is looked at.
+    first = text.find("\n\n", 0, ASK_CHARS + 1)
+    last = text.rfind("\n\n", max(0, len(text) - ASK_CHARS - 2))
+    head = text[: first if first >= 0 else ASK_CHARS]
+    tail = text[last + 2 :] if last >= 0 else text[-ASK_CHARS:]
+    return head + "\n\n" + tail
+
+
+def _has_fence(text: str) -> bool:
+    """Whether the text holds a ``` code fence.
+
+    A one-character `in` is a memchr, many times cheaper than scanning 8 KB for a longer string, and most text has
+    no backtick at all.
+    """
+    return "`" in text and "```" in text
 
 
 def _at_least(pattern: re.Pattern[str], text: str, n: int) -> bool:
@@ -245,7 +275,7 @@ def _at_least(pattern: re.Pattern[str], text: str, n: int) -> bool:
 
 def _text_hint(text: str) -> bool | None:
     """True for /think, False for /no_think, None for neither; the last one written wins (Qwen3's rule)."""
-    if "think" not in text:
+    if "/" not in text or "think" not in text:  # one character is a memchr, several a slower scan
         return None
     last = None
     for m in _THINK_RE.finditer(text):
@@ -264,14 +294,22 @@ class _Vocabulary:
 
     @classmethod
     def of(cls, text: str) -> _Vocabulary:
-        tokens = _WORD_RE.findall(text)
+        # On ASCII text, mapping non-word characters to spaces and splitting gives the words \w+ finds, ~4x faster.
+        tokens = text.translate(_ASCII_NON_WORD_TO_SPACE).split() if text.isascii() else _WORD_RE.findall(text)
         return cls(frozenset(tokens), " " + " ".join(tokens) + " ")
 
-    def has_phrase(self, phrases: Iterable[str]) -> bool:
+    def has_phrase(self, phrases: Iterable[_Phrase]) -> bool:
         """Whether any phrase occurs as whole words."""
-        return any(f" {phrase} " in self.joined for phrase in phrases)
+        return any(p.first_word in self.words and p.padded in self.joined for p in phrases)
+
+    def count_phrases(self, phrases: Iterable[_Phrase]) -> int:
+        """How many of the phrases occur as whole words."""
+        return sum(1 for p in phrases if p.first_word in self.words and p.padded in self.joined)
 
     def stems(self, stems: tuple[str, ...]) -> set[str]:
+        """The distinct words that start with one of `stems`."""
+        if not any(f" {stem}" in self.joined for stem in stems):  # the usual answer, without a pass over the words
+            return set()
         return {word for word in self.words if word.startswith(stems)}
 
 
@@ -333,15 +371,15 @@ def _read_request(payload: Mapping[str, Any]) -> _Request:
         if m.get("role") in ("system", "developer"):
             system = _content_text(m.get("content"))
             break
-    last_user = max((i for i, m in enumerate(msgs) if m.get("role") == "user"), default=len(msgs) - 1)
-    turn_parts = [
-        _content_text(m.get("content"))
-        for i, m in enumerate(msgs)
-        if i == last_user or (i > last_user and m.get("role") in ("tool", "function"))
+    roles = [m.get("role") for m in msgs]  # searched and counted with list methods: 200 messages stay cheap
+    # The turn: the last user message (the last message if none is a user's) and the tool results after it.
+    last_user = len(roles) - 1 - roles[::-1].index("user") if "user" in roles else len(roles) - 1
+    turn_msgs = msgs[last_user : last_user + 1] + [
+        m for m, role in zip(msgs[last_user + 1 :], roles[last_user + 1 :], strict=True) if role in ("tool", "function")
     ]
-    turn = "\n".join(p for p in turn_parts if p)
-    depth = sum(1 for m in msgs if m.get("role") in ("user", "assistant", "tool", "function"))
-    tool_results = sum(1 for m in msgs if m.get("role") in ("tool", "function"))
+    turn = "\n".join(text for m in turn_msgs if (text := _content_text(m.get("content"))))
+    depth = sum(map(roles.count, ("user", "assistant", "tool", "function")))
+    tool_results = roles.count("tool") + roles.count("function")
     prior = _content_text(msgs[last_user - 1].get("content")) if last_user >= 1 else ""
     return _Request(
         turn=_window(turn).lower(),
@@ -351,7 +389,7 @@ def _read_request(payload: Mapping[str, Any]) -> _Request:
         depth=depth,
         tool_results=tool_results,
         has_tools=has_tools,
-        prior_code="```" in _window(prior),
+        prior_code=_has_fence(_window(prior)),
     )
 
 
@@ -370,9 +408,18 @@ def _is_math(ask: str, vocab: _Vocabulary, numbers_count: bool, code: bool) -> b
         return True
     if "$" in ask and not code and _DOLLAR_MATH_RE.search(ask):  # `^\$[0-9]+$` in a regex question is not math
         return True
-    if ("^" in ask and _POWER_RE.search(ask)) or ("=" in ask and _EQUATION_RE.search(ask)):
+    if "^" in ask and _POWER_RE.search(ask):
         return True
-    if ("(" in ask and _FUNCTION_RE.search(ask)) or (" for all " in vocab.joined and _FOR_ALL_RE.search(ask)):
+    if "=" in ask and (
+        (_OPERATION_EQUALS_GATE_RE.search(ask) and _OPERATION_EQUALS_RE.search(ask))
+        or (_VARIABLE_EQUALS_GATE_RE.search(ask) and _VARIABLE_EQUALS_RE.search(ask))
+    ):
+        return True
+    if any(f"{name}(" in ask for name in "fgh") and _F_OF_X_RE.search(ask):
+        return True
+    if not vocab.words.isdisjoint(_MATH_FUNCTIONS) and _MATH_CALL_RE.search(ask):
+        return True
+    if " for all " in vocab.joined and _FOR_ALL_RE.search(ask):
         return True
     return numbers_count and _at_least(_NUMBER_RE, ask, 4)
 
@@ -389,11 +436,11 @@ def _fired(req: _Request, payload: Mapping[str, Any]) -> Iterable[str]:
     if req.turn_chars >= VERY_LONG_PROMPT_CHARS:
         fired.add("very_long_prompt")
     if (
-        "```" in text
+        _has_fence(text)
         or "traceback (most recent call last)" in text
         or "exception in thread" in text
         or (("error " in text or "file " in text or "  at " in text) and _TRACE_RE.search(text))
-        or text.count(";\n") + text.count("{\n") >= 2
+        or text.count(";\n") + (text.count("{\n") if "{" in text else 0) >= 2  # "{": see _has_fence
         or _at_least(_CODE_LINE_RE, "\n" + text, 2)
     ):
         fired.add("code")
@@ -411,10 +458,7 @@ def _fired(req: _Request, payload: Mapping[str, Any]) -> Iterable[str]:
         fired.add("math")
         if (words & _MATH_SOLVE_WORDS or vocab.has_phrase(_MATH_SOLVE_PHRASES)) and words & _SHOW_WORK_WORDS:
             fired.add("math_solve")
-    if (
-        len(words & _CAPACITY_WORDS) + sum(1 for p in _CAPACITY_PHRASES if f" {p} " in vocab.joined) >= 2
-        and _at_least(_QUANTITY_RE, ask, 2)
-    ):
+    if len(words & _CAPACITY_WORDS) + vocab.count_phrases(_CAPACITY_PHRASES) >= 2 and _at_least(_QUANTITY_RE, ask, 2):
         fired.add("sizing")
     if words & _PROOF_WORDS or vocab.has_phrase(_PROOF_PHRASES):
         fired.add("proof")
@@ -447,7 +491,7 @@ def _fired(req: _Request, payload: Mapping[str, Any]) -> Iterable[str]:
     ):
         fired.add("writing_task")
     reasoning = len(words & _REASONING_WORDS) + len(vocab.stems(_REASONING_STEMS))
-    reasoning += sum(1 for phrase in _REASONING_PHRASES if f" {phrase} " in vocab.joined)
+    reasoning += vocab.count_phrases(_REASONING_PHRASES)
     if reasoning >= 1:
         fired.add("reasoning_words")
     if reasoning >= 3:
