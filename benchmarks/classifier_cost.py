@@ -1,6 +1,6 @@
 """Cost of the `auto` complexity classifier: µs per classify() call (target: well under 1 ms).
 
-Times ComplexityClassifier.classify() over every request in src/gpufleet/router/data/tier_prompts.yaml and over synthetic
+Times ComplexityClassifier.classify() over every labelled request (src/gpufleet/router/data/) and over synthetic
 worst cases (100 KB prose, 100 KB code, 100 KB in list-of-parts content, a 200-message conversation), each call
 timed on its own with time.perf_counter_ns, and prints p50 / p99 / max per case. Single-threaded, pure CPU.
 
