@@ -1,7 +1,8 @@
 """Accuracy and cost of the optional embedding-kNN `auto` classifier, next to the rules, on the labelled set.
 
-Starts an in-process gateway with the embedded SmolLM2-135M engine serving embeddings (mean pooling), embeds
-every prompt of the labelled set (src/gpufleet/router/data/tier_prompts.yaml) through the gateway's own `/v1/embeddings`, then reports:
+Starts an in-process gateway with an embedded model serving embeddings (default: SmolLM2-135M, mean pooling),
+embeds every prompt of the labelled set (src/gpufleet/router/data/) through the gateway's own `/v1/embeddings`,
+then reports:
 - holdout3 (never tuned on): kNN trained on every other split, and the rules;
 - leave-one-out over the whole set for kNN, and the rules on the whole set;
 - confusion matrices, and latency per prompt (one `/v1/embeddings` call for one prompt + the vote).
