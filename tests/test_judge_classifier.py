@@ -70,8 +70,8 @@ def test_worked_examples_come_before_the_request_as_answered_turns() -> None:
     messages = judge_body(chat_body("What is 2 + 2?"), "judge")["messages"]
     shots = messages[1:-1]
     assert [m["role"] for m in shots] == ["user", "assistant"] * len(EXAMPLES)
-    assert [json.loads(m["content"]) for m in shots[1::2]] == [tier.value for _, tier in EXAMPLES]
-    assert {tier for _, tier in EXAMPLES} == set(Tier)
+    assert [json.loads(m["content"]) for m in shots[1::2]] == [tier.value for _, _, tier in EXAMPLES]
+    assert {tier for _, _, tier in EXAMPLES} == set(Tier)
     assert messages[-1] == {"role": "user", "content": "Request (14 characters):\n<<<\nWhat is 2 + 2?\n>>>"}
 
 
@@ -80,7 +80,7 @@ def test_worked_examples_are_tune_prompts_never_holdout3() -> None:
     items = load_labelled()
     holdout3 = [json.dumps(i["request"]) for i in items if i["split"] == "holdout3"]
     tune = [json.dumps(i["request"]) for i in items if i["split"] == "tune"]
-    for text, _ in EXAMPLES:
+    for text, _, _ in EXAMPLES:
         head = json.dumps(text)[1:41]  # the example's start, escaped as in the request bodies
         assert not any(head in body for body in holdout3), text
         assert any(head in body for body in tune), text

@@ -47,22 +47,29 @@ derivation, hard math to justify, system design and architecture with trade-offs
 estimate, the root cause of an incident, a security review, a large implementation or refactor, a multi-part \
 analysis, strategy or long report.
 
+A long pasted text or a snippet of code does not by itself make a request complex: summarizing, translating or \
+answering a question about it is moderate. Most coding questions, derivatives and word problems are moderate. \
+Choose complex only when the request itself asks for deep or multi-step reasoning.
+
 Reply with the tier only: "routine", "moderate" or "complex"."""
 
-# Worked examples, sent as earlier turns (small models copy a shown exchange better than they follow a list).
-# All are from the `tune` split of tests/data/tier_prompts.yaml, never from `holdout3`, the split the benchmark
-# reports as the honest figure.
-EXAMPLES: tuple[tuple[str, Tier], ...] = (
-    ("hi", Tier.ROUTINE),
+# Worked examples, sent as earlier turns (small models copy a shown exchange better than they follow a list):
+# (text shown, the request's whole length or None for the text's own, tier). All are from the `tune` split of
+# tests/data/tier_prompts.yaml, never from `holdout3`, the split the benchmark reports as the honest figure.
+EXAMPLES: tuple[tuple[str, int | None, Tier], ...] = (
+    ("hi", None, Tier.ROUTINE),
     ("Write a Python function that checks whether a string is a palindrome, ignoring case and punctuation.",
-     Tier.MODERATE),
-    ("Prove that there are infinitely many primes of the form 4k + 3.", Tier.COMPLEX),
-    ("Convert 10 km to miles.", Tier.ROUTINE),
-    ("Explain how TCP congestion control works, including slow start and congestion avoidance.", Tier.MODERATE),
+     None, Tier.MODERATE),
+    ("Prove that there are infinitely many primes of the form 4k + 3.", None, Tier.COMPLEX),
+    ("Convert 10 km to miles.", None, Tier.ROUTINE),
+    ("Explain how TCP congestion control works, including slow start and congestion avoidance.", None, Tier.MODERATE),
     ("Design a rate limiter for a multi-region API gateway handling 2M requests/s. It must enforce per-tenant "
-     "limits globally with at most 5% overshoot. Compare the trade-offs.", Tier.COMPLEX),
-    ("Translate to Spanish: 'The meeting has been moved to Thursday afternoon.'", Tier.ROUTINE),
-    ("If I roll two dice, what is the probability that the sum is at least 9?", Tier.MODERATE),
+     "limits globally with at most 5% overshoot. Compare the trade-offs.", None, Tier.COMPLEX),
+    ("Translate to Spanish: 'The meeting has been moved to Thursday afternoon.'", None, Tier.ROUTINE),
+    ("If I roll two dice, what is the probability that the sum is at least 9?", None, Tier.MODERATE),
+    ("Summarize this article in five bullet points:\n\nRIVERTON — The city's water utility will raise residential "
+     "rates by 7.5 percent starting in July, the\ncouncil decided on Tuesday after a three-hour meeting", 2462,
+     Tier.MODERATE),
 )
 
 _TIER_WORD = re.compile(r"\b(" + "|".join(t.value for t in Tier) + r")\b")
@@ -96,8 +103,8 @@ def judge_body(payload: Mapping[str, Any], model: str, *, max_chars: int = 600, 
     fixed prefix, which llama.cpp and vLLM keep cached). Greedy, seeded, a few tokens, thinking off.
     """
     messages: list[dict[str, str]] = [{"role": "system", "content": JUDGE_PROMPT}]
-    for text, tier in EXAMPLES:
-        messages += [{"role": "user", "content": _framed(text, len(text))},
+    for text, length, tier in EXAMPLES:
+        messages += [{"role": "user", "content": _framed(text, length or len(text))},
                      {"role": "assistant", "content": json.dumps(tier.value)}]
     whole = request_text(payload, max_chars=None)
     messages.append({"role": "user", "content": _framed(whole[:max_chars], len(whole), _notes(payload))})
