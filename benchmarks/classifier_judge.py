@@ -78,8 +78,8 @@ def rules_tier(item: dict[str, Any]) -> str:
 
 
 def report_judge(name: str, judged: list[Judged], show_misses: bool) -> None:
-    for split, part in ((HONEST, [j for j in judged if j.item["split"] == HONEST]),
-                        ("all", judged)):
+    honest = [j for j in judged if j.item["split"] == HONEST]
+    for split, part in ((HONEST, honest), ("all", judged if len(judged) > len(honest) else [])):
         if not part:
             continue
         unreadable = sum(j.got is None for j in part)
@@ -126,7 +126,8 @@ async def main(judges: list[str], splits: list[str] | None, limit: int | None, s
         print(f"\n== judge {name} ({time.perf_counter() - started:.0f} s including the engine start)")
         report_judge(name, judged, show_misses)
     print("\n== rules")
-    for split, part in ((HONEST, [i for i in items if i["split"] == HONEST]), ("all", items)):
+    honest_items = [i for i in items if i["split"] == HONEST]
+    for split, part in ((HONEST, honest_items), ("all", items if len(items) > len(honest_items) else [])):
         if part:
             report(f"rules {split}", [(i["tier"], rules_tier(i)) for i in part])
 
