@@ -10,7 +10,8 @@ Q4 GGUF on llama.cpp), sends every prompt of tests/data/tier_prompts.yaml throug
 
 Usage::
 
-    .venv/bin/python benchmarks/classifier_judge.py                        # all 174 prompts, both judges
+    .venv/bin/python benchmarks/classifier_judge.py                        # all 174 prompts, both judges:
+    #   on 2 shared cores ~5 min for Qwen when quiet (~1.1 s a call), 12+ min under load; 1.5 min for SmolLM2
     .venv/bin/python benchmarks/classifier_judge.py --split tune3 --limit 10 --judge qwen --misses
 """
 
