@@ -21,7 +21,7 @@ from gpufleet.router.classifier import Tier
 EMBED_CHARS = 600  # what is embedded of a turn: its start, where the ask is (code: up to ~310 tokens)
 
 
-def request_text(payload: Mapping[str, Any]) -> str:
+def request_text(payload: Mapping[str, Any], max_chars: int | None = EMBED_CHARS) -> str:
     """The text to embed for a chat or completions body: the last user message (or the prompt), bounded."""
     messages = payload.get("messages")
     text: Any = payload.get("prompt") or ""
@@ -30,7 +30,7 @@ def request_text(payload: Mapping[str, Any]) -> str:
         text = users[-1].get("content") if users else ""
     if isinstance(text, list):
         text = "\n".join(p.get("text", "") for p in text if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return text[:EMBED_CHARS] if isinstance(text, str) and text.strip() else "(empty)"
+    return text[:max_chars] if isinstance(text, str) and text.strip() else "(empty)"
 
 
 def _unit(vector: Sequence[float]) -> list[float]:
