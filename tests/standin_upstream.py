@@ -38,6 +38,7 @@ class StandInUpstream:
         # /v1/embeddings: one vector per input, from the words in it; `embed_gate` (when set) holds answers back
         self.embed_words: tuple[str, ...] = ("hello", "function", "prove")
         self.embed_gate: threading.Event | None = None
+        self.reply: str | None = None  # chat: answer this content instead of the echo
         self.port = free_port()
         app = Starlette(routes=[
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
@@ -96,7 +97,8 @@ class StandInUpstream:
         answer = {
             "id": "chatcmpl-standin", "object": "chat.completion", "model": "meaningless",
             "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "echo: " + orjson.dumps(body).decode()}}],
+                         "message": {"role": "assistant",
+                                     "content": self.reply or "echo: " + orjson.dumps(body).decode()}}],
             "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
         }
         return Response(orjson.dumps(answer), media_type="application/json")

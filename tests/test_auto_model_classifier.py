@@ -191,12 +191,55 @@ async def test_the_rules_mark_their_decisions_too(gw: OpenGateway, upstreams: tu
     assert embedder.received == []
 
 
+def judge_config(judge: StandInUpstream, tiers: StandInUpstream, **classifier: Any) -> dict[str, Any]:
+    remote = {"engine": "remote", "url": tiers.url}
+    return {"models": {"small": remote, "mid": remote, "big": remote, "judge": {"engine": "remote", "url": judge.url}},
+            "router": {"auto": {"routine": "small", "moderate": "mid", "complex": "big",
+                                "classifier": {"kind": "judge", "model": "judge", **classifier}}}}
+
+
+async def test_an_llm_judge_names_the_tier_through_the_gateway(
+    gw: OpenGateway, upstreams: tuple[StandInUpstream, StandInUpstream],
+) -> None:
+    judge, tiers = upstreams
+    judge.reply = '"complex"'  # what a constrained judge answers (response_format: a string enum)
+    http = await gw(judge_config(judge, tiers))
+    assert (await http.get("/status")).json()["auto"]["state"] == "ready"  # nothing to warm up
+    assert await ask_auto(http, "hello there") == ("complex", "judge", "big")  # the rules say routine
+    asked = judge.received[-1]
+    assert asked["model"] == "judge" and asked["temperature"] == 0
+    assert "hello there" in asked["messages"][-1]["content"]
+    judge.reply = '"routine"'
+    response = await http.post("/v1/chat/completions", json={
+        "model": "auto", "reasoning_effort": "high", "messages": [{"role": "user", "content": "hello there"}]})
+    assert response.headers["x-gpufleet-tier"] == "moderate"  # asked for thinking: never the small model
+
+
+@pytest.mark.parametrize("reply, by, why", [
+    # Off the schema: the gateway's response_format check (an engine without a grammar) refuses it.
+    ("I think this is a hard one", "rules (judge error)", "does not match response_format"),
+    ('"huge"', "rules (judge error)", "does not match response_format"),
+])
+async def test_an_unreadable_verdict_leaves_the_decision_to_the_rules(
+    gw: OpenGateway, upstreams: tuple[StandInUpstream, StandInUpstream], reply: str, by: str, why: str,
+) -> None:
+    judge, tiers = upstreams
+    judge.reply = reply
+    http = await gw(judge_config(judge, tiers))
+    assert await ask_auto(http, "hello there") == ("routine", by, "small")
+    assert why in (await http.get("/status")).json()["auto"]["last_error"]
+    assert 'gpufleet_auto_classifier_total{classifier="judge",outcome="error"} 1.0' in \
+        (await http.get("/metrics")).text
+
+
 @pytest.mark.parametrize("classifier, key, reason", [
     ("knn", "router.auto.classifier", "'knn' needs a model: write {kind: knn, model: NAME}"),
     ("smart", "router.auto.classifier", "'smart' is not a classifier"),
     ({"kind": "knn"}, "router.auto.classifier.model", "Field required"),
     ({"kind": "knn", "model": "nope"}, "router.auto.classifier.model", "unknown model or route 'nope'"),
-    ({"kind": "svm", "model": "embedder"}, "router.auto.classifier.kind", "Input should be 'knn'"),
+    ({"kind": "svm", "model": "embedder"}, "router.auto.classifier.kind", "Input should be 'knn' or 'judge'"),
+    ({"kind": "judge", "model": "embedder", "k": 3}, "router.auto.classifier", "'k' is only used with kind: knn"),
+    ("judge", "router.auto.classifier", "'judge' needs a model: write {kind: judge, model: NAME}"),
     ({"kind": "knn", "model": "embedder", "k": 0}, "router.auto.classifier.k", "greater than or equal to 1"),
     ({"kind": "knn", "model": "embedder", "examples": "/no/such.yaml"}, "router.auto.classifier.examples",
      "/no/such.yaml: file not found"),

@@ -1,5 +1,5 @@
 """The optional LLM-judge `auto` classifier: the judge's request and the reading of its answer (tables), and for
-real through the gateway's own /v1/chat/completions with the embedded Qwen2.5-Coder-1.5B (slow).
+real as `router.auto.classifier: {kind: judge}` with the embedded Qwen2.5-Coder-1.5B (slow).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from gpufleet.dialects.structured import parse_response_format
 from gpufleet.gateway import build_app, running
 from gpufleet.router.classifier import Tier
 from gpufleet.router.judge_classifier import EXAMPLES, JUDGE_PROMPT, TIER_SCHEMA, judge_body, parse_judgement
-from tests.test_classifier import load_labelled
+from gpufleet.router.labelled_set import load_labelled
+from tests.standin_upstream import StandInUpstream
 
 R, M, C = Tier.ROUTINE, Tier.MODERATE, Tier.COMPLEX
 
@@ -111,21 +112,30 @@ def test_module_examples_hold() -> None:
 
 
 @pytest.mark.slow
-async def test_embedded_qwen_judge_answers_a_readable_tier_through_the_gateway() -> None:
-    """Real judge calls (Qwen2.5-Coder-1.5B Q4 on the embedded engine) through the gateway itself; no stub.
+async def test_embedded_qwen_judge_picks_the_auto_tier_through_the_gateway() -> None:
+    """`router.auto.classifier: {kind: judge}` end to end: real judge calls (Qwen2.5-Coder-1.5B Q4 on the embedded
+    engine) through the gateway itself; no stub. The tier models are a stand-in (only the headers are read).
 
     Which tier the judge picks is its opinion (benchmarks/classifier_judge.py measures how often it agrees with
-    the labels); any valid run answers 200 with content that reads as exactly one tier, as the schema demands.
+    the labels); any valid run gets a readable verdict for every request, so the judge, not the rules, decided.
     """
     judge = {"engine": "llamacpp", "source": "package:qwen2.5-coder-1.5b-instruct", "context": 2048,
              "parallel": 1, "threads": 2, "preload": True}
+    tiers = StandInUpstream().start()
+    remote = {"engine": "remote", "url": tiers.url}
+    config = {"models": {"judge": judge, "small": remote, "mid": remote, "big": remote},
+              "router": {"auto": {"routine": "small", "moderate": "mid", "complex": "big",
+                                  "classifier": {"kind": "judge", "model": "judge", "timeout_s": 120}}}}
     prompts = ["hi", "Write a Python function that merges two sorted lists into one sorted list.",
                "Prove that the square root of 3 is irrational."]
-    app = build_app(parse_config({"models": {"judge": judge}}))
-    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw",
-                                               timeout=300) as http:
-        for prompt in prompts:
-            response = await http.post("/v1/chat/completions", json=judge_body(chat_body(prompt), "judge"))
-            assert response.status_code == 200, response.text
-            content = response.json()["choices"][0]["message"]["content"]
-            assert parse_judgement(content) is not None, f"{prompt!r}: unreadable judgement {content!r}"
+    app = build_app(parse_config(config))
+    try:
+        async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw",
+                                                   timeout=300) as http:
+            for prompt in prompts:
+                response = await http.post("/v1/chat/completions", json={"model": "auto", **chat_body(prompt)})
+                assert response.status_code == 200, response.text
+                assert response.headers["x-gpufleet-tier-by"] == "judge", (prompt, response.headers)
+                assert response.headers["x-gpufleet-tier"] in {t.value for t in Tier}
+    finally:
+        tiers.stop()

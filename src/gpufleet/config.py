@@ -463,7 +463,8 @@ class AutoModelClassifier(_Strict):
     than `timeout_s`, so `auto` never waits on (or fails with) the classifier.
     """
 
-    kind: Literal["knn"] = Field(description="knn: the nearest labelled examples by embedding")
+    kind: Literal["knn", "judge"] = Field(
+        description="knn: the nearest labelled examples by embedding; judge: a chat model names the tier")
     model: str = Field(description="knn: a model or route serving /v1/embeddings; judge: a chat model or route")
     k: int = Field(default=5, ge=1, le=50, description="knn: how many nearest examples vote")
     examples: str | None = Field(
@@ -484,12 +485,19 @@ class AutoModelClassifier(_Strict):
                 raise ValueError(str(err)) from None
         return value
 
+    @model_validator(mode="after")
+    def _knn_keys_only_for_knn(self) -> AutoModelClassifier:
+        stray = sorted({"k", "examples"} & self.model_fields_set) if self.kind != "knn" else []
+        if stray:
+            raise ValueError(f"{stray[0]!r} is only used with kind: knn")
+        return self
+
 
 def _rules_only(value: str) -> str:
-    if value == "knn":
+    if value in ("knn", "judge"):
         raise ValueError(f"{value!r} needs a model: write {{kind: {value}, model: NAME}} (see docs/router-auto.md)")
     if value != "rules":
-        raise ValueError(f"{value!r} is not a classifier: write 'rules', or {{kind: knn, model: NAME}}")
+        raise ValueError(f"{value!r} is not a classifier: write 'rules', or {{kind: knn|judge, model: NAME}}")
     return value
 
 
@@ -511,7 +519,7 @@ class AutoTiers(_Strict):
     complex_at: float = Field(default=4.5, description="score from which a request is COMPLEX")
     weights: dict[str, float] = Field(default_factory=dict, description="override signal weights by name")
     classifier: _AutoClassifier = Field(
-        default="rules", description="'rules' (in-process, ~0.05 ms), or a model: {kind: knn, model: NAME}")
+        default="rules", description="'rules' (in-process, ~0.05 ms), or a model: {kind: knn|judge, model: NAME}")
 
     @model_validator(mode="after")
     def _ordered(self) -> AutoTiers:

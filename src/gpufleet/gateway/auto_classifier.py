@@ -30,6 +30,7 @@ from gpufleet import paths
 from gpufleet.config import AutoModelClassifier
 from gpufleet.errors import GpufleetError
 from gpufleet.router.classifier import ComplexityClassifier, Tier
+from gpufleet.router.judge_classifier import judge_body, parse_judgement
 from gpufleet.router.knn_classifier import EMBED_CHARS, KnnTierClassifier, request_text
 from gpufleet.router.labelled_set import SHIPPED, load_labelled
 from gpufleet.router.table import Route
@@ -153,9 +154,16 @@ class ModelTierClassifier:
         return AutoDecision(tier, f"rules ({self.kind} {'timed out' if outcome == 'timeout' else outcome})")
 
     async def _ask(self, payload: Mapping[str, Any]) -> Tier:
-        assert self._knn is not None
-        data = await self._call("embedding", {"model": self.settings.model, "input": [request_text(payload)]})
-        return self._knn.classify_vector(data["data"][0]["embedding"])
+        if self.settings.kind == "knn":
+            assert self._knn is not None
+            data = await self._call("embedding", {"model": self.settings.model, "input": [request_text(payload)]})
+            return self._knn.classify_vector(data["data"][0]["embedding"])
+        data = await self._call("chat", judge_body(payload, self.settings.model))
+        content = data["choices"][0]["message"].get("content") or ""
+        verdict = parse_judgement(content)
+        if verdict is None:
+            raise ClassifierFailed(f"the judge's answer names no tier: {content[:80]!r}")
+        return verdict
 
     async def _call(self, kind: Literal["chat", "embedding"], body: dict[str, Any]) -> Any:
         """One non-streamed request to the classifier's model through the gateway's own routing."""
