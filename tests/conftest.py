@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 import yaml
 
 from gpufleet.config import parse_config
@@ -153,3 +156,22 @@ async def gw() -> AsyncIterator[OpenGateway]:
 def chat(model: str, **extra: Any) -> dict[str, Any]:
     """The smallest chat body for `model`."""
     return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
+
+
+@contextlib.contextmanager
+def served_app(app: Any, **uvicorn_options: Any) -> Iterator[str]:
+    """An ASGI app under a real uvicorn on loopback, in a thread (in-process transports report no disconnects);
+    yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
+                                          timeout_graceful_shutdown=1, **uvicorn_options))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,13 +19,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 
 from gpufleet.config import parse_config
 from gpufleet.gateway import build_app
 from gpufleet.gateway.relay import SSERewriter, StreamStats
 from gpufleet.supervisor.ports import free_port
-from tests.conftest import OpenGateway, chat
+from tests.conftest import OpenGateway, chat, served_app
 from tests.fault_upstream import FaultUpstream
 
 
@@ -372,22 +370,9 @@ async def test_all_targets_rate_limited_without_retry_after_computes_one_from_co
 # --- client disconnect (needs a real server: in-process transports do not report disconnects) -----------
 
 
-@contextlib.contextmanager
-def served(raw: dict[str, Any]) -> Iterator[str]:
+def served(raw: dict[str, Any]) -> contextlib.AbstractContextManager[str]:
     """The gateway under a real uvicorn on loopback, in a thread; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(parse_config(raw)), host="127.0.0.1", port=port,
-                                          log_level="error", timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    return served_app(build_app(parse_config(raw)))
 
 
 @pytest.mark.parametrize("mode", ["hang-before-headers", "slow-events"])

@@ -18,14 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from gpufleet.config import parse_config
 from gpufleet.gateway import build_app
@@ -37,8 +35,7 @@ from gpufleet.gateway.http_limits import (
     guarded_protocol,
 )
 from gpufleet.gateway.relay import UpstreamClient
-from gpufleet.supervisor.ports import free_port
-from tests.conftest import chat
+from tests.conftest import chat, served_app
 from tests.fault_upstream import FaultUpstream
 
 LIMITS = HttpLimits(max_header_bytes=16384, header_timeout_s=10, body_timeout_s=10)
@@ -51,22 +48,9 @@ def upstream() -> Iterator[FaultUpstream]:
     server.stop()
 
 
-@contextlib.contextmanager
-def served_guarded(app: Any, limits: HttpLimits = LIMITS) -> Iterator[str]:
+def served_guarded(app: Any, limits: HttpLimits = LIMITS) -> contextlib.AbstractContextManager[str]:
     """`app` under uvicorn with the gateway's guarded protocol (as `gpufleet serve` runs it), in a thread."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", loop="uvloop",
-                                          http=guarded_protocol(limits), timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    return served_app(app, loop="uvloop", http=guarded_protocol(limits))
 
 
 def gateway_app(upstream: FaultUpstream) -> Any:
