@@ -267,3 +267,29 @@ def test_the_shipped_labelled_set_is_the_default_examples() -> None:
                                                "classifier": {"kind": "knn", "model": "m"}}}})
     classifier = build_app(config).state.gateway.auto_model
     assert classifier.examples == SHIPPED and len(load_labelled(classifier.examples)) >= 150
+
+
+@pytest.mark.parametrize("vectors, problem", [
+    ([[0.1, 1.0], [0.2, 0.0]], None),
+    ([[0.1, 1.0]], "expected 2 vectors, got 1"),
+    ({"data": []}, "expected 2 vectors, got dict"),
+    ([[0.1, 1.0], []], "vector 1 is not a non-empty list of numbers"),
+    ([[0.1, 1.0], [0.2, "x"]], "vector 1 is not a non-empty list of numbers"),
+    ([[0.1, 1.0], [True, False]], "vector 1 is not a non-empty list of numbers"),
+    ([[0.1, 1.0], [0.2, 0.0, 0.5]], "vectors of different lengths: [2, 3]"),
+])
+def test_example_vectors_are_checked_before_they_are_used_or_cached(vectors: Any, problem: str | None) -> None:
+    assert auto_classifier.vectors_problem(vectors, 2) == problem
+
+
+async def test_a_corrupt_vector_cache_is_embedded_again(
+    gw: OpenGateway, upstreams: tuple[StandInUpstream, StandInUpstream], examples: Path,
+) -> None:
+    embedder, tiers = upstreams
+    await wait_ready(await gw(auto_config(embedder, tiers, examples)))
+    [cached] = (examples.parent / "cache" / "auto-knn").glob("*.json")
+    cached.write_text('[[1.0], "half a file"]')
+    http = await gw(auto_config(embedder, tiers, examples))
+    await wait_ready(http)
+    assert [len(body["input"]) for body in embedder.received] == [3, 3]  # embedded again, not voted on garbage
+    assert await ask_auto(http, "hello there") == ("complex", "knn", "big")

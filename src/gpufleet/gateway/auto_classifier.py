@@ -203,8 +203,9 @@ class ModelTierClassifier:
             data = await self._call("embedding", {"model": self.settings.model,
                                                   "input": texts[start:start + EMBED_BATCH]})
             vectors += [item["embedding"] for item in sorted(data["data"], key=lambda item: item["index"])]
-        if len(vectors) != len(texts):
-            raise ClassifierFailed(f"{len(vectors)} embeddings for {len(texts)} examples")
+        problem = vectors_problem(vectors, len(texts))
+        if problem is not None:  # never cache what the vote cannot use: the cache would keep it across restarts
+            raise ClassifierFailed(f"{self.settings.model}'s embeddings of the examples: {problem}")
         return vectors
 
     def _cache_file(self) -> Path:
@@ -221,9 +222,21 @@ def _read_vectors(path: Path, count: int) -> list[list[float]] | None:
         vectors = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return None
+    return vectors if vectors_problem(vectors, count) is None else None
+
+
+def vectors_problem(vectors: Any, count: int) -> str | None:
+    """What makes `vectors` unusable as `count` example embeddings (None: usable): one non-empty list of
+    numbers per example, all of one length."""
     if not isinstance(vectors, list) or len(vectors) != count:
-        return None
-    return vectors
+        return f"expected {count} vectors, got {len(vectors) if isinstance(vectors, list) else type(vectors).__name__}"
+    lengths = set()
+    for i, vector in enumerate(vectors):
+        if not isinstance(vector, list) or not vector or \
+                not all(isinstance(x, int | float) and not isinstance(x, bool) for x in vector):
+            return f"vector {i} is not a non-empty list of numbers"
+        lengths.add(len(vector))
+    return None if len(lengths) == 1 else f"vectors of different lengths: {sorted(lengths)}"
 
 
 def _write_vectors(path: Path, vectors: list[list[float]]) -> None:
