@@ -16,6 +16,8 @@ import pytest
 
 from gpufleet.child_process import _MAX_LOG_BYTES, ChildProcess
 from gpufleet.cluster.ray_process import RayProcess
+from gpufleet.engines.base import LaunchSpec
+from gpufleet.supervisor.process import EngineProcess
 
 # A leader that starts a member of its group and prints the member's pid; the member's output goes elsewhere so
 # the log pipe closes when the leader exits.
@@ -129,3 +131,22 @@ async def test_the_env_and_cwd_reach_the_child_and_stop_before_spawn_is_a_no_op(
     await process.spawn()
     await process.wait()
     assert process.log_tail(1) == f"set {tmp_path}"
+
+
+async def test_an_engine_that_exited_on_its_own_is_reaped_group_and_stop_command(
+        tmp_path: Path, members: list[int]) -> None:
+    """What the supervisor does after a crash: the group's leftovers die and the stop command runs (for a
+    `docker run` engine: `docker rm --force`, since its container may outlive the client)."""
+    marker = tmp_path / "stop-command-ran"
+    spec = LaunchSpec(argv=["sh", "-c", f"{ORPHAN}; exit 3"], env={}, port=0, base_url="", health_url="",
+                      stop_argv=["sh", "-c", f"touch {marker}"])
+    process = EngineProcess(spec, tmp_path / "engine.log")
+    await process.spawn()
+    assert await process.wait() == 3
+    member = await _member_pid(process)
+    members.append(member)
+    assert _alive(member)
+    await process.reap_after_exit()
+    assert await _gone(member)
+    assert marker.exists()
+

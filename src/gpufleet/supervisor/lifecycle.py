@@ -260,7 +260,7 @@ class EngineLifecycle:
     async def _watch_exit(self, slot: EngineSlot, process: EngineProcess) -> None:
         code = await process.wait()
         if not slot.stop_requested:
-            process.kill_leftovers()  # an exit on its own: its workers must not outlive it (stop() reaps the rest)
+            await process.reap_after_exit()  # an exit on its own: nothing of it may outlive it (stop() reaps the rest)
         if slot.process is process and slot.state == EngineState.SLEEPING and not self.closed:
             # It held no GPU memory; the next request for it cold-starts it through its group.
             slot.state = EngineState.STOPPED

@@ -26,6 +26,12 @@ class EngineProcess(ChildProcess):
         await self._run_stop_argv()
         return code
 
+    async def reap_after_exit(self) -> None:
+        """After the engine exited on its own: kill what is left of its group and run the stop command (a crashed
+        vLLM's workers, or the container of a `docker run` that died, would keep the GPU from its restart)."""
+        self.kill_leftovers()
+        await self._run_stop_argv()
+
     async def _run_stop_argv(self, timeout_s: float = 30) -> None:
         # `docker run` proxies SIGTERM to its container, but a SIGKILLed client leaves the container running.
         if not self.spec.stop_argv:
