@@ -13,7 +13,7 @@ import yaml
 
 from gpufleet.cluster.ray_commands import head_start_argv, split_head, worker_start_argv
 from gpufleet.config import VllmModel, load_config, parse_config
-from gpufleet.engines.vllm import VllmEngine
+from gpufleet.engines.vllm_engine import VllmEngine
 from gpufleet.errors import ConfigError
 
 STANDIN = Path(__file__).resolve().parent / "netns" / "standin_vllm_ray"

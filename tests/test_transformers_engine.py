@@ -14,7 +14,7 @@ import pytest
 
 from gpufleet.config import TransformersModel, parse_config
 from gpufleet.engines import MANAGED_ENGINES
-from gpufleet.engines.transformers import CLI_MODULE, TransformersEngine, run_dir, serve_argv
+from gpufleet.engines.transformers_engine import CLI_MODULE, TransformersEngine, run_dir, serve_argv
 from gpufleet.engines.vllm_install import is_installed, vllm_test_model_dir
 from gpufleet.errors import ConfigError, EngineError
 from gpufleet.supervisor.ports import free_port

@@ -166,8 +166,10 @@ def test_test_model_is_converted_once_with_the_engine_python(tmp_path: Path) -> 
     assert out == vllm_test_model_dir()
     [argv] = runner.calls
     assert argv[0] == str(vllm_python())
-    assert argv[1].endswith("gpufleet/engines/gguf_to_hf.py")
-    assert argv[2:] == ["--gguf", str(gguf), "--out", str(out)]
+    # Isolated: run as a script, the converter's own folder must not shadow installed packages (transformers).
+    assert argv[1] == "-I"
+    assert argv[2].endswith("gpufleet/engines/gguf_to_hf.py")
+    assert argv[3:] == ["--gguf", str(gguf), "--out", str(out)]
     assert is_test_model_prepared(gguf=gguf)
     again = FakeRunner()
     lines: list[str] = []

@@ -14,7 +14,7 @@ import pytest
 
 from gpufleet.config import Config, VllmModel, parse_config
 from gpufleet.engines.base import LaunchSpec
-from gpufleet.engines.vllm import VllmEngine, resolve_model
+from gpufleet.engines.vllm_engine import VllmEngine, resolve_model
 from gpufleet.errors import ConfigError, EngineError
 from gpufleet.gateway import build_app, running
 

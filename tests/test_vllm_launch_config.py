@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from gpufleet.cli import app
 from gpufleet.config import VllmModel, parse_config
 from gpufleet.engines.base import LaunchSpec
-from gpufleet.engines.vllm import VllmEngine, resolve_model
+from gpufleet.engines.vllm_engine import VllmEngine, resolve_model
 from gpufleet.planner.launch import server_args
 from gpufleet.supervisor.process import EngineProcess
 

@@ -350,7 +350,7 @@ class VllmModel(_ModelBase):
 class TransformersModel(_ModelBase, _GatewayParsers):
     """A local Hugging Face directory served by `transformers serve` (continuous batching): a cold standby.
 
-    Runs in the environment `gpufleet engines install transformers` makes (engines/transformers.py).
+    Runs in the environment `gpufleet engines install transformers` makes (engines/transformers_engine.py).
     """
 
     engine: Literal["transformers"]

