@@ -58,6 +58,9 @@ class FaultUpstream:
     def reset(self, mode: str = "ok") -> None:
         assert mode in MODES, mode
         self.mode, self.retry_after, self.interval_s, self.events = mode, "7", 0.2, 5
+        # malformed-* streams: the pause before the bad event, so that the events before it reached the client
+        # (a failure found before the client got a byte falls back instead: issue 21)
+        self.fault_pause_s = 0.2
         self.requests = self.closed_early = 0
         self.bodies.clear()
 
@@ -243,6 +246,8 @@ class FaultUpstream:
             else:
                 pause = self.interval_s if mode == "slow-events" else 0.0
                 for event in events:
+                    if mode.startswith("malformed") and (b'"abc"' in event or b'"choices":[1]' in event):
+                        await asyncio.sleep(self.fault_pause_s)
                     await _send(writer, _chunk(event), pause)
             writer.write(b"0\r\n\r\n")
             await writer.drain()

@@ -1,8 +1,8 @@
 """`router.auto.classifier: {kind: knn|judge}`: a model picks the `auto` tier, through the gateway itself.
 
-The classifier's call is an ordinary gateway request (serve_route): its model starts on demand, fallbacks and
-cooldowns apply, and the metrics count it. Whenever the model cannot answer (warming up, slower than
-`timeout_s`, an error, an unreadable verdict) the rules decide instead, so `auto` never fails because of its
+The classifier's call is an ordinary gateway request (the pipeline's internal call, an answer dict): its
+model starts on demand, fallbacks and cooldowns apply, and the metrics count it. Whenever the model cannot
+answer (warming up, slower than `timeout_s`, an error, an unreadable verdict) the rules decide instead, so `auto` never fails because of its
 classifier and costs at most `timeout_s` more than the rules. Each decision says who made it, in the
 `x-gpufleet-tier-by` header: `knn`, `judge`, or `rules (<why>)`.
 
@@ -18,13 +18,12 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import orjson
-from starlette.responses import Response
 
 from gpufleet import paths
 from gpufleet.config import AutoModelClassifier
@@ -33,10 +32,11 @@ from gpufleet.router.classifier import ComplexityClassifier, Tier
 from gpufleet.router.judge_classifier import judge_body, parse_judgement
 from gpufleet.router.knn_classifier import EMBED_CHARS, KnnTierClassifier, request_text
 from gpufleet.router.labelled_set import SHIPPED, load_labelled
-from gpufleet.router.table import Route
+from gpufleet.router.metrics import RouterMetrics
+from gpufleet.router.table import ModelTable, Route
 
-if TYPE_CHECKING:
-    from gpufleet.gateway.app import Gateway
+# The pipeline's internal call: (kind, body) -> the answer dict (routed, fallen back and counted as a request).
+InternalCall = Callable[[Literal["chat", "embedding"], dict[str, Any]], Awaitable[dict[str, Any]]]
 
 log = logging.getLogger("gpufleet.gateway")
 
@@ -73,8 +73,12 @@ def examples_cache_key(model_settings: list[dict[str, Any]], examples: bytes) ->
 class ModelTierClassifier:
     """The `auto` tier from a model (kNN over embeddings, or an LLM judge), with the rules as the fallback."""
 
-    def __init__(self, gateway: Gateway, settings: AutoModelClassifier, rules: ComplexityClassifier) -> None:
-        self._gateway = gateway
+    def __init__(self, settings: AutoModelClassifier, rules: ComplexityClassifier, *, call: InternalCall,
+                 table: ModelTable, metrics: RouterMetrics, cooldown_s: float, models: Mapping[str, Any]) -> None:
+        self._call_model = call
+        self._table = table
+        self._metrics = metrics
+        self._models = models
         self.settings = settings
         self._rules = rules
         self._knn: KnnTierClassifier | None = None
@@ -82,7 +86,7 @@ class ModelTierClassifier:
         self._last_log = 0.0
         # After a timeout or an error the model is skipped for the router's cooldown: a hung classifier must
         # not add `timeout_s` to every `auto` request.
-        self._cooldown_s = gateway.config.router.cooldown_s
+        self._cooldown_s = cooldown_s
         self._skip_until = 0.0
         self.state: Literal["warming", "ready", "retrying"] = "warming" if settings.kind == "knn" else "ready"
         self.last_error: str | None = None
@@ -118,12 +122,12 @@ class ModelTierClassifier:
     async def route(self, payload: dict[str, Any]) -> Route:
         """The tier route for an `auto` request, marked with who decided."""
         decision = await self.decide(payload)
-        return self._gateway.table.tier_route(decision.tier, by=decision.by)
+        return self._table.tier_route(decision.tier, by=decision.by)
 
     async def decide(self, payload: Mapping[str, Any]) -> AutoDecision:
         """Ask the model; on any failure the rules' tier, with the reason in `by`."""
         rules = self._rules.classify(payload)
-        metrics = self._gateway.router_metrics
+        metrics = self._metrics
         if self.settings.kind == "knn" and self._knn is None:
             metrics.observe_classifier(self.kind, "warming")
             return AutoDecision(rules.tier, f"rules ({self.kind} {self.state.replace('retrying', 'unavailable')})")
@@ -143,7 +147,7 @@ class ModelTierClassifier:
         return AutoDecision(at_least_moderate_when_thinking(tier, rules.signals), self.kind)
 
     def _fallback(self, tier: Tier, outcome: str, why: str) -> AutoDecision:
-        self._gateway.router_metrics.observe_classifier(self.kind, outcome)
+        self._metrics.observe_classifier(self.kind, outcome)
         self.last_error = why
         now = time.monotonic()
         self._skip_until = now + self._cooldown_s
@@ -165,15 +169,9 @@ class ModelTierClassifier:
             raise ClassifierFailed(f"the judge's answer names no tier: {content[:80]!r}")
         return verdict
 
-    async def _call(self, kind: Literal["chat", "embedding"], body: dict[str, Any]) -> Any:
+    async def _call(self, kind: Literal["chat", "embedding"], body: dict[str, Any]) -> dict[str, Any]:
         """One non-streamed request to the classifier's model through the gateway's own routing."""
-        from gpufleet.gateway.openai_routes import serve_route  # the relay imports the app, which imports this
-
-        route = self._gateway.table.resolve(self.settings.model)
-        answer = await serve_route(self._gateway, kind, body, route, time.perf_counter(), session=None)
-        if not isinstance(answer, Response) or answer.status_code != 200:
-            raise ClassifierFailed(f"{self.settings.model} answered HTTP {getattr(answer, 'status_code', '?')}")
-        return orjson.loads(bytes(answer.body))
+        return await self._call_model(kind, body)
 
     async def _warm_up(self) -> None:
         """Embed every example once (or load them from the cache), then serve kNN decisions."""
@@ -209,8 +207,8 @@ class ModelTierClassifier:
         return vectors
 
     def _cache_file(self) -> Path:
-        route = self._gateway.table.resolve(self.settings.model)
-        models = [self._gateway.config.models[c.target.model].model_dump(mode="json")
+        route = self._table.resolve(self.settings.model)
+        models = [self._models[c.target.model].model_dump(mode="json")
                   for group in route.groups for c in group]
         key = examples_cache_key(models, self.examples.read_bytes())
         return paths.cache_root() / "auto-knn" / f"{key}.json"

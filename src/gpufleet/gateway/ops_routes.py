@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -11,17 +9,14 @@ from starlette.responses import Response
 from gpufleet.config import RemoteModel
 from gpufleet.errors import GpufleetError, ModelNotFound
 from gpufleet.gateway.errors import error_response
+from gpufleet.gateway.state import Gateway, state_of
 from gpufleet.redact import redact_url
-
-if TYPE_CHECKING:
-    from gpufleet.gateway.app import Gateway
 
 _JSON = "application/json"
 
 
 def _gateway(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
+    return state_of(request)
 
 
 async def health(request: Request) -> Response:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -19,10 +19,8 @@ from starlette.staticfiles import StaticFiles
 
 from gpufleet.errors import GpufleetError, RequestError
 from gpufleet.gateway.errors import error_response
+from gpufleet.gateway.state import Gateway, state_of
 from gpufleet.paths import bench_latest_dir
-
-if TYPE_CHECKING:
-    from gpufleet.gateway.app import Gateway
 
 STATIC_DIR = Path(__file__).parent / "static"
 BENCH_HINT = "no bench run yet — run `gpufleet bench MODEL ...`; its report and plots appear here"
@@ -67,8 +65,7 @@ def bench_summary(directory: Path) -> dict[str, Any]:
 
 
 def _gateway(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
+    return state_of(request)
 
 
 async def index(request: Request) -> Response:
