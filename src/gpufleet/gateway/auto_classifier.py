@@ -2,9 +2,9 @@
 
 The classifier's call is an ordinary gateway request (the pipeline's internal call, an answer dict): its
 model starts on demand, fallbacks and cooldowns apply, and the metrics count it. Whenever the model cannot
-answer (warming up, slower than `timeout_s`, an error, an unreadable verdict) the rules decide instead, so `auto` never fails because of its
-classifier and costs at most `timeout_s` more than the rules. Each decision says who made it, in the
-`x-gpufleet-tier-by` header: `knn`, `judge`, or `rules (<why>)`.
+answer (warming up, slower than `timeout_s`, an error, an unreadable verdict) the rules decide instead, so
+`auto` never fails because of its classifier and costs at most `timeout_s` more than the rules. Each
+decision says who made it, in the `x-gpufleet-tier-by` header: `knn`, `judge`, or `rules (<why>)`.
 
 kNN needs the labelled examples embedded once. That runs in the background from startup; the vectors are
 cached on disk under the cache root, keyed by the embedding model's settings and the examples file, so a
