@@ -115,6 +115,9 @@ OUTCOMES: dict[str, tuple[int | str, int | str]] = {
     "malformed-usage": (502, "event"),
     "endless-line": (502, "event"),
     "slow-bytes": ("ok", "ok"),
+    "no-finish-close": ("ok", "event"),
+    "error-event": ("ok", "event"),
+    "error-first": ("ok", 502),
 }
 
 
@@ -139,7 +142,8 @@ async def test_every_fault_ends_in_a_documented_status_or_error_event(
         return
     events = sse_events(response.text)
     if expected == "event":
-        assert_ends_with_stream_error(events, finished=mode == "malformed-usage")
+        code = "upstream_500" if mode == "error-event" else "upstream_stream_error"
+        assert_ends_with_stream_error(events, code, finished=mode == "malformed-usage")
     else:
         assert events[-1] == "[DONE]" and "error" not in events[-2]
         assert content(events) == "tok0 tok1 tok2 tok3 tok4 "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gpufleet.config import Config
+from gpufleet.engines.base import Engine
 from gpufleet.errors import GpufleetError
 from gpufleet.gateway import openai_routes, ops_routes, persona_chat, ui
 from gpufleet.gateway.errors import error_body, error_response
@@ -50,9 +51,9 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return _json_error(500, f"internal error: {type(exc).__name__}; see the gateway log", "internal_error")
 
 
-def build_app(config: Config) -> Starlette:
-    """The ASGI app for `config`; its lifespan starts and stops the engines."""
-    gateway = GatewayState(config)
+def build_app(config: Config, *, engines: Mapping[str, Engine] | None = None) -> Starlette:
+    """The ASGI app for `config`; its lifespan starts and stops the engines (`engines`: see GatewayState)."""
+    gateway = GatewayState(config, engines=engines)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -1,6 +1,6 @@
 """The gateway's state: every long-lived part, built once from one Config and wired together.
 
-    state = GatewayState(config)         # no I/O yet
+    state = GatewayState(config)         # no I/O yet; `engines=` replaces engine kinds (tests: stand-ins)
     await state.startup(); ...; await state.shutdown()
 
 Handlers reach it through `state_of(request)`; the parts they use are plain attributes. Nothing here
@@ -10,11 +10,13 @@ imports a handler module, so the request path has no import circle.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from starlette.requests import Request
 
 from gpufleet.config import AutoModelClassifier, Config, LlamaCppModel, TransformersModel, VllmModel
 from gpufleet.engines import MANAGED_ENGINES
+from gpufleet.engines.base import Engine
 from gpufleet.gateway.auth import KeyCheck, exposure_warning
 from gpufleet.gateway.auto_classifier import ModelTierClassifier
 from gpufleet.gateway.dialect_binding import dialect_for, dialect_warning
@@ -35,14 +37,14 @@ log = logging.getLogger("gpufleet.gateway")
 class GatewayState:
     """Everything a request handler needs, built from one Config."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, engines: Mapping[str, Engine] | None = None) -> None:
         self.config = config
         managed: dict[str, LlamaCppModel | VllmModel | TransformersModel] = {
             name: model for name, model in config.models.items()
             if model.engine in MANAGED_ENGINES and isinstance(model, LlamaCppModel | VllmModel | TransformersModel)
         }
         self.supervisor = Supervisor(managed, queue_timeout_s=config.server.queue_timeout_s,
-                                     swap_groups=config.swap_groups)
+                                     swap_groups=config.swap_groups, engines=engines)
         self.dialects = {name: dialect_for(name, model) for name, model in config.models.items()}
         self.dialect_warnings = {name: warning for name, model in config.models.items()
                                  if (warning := dialect_warning(name, model)) is not None}
