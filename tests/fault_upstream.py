@@ -4,8 +4,9 @@ A raw asyncio HTTP/1.1 server on 127.0.0.1 (run in a background thread), so that
 byte level in ways a framework would not allow: hang before or after the headers, cut a stream in the middle
 of an event (chunked, or close-delimited with no framing at all), answer a stream request with HTML, send
 malformed chunks, a line that never ends, a stream at one byte per read, a close-delimited stream that stops
-between events without a finish chunk or [DONE], or its own error event (first, or mid-stream). `mode` picks
-the behaviour for every following request; `"ok"` answers like a healthy OpenAI server (the fallback target of the tests).
+between events without a finish chunk or [DONE], or its own error event (first, or mid-stream). `mode`
+picks the behaviour for every following request; `"ok"` answers like a healthy OpenAI server (the fallback
+target of the tests).
 
 It records what a test needs to prove the gateway's behaviour from the upstream's side: how many requests
 reached it (`requests`: bodies fully read) and how many of them the client closed before the answer was
