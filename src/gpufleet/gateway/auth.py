@@ -55,7 +55,7 @@ class KeyCheck:
         if not self._keys:
             return
         if not authorization:
-            raise AuthError("missing API key: send 'Authorization: Bearer <key>'")
+            raise AuthError("missing API key: send 'Authorization: Bearer <key>' (or 'x-api-key: <key>')")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise AuthError("malformed Authorization header: expected 'Bearer <key>'")
