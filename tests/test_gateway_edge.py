@@ -97,7 +97,7 @@ async def test_a_protocol_encodes_each_stream_chunk_and_the_end(http: httpx.Asyn
     assert all(b.startswith(("event: delta\n", "event: stop\n")) for b in blocks), blocks
     deltas = [orjson.loads(b.split("data: ", 1)[1]) for b in blocks if b.startswith("event: delta")]
     assert all(d["model"] == "a" for d in deltas)  # the served name, already set
-    assert blocks[-1] == 'event: stop\ndata: {"chunks": %d}' % len(deltas)
+    assert blocks[-1] == 'event: stop\ndata: {"chunks": ' + str(len(deltas)) + '}'
     assert "[DONE]" not in response.text
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Mapping
 
 from gpufleet.config import ServerConfig
 from gpufleet.errors import AuthError
@@ -32,6 +33,15 @@ def exposure_warning(server: ServerConfig) -> str | None:
              else "/admin/* is refused until keys are set")
     return (f"listening on {server.host} WITHOUT server.api_keys: anyone who can reach this address can use every "
             f"model; {admin}. Set server.api_keys, or bind 127.0.0.1.")
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The request's credentials as an Authorization value: `Authorization` itself, else `x-api-key: <key>`
+    (the header Anthropic's clients send) as `Bearer <key>`."""
+    authorization = headers.get("authorization")
+    if authorization is None and (api_key := headers.get("x-api-key")):
+        return f"Bearer {api_key}"
+    return authorization
 
 
 class KeyCheck:

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gpufleet.errors import EngineNotReady, GpufleetError
+from gpufleet.gateway.auth import presented_key
 from gpufleet.gateway.client_protocol import OPENAI, ClientProtocol, Kind, OpenAIProtocol, OpenAISSE, StreamEncoder
 from gpufleet.gateway.client_watch import Ending, wait_watching_client
 from gpufleet.gateway.pipeline import JsonReply, Pipeline
@@ -46,11 +47,7 @@ def authorize(request: Request) -> None:
     scope = request.scope
     if scope.get(_AUTHORIZED):
         return
-    headers = request.headers
-    authorization = headers.get("authorization")
-    if authorization is None and (api_key := headers.get("x-api-key")):
-        authorization = f"Bearer {api_key}"
-    state_of(request).keys.check(authorization)
+    state_of(request).keys.check(presented_key(request.headers))
     scope[_AUTHORIZED] = True
 
 

@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from gpufleet.errors import GpufleetError, RequestError
+from gpufleet.gateway.auth import presented_key
 from gpufleet.gateway.errors import error_response
 from gpufleet.gateway.state import Gateway, state_of
 from gpufleet.paths import bench_latest_dir
@@ -76,7 +77,7 @@ async def index(request: Request) -> Response:
 async def bench_latest(request: Request) -> Response:
     """The latest bench report as JSON: {report, plots, modified} or {report: null, hint}."""
     try:
-        _gateway(request).keys.check(request.headers.get("authorization"))
+        _gateway(request).keys.check(presented_key(request.headers))
     except GpufleetError as err:
         return error_response(err)
     body = bench_summary(bench_latest_dir())
@@ -87,7 +88,7 @@ async def bench_plot(request: Request) -> Response:
     """One PNG of the latest bench run, by file name (validated; never a path)."""
     name = request.path_params["name"]
     try:
-        _gateway(request).keys.check(request.headers.get("authorization"))
+        _gateway(request).keys.check(presented_key(request.headers))
         if not is_plot_name(name):
             raise RequestError(f"bad bench plot name {name!r}: plot names are bare *.png file names",
                                param="name", code="invalid_plot_name")
