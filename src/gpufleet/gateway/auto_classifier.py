@@ -41,6 +41,10 @@ InternalCall = Callable[[Literal["chat", "embedding"], dict[str, Any]], Awaitabl
 log = logging.getLogger("gpufleet.gateway")
 
 EMBED_BATCH = 8  # examples per /v1/embeddings call while warming up
+# At most this many `auto` requests ask the model at once; the others wait QUEUE_WAIT_S for a turn, then the
+# rules decide (issue 21: 200 at once each waited the full timeout_s, and then switched the model off for all).
+MAX_CONCURRENT_CALLS = 8
+QUEUE_WAIT_S = 0.05
 RETRY_WARMUP_S = 30.0  # a failed warm-up (the model not up yet, an error) is tried again after this
 _LOG_EVERY_S = 60.0  # fallbacks are logged at most this often; the metric counts every one
 _CACHE_FORMAT = 1
@@ -88,6 +92,9 @@ class ModelTierClassifier:
         # not add `timeout_s` to every `auto` request.
         self._cooldown_s = cooldown_s
         self._skip_until = 0.0
+        self._turns = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
+        self._asking = 0  # calls to the model in progress
+        self._turned_away = 0  # requests the bound sent to the rules ("busy"), ever
         self.state: Literal["warming", "ready", "retrying"] = "warming" if settings.kind == "knn" else "ready"
         self.last_error: str | None = None
         self.examples = Path(settings.examples).expanduser() if settings.examples else SHIPPED
@@ -134,23 +141,47 @@ class ModelTierClassifier:
         if time.monotonic() < self._skip_until:
             metrics.observe_classifier(self.kind, "cooling_down")
             return AutoDecision(rules.tier, f"rules ({self.kind} cooling down)")
+        try:
+            await asyncio.wait_for(self._turns.acquire(), QUEUE_WAIT_S)
+        except TimeoutError:
+            self._turned_away += 1
+            metrics.observe_classifier(self.kind, "busy")
+            return AutoDecision(rules.tier, f"rules ({self.kind} busy)")
+        self._asking += 1
+        try:
+            return await self._decide_by_model(payload, rules.tier, rules.signals)
+        finally:
+            self._asking -= 1
+            self._turns.release()
+
+    async def _decide_by_model(self, payload: Mapping[str, Any], rules_tier: Tier,
+                               signals: tuple[str, ...]) -> AutoDecision:
         started = time.perf_counter()
+        # A call that shared the model with others, or during which requests were turned away, failed under a
+        # burst: that does not switch the model off for everyone (see _fallback).
+        alone, turned_away = self._asking == 1, self._turned_away
         try:
             tier = await asyncio.wait_for(self._ask(payload), self.settings.timeout_s)
         except TimeoutError:
-            return self._fallback(rules.tier, "timeout", f"no answer within {self.settings.timeout_s:g} s")
+            quiet = alone and self._turned_away == turned_away
+            return self._fallback(rules_tier, "timeout", f"no answer within {self.settings.timeout_s:g} s", quiet)
         except ClassifierFailed as err:
-            return self._fallback(rules.tier, "unreadable", str(err))
+            return self._fallback(rules_tier, "unreadable", str(err), alone and self._turned_away == turned_away)
         except (GpufleetError, ValueError, KeyError, IndexError, TypeError) as err:
-            return self._fallback(rules.tier, "error", f"{type(err).__name__}: {err}")
-        metrics.observe_classifier(self.kind, "decided", time.perf_counter() - started)
-        return AutoDecision(at_least_moderate_when_thinking(tier, rules.signals), self.kind)
+            return self._fallback(rules_tier, "error", f"{type(err).__name__}: {err}",
+                                  alone and self._turned_away == turned_away)
+        self._metrics.observe_classifier(self.kind, "decided", time.perf_counter() - started)
+        return AutoDecision(at_least_moderate_when_thinking(tier, signals), self.kind)
 
-    def _fallback(self, tier: Tier, outcome: str, why: str) -> AutoDecision:
+    def _fallback(self, tier: Tier, outcome: str, why: str, quiet: bool) -> AutoDecision:
         self._metrics.observe_classifier(self.kind, outcome)
         self.last_error = why
         now = time.monotonic()
-        self._skip_until = now + self._cooldown_s
+        if quiet:
+            # A model that fails on its own is skipped for the cooldown (a hung classifier must not add
+            # timeout_s to every request); one that fails under a burst is not: the bound already keeps the
+            # burst from waiting on it, and the next quiet request finds out whether it works.
+            self._skip_until = now + self._cooldown_s
         if now - self._last_log >= _LOG_EVERY_S:
             self._last_log = now
             log.warning("auto: the %s classifier (%s) failed, the rules decided: %s", self.kind,

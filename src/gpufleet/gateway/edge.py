@@ -67,28 +67,35 @@ async def serve_chat_form(request: Request, kind: Kind, payload: dict[str, Any],
     """Serve a request already in the internal form; the answer (or error) in `protocol`'s shape."""
     state = state_of(request)
     started = time.perf_counter()
-    model = "unknown"  # never the raw requested name as a label: unbounded cardinality
+    labels = {"model": "unknown"}  # never the raw requested name as a label: unbounded cardinality
     try:
         authorize(request)
         validate_request(kind, payload)
-        route = await resolve_route(state, payload)
-        model = route.primary.model
-        session = session_key(request.headers.get("x-gpufleet-session"), payload) if route.affinity else None
-        work = asyncio.ensure_future(state.pipeline.serve(kind, payload, route, protocol, started=started,
-                                                          session=session))
+        # Routing runs inside the watched work: a client that leaves also cancels an `auto` classifier's call.
+        work = asyncio.ensure_future(_route_and_serve(state, request, kind, payload, protocol, started, labels))
         state.streams.add_waiting(work)
         ending = await wait_watching_client(request, work)
         if ending is Ending.CLIENT_LEFT:
-            state.metrics.observe_error(model, "client_disconnected")
-            state.metrics.observe_request(model, protocol.endpoint, 499, time.perf_counter() - started)
+            state.metrics.observe_error(labels["model"], "client_disconnected")
+            state.metrics.observe_request(labels["model"], protocol.endpoint, 499, time.perf_counter() - started)
             return Response(status_code=499)
         if ending is Ending.CANCELLED:
             raise shutting_down(state.streams.shutting_down)
         return work.result()
     except GpufleetError as err:
-        state.metrics.observe_error(model, err.code)
-        state.metrics.observe_request(model, protocol.endpoint, err.status_code, time.perf_counter() - started)
+        state.metrics.observe_error(labels["model"], err.code)
+        state.metrics.observe_request(labels["model"], protocol.endpoint, err.status_code,
+                                      time.perf_counter() - started)
         return protocol.error_response(err)
+
+
+async def _route_and_serve(state: GatewayState, request: Request, kind: Kind, payload: dict[str, Any],
+                           protocol: ClientProtocol, started: float,
+                           labels: dict[str, str]) -> Response | StreamRelayResponse:
+    route = await resolve_route(state, payload)
+    labels["model"] = route.primary.model
+    session = session_key(request.headers.get("x-gpufleet-session"), payload) if route.affinity else None
+    return await state.pipeline.serve(kind, payload, route, protocol, started=started, session=session)
 
 
 def shutting_down(reason: str | None) -> EngineNotReady:
