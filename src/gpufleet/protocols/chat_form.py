@@ -24,6 +24,7 @@ class Translated:
     payload: dict[str, Any]
     dropped: list[str] = field(default_factory=list)
     session: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # the conversation, without instructions
 
     def drop(self, name: str) -> None:
         if name not in self.dropped:

@@ -84,3 +84,21 @@ def chat_to_response(data: dict[str, Any], request: dict[str, Any], model: str,
     return response_object(request, response_id=response_id or new_id("resp"), model=model,
                            created_at=int(time.time()), status=status, output=output,
                            usage=response_usage(data.get("usage")))
+
+
+def output_to_chat(output: list[dict[str, Any]]) -> dict[str, Any]:
+    """A response's output items as the assistant chat message (for the next turn's history)."""
+    message: dict[str, Any] = {"role": "assistant", "content": None}
+    texts: list[str] = []
+    for item in output:
+        if item.get("type") == "reasoning":
+            message["reasoning_content"] = "".join(part.get("text", "") for part in item.get("summary") or ())
+        elif item.get("type") == "message":
+            texts.extend(part.get("text", "") for part in item.get("content") or ())
+        elif item.get("type") == "function_call":
+            message.setdefault("tool_calls", []).append(
+                {"id": item["call_id"], "type": "function",
+                 "function": {"name": item["name"], "arguments": item["arguments"]}})
+    if texts:
+        message["content"] = "".join(texts)
+    return message

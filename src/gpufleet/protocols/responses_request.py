@@ -40,8 +40,8 @@ def responses_to_chat(body: Any, history: list[dict[str, Any]] | None = None) ->
     if instructions is not None:
         require(isinstance(instructions, str), "must be a string", "instructions")
         messages.append({"role": "system", "content": instructions})
-    messages.extend(history or ())
-    messages.extend(input_messages(body.get("input"), out))
+    out.history = [*(history or ()), *input_messages(body.get("input"), out)]
+    messages.extend(out.history)
     require(bool(messages), "input is required (a string or a list of items)", "input")
     payload: dict[str, Any] = {"model": model, "messages": fold_system_messages(messages)}
     _sampling(body, payload)
