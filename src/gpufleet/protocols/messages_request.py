@@ -87,11 +87,14 @@ def _sampling(body: dict[str, Any], payload: dict[str, Any]) -> None:
 def _message(message: Any, where: str, out: Translated) -> list[dict[str, Any]]:
     require(isinstance(message, dict), "must be an object with role and content", where)
     role = message.get("role")
-    require(role in ("user", "assistant"), "role must be 'user' or 'assistant'", f"{where}.role")
+    # Claude Code 2.1 also puts `system` messages among the turns (its environment notes).
+    require(role in ("user", "assistant", "system"), "role must be 'user' or 'assistant'", f"{where}.role")
     content = message.get("content")
     if isinstance(content, str):
         return [{"role": role, "content": content}]
     require(isinstance(content, list), "must be a string or a list of content blocks", f"{where}.content")
+    if role == "system":
+        return [{"role": "system", "content": _system_text(content)}]
     if role == "assistant":
         return [_assistant(content, f"{where}.content", out)]
     return _user(content, f"{where}.content", out)
