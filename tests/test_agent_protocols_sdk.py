@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from unittest.mock import ANY
+
 import anthropic
 import httpx
 import openai
@@ -94,7 +95,8 @@ async def test_messages_tool_use_then_final_text(claude: anthropic.AsyncAnthropi
     assert second.usage.input_tokens > 0 and second.usage.output_tokens > 0
 
 
-async def test_messages_stream_with_tools_and_thinking(claude: anthropic.AsyncAnthropic, coder: StandInQwenCoder) -> None:
+async def test_messages_stream_with_tools_and_thinking(claude: anthropic.AsyncAnthropic,
+                                                       coder: StandInQwenCoder) -> None:
     events: list[str] = []
     async with claude.messages.stream(
             model="claude-sonnet-4-5", max_tokens=512, tools=[BASH],  # type: ignore[list-item]
@@ -172,7 +174,8 @@ async def test_responses_function_call_then_final_text(oai: openai.AsyncOpenAI, 
     assert first.model == model and first.status == "completed"
     assert [item.type for item in first.output] == ["reasoning", "function_call"]
     call = first.output[1]
-    assert call.type == "function_call" and call.name == "exec_command" and json.loads(call.arguments) == {"cmd": "touch b.txt"}
+    assert call.type == "function_call" and call.name == "exec_command"
+    assert json.loads(call.arguments) == {"cmd": "touch b.txt"}
     second = await oai.responses.create(
         model=model, tools=[EXEC], store=False,  # type: ignore[list-item]
         input=[{"role": "user", "content": "RUN: touch b.txt"},
