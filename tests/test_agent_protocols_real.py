@@ -13,7 +13,9 @@ import anthropic
 import httpx
 import openai
 import pytest
+from typer.testing import CliRunner
 
+from gpufleet.cli import app
 from tests.conftest import ServedGateway, start_gateway, stop_gateway
 
 pytestmark = [pytest.mark.qwen, pytest.mark.slow]
@@ -61,3 +63,10 @@ def test_count_tokens_uses_the_engine_tokenizer(qwen: ServedGateway) -> None:
     assert counted.status_code == 200, counted.text
     assert counted.headers["x-gpufleet-token-count"] == "engine:llamacpp"
     assert 5 < counted.json()["input_tokens"] < 60  # the template's tokens plus the text's
+
+
+def test_launch_tells_claude_code_the_engine_context_window(qwen: ServedGateway) -> None:
+    result = CliRunner().invoke(app, ["launch", "claude", "--print", "--url", qwen.url, "--model", "qwen"])
+    assert result.exit_code == 0, result.output
+    # context 8192 shared by 2 llama.cpp slots: one request gets 4096
+    assert "export CLAUDE_CODE_MAX_CONTEXT_TOKENS=4096" in result.output.splitlines()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,3 +93,20 @@ def test_codex_runs_the_tool_the_model_called(gateway: tuple[str, StandInQwenCod
     assert "DONE: " in done.stdout  # codex exec prints the final message on stdout
     sent = [body for body in coder.received if body["messages"][-1]["role"] == "tool"]
     assert sent and sent[-1]["user"]  # Codex's prompt_cache_key (its session) reached session affinity
+
+
+def test_gpufleet_launch_codex_runs_it_against_the_gateway(gateway: tuple[str, StandInQwenCoder],
+                                                           tmp_path: Path) -> None:
+    url, _ = gateway
+    work, home, codex_home = tmp_path / "work", tmp_path / "home", tmp_path / "codex"
+    for folder in (work, home, codex_home):
+        folder.mkdir()
+    env = _env(home, {"CODEX_HOME": str(codex_home), "GPUFLEET_CACHE": str(cache_root()),
+                      "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
+    done = subprocess.run([sys.executable, "-m", "gpufleet.cli", "launch", "codex", "--url", url, "--api-key", KEY,
+                           "--", "exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox",
+                           "RUN: echo launched > proof.txt"],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (work / "proof.txt").read_text().strip() == "launched"
+    assert "DONE: " in done.stdout
