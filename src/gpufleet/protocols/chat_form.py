@@ -66,10 +66,13 @@ def content_text(content: Any) -> str:
 
 
 def json_arguments(value: Any) -> str:
-    """Tool-call arguments as the JSON string chat form carries."""
+    """Tool-call arguments as the JSON string chat form carries (RequestError when not JSON-encodable)."""
     if isinstance(value, str):
         return value
-    return orjson.dumps(value if value is not None else {}).decode()
+    try:
+        return orjson.dumps(value if value is not None else {}).decode()
+    except orjson.JSONEncodeError as err:  # an integer beyond 64 bits, nesting deeper than 254 levels
+        raise RequestError(f"tool call arguments cannot be encoded as JSON: {err}", code="invalid_value") from None
 
 
 def parse_arguments(arguments: Any) -> dict[str, Any]:

@@ -134,7 +134,7 @@ def _message(item: dict[str, Any], path: str) -> dict[str, Any]:
             url = part.get("image_url")
             require(isinstance(url, str), "an input_image needs image_url (file_id is not supported)", where)
             parts.append({"type": "image_url", "image_url": {"url": url}})
-        elif kind == "input_file" and isinstance(part.get("file_data"), str) and part.get("filename", "").endswith(
+        elif kind == "input_file" and isinstance(part.get("file_data"), str) and str(part.get("filename")).endswith(
                 (".txt", ".md")):
             parts.append({"type": "text", "text": part["file_data"]})
         else:
