@@ -8,8 +8,8 @@ cpu_offload_bytes, quantization, decode_tok_s_estimate, argv, env. Others may be
 from __future__ import annotations
 
 from gpufleet.planner.context_table import context_table
-from gpufleet.planner.fit import Plan
 from gpufleet.planner.launch import LaunchPlan, launch_env
+from gpufleet.planner.types import Plan
 from gpufleet.planner.vllm_versions import budgets_cudagraphs
 
 
