@@ -33,6 +33,7 @@ from gpufleet.errors import PlanError
 from gpufleet.planner import (
     DEFAULT_UTILIZATION,
     DEFAULT_VLLM_VERSION,
+    KvBand,
     Plan,
     PlanRequest,
     context_table,
@@ -106,6 +107,8 @@ def _print_human(p: Plan, launch: LaunchPlan | None, console: Console) -> None:
     table.add_row("KV cache tokens", f"{p.kv_cache_tokens:,}", f"{p.num_blocks:,} blocks")
     table.add_row("max context", f"{p.max_context:,}", f"max_position_embeddings {p.model.max_position_embeddings:,}")
     table.add_row(f"requests at {p.context:,}", f"{p.max_concurrency:.2f}", f"target {req.concurrency}")
+    if p.band is not None:
+        _add_band_rows(table, p.band)
     if p.needs_yarn:
         table.add_row("YaRN", f"factor {p.yarn_factor}", f"from {p.yarn_original_context:,}")
     table.add_row("quantization kernel", p.quantization_kernel or "-", "")
@@ -135,6 +138,20 @@ def _print_human(p: Plan, launch: LaunchPlan | None, console: Console) -> None:
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _add_band_rows(table: Table, band: KvBand) -> None:
+    """The band vLLM's real figure is expected in (planner/band.py): tokens, context, concurrency."""
+
+    def span(low: float | None, high: float, fmt: str) -> str:
+        return f"{'?' if low is None else format(low, fmt)} - {format(high, fmt)}"
+
+    how = f"-{band.below:.1%} / +{band.above:.1%} (test-set residuals, docs/planner.md)"
+    if band.kv_cache_tokens_low is None:
+        how += "; no low end: the figure is an upper bound"
+    table.add_row("KV tokens band", span(band.kv_cache_tokens_low, band.kv_cache_tokens_high, ","), how)
+    table.add_row("max context band", span(band.max_context_low, band.max_context_high, ","), "")
+    table.add_row("requests band", span(band.max_concurrency_low, band.max_concurrency_high, ".2f"), "")
 
 
 def _graphs_how(p: Plan) -> str:
