@@ -139,3 +139,9 @@ def test_the_table_prints_the_band() -> None:
     result = runner.invoke(app, ["plan", "qwen3-8b", "--gpu", "h100", "--context", "8192"])
     assert result.exit_code == 0, result.output
     assert "KV tokens band" in result.output and "requests band" in result.output
+
+
+@pytest.fixture(autouse=True)
+def _no_host_calibration(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests read the planner's own figures, not launches this machine may have recorded."""
+    monkeypatch.setenv("GPUFLEET_CACHE", str(tmp_path_factory.mktemp("cache")))

@@ -57,6 +57,15 @@ def plan_json(plan: Plan, launch: LaunchPlan | None) -> dict[str, object]:
         "max_context": plan.max_context,
         "max_concurrency": round(plan.max_concurrency, 2),
         **_band_json(plan),
+        "calibration": None
+        if plan.calibration is None
+        else {
+            "kind": plan.calibration.kind,
+            "planned_tokens": plan.calibration.planned_tokens,
+            "factor": round(plan.calibration.factor, 4),
+            "launches": plan.calibration.launches,
+            "note": plan.calibration.note,
+        },
         "needs_yarn": plan.needs_yarn,
         "yarn_factor": plan.yarn_factor,
         "cpu_offload_bytes": plan.cpu_offload_bytes,

@@ -75,6 +75,17 @@ class KvBand:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """How a plan's KV figure was adjusted by launches on this host (planner/calibration.py)."""
+
+    kind: str  # "measured": this very launch ran here; "corrected": scaled by similar launches
+    planned_tokens: int  # the planner's own figure before the adjustment
+    factor: float  # measured / planned applied (1.0 for "measured")
+    launches: int  # how many recorded launches it rests on
+    note: str
+
+
+@dataclass(frozen=True)
 class Plan:
     """The outcome: fit or not (with ranked fixes), the memory budget per GPU, and speed."""
 
@@ -120,6 +131,7 @@ class Plan:
     decode_tok_s_without_offload: float | None
     fixes: tuple[Fix, ...] = field(default=())
     band: KvBand | None = None  # GPU plans only; the CPU backend's KV space is exact
+    calibration: Calibration | None = None  # set by planner/calibration.py from launches on this host
 
     @property
     def model(self) -> ModelSpec:
