@@ -7,6 +7,8 @@ checked to really miss and to be explained, so the list cannot go stale silently
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.planner_logs import TOLERANCE, LogFixture, error, half_width, in_band, load_fixtures, plan_for
@@ -102,3 +104,31 @@ def test_a_plan_that_is_only_an_upper_bound_has_no_low_end() -> None:
     band = plan_for(next(fx for fx in FIXTURES if fx.id.endswith("4xh100-lmcache"))).band
     assert band is not None and band.kv_cache_tokens_low is None and band.max_concurrency_low is None
     assert band.kv_cache_tokens_high >= 284_976
+
+
+# --- scripts/gpu-check planner-vs-real (its first GPU run records three more logs) ------------------
+
+
+def test_gpu_check_turns_a_planner_vs_real_run_into_a_test_set_fixture(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text('{"kv_cache_tokens": 1000000, "kv_cache_tokens_low": 863000, "kv_cache_tokens_high": 1046000}')
+    log = tmp_path / "serve.log"
+    log.write_text(
+        "(EngineCore pid=1) INFO [gpu_model_runner.py:1] Model loading took 1.12 GiB memory and 2.0 seconds\n"
+        "(EngineCore pid=1) INFO [gpu_worker.py:2] Available KV cache memory: 60.00 GiB\n"
+        "(EngineCore pid=1) INFO [kv_cache_utils.py:3] GPU KV cache size: 561,696 tokens\n"
+        "(EngineCore pid=1) INFO [kv_cache_utils.py:4] Maximum concurrency for 4,096 tokens per request: 137.13x\n"
+        "(EngineCore pid=1) INFO [core.py:5] unrelated line\n"
+    )
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check_helpers.py"
+    argv = [sys.executable, str(script), "fixture", "qwen3-0.6b", str(plan_file), str(log), "h200", "0.26.0"]
+    out = subprocess.run([*argv, "0.5", "4096"], capture_output=True, text=True, check=True).stdout
+    (entry,) = yaml.safe_load(out)
+    assert entry["split"] == "test" and entry["model"] == "qwen3-0.6b" and entry["gpu"] == "h200"
+    assert entry["reported"]["kv_tokens"] == 561_696 and entry["planned"]["kv_cache_tokens"] == 1_000_000
+    assert "GPU KV cache size" in entry["excerpt"] and "unrelated" not in entry["excerpt"]
