@@ -290,3 +290,15 @@ def test_media_parts_are_found_for_text_only_models() -> None:
     with pytest.raises(RequestError, match="does not take audio, images") as caught:
         check_text_only(body, "smol")
     assert caught.value.status_code == 400 and caught.value.param == "messages"
+
+
+@pytest.mark.parametrize(("status", "message", "fault"), [
+    (500, "Failed to parse messages: [json.exception.type_error.302] type must be string, but is null", True),
+    (500, "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj", True),
+    (500, "CUDA error: out of memory", False),
+    (502, "Failed to parse messages", False),
+])
+def test_a_llamacpp_500_about_the_request_is_the_clients_fault(status: int, message: str, fault: bool) -> None:
+    from gpufleet.gateway.errors import is_request_fault
+
+    assert is_request_fault(status, message) is fault
