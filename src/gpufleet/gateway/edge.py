@@ -93,8 +93,10 @@ def _encode(answer: Answer, protocol: ClientProtocol) -> Any:
         return EncodedStream(answer, encoder)
     if answer.status_code != 200:
         return answer
-    headers = {k: v for k, v in answer.headers.items() if k.lower() not in ("content-length", "content-type")}
-    return Response(protocol.answer(orjson.loads(answer.body)), media_type="application/json", headers=headers)
+    encoded = Response(protocol.answer(orjson.loads(answer.body)), media_type="application/json")
+    # The routing headers (x-gpufleet-model, -target, -route...) as they are: raw, no Headers object per request.
+    encoded.raw_headers.extend(h for h in answer.raw_headers if h[0] not in (b"content-length", b"content-type"))
+    return encoded
 
 
 class EncodedStream:
