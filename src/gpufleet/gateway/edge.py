@@ -98,6 +98,20 @@ async def _route_and_serve(state: GatewayState, request: Request, kind: Kind, pa
     return await state.pipeline.serve(kind, payload, route, protocol, started=started, session=session)
 
 
+def with_headers(answer: Response | StreamRelayResponse, headers: dict[str, str]) -> Response | StreamRelayResponse:
+    """`answer` (what serve_chat_form returned) with more response headers (e.g. x-gpufleet-dropped)."""
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    if isinstance(answer, StreamRelayResponse):
+        answer.headers = [*answer.headers, *raw]
+    else:
+        answer.raw_headers.extend(raw)  # raw: no Headers object per request
+    return answer
+
+
+authenticate = authorize  # the names the first agent endpoints were written against
+gateway_of = state_of
+
+
 def shutting_down(reason: str | None) -> EngineNotReady:
     """503 for a request that had nothing sent yet when the shutdown's grace ran out."""
     err = EngineNotReady(reason or "the gateway is shutting down", retry_after_s=5)
@@ -107,5 +121,5 @@ def shutting_down(reason: str | None) -> EngineNotReady:
 
 __all__ = [
     "OPENAI", "ClientProtocol", "JsonReply", "Kind", "OpenAIProtocol", "OpenAISSE", "Pipeline", "StreamEncoder",
-    "authorize", "resolve_route", "serve_chat_form", "state_of",
+    "authenticate", "authorize", "gateway_of", "resolve_route", "serve_chat_form", "state_of", "with_headers",
 ]
