@@ -29,7 +29,7 @@ from gpufleet.supervisor.ports import free_port
 MODES = (
     "ok", "400", "404", "422", "500", "501", "429", "hang-before-headers", "hang-after-headers", "drop-after-request",
     "drop-mid-body", "cut-chunked", "cut-close", "html", "malformed-choices", "malformed-usage", "endless-line",
-    "slow-bytes", "slow-events", "no-finish-close", "error-event", "error-first",
+    "slow-bytes", "slow-events", "no-finish-close", "error-event", "error-first", "500-parse",
 )
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 422: "Unprocessable Entity", 429: "Too Many Requests",
@@ -163,6 +163,11 @@ class FaultUpstream:
                        "422": "messages: field required"}.get(mode, f"stand-in error {mode}")
             kind = "server_error" if status >= 500 else "invalid_request_error"
             await _answer(writer, status, orjson.dumps({"error": {"message": message, "type": kind, "code": status}}))
+            return True
+        if mode == "500-parse":  # llama.cpp's answer to a message with "name": null
+            message = "Failed to parse messages: [json.exception.type_error.302] type must be string, but is null"
+            await _answer(writer, 500, orjson.dumps({"error": {"message": message, "type": "server_error",
+                                                               "code": 500}}))
             return True
         if mode == "429":
             error = orjson.dumps({"error": {"message": "rate limited", "type": "rate_limit_error", "code": 429}})

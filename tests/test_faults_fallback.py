@@ -93,6 +93,19 @@ async def test_an_error_event_before_the_first_byte_falls_back(
         (await http.get("/metrics")).text
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_an_engine_500_about_an_unreadable_request_is_the_clients_400_and_cools_nothing(
+    gw: OpenGateway, upstreams: dict[str, FaultUpstream], stream: bool
+) -> None:
+    upstreams["a"].reset("500-parse")
+    http = await gw(config(upstreams))
+    response = await http.post("/v1/chat/completions", json=chat("ab", stream=stream))
+    assert response.status_code == 400, response.text
+    assert "Failed to parse messages" in response.json()["error"]["message"]
+    assert upstreams["b"].requests == 0  # another target would be sent the same request
+    assert (await status_of(http, "a"))["failures"] == 0
+
+
 # --- SIGTERM: requests with nothing sent yet when the grace runs out ---------------------------------------------
 
 

@@ -19,7 +19,7 @@ import orjson
 
 from gpufleet.dialects import retry_body, transform_response, validate_structured
 from gpufleet.dialects.plan import ResponsePlan
-from gpufleet.errors import EngineError, EngineNotReady, UpstreamError
+from gpufleet.errors import EngineError, EngineNotReady, RequestError, UpstreamError
 from gpufleet.gateway.relay import SSERewriter, UpstreamClient, UpstreamDropped
 from gpufleet.gateway.request_body import UpstreamRequest
 from gpufleet.gateway.upstream_answer import (
@@ -169,9 +169,9 @@ class Forwarder:
         failure = upstream_failure(target, status, raw)
         if isinstance(failure, UpstreamError) and status == 429:
             failure.retry_after_s = retry_after(response.headers.get("Retry-After"))
-        if (status >= 500 and status != 501) or status == 429:
-            return Failed(failure, f"http_{status}")
-        return Failed(failure, f"http_{status}", counts=False, final=True)
+        if isinstance(failure, RequestError) or status == 501 or (status < 500 and status != 429):
+            return Failed(failure, f"http_{status}", counts=False, final=True)  # no target would do better
+        return Failed(failure, f"http_{status}")
 
     async def _json_answer(self, target: Target, endpoint: Endpoint, url: str, request: UpstreamRequest,
                            response: aiohttp.ClientResponse) -> JsonAnswer:

@@ -12,7 +12,7 @@ import aiohttp
 import orjson
 
 from gpufleet.errors import GpufleetError, RequestError, UpstreamError
-from gpufleet.gateway.errors import upstream_error_message
+from gpufleet.gateway.errors import is_request_fault, upstream_error_message
 from gpufleet.gateway.relay import chunk_problem
 from gpufleet.router.fallback import Failed
 from gpufleet.router.table import Target
@@ -88,6 +88,9 @@ def check_event_stream(target: Target, response: aiohttp.ClientResponse) -> None
 def upstream_failure(target: Target, status: int, raw: bytes) -> GpufleetError:
     """Map an upstream's error answer: client errors keep their status and message, server errors become 502."""
     message, param, _type = upstream_error_message(status, raw)
+    if is_request_fault(status, message):
+        # llama.cpp's 500 about a request it could not read: the client's fault, not the engine's (issue 21).
+        return RequestError(message, param=param, status_code=400, code="upstream_rejected_request")
     if 400 <= status < 500 and status not in (408, 429):
         # e.g. vLLM's "max_tokens is too large": the client's request is wrong, say so with the engine's words.
         return RequestError(message, param=param, status_code=status, code=f"upstream_{status}")
