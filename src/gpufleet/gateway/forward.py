@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,26 +83,31 @@ class Forwarder:
         self._supervisor = supervisor
         self.limits = limits
         self._ready_timeout_s = ready_timeout_s
+        self._remotes: dict[str, Endpoint] = {}
 
-    @contextlib.asynccontextmanager
-    async def open_target(self, target: Target, *, last_resort: bool = False) -> AsyncIterator[Endpoint]:
-        """The target's endpoint, held for the block. A local engine is leased (started on demand); as the
-        `last_resort` of a fallback a starting engine is waited for up to its ready_timeout_s, not the
-        queue's server.queue_timeout_s (issue 21: a cold standby)."""
+    async def open_target(self, target: Target, stack: contextlib.AsyncExitStack, *,
+                          last_resort: bool = False) -> Endpoint:
+        """The target's endpoint, held until `stack` closes. A local engine is leased (started on demand; not
+        idle-unloaded or swapped while leased); as the `last_resort` of a fallback a starting engine is waited
+        for up to its ready_timeout_s, not the queue's server.queue_timeout_s (issue 21: a cold standby). A
+        remote needs nothing held: its endpoint is built once."""
         remote = target.remote
         if remote is not None:
-            yield Endpoint(remote.base_url, remote.api_key, remote.timeout_s, local=False)
-            return
+            endpoint = self._remotes.get(target.model)
+            if endpoint is None:
+                endpoint = self._remotes[target.model] = Endpoint(remote.base_url, remote.api_key, remote.timeout_s,
+                                                                  local=False)
+            return endpoint
         wait_s = self._ready_timeout_s.get(target.model) if last_resort else None
-        async with self._supervisor.lease(target.model, wait_s=wait_s) as upstream:
-            yield Endpoint(upstream.base_url, upstream.api_key, None, local=True)
+        upstream = await stack.enter_async_context(self._supervisor.lease(target.model, wait_s=wait_s))
+        return Endpoint(upstream.base_url, upstream.api_key, None, local=True)
 
     async def attempt(self, target: Target, request: UpstreamRequest, stack: contextlib.AsyncExitStack, *,
                       last_resort: bool) -> Served[JsonAnswer | OpenStream] | Failed:
         """Open `target`, send `request`, and read the answer (or a stream's first bytes). What it holds open
         (the lease, the response) is left on `stack` for the caller to close when the answer is over."""
         try:
-            endpoint = await stack.enter_async_context(self.open_target(target, last_resort=last_resort))
+            endpoint = await self.open_target(target, stack, last_resort=last_resort)
         except EngineError as err:
             return self._not_ready(target, err)
         url = endpoint.base_url + _UPSTREAM_PATHS[request.kind]
