@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from gpufleet.cluster.ray_cluster import RayHead
 from gpufleet.config import VllmModel
-from gpufleet.engines.vllm_engine import resolve_python
+from gpufleet.engines.vllm_resolve import resolve_python
 from gpufleet.errors import EngineError, EngineNotReady
 from gpufleet.paths import logs_dir
 from gpufleet.supervisor.process import EngineProcess
