@@ -30,7 +30,7 @@ from gpufleet.planner.vllm_versions import (
     has_pre_017_profile_peak,
     is_v1_default,
     pytorch_sampler_by_default,
-    version_tuple,
+    since,
 )
 
 MIB = 1 << 20
@@ -227,7 +227,7 @@ def cudagraph_bytes(model: ModelSpec, pipeline_parallel: int, enforce_eager: boo
 
 def non_torch_bytes(world_size: int, gpu: GpuSpec | None = None, vllm_version: str = DEFAULT_VLLM_VERSION) -> int:
     """Non-torch memory: library workspaces, plus NCCL (and NVLink all-reduce) buffers with ranks."""
-    base = NON_TORCH_BYTES_018 if version_tuple(vllm_version) >= (0, 18, 0) else NON_TORCH_BYTES
+    base = NON_TORCH_BYTES_018 if since("non_torch_018", vllm_version) else NON_TORCH_BYTES
     if world_size <= 1:
         return base
     if gpu is not None and gpu.nvlink:
