@@ -26,6 +26,8 @@ from gpufleet.engines.vllm_docker import container_launch, image_vllm_version, r
 from gpufleet.engines.vllm_flags import check_argv, installed_vllm_version
 from gpufleet.errors import CatalogError, EngineError, PlanError
 from gpufleet.planner import DEFAULT_UTILIZATION, DEFAULT_VLLM_VERSION, Plan, PlanRequest, plan, plan_launch
+from gpufleet.planner.calibration import launch_key
+from gpufleet.planner.calibration_file import calibration_extra
 from gpufleet.planner.launch import QUIET_ENV, LaunchPlan, launch_env, server_args
 
 log = logging.getLogger(__name__)
@@ -225,8 +227,13 @@ class VllmLaunch:
         return self.resolved.launch
 
     def extra(self) -> dict[str, str]:
-        """What /status shows of the launch: the vLLM version and the fields the plan filled."""
-        return {"vllm_version": self.version or "unknown", "planned": ",".join(self.resolved.filled)}
+        """What /status shows of the launch: the vLLM version and the fields the plan filled; with a GPU plan
+        also its key and KV figure, so the supervisor can record what vLLM really logged (issue 24)."""
+        extra = {"vllm_version": self.version or "unknown", "planned": ",".join(self.resolved.filled)}
+        plan = self.resolved.plan
+        if plan is not None and plan.band is not None:  # no plan, or the CPU backend (its KV space is exact)
+            extra.update(calibration_extra(launch_key(plan), plan.kv_cache_tokens))
+        return extra
 
 
 def resolve_vllm(name: str, model: VllmModel) -> VllmLaunch:
