@@ -109,7 +109,7 @@ class SqlStore:
             cur.execute(f"INSERT INTO gpufleet_keys ({', '.join(_KEY_COLUMNS)}) VALUES ({marks})", _key_values(record))
         self._run(work)
 
-    def keys(self) -> list[KeyRecord]:
+    def key_records(self) -> list[KeyRecord]:
         def work(conn: Any) -> list[KeyRecord]:
             cur = conn.cursor()
             cur.execute(f"SELECT {', '.join(_KEY_COLUMNS)} FROM gpufleet_keys ORDER BY created_at")

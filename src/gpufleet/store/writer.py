@@ -127,7 +127,7 @@ class UsageWriter:
         now = time.time()
         self._last_refresh = now
         try:
-            keys = await self._call(self.store.keys)
+            keys = await self._call(self.store.key_records)
             day_tokens = await self._call(self.store.tokens_since, now - now % _DAY_S)
         except StoreError as err:
             self._down(err)
