@@ -7,6 +7,7 @@ server runs as the `postgres` user, since PostgreSQL refuses to run as root. Ins
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -61,8 +62,6 @@ class PgServer:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def remove(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # already stopped
             self.stop()
-        except RuntimeError:
-            pass  # already stopped
         shutil.rmtree(self.root, ignore_errors=True)

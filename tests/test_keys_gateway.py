@@ -50,7 +50,9 @@ def make_key(db: str, name: str = "alice", *, models: tuple[str, ...] = (), expi
 
 
 @asynccontextmanager
-async def gateway(upstream: StandInUpstream, db: str, **server: Any) -> AsyncIterator[tuple[Gateway, httpx.AsyncClient]]:
+async def gateway(
+    upstream: StandInUpstream, db: str, **server: Any
+) -> AsyncIterator[tuple[Gateway, httpx.AsyncClient]]:
     upstream.behaviour, upstream.delay_s = "ok", 0.0
     config = parse_config({
         "server": {"database_url": db, **server},
@@ -60,9 +62,9 @@ async def gateway(upstream: StandInUpstream, db: str, **server: Any) -> AsyncIte
         },
     })
     app = build_app(config)
-    async with running(app) as gw:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
-            yield gw, http
+    transport = httpx.ASGITransport(app=app)
+    async with running(app) as gw, httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+        yield gw, http
 
 
 def chat(model: str = "qwen", **extra: Any) -> dict[str, Any]:
