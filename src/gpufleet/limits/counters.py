@@ -56,13 +56,17 @@ class _Counts:
 def reset_text(seconds: float) -> str:
     """A duration as OpenAI writes x-ratelimit-reset-*: '1s', '6m0s', '2h3m4s'."""
     whole = max(1, math.ceil(seconds))
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
+    text = _RESET_TEXT.get(whole)
+    if text is None:
+        hours, rest = divmod(whole, 3600)
+        minutes, secs = divmod(rest, 60)
+        text = f"{hours}h{minutes}m{secs}s" if hours else (f"{minutes}m{secs}s" if minutes else f"{secs}s")
+        if len(_RESET_TEXT) < 100_000:
+            _RESET_TEXT[whole] = text  # at most one entry per second of a day: formatted once, not per request
+    return text
+
+
+_RESET_TEXT: dict[int, str] = {}
 
 
 class Limiter:
