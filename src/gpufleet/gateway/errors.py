@@ -51,3 +51,16 @@ def upstream_error_message(status: int, raw: bytes) -> tuple[str, str | None, st
             type_ if isinstance(type_, str) else "upstream_error",
         )
     return (str(err)[:500], None, "upstream_error")
+
+
+# What llama.cpp's server says, with HTTP 500, about a request it could not read (measured on the pinned xllamacpp:
+# `"name": null` -> "Failed to parse messages: [json.exception.type_error.302] type must be string, but is null";
+# an image part without a projector -> "image input is not supported - hint: ... mmproj"). The request is the
+# client's fault: a 400 for them, and no failure counted against the engine (one client must not cool a route down).
+_REQUEST_FAULTS_IN_500 = ("Failed to parse messages", "[json.exception.", "input is not supported",
+                          "Failed to parse input")
+
+
+def is_request_fault(status: int, message: str) -> bool:
+    """True when an upstream's 500 is about the request it was sent, not about the engine."""
+    return status == 500 and any(marker in message for marker in _REQUEST_FAULTS_IN_500)
