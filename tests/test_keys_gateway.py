@@ -315,3 +315,19 @@ async def test_postgres_going_down_mid_run_keeps_serving_with_limits_in_memory(u
         store.close()
     finally:
         server.remove()
+
+
+async def test_admin_usage_endpoint_answers_admins_only(upstream: StandInUpstream, db: str) -> None:
+    key = make_key(db)
+    async with gateway(upstream, db, api_keys=[ADMIN]) as (_, http):
+        await http.post("/v1/chat/completions", json=chat(), headers=bearer(key))
+        answer = await http.get("/admin/usage", params={"since": "1d", "by": "key,model"}, headers=bearer(ADMIN))
+        assert answer.status_code == 200
+        rows = answer.json()["rows"]
+        assert [(r["key"], r["model"], r["requests"]) for r in rows] == [("alice", "qwen", 1)]
+        assert (await http.get("/admin/usage", headers=bearer(key))).status_code == 403
+        assert (await http.get("/admin/usage")).status_code == 401
+        bad = await http.get("/admin/usage", params={"by": "key_hash"}, headers=bearer(ADMIN))
+        assert bad.status_code == 400 and "cannot group by 'key_hash'" in bad.json()["error"]["message"]
+        bad = await http.get("/admin/usage", params={"since": "forever"}, headers=bearer(ADMIN))
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "since"

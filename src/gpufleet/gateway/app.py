@@ -21,7 +21,7 @@ from starlette.routing import Route
 from gpufleet.config import AutoModelClassifier, Config, LlamaCppModel, TransformersModel, VllmModel
 from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.errors import GpufleetError
-from gpufleet.gateway import openai_routes, ops_routes, persona_chat, ui
+from gpufleet.gateway import openai_routes, ops_routes, persona_chat, ui, usage_routes
 from gpufleet.gateway.admission import Admission
 from gpufleet.gateway.auth import KeyCheck, exposure_warning
 from gpufleet.gateway.auto_classifier import ModelTierClassifier
@@ -150,6 +150,7 @@ def build_app(config: Config) -> Starlette:
         Route("/admin/models/{name}/stop", ops_routes.stop_model, methods=["POST"]),
         Route("/admin/models/{name}/start", ops_routes.start_model, methods=["POST"]),
         Route("/admin/models/{name}/swap", ops_routes.swap_model, methods=["POST"]),
+        Route("/admin/usage", usage_routes.usage, methods=["GET"]),
         *ui.routes(),  # the web console at /ui
     ]
     exception_handlers: dict[Any, Any] = {HTTPException: _http_exception, Exception: _unexpected}

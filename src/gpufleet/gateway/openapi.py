@@ -60,7 +60,7 @@ def _post(summary: str, schema: str, *, stream: bool) -> dict[str, Any]:
         "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": _REF.format(
             model=schema)}}}},
         "responses": {"200": {"description": "the engine's answer", "content": ok},
-                      **_errors(400, 401, 404, 413, 502, 503, 504)},
+                      **_errors(400, 401, 403, 404, 413, 429, 502, 503, 504)},
     }}
 
 
@@ -105,6 +105,7 @@ def openapi_document() -> bytes:
             "/admin/models/{name}/start": _admin("Load a model now"),
             "/admin/models/{name}/stop": _admin("Unload a model now"),
             "/admin/models/{name}/swap": _admin("Bring a swap-group member up, freeing idle members"),
+            "/admin/usage": _get("Usage ledger totals, admin keys only (?since=7d&by=key,model)"),
         },
     }
     return orjson.dumps(document)

@@ -102,6 +102,10 @@ class UsageWriter:
         self.written += len(batch)
         self._up()
 
+    async def query(self, since: float, by: list[str]) -> list[dict[str, Any]]:
+        """`SqlStore.usage` on the store's thread (StoreError when it is down)."""
+        return await self._call(self.store.usage, since, by)
+
     async def refresh_now(self) -> None:
         """Reload keys and today's token totals now (tests; `refresh_s` does it otherwise)."""
         await self._refresh()
