@@ -60,6 +60,7 @@ async def gateway(
             "qwen": {"engine": "remote", "url": upstream.url, "aliases": ["gpt-4o"]},
             "other": {"engine": "remote", "url": upstream.url},
         },
+        "personas": {"clerk": {"route": "qwen", "system_prompt": "You file things."}},
     })
     app = build_app(config)
     transport = httpx.ASGITransport(app=app)
@@ -148,7 +149,7 @@ async def test_a_key_sees_and_uses_only_its_models(upstream: StandInUpstream, db
     key = make_key(db, models=("qwen",))
     async with gateway(upstream, db) as (_, http):
         listed = {m["id"] for m in (await http.get("/v1/models", headers=bearer(key))).json()["data"]}
-        assert listed == {"qwen", "gpt-4o"}  # the model and its alias, not `other`
+        assert listed == {"qwen", "gpt-4o", "clerk"}  # the model, its alias and a persona on it; not `other`
         assert (await http.post("/v1/chat/completions", json=chat("gpt-4o"), headers=bearer(key))).status_code == 200
         reached = len(upstream.received)
         forbidden = await http.post("/v1/chat/completions", json=chat("other"), headers=bearer(key))
@@ -331,3 +332,19 @@ async def test_admin_usage_endpoint_answers_admins_only(upstream: StandInUpstrea
         assert bad.status_code == 400 and "cannot group by 'key_hash'" in bad.json()["error"]["message"]
         bad = await http.get("/admin/usage", params={"since": "forever"}, headers=bearer(ADMIN))
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "since"
+
+
+async def test_persona_chat_counts_against_the_key_and_its_models(upstream: StandInUpstream, db: str) -> None:
+    limited = make_key(db, "limited", rpm=1)
+    other_only = make_key(db, "other-only", models=("other",))
+    async with gateway(upstream, db) as (_, http):
+        upstream.reply = "filed"
+        first = await http.post("/chat", json={"message": "file this"}, headers=bearer(limited))
+        assert first.status_code == 200 and first.json()["reply"] == "filed"
+        reached = len(upstream.received)
+        second = await http.post("/chat", json={"message": "file this"}, headers=bearer(limited))
+        assert second.status_code == 429 and second.headers["x-ratelimit-remaining-requests"] == "0"
+        forbidden = await http.post("/chat", json={"message": "file this"}, headers=bearer(other_only))
+        assert forbidden.status_code == 403
+        assert len(upstream.received) == reached
+        upstream.reply = None

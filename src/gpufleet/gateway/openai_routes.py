@@ -113,6 +113,10 @@ async def _relay(request: Request, kind: Kind) -> Answer:
         gateway.metrics.observe_error(model, err.code)
         gateway.metrics.observe_request(model, kind, err.status_code, time.perf_counter() - started)
         return error_response(err)
+    except BaseException:
+        if ticket is not None:
+            ticket.close(500)  # a bug or a forced shutdown: the key's concurrency slot must not leak
+        raise
 
 
 async def _finished_before_disconnect(request: Request, work: asyncio.Future[Answer]) -> bool:

@@ -89,6 +89,10 @@ async def persona_chat(request: Request) -> Response:
         gateway.metrics.observe_error("persona", err.code)
         gateway.metrics.observe_request("persona", "persona_chat", err.status_code, time.perf_counter() - started)
         return error_response(err)
+    except BaseException:
+        if ticket is not None:
+            ticket.close(500)  # a bug or a forced shutdown: the key's concurrency slot must not leak
+        raise
     if answer.status_code != 200:
         return answer
     data = orjson.loads(answer.body)
