@@ -348,3 +348,34 @@ async def test_persona_chat_counts_against_the_key_and_its_models(upstream: Stan
         assert forbidden.status_code == 403
         assert len(upstream.received) == reached
         upstream.reply = None
+
+
+async def test_admins_make_list_and_revoke_keys_over_http_and_team_keys_cannot(
+    upstream: StandInUpstream, db: str
+) -> None:
+    async with gateway(upstream, db, api_keys=[ADMIN]) as (_, http):
+        made = await http.post("/admin/keys", json={"name": "carol", "models": ["qwen"], "rpm": 1, "expires": "1d"},
+                               headers=bearer(ADMIN))
+        assert made.status_code == 201 and made.headers["cache-control"] == "no-store"
+        secret = made.json()["key"]
+        assert made.json()["rpm"] == 1 and "key_hash" not in made.json()
+        # Usable at once on this gateway, with its limits.
+        assert (await http.post("/v1/chat/completions", json=chat(), headers=bearer(secret))).status_code == 200
+        assert (await http.post("/v1/chat/completions", json=chat(), headers=bearer(secret))).status_code == 429
+        listed = (await http.get("/admin/keys", headers=bearer(ADMIN))).json()["keys"]
+        assert [(k["name"], k["state"], k["hint"]) for k in listed] == [("carol", "active", secret[-4:])]
+        assert secret not in str(listed) and "key_hash" not in listed[0]
+        # A team key may not see, make or revoke keys.
+        assert (await http.get("/admin/keys", headers=bearer(secret))).status_code == 403
+        assert (await http.post("/admin/keys", json={"name": "mallory"}, headers=bearer(secret))).status_code == 403
+        assert (await http.post("/admin/keys/carol/revoke", headers=bearer(secret))).status_code == 403
+        taken = await http.post("/admin/keys", json={"name": "carol"}, headers=bearer(ADMIN))
+        assert taken.status_code == 409 and taken.json()["error"]["code"] == "key_name_taken"
+        for bad, param in (({"name": "x", "rpm": 0}, "rpm"), ({"name": "bad name"}, "name"),
+                           ({"name": "x", "expires": "soon"}, "expires"), ({"name": "x", "admin": True}, "admin")):
+            answer = await http.post("/admin/keys", json=bad, headers=bearer(ADMIN))
+            assert answer.status_code == 400 and answer.json()["error"]["param"] == param, bad
+        revoked = await http.post("/admin/keys/carol/revoke", headers=bearer(ADMIN))
+        assert revoked.status_code == 200 and revoked.json()["state"] == "revoked"
+        assert (await http.post("/v1/chat/completions", json=chat(), headers=bearer(secret))).status_code == 401
+        assert (await http.post("/admin/keys/carol/revoke", headers=bearer(ADMIN))).status_code == 404

@@ -151,6 +151,9 @@ def build_app(config: Config) -> Starlette:
         Route("/admin/models/{name}/start", ops_routes.start_model, methods=["POST"]),
         Route("/admin/models/{name}/swap", ops_routes.swap_model, methods=["POST"]),
         Route("/admin/usage", usage_routes.usage, methods=["GET"]),
+        Route("/admin/keys", usage_routes.list_keys, methods=["GET"]),
+        Route("/admin/keys", usage_routes.create_key, methods=["POST"]),
+        Route("/admin/keys/{name}/revoke", usage_routes.revoke_key, methods=["POST"]),
         *ui.routes(),  # the web console at /ui
     ]
     exception_handlers: dict[Any, Any] = {HTTPException: _http_exception, Exception: _unexpected}

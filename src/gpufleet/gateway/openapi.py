@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 import gpufleet
 from gpufleet.gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from gpufleet.gateway.usage_routes import KeyRequest
 
 _REF = "#/components/schemas/{model}"
 
@@ -80,7 +81,8 @@ def _admin(summary: str) -> dict[str, Any]:
 @lru_cache(maxsize=1)
 def openapi_document() -> bytes:
     """The document, serialized once."""
-    schemas: dict[str, Any] = {"Error": _ERROR, "PersonaChatRequest": _PERSONA_CHAT}
+    schemas: dict[str, Any] = {"Error": _ERROR, "PersonaChatRequest": _PERSONA_CHAT,
+                               "KeyRequest": KeyRequest.model_json_schema()}
     for model in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest):
         schema = model.model_json_schema(ref_template=_REF)
         schemas.update(schema.pop("$defs", {}))
@@ -106,6 +108,10 @@ def openapi_document() -> bytes:
             "/admin/models/{name}/stop": _admin("Unload a model now"),
             "/admin/models/{name}/swap": _admin("Bring a swap-group member up, freeing idle members"),
             "/admin/usage": _get("Usage ledger totals, admin keys only (?since=7d&by=key,model)"),
+            "/admin/keys": {**_get("Team keys, admin keys only (never a key or its hash)"),
+                            **_post("Make a team key (admin keys only); 201 shows the key, once", "KeyRequest",
+                                    stream=False)},
+            "/admin/keys/{name}/revoke": _admin("Revoke a team key"),
         },
     }
     return orjson.dumps(document)

@@ -46,10 +46,10 @@ def parse_duration(text: str, *, option: str) -> float:
     return int(match.group(1)) * _UNIT_S[match.group(2)]
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, *, option: str = "--name") -> str:
     if not _NAME.match(name):
         raise ConfigError(f"key name {name!r}: use 1-64 letters, digits, '.', '_', '@' or '-' (starting with a "
-                          "letter or digit)", key_path="--name")
+                          "letter or digit)", key_path=option)
     return name
 
 
@@ -82,6 +82,14 @@ class KeyRecord:
         if self.expires_at is not None and now >= self.expires_at:
             return "expired"
         return "active"
+
+    def public(self, now: float) -> dict[str, object]:
+        """What may be shown about the key (`keys list`, /admin/keys): never the key or its hash."""
+        lim = self.limits
+        return {"name": self.name, "id": self.id, "state": self.state(now), "hint": self.hint,
+                "models": list(self.models), "rpm": lim.rpm, "tpm": lim.tpm, "tokens_per_day": lim.tokens_per_day,
+                "max_concurrency": lim.max_concurrency, "created_at": self.created_at,
+                "expires_at": self.expires_at, "revoked_at": self.revoked_at}
 
     def allows(self, *names: str) -> bool:
         """True when the key may use a model known by any of `names` (requested name, route, served model)."""

@@ -151,6 +151,10 @@ class UsageWriter:
             log.warning("store %s is back; %d usage rows queued", self.store.where, len(self._pending))
         self.up = True
 
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a store method on the store's own thread (never on the event loop)."""
+        return await self._call(fn, *args)
+
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
