@@ -168,8 +168,15 @@ function limitsText(key) {
   return parts.join(" · ") || "none";
 }
 
+// The SVG namespace as the HTML parser gives it (the console's files spell out no URL at all).
+const SVG_NS = (() => {
+  const box = document.createElement("div");
+  box.innerHTML = "<svg></svg>";
+  return box.firstChild.namespaceURI;
+})();
+
 function svgEl(tag, attrs = {}, ...children) {
-  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  const node = document.createElementNS(SVG_NS, tag);
   for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
   node.append(...children);
   return node;
