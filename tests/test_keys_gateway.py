@@ -379,3 +379,28 @@ async def test_admins_make_list_and_revoke_keys_over_http_and_team_keys_cannot(
         assert revoked.status_code == 200 and revoked.json()["state"] == "revoked"
         assert (await http.post("/v1/chat/completions", json=chat(), headers=bearer(secret))).status_code == 401
         assert (await http.post("/admin/keys/carol/revoke", headers=bearer(ADMIN))).status_code == 404
+
+
+async def test_agent_endpoints_count_against_the_key_and_answer_429_in_their_own_shape(
+    upstream: StandInUpstream, db: str
+) -> None:
+    key = make_key(db, rpm=2, models=("qwen",))
+    async with gateway(upstream, db) as (_, http):
+        messages = {"model": "qwen", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+        ok = await http.post("/v1/messages", json=messages, headers={"x-api-key": key})
+        assert ok.status_code == 200 and ok.headers["x-ratelimit-remaining-requests"] == "1"
+        responses = {"model": "qwen", "input": "hi", "store": False}
+        assert (await http.post("/v1/responses", json=responses, headers=bearer(key))).status_code == 200
+        reached = len(upstream.received)
+        refused = await http.post("/v1/messages", json=messages, headers={"x-api-key": key})
+        assert refused.status_code == 429 and refused.json()["type"] == "error"  # Anthropic's error shape
+        assert refused.headers["retry-after"] and refused.headers["x-ratelimit-remaining-requests"] == "0"
+        refused = await http.post("/v1/responses", json=responses, headers=bearer(key))
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
+        other = await http.post("/v1/messages", json={**messages, "model": "other"}, headers={"x-api-key": key})
+        assert other.status_code == 403
+        assert len(upstream.received) == reached
+    store = open_store(db)
+    endpoints = {r["endpoint"]: r["requests"] for r in store.usage(0, ["endpoint"])}
+    store.close()
+    assert endpoints == {"messages": 3, "responses": 2}

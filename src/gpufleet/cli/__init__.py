@@ -50,6 +50,7 @@ _COMMAND_MODULES = [
     "deploy_cmd",
     "bench_cmd",
     "auto_cmd",
+    "launch_cmd",
     "keys_cmd",
 ]
 

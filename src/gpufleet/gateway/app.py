@@ -21,7 +21,15 @@ from starlette.routing import Route
 from gpufleet.config import AutoModelClassifier, Config, LlamaCppModel, TransformersModel, VllmModel
 from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.errors import GpufleetError
-from gpufleet.gateway import openai_routes, ops_routes, persona_chat, ui, usage_routes
+from gpufleet.gateway import (
+    messages_routes,
+    openai_routes,
+    ops_routes,
+    persona_chat,
+    responses_routes,
+    ui,
+    usage_routes,
+)
 from gpufleet.gateway.admission import Admission
 from gpufleet.gateway.auth import KeyCheck, exposure_warning
 from gpufleet.gateway.auto_classifier import ModelTierClassifier
@@ -141,6 +149,11 @@ def build_app(config: Config) -> Starlette:
         Route("/v1/completions", openai_routes.completions, methods=["POST"]),
         Route("/v1/embeddings", openai_routes.embeddings, methods=["POST"]),
         Route("/v1/models", openai_routes.list_models, methods=["GET"]),
+        Route("/v1/messages", messages_routes.create_message, methods=["POST"]),
+        Route("/v1/messages/count_tokens", messages_routes.count_tokens, methods=["POST"]),
+        Route("/v1/responses", responses_routes.create_response, methods=["POST"]),
+        Route("/v1/responses/{response_id}", responses_routes.get_response, methods=["GET"]),
+        Route("/v1/responses/{response_id}", responses_routes.delete_response, methods=["DELETE"]),
         Route("/chat", persona_chat.persona_chat, methods=["POST"]),
         Route("/health", ops_routes.health, methods=["GET"]),
         Route("/health/ready", ops_routes.ready, methods=["GET"]),
