@@ -22,8 +22,8 @@ ALLOWED_CIRCLE_PACKAGES: tuple[str, ...] = ("gateway",)
 # Layers, bottom up: a top-level package (or module) may import only from a lower layer and from itself.
 LAYERS: dict[str, int] = {
     "gpufleet": 0, "errors": 0, "paths": 0, "redact": 0, "child_process": 0, "tiers": 0,
-    "model_packages": 1, "dialects": 1, "catalog": 1, "protocols": 1,
-    "config": 2, "planner": 2,
+    "model_packages": 1, "dialects": 1, "catalog": 1, "protocols": 1, "limits": 1,
+    "config": 2, "planner": 2, "store": 2,
     "cluster": 3,
     "engines": 4,
     "doctor": 5, "supervisor": 5, "router": 5,

@@ -26,7 +26,11 @@ from gpufleet.gateway.relay import StreamRelayResponse
 from gpufleet.router.select import session_key
 
 if TYPE_CHECKING:
+    from gpufleet.gateway.admission import Ticket
     from gpufleet.gateway.app import Gateway
+    from gpufleet.gateway.auth import Principal
+
+_PRINCIPAL = "gpufleet.principal"  # scope key: who this request is, once its key was checked
 
 
 class StreamEncoder(Protocol):
@@ -48,12 +52,18 @@ def gateway_of(request: Request) -> Gateway:
     return gateway
 
 
-def authenticate(request: Request) -> None:
-    """AuthError (401) unless the request carries a configured key: `Authorization: Bearer` or `x-api-key`."""
+def authenticate(request: Request) -> Principal:
+    """Who sent the request; AuthError (401) unless it carries a configured key: `Authorization: Bearer` or
+    `x-api-key`. Checked once per request."""
+    principal: Principal | None = request.scope.get(_PRINCIPAL)
+    if principal is not None:
+        return principal
     authorization = request.headers.get("authorization")
     if authorization is None and (api_key := request.headers.get("x-api-key")) is not None:
         authorization = f"Bearer {api_key}"  # Anthropic clients send their key here
-    gateway_of(request).keys.check(authorization)
+    principal = gateway_of(request).keys.check(authorization)
+    request.scope[_PRINCIPAL] = principal
+    return principal
 
 
 async def serve_chat_form(request: Request, kind: str, payload: dict[str, Any], protocol: ClientProtocol) -> Any:
@@ -61,8 +71,9 @@ async def serve_chat_form(request: Request, kind: str, payload: dict[str, Any], 
     gateway = gateway_of(request)
     started = time.perf_counter()
     model = "unknown"
+    ticket: Ticket | None = None
     try:
-        authenticate(request)
+        principal = authenticate(request)
         if kind != "chat":
             raise RequestError(f"the {protocol.endpoint} endpoint serves chat-form requests only")
         validate_request("chat", payload)
@@ -71,19 +82,31 @@ async def serve_chat_form(request: Request, kind: str, payload: dict[str, Any], 
         else:
             route = gateway.table.resolve(payload["model"], payload)
         model = route.primary.model
+        ticket = gateway.admission.admit(principal, payload["model"], (route.name, model), protocol.endpoint)
         if route.tier is not None:
             gateway.router_metrics.observe_tier(route.tier)
         session = session_key(request.headers.get("x-gpufleet-session"), payload) if route.affinity else None
-        work = asyncio.ensure_future(serve_route(gateway, "chat", payload, route, started, session=session))
+        work = asyncio.ensure_future(serve_route(gateway, "chat", payload, route, started, session=session,
+                                                 ticket=ticket))
         if not await _finished_before_disconnect(request, work):
             gateway.metrics.observe_error(model, "client_disconnected")
             gateway.metrics.observe_request(model, protocol.endpoint, 499, time.perf_counter() - started)
+            ticket.close(499)
             return Response(status_code=499)
-        return _encode(work.result(), protocol)
+        answer = work.result()
+        if not isinstance(answer, StreamRelayResponse):
+            ticket.close(answer.status_code)  # a stream's ticket closes when the stream ends
+        return _encode(answer, protocol)
     except GpufleetError as err:
+        if ticket is not None:
+            ticket.close(err.status_code)
         gateway.metrics.observe_error(model, err.code)
         gateway.metrics.observe_request(model, protocol.endpoint, err.status_code, time.perf_counter() - started)
         return protocol.error_response(err)
+    except BaseException:
+        if ticket is not None:
+            ticket.close(500)  # a bug or a forced shutdown: the key's concurrency slot must not leak
+        raise
 
 
 def _encode(answer: Answer, protocol: ClientProtocol) -> Any:
