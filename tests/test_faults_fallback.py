@@ -162,7 +162,10 @@ class SlowStandInEngine:
     def __init__(self, delays: dict[str, tuple[float, float]]) -> None:
         self.delays = delays
 
-    def launch_spec(self, name: str, model: object, port: int) -> LaunchSpec:
+    def resolve(self, name: str, model: object) -> None:
+        return None
+
+    def launch_spec(self, name: str, model: object, resolved: None, port: int) -> LaunchSpec:
         start_s, answer_s = self.delays.get(name, (0.0, 0.0))
         urls = local_urls(port, metrics_path=None)
         return LaunchSpec(argv=[sys.executable, "-c", _STANDIN_ENGINE, str(port), str(start_s), str(answer_s)],

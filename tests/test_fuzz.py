@@ -12,8 +12,10 @@ a random schema gets a documented 502 (structured_output_invalid), which is the 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -130,6 +132,11 @@ persona_bodies = st.fixed_dictionaries(
         st.fixed_dictionaries({"role": maybe(roles), "content": maybe(st.text(max_size=20))}), max_size=3)),
               "max_tokens": maybe(st.integers(-1, 50)), "temperature": maybe(st.floats(0, 2)),
               "thinking": maybe(st.booleans()), "user": maybe(st.text(max_size=5)), "bogus": weird})
+key_bodies = st.fixed_dictionaries(  # POST /admin/keys (the gateway under test has no keys: admin is open)
+    {"name": maybe(st.text(max_size=10))},
+    optional={"models": maybe(st.lists(st.text(max_size=6), max_size=3)), "rpm": maybe(st.integers(-1, 9)),
+              "tpm": maybe(st.integers(-1, 9)), "expires": maybe(st.sampled_from(["30d", "0d", "1y", ""])),
+              "bogus": weird})
 blocks = st.lists(st.fixed_dictionaries(
     {"type": maybe(st.sampled_from(["text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking",
                                     "document", "server_tool_use", "bogus"]))},
@@ -168,7 +175,8 @@ responses_bodies = st.fixed_dictionaries(
               "tool_choice": weird, "reasoning": weird, "text": weird, "prompt_cache_key": weird})
 BODIES = {"/v1/chat/completions": chat_bodies, "/v1/completions": completion_bodies,
           "/v1/embeddings": embedding_bodies, "/chat": persona_bodies, "/v1/messages": messages_bodies,
-          "/v1/messages/count_tokens": messages_bodies, "/v1/responses": responses_bodies}
+          "/v1/messages/count_tokens": messages_bodies, "/v1/responses": responses_bodies,
+          "/admin/keys": key_bodies}
 
 
 def encoded(body: Any) -> bytes:
@@ -209,8 +217,9 @@ def test_openapi_lists_every_endpoint_with_a_schema_for_each_post(upstream: Json
 
 
 def gateway_config(upstream: JsonAnswerUpstream) -> Any:
+    store = Path(tempfile.mkdtemp(prefix="gpufleet-fuzz-")) / "store.sqlite3"  # keys it makes stay there
     return parse_config({
-        "server": {"max_body_bytes": 256 * 1024},
+        "server": {"max_body_bytes": 256 * 1024, "database_url": f"sqlite:///{store}"},
         "models": {"echo": {"engine": "remote", "url": upstream.url, "aliases": ["gpt-4o"],
                             "defaults": {"max_tokens_cap": 16}}},
         "personas": {"clerk": {"route": "echo", "system_prompt": "You file things."}},

@@ -51,6 +51,7 @@ _COMMAND_MODULES = [
     "bench_cmd",
     "auto_cmd",
     "launch_cmd",
+    "keys_cmd",
 ]
 
 for _name in _COMMAND_MODULES:

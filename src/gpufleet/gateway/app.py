@@ -21,7 +21,15 @@ from starlette.routing import Route
 from gpufleet.config import Config
 from gpufleet.engines.base import Engine
 from gpufleet.errors import GpufleetError
-from gpufleet.gateway import messages_routes, openai_routes, ops_routes, persona_chat, responses_routes, ui
+from gpufleet.gateway import (
+    messages_routes,
+    openai_routes,
+    ops_routes,
+    persona_chat,
+    responses_routes,
+    ui,
+    usage_routes,
+)
 from gpufleet.gateway.errors import error_body, error_response
 from gpufleet.gateway.openapi import openapi_json
 from gpufleet.gateway.state import Gateway, GatewayState
@@ -51,9 +59,12 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return _json_error(500, f"internal error: {type(exc).__name__}; see the gateway log", "internal_error")
 
 
-def build_app(config: Config, *, engines: Mapping[str, Engine] | None = None) -> Starlette:
-    """The ASGI app for `config`; its lifespan starts and stops the engines (`engines`: see GatewayState)."""
-    gateway = GatewayState(config, engines=engines)
+def build_app(config: Config, launches: Mapping[str, object] | None = None, *,
+              engines: Mapping[str, Engine[Any, Any]] | None = None) -> Starlette:
+    """The ASGI app for `config`; its lifespan starts and stops the engines. `launches`: the models' launches
+    resolved up front (engines.resolve_launches, as `gpufleet serve` does); the others resolve at first start.
+    `engines`: replaces engine kinds (tests: stand-ins)."""
+    gateway = GatewayState(config, launches, engines=engines)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -82,6 +93,10 @@ def build_app(config: Config, *, engines: Mapping[str, Engine] | None = None) ->
         Route("/admin/models/{name}/stop", ops_routes.stop_model, methods=["POST"]),
         Route("/admin/models/{name}/start", ops_routes.start_model, methods=["POST"]),
         Route("/admin/models/{name}/swap", ops_routes.swap_model, methods=["POST"]),
+        Route("/admin/usage", usage_routes.usage, methods=["GET"]),
+        Route("/admin/keys", usage_routes.list_keys, methods=["GET"]),
+        Route("/admin/keys", usage_routes.create_key, methods=["POST"]),
+        Route("/admin/keys/{name}/revoke", usage_routes.revoke_key, methods=["POST"]),
         *ui.routes(),  # the web console at /ui
     ]
     exception_handlers: dict[Any, Any] = {HTTPException: _http_exception, Exception: _unexpected}

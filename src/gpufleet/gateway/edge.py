@@ -28,7 +28,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gpufleet.errors import EngineNotReady, GpufleetError
-from gpufleet.gateway.auth import presented_key
+from gpufleet.gateway.admission import Ticket
+from gpufleet.gateway.auth import Principal, presented_key
 from gpufleet.gateway.client_protocol import OPENAI, ClientProtocol, Kind, OpenAIProtocol, OpenAISSE, StreamEncoder
 from gpufleet.gateway.client_watch import Ending, wait_watching_client
 from gpufleet.gateway.pipeline import JsonReply, Pipeline
@@ -38,17 +39,18 @@ from gpufleet.gateway.state import GatewayState, state_of
 from gpufleet.router.select import session_key
 from gpufleet.router.table import Route
 
-_AUTHORIZED = "gpufleet.authorized"  # scope key: this request's key was checked
+_PRINCIPAL = "gpufleet.principal"  # scope key: who this request is, once its key was checked
 
 
-def authorize(request: Request) -> None:
-    """AuthError (401) unless the request carries a configured key, as `Authorization: Bearer <key>` or as
-    `x-api-key: <key>` (Anthropic's header); constant-time comparison. Checked once per request."""
-    scope = request.scope
-    if scope.get(_AUTHORIZED):
-        return
-    state_of(request).keys.check(presented_key(request.headers))
-    scope[_AUTHORIZED] = True
+def authorize(request: Request) -> Principal:
+    """Who sent the request; AuthError (401) unless it carries a configured key (a static admin key or a live
+    team key), as `Authorization: Bearer <key>` or as `x-api-key: <key>` (Anthropic's header); constant-time
+    comparison. Checked once per request."""
+    principal: Principal | None = request.scope.get(_PRINCIPAL)
+    if principal is None:
+        principal = state_of(request).keys.check(presented_key(request.headers))
+        request.scope[_PRINCIPAL] = principal
+    return principal
 
 
 async def resolve_route(state: GatewayState, payload: dict[str, Any]) -> Route:
@@ -67,35 +69,62 @@ async def serve_chat_form(request: Request, kind: Kind, payload: dict[str, Any],
     """Serve a request already in the internal form; the answer (or error) in `protocol`'s shape."""
     state = state_of(request)
     started = time.perf_counter()
-    labels = {"model": "unknown"}  # never the raw requested name as a label: unbounded cardinality
+    served = _Serving()
     try:
-        authorize(request)
+        principal = authorize(request)
         validate_request(kind, payload)
         # Routing runs inside the watched work: a client that leaves also cancels an `auto` classifier's call.
-        work = asyncio.ensure_future(_route_and_serve(state, request, kind, payload, protocol, started, labels))
+        work = asyncio.ensure_future(_route_and_serve(state, request, principal, kind, payload, protocol,
+                                                      started, served))
         state.streams.add_waiting(work)
         ending = await wait_watching_client(request, work)
         if ending is Ending.CLIENT_LEFT:
-            state.metrics.observe_error(labels["model"], "client_disconnected")
-            state.metrics.observe_request(labels["model"], protocol.endpoint, 499, time.perf_counter() - started)
+            state.metrics.observe_error(served.model, "client_disconnected")
+            state.metrics.observe_request(served.model, protocol.endpoint, 499, time.perf_counter() - started)
+            served.close(499)
             return Response(status_code=499)
         if ending is Ending.CANCELLED:
             raise shutting_down(state.streams.shutting_down)
-        return work.result()
+        answer = work.result()
+        if not isinstance(answer, StreamRelayResponse):
+            served.close(answer.status_code)  # a stream's ticket closes when the stream ends
+        return answer
     except GpufleetError as err:
-        state.metrics.observe_error(labels["model"], err.code)
-        state.metrics.observe_request(labels["model"], protocol.endpoint, err.status_code,
+        served.close(err.status_code)
+        state.metrics.observe_error(served.model, err.code)
+        state.metrics.observe_request(served.model, protocol.endpoint, err.status_code,
                                       time.perf_counter() - started)
         return protocol.error_response(err)
+    except BaseException:
+        served.close(500)  # a bug or a forced shutdown: the key's concurrency slot must not leak
+        raise
 
 
-async def _route_and_serve(state: GatewayState, request: Request, kind: Kind, payload: dict[str, Any],
-                           protocol: ClientProtocol, started: float,
-                           labels: dict[str, str]) -> Response | StreamRelayResponse:
+class _Serving:
+    """What the edge learns while the work runs: the model label and the key's admission ticket."""
+
+    __slots__ = ("model", "ticket")
+
+    def __init__(self) -> None:
+        self.model = "unknown"  # never the raw requested name as a label: unbounded cardinality
+        self.ticket: Ticket | None = None
+
+    def close(self, status: int) -> None:
+        if self.ticket is not None:
+            self.ticket.close(status)
+
+
+async def _route_and_serve(state: GatewayState, request: Request, principal: Principal, kind: Kind,
+                           payload: dict[str, Any], protocol: ClientProtocol, started: float,
+                           served: _Serving) -> Response | StreamRelayResponse:
     route = await resolve_route(state, payload)
-    labels["model"] = route.primary.model
+    served.model = route.primary.model
+    # A team key's models, limits and ledger row: 403 / 429 before anything is sent upstream.
+    served.ticket = state.admission.admit(principal, payload["model"], (route.name, served.model),
+                                          protocol.endpoint)
     session = session_key(request.headers.get("x-gpufleet-session"), payload) if route.affinity else None
-    return await state.pipeline.serve(kind, payload, route, protocol, started=started, session=session)
+    return await state.pipeline.serve(kind, payload, route, protocol, started=started, session=session,
+                                      ticket=served.ticket)
 
 
 def with_headers(answer: Response | StreamRelayResponse, headers: dict[str, str]) -> Response | StreamRelayResponse:

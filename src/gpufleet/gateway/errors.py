@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from gpufleet.errors import EngineError, GpufleetError, UpstreamError
+from gpufleet.errors import EngineError, GpufleetError, RateLimited, UpstreamError
 
 
 def error_body(message: str, *, type_: str, code: str, param: str | None = None) -> dict[str, Any]:
@@ -27,6 +27,8 @@ def error_response(err: GpufleetError, *, headers: dict[str, str] | None = None)
         hdrs["Retry-After"] = str(err.retry_after_s or 5)
     elif isinstance(err, UpstreamError) and err.status_code == 429 and err.retry_after_s:
         hdrs["Retry-After"] = str(err.retry_after_s)
+    elif isinstance(err, RateLimited):
+        hdrs.update(err.headers)
     body = error_body(err.message, type_=err.error_type, code=err.code, param=err.param)
     return Response(orjson.dumps(body), status_code=err.status_code, headers=hdrs, media_type="application/json")
 

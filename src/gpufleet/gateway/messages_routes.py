@@ -12,7 +12,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gpufleet.errors import EngineError, GpufleetError, UpstreamError
+from gpufleet.errors import EngineError, GpufleetError, RateLimited, UpstreamError
 from gpufleet.gateway.body import read_json_body
 from gpufleet.gateway.edge import authenticate, gateway_of, serve_chat_form, with_headers
 from gpufleet.gateway.token_count import count_prompt_tokens
@@ -53,6 +53,8 @@ def messages_error(err: GpufleetError) -> Response:
     retry_after = err.retry_after_s if isinstance(err, EngineError | UpstreamError) else None
     if retry_after or status == 529:
         headers["retry-after"] = str(retry_after or 5)
+    if isinstance(err, RateLimited):
+        headers.update(err.headers)  # a team key's limit: Retry-After and the x-ratelimit-* headers
     return Response(orjson.dumps(messages_error_body(status, err.message)), status_code=status,
                     media_type="application/json", headers=headers)
 

@@ -33,10 +33,14 @@ async def embeddings(request: Request) -> Answer:
 
 async def list_models(request: Request) -> Response:
     try:
-        authorize(request)
+        principal = authorize(request)
     except GpufleetError as err:
         return error_response(err)
-    body = {"object": "list", "data": state_of(request).table.listing()}
+    listing = state_of(request).table.listing()
+    if principal.key is not None:  # a team key sees only its models
+        listing = [entry for entry in listing
+                   if principal.allows(entry["id"], entry.get("alias_of", ""), entry.get("persona_of", ""))]
+    body = {"object": "list", "data": listing}
     return Response(orjson.dumps(body), media_type="application/json")
 
 

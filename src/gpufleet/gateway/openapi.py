@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 import gpufleet
 from gpufleet.gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from gpufleet.gateway.usage_routes import KeyRequest
 
 _REF = "#/components/schemas/{model}"
 
@@ -90,7 +91,7 @@ def _post(summary: str, schema: str, *, stream: bool) -> dict[str, Any]:
         "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": _REF.format(
             model=schema)}}}},
         "responses": {"200": {"description": "the engine's answer", "content": ok},
-                      **_errors(400, 401, 404, 413, 502, 503, 504)},
+                      **_errors(400, 401, 403, 404, 413, 429, 502, 503, 504)},
     }}
 
 
@@ -111,7 +112,7 @@ def _admin(summary: str) -> dict[str, Any]:
 def openapi_document() -> bytes:
     """The document, serialized once."""
     schemas: dict[str, Any] = {"Error": _ERROR, "PersonaChatRequest": _PERSONA_CHAT, "MessagesRequest": _MESSAGES,
-                               "ResponsesRequest": _RESPONSES}
+                               "ResponsesRequest": _RESPONSES, "KeyRequest": KeyRequest.model_json_schema()}
     for model in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest):
         schema = model.model_json_schema(ref_template=_REF)
         schemas.update(schema.pop("$defs", {}))
@@ -142,6 +143,11 @@ def openapi_document() -> bytes:
             "/admin/models/{name}/start": _admin("Load a model now"),
             "/admin/models/{name}/stop": _admin("Unload a model now"),
             "/admin/models/{name}/swap": _admin("Bring a swap-group member up, freeing idle members"),
+            "/admin/usage": _get("Usage ledger totals, admin keys only (?since=7d&by=key,model)"),
+            "/admin/keys": {**_get("Team keys, admin keys only (never a key or its hash)"),
+                            **_post("Make a team key (admin keys only); 201 shows the key, once", "KeyRequest",
+                                    stream=False)},
+            "/admin/keys/{name}/revoke": _admin("Revoke a team key"),
         },
     }
     return orjson.dumps(document)

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gpufleet.errors import GpufleetError, RequestError, UpstreamError
+from gpufleet.gateway.admission import Ticket
 from gpufleet.gateway.body import read_json_body
 from gpufleet.gateway.edge import OPENAI, authorize, state_of
 from gpufleet.gateway.errors import error_response
@@ -70,18 +71,27 @@ def chat_request(body: Any, personas: list[str]) -> tuple[str, dict[str, Any]]:
 async def persona_chat(request: Request) -> Response:
     state = state_of(request)
     started = time.perf_counter()
+    ticket: Ticket | None = None
     try:
-        authorize(request)
+        principal = authorize(request)
         body = await read_json_body(request, state.config.server.max_body_bytes)
         persona, payload = chat_request(body, list(state.config.personas))
         validate_request("chat", payload)
         route = state.table.resolve(persona)
+        ticket = state.admission.admit(principal, persona, (route.name, route.primary.model), "persona_chat")
         reply = await state.pipeline.reply("chat", payload, route, _PROTOCOL, started=started,
-                                           session=payload.get("user"))
+                                           session=payload.get("user"), ticket=ticket)
+        ticket.close(200)
     except GpufleetError as err:
+        if ticket is not None:
+            ticket.close(err.status_code)
         state.metrics.observe_error("persona", err.code)
         state.metrics.observe_request("persona", "persona_chat", err.status_code, time.perf_counter() - started)
         return error_response(err)
+    except BaseException:
+        if ticket is not None:
+            ticket.close(500)  # a bug or a forced shutdown: the key's concurrency slot must not leak
+        raise
     assert isinstance(reply, JsonReply)  # /chat requests never ask for a stream
     data = reply.data
     choice = (data.get("choices") or [{}])[0]

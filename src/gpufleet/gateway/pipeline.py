@@ -18,9 +18,10 @@ from typing import Any
 
 from starlette.responses import Response
 
+from gpufleet.gateway.admission import Ticket
 from gpufleet.gateway.client_protocol import OPENAI, ClientProtocol, Kind
 from gpufleet.gateway.forward import Forwarder, JsonAnswer, OpenStream
-from gpufleet.gateway.relay import LiveStreams, StreamRelayResponse, StreamStats
+from gpufleet.gateway.relay import LiveStreams, StreamRelayResponse, StreamStats, reasoning_tokens
 from gpufleet.gateway.request_body import upstream_request
 from gpufleet.metrics import GatewayMetrics
 from gpufleet.router.fallback import Failed, FallbackPolicy, Outcome, Served, try_in_order
@@ -71,9 +72,10 @@ class Pipeline:
         self.policy = policy
 
     async def serve(self, kind: Kind, payload: dict[str, Any], route: Route, protocol: ClientProtocol, *,
-                    started: float, session: str | None) -> Response | StreamRelayResponse:
+                    started: float, session: str | None,
+                    ticket: Ticket | None = None) -> Response | StreamRelayResponse:
         """The client's answer (raises GpufleetError for the edge to put in the protocol's shape)."""
-        reply = await self.reply(kind, payload, route, protocol, started=started, session=session)
+        reply = await self.reply(kind, payload, route, protocol, started=started, session=session, ticket=ticket)
         if isinstance(reply, StreamRelayResponse):
             return reply
         return Response(protocol.answer(reply.data), media_type=_JSON, headers=reply.headers)
@@ -90,25 +92,31 @@ class Pipeline:
         return reply.data
 
     async def reply(self, kind: Kind, payload: dict[str, Any], route: Route, protocol: ClientProtocol, *,
-                    started: float, session: str | None) -> Reply:
-        """The route's first answer, before encoding (a whole answer's dict, or the stream to relay)."""
+                    started: float, session: str | None, ticket: Ticket | None = None) -> Reply:
+        """The route's first answer, before encoding (a whole answer's dict, or the stream to relay).
+
+        `ticket` (a team key's admission, gateway/admission.py) learns who served and the usage; a stream's
+        ticket is closed when the stream ends, a whole answer's by the caller."""
         candidates = self._selector.order(route, session=session, max_attempts=self.policy.max_attempts)
 
         async def attempt(candidate: Candidate, last_resort: bool) -> Outcome[Reply]:
-            return await self._attempt(kind, payload, route, protocol, candidate, started, last_resort)
+            return await self._attempt(kind, payload, route, protocol, candidate, started, last_resort, ticket)
 
         reply = await try_in_order(route.name, candidates, attempt, policy=self.policy, board=self._board,
                                    metrics=self._router_metrics)
         if isinstance(reply, JsonReply):
             usage = reply.data.get("usage")
             if isinstance(usage, dict):
-                self._metrics.observe_tokens(reply.model, int(usage.get("prompt_tokens") or 0),
-                                             int(usage.get("completion_tokens") or 0))
+                prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+                self._metrics.observe_tokens(reply.model, prompt, completion)
+                if ticket is not None:
+                    ticket.usage(prompt, completion, reasoning_tokens(usage))
             self._metrics.observe_request(reply.model, protocol.endpoint, 200, time.perf_counter() - started)
         return reply
 
     async def _attempt(self, kind: Kind, payload: dict[str, Any], route: Route, protocol: ClientProtocol,
-                       candidate: Candidate, started: float, last_resort: bool) -> Outcome[Reply]:
+                       candidate: Candidate, started: float, last_resort: bool,
+                       ticket: Ticket | None) -> Outcome[Reply]:
         target = candidate.target
         request = upstream_request(kind, payload, candidate, started=started, encoder=protocol.stream_encoder)
         stack = contextlib.AsyncExitStack()
@@ -124,15 +132,18 @@ class Pipeline:
             return outcome
         self._router_metrics.observe_served(route.name, target.model)
         headers = route_headers(route, target)
+        if ticket is not None:
+            ticket.served(route=route.name, tier=route.tier, target=target.label, model=target.model)
+            headers.update(ticket.headers)  # the key's x-ratelimit-* (OpenAI sends them on every answer)
         answer = outcome.answer
         if isinstance(answer, JsonAnswer):
             await stack.aclose()
             self._board.success(target)
             return Served(JsonReply(answer.data, headers, target.model))
-        return Served(self._relay(answer, headers, stack, protocol.endpoint))
+        return Served(self._relay(answer, headers, stack, protocol.endpoint, ticket))
 
     def _relay(self, stream: OpenStream, headers: dict[str, str], stack: contextlib.AsyncExitStack,
-               endpoint: str) -> StreamRelayResponse:
+               endpoint: str, ticket: Ticket | None) -> StreamRelayResponse:
         target, metrics, board = stream.target, self._metrics, self._board
 
         async def on_close(stats: StreamStats, disconnected: bool) -> None:
@@ -142,6 +153,10 @@ class Pipeline:
             if stats.first_token_at is not None:
                 metrics.observe_ttft(target.model, stats.first_token_at - stats.started)
             metrics.observe_tokens(target.model, stats.prompt_tokens, stats.completion_tokens)
+            if ticket is not None:
+                ttft = None if stats.first_token_at is None else stats.first_token_at - stats.started
+                ticket.usage(stats.prompt_tokens, stats.completion_tokens, stats.reasoning_tokens, ttft)
+                ticket.close(status)
             if disconnected:
                 metrics.observe_error(target.model, "client_disconnected")
             elif stats.shut_down:

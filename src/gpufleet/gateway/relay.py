@@ -162,6 +162,7 @@ class StreamStats:
     first_token_at: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0
     chunks: int = 0
     error: str | None = None
     shut_down: bool = False  # cut by the gateway's shutdown (server.shutdown_grace_s ran out), not the upstream
@@ -293,6 +294,7 @@ class SSERewriter:
         if isinstance(usage, dict):
             self.stats.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             self.stats.completion_tokens = int(usage.get("completion_tokens") or 0)
+            self.stats.reasoning_tokens = reasoning_tokens(usage)
         for choice in chunk.get("choices") or ():
             if self.stats.first_token_at is None and _has_token(choice):
                 self.stats.first_token_at = time.perf_counter()
@@ -339,6 +341,13 @@ def normalized_error(error: Any) -> dict[str, Any]:
         "param": param if isinstance(param, str) else None,
         "code": code if isinstance(code, str) else "upstream_error",
     }}
+
+
+def reasoning_tokens(usage: dict[str, Any]) -> int:
+    """`usage.completion_tokens_details.reasoning_tokens` (OpenAI's field; vLLM may leave it out): 0 if absent."""
+    details = usage.get("completion_tokens_details")
+    value = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def chunk_problem(chunk: dict[str, Any]) -> str | None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from starlette.requests import Request
 
 from gpufleet.config import AutoModelClassifier, Config, LlamaCppModel, TransformersModel, VllmModel
 from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.engines.base import Engine
+from gpufleet.gateway.admission import Admission
 from gpufleet.gateway.auth import KeyCheck, exposure_warning
 from gpufleet.gateway.auto_classifier import ModelTierClassifier
 from gpufleet.gateway.dialect_binding import dialect_for, dialect_warning
@@ -29,6 +31,7 @@ from gpufleet.router.fallback import FallbackPolicy
 from gpufleet.router.health import HealthBoard
 from gpufleet.router.metrics import RouterMetrics
 from gpufleet.router.select import TargetSelector
+from gpufleet.store import KeyDirectory
 from gpufleet.supervisor import EngineState, Supervisor
 
 log = logging.getLogger("gpufleet.gateway")
@@ -37,25 +40,28 @@ log = logging.getLogger("gpufleet.gateway")
 class GatewayState:
     """Everything a request handler needs, built from one Config."""
 
-    def __init__(self, config: Config, *, engines: Mapping[str, Engine] | None = None) -> None:
+    def __init__(self, config: Config, launches: Mapping[str, object] | None = None, *,
+                 engines: Mapping[str, Engine[Any, Any]] | None = None) -> None:
         self.config = config
         managed: dict[str, LlamaCppModel | VllmModel | TransformersModel] = {
             name: model for name, model in config.models.items()
             if model.engine in MANAGED_ENGINES and isinstance(model, LlamaCppModel | VllmModel | TransformersModel)
         }
         self.supervisor = Supervisor(managed, queue_timeout_s=config.server.queue_timeout_s,
-                                     swap_groups=config.swap_groups, engines=engines)
+                                     swap_groups=config.swap_groups, resolved=launches, engines=engines)
         self.dialects = {name: dialect_for(name, model) for name, model in config.models.items()}
         self.dialect_warnings = {name: warning for name, model in config.models.items()
                                  if (warning := dialect_warning(name, model)) is not None}
         for warning in self.dialect_warnings.values():
             log.warning("%s", warning)
         self.table = ModelTable(config, self.dialects)
-        self.keys = KeyCheck.for_server(config.server)
+        directory = KeyDirectory()  # team keys, loaded from the store by `admission`
+        self.keys = KeyCheck.for_server(config.server, directory)
         if (warning := exposure_warning(config.server)) is not None:
             log.warning("SECURITY: %s", warning)
         self.client = UpstreamClient(read_timeout_s=config.server.request_timeout_s)
         self.metrics = GatewayMetrics(self.supervisor.status)
+        self.admission = Admission(config.server, directory, self.metrics.registry)  # team keys, limits, ledger
         self.router = HealthBoard(self.table.targets, config.router, on_cooldown=self._on_cooldown)
         self.router_metrics = RouterMetrics(self.metrics.registry, self.router.snapshot)
         self.selector = TargetSelector(self.router, load_of=self._engine_queue)
@@ -96,6 +102,7 @@ class GatewayState:
         self.router_metrics.observe_cooldown(target.model)
 
     async def startup(self) -> None:
+        await self.admission.start()  # team keys are known before the first request
         await self.client.start()
         await self.supervisor.start()
         self.router.start_probing(self.client.probe)
@@ -108,6 +115,7 @@ class GatewayState:
         await self.router.stop_probing()
         await self.supervisor.close()
         await self.client.close()
+        await self.admission.close()  # after the last request: every answered row is written
 
 
 Gateway = GatewayState  # the name tests and benchmarks know

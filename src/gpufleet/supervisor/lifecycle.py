@@ -45,7 +45,7 @@ class EngineLifecycle:
 
     def __init__(
         self,
-        engines: Mapping[str, Engine],
+        engines: Mapping[str, Engine[Any, Any]],
         *,
         health_interval_s: float,
         on_event: Callable[[str, str], None] | None,
@@ -142,8 +142,11 @@ class EngineLifecycle:
         if self.cluster and not await self.cluster.bring_up(self, slot):
             return
         try:
-            # Resolving the model may assemble a GGUF (seconds): keep the event loop free.
-            spec = await asyncio.to_thread(engine.launch_spec, slot.name, slot.model, free_port())
+            if slot.resolved is None:
+                # Not resolved by `gpufleet serve` (an app built in-process): resolve now, once. It may probe
+                # vLLM's version or assemble a GGUF (seconds): keep the event loop free.
+                slot.resolved = await asyncio.to_thread(engine.resolve, slot.name, slot.model)
+            spec = engine.launch_spec(slot.name, slot.model, slot.resolved, free_port())
         except GpufleetError as err:
             self.fail(slot, str(err), retry=False)
             return
