@@ -77,7 +77,10 @@ def test_what_cannot_be_continued_is_refused() -> None:
 
 def test_spliced_chunks_keep_the_first_streams_id_and_add_up_usage() -> None:
     trail = trail_of(chunk("a"), chunk("b"), chunk("c"))
+    trail.begin_resume()
+    assert trail.splice(chunk("", role="assistant")) is None  # the continuation's opening: the client had it
     spliced = trail.splice(chunk("d"))
-    assert spliced["id"] == "chatcmpl-A" and spliced["created"] == 111
+    assert spliced is not None and spliced["id"] == "chatcmpl-A" and spliced["created"] == 111
     usage = trail.splice(chunk(usage={"prompt_tokens": 13, "completion_tokens": 7, "total_tokens": 20}))
+    assert usage is not None
     assert usage["usage"] == {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}

@@ -141,6 +141,10 @@ class RouterConfig(Strict):
         "once the upstream had it (hang after headers, cut or malformed answer); false: the strict rule, for "
         "remotes billed per call",
     )
+    max_resumes: int = Field(
+        default=1, ge=0, le=3, description="times a stream that breaks after its first byte continues on another "
+        "replica of its route (same model): 0 turns it off",
+    )
     auto: AutoTiers | None = None
 
 

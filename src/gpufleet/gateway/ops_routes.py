@@ -57,6 +57,7 @@ async def status(request: Request) -> Response:
         models.append(entry)
     body: dict[str, object] = {"models": models, "targets": gateway.router.snapshot(),
                                "swap_groups": gateway.supervisor.swap_groups_status()}
+    body["stream_resumes"] = dict(gateway.router_metrics.resume_counts)  # by outcome (docs/router.md)
     body["store"] = gateway.admission.status()  # keys and usage ledger: up or down, rows queued
     if gateway.auto_model is not None:
         body["auto"] = gateway.auto_model.status()

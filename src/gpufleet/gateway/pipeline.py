@@ -12,17 +12,21 @@ gpufleet_in_flight_requests and gpufleet_target_in_flight gauges both read it).
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from starlette.responses import Response
 
 from gpufleet.gateway.admission import Ticket
 from gpufleet.gateway.client_protocol import OPENAI, ClientProtocol, Kind
 from gpufleet.gateway.forward import Forwarder, JsonAnswer, OpenStream
 from gpufleet.gateway.relay import LiveStreams, StreamRelayResponse, StreamStats, reasoning_tokens
-from gpufleet.gateway.request_body import upstream_request
+from gpufleet.gateway.request_body import UpstreamRequest, upstream_request
+from gpufleet.gateway.stream_resume import ResumeTrail
 from gpufleet.metrics import GatewayMetrics
 from gpufleet.router.fallback import Failed, FallbackPolicy, Outcome, Served, try_in_order
 from gpufleet.router.health import HealthBoard
@@ -31,6 +35,7 @@ from gpufleet.router.select import TargetSelector
 from gpufleet.router.table import Candidate, ModelTable, Route, Target
 
 _JSON = "application/json"
+log = logging.getLogger("gpufleet.gateway")
 
 
 @dataclass
@@ -70,6 +75,7 @@ class Pipeline:
         self._metrics = metrics
         self._streams = streams
         self.policy = policy
+        self._resume_parts = ResumeParts(forwarder, board, router_metrics, policy.max_resumes)
 
     async def serve(self, kind: Kind, payload: dict[str, Any], route: Route, protocol: ClientProtocol, *,
                     started: float, session: str | None,
@@ -119,6 +125,8 @@ class Pipeline:
                        ticket: Ticket | None) -> Outcome[Reply]:
         target = candidate.target
         request = upstream_request(kind, payload, candidate, started=started, encoder=protocol.stream_encoder)
+        replicas = _other_replicas(route, candidate)
+        request.resumable = request.stream and bool(replicas) and self.policy.max_resumes > 0
         stack = contextlib.AsyncExitStack()
         self._board.begin(target)
         stack.callback(self._board.end, target)
@@ -140,14 +148,21 @@ class Pipeline:
             await stack.aclose()
             self._board.success(target)
             return Served(JsonReply(answer.data, headers, target.model))
-        return Served(self._relay(answer, headers, stack, protocol.endpoint, ticket))
+        resume = None
+        if request.resumable:
+            resume = StreamResumer(self._resume_parts, route, replicas, answer, stack,
+                                   lambda c: upstream_request(kind, payload, c, started=started,
+                                                              encoder=protocol.stream_encoder))
+        return Served(self._relay(answer, headers, stack, protocol.endpoint, ticket, resume))
 
     def _relay(self, stream: OpenStream, headers: dict[str, str], stack: contextlib.AsyncExitStack,
-               endpoint: str, ticket: Ticket | None) -> StreamRelayResponse:
-        target, metrics, board = stream.target, self._metrics, self._board
+               endpoint: str, ticket: Ticket | None, resume: StreamResumer | None) -> StreamRelayResponse:
+        metrics, board = self._metrics, self._board
+        serving = resume.serving if resume is not None else [stream.target]  # the last entry serves now
 
         async def on_close(stats: StreamStats, disconnected: bool) -> None:
             await stack.aclose()
+            target = serving[-1]
             status = 499 if disconnected else (502 if stats.error else 200)
             metrics.observe_request(target.model, endpoint, status, time.perf_counter() - stats.started)
             if stats.first_token_at is not None:
@@ -170,5 +185,80 @@ class Pipeline:
 
         raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
         return StreamRelayResponse(stream.response, stream.rewriter, headers=raw_headers, on_close=on_close,
-                                   first=stream.first, live=self._streams)
+                                   first=stream.first, live=self._streams,
+                                   resume=resume.resume if resume is not None else None)
+
+
+@dataclass(frozen=True)
+class ResumeParts:
+    """What a stream resume uses of the pipeline."""
+
+    forwarder: Forwarder
+    board: HealthBoard
+    metrics: RouterMetrics
+    max_resumes: int
+
+
+def _other_replicas(route: Route, candidate: Candidate) -> tuple[Candidate, ...]:
+    """The other targets of the candidate's replica group: the same model, so they can continue its stream."""
+    for group in route.groups:
+        if candidate in group:
+            return tuple(c for c in group if c.target != candidate.target)
+    return ()
+
+
+class StreamResumer:
+    """Continues one broken stream on the next healthy replica of its group (at most router.max_resumes times)."""
+
+    def __init__(self, parts: ResumeParts, route: Route, replicas: tuple[Candidate, ...], stream: OpenStream,
+                 stack: contextlib.AsyncExitStack, request_for: Callable[[Candidate], UpstreamRequest]) -> None:
+        self._parts, self._route, self._replicas, self._stack = parts, route, replicas, stack
+        self._rewriter = stream.rewriter
+        self._request_for = request_for
+        self.serving: list[Target] = [stream.target]
+
+    async def resume(self, trail: ResumeTrail, reason: str) -> tuple[aiohttp.ClientResponse, bytes] | None:
+        """The continuing upstream and the client bytes it already produced; None: end with the error event."""
+        parts, broken = self._parts, self.serving[-1]
+        board, metrics = parts.board, parts.metrics
+        board.failure(broken, reason)
+        while trail.resumes < parts.max_resumes:
+            candidate = self._next()
+            if candidate is None:
+                metrics.observe_resume(self._route.name, broken.model, "", "no_replica")
+                return None
+            target = candidate.target
+            request = self._request_for(candidate).continuation(self._rewriter, trail)
+            if request is None:
+                metrics.observe_resume(self._route.name, broken.model, target.model, "not_resumable")
+                return None
+            trail.begin_resume()
+            board.begin(target)
+            self._stack.callback(board.end, target)
+            outcome = await parts.forwarder.attempt(target, request, self._stack, last_resort=False)
+            self.serving.append(target)
+            if isinstance(outcome, Failed):
+                if outcome.counts:
+                    board.failure(target, str(outcome.error))
+                metrics.observe_resume(self._route.name, broken.model, target.model, "failed")
+                log.warning("%s: resuming a broken stream on %s failed: %s", self._route.name, target.label,
+                            outcome.error)
+                broken = target
+                continue
+            answer = outcome.answer
+            assert isinstance(answer, OpenStream)
+            metrics.observe_resume(self._route.name, broken.model, target.model, "resumed")
+            log.warning("%s: stream from %s broke (%s); continued on %s after %d chunks", self._route.name,
+                        broken.label, reason, target.label, trail.generated)
+            return answer.response, answer.first
+        return None
+
+    def _next(self) -> Candidate | None:
+        now = time.monotonic()
+        board = self._parts.board
+        for candidate in self._replicas:
+            target = candidate.target
+            if target not in self.serving and board[target.model].available(now):
+                return candidate
+        return None
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,9 +25,12 @@ from aiohttp.tracing import Trace
 from gpufleet.errors import UpstreamError
 from gpufleet.gateway.client_protocol import StreamEncoder
 from gpufleet.gateway.errors import error_body
+from gpufleet.gateway.stream_resume import ResumeTrail
 
 ChunkTransform = Callable[[dict[str, Any]], list[dict[str, Any]]]
 ChunkFlush = Callable[[], list[dict[str, Any]]]
+# Asked when a stream breaks: the next upstream's response and the client bytes it already gave, or None.
+Resumer = Callable[[ResumeTrail, str], Awaitable[tuple[aiohttp.ClientResponse, bytes] | None]]
 
 _DONE = b"data: [DONE]\n\n"
 DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
@@ -184,6 +187,7 @@ class SSERewriter:
     stop_upstream: Callable[[], bool] | None = None  # True: nothing more the upstream sends will be relayed
     encoder: StreamEncoder | None = None
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    trail: ResumeTrail | None = None  # set when a broken stream may continue on another replica (stream_resume.py)
     failure: str | None = None  # set when the stream cannot be relayed further; the relay then ends it
     _buffer: bytes = b""
     _done_sent: bool = False
@@ -208,6 +212,11 @@ class SSERewriter:
                             "(server.max_upstream_event_bytes)")
         self._buffer = b"" if self.failure is not None or self._done_sent else buffer
         return b"".join(out)
+
+    def restart(self) -> None:
+        """Forget the broken upstream's unfinished event: the next bytes come from the upstream that continues it."""
+        self._buffer = b""
+        self.failure = None
 
     @property
     def done_sent(self) -> bool:
@@ -290,6 +299,11 @@ class SSERewriter:
             self.stats.error = str(body["error"]["message"])[:200]
             out.append(self.error_tail(body))
             return
+        trail = self.trail
+        if trail is not None:
+            if trail.resumes and trail.splice(chunk) is None:
+                return
+            trail.feed(chunk)  # the upstream's own text, before the dialect: what a continuation replays
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self.stats.prompt_tokens = int(usage.get("prompt_tokens") or 0)
@@ -431,6 +445,7 @@ class StreamRelayResponse:
         on_close: Callable[[StreamStats, bool], Any],
         first: bytes = b"",
         live: LiveStreams | None = None,
+        resume: Resumer | None = None,
     ) -> None:
         self.upstream = upstream
         self.first = first
@@ -438,6 +453,7 @@ class StreamRelayResponse:
         self.headers = _SSE_HEADERS + headers
         self.on_close = on_close
         self.live = live
+        self.resume = resume  # continues a broken stream on another replica (pipeline.py), if the route has one
         self._started = False  # http.response.start was sent
         self._aborted: str | None = None
         self._task: asyncio.Future[None] | None = None
@@ -499,28 +515,49 @@ class StreamRelayResponse:
         self._started = True
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})
         rewriter = self.rewriter
-        try:
-            if self.first:
-                await send({"type": "http.response.body", "body": self.first, "more_body": True})
-            if not rewriter.wants_no_more():
-                async for data in self.upstream.content.iter_any():
-                    out = rewriter.feed(data)
-                    if out:
-                        await send({"type": "http.response.body", "body": out, "more_body": True})
-                    if rewriter.failure is not None or rewriter.wants_no_more():
-                        break
-            if rewriter.wants_no_more() and not rewriter.done_sent:
-                # e.g. the reasoning cap was hit: closing the connection makes the engine stop generating.
-                self.upstream.close()
-            tail = rewriter.close() if rewriter.failure is None else b""
-            if rewriter.failure is not None:  # set while reading, or by close() (the stream never finished)
-                raise BrokenStream(rewriter.failure)
-        except (aiohttp.ClientError, TimeoutError, BrokenStream) as err:
-            # Bytes already reached the client: never switch upstream silently, end with an error event.
-            message = f"upstream stream broke after {rewriter.stats.chunks} chunks: {err or type(err).__name__}"
-            rewriter.stats.error = message
-            tail = rewriter.error_tail(error_body(message, type_="server_error", code="upstream_stream_error"))
+        first = self.first
+        while True:
+            try:
+                tail = await self._pump(send, first)
+                break
+            except (aiohttp.ClientError, TimeoutError, BrokenStream) as err:
+                reason = f"upstream stream broke after {rewriter.stats.chunks} chunks: {err or type(err).__name__}"
+                resumed = await self._resume(reason)
+                if resumed is None:
+                    # Bytes already reached the client and no replica continues it: end with an error event.
+                    rewriter.stats.error = reason
+                    tail = rewriter.error_tail(error_body(reason, type_="server_error", code="upstream_stream_error"))
+                    break
+                self.upstream, first = resumed
         await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    async def _pump(self, send: Any, first: bytes) -> bytes:
+        """Relay the current upstream to its end; the closing bytes (raises when it breaks)."""
+        rewriter = self.rewriter
+        if first:
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+        if not rewriter.wants_no_more():
+            async for data in self.upstream.content.iter_any():
+                out = rewriter.feed(data)
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                if rewriter.failure is not None or rewriter.wants_no_more():
+                    break
+        if rewriter.wants_no_more() and not rewriter.done_sent:
+            # e.g. the reasoning cap was hit: closing the connection makes the engine stop generating.
+            self.upstream.close()
+        tail = rewriter.close() if rewriter.failure is None else b""
+        if rewriter.failure is not None:  # set while reading, or by close() (the stream never finished)
+            raise BrokenStream(rewriter.failure)
+        return tail
+
+    async def _resume(self, reason: str) -> tuple[aiohttp.ClientResponse, bytes] | None:
+        """The upstream that continues this stream and the client's bytes it sent first, or None."""
+        if self.resume is None or self.rewriter.trail is None or self._aborted is not None:
+            return None
+        self.upstream.close()  # the broken one: stop it generating, if it still is
+        self.rewriter.restart()
+        return await self.resume(self.rewriter.trail, reason)
 
 
 async def _maybe_await(value: Any) -> None:

@@ -16,6 +16,7 @@ from gpufleet.dialects import StreamTransformer, prepare_request
 from gpufleet.dialects.plan import ResponsePlan
 from gpufleet.gateway.client_protocol import Kind, StreamEncoder
 from gpufleet.gateway.relay import SSERewriter, StreamStats
+from gpufleet.gateway.stream_resume import ResumeTrail, resume_body
 from gpufleet.router.defaults import apply_request_defaults
 from gpufleet.router.table import Candidate, Target
 
@@ -31,6 +32,8 @@ class UpstreamRequest:
     wants_usage: bool  # the client asked for the usage chunk (the gateway always asks, for its metrics)
     started: float  # perf_counter at the request's arrival (latency and TTFT are measured from here)
     encoder: Callable[[], StreamEncoder | None]
+    resumable: bool = False  # keep the stream's trail so that another replica can continue it
+    continues: SSERewriter | None = None  # a continuation: the broken stream's rewriter goes on with this upstream
     _encoded: bytes | None = field(default=None, repr=False)
 
     def encoded(self) -> bytes:
@@ -41,6 +44,8 @@ class UpstreamRequest:
 
     def rewriter(self, target: Target, max_event_bytes: int) -> SSERewriter:
         """A stream's rewriter, built whole: the dialect's hooks and the client protocol's encoder."""
+        if self.continues is not None:
+            return self.continues  # the same dialect state and encoder: the client sees one stream
         transformer = StreamTransformer(self.plan) if self.plan is not None else None
         return SSERewriter(
             served_model=target.model, client_wants_usage=self.wants_usage, stats=StreamStats(self.started),
@@ -48,7 +53,19 @@ class UpstreamRequest:
             flush=transformer.finish if transformer is not None else None,
             stop_upstream=(lambda: transformer.stop_upstream) if transformer is not None else None,
             encoder=self.encoder(), max_event_bytes=max_event_bytes,
+            trail=ResumeTrail() if self.resumable else None,
         )
+
+    def continuation(self, rewriter: SSERewriter, trail: ResumeTrail) -> UpstreamRequest | None:
+        """This request (built for another replica) continuing `trail`, relayed through `rewriter`; None when
+        the stream cannot be continued (gateway/stream_resume.py)."""
+        if self.kind == "embedding":
+            return None
+        body = resume_body(self.body, self.kind, trail)
+        if body is None:
+            return None
+        return UpstreamRequest(self.kind, body, self.plan, self.stream, self.wants_usage, self.started,
+                               self.encoder, continues=rewriter)
 
 
 def upstream_request(kind: Kind, payload: dict[str, Any], candidate: Candidate, *, started: float,

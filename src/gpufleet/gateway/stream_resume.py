@@ -39,6 +39,7 @@ class ResumeTrail:
     finished: bool = False  # a finish_reason was seen: nothing to continue
     resumable: bool = True  # False once something arrived that a continuation cannot reproduce (n > 1, logprobs)
     resumes: int = 0
+    generated_before: int = 0  # `generated` when the current continuation began (its usage adds to it)
 
     def feed(self, chunk: dict[str, Any]) -> None:
         """Record one upstream chunk (complete events only: a half event is lost with the broken connection)."""
@@ -77,18 +78,30 @@ class ResumeTrail:
         entry["name"] += function.get("name") or ""
         entry["arguments"] += function.get("arguments") or ""
 
-    def splice(self, chunk: dict[str, Any], *, prefill_tokens: int = 0) -> dict[str, Any]:
-        """A chunk of the continuing upstream as part of the first stream: its id and creation time, usage summed.
+    def begin_resume(self) -> None:
+        """Mark the switch to the next upstream: what it sends from now on continues this stream."""
+        self.resumes += 1
+        self.generated_before = self.generated
 
-        `prefill_tokens` is how many prompt tokens the continuation's prompt has beyond the original one.
-        """
+    def splice(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        """A chunk of the continuing upstream as part of the first stream (its id and creation time, the usage of
+        both parts added up); None for the continuation's opening role-only chunk, which the client already had."""
         chunk.update(self.envelope)
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            completion = int(usage.get("completion_tokens") or 0) + self.generated
-            prompt = max(0, int(usage.get("prompt_tokens") or 0) - (prefill_tokens or self.generated))
+            # The continuation's prompt holds the text generated so far: those tokens were the first part's output.
+            completion = int(usage.get("completion_tokens") or 0) + self.generated_before
+            prompt = max(0, int(usage.get("prompt_tokens") or 0) - self.generated_before)
             chunk["usage"] = {**usage, "prompt_tokens": prompt, "completion_tokens": completion,
                               "total_tokens": prompt + completion}
+        choices = chunk.get("choices")
+        if isinstance(choices, list) and len(choices) == 1 and isinstance(choices[0], dict):
+            if choices[0].get("finish_reason") is not None:
+                chunk["gpufleet"] = {"resumed": self.resumes}  # the final chunk says the answer was continued
+            delta = choices[0].get("delta")
+            if (isinstance(delta, dict) and set(delta) <= {"role", "content"} and not delta.get("content")
+                    and choices[0].get("finish_reason") is None):
+                return None
         return chunk
 
     def assistant_text(self) -> str:

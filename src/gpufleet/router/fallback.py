@@ -77,6 +77,7 @@ class FallbackPolicy:
     max_attempts: int
     retry_after_sent: bool = True
     retry_backoff_s: float = 0.0
+    max_resumes: int = 0  # a broken stream continues on another replica at most this often (router.max_resumes)
 
 
 def decide(failed: Failed, policy: FallbackPolicy, *, has_next: bool, attempts_left: bool, retried_same: bool) -> Step:

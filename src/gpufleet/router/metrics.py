@@ -37,6 +37,9 @@ class RouterMetrics:
                               ["route", "model"], registry=registry)
         self.fallbacks = Counter("gpufleet_fallbacks", "Requests moved to the next target before the first byte",
                                  ["route", "from_model", "reason"], registry=registry)
+        self.resumes = Counter("gpufleet_stream_resumes", "Broken streams continued on another replica, by outcome",
+                               ["route", "from_model", "to_model", "outcome"], registry=registry)
+        self.resume_counts: dict[str, int] = {}  # by outcome, for /status
         self.cooldowns = Counter("gpufleet_target_cooldowns", "Times a target was put in cooldown", ["model"],
                                  registry=registry)
         self.tiers = Counter("gpufleet_auto_tier", "Requests for `auto` by chosen tier", ["tier"], registry=registry)
@@ -61,6 +64,10 @@ class RouterMetrics:
 
     def observe_fallback(self, route: str, from_model: str, reason: str) -> None:
         self._child(self.fallbacks, route, from_model, reason).inc()
+
+    def observe_resume(self, route: str, from_model: str, to_model: str, outcome: str) -> None:
+        self._child(self.resumes, route, from_model, to_model, outcome).inc()
+        self.resume_counts[outcome] = self.resume_counts.get(outcome, 0) + 1
 
     def observe_cooldown(self, model: str) -> None:
         self._child(self.cooldowns, model).inc()
