@@ -358,3 +358,14 @@ def test_multi_node_model_in_a_container_target_is_refused_naming_the_key(target
     with pytest.raises(ConfigError) as caught:
         generate("seed-004-two-sparks-ray", target)
     assert "models.qwen3-235b-awq.nodes" in str(caught.value) and "gpufleet deploy systemd" in str(caught.value)
+
+
+def test_generated_gateway_accepts_its_service_names_as_host() -> None:
+    """The gateway refuses unknown Host names (DNS-rebinding guard); in-cluster clients use the service names."""
+    fleet = fleet_of("seed-000-001-gaming-3090")
+    compose_gateway = yaml.safe_load(compose_files(fleet)["gateway.yaml"])
+    assert "gateway" in compose_gateway["server"]["allowed_hosts"]
+    k8s_docs = yaml_documents(k8s_files(fleet, namespace="llm")["gateway.yaml"])
+    config_map = next(d for d in k8s_docs if d["kind"] == "ConfigMap")
+    hosts = yaml.safe_load(config_map["data"]["gpufleet.yaml"])["server"]["allowed_hosts"]
+    assert {"gpufleet-gateway", "gpufleet-gateway.llm.svc", "gpufleet-gateway.llm.svc.cluster.local"} <= set(hosts)

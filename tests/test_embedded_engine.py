@@ -164,7 +164,7 @@ async def test_crash_looping_engine_ends_failed_with_its_log_in_status_not_in_th
     app = build_app(config)
     async with (
         running(app) as gateway,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
     ):
         body = {"model": "broken", "messages": [{"role": "user", "content": "hi"}]}
         response = await http.post("/v1/chat/completions", json=body)
@@ -185,7 +185,7 @@ async def test_start_timeout_reports_the_fix_and_keeps_the_log_in_status() -> No
     app = build_app(config)
     async with (
         running(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
     ):
         body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}
         response = await http.post("/v1/chat/completions", json=body)

@@ -312,7 +312,8 @@ async def test_a_plan_that_does_not_fit_answers_503_with_the_advice(fake_vllm_en
                            "env": fake_vllm_env, "plan": True, "gpu": "rtx3090", "max_model_len": 8192}},
     })
     app = build_app(config)
-    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                               base_url="http://localhost") as http:
         response = await http.post("/v1/chat/completions",
                                    json={"model": "big", "messages": [{"role": "user", "content": "hi"}]})
     assert response.status_code == 503, response.text

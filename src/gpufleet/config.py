@@ -377,6 +377,10 @@ ModelConfig = Annotated[
 ]
 
 
+# A browser origin as browsers send it: http(s), a host, an optional port, nothing after.
+_ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?/?")
+
+
 class ServerConfig(_Strict):
     """The gateway's own settings."""
 
@@ -410,6 +414,23 @@ class ServerConfig(_Strict):
         default=False, description="allow /admin/* without api_keys on a non-loopback host (not recommended)"
     )
     metrics_require_key: bool = Field(default=False, description="/metrics asks for an API key like the API does")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="browser origins (scheme://host[:port]) allowed to call the API; others get 403; '*' = any",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names besides loopback and the bound address (DNS-rebinding guard); '*' = any",
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_well_formed(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port], no path (e.g. "
+                                 "https://chat.example.com)")
+        return value
 
     @model_validator(mode="after")
     def _metrics_key_needs_keys(self) -> ServerConfig:

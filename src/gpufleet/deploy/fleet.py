@@ -180,6 +180,15 @@ def _active_members(config: Config) -> set[str]:
             if model.swap_group is None or chosen[model.swap_group] == name}
 
 
+def with_allowed_hosts(gateway_config: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The gateway config with `names` (the container's service names) added to `server.allowed_hosts`: the
+    gateway refuses any other `Host` (its DNS-rebinding guard), and clients in the cluster use these names."""
+    server = dict(gateway_config.get("server") or {})
+    listed = list(server.get("allowed_hosts") or [])
+    server["allowed_hosts"] = listed + [name for name in names if name not in listed]
+    return {**gateway_config, "server": server}
+
+
 def _gateway_config(raw: dict[str, Any], engines: tuple[EngineService, ...], request_timeout_s: float,
                     file: str) -> dict[str, Any]:
     """The input config with every vLLM model turned into a `remote` model at its service's URL."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from gpufleet.deploy.fleet import ENV_REF, EngineService, Fleet, refuse_multi_node
+from gpufleet.deploy.fleet import ENV_REF, EngineService, Fleet, refuse_multi_node, with_allowed_hosts
 from gpufleet.deploy.render import header, to_yaml, to_yaml_documents
 from gpufleet.engines.vllm_docker import CONTAINER_HF_CACHE, CONTAINER_PORT
 from gpufleet.errors import ConfigError
@@ -176,8 +176,10 @@ def k8s_files(fleet: Fleet, *, namespace: str = "gpufleet", pvc: str | None = No
     for engine in fleet.engines:
         files[f"{engine.service}.yaml"] = header(source, f"vLLM engine for model {engine.name}") + to_yaml_documents(
             engine_objects(engine, fleet, namespace, pvc))
+    service_names = [GATEWAY, f"{GATEWAY}.{namespace}", f"{GATEWAY}.{namespace}.svc",
+                     f"{GATEWAY}.{namespace}.svc.cluster.local"]
     files["gateway.yaml"] = header(source, "The gpufleet gateway in front of the engines") + to_yaml_documents(
-        gateway_objects(fleet, namespace, to_yaml(fleet.gateway_config)))
+        gateway_objects(fleet, namespace, to_yaml(with_allowed_hosts(fleet.gateway_config, service_names))))
     return files
 
 

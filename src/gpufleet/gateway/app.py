@@ -27,6 +27,7 @@ from gpufleet.gateway.auto_classifier import ModelTierClassifier
 from gpufleet.gateway.dialect_binding import dialect_for, dialect_warning
 from gpufleet.gateway.errors import error_body
 from gpufleet.gateway.openapi import openapi_json
+from gpufleet.gateway.origin_guard import origin_middleware
 from gpufleet.gateway.relay import LiveStreams, UpstreamClient
 from gpufleet.metrics import GatewayMetrics
 from gpufleet.router import ModelTable, Target
@@ -147,7 +148,8 @@ def build_app(config: Config) -> Starlette:
         *ui.routes(),  # the web console at /ui
     ]
     exception_handlers: dict[Any, Any] = {HTTPException: _http_exception, Exception: _unexpected}
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers,
+                    middleware=origin_middleware(config.server))  # cross-site writes refused (issue 20)
     app.state.gateway = gateway
     return app
 
