@@ -40,6 +40,7 @@ from pydantic import (
 )
 
 from gpufleet.errors import ConfigError
+from gpufleet.model_names import name_problem
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"
 
@@ -600,6 +601,8 @@ class Config(_Strict):
         def claim(served: str, owner: str) -> None:
             if not re.match(_NAME_PATTERN, served):
                 raise ValueError(f"{owner}: {served!r} is not a valid model name")
+            if (problem := name_problem(served)) is not None:  # files are named after models (issue 20)
+                raise ValueError(f"{owner}: model name {served!r} {problem}; use plain segments like Org/Model")
             if served in seen and seen[served] != owner:
                 raise ValueError(f"{owner}: name {served!r} is already used by {seen[served]}")
             seen[served] = owner

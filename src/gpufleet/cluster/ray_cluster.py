@@ -34,6 +34,7 @@ from gpufleet.cluster.ray_process import RayProcess
 from gpufleet.cluster.ray_state import ClusterView, RayNode, StateApiError, assess, lost_reason, parse_nodes
 from gpufleet.config import VllmModel
 from gpufleet.errors import EngineError
+from gpufleet.model_names import file_stem
 
 log = logging.getLogger("gpufleet.cluster")
 
@@ -52,7 +53,7 @@ class RayHead:
         self.name = name
         self.model = model
         self.python = python
-        self.log_path = log_dir / f"{name}.ray-head.log"
+        self.log_path = log_dir / f"{file_stem(name)}.ray-head.log"
         self.poll_interval_s = poll_interval_s
         self.process: RayProcess | None = None
         self.view: ClusterView | None = None

@@ -24,6 +24,7 @@ from aiohttp.tracing import Trace
 
 from gpufleet.errors import UpstreamError
 from gpufleet.gateway.errors import error_body
+from gpufleet.redact import mask_credentials, redact_url
 
 ChunkTransform = Callable[[dict[str, Any]], list[dict[str, Any]]]
 ChunkFlush = Callable[[], list[dict[str, Any]]]
@@ -96,11 +97,11 @@ class UpstreamClient:
                 # was never read. Only then is it sent again, on a new connection.
                 return await self._session.post(url, data=body, headers=headers, timeout=timeout)
         except TimeoutError:
-            raise UpstreamError(f"upstream {url} did not answer in time", status_code=504) from None
+            raise UpstreamError(f"upstream {redact_url(url)} did not answer in time", status_code=504) from None
         except aiohttp.ClientConnectorError as err:
-            raise UpstreamError(f"cannot connect to upstream {url}: {err.os_error or err}") from None
+            raise UpstreamError(f"cannot connect to upstream {redact_url(url)}: {err.os_error or err}") from None
         except aiohttp.ClientError as err:
-            raise UpstreamError(f"upstream {url} dropped the connection after the request was sent: "
+            raise UpstreamError(f"upstream {redact_url(url)} dropped the connection after the request was sent: "
                                 f"{err or type(err).__name__}", retryable=False) from None
         finally:
             _ATTEMPT.reset(token)
@@ -447,7 +448,8 @@ class StreamRelayResponse:
                 raise BrokenStream(rewriter.failure)
         except (aiohttp.ClientError, TimeoutError, BrokenStream) as err:
             # Bytes already reached the client: never switch upstream silently, end with an error event.
-            message = f"upstream stream broke after {rewriter.stats.chunks} chunks: {err or type(err).__name__}"
+            message = mask_credentials(
+                f"upstream stream broke after {rewriter.stats.chunks} chunks: {err or type(err).__name__}")
             rewriter.stats.error = message
             body = error_body(message, type_="server_error", code="upstream_stream_error")
             tail = b"data: " + orjson.dumps(body) + b"\n\n" + _DONE

@@ -27,6 +27,7 @@ from gpufleet.config import VllmModel
 from gpufleet.engines.base import Engine
 from gpufleet.engines.vllm_log import Phase, VllmStartupLog
 from gpufleet.errors import EngineError, EngineNotReady, GpufleetError
+from gpufleet.model_names import file_stem
 from gpufleet.paths import logs_dir
 from gpufleet.supervisor.cluster_hook import ClusterHook
 from gpufleet.supervisor.engine_probe import HealthWait, wait_healthy
@@ -157,7 +158,7 @@ class EngineLifecycle:
                     self.emit(slot, slot.phase)
         else:
             slot.startup_log = None
-        process = EngineProcess(spec, logs_dir() / f"{slot.name}.log", on_line=on_line)
+        process = EngineProcess(spec, logs_dir() / f"{file_stem(slot.name)}.log", on_line=on_line)
         slot.process = process
         self.emit(slot, f"starting (port {spec.port})")
         slot.phase = "loading"
