@@ -86,7 +86,8 @@ class EngineLifecycle:
         self._new_episode(slot)
         slot.state = EngineState.STARTING
         slot.stop_requested = False
-        self._spawn_task(slot, self._run_start(slot), "start")
+        slot.generation += 1
+        self._spawn_task(slot, self._run_start(slot, slot.generation), "start")
 
     def begin_wake(self, slot: EngineSlot) -> None:
         """Begin waking a sleeping vLLM engine; a failed wake falls back to a cold start."""
@@ -135,7 +136,7 @@ class EngineLifecycle:
         slot.tasks.add(task)
         task.add_done_callback(slot.tasks.discard)
 
-    async def _run_start(self, slot: EngineSlot) -> None:
+    async def _run_start(self, slot: EngineSlot, generation: int) -> None:
         engine = self.engines[slot.model.engine]
         slot.phase = "preparing"
         if self.cluster and not await self.cluster.bring_up(self, slot):
@@ -144,8 +145,11 @@ class EngineLifecycle:
             # Resolving the model may assemble a GGUF (seconds): keep the event loop free.
             spec = await asyncio.to_thread(engine.launch_spec, slot.name, slot.model, free_port())
         except GpufleetError as err:
-            self.fail(slot, str(err), retry=False)
+            if slot.generation == generation:
+                self.fail(slot, str(err), retry=False)
             return
+        if slot.generation != generation:
+            return  # stopped (or started anew) while preparing: spawn nothing
         slot.spec = spec
         on_line = None
         if spec.log_phase_parser == "vllm":
@@ -165,7 +169,12 @@ class EngineLifecycle:
         try:
             await process.spawn()
         except OSError as err:
-            self.fail(slot, f"cannot start engine: {err}", retry=False)
+            if slot.generation == generation:
+                self.fail(slot, f"cannot start engine: {err}", retry=False)
+            return
+        if slot.generation != generation or slot.process is not process:
+            # A stop came in while it spawned (and found no process to stop): this one is ours to end.
+            await process.stop(slot.model.stop_grace_s)
             return
         self._spawn_task(slot, self._watch_exit(slot, process), "watch")
         if self.cluster:
@@ -296,9 +305,11 @@ class EngineLifecycle:
         """SIGTERM (then SIGKILL after the model's grace period) and settle in `final`; waiters get a 503."""
         process = slot.process
         slot.stop_requested = True
+        slot.generation += 1  # a start still preparing or spawning ends its own process (see _run_start)
         if process is None or process.returncode is not None:
             slot.state = final
             slot.phase = ""
+            self._end_episode(slot)  # a start still preparing will not resolve it any more
             self._on_freed(slot)
             if self.cluster:
                 await self.cluster.release(slot.name)  # e.g. stopped while its Ray head waited for workers
@@ -306,15 +317,19 @@ class EngineLifecycle:
         slot.state = EngineState.STOPPING
         self.emit(slot, "stopping")
         await process.stop(slot.model.stop_grace_s)
-        if slot.process is process:
+        if slot.process is process and slot.state == EngineState.STOPPING:  # not restarted meanwhile
             slot.state = final
             slot.phase = ""
-        if slot.episode and not slot.episode.done():
-            slot.episode.set_exception(EngineNotReady(f"model {slot.name!r} was stopped", retry_after_s=1))
+        self._end_episode(slot)
         self.emit(slot, "stopped")
         self._on_freed(slot)
         if self.cluster:
             await self.cluster.release(slot.name)
+
+    @staticmethod
+    def _end_episode(slot: EngineSlot) -> None:
+        if slot.episode and not slot.episode.done():
+            slot.episode.set_exception(EngineNotReady(f"model {slot.name!r} was stopped", retry_after_s=1))
 
     async def wait_stopped(self, slot: EngineSlot) -> None:
         """Until a stop in progress has finished."""

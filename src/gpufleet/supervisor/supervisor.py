@@ -230,9 +230,10 @@ class Supervisor:
                 raise EngineNotReady(f"model {name!r} was {slot.state} before it could serve; retry",
                                      retry_after_s=1)
         elif slot.state in (EngineState.STOPPED, EngineState.STOPPING):
-            if slot.state == EngineState.STOPPING:
-                await self.life.wait_stopped(slot)
-            self.life.begin_start(slot)
+            await self.life.wait_stopped(slot)
+            # Many requests may have waited for that stop: only the first begins a start, the rest join it.
+            if slot.state == EngineState.STOPPED:
+                self.life.begin_start(slot)
         elif slot.state == EngineState.FAILED:
             self.life.check_retry_allowed(slot)
             slot.failures = 0
