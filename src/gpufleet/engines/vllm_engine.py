@@ -206,13 +206,17 @@ def check_version(name: str, argv: list[str], env: dict[str, str], version: str 
     return warnings
 
 
+VLLM_API_KEY_ENV = "VLLM_API_KEY"
+
+
 def _served_spec(argv: list[str], env: dict[str, str], port: int, extra: dict[str, str], warnings: list[str],
                  stop_argv: list[str] | None = None) -> LaunchSpec:
     """A vLLM server on 127.0.0.1:`port`, however it is launched: its URLs and the vLLM log parser."""
     urls = local_urls(port)
+    # vLLM checks VLLM_API_KEY (like --api-key, which would show the key in `ps`) on its /v1 routes.
     return LaunchSpec(argv=argv, env=env, port=port, base_url=urls["base_url"], health_url=urls["health_url"],
                       metrics_url=urls["metrics_url"], log_phase_parser="vllm", extra=extra, stop_argv=stop_argv,
-                      warnings=tuple(warnings))
+                      warnings=tuple(warnings), api_key_env=VLLM_API_KEY_ENV)
 
 
 def _plan_warnings(resolved: ResolvedModel) -> list[str]:
@@ -248,7 +252,8 @@ class VllmEngine:
         env = {**QUIET_ENV, **launch_env(launch)}
         warnings = _plan_warnings(resolved) + check_version(
             name, server_args(launch), env, version, f"image {docker.image}", model.device)
-        argv = docker_run_argv(name, docker, launch, port=port, model_dir=local_model_dir(model.model))
+        argv = docker_run_argv(name, docker, launch, port=port, model_dir=local_model_dir(model.model),
+                               pass_env=(VLLM_API_KEY_ENV,))
         extra = {"vllm_version": version or "unknown", "planned": ",".join(resolved.filled), "image": docker.image}
         return _served_spec([docker_bin, *argv[1:]], env, port, extra, warnings,
                             stop_argv=[docker_bin, *docker_stop_argv(name, port)[1:]])

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 
 from gpufleet.config import VllmModel
-from gpufleet.engines.base import Engine
+from gpufleet.engines.base import Engine, with_engine_key
 from gpufleet.engines.vllm_log import Phase, VllmStartupLog
 from gpufleet.errors import EngineError, EngineNotReady, GpufleetError
 from gpufleet.model_names import file_stem
@@ -143,7 +143,7 @@ class EngineLifecycle:
             return
         try:
             # Resolving the model may assemble a GGUF (seconds): keep the event loop free.
-            spec = await asyncio.to_thread(engine.launch_spec, slot.name, slot.model, free_port())
+            spec = with_engine_key(await asyncio.to_thread(engine.launch_spec, slot.name, slot.model, free_port()))
         except GpufleetError as err:
             if slot.generation == generation:
                 self.fail(slot, str(err), retry=False)

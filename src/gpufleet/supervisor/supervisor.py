@@ -223,7 +223,7 @@ class Supervisor:
     async def _ensure_slot_ready(self, slot: EngineSlot, wait: float) -> Upstream:
         name = slot.name
         if slot.state == EngineState.READY and slot.spec is not None:
-            return Upstream(slot.spec.base_url)
+            return Upstream(slot.spec.base_url, slot.spec.api_key)
         if self._group_of(slot) is not None:
             # Admitted by the group, which started (or woke) it; anything else means it was stopped since.
             if slot.state not in (EngineState.STARTING, EngineState.BACKOFF):
@@ -251,7 +251,7 @@ class Supervisor:
         if slot.state != EngineState.READY or slot.spec is None:
             raise EngineNotReady(f"model {name!r} is not ready ({slot.state})",
                                  retry_after_s=self.life.retry_hint(slot))
-        return Upstream(slot.spec.base_url)
+        return Upstream(slot.spec.base_url, slot.spec.api_key)
 
     # ---- swap groups: the hooks the coordinator calls ------------------------------------------------------
 
