@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from gpufleet.cli import app
 from gpufleet.cluster.node_join import JoinSettings
 from gpufleet.cluster.ray_auth import auth_env, ensure_token_file, looks_refused, read_token, state_api_headers
-from gpufleet.cluster.ray_commands import head_start_argv
 from gpufleet.config import VllmModel, parse_config
 from gpufleet.errors import EngineError
 
@@ -48,12 +47,6 @@ def test_env_and_headers_carry_the_path_not_the_token(tmp_path: Path) -> None:
     env = auth_env(path)
     assert env == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)} and token not in str(env)
     assert state_api_headers(token) == {"x-ray-authorization": f"Bearer {token}"}
-
-
-def test_client_server_is_off_unless_asked(tmp_path: Path) -> None:
-    off = head_start_argv(_model(), "/py", tmp_path, {})
-    assert off[off.index("--ray-client-server-port") + 1] == "0"
-    assert "--ray-client-server-port" not in head_start_argv(_model(client_server=True), "/py", tmp_path, {})
 
 
 def test_auth_can_be_turned_off_only_by_saying_so() -> None:

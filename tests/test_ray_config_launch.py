@@ -122,7 +122,7 @@ def test_head_and_worker_ray_start_command_lines(tmp_path: Path) -> None:
         "/venv/bin/python", "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address",
         "192.168.100.10", "--port", "6379", "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
         "--dashboard-port", "8265", "--disable-usage-stats", "--temp-dir", str(tmp_path),
-        "--ray-client-server-port", "0", "--num-gpus", "1", "--num-cpus", "4",
+        "--num-gpus", "1", "--num-cpus", "4",
         "--object-store-memory", str(1024 * 1024 * 1024),
         "--labels", "gpufleet.io/nccl-socket-ifname=docker0_lo,gpufleet.io/vllm=0.10.2"]
     worker = worker_start_argv("/venv/bin/python", "192.168.100.10:6379", "192.168.100.11", tmp_path,

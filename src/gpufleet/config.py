@@ -270,7 +270,6 @@ class RayClusterConfig(_Strict):
     token_file: str | None = Field(
         default=None, description="the token file (mode 0600); default <cache>/ray/auth_token, created on first use"
     )
-    client_server: bool = Field(default=False, description="start Ray's client server (port 10001); off by default")
 
     @field_validator("port", "dashboard_port")
     @classmethod

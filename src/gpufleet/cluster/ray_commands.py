@@ -91,9 +91,6 @@ def head_start_argv(model: VllmModel, python: Path | str, temp_dir: Path, labels
     argv = [*ray_command(python), "start", "--head", "--block", "--node-ip-address", model.nodes[0],
             "--port", str(port), "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
             "--dashboard-port", str(dashboard), "--disable-usage-stats", "--temp-dir", str(temp_dir)]
-    if not (ray and ray.client_server):
-        # Ray's client server (10001 on every interface) runs code for whoever connects; gpufleet never uses it.
-        argv += ["--ray-client-server-port", "0"]
     argv += _resources(num_gpus, ray.num_cpus if ray else None, ray.object_store_mib if ray else None)
     if labels:
         argv += ["--labels", labels_arg(labels)]
