@@ -28,8 +28,11 @@ def client(gw: ServedGateway) -> openai.OpenAI:
 
 
 def engine_metric(gw: ServedGateway, model: str, name: str) -> float:
-    base = str(gw.status(model)["base_url"]).removesuffix("/v1")
-    for line in httpx.get(f"{base}/metrics", timeout=10).text.splitlines():
+    # The engine answers only its per-start key (llama.cpp guards /metrics too); an admin start hands it out.
+    started = httpx.post(f"{gw.url}/admin/models/{model}/start", timeout=120).json()
+    base = str(started["engine_url"]).removesuffix("/v1")
+    headers = {"authorization": f"Bearer {started['engine_api_key']}"}
+    for line in httpx.get(f"{base}/metrics", headers=headers, timeout=10).text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(f"{name} not in the engine's metrics")
