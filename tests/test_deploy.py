@@ -141,8 +141,8 @@ def test_multi_node_model_gets_a_ray_worker_unit_per_worker_joining_the_head() -
     assert sorted(name for name in files if name.endswith(".service")) == [
         "192.168.100.11/gpufleet-ray-worker.service", "gpufleet.service"]
     worker = files["192.168.100.11/gpufleet-ray-worker.service"]
-    assert (f"ExecStart={EXEC} node join 192.168.100.10:6379 --node-ip 192.168.100.11 --num-gpus 1"
-            " --python /opt/vllm/.venv/bin/python") in worker
+    assert (f"ExecStart={EXEC} node join 192.168.100.10:6379 --node-ip 192.168.100.11"
+            " --token-file /etc/gpufleet/ray-token --num-gpus 1 --python /opt/vllm/.venv/bin/python") in worker
     assert "Restart=on-failure" in worker and "NoNewPrivileges=yes" in worker
 
 
@@ -369,3 +369,18 @@ def test_generated_gateway_accepts_its_service_names_as_host() -> None:
     config_map = next(d for d in k8s_docs if d["kind"] == "ConfigMap")
     hosts = yaml.safe_load(config_map["data"]["gpufleet.yaml"])["server"]["allowed_hosts"]
     assert {"gpufleet-gateway", "gpufleet-gateway.llm.svc", "gpufleet-gateway.llm.svc.cluster.local"} <= set(hosts)
+
+
+def test_ray_worker_unit_keeps_python_with_a_ray_block_and_the_nccl_interface() -> None:
+    """Issue 20 §5: a `ray:` block without its own python dropped --python; NCCL/GLOO settings never reached
+    the worker."""
+    raw = yaml.safe_load((EXAMPLES / "seed-004-two-sparks-ray.yaml").read_text())
+    model = next(iter(raw["models"].values()))
+    model["ray"] = {"num_cpus": 4}
+    model["env"] = {"NCCL_SOCKET_IFNAME": "enp1s0f0np0", "GLOO_SOCKET_IFNAME": "enp1s0f0np0", "OTHER": "x"}
+    files = systemd_files(build_fleet(raw, file="inline.yaml"), executable=EXEC)
+    worker = files["192.168.100.11/gpufleet-ray-worker.service"]
+    assert "--python /opt/vllm/.venv/bin/python" in worker
+    for name in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME"):
+        assert f"Environment={name}=enp1s0f0np0" in worker
+    assert "OTHER" not in worker

@@ -95,14 +95,22 @@ def systemd_files(fleet: Fleet, *, executable: str, user: str = SERVICE_USER,
     config = parse_config(fleet.source_config, file=source, expand_env=False)
     for model in config.models.values():
         if isinstance(model, VllmModel) and model.nodes:
+            # A `ray:` block without its own python still means the model's (vLLM's) interpreter.
+            python = model.ray.python if model.ray and model.ray.python else model.python
+            network_env = {k: v for k, v in model.env.items() if k.startswith(_WORKER_ENV_PREFIXES)}
             files.update(ray_worker_units(head_address(model), model.nodes[1:], executable=executable, user=user,
-                                          num_gpus=model.gpus_per_node, python=model.ray.python if model.ray
-                                          else model.python))
+                                          num_gpus=model.gpus_per_node, python=python, env=network_env))
     return files
 
 
+# The model's environment a worker needs too: which interface NCCL and Gloo use between the nodes.
+_WORKER_ENV_PREFIXES = ("NCCL_", "GLOO_")
+RAY_TOKEN_FILE = f"{CONFIG_DIR}/ray-token"  # a copy of the head's <cache>/ray/auth_token, mode 0600
+
+
 def ray_worker_units(head: str, worker_addresses: Sequence[str], *, executable: str, user: str = SERVICE_USER,
-                     num_gpus: int | None = None, python: str | None = None) -> dict[str, str]:
+                     num_gpus: int | None = None, python: str | None = None,
+                     env: dict[str, str] | None = None) -> dict[str, str]:
     """Multi-node models (`nodes:`, seed 004): one unit file per worker host that joins the Ray cluster whose
     head is `head` (HOST:PORT) with `gpufleet node join` (docs/multi-node.md).
 
@@ -110,13 +118,14 @@ def ray_worker_units(head: str, worker_addresses: Sequence[str], *, executable: 
     """
     units: dict[str, str] = {}
     for worker in worker_addresses:
-        command = f"{executable} node join {head} --node-ip {worker}"
+        command = f"{executable} node join {head} --node-ip {worker} --token-file {RAY_TOKEN_FILE}"
         if num_gpus is not None:
             command += f" --num-gpus {num_gpus}"
         if python:
             command += f" --python {python}"  # vLLM's environment: its Ray must be the head's version
+        extra = [f"Environment={key}={value}" for key, value in sorted((env or {}).items())]
         unit = _unit(f"gpufleet: Ray worker {worker} of the cluster at {head}", command, stop_timeout_s=60,
-                     user=user)
+                     user=user, extra=extra)
         units[f"{_safe(worker)}/gpufleet-ray-worker.service"] = unit
     return units
 
