@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpufleet.deploy.fleet import EngineService, Fleet, refuse_multi_node, with_allowed_hosts
+from gpufleet.deploy.fleet import EngineService, Fleet, refuse_multi_node, secret_env_files, with_allowed_hosts
 from gpufleet.deploy.render import env_file, header, to_yaml
 from gpufleet.engines.vllm_docker import CONTAINER_HF_CACHE, CONTAINER_PORT
 
@@ -85,4 +85,5 @@ def compose_files(fleet: Fleet, *, source: str = "gpufleet.yaml") -> dict[str, s
         + to_yaml(with_allowed_hosts(fleet.gateway_config, [GATEWAY_SERVICE])),
         ".env.example": header(source, "Copy to .env and fill in: the ${VAR}s the configs reference")
         + env_file({}, fleet.env_names),
+        **secret_env_files(fleet, source),
     }

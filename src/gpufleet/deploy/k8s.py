@@ -12,7 +12,14 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from gpufleet.deploy.fleet import ENV_REF, EngineService, Fleet, refuse_multi_node, with_allowed_hosts
+from gpufleet.deploy.fleet import (
+    ENV_REF,
+    EngineService,
+    Fleet,
+    refuse_multi_node,
+    secret_env_files,
+    with_allowed_hosts,
+)
 from gpufleet.deploy.render import header, to_yaml, to_yaml_documents
 from gpufleet.engines.vllm_docker import CONTAINER_HF_CACHE, CONTAINER_PORT
 from gpufleet.errors import ConfigError
@@ -180,6 +187,7 @@ def k8s_files(fleet: Fleet, *, namespace: str = "gpufleet", pvc: str | None = No
                      f"{GATEWAY}.{namespace}.svc.cluster.local"]
     files["gateway.yaml"] = header(source, "The gpufleet gateway in front of the engines") + to_yaml_documents(
         gateway_objects(fleet, namespace, to_yaml(with_allowed_hosts(fleet.gateway_config, service_names))))
+    files.update(secret_env_files(fleet, source))  # for `kubectl create secret generic gpufleet-env --from-env-file`
     return files
 
 

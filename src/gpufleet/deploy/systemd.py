@@ -87,7 +87,7 @@ def systemd_files(fleet: Fleet, *, executable: str, user: str = SERVICE_USER,
                                   stop_timeout_s=grace, user=user,
                                   extra=("SupplementaryGroups=docker",) if docker else ()),
         "gpufleet.env": header(source, "Environment of gpufleet.service (fill in the empty ${VAR}s)")
-        + env_file(env, fleet.env_names),
+        + env_file({**env, **fleet.secrets}, fleet.env_names),
         "gpufleet.yaml": header(source, "gpufleet's config as installed for the service")
         + to_yaml(fleet.source_config),
     }
