@@ -384,3 +384,31 @@ def test_ray_worker_unit_keeps_python_with_a_ray_block_and_the_nccl_interface() 
     for name in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME"):
         assert f"Environment={name}=enp1s0f0np0" in worker
     assert "OTHER" not in worker
+
+
+SECURITY_SCORE_MAX = 4.0  # systemd-analyze security's exposure (0 best, 10 worst); the generated units score 3.2
+
+
+@pytest.mark.parametrize("example", ["seed-003-two-a100", "seed-004-two-sparks-ray"])
+def test_systemd_units_are_sandboxed_yet_writable_where_engines_write(example: str, tmp_path: Path) -> None:
+    """Issue 20 §5: HOME and the XDG cache in the state directory (vLLM, Ray, Triton write there), memlock
+    unlimited (pinned memory), and systemd-analyze security's exposure at most SECURITY_SCORE_MAX."""
+    files = generate(example, "systemd", executable="/opt/gpufleet/bin/gpufleet")
+    for name, text in files.items():
+        if not name.endswith(".service"):
+            continue
+        assert "Environment=HOME=/var/lib/gpufleet" in text and "LimitMEMLOCK=infinity" in text
+        assert "ProtectHome=yes" in text and "CapabilityBoundingSet=\n" in text
+        path = tmp_path / name.replace("/", "_")
+        path.write_text(text)
+        done = subprocess.run(["systemd-analyze", "security", "--offline=true", str(path)], capture_output=True,
+                              text=True, timeout=120, check=False)
+        score = re.search(r"Overall exposure level for \S+: ([0-9.]+)", done.stdout + done.stderr)
+        assert score is not None, done.stdout + done.stderr
+        assert float(score.group(1)) <= SECURITY_SCORE_MAX, done.stdout[-2000:]
+
+
+def test_exec_in_a_home_directory_stays_visible_to_the_unit() -> None:
+    """ProtectHome=yes hid a default --exec under /home or /root (status 203/EXEC): read-only there."""
+    files = generate("seed-003-two-a100", "systemd", executable="/home/ops/.venv/bin/gpufleet")
+    assert "ProtectHome=read-only" in files["gpufleet.service"]
