@@ -99,6 +99,9 @@ def register(app: typer.Typer) -> None:
         swap: Annotated[
             str | None, typer.Option("--swap", help="k8s: print the kubectl commands that bring MODEL onto its GPU")
         ] = None,
+        runtime_class: Annotated[
+            str | None, typer.Option("--runtime-class", help="k8s: runtimeClassName of the engine pods (k3s: nvidia)")
+        ] = None,
         executable: Annotated[
             str | None, typer.Option("--exec", help="systemd: the gpufleet command on the host (default: this one)")
         ] = None,
@@ -118,7 +121,7 @@ def register(app: typer.Typer) -> None:
         if target is Target.compose:
             files = compose_files(fleet, source=source)
         elif target is Target.k8s:
-            files = k8s_files(fleet, namespace=namespace, pvc=pvc, source=source)
+            files = k8s_files(fleet, namespace=namespace, pvc=pvc, source=source, runtime_class=runtime_class)
         else:
             files = systemd_files(fleet, executable=executable or str(Path(sys.executable).with_name("gpufleet")),
                                   source=source)

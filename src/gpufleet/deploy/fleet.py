@@ -184,12 +184,12 @@ def _active_members(config: Config) -> set[str]:
             if model.swap_group is None or chosen[model.swap_group] == name}
 
 
-def secret_env_files(fleet: Fleet, source: str) -> dict[str, str]:
+def secret_env_files(fleet: Fleet, source: str, more_names: tuple[str, ...] = ()) -> dict[str, str]:
     """`.env` with the secrets lifted out of the config (mode 0600 when written); none when there were none."""
     if not fleet.secrets:
         return {}
     return {".env": header(source, "Secrets lifted out of the config (keep this file mode 0600; fill in the rest)")
-            + env_file(fleet.secrets, fleet.env_names)}
+            + env_file(fleet.secrets, (*fleet.env_names, *more_names))}
 
 
 def with_allowed_hosts(gateway_config: dict[str, Any], names: list[str]) -> dict[str, Any]:
