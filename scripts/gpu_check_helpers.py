@@ -4,6 +4,8 @@
     python3 scripts/gpu_check_helpers.py plan /tmp/tq --gpu h200 --util 0.3 --context 2048 --vllm-version 0.26.0
     python3 scripts/gpu_check_helpers.py kv-from-log serve.log     # what vLLM's log says about its KV cache
     python3 scripts/gpu_check_helpers.py ray-head-argv 10.0.0.5 /tmp/gfray   # the host's network address
+    python3 scripts/gpu_check_helpers.py catalog-model qwen3-0.6b /tmp/pvr/qwen3-0.6b   # real shape, random weights
+    python3 scripts/gpu_check_helpers.py fixture qwen3-0.6b plan.json serve.log h200 0.26.0 0.5 4096
 
 Only gpufleet's pure parts are imported (planner, catalog, the vLLM log parser, Ray command lines): they need
 pydantic and pyyaml, which the device has or the carried wheels bring. No network: the tiny model is made here.
@@ -49,6 +51,59 @@ def tiny_model(out: Path) -> None:
     print(json.dumps({"model": str(out), "vocab": len(fast)}))
 
 
+def catalog_model(name: str, out: Path) -> None:
+    """A random-weight checkpoint with the real architecture of catalog model `name` (Qwen2/Qwen3).
+
+    vLLM's KV-cache figure depends on the shapes and the bf16 weight bytes, not on the weight values, so
+    this is what planner-vs-real needs without a download. Built on the GPU (seconds), saved as safetensors.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from gpufleet.catalog import get_model
+
+    spec = get_model(name).spec
+    tiny_model(out)  # the tokenizer (and a tiny config, overwritten below)
+    kind = "qwen3" if spec.architecture.startswith("Qwen3") else "qwen2"
+    config = AutoConfig.for_model(
+        kind, vocab_size=spec.vocab_size, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.layers, num_attention_heads=spec.attention_heads, num_key_value_heads=spec.kv_heads,
+        head_dim=spec.head_dim, max_position_embeddings=spec.max_position_embeddings, rope_theta=spec.rope_theta,
+        tie_word_embeddings=spec.tie_word_embeddings, torch_dtype="bfloat16", architectures=[spec.architecture],
+    )
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.bfloat16)
+    model.save_pretrained(out, safe_serialization=True)
+    del model
+    print(json.dumps({"model": name, "dir": str(out), "layers": spec.layers, "hidden": spec.hidden_size}))
+
+
+def fixture(name: str, plan_file: Path, log: Path, gpu: str, version: str, util: float, context: int) -> None:
+    """A tests/data/planner_logs fixture (split: test) from one planner-vs-real run, for docs/planner.md."""
+    import yaml
+
+    from gpufleet.engines.vllm_log import VllmStartupLog
+
+    planned = json.loads(plan_file.read_text())
+    parsed = VllmStartupLog()
+    lines = log.read_text(errors="replace").splitlines()
+    for line in lines:
+        parsed.feed(line)
+    keep = [ln for ln in lines if any(k in ln for k in ("Model loading took", "Available KV cache memory",
+                                                         "GPU KV cache size", "Maximum concurrency", "CUDA graph"))]
+    entry = {
+        "id": f"gpu-check-{name}-{gpu}-{version}", "source": f"scripts/gpu-check planner-vs-real on {gpu}",
+        "split": "test", "model": name, "quantization": "bf16", "gpu": gpu, "gpu_memory_utilization": util,
+        "max_model_len": context, "vllm_version": version,
+        "notes": "random weights with the real architecture (vLLM sizes the KV cache from shapes and bytes)",
+        "reported": {"kv_tokens": parsed.kv_cache.tokens if parsed.kv_cache else None},
+        "planned": {k: planned.get(k) for k in ("kv_cache_tokens", "kv_cache_tokens_low", "kv_cache_tokens_high")},
+        "excerpt": "\n".join(keep) + "\n",
+    }
+    print(yaml.safe_dump([entry], sort_keys=False, width=200))
+
+
 def plan_json(model_dir: Path, gpu: str, util: float, context: int, version: str, eager: bool) -> None:
     """The planner's launch and KV prediction for the tiny model (what gpufleet would start)."""
     from gpufleet.catalog import get_gpu, model_from_hf_dir
@@ -59,7 +114,10 @@ def plan_json(model_dir: Path, gpu: str, util: float, context: int, version: str
                               enforce_eager=eager, vllm_version=version))
     launch = plan_launch(result, served_model_name="tq", model_path=str(model_dir), enable_tools=False,
                          enable_reasoning=False)
+    band = result.band
     print(json.dumps({"fits": result.fits, "kv_cache_tokens": result.kv_cache_tokens,
+                      "kv_cache_tokens_low": band.kv_cache_tokens_low if band else None,
+                      "kv_cache_tokens_high": band.kv_cache_tokens_high if band else None,
                       "kv_bytes_per_token": result.kv_bytes_per_token, "argv": launch.argv, "env": launch.env}))
 
 
@@ -106,6 +164,12 @@ def main() -> None:
     r = sub.add_parser("ray-head-argv")
     r.add_argument("node_ip")
     r.add_argument("temp_dir", type=Path)
+    c = sub.add_parser("catalog-model")
+    c.add_argument("name")
+    c.add_argument("out", type=Path)
+    f = sub.add_parser("fixture")
+    for arg in ("name", "plan_file", "log", "gpu", "version", "util", "context"):
+        f.add_argument(arg)
     args = parser.parse_args()
     if args.step == "tiny-model":
         tiny_model(args.out)
@@ -113,6 +177,11 @@ def main() -> None:
         plan_json(args.model_dir, args.gpu, args.util, args.context, args.vllm_version, args.enforce_eager)
     elif args.step == "kv-from-log":
         kv_from_log(args.log)
+    elif args.step == "catalog-model":
+        catalog_model(args.name, args.out)
+    elif args.step == "fixture":
+        fixture(args.name, Path(args.plan_file), Path(args.log), args.gpu, args.version, float(args.util),
+                int(args.context))
     else:
         ray_head_argv(args.node_ip, args.temp_dir)
 

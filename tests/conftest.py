@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -25,6 +26,9 @@ from gpufleet.gateway import build_app, running
 from gpufleet.supervisor.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
+# Team keys and the usage ledger of every test gateway (subprocesses inherit it) go to a SQLite file of this run,
+# never the developer's own store: a key made there with `gpufleet keys create` would lock every test gateway.
+os.environ["GPUFLEET_STORE"] = str(Path(tempfile.mkdtemp(prefix="gpufleet-test-store-")) / "gpufleet.sqlite3")
 
 
 @dataclass

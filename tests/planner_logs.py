@@ -33,6 +33,11 @@ class LogFixture:
         return int(self.raw["reported"]["kv_tokens"])
 
     @property
+    def split(self) -> str:
+        """'fit' (a constant was read off this source) or 'test' (none was)."""
+        return str(self.raw["split"])
+
+    @property
     def expect_miss(self) -> bool:
         return bool(self.raw.get("expect_miss", False))
 
@@ -78,3 +83,21 @@ def error(fx: LogFixture) -> float:
     if fx.reported_tokens == 0:
         return 0.0 if planned == 0 else float("inf")
     return (planned - fx.reported_tokens) / fx.reported_tokens
+
+
+def in_band(fx: LogFixture) -> bool:
+    """vLLM's reported tokens lie inside the plan's band (an open low end counts as holding it)."""
+    band = plan_for(fx).band
+    assert band is not None
+    low = band.kv_cache_tokens_low if band.kv_cache_tokens_low is not None else 0
+    return low <= fx.reported_tokens <= band.kv_cache_tokens_high
+
+
+def half_width(fx: LogFixture) -> float | None:
+    """(high - low) / 2 / planned, or None for an open band (upper-bound plans) or a planned 0."""
+    p = plan_for(fx)
+    band = p.band
+    assert band is not None
+    if band.kv_cache_tokens_low is None or p.kv_cache_tokens == 0:
+        return None
+    return (band.kv_cache_tokens_high - band.kv_cache_tokens_low) / 2 / p.kv_cache_tokens

@@ -12,7 +12,7 @@ from gpufleet.config import parse_config
 
 REPO = Path(__file__).resolve().parent.parent
 # Whole-config examples only (fragments such as a lone `router:` block are checked by their own docs tests).
-FILES = ["README.md", "docs/router.md", "docs/config.md"]
+FILES = ["README.md", "docs/router.md", "docs/config.md", "docs/keys.md"]
 
 
 def yaml_blocks(path: Path) -> list[str]:

@@ -290,3 +290,23 @@ def test_doctor_plans_for_the_detected_gpu() -> None:
     unknown = HostFacts(gpus=parse_smi_query("0, Tesla T4, 15360, 15000, 7.5\n"), gpu_source="nvidia-smi")
     none_plan, warn = plan_for_host(unknown, "qwen3-8b", None, None, 1, 0.92, None, "0.33.0")
     assert none_plan is None and warn is not None and "Tesla T4" in warn.seen
+
+
+def test_doctor_redoes_the_plan_at_the_utilization_real_free_memory_allows() -> None:
+    """NVML (a fake library object here) says 6 GiB of the 3090 are taken: the plan at 0.92 cannot start;
+    doctor re-plans at the highest utilization that starts and says what that costs in KV tokens."""
+    recorded = json.loads(sample("nvml-rtx3090.json"))
+    recorded["gpus"][0]["free"] = 25769803776 - 6 * GIB - 300 * MIB  # another process holds ~6 GiB
+    facts = probe_host(probes(nvml=lambda: FakeNvml(recorded)))
+    p = plan_model(get_model("qwen3-8b").spec, get_gpu("rtx3090"), quantization="awq", context=8192)
+    (finding,) = [f for f in check_host(facts, p) if f.check == "plan-here"]
+    assert finding.level == "warn" and finding.fix is not None and "--gpu-memory-utilization 0.7" in finding.fix
+    assert f"instead of {p.kv_cache_tokens:,} at 0.92" in finding.seen and "KV tokens" in finding.seen
+
+
+def test_doctor_says_the_plan_still_starts_when_the_gpu_is_free() -> None:
+    facts = probe_host(probes(nvml=lambda: FakeNvml(json.loads(sample("nvml-rtx3090.json")))))
+    p = plan_model(get_model("qwen3-8b").spec, get_gpu("rtx3090"), quantization="awq", context=8192,
+                   gpu_memory_utilization=0.90)
+    (finding,) = [f for f in check_host(facts, p) if f.check == "plan-here"]
+    assert finding.level == "ok" and f"{p.kv_cache_tokens:,} KV tokens" in finding.seen

@@ -12,8 +12,10 @@ a random schema gets a documented 502 (structured_output_invalid), which is the 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -130,8 +132,51 @@ persona_bodies = st.fixed_dictionaries(
         st.fixed_dictionaries({"role": maybe(roles), "content": maybe(st.text(max_size=20))}), max_size=3)),
               "max_tokens": maybe(st.integers(-1, 50)), "temperature": maybe(st.floats(0, 2)),
               "thinking": maybe(st.booleans()), "user": maybe(st.text(max_size=5)), "bogus": weird})
+key_bodies = st.fixed_dictionaries(  # POST /admin/keys (the gateway under test has no keys: admin is open)
+    {"name": maybe(st.text(max_size=10))},
+    optional={"models": maybe(st.lists(st.text(max_size=6), max_size=3)), "rpm": maybe(st.integers(-1, 9)),
+              "tpm": maybe(st.integers(-1, 9)), "expires": maybe(st.sampled_from(["30d", "0d", "1y", ""])),
+              "bogus": weird})
+blocks = st.lists(st.fixed_dictionaries(
+    {"type": maybe(st.sampled_from(["text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking",
+                                    "document", "server_tool_use", "bogus"]))},
+    optional={"text": maybe(st.text(max_size=20)), "id": maybe(st.text(max_size=6)), "name": maybe(st.text(max_size=6)),
+              "input": weird, "tool_use_id": maybe(st.text(max_size=6)), "is_error": maybe(st.booleans()),
+              "content": maybe(st.one_of(st.text(max_size=10), st.lists(any_json, max_size=2))),
+              "thinking": maybe(st.text(max_size=10)), "source": weird}), max_size=3)
+anthropic_tools = st.lists(st.fixed_dictionaries(
+    {"name": maybe(st.from_regex(r"[A-Za-z_]{1,12}", fullmatch=True))},
+    optional={"type": maybe(st.sampled_from(["custom", "web_search_20250305"])), "description": weird,
+              "input_schema": maybe(st.just({"type": "object", "properties": {"x": {"type": "string"}}}))}),
+    max_size=3)
+messages_bodies = st.fixed_dictionaries(
+    {"model": maybe(models), "max_tokens": maybe(st.integers(-2, 50)),
+     "messages": maybe(st.lists(st.fixed_dictionaries(
+         {"role": maybe(roles), "content": maybe(st.one_of(st.text(max_size=20), blocks))}), max_size=4))},
+    optional={"system": maybe(st.one_of(st.text(max_size=20), blocks)), "stream": maybe(st.booleans()),
+              "tools": maybe(anthropic_tools), "tool_choice": weird, "thinking": maybe(st.sampled_from(
+                  [{"type": "enabled", "budget_tokens": 100}, {"type": "disabled"}, {"type": "adaptive"}])),
+              "stop_sequences": weird, "top_k": weird, "metadata": weird, "context_management": weird})
+items = st.lists(st.fixed_dictionaries(
+    {"type": maybe(st.sampled_from(["message", "function_call", "function_call_output", "reasoning",
+                                    "web_search_call", "bogus"]))},
+    optional={"role": maybe(roles), "content": maybe(st.one_of(st.text(max_size=10), st.lists(st.fixed_dictionaries(
+        {"type": maybe(st.sampled_from(["input_text", "output_text", "input_image", "input_file"]))},
+        optional={"text": weird, "image_url": weird, "filename": weird, "file_data": weird}), max_size=2))),
+              "call_id": maybe(st.text(max_size=5)), "name": maybe(st.text(max_size=5)), "arguments": weird,
+              "output": weird, "summary": weird}), max_size=4)
+responses_bodies = st.fixed_dictionaries(
+    {"model": maybe(models), "input": maybe(st.one_of(st.text(max_size=20), items))},
+    optional={"instructions": weird, "stream": maybe(st.booleans()), "store": maybe(st.booleans()),
+              "previous_response_id": weird, "max_output_tokens": maybe(st.integers(-2, 50)),
+              "tools": maybe(st.lists(st.fixed_dictionaries({"type": maybe(st.sampled_from(
+                  ["function", "web_search", "namespace"]))}, optional={"name": maybe(st.text(max_size=6)),
+                                                                       "parameters": weird}), max_size=2)),
+              "tool_choice": weird, "reasoning": weird, "text": weird, "prompt_cache_key": weird})
 BODIES = {"/v1/chat/completions": chat_bodies, "/v1/completions": completion_bodies,
-          "/v1/embeddings": embedding_bodies, "/chat": persona_bodies}
+          "/v1/embeddings": embedding_bodies, "/chat": persona_bodies, "/v1/messages": messages_bodies,
+          "/v1/messages/count_tokens": messages_bodies, "/v1/responses": responses_bodies,
+          "/admin/keys": key_bodies}
 
 
 def encoded(body: Any) -> bytes:
@@ -172,8 +217,9 @@ def test_openapi_lists_every_endpoint_with_a_schema_for_each_post(upstream: Json
 
 
 def gateway_config(upstream: JsonAnswerUpstream) -> Any:
+    store = Path(tempfile.mkdtemp(prefix="gpufleet-fuzz-")) / "store.sqlite3"  # keys it makes stay there
     return parse_config({
-        "server": {"max_body_bytes": 256 * 1024},
+        "server": {"max_body_bytes": 256 * 1024, "database_url": f"sqlite:///{store}"},
         "models": {"echo": {"engine": "remote", "url": upstream.url, "aliases": ["gpt-4o"],
                             "defaults": {"max_tokens_cap": 16}}},
         "personas": {"clerk": {"route": "echo", "system_prompt": "You file things."}},
@@ -205,7 +251,11 @@ def test_fuzzed_bodies_never_get_a_5xx_or_hang(upstream: JsonAnswerUpstream) -> 
             raise AssertionError(f"POST {path} hung for {HANG_S} s: {body[:300]!r}") from None
         seen[response.status_code] += 1
         assert response.status_code < 500, f"POST {path} {body[:300]!r} → {response.status_code} {response.text}"
-        if response.status_code >= 400:
+        if response.status_code >= 400 and path.startswith("/v1/messages"):  # Anthropic's error shape
+            answer = response.json()
+            assert answer["type"] == "error" and isinstance(answer["error"]["message"], str)
+            codes[f"{path} {answer['error']['type']}"] += 1
+        elif response.status_code >= 400:
             error = response.json()["error"]
             assert isinstance(error["message"], str) and isinstance(error["code"], str)
             codes[f"{path} {error['code']} {error['param']}"] += 1

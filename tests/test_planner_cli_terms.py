@@ -111,3 +111,37 @@ def test_what_if_quantization_resizes_the_weights_and_says_it_is_hypothetical() 
 def test_what_if_refuses_a_method_without_a_size_rule() -> None:
     result = runner.invoke(app, ["plan", "qwen3-8b", "-q", "nvfp4", "--what-if", "--gpu", "h100-sxm"])
     assert result.exit_code == 2 and "no size rule" in result.output
+
+
+def test_json_gives_the_kv_band_with_context_and_concurrency_at_both_ends() -> None:
+    data = plan_json("qwen2.5-7b-instruct", "--gpu", "rtx4090", "--util", "0.9", "--context", "32768")
+    low, point, high = data["kv_cache_tokens_low"], data["kv_cache_tokens"], data["kv_cache_tokens_high"]
+    assert isinstance(low, int) and isinstance(point, int) and isinstance(high, int)
+    assert low < point < high and low % 16 == 0 and high % 16 == 0
+    assert low == pytest.approx(point * (1 - 0.137), abs=16) and high == pytest.approx(point * 1.046, abs=16)
+    assert data["max_context_low"] == data["max_context_high"] == 32768  # the window caps both ends
+    conc_low, conc_high = data["max_concurrency_low"], data["max_concurrency_high"]
+    assert isinstance(conc_low, float) and isinstance(conc_high, float)
+    assert conc_low < float(data["max_concurrency"]) < conc_high  # type: ignore[arg-type]
+    band = data["band"]
+    assert isinstance(band, dict) and "test-set" in band["basis"]
+
+
+def test_an_upper_bound_plan_has_no_low_end_and_the_cpu_backend_no_band() -> None:
+    data = plan_json("qwen3-8b", "--gpu", "rtx-a5000", "--context", "16384", "--kv-connector", "LMCacheConnectorV1")
+    assert data["kv_cache_tokens_low"] is None and data["max_concurrency_low"] is None
+    assert isinstance(data["kv_cache_tokens_high"], int)
+    cpu = plan_json("smollm2", "--cpu", "--kv-space-gib", "1", "--context", "2048")
+    assert cpu["kv_cache_tokens_low"] is None and cpu["kv_cache_tokens_high"] is None and cpu["band"] is None
+
+
+def test_the_table_prints_the_band() -> None:
+    result = runner.invoke(app, ["plan", "qwen3-8b", "--gpu", "h100", "--context", "8192"])
+    assert result.exit_code == 0, result.output
+    assert "KV tokens band" in result.output and "requests band" in result.output
+
+
+@pytest.fixture(autouse=True)
+def _no_host_calibration(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests read the planner's own figures, not launches this machine may have recorded."""
+    monkeypatch.setenv("GPUFLEET_CACHE", str(tmp_path_factory.mktemp("cache")))

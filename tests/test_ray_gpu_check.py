@@ -22,13 +22,16 @@ def test_dry_run_prints_every_step_in_order_and_runs_nothing(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     steps = [line.removeprefix("step ").split(":")[0] for line in done.stdout.splitlines() if line.startswith("step ")]
     assert steps == ["stage", "stage", "stage", "carry 0", "1 facts", "2 install", "3 tiny-model", "4 plan",
-                     "5 graphs", "6 eager", "7 ray-tp1", "8 report"]
+                     "5 graphs", "6 eager", "7 ray-tp1", "8 report", "9 planner-vs-real"]
     text = done.stdout
     assert "vllm==0.26.0" in text and "ray==2.60.0" in text  # the vLLM pinned to the device's torch 2.11
     assert "sleep?level=1" in text and "/wake_up" in text
     assert "--enforce-eager" in text
     assert "--tensor-parallel-size 1 --distributed-executor-backend ray" in text
     assert "RAY_ADDRESS=<this host's address>:6379" in text
+    # planner-vs-real (issue 24): three real-shaped models, each planned, served and turned into a fixture.
+    for name in ("qwen3-0.6b", "qwen2.5-1.5b-instruct", "qwen3-4b"):
+        assert f"catalog-model {name}" in text and f"pvr-{name}.log" in text and f"fixture {name}" in text
     assert not (tmp_path / "out").exists() and not (tmp_path / "stash").exists()
 
 

@@ -98,6 +98,25 @@ def nested(depth: int) -> Any:
          "messages[0].tool_calls[0].function.arguments"),
         (chat(messages=[{"role": "tool", "content": "r", "tool_call_id": 7}]), "messages[0].tool_call_id"),
         (chat(response_format="json"), "response_format"),
+        # Issue 21: llama.cpp answered each of these with HTTP 500 (and the target went into cooldown).
+        (chat(messages=[{"role": "user", "content": "hi", "name": None}]), "messages[0]"),
+        (chat(messages=[{"role": "tool", "content": "r", "tool_call_id": None}]), "messages[0]"),
+        (chat(messages=[{"role": "assistant", "content": "a", "reasoning_content": 5}]),
+         "messages[0].reasoning_content"),
+        (chat(max_tokens=2**32), "max_tokens"),
+        (chat(max_tokens=2**63 - 1), "max_tokens"),
+        (chat(max_completion_tokens=2**32), "max_completion_tokens"),
+        (chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#"}}}),
+         "response_format.json_schema.schema"),
+        (chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {
+            "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"allOf": [{"$ref": "#/$defs/a"}]}}, "$ref": "#/$defs/a"}}}),
+         "response_format.json_schema.schema"),
+        (chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {
+            "type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}}}),
+         "response_format.json_schema.schema"),
+        (chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {
+            "$ref": "https://example.com/schema.json"}}}),
+         "response_format.json_schema.schema"),
     ],
 )
 async def test_malformed_tools_and_messages_get_400_naming_the_field_and_are_not_forwarded(
@@ -235,3 +254,51 @@ async def test_pattern_needing_backtracking_features_gets_400_naming_it(
 def test_token_cap_applies_to_every_alias(client: dict[str, Any], expected: dict[str, Any]) -> None:
     out = apply_request_defaults({"model": "m", **client}, RouteDefaults(max_tokens_cap=8), kind="chat")
     assert {k: out[k] for k in TOKEN_LIMIT_FIELDS if k in out} == expected
+
+
+async def test_a_recursive_schema_that_descends_into_the_value_is_allowed(
+    http: httpx.AsyncClient, upstream: FixedAnswerUpstream
+) -> None:
+    # A tree: each node's children are nodes. Recursion that consumes the value ends; only a $ref cycle does not.
+    upstream.content = '{"name": "root", "children": [{"name": "leaf", "children": []}]}'
+    schema = {"$defs": {"node": {"type": "object", "required": ["name", "children"], "properties": {
+        "name": {"type": "string"}, "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}},
+        "$ref": "#/$defs/node"}
+    response = await http.post("/v1/chat/completions", json=chat(
+        response_format={"type": "json_schema", "json_schema": {"name": "tree", "schema": schema}}))
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == upstream.content
+
+
+async def test_embeddings_for_auto_get_400_not_a_chat_tier(
+    http: httpx.AsyncClient, upstream: FixedAnswerUpstream
+) -> None:
+    error = error_of(await http.post("/v1/embeddings", json={"model": "auto", "input": "hi"}))
+    assert error["param"] == "model" and "embedding model" in error["message"]
+    assert upstream.received == []
+
+
+def test_media_parts_are_found_for_text_only_models() -> None:
+    from gpufleet.errors import RequestError
+    from gpufleet.gateway.protocol import check_text_only, media_in
+
+    body = chat(messages=[{"role": "user", "content": [
+        {"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": "data:x"}},
+        {"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}}]}])
+    assert media_in(body) == {"images", "audio"}
+    assert media_in(chat()) == set()
+    with pytest.raises(RequestError, match="does not take audio, images") as caught:
+        check_text_only(body, "smol")
+    assert caught.value.status_code == 400 and caught.value.param == "messages"
+
+
+@pytest.mark.parametrize(("status", "message", "fault"), [
+    (500, "Failed to parse messages: [json.exception.type_error.302] type must be string, but is null", True),
+    (500, "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj", True),
+    (500, "CUDA error: out of memory", False),
+    (502, "Failed to parse messages", False),
+])
+def test_a_llamacpp_500_about_the_request_is_the_clients_fault(status: int, message: str, fault: bool) -> None:
+    from gpufleet.gateway.errors import is_request_fault
+
+    assert is_request_fault(status, message) is fault

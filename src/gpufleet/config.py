@@ -440,6 +440,23 @@ class ServerConfig(_Strict):
                                  "https://chat.example.com)")
         return value
 
+    # Team keys, limits and the usage ledger (docs/keys.md).
+    database_url: str | None = Field(
+        default=None, description="where keys and the usage ledger live: postgresql://user:pw@host/db, "
+        "sqlite:///path, or unset for SQLite under the cache dir",
+    )
+    usage_retention_days: int = Field(default=90, ge=1, description="usage ledger rows older than this are purged")
+    metrics_per_key: bool = Field(
+        default=False, description="Prometheus counters by key name (at most 100 names; the rest count as 'other')"
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://", "sqlite:///")):
+            raise ValueError("database_url must start with postgresql://, postgres:// or sqlite:///")
+        return value
+
     @model_validator(mode="after")
     def _metrics_key_needs_keys(self) -> ServerConfig:
         if self.metrics_require_key and not self.api_keys:

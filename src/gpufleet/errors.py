@@ -8,9 +8,11 @@
     ├── EngineError               an engine process failed to start, crashed, or timed out
     │   └── EngineNotReady        the engine exists but is not serving yet (HTTP 503 + Retry-After)
     ├── UpstreamError             an OpenAI-compatible upstream answered badly or not at all
+    ├── StoreError                the key/usage database (SQLite or PostgreSQL) cannot be reached or written
     └── RequestError              the client's request is invalid (HTTP 4xx)
         ├── ModelNotFound         unknown model name (HTTP 404, lists available names)
-        └── AuthError             missing/invalid API key (HTTP 401)
+        ├── AuthError             missing/invalid API key (HTTP 401)
+        └── RateLimited           a key is over one of its limits (HTTP 429 + Retry-After, x-ratelimit-*)
 
 Each error knows its HTTP status and OpenAI error `type`/`code`, so the gateway maps them in one place.
 """
@@ -119,6 +121,13 @@ class UpstreamError(GpufleetError):
         self.retryable = retryable
 
 
+class StoreError(GpufleetError):
+    """The store (keys, usage ledger) failed; the message names the database, never its password."""
+
+    status_code = 503
+    code = "store_error"
+
+
 class RequestError(GpufleetError):
     """The client's request is invalid."""
 
@@ -147,3 +156,18 @@ class AuthError(RequestError):
 
     status_code = 401
     code = "invalid_api_key"
+
+
+class RateLimited(RequestError):
+    """A key is over one of its limits (requests or tokens per minute, tokens per day, concurrency).
+
+    `headers` are OpenAI's x-ratelimit-* headers plus Retry-After; the gateway sends them with the 429.
+    """
+
+    status_code = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, kind: str, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.error_type = kind  # OpenAI's 429s say "requests" or "tokens" here
+        self.headers = headers

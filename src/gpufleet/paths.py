@@ -37,3 +37,10 @@ def logs_dir() -> Path:
 def bench_latest_dir() -> Path:
     """The latest `gpufleet bench` report: report.json and its *.png plots (the web console shows them)."""
     return cache_root() / "bench" / "latest"
+
+
+def store_path() -> Path:
+    """The embedded SQLite database of team keys and the usage ledger: $GPUFLEET_STORE, else under the cache root
+    (server.database_url overrides both)."""
+    explicit = os.environ.get("GPUFLEET_STORE")
+    return Path(explicit).expanduser() if explicit else cache_root() / "store" / "gpufleet.sqlite3"

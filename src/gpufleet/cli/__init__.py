@@ -50,6 +50,8 @@ _COMMAND_MODULES = [
     "deploy_cmd",
     "bench_cmd",
     "auto_cmd",
+    "launch_cmd",
+    "keys_cmd",
 ]
 
 for _name in _COMMAND_MODULES:

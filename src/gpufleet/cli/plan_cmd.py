@@ -33,6 +33,7 @@ from gpufleet.errors import PlanError
 from gpufleet.planner import (
     DEFAULT_UTILIZATION,
     DEFAULT_VLLM_VERSION,
+    KvBand,
     Plan,
     PlanRequest,
     context_table,
@@ -40,6 +41,8 @@ from gpufleet.planner import (
     plan_json,
     plan_launch,
 )
+from gpufleet.planner.calibration import calibrate
+from gpufleet.planner.calibration_file import load_measurements
 from gpufleet.planner.launch import FLAGS, LaunchPlan, launch_env, render_flags
 from gpufleet.planner.vllm_versions import budgets_cudagraphs
 
@@ -106,6 +109,11 @@ def _print_human(p: Plan, launch: LaunchPlan | None, console: Console) -> None:
     table.add_row("KV cache tokens", f"{p.kv_cache_tokens:,}", f"{p.num_blocks:,} blocks")
     table.add_row("max context", f"{p.max_context:,}", f"max_position_embeddings {p.model.max_position_embeddings:,}")
     table.add_row(f"requests at {p.context:,}", f"{p.max_concurrency:.2f}", f"target {req.concurrency}")
+    if p.calibration is not None:
+        c = p.calibration
+        table.add_row(c.kind, f"{p.kv_cache_tokens:,} (plan {c.planned_tokens:,})", c.note)
+    if p.band is not None:
+        _add_band_rows(table, p.band)
     if p.needs_yarn:
         table.add_row("YaRN", f"factor {p.yarn_factor}", f"from {p.yarn_original_context:,}")
     table.add_row("quantization kernel", p.quantization_kernel or "-", "")
@@ -135,6 +143,20 @@ def _print_human(p: Plan, launch: LaunchPlan | None, console: Console) -> None:
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _add_band_rows(table: Table, band: KvBand) -> None:
+    """The band vLLM's real figure is expected in (planner/band.py): tokens, context, concurrency."""
+
+    def span(low: float | None, high: float, fmt: str) -> str:
+        return f"{'?' if low is None else format(low, fmt)} - {format(high, fmt)}"
+
+    how = f"-{band.below:.1%} / +{band.above:.1%} (test-set residuals, docs/planner.md)"
+    if band.kv_cache_tokens_low is None:
+        how += "; no low end: the figure is an upper bound"
+    table.add_row("KV tokens band", span(band.kv_cache_tokens_low, band.kv_cache_tokens_high, ","), how)
+    table.add_row("max context band", span(band.max_context_low, band.max_context_high, ","), "")
+    table.add_row("requests band", span(band.max_concurrency_low, band.max_concurrency_high, ".2f"), "")
 
 
 def _graphs_how(p: Plan) -> str:
@@ -239,6 +261,10 @@ def register(app: typer.Typer) -> None:
         cpu: Annotated[bool, typer.Option("--cpu", help="plan vLLM's CPU backend instead of a GPU")] = False,
         kv_space_gib: Annotated[int, typer.Option("--kv-space-gib", help="CPU: VLLM_CPU_KVCACHE_SPACE")] = 4,
         served_name: Annotated[str | None, typer.Option("--served-name")] = None,
+        ignore_measured: Annotated[
+            bool,
+            typer.Option("--ignore-measured", help="the planner's own figure, not this host's launches"),
+        ] = False,
         as_json: Annotated[bool, typer.Option("--json", help="machine-readable output (stable keys)")] = False,
         emit: Annotated[
             bool, typer.Option("--emit-config", help="print a gpufleet.yaml models: entry that launches this plan")
@@ -288,6 +314,8 @@ def register(app: typer.Typer) -> None:
             what_if=what_if,
         )
         result = plan(request, alternative_gpus=tuple(builtin_gpus().values()) if device else ())
+        if not ignore_measured:
+            result = calibrate(result, load_measurements())  # launches on this host (planner/calibration.py)
         # A catalog name the user typed ("qwen3-235b-awq") is the natural served name; repo ids and
         # paths fall back to the canonical catalog name.
         typed = model if "/" not in model and not Path(model).expanduser().exists() else None

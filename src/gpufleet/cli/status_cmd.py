@@ -94,7 +94,9 @@ def _kv_capacity(model: dict[str, Any]) -> str:
     if not tokens:
         return ""
     concurrency = kv.get("max_concurrency")
-    return f"{tokens:,}" + (f" ({concurrency:.2f}x)" if concurrency is not None else "")
+    text = f"{tokens:,}" + (f" ({concurrency:.2f}x)" if concurrency is not None else "")
+    error = kv.get("planner_error")  # the plan's figure vs the logged one (planner/calibration.py)
+    return text + (f", plan {error:+.1%}" if isinstance(error, int | float) else "")
 
 
 def _queue(scraped: dict[str, Any]) -> str:

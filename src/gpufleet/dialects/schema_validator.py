@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any
+from urllib.parse import unquote
 
 import re2
 from jsonschema import ValidationError
@@ -115,3 +116,83 @@ def check_patterns(schema: Any, *, param: str) -> None:
                     f"{param}: pattern {pattern!r} is not supported ({reason}); patterns run on RE2, which has no "
                     "backreferences or lookaround", param=param) from None
         stack.extend(node.values())
+
+
+# Keywords whose subschemas apply to the same instance: a cycle through only these (and $ref) never reaches a value,
+# so validating anything against it recurses until Python's stack runs out (a RecursionError after generation).
+_SAME_INSTANCE_LISTS = ("allOf", "anyOf", "oneOf")
+_SAME_INSTANCE_ONE = ("not", "if", "then", "else")
+
+
+def _pointer_part(part: str) -> str:
+    return part.replace("~1", "/").replace("~0", "~")
+
+
+def _subschemas(schema: Any) -> dict[str, Any]:
+    """Every object in `schema` by its JSON pointer ("" is the root)."""
+    found: dict[str, Any] = {}
+    stack: list[tuple[str, Any]] = [("", schema)]
+    while stack:
+        pointer, node = stack.pop()
+        if isinstance(node, dict):
+            found[pointer] = node
+            stack.extend((f"{pointer}/{key.replace('~', '~0').replace('/', '~1')}", value)
+                         for key, value in node.items() if isinstance(key, str))
+        elif isinstance(node, list):
+            stack.extend((f"{pointer}/{index}", value) for index, value in enumerate(node))
+    return found
+
+
+def _ref_target(ref: str, nodes: Mapping[str, Any], anchors: Mapping[str, str], *, param: str, at: str) -> str:
+    if ref == "#" or ref.startswith("#/"):
+        target = "/".join(_pointer_part(unquote(p)) for p in ref[1:].split("/")) if ref != "#" else ""
+        canonical = "".join(f"/{p.replace('~', '~0').replace('/', '~1')}" for p in target.split("/")[1:])
+        if canonical in nodes:
+            return canonical
+    elif ref.startswith("#") and ref[1:] in anchors:
+        return anchors[ref[1:]]
+    else:
+        raise RequestError(f"{param}: $ref {ref!r} at '#{at}' is not supported: only references inside the schema "
+                           "('#/$defs/...') are", param=param)
+    raise RequestError(f"{param}: $ref {ref!r} at '#{at}' points to nothing in the schema", param=param)
+
+
+def check_refs(schema: Any, *, param: str) -> None:
+    """RequestError (400) for a `$ref` that leaves the schema, points nowhere, or loops without reaching a value.
+
+    `{"$ref": "#"}` or two `$defs` referring to each other made jsonschema recurse until a RecursionError, after the
+    model had generated; a recursive schema that descends into the value (a tree's `children`) stays allowed.
+    """
+    nodes = _subschemas(schema)
+    anchors = {node["$anchor"]: pointer for pointer, node in nodes.items() if isinstance(node.get("$anchor"), str)}
+    edges: dict[str, list[str]] = {}
+    for pointer, node in nodes.items():
+        out: list[str] = []
+        if isinstance(node.get("$ref"), str):
+            out.append(_ref_target(node["$ref"], nodes, anchors, param=param, at=pointer))
+        for key in _SAME_INSTANCE_LISTS:
+            if isinstance(node.get(key), list):
+                out.extend(f"{pointer}/{key}/{i}" for i, item in enumerate(node[key]) if isinstance(item, dict))
+        out.extend(f"{pointer}/{key}" for key in _SAME_INSTANCE_ONE if isinstance(node.get(key), dict))
+        edges[pointer] = out
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for start in edges:
+        if state.get(start):
+            continue
+        path: list[tuple[str, int]] = [(start, 0)]
+        state[start] = 1
+        while path:
+            pointer, index = path[-1]
+            following = edges.get(pointer, [])
+            if index == len(following):
+                state[pointer] = 2
+                path.pop()
+                continue
+            path[-1] = (pointer, index + 1)
+            nxt = following[index]
+            if state.get(nxt) == 1:
+                raise RequestError(f"{param}: the schema refers to itself at '#{nxt}' without describing any value "
+                                   "(a $ref cycle); nothing could ever be validated against it", param=param)
+            if not state.get(nxt):
+                state[nxt] = 1
+                path.append((nxt, 0))

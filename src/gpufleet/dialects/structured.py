@@ -18,7 +18,7 @@ from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 
 from gpufleet.dialects.plan import ResponsePlan
-from gpufleet.dialects.schema_validator import check_patterns, schema_validator
+from gpufleet.dialects.schema_validator import check_patterns, check_refs, schema_validator
 from gpufleet.errors import RequestError
 
 _FENCE_RE = re.compile(r"\A\s*```[A-Za-z0-9_-]*[ \t]*\n(.*?)\n?```\s*\Z", re.S)
@@ -51,6 +51,7 @@ def parse_response_format(body: Mapping[str, Any]) -> tuple[dict[str, Any] | Non
         raise RequestError(f"response_format.json_schema.schema is not a valid JSON Schema: {err.message}",
                            param="response_format.json_schema.schema") from None
     check_patterns(schema, param="response_format.json_schema.schema")
+    check_refs(schema, param="response_format.json_schema.schema")
     return rf, schema
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from gpufleet.catalog import GIB, gpu_for_smi_name
 from gpufleet.doctor.facts import Finding, GpuInfo, HostFacts
 from gpufleet.doctor.probes import is_wsl
 from gpufleet.planner import Plan
+from gpufleet.planner.fit import compute_plan
+from gpufleet.planner.memory import CUDA_CONTEXT_BYTES
 from gpufleet.planner.vllm_versions import has_v0_engine, version_tuple
 
 MIB = 1 << 20
@@ -220,6 +223,47 @@ def check_free_memory(facts: HostFacts, plan: Plan | None) -> list[Finding]:
     return out
 
 
+def check_plan_here(facts: HostFacts, plan: Plan | None) -> list[Finding]:
+    """What the GPU's real free memory (NVML, else nvidia-smi) does to the plan, in KV tokens (issue 24).
+
+    Memory other processes hold before vLLM starts (a desktop, another engine) does not shrink vLLM
+    V1's KV cache, whose profile starts from a snapshot that already includes it; it lowers the
+    highest utilization the start-up check accepts. So the plan is redone at that utilization.
+    """
+    if plan is None or plan.device == "cpu" or not facts.gpus or plan.request.gpu is None:
+        return []
+    gpu_spec = plan.request.gpu
+    frees = [f for g in facts.gpus[: max(1, plan.tensor_parallel)] if (f := _free_and_total(g, facts)[0]) is not None]
+    if not frees:
+        return []
+    free = min(frees)  # the busiest GPU decides (every rank needs the same budget)
+    held = max(0, gpu_spec.usable_bytes - gpu_spec.host_reserved_bytes - free)
+    util = plan.request.gpu_memory_utilization
+    startable = math.floor((free - CUDA_CONTEXT_BYTES) / gpu_spec.usable_bytes * 100) / 100
+    seen = f"{_gib(held)} of the GPU is held by other processes ({_gib(free)} free)"
+    if util <= startable:
+        still = f"{seen}; the plan's {util:g} still starts: {plan.kv_cache_tokens:,} KV tokens"
+        return [Finding("plan-here", "ok", still)]
+    if startable <= 0:
+        fix = "free the GPU (nvidia-smi lists who holds it)"
+        return [Finding("plan-here", "error", f"{seen}: no utilization starts", fix)]
+    here = compute_plan(replace(plan.request, gpu_memory_utilization=startable))
+    result = (
+        f"at {startable:g} the plan has {here.kv_cache_tokens:,} KV tokens (max context {here.max_context:,}, "
+        f"{here.max_concurrency:.2f} requests at {here.context:,}) instead of {plan.kv_cache_tokens:,} at {util:g}"
+    )
+    if not here.fits:
+        result += f"; it does not fit: {here.reasons[-1]}"
+    return [
+        Finding(
+            "plan-here",
+            "warn" if here.fits else "error",
+            f"{seen}: {result}",
+            f"use --gpu-memory-utilization {startable:g}, or free the GPU for the planned {util:g}",
+        )
+    ]
+
+
 def check_shm(facts: HostFacts, plan: Plan | None) -> list[Finding]:
     """/dev/shm: Docker's 64 MiB default breaks NCCL with tensor parallelism (seed 002 mounts an emptyDir)."""
     if facts.shm_bytes is None:
@@ -319,6 +363,7 @@ def check_host(
         *check_wsl(facts, plan),
         *check_capability(facts, plan),
         *check_free_memory(facts, plan),
+        *check_plan_here(facts, plan),
         *check_shm(facts, plan),
         *check_port(facts),
         *check_engines(facts, plan, expected_vllm),

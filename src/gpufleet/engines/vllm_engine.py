@@ -33,6 +33,8 @@ from gpufleet.engines.vllm_docker import (
 from gpufleet.engines.vllm_flags import check_argv, installed_vllm_version
 from gpufleet.errors import CatalogError, EngineError, PlanError
 from gpufleet.planner import DEFAULT_UTILIZATION, DEFAULT_VLLM_VERSION, Plan, PlanRequest, plan, plan_launch
+from gpufleet.planner.calibration import launch_key
+from gpufleet.planner.calibration_file import calibration_extra
 from gpufleet.planner.launch import QUIET_ENV, LaunchPlan, launch_env, server_args
 
 log = logging.getLogger(__name__)
@@ -219,6 +221,14 @@ def _served_spec(argv: list[str], env: dict[str, str], port: int, extra: dict[st
                       warnings=tuple(warnings), api_key_env=VLLM_API_KEY_ENV)
 
 
+def _calibration(resolved: ResolvedModel) -> dict[str, str]:
+    """The plan's key and KV figure, so the supervisor can record what vLLM really logged (issue 24)."""
+    plan = resolved.plan
+    if plan is None or plan.band is None:  # no plan, or the CPU backend (its KV space is exact)
+        return {}
+    return calibration_extra(launch_key(plan), plan.kv_cache_tokens)
+
+
 def _plan_warnings(resolved: ResolvedModel) -> list[str]:
     return [f"plan: {w}" for w in resolved.plan.warnings] if resolved.plan is not None else []
 
@@ -239,8 +249,8 @@ class VllmEngine:
         serve = server_args(launch)
         env = {**QUIET_ENV, **launch_env(launch)}
         warnings = _plan_warnings(resolved) + check_version(name, serve, env, version, str(python), model.device)
-        return _served_spec([str(python), "-m", API_SERVER_MODULE, *serve], env, port,
-                            {"vllm_version": version or "unknown", "planned": ",".join(resolved.filled)}, warnings)
+        extra = {"vllm_version": version or "unknown", "planned": ",".join(resolved.filled), **_calibration(resolved)}
+        return _served_spec([str(python), "-m", API_SERVER_MODULE, *serve], env, port, extra, warnings)
 
     def _docker_spec(self, name: str, model: VllmModel, port: int) -> LaunchSpec:
         docker = model.docker
@@ -254,6 +264,7 @@ class VllmEngine:
             name, server_args(launch), env, version, f"image {docker.image}", model.device)
         argv = docker_run_argv(name, docker, launch, port=port, model_dir=local_model_dir(model.model),
                                pass_env=(VLLM_API_KEY_ENV,))
-        extra = {"vllm_version": version or "unknown", "planned": ",".join(resolved.filled), "image": docker.image}
+        extra = {"vllm_version": version or "unknown", "planned": ",".join(resolved.filled), "image": docker.image,
+                 **_calibration(resolved)}
         return _served_spec([docker_bin, *argv[1:]], env, port, extra, warnings,
                             stop_argv=[docker_bin, *docker_stop_argv(name, port)[1:]])

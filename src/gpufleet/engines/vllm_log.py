@@ -15,6 +15,7 @@ request: X.XXx") and two lines in 0.26; the CPU build says "CPU KV cache size" i
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import IntEnum, StrEnum
 
@@ -162,105 +163,140 @@ def _unrecognized_hint(arguments: str) -> str:
     return base + ("; " + "; ".join(notes) if notes else "")
 
 
+def _kv_too_small(m: re.Match[str], text: str) -> StartupFailure:
+    details: dict[str, str | int | float] = {"max_model_len": int(m[1]), "needed_gib": float(m[2]),
+                                             "available_gib": float(m[3])}
+    hint = f"--max-model-len {m[1]} needs {m[2]} GiB of KV cache but only {m[3]} GiB is left after the weights"
+    if est := _KV_ESTIMATED.search(text):
+        details["estimated_max_model_len"] = int(est[1])
+        hint += f"; set --max-model-len to at most {est[1]}"
+    hint += (", or raise --gpu-memory-utilization, or use --kv-cache-dtype fp8"
+             " (on the CPU build: raise VLLM_CPU_KVCACHE_SPACE)")
+    return StartupFailure(FailureCause.KV_CACHE_TOO_SMALL, hint, text, details)
+
+
+def _kv_too_small_v0(m: re.Match[str], text: str) -> StartupFailure:
+    return StartupFailure(
+        FailureCause.KV_CACHE_TOO_SMALL,
+        f"--max-model-len {m[1]} exceeds the {m[2]} tokens the KV cache holds; set --max-model-len to at"
+        f" most {m[2]} or raise --gpu-memory-utilization",
+        text, {"max_model_len": int(m[1]), "estimated_max_model_len": int(m[2])})
+
+
+def _above_derived(m: re.Match[str], text: str) -> StartupFailure:
+    derived = int(float(m[3]))
+    return StartupFailure(
+        FailureCause.MAX_MODEL_LEN_ABOVE_MODEL,
+        f"--max-model-len {m[1]} is above the model's {m[2]}={derived}; lower it, or for Qwen enable"
+        " YaRN with --hf-overrides (rope_parameters + max_position_embeddings),"
+        " or set VLLM_ALLOW_LONG_MAX_MODEL_LEN=1",
+        text, {"max_model_len": int(m[1]), "derived_max_model_len": derived, "derived_from": m[2]})
+
+
+def _free_memory(m: re.Match[str], text: str) -> StartupFailure:
+    return StartupFailure(
+        FailureCause.FREE_MEMORY_BELOW_UTILIZATION,
+        f"only {m[2]} of {m[3]} GiB is free on {m[1]} but --gpu-memory-utilization {m[4]} asks for"
+        f" {m[5]} GiB; stop the other process on that GPU (another vLLM?) or lower"
+        " --gpu-memory-utilization (two instances on one GPU need about 0.45 each)",
+        text, {"device": m[1], "free_gib": float(m[2]), "total_gib": float(m[3]),
+               "gpu_memory_utilization": float(m[4]), "requested_gib": float(m[5])})
+
+
+def _quant_capability(m: re.Match[str], text: str) -> StartupFailure:
+    return StartupFailure(
+        FailureCause.UNSUPPORTED_QUANTIZATION,
+        f"quantization {m[1]} needs compute capability {m[2]} but this GPU has {m[3]}; pick a method"
+        " this GPU supports (awq_marlin/gptq_marlin need 80, i.e. Ampere or newer; fp8 W8A8 needs 89)",
+        text, {"quantization": m[1], "min_capability": int(m[2]), "capability": int(m[3])})
+
+
+def _quant_unknown(m: re.Match[str], text: str) -> StartupFailure:
+    return StartupFailure(
+        FailureCause.UNSUPPORTED_QUANTIZATION,
+        f"this vLLM has no quantization method {m[1]!r}; use one it lists (e.g. awq_marlin, gptq_marlin, fp8)",
+        text, {"quantization": m[1]})
+
+
+def _quant_mismatch(m: re.Match[str], text: str) -> StartupFailure:
+    return StartupFailure(
+        FailureCause.UNSUPPORTED_QUANTIZATION,
+        f"the checkpoint is {m[1]} but --quantization says {m[2]}; drop --quantization"
+        " (vLLM reads it from config.json) or give a method compatible with the checkpoint",
+        text, {"checkpoint_quantization": m[1], "quantization": m[2]})
+
+
+def _bf16_capability(m: re.Match[str], text: str) -> StartupFailure:
+    return StartupFailure(FailureCause.COMPUTE_CAPABILITY,
+                          f"{m[1]} (compute capability {m[2]}) has no bfloat16; start with --dtype half",
+                          text, {"gpu": m[1], "capability": m[2]})
+
+
+def _cuda_oom(m: re.Match[str], text: str) -> StartupFailure:
+    details: dict[str, str | int | float] = {}
+    if tried := _OOM_TRIED.search(text):
+        details["tried_to_allocate"] = tried[1]
+    return StartupFailure(
+        FailureCause.CUDA_OOM,
+        "the GPU ran out of memory; lower --max-model-len or --max-num-seqs, use a quantized checkpoint,"
+        " raise --tensor-parallel-size, or free the GPU of other processes",
+        text, details)
+
+
+def _unrecognized(m: re.Match[str], text: str) -> StartupFailure:
+    return StartupFailure(FailureCause.UNRECOGNIZED_ARGUMENT, _unrecognized_hint(m[1].strip()), text,
+                          {"arguments": m[1].strip()})
+
+
+def _invalid_arg(m: re.Match[str], text: str) -> StartupFailure:
+    return StartupFailure(FailureCause.INVALID_ARGUMENT, f"bad value for {m[1]}: {m[2]}", text, {"argument": m[1]})
+
+
+def _fixed(cause: FailureCause, hint: str) -> Callable[[re.Match[str], str], StartupFailure]:
+    """A failure whose hint does not depend on the matched line."""
+    return lambda _m, text: StartupFailure(cause, hint, text)
+
+
+# The failure table, most specific first: the first pattern that matches a line names its cause.
+_FAILURES: list[tuple[re.Pattern[str], Callable[[re.Match[str], str], StartupFailure]]] = [
+    (_KV_TOO_SMALL, _kv_too_small),
+    (_KV_TOO_SMALL_V0, _kv_too_small_v0),
+    (_NO_KV_MEMORY, _fixed(
+        FailureCause.NO_KV_CACHE_MEMORY,
+        "the weights (and activations) use all the memory vLLM may take, none is left for the KV"
+        " cache; raise --gpu-memory-utilization, use a quantized checkpoint, or add GPUs"
+        " (--tensor-parallel-size)")),
+    (_ABOVE_DERIVED, _above_derived),
+    (_FREE_MEMORY, _free_memory),
+    (_QUANT_CAPABILITY, _quant_capability),
+    (_QUANT_UNKNOWN, _quant_unknown),
+    (_QUANT_MISMATCH, _quant_mismatch),
+    (_QUANT_SCHEME, _fixed(
+        FailureCause.UNSUPPORTED_QUANTIZATION,
+        "this GPU cannot run the checkpoint's quantization scheme; use a checkpoint quantized for it")),
+    (_BF16_CAPABILITY, _bf16_capability),
+    # Seed 002: vLLM v0.15.1's image carried CUDA 12.9 while driver 570.195.03 supported 12.8.
+    (_DRIVER, _fixed(
+        FailureCause.DRIVER_TOO_OLD,
+        "the NVIDIA driver is older than the CUDA this vLLM was built with; upgrade the driver or pin a"
+        " vLLM build/image made for the driver's CUDA (nvidia-smi shows the highest CUDA it supports)")),
+    (_CUDA_OOM, _cuda_oom),
+    (_UNRECOGNIZED, _unrecognized),
+    (_INVALID_ARG, _invalid_arg),
+    (_ENGINE_INIT, _fixed(
+        FailureCause.ENGINE_INIT_FAILED,
+        "the engine process failed during start; the lines above it in the log say why")),
+]
+
+
 def classify_failure(line: str) -> StartupFailure | None:
-    """The failure cause a single log line shows, or None when it shows none."""
+    """The failure cause a single log line shows (the first row of `_FAILURES` that matches), or None."""
     text = _ANSI.sub("", line).rstrip()
     if _WARNING.search(text):
         return None
-    if m := _KV_TOO_SMALL.search(text):
-        details: dict[str, str | int | float] = {
-            "max_model_len": int(m[1]), "needed_gib": float(m[2]), "available_gib": float(m[3])}
-        hint = (f"--max-model-len {m[1]} needs {m[2]} GiB of KV cache but only {m[3]} GiB is left after the"
-                " weights")
-        if est := _KV_ESTIMATED.search(text):
-            details["estimated_max_model_len"] = int(est[1])
-            hint += f"; set --max-model-len to at most {est[1]}"
-        hint += (", or raise --gpu-memory-utilization, or use --kv-cache-dtype fp8"
-                 " (on the CPU build: raise VLLM_CPU_KVCACHE_SPACE)")
-        return StartupFailure(FailureCause.KV_CACHE_TOO_SMALL, hint, text, details)
-    if m := _KV_TOO_SMALL_V0.search(text):
-        return StartupFailure(
-            FailureCause.KV_CACHE_TOO_SMALL,
-            f"--max-model-len {m[1]} exceeds the {m[2]} tokens the KV cache holds; set --max-model-len to at"
-            f" most {m[2]} or raise --gpu-memory-utilization",
-            text, {"max_model_len": int(m[1]), "estimated_max_model_len": int(m[2])})
-    if _NO_KV_MEMORY.search(text):
-        return StartupFailure(
-            FailureCause.NO_KV_CACHE_MEMORY,
-            "the weights (and activations) use all the memory vLLM may take, none is left for the KV"
-            " cache; raise --gpu-memory-utilization, use a quantized checkpoint, or add GPUs"
-            " (--tensor-parallel-size)",
-            text)
-    if m := _ABOVE_DERIVED.search(text):
-        derived = int(float(m[3]))
-        return StartupFailure(
-            FailureCause.MAX_MODEL_LEN_ABOVE_MODEL,
-            f"--max-model-len {m[1]} is above the model's {m[2]}={derived}; lower it, or for Qwen enable"
-            " YaRN with --hf-overrides (rope_parameters + max_position_embeddings),"
-            " or set VLLM_ALLOW_LONG_MAX_MODEL_LEN=1",
-            text, {"max_model_len": int(m[1]), "derived_max_model_len": derived, "derived_from": m[2]})
-    if m := _FREE_MEMORY.search(text):
-        return StartupFailure(
-            FailureCause.FREE_MEMORY_BELOW_UTILIZATION,
-            f"only {m[2]} of {m[3]} GiB is free on {m[1]} but --gpu-memory-utilization {m[4]} asks for"
-            f" {m[5]} GiB; stop the other process on that GPU (another vLLM?) or lower"
-            " --gpu-memory-utilization (two instances on one GPU need about 0.45 each)",
-            text, {"device": m[1], "free_gib": float(m[2]), "total_gib": float(m[3]),
-                   "gpu_memory_utilization": float(m[4]), "requested_gib": float(m[5])})
-    if m := _QUANT_CAPABILITY.search(text):
-        return StartupFailure(
-            FailureCause.UNSUPPORTED_QUANTIZATION,
-            f"quantization {m[1]} needs compute capability {m[2]} but this GPU has {m[3]}; pick a method"
-            " this GPU supports (awq_marlin/gptq_marlin need 80, i.e. Ampere or newer; fp8 W8A8 needs 89)",
-            text, {"quantization": m[1], "min_capability": int(m[2]), "capability": int(m[3])})
-    if m := _QUANT_UNKNOWN.search(text):
-        return StartupFailure(
-            FailureCause.UNSUPPORTED_QUANTIZATION,
-            f"this vLLM has no quantization method {m[1]!r}; use one it lists"
-            " (e.g. awq_marlin, gptq_marlin, fp8)",
-            text, {"quantization": m[1]})
-    if m := _QUANT_MISMATCH.search(text):
-        return StartupFailure(
-            FailureCause.UNSUPPORTED_QUANTIZATION,
-            f"the checkpoint is {m[1]} but --quantization says {m[2]}; drop --quantization"
-            " (vLLM reads it from config.json) or give a method compatible with the checkpoint",
-            text, {"checkpoint_quantization": m[1], "quantization": m[2]})
-    if _QUANT_SCHEME.search(text):
-        return StartupFailure(
-            FailureCause.UNSUPPORTED_QUANTIZATION,
-            "this GPU cannot run the checkpoint's quantization scheme; use a checkpoint quantized for it",
-            text)
-    if m := _BF16_CAPABILITY.search(text):
-        return StartupFailure(
-            FailureCause.COMPUTE_CAPABILITY,
-            f"{m[1]} (compute capability {m[2]}) has no bfloat16; start with --dtype half",
-            text, {"gpu": m[1], "capability": m[2]})
-    if _DRIVER.search(text):
-        # Seed 002: vLLM v0.15.1's image carried CUDA 12.9 while driver 570.195.03 supported 12.8.
-        return StartupFailure(
-            FailureCause.DRIVER_TOO_OLD,
-            "the NVIDIA driver is older than the CUDA this vLLM was built with; upgrade the driver or pin a"
-            " vLLM build/image made for the driver's CUDA (nvidia-smi shows the highest CUDA it supports)",
-            text)
-    if _CUDA_OOM.search(text):
-        details = {}
-        if tried := _OOM_TRIED.search(text):
-            details["tried_to_allocate"] = tried[1]
-        return StartupFailure(
-            FailureCause.CUDA_OOM,
-            "the GPU ran out of memory; lower --max-model-len or --max-num-seqs, use a quantized checkpoint,"
-            " raise --tensor-parallel-size, or free the GPU of other processes",
-            text, details)
-    if m := _UNRECOGNIZED.search(text):
-        return StartupFailure(FailureCause.UNRECOGNIZED_ARGUMENT, _unrecognized_hint(m[1].strip()), text,
-                              {"arguments": m[1].strip()})
-    if m := _INVALID_ARG.search(text):
-        return StartupFailure(FailureCause.INVALID_ARGUMENT, f"bad value for {m[1]}: {m[2]}", text,
-                              {"argument": m[1]})
-    if _ENGINE_INIT.search(text):
-        return StartupFailure(FailureCause.ENGINE_INIT_FAILED,
-                              "the engine process failed during start; the lines above it in the log say why",
-                              text)
+    for pattern, build in _FAILURES:
+        if m := pattern.search(text):
+            return build(m, text)
     return None
 
 

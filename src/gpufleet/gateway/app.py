@@ -21,7 +21,16 @@ from starlette.routing import Route
 from gpufleet.config import AutoModelClassifier, Config, LlamaCppModel, TransformersModel, VllmModel
 from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.errors import GpufleetError
-from gpufleet.gateway import openai_routes, ops_routes, persona_chat, ui
+from gpufleet.gateway import (
+    messages_routes,
+    openai_routes,
+    ops_routes,
+    persona_chat,
+    responses_routes,
+    ui,
+    usage_routes,
+)
+from gpufleet.gateway.admission import Admission
 from gpufleet.gateway.auth import KeyCheck, exposure_warning
 from gpufleet.gateway.auto_classifier import ModelTierClassifier
 from gpufleet.gateway.dialect_binding import dialect_for, dialect_warning
@@ -34,6 +43,7 @@ from gpufleet.router import ModelTable, Target
 from gpufleet.router.health import HealthBoard
 from gpufleet.router.metrics import RouterMetrics
 from gpufleet.router.select import TargetSelector
+from gpufleet.store import KeyDirectory
 from gpufleet.supervisor import EngineState, Supervisor
 
 log = logging.getLogger("gpufleet.gateway")
@@ -56,11 +66,13 @@ class Gateway:
         for warning in self.dialect_warnings.values():
             log.warning("%s", warning)
         self.table = ModelTable(config, self.dialects)
-        self.keys = KeyCheck.for_server(config.server)
+        directory = KeyDirectory()  # team keys, loaded from the store by `admission`
+        self.keys = KeyCheck.for_server(config.server, directory)
         if (warning := exposure_warning(config.server)) is not None:
             log.warning("SECURITY: %s", warning)
         self.client = UpstreamClient(read_timeout_s=config.server.request_timeout_s)
         self.metrics = GatewayMetrics(self.supervisor.status)
+        self.admission = Admission(config.server, directory, self.metrics.registry)
         self.router = HealthBoard(self.table.targets, config.router, on_cooldown=self._on_cooldown)
         self.router_metrics = RouterMetrics(self.metrics.registry, self.router.snapshot)
         self.selector = TargetSelector(self.router, load_of=self._engine_queue)
@@ -81,6 +93,7 @@ class Gateway:
         self.router_metrics.observe_cooldown(target.model)
 
     async def startup(self) -> None:
+        await self.admission.start()  # team keys are known before the first request
         await self.client.start()
         await self.supervisor.start()
         self.router.start_probing(self.client.probe)
@@ -93,6 +106,7 @@ class Gateway:
         await self.router.stop_probing()
         await self.supervisor.close()
         await self.client.close()
+        await self.admission.close()  # after the last request: every answered row is written
 
 
 def _json_error(status: int, message: str, code: str) -> Response:
@@ -136,6 +150,11 @@ def build_app(config: Config) -> Starlette:
         Route("/v1/completions", openai_routes.completions, methods=["POST"]),
         Route("/v1/embeddings", openai_routes.embeddings, methods=["POST"]),
         Route("/v1/models", openai_routes.list_models, methods=["GET"]),
+        Route("/v1/messages", messages_routes.create_message, methods=["POST"]),
+        Route("/v1/messages/count_tokens", messages_routes.count_tokens, methods=["POST"]),
+        Route("/v1/responses", responses_routes.create_response, methods=["POST"]),
+        Route("/v1/responses/{response_id}", responses_routes.get_response, methods=["GET"]),
+        Route("/v1/responses/{response_id}", responses_routes.delete_response, methods=["DELETE"]),
         Route("/chat", persona_chat.persona_chat, methods=["POST"]),
         Route("/health", ops_routes.health, methods=["GET"]),
         Route("/health/ready", ops_routes.ready, methods=["GET"]),
@@ -145,6 +164,10 @@ def build_app(config: Config) -> Starlette:
         Route("/admin/models/{name}/stop", ops_routes.stop_model, methods=["POST"]),
         Route("/admin/models/{name}/start", ops_routes.start_model, methods=["POST"]),
         Route("/admin/models/{name}/swap", ops_routes.swap_model, methods=["POST"]),
+        Route("/admin/usage", usage_routes.usage, methods=["GET"]),
+        Route("/admin/keys", usage_routes.list_keys, methods=["GET"]),
+        Route("/admin/keys", usage_routes.create_key, methods=["POST"]),
+        Route("/admin/keys/{name}/revoke", usage_routes.revoke_key, methods=["POST"]),
         *ui.routes(),  # the web console at /ui
     ]
     exception_handlers: dict[Any, Any] = {HTTPException: _http_exception, Exception: _unexpected}

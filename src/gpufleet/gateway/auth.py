@@ -3,15 +3,40 @@
 A gateway bound to a non-loopback address without `server.api_keys` is open to its whole network: it warns
 at startup and refuses `/admin/*` (stopping and swapping engines) unless the operator opts in with
 `server.allow_unauthenticated_admin: true` (issue 12).
+
+Two kinds of keys (docs/keys.md): the static `server.api_keys` are admin keys (every model, /admin/*); team
+keys made with `gpufleet keys create` live hashed in the store (KeyDirectory), each with its models and
+limits. Once any team key exists, requests without a key are refused even without static keys.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import time
+from dataclasses import dataclass
 
 from gpufleet.config import ServerConfig
 from gpufleet.errors import AuthError
+from gpufleet.store.directory import KeyDirectory
+from gpufleet.store.keys import KeyRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request is: an admin (a static key), a team key, or anyone (a gateway without keys)."""
+
+    name: str
+    admin: bool
+    key: KeyRecord | None = None
+
+    def allows(self, *names: str) -> bool:
+        """True when this caller may use a model known by any of `names`."""
+        return self.key is None or self.key.allows(*names)
+
+
+ADMIN = Principal("admin", admin=True)
+ANONYMOUS = Principal("anonymous", admin=False)
 
 
 def is_loopback(host: str) -> bool:
@@ -35,45 +60,64 @@ def exposure_warning(server: ServerConfig) -> str | None:
 
 
 class KeyCheck:
-    """Accepts a request when no keys are configured or its Bearer token matches one of them."""
+    """Accepts a request when no keys are configured or its Bearer token is a static or a live team key."""
 
-    def __init__(self, keys: list[str], *, host: str = "127.0.0.1", allow_unauthenticated_admin: bool = False) -> None:
+    def __init__(self, keys: list[str], *, host: str = "127.0.0.1", allow_unauthenticated_admin: bool = False,
+                 directory: KeyDirectory | None = None) -> None:
         self._keys = [key.encode() for key in keys]
         self._host = host
         self._admin_open = allow_unauthenticated_admin or is_loopback(host)
+        self.directory = directory if directory is not None else KeyDirectory()
 
     @classmethod
-    def for_server(cls, server: ServerConfig) -> KeyCheck:
-        return cls(server.api_keys, host=server.host, allow_unauthenticated_admin=server.allow_unauthenticated_admin)
+    def for_server(cls, server: ServerConfig, directory: KeyDirectory | None = None) -> KeyCheck:
+        return cls(server.api_keys, host=server.host, allow_unauthenticated_admin=server.allow_unauthenticated_admin,
+                   directory=directory)
 
     @property
     def enabled(self) -> bool:
-        return bool(self._keys)
+        return bool(self._keys) or self.directory.enabled
 
-    def check(self, authorization: str | None) -> None:
-        """Raise AuthError (401) unless `authorization` is 'Bearer <a configured key>'."""
-        if not self._keys:
-            return
+    def check(self, authorization: str | None) -> Principal:
+        """Who sent `authorization`; AuthError (401) unless it is 'Bearer <a static or live team key>'."""
+        if not self.enabled:
+            return ANONYMOUS
         if not authorization:
             raise AuthError("missing API key: send 'Authorization: Bearer <key>'")
         scheme, _, token = authorization.partition(" ")
+        token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise AuthError("malformed Authorization header: expected 'Bearer <key>'")
-        candidate = token.strip().encode()
+        candidate = token.encode()
         # Compare against every key (no early exit) so timing does not reveal which key nearly matched.
         matched = False
         for key in self._keys:
             matched |= hmac.compare_digest(candidate, key)
-        if not matched:
+        if matched:
+            return ADMIN
+        record = self.directory.find(token)
+        if record is None:
             raise AuthError("invalid API key")
+        state = record.state(time.time())
+        if state != "active":
+            raise AuthError(f"this API key was {state}; ask an admin for a new one ('gpufleet keys create')",
+                            code=f"api_key_{state}")
+        return Principal(record.name, admin=False, key=record)
 
     def check_admin(self, authorization: str | None) -> None:
-        """Like `check`; without keys on a non-loopback address, AuthError 403 unless admin was opened."""
-        if not self._keys and not self._admin_open:
-            raise AuthError(
-                f"/admin endpoints are refused: the gateway listens on {self._host} without API keys. "
-                "Set server.api_keys (then send 'Authorization: Bearer <key>'), or set "
-                "server.allow_unauthenticated_admin: true to allow them anyway",
-                status_code=403, code="admin_requires_api_key",
-            )
-        self.check(authorization)
+        """Only admin keys (server.api_keys); without them, AuthError 403 unless admin is open here."""
+        if not self._keys:
+            if self.directory.enabled:
+                raise AuthError("/admin endpoints need an admin key from server.api_keys; team keys cannot use "
+                                "them", status_code=403, code="admin_requires_admin_key")
+            if not self._admin_open:
+                raise AuthError(
+                    f"/admin endpoints are refused: the gateway listens on {self._host} without API keys. "
+                    "Set server.api_keys (then send 'Authorization: Bearer <key>'), or set "
+                    "server.allow_unauthenticated_admin: true to allow them anyway",
+                    status_code=403, code="admin_requires_api_key",
+                )
+            return
+        if not self.check(authorization).admin:
+            raise AuthError("/admin endpoints need an admin key (server.api_keys), not a team key",
+                            status_code=403, code="admin_requires_admin_key")

@@ -26,13 +26,14 @@ from gpufleet.gateway.body import read_json_body
 from gpufleet.gateway.errors import error_response, upstream_error_message
 from gpufleet.gateway.http_limits import disconnect_watch
 from gpufleet.gateway.protocol import validate_request
-from gpufleet.gateway.relay import SSERewriter, StreamRelayResponse, StreamStats, chunk_problem
+from gpufleet.gateway.relay import SSERewriter, StreamRelayResponse, StreamStats, chunk_problem, reasoning_tokens
 from gpufleet.router import Target
 from gpufleet.router.defaults import apply_request_defaults
 from gpufleet.router.select import session_key
 from gpufleet.router.table import Candidate, Route
 
 if TYPE_CHECKING:
+    from gpufleet.gateway.admission import Ticket
     from gpufleet.gateway.app import Gateway
 
 log = logging.getLogger("gpufleet.gateway")
@@ -64,10 +65,14 @@ async def embeddings(request: Request) -> Answer:
 async def list_models(request: Request) -> Response:
     gateway = _gateway(request)
     try:
-        gateway.keys.check(request.headers.get("authorization"))
+        principal = gateway.keys.check(request.headers.get("authorization"))
     except GpufleetError as err:
         return error_response(err)
-    body = {"object": "list", "data": gateway.table.listing()}
+    listing = gateway.table.listing()
+    if principal.key is not None:  # a team key sees only its models
+        listing = [entry for entry in listing
+                   if principal.allows(entry["id"], entry.get("alias_of", ""), entry.get("persona_of", ""))]
+    body = {"object": "list", "data": listing}
     return Response(orjson.dumps(body), media_type=_JSON)
 
 
@@ -75,8 +80,9 @@ async def _relay(request: Request, kind: Kind) -> Answer:
     gateway = _gateway(request)
     started = time.perf_counter()
     model = "unknown"  # never the raw requested name as a label: unbounded cardinality
+    ticket: Ticket | None = None
     try:
-        gateway.keys.check(request.headers.get("authorization"))
+        principal = gateway.keys.check(request.headers.get("authorization"))
         payload = await read_json_body(request, gateway.config.server.max_body_bytes)
         validate_request(kind, payload)
         if gateway.auto_model is not None and payload["model"] == "auto":
@@ -84,21 +90,33 @@ async def _relay(request: Request, kind: Kind) -> Answer:
         else:
             route = gateway.table.resolve(payload["model"], payload)
         model = route.primary.model
+        ticket = gateway.admission.admit(principal, payload["model"], (route.name, model), kind)  # 403, 429
         if route.tier is not None:
             gateway.router_metrics.observe_tier(route.tier)
         session = session_key(request.headers.get("x-gpufleet-session"), payload) if route.affinity else None
-        work = asyncio.ensure_future(serve_route(gateway, kind, payload, route, started, session=session))
+        work = asyncio.ensure_future(serve_route(gateway, kind, payload, route, started, session=session,
+                                                 ticket=ticket))
         if not await _finished_before_disconnect(request, work):
             # The client left before the answer (or a stream's first byte): cancelling closes the upstream
             # connection, which tells the engine to stop generating, as for a stream the client leaves.
             gateway.metrics.observe_error(model, "client_disconnected")
             gateway.metrics.observe_request(model, kind, 499, time.perf_counter() - started)
+            ticket.close(499)
             return Response(status_code=499)
-        return work.result()
+        answer = work.result()
+        if not isinstance(answer, StreamRelayResponse):
+            ticket.close(answer.status_code)  # a stream's ticket closes when the stream ends
+        return answer
     except GpufleetError as err:
+        if ticket is not None:
+            ticket.close(err.status_code)
         gateway.metrics.observe_error(model, err.code)
         gateway.metrics.observe_request(model, kind, err.status_code, time.perf_counter() - started)
         return error_response(err)
+    except BaseException:
+        if ticket is not None:
+            ticket.close(500)  # a bug or a forced shutdown: the key's concurrency slot must not leak
+        raise
 
 
 async def _finished_before_disconnect(request: Request, work: asyncio.Future[Answer]) -> bool:
@@ -164,7 +182,8 @@ class _TryNext(Exception):
 
 
 async def serve_route(
-    gateway: Gateway, kind: Kind, payload: dict[str, Any], route: Route, started: float, *, session: str | None
+    gateway: Gateway, kind: Kind, payload: dict[str, Any], route: Route, started: float, *, session: str | None,
+    ticket: Ticket | None = None,
 ) -> Answer:
     """Try the route's targets in order until one starts answering; raise the last failure when none does.
 
@@ -187,7 +206,7 @@ async def serve_route(
             if settings.retry_backoff_s:
                 await asyncio.sleep(settings.retry_backoff_s * 2 ** (attempt - 1))
         try:
-            return await _forward(gateway, kind, payload, route, candidate, started)
+            return await _forward(gateway, kind, payload, route, candidate, started, ticket)
         except _TryNext as err:
             gateway.router.failure(candidate.target, str(err.error))
             failures.append(f"{candidate.target.label}: {err.error.message}")  # message: no engine log
@@ -229,7 +248,8 @@ def _upstream_body(
 
 
 async def _forward(
-    gateway: Gateway, kind: Kind, payload: dict[str, Any], route: Route, candidate: Candidate, started: float
+    gateway: Gateway, kind: Kind, payload: dict[str, Any], route: Route, candidate: Candidate, started: float,
+    ticket: Ticket | None = None,
 ) -> Answer:
     target = candidate.target
     stack = contextlib.AsyncExitStack()
@@ -285,6 +305,9 @@ async def _forward(
         if route.tier is not None:
             headers["x-gpufleet-tier"] = route.tier
             headers["x-gpufleet-tier-by"] = route.tier_by or "rules"
+        if ticket is not None:
+            ticket.served(route=route.name, tier=route.tier, target=target.label, model=target.model)
+            headers.update(ticket.headers)  # the key's x-ratelimit-* (OpenAI sends them on every answer)
         max_body = gateway.config.server.max_upstream_body_bytes
         if response.status != 200:
             raw = await _read_body(target, response, max_body)
@@ -309,6 +332,9 @@ async def _forward(
                 metrics.observe_tokens(
                     target.model, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
                 )
+                if ticket is not None:
+                    ticket.usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
+                                 reasoning_tokens(usage))
             await stack.aclose()
             metrics.observe_request(target.model, kind, 200, time.perf_counter() - started)
             return Response(orjson.dumps(data), media_type=_JSON, headers=headers)
@@ -337,6 +363,10 @@ async def _forward(
         if stats.first_token_at is not None:
             metrics.observe_ttft(target.model, stats.first_token_at - stats.started)
         metrics.observe_tokens(target.model, stats.prompt_tokens, stats.completion_tokens)
+        if ticket is not None:
+            ttft = None if stats.first_token_at is None else stats.first_token_at - stats.started
+            ticket.usage(stats.prompt_tokens, stats.completion_tokens, stats.reasoning_tokens, ttft)
+            ticket.close(status)
         if disconnected:
             metrics.observe_error(target.model, "client_disconnected")
         elif stats.shut_down:

@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 import gpufleet
 from gpufleet.gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from gpufleet.gateway.usage_routes import KeyRequest
 
 _REF = "#/components/schemas/{model}"
 
@@ -46,6 +47,36 @@ _PERSONA_CHAT = {
 }
 
 
+# Anthropic Messages and OpenAI Responses: the fields gpufleet reads (docs/agents.md has the status of each);
+# every other field is accepted and ignored.
+_MESSAGES = {
+    "type": "object",
+    "required": ["model", "messages"],
+    "properties": {
+        "model": {"type": "string"}, "max_tokens": {"type": "integer", "minimum": 1},
+        "system": {"type": ["string", "array"]}, "stream": {"type": "boolean"},
+        "messages": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["role", "content"],
+                     "properties": {"role": {"enum": ["user", "assistant", "system"]},
+                                    "content": {"type": ["string", "array"]}}}},
+        "tools": {"type": "array"}, "tool_choice": {"type": "object"}, "thinking": {"type": "object"},
+        "stop_sequences": {"type": "array", "items": {"type": "string"}}, "metadata": {"type": "object"},
+        "temperature": {"type": "number"}, "top_p": {"type": "number"}, "top_k": {"type": "integer"},
+    },
+}
+_RESPONSES = {
+    "type": "object",
+    "required": ["model"],
+    "properties": {
+        "model": {"type": "string"}, "input": {"type": ["string", "array"]}, "instructions": {"type": "string"},
+        "stream": {"type": "boolean"}, "store": {"type": "boolean"}, "previous_response_id": {"type": "string"},
+        "tools": {"type": "array"}, "tool_choice": {"type": ["string", "object"]},
+        "parallel_tool_calls": {"type": "boolean"}, "reasoning": {"type": "object"}, "text": {"type": "object"},
+        "max_output_tokens": {"type": "integer", "minimum": 1}, "prompt_cache_key": {"type": "string"},
+        "temperature": {"type": "number"}, "top_p": {"type": "number"},
+    },
+}
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
     content = {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}}
     return {str(s): {"description": "OpenAI-shaped error", "content": content} for s in statuses}
@@ -60,7 +91,7 @@ def _post(summary: str, schema: str, *, stream: bool) -> dict[str, Any]:
         "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": _REF.format(
             model=schema)}}}},
         "responses": {"200": {"description": "the engine's answer", "content": ok},
-                      **_errors(400, 401, 404, 413, 502, 503, 504)},
+                      **_errors(400, 401, 403, 404, 413, 429, 502, 503, 504)},
     }}
 
 
@@ -80,7 +111,8 @@ def _admin(summary: str) -> dict[str, Any]:
 @lru_cache(maxsize=1)
 def openapi_document() -> bytes:
     """The document, serialized once."""
-    schemas: dict[str, Any] = {"Error": _ERROR, "PersonaChatRequest": _PERSONA_CHAT}
+    schemas: dict[str, Any] = {"Error": _ERROR, "PersonaChatRequest": _PERSONA_CHAT, "MessagesRequest": _MESSAGES,
+                               "ResponsesRequest": _RESPONSES, "KeyRequest": KeyRequest.model_json_schema()}
     for model in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest):
         schema = model.model_json_schema(ref_template=_REF)
         schemas.update(schema.pop("$defs", {}))
@@ -96,6 +128,12 @@ def openapi_document() -> bytes:
             "/v1/chat/completions": _post("Chat completion", "ChatCompletionRequest", stream=True),
             "/v1/completions": _post("Text completion", "CompletionRequest", stream=True),
             "/v1/embeddings": _post("Embeddings", "EmbeddingRequest", stream=False),
+            "/v1/messages": _post("Anthropic Messages (errors in Anthropic's shape)", "MessagesRequest", stream=True),
+            "/v1/messages/count_tokens": _post("Anthropic token count", "MessagesRequest", stream=False),
+            "/v1/responses": _post("OpenAI Responses", "ResponsesRequest", stream=True),
+            "/v1/responses/{response_id}": {**_get("A stored response"), "delete": {
+                "summary": "Delete a stored response", "responses": {"200": {"description": "deleted"},
+                                                                     **_errors(401, 404)}}},
             "/chat": _post("Persona chat (one message in, one reply out)", "PersonaChatRequest", stream=False),
             "/v1/models": _get("Served model names, aliases, routes and personas"),
             "/health": _get("Liveness"),
@@ -105,6 +143,11 @@ def openapi_document() -> bytes:
             "/admin/models/{name}/start": _admin("Load a model now"),
             "/admin/models/{name}/stop": _admin("Unload a model now"),
             "/admin/models/{name}/swap": _admin("Bring a swap-group member up, freeing idle members"),
+            "/admin/usage": _get("Usage ledger totals, admin keys only (?since=7d&by=key,model)"),
+            "/admin/keys": {**_get("Team keys, admin keys only (never a key or its hash)"),
+                            **_post("Make a team key (admin keys only); 201 shows the key, once", "KeyRequest",
+                                    stream=False)},
+            "/admin/keys/{name}/revoke": _admin("Revoke a team key"),
         },
     }
     return orjson.dumps(document)

@@ -61,6 +61,7 @@ async def status(request: Request) -> Response:
         models.append(entry)
     body: dict[str, object] = {"models": models, "targets": gateway.router.snapshot(),
                                "swap_groups": gateway.supervisor.swap_groups_status()}
+    body["store"] = gateway.admission.status()  # keys and usage ledger: up or down, rows queued
     if gateway.auto_model is not None:
         body["auto"] = gateway.auto_model.status()
     elif gateway.config.router.auto is not None:

@@ -71,18 +71,28 @@ def chat_request(body: Any, personas: list[str]) -> tuple[str, dict[str, Any]]:
 async def persona_chat(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     started = time.perf_counter()
+    ticket = None
     try:
-        gateway.keys.check(request.headers.get("authorization"))
+        principal = gateway.keys.check(request.headers.get("authorization"))
         body = await read_json_body(request, gateway.config.server.max_body_bytes)
         persona, payload = chat_request(body, list(gateway.config.personas))
         validate_request("chat", payload)
         route = gateway.table.resolve(persona)
-        answer = await serve_route(gateway, "chat", payload, route, started, session=payload.get("user"))
+        ticket = gateway.admission.admit(principal, persona, (route.name, route.primary.model), "persona_chat")
+        answer = await serve_route(gateway, "chat", payload, route, started, session=payload.get("user"),
+                                   ticket=ticket)
+        assert isinstance(answer, Response)  # /chat requests never ask for a stream
+        ticket.close(answer.status_code)
     except GpufleetError as err:
+        if ticket is not None:
+            ticket.close(err.status_code)
         gateway.metrics.observe_error("persona", err.code)
         gateway.metrics.observe_request("persona", "persona_chat", err.status_code, time.perf_counter() - started)
         return error_response(err)
-    assert isinstance(answer, Response)  # /chat requests never ask for a stream
+    except BaseException:
+        if ticket is not None:
+            ticket.close(500)  # a bug or a forced shutdown: the key's concurrency slot must not leak
+        raise
     if answer.status_code != 200:
         return answer
     data = orjson.loads(answer.body)

@@ -79,6 +79,16 @@ class ChatMessage(_Open):
     name: StrictStr | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: StrictStr | None = None
+    reasoning_content: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _present_means_a_string(self) -> ChatMessage:
+        # llama.cpp answers `"name": null` / `"tool_call_id": null` with HTTP 500 (a parse error), which would put the
+        # target into cooldown for everyone; absent is fine, an explicit null is the client's mistake.
+        for field in ("name", "tool_call_id"):
+            if field in self.model_fields_set and getattr(self, field) is None:
+                raise ValueError(f"'{field}' must be a string when present (leave it out instead of null)")
+        return self
 
 
 class FunctionName(_Open):
@@ -90,10 +100,14 @@ class NamedToolChoice(_Open):
     function: FunctionName
 
 
+# Engines keep token counts in 32-bit ints: 2**32 wrapped to a 1-token answer in llama.cpp, 2**63-1 passed.
+MAX_TOKENS_LIMIT = 2**31 - 1
+
+
 class _SamplingFields(_Open):
     model: StrictStr = Field(min_length=1)
     stream: StrictBool = False
-    max_tokens: StrictInt | None = Field(None, ge=1)
+    max_tokens: StrictInt | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
     temperature: Number | None = Field(None, ge=0, le=2)
     top_p: Number | None = Field(None, gt=0, le=1)
     n: StrictInt | None = Field(None, ge=1, le=128)
@@ -102,7 +116,7 @@ class _SamplingFields(_Open):
 
 class ChatCompletionRequest(_SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: StrictInt | None = Field(None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
     tools: list[ToolDefinition] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     response_format: dict[str, Any] | None = None
@@ -148,6 +162,10 @@ def validate_request(kind: str, payload: Any) -> None:
     """Raise RequestError (400, naming the field) when `payload` is not a valid request of `kind`."""
     if not isinstance(payload, dict):
         raise RequestError(f"the request body must be a JSON object, got {type(payload).__name__}")
+    if kind == "embedding" and payload.get("model") == "auto":
+        # `auto` picks a chat model by the request's complexity; an embedding request has no such choice to make.
+        raise RequestError("model: 'auto' chooses among chat models; name an embedding model", param="model",
+                           code="invalid_value")
     try:
         _MODELS[kind].model_validate(payload)
     except ValidationError as err:
@@ -157,3 +175,30 @@ def validate_request(kind: str, payload: Any) -> None:
         if first["type"] == "missing":
             msg = "field required"
         raise RequestError(f"{param}: {msg}" if param else msg, param=param, code="invalid_value") from None
+
+
+# Content part types that carry media, and what they need the model to take.
+_MEDIA_PARTS = {"image_url": "images", "input_image": "images", "image": "images", "input_audio": "audio",
+                "audio_url": "audio", "video_url": "video", "file": "files"}
+
+
+def media_in(payload: dict[str, Any]) -> set[str]:
+    """What media the request's messages carry ("images", "audio", ...): empty for a text-only request."""
+    found: set[str] = set()
+    for message in payload.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            found.update(_MEDIA_PARTS[t] for part in content
+                         if isinstance(part, dict) and (t := part.get("type")) in _MEDIA_PARTS)
+    return found
+
+
+def check_text_only(payload: dict[str, Any], model: str) -> None:
+    """RequestError (400) when a request for a text-only model carries images or audio.
+
+    llama.cpp without a projector answers such a part with HTTP 500, which would count against the target's health.
+    """
+    media = media_in(payload)
+    if media:
+        raise RequestError(f"model {model!r} does not take {', '.join(sorted(media))}; send text content parts only",
+                           param="messages", code="unsupported_content")

@@ -163,6 +163,7 @@ class StreamStats:
     first_token_at: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0
     chunks: int = 0
     error: str | None = None
     shut_down: bool = False  # cut by the gateway's shutdown (server.shutdown_grace_s ran out), not the upstream
@@ -270,6 +271,7 @@ class SSERewriter:
         if isinstance(usage, dict):
             self.stats.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             self.stats.completion_tokens = int(usage.get("completion_tokens") or 0)
+            self.stats.reasoning_tokens = reasoning_tokens(usage)
         if self.stats.first_token_at is None:
             for choice in chunk.get("choices") or ():
                 delta = choice.get("delta") or {}
@@ -292,6 +294,13 @@ class SSERewriter:
     def _emit(self, chunk: dict[str, Any], out: list[bytes]) -> None:
         chunk["model"] = self.served_model
         out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+
+
+def reasoning_tokens(usage: dict[str, Any]) -> int:
+    """`usage.completion_tokens_details.reasoning_tokens` (OpenAI's field; vLLM may leave it out): 0 if absent."""
+    details = usage.get("completion_tokens_details")
+    value = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def chunk_problem(chunk: dict[str, Any]) -> str | None:

@@ -8,7 +8,9 @@
     ['Qwen/Qwen3-8B-AWQ', '--served-model-name', 'qwen3-8b-awq']
 
 Modules, one job each: memory (vLLM's budget terms), blocks (KV blocks -> tokens, CPU predictor),
-rope (YaRN), kernels (quantization kernel), throughput (roofline), fit (Plan), fixes (ranked fixes),
+rope (YaRN), kernels (quantization kernel), throughput (roofline), types (PlanRequest, Plan, Fix),
+budget (the per-GPU budget and what fits in it), fit (compute_plan, plan), band (the KV band),
+fixes (ranked fixes),
 launch (argv/env), context_table, report (JSON), vllm_versions (version quirks).
 """
 
@@ -16,11 +18,12 @@ from __future__ import annotations
 
 from gpufleet.planner.blocks import predict_cpu_kv_tokens
 from gpufleet.planner.context_table import ContextRow, context_table
-from gpufleet.planner.fit import Fix, Plan, PlanRequest, plan, plan_model
+from gpufleet.planner.fit import plan, plan_model
 from gpufleet.planner.launch import LaunchPlan, plan_launch
 from gpufleet.planner.memory import DEFAULT_UTILIZATION
 from gpufleet.planner.report import plan_json
 from gpufleet.planner.throughput import DECODE_EFFICIENCY
+from gpufleet.planner.types import Fix, KvBand, Plan, PlanRequest
 from gpufleet.planner.vllm_versions import DEFAULT_VLLM_VERSION
 
 __all__ = [
@@ -29,6 +32,7 @@ __all__ = [
     "DEFAULT_VLLM_VERSION",
     "ContextRow",
     "Fix",
+    "KvBand",
     "LaunchPlan",
     "Plan",
     "PlanRequest",

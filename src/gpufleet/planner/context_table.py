@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpufleet.planner.blocks import kv_bytes_for, max_concurrency
-from gpufleet.planner.fit import Plan
+from gpufleet.planner.types import Plan
 
 
 @dataclass(frozen=True)

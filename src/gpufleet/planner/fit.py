@@ -10,121 +10,23 @@ Pure: numbers in, a frozen Plan out. Memory terms follow vLLM's accounting (plan
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from gpufleet.catalog import GIB, GpuSpec, ModelSpec, Variant
 from gpufleet.catalog.sizing import estimate_weight_bytes
 from gpufleet.errors import PlanError
 from gpufleet.planner import memory as mem
-from gpufleet.planner.blocks import MIN_USEFUL_CONTEXT, cdiv, kv_bytes_for, max_concurrency, num_blocks
+from gpufleet.planner.band import kv_band
+from gpufleet.planner.budget import Budget, Capacity, cpu_budget, fit_capacity, gpu_budget
 from gpufleet.planner.fixes import suggest_fixes
-from gpufleet.planner.kernels import SLOW_KERNEL_FACTOR, choose_kernel
-from gpufleet.planner.rope import yarn_for
-from gpufleet.planner.throughput import DECODE_EFFICIENCY, decode_tok_s, pcie_gbps
-from gpufleet.planner.vllm_versions import DEFAULT_VLLM_VERSION, has_v0_engine, is_v1_default, version_tuple
+from gpufleet.planner.kernels import SLOW_KERNEL_FACTOR, KernelChoice, choose_kernel
+from gpufleet.planner.rope import Yarn, yarn_for
+from gpufleet.planner.throughput import decode_tok_s, pcie_gbps
+from gpufleet.planner.types import Fix, Plan, PlanRequest
+from gpufleet.planner.vllm_versions import version_tuple
 
-
-@dataclass(frozen=True)
-class PlanRequest:
-    """Everything a plan depends on. `gpu=None` plans vLLM's CPU backend (needs cpu_kv_space_bytes)."""
-
-    model: ModelSpec
-    gpu: GpuSpec | None
-    quantization: str | None = None
-    tensor_parallel: int = 1
-    pipeline_parallel: int = 1
-    nodes: int | None = None
-    gpu_memory_utilization: float = mem.DEFAULT_UTILIZATION
-    context: int | None = None
-    concurrency: int = 1
-    enforce_eager: bool = False
-    kv_cache_dtype: str = "auto"
-    max_num_batched_tokens: int | None = None
-    max_num_seqs: int | None = None
-    quantization_kernel: str | None = None  # force e.g. "awq" instead of awq_marlin (seed 001's old setup)
-    allow_yarn: bool = True
-    allow_cpu_offload: bool = False
-    host_wsl2: bool = False
-    vllm_version: str = DEFAULT_VLLM_VERSION
-    efficiency: float = DECODE_EFFICIENCY
-    cpu_kv_space_bytes: int | None = None
-    block_size: int | None = None
-    offline: bool = False  # the LLM() class (larger batch defaults) instead of `vllm serve`
-    kv_connector: str | None = None  # --kv-transfer-config's kv_connector, e.g. LMCacheConnectorV1
-    pytorch_sampler: bool = False  # the PyTorch fallback sampler (no FlashInfer top-k/top-p)
-    what_if: bool = False  # plan a quantization the model has no checkpoint for (re-sized weights)
-
-
-@dataclass(frozen=True)
-class Fix:
-    """One way to make a plan fit: what to change and what the changed plan looks like."""
-
-    description: str
-    changes: dict[str, object]
-    result: str
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The outcome: fit or not (with ranked fixes), the memory budget per GPU, and speed."""
-
-    request: PlanRequest
-    fits: bool
-    reasons: tuple[str, ...]
-    warnings: tuple[str, ...]
-    variant: Variant
-    quantization_kernel: str | None
-    dtype: str | None
-    device: str
-    tensor_parallel: int
-    pipeline_parallel: int
-    nodes: int
-    enforce_eager: bool
-    context: int
-    block_size: int
-    max_num_batched_tokens: int
-    max_num_seqs: int
-    profile_tokens: int
-    profile_seqs: int
-    profile_why: str
-    total_bytes_per_gpu: int
-    requested_bytes_per_gpu: int
-    weights_bytes_per_gpu: int
-    non_torch_bytes: int
-    activation_peak_bytes: int
-    sampler_bytes: int
-    cudagraph_bytes: int
-    cuda_context_bytes: int
-    kv_cache_bytes_per_gpu: int
-    kv_bytes_per_token: int
-    num_blocks: int
-    kv_cache_tokens: int
-    max_context: int
-    max_concurrency: float
-    needs_yarn: bool
-    yarn_factor: float | None
-    yarn_original_context: int | None
-    cpu_offload_bytes: int
-    cpu_offload_used: bool
-    decode_tok_s_estimate: float | None
-    decode_tok_s_without_offload: float | None
-    fixes: tuple[Fix, ...] = field(default=())
-
-    @property
-    def model(self) -> ModelSpec:
-        """The planned model."""
-        return self.request.model
-
-    @property
-    def hypothetical(self) -> bool:
-        """True when the checkpoint does not exist (a --what-if quantization)."""
-        return self.variant.repo.startswith("(hypothetical")
-
-    def kv_bytes_for_context(self, context: int) -> int:
-        """KV bytes per GPU that one request of `context` tokens holds."""
-        return kv_bytes_for(context, self.kv_bytes_per_token, self.block_size)
+__all__ = ["Fix", "Plan", "PlanRequest", "compute_plan", "plan", "plan_model", "validate"]
 
 
 WHAT_IF_QUANTIZATIONS = ("bf16", "fp16", "fp8", "w8a8", "awq", "gptq")
@@ -245,210 +147,19 @@ def _parallel_problems(model: ModelSpec, tp: int, pp: int) -> list[str]:
 
 
 def compute_plan(req: PlanRequest) -> Plan:
-    """One plan, without fix suggestions."""
+    """One plan, without fix suggestions: resolve the checkpoint, size the budget, fit, speed, band."""
     validate(req)
     model, gpu = req.model, req.gpu
     variant = _variant(model, req.quantization, req.what_if)
-    kernel = choose_kernel(variant, gpu)
-    if req.quantization_kernel and req.quantization_kernel != kernel.kernel:
-        if kernel.kernel is None or not kernel.kernel.startswith(req.quantization_kernel):
-            raise PlanError(
-                f"kernel {req.quantization_kernel!r} does not run {variant.quantization} weights "
-                f"(the plan picked {kernel.kernel!r})",
-                param="quantization_kernel",
-            )
-        kernel = replace(kernel, kernel=req.quantization_kernel)
-    tp, pp = req.tensor_parallel, req.pipeline_parallel
-    world = tp * pp
-    reasons: list[str] = []
-    warnings: list[str] = []
-    if kernel.problem:
-        reasons.append(kernel.problem)
-    reasons.extend(_parallel_problems(model, tp, pp))
-
-    cpu_mode = gpu is None
-    block = req.block_size or (mem.BLOCK_SIZE_CPU if cpu_mode else mem.BLOCK_SIZE_GPU)
-    kv_dtype = req.kv_cache_dtype
-    if cpu_mode and kv_dtype.startswith("fp8"):
-        warnings.append("vLLM's CPU backend has no fp8 KV cache; it falls back to 'auto' (platforms/cpu.py)")
-        kv_dtype = "auto"
-    kv_per_token = mem.kv_bytes_per_token(model, tp, pp, mem.kv_dtype_bytes(kv_dtype))
-    mnbt, mns = mem.default_batching(gpu, req.vllm_version, offline=req.offline)
-    mnbt, mns = req.max_num_batched_tokens or mnbt, req.max_num_seqs or mns
-    warnings.extend(_uncertainty_warnings(model, variant, req))
-    if variant.repo.startswith("(hypothetical"):
-        warnings.insert(
-            0,
-            f"HYPOTHETICAL: {model.name} has no {variant.quantization} checkpoint; the weights are re-sized "
-            f"to {_gib(variant.weight_bytes)} ({variant.weight_bytes_source}); quantize it before serving",
-        )
-
-    # Context window: explicit, or as long as the model allows (vLLM's derived max_model_len).
-    yarn = yarn_for(model, req.context or 0)
-    limit = model.max_position_embeddings
-    if yarn.needed:
-        if not yarn.supported:
-            reasons.append(
-                f"context {req.context:,} exceeds max_position_embeddings "
-                f"{model.max_position_embeddings:,} and {model.name} has no YaRN recipe. "
-                f"Use --max-model-len <= {model.max_position_embeddings:,}."
-            )
-        elif not req.allow_yarn:
-            reasons.append(
-                f"context {req.context:,} exceeds max_position_embeddings "
-                f"{model.max_position_embeddings:,}: it needs YaRN (factor {yarn.factor}); "
-                "allow YaRN or use a shorter context."
-            )
-        else:
-            assert req.context is not None
-            limit = req.context
-            warnings.append(
-                f"YaRN factor {yarn.factor} on {yarn.original_context:,}: static scaling costs "
-                "quality on short texts; use it for long-context deployments only (Qwen docs)"
-            )
-
-    offload_bytes = 0
-    offload_used = False
-    if cpu_mode:
-        assert req.cpu_kv_space_bytes is not None
-        total = requested = kv_cache = req.cpu_kv_space_bytes
-        weights = variant.weight_bytes
-        non_torch = act = sampler = graphs = ctx_bytes = 0
-        batch = mem.ProfileBatch(mnbt, mns, "CPU backend: the KV space is fixed")
-        eager = True
-        nodes = 1
-        blocks = num_blocks(kv_cache, kv_per_token, block)
-    else:
-        assert gpu is not None
-        nodes = req.nodes or cdiv(world, gpu.gpus_per_node)
-        eager = req.enforce_eager or gpu.needs_eager
-        if gpu.needs_eager and not req.enforce_eager:
-            warnings.append(f"--enforce-eager on {gpu.name}: {gpu.eager_reason}")
-        total = gpu.usable_bytes
-        requested = mem.requested_bytes(gpu, req.gpu_memory_utilization)
-        weights = cdiv(variant.weight_bytes, world)
-        non_torch = mem.non_torch_bytes(world, gpu, req.vllm_version)
-        batch = mem.profile_batch(
-            req.vllm_version,
-            req.context or limit,
-            req.max_num_batched_tokens,
-            req.max_num_seqs,
-            gpu,
-            offline=req.offline,
-        )
-        act = mem.activation_peak_bytes(model, tp, batch.tokens, req.vllm_version)
-        if not is_v1_default(req.vllm_version):
-            act += mem.v0_sampler_bytes(model, batch.seqs)
-        sampler = mem.sampler_bytes(model, batch.seqs, req.vllm_version, pytorch_sampler=req.pytorch_sampler)
-        graphs = mem.cudagraph_bytes(model, pp, eager, req.vllm_version)
-        ctx_bytes = mem.CUDA_CONTEXT_BYTES
-        startable = mem.max_startable_utilization(gpu)
-        if req.gpu_memory_utilization > startable:
-            host = (
-                f" and ~{_gib(gpu.host_reserved_bytes)} the host keeps (unified memory)"
-                if gpu.host_reserved_bytes
-                else ""
-            )
-            reasons.append(
-                f"--gpu-memory-utilization {req.gpu_memory_utilization:g} asks for {_gib(requested)}, "
-                f"but only ~{_gib(total - ctx_bytes - gpu.host_reserved_bytes)} is free at start "
-                f"(CUDA context{host}); vLLM refuses to start. Use <= {mem.suggested_utilization(gpu):g}."
-            )
-        if nodes > 1:
-            warnings.append(
-                f"{nodes} nodes: vLLM needs a Ray cluster across them (--distributed-executor-backend ray; seed 004)"
-            )
-        kv_cache = requested - weights - non_torch - act - sampler - graphs
-        blocks = num_blocks(kv_cache, kv_per_token, block)
-
-    target = req.context or min(blocks * block, limit)
-    need_blocks = cdiv(target, block) * req.concurrency
-    kv_short = blocks < need_blocks or (req.context is None and blocks * block < MIN_USEFUL_CONTEXT)
-
-    if not cpu_mode and kv_short:
-        assert gpu is not None
-        need_kv = max(need_blocks, cdiv(MIN_USEFUL_CONTEXT, block)) * block * kv_per_token
-        deficit = need_kv - kv_cache
-        offload_bytes = math.ceil(deficit / GIB) * GIB
-        offload_problem = _offload_problem(gpu, req)
-        if req.allow_cpu_offload and offload_problem is None and offload_bytes < weights:
-            offload_used = True
-            kv_cache += offload_bytes
-            blocks = num_blocks(kv_cache, kv_per_token, block)
-            target = req.context or min(blocks * block, limit)
-            kv_short = False
-            warnings.append(
-                f"--cpu-offload-gb {offload_bytes // GIB}: weights stream over PCIe every token "
-                "(seed 001: 19 -> 1.6 tok/s); a last resort"
-            )
-            if req.host_wsl2:
-                warnings.append(
-                    "WSL2 has no pinned memory: the V1 engine cannot offload, so the plan sets "
-                    "VLLM_USE_V1=0 (seed 001; only vLLM < 0.11 has V0)"
-                )
-        elif req.allow_cpu_offload and offload_problem:
-            reasons.append(f"CPU offload is not possible: {offload_problem}")
-
-    kv_tokens = blocks * block
-    max_context = min(kv_tokens, limit)
-    concurrency = max_concurrency(blocks, target, block)
-
-    if kv_short:
-        weights_room = requested - non_torch - act - sampler - graphs
-        if not cpu_mode and weights > weights_room:
-            reasons.append(
-                f"weights need {_gib(weights)} per GPU but the budget leaves {_gib(max(weights_room, 0))} "
-                f"({req.gpu_memory_utilization:g} x {_gib(total)} minus {_gib(non_torch + act + sampler + graphs)} "
-                "for activations, sampler, CUDA graphs and workspaces)."
-            )
-        elif req.context is None:
-            reasons.append(
-                f"only {kv_tokens:,} tokens of KV cache fit ({_gib(max(kv_cache, 0))}); a useful "
-                f"deployment needs >= {MIN_USEFUL_CONTEXT:,}."
-            )
-        else:
-            need_bytes = need_blocks * block * kv_per_token
-            who = f"{req.concurrency} requests" if req.concurrency > 1 else "one request"
-            verb = "needs" if req.concurrency == 1 else "need"
-            reasons.append(
-                f"{who} of {target:,} tokens {verb} {_gib(need_bytes)} of KV "
-                f"cache per GPU; {_gib(max(kv_cache, 0))} is left after weights and overhead "
-                f"(max context {max_context:,}, {concurrency:.2f} requests at {target:,})."
-            )
-
-    # Speed: one decode stream reads the active weights and half the context's KV per token.
-    tok_s: float | None = None
-    tok_s_vram: float | None = None
-    if not cpu_mode:
-        assert gpu is not None
-        active = model.params_active / model.params_total
-        kv_read = kv_per_token * target / 2
-        factor = SLOW_KERNEL_FACTOR.get(kernel.kernel or "", 1.0)
-        if kernel.kernel in SLOW_KERNEL_FACTOR:
-            warnings.append(
-                f"{kernel.kernel} without Marlin is ~{factor}x slower (seed 001); "
-                "Marlin needs compute capability >= 8.0"
-            )
-        tok_s_vram = decode_tok_s(
-            bytes_per_token=weights * active + kv_read,
-            bandwidth_gbps=gpu.bandwidth_gbps,
-            efficiency=req.efficiency,
-            kernel_factor=factor,
-        )
-        link = pcie_gbps(gpu.pcie_gen, pinned_memory=not req.host_wsl2)
-        if offload_bytes and link is None:
-            tok_s = None  # unified memory: there is no slower memory to offload to
-        elif offload_bytes:
-            tok_s = decode_tok_s(
-                bytes_per_token=(weights - offload_bytes) * active + kv_read,
-                bandwidth_gbps=gpu.bandwidth_gbps,
-                efficiency=req.efficiency,
-                kernel_factor=factor,
-                offload_bytes_per_token=offload_bytes * active,
-                pcie_gbps=link,
-            )
-        else:
-            tok_s = tok_s_vram
+    kernel = _resolve_kernel(req, variant)
+    reasons: list[str] = [kernel.problem] if kernel.problem else []
+    reasons.extend(_parallel_problems(model, req.tensor_parallel, req.pipeline_parallel))
+    unmodelled = _uncertainty_warnings(model, variant, req)
+    warnings = _setup_warnings(req, variant)
+    yarn, limit = _context_window(req, reasons, warnings)
+    budget = cpu_budget(req, variant) if gpu is None else gpu_budget(req, variant, gpu, limit, reasons, warnings)
+    cap = fit_capacity(req, budget, limit, reasons, warnings)
+    tok_s, tok_s_vram = _speed(req, kernel.kernel, budget, cap, warnings)
     return Plan(
         request=req,
         fits=not reasons,
@@ -458,39 +169,131 @@ def compute_plan(req: PlanRequest) -> Plan:
         quantization_kernel=kernel.kernel,
         dtype=kernel.dtype,
         device=gpu.name if gpu else "cpu",
-        tensor_parallel=tp,
-        pipeline_parallel=pp,
-        nodes=nodes,
-        enforce_eager=eager,
-        context=target,
-        block_size=block,
-        max_num_batched_tokens=mnbt,
-        max_num_seqs=mns,
-        profile_tokens=batch.tokens,
-        profile_seqs=batch.seqs,
-        profile_why=batch.why,
-        total_bytes_per_gpu=total,
-        requested_bytes_per_gpu=requested,
-        weights_bytes_per_gpu=weights,
-        non_torch_bytes=non_torch,
-        activation_peak_bytes=act,
-        sampler_bytes=sampler,
-        cudagraph_bytes=graphs,
-        cuda_context_bytes=ctx_bytes,
-        kv_cache_bytes_per_gpu=kv_cache,
-        kv_bytes_per_token=kv_per_token,
-        num_blocks=blocks,
-        kv_cache_tokens=kv_tokens,
-        max_context=max_context,
-        max_concurrency=concurrency,
+        tensor_parallel=req.tensor_parallel,
+        pipeline_parallel=req.pipeline_parallel,
+        nodes=budget.nodes,
+        enforce_eager=budget.eager,
+        context=cap.target,
+        block_size=budget.block_size,
+        max_num_batched_tokens=budget.max_num_batched_tokens,
+        max_num_seqs=budget.max_num_seqs,
+        profile_tokens=budget.batch.tokens,
+        profile_seqs=budget.batch.seqs,
+        profile_why=budget.batch.why,
+        total_bytes_per_gpu=budget.total,
+        requested_bytes_per_gpu=budget.requested,
+        weights_bytes_per_gpu=budget.weights,
+        non_torch_bytes=budget.non_torch,
+        activation_peak_bytes=budget.activation,
+        sampler_bytes=budget.sampler,
+        cudagraph_bytes=budget.graphs,
+        cuda_context_bytes=budget.cuda_context,
+        kv_cache_bytes_per_gpu=cap.kv_cache_bytes,
+        kv_bytes_per_token=budget.kv_per_token,
+        num_blocks=cap.blocks,
+        kv_cache_tokens=cap.kv_tokens,
+        max_context=cap.max_context,
+        max_concurrency=cap.concurrency,
         needs_yarn=yarn.needed,
         yarn_factor=yarn.factor,
         yarn_original_context=yarn.original_context,
-        cpu_offload_bytes=offload_bytes,
-        cpu_offload_used=offload_used,
+        cpu_offload_bytes=cap.offload_bytes,
+        cpu_offload_used=cap.offload_used,
         decode_tok_s_estimate=tok_s,
         decode_tok_s_without_offload=tok_s_vram,
+        band=None
+        if gpu is None
+        else kv_band(cap.kv_tokens, cap.target, limit, budget.block_size, upper_bound_only=bool(unmodelled)),
     )
+
+
+def _resolve_kernel(req: PlanRequest, variant: Variant) -> KernelChoice:
+    """The quantization kernel for this GPU, or the one the request forces (seed 001's plain awq)."""
+    kernel = choose_kernel(variant, req.gpu)
+    if not req.quantization_kernel or req.quantization_kernel == kernel.kernel:
+        return kernel
+    if kernel.kernel is None or not kernel.kernel.startswith(req.quantization_kernel):
+        raise PlanError(
+            f"kernel {req.quantization_kernel!r} does not run {variant.quantization} weights "
+            f"(the plan picked {kernel.kernel!r})",
+            param="quantization_kernel",
+        )
+    return replace(kernel, kernel=req.quantization_kernel)
+
+
+def _setup_warnings(req: PlanRequest, variant: Variant) -> list[str]:
+    """Warnings that follow from the request alone: unmodelled memory, a hypothetical checkpoint."""
+    warnings = []
+    if req.gpu is None and req.kv_cache_dtype.startswith("fp8"):
+        warnings.append("vLLM's CPU backend has no fp8 KV cache; it falls back to 'auto' (platforms/cpu.py)")
+    warnings.extend(_uncertainty_warnings(req.model, variant, req))
+    if variant.repo.startswith("(hypothetical"):
+        warnings.insert(
+            0,
+            f"HYPOTHETICAL: {req.model.name} has no {variant.quantization} checkpoint; the weights are re-sized "
+            f"to {_gib(variant.weight_bytes)} ({variant.weight_bytes_source}); quantize it before serving",
+        )
+    return warnings
+
+
+def _context_window(req: PlanRequest, reasons: list[str], warnings: list[str]) -> tuple[Yarn, int]:
+    """The longest context the model allows: max_position_embeddings, or the requested one with YaRN."""
+    model = req.model
+    yarn = yarn_for(model, req.context or 0)
+    if not yarn.needed:
+        return yarn, model.max_position_embeddings
+    too_long = f"context {req.context:,} exceeds max_position_embeddings {model.max_position_embeddings:,}"
+    if not yarn.supported:
+        reasons.append(
+            f"{too_long} and {model.name} has no YaRN recipe. Use --max-model-len <= {model.max_position_embeddings:,}."
+        )
+    elif not req.allow_yarn:
+        reasons.append(f"{too_long}: it needs YaRN (factor {yarn.factor}); allow YaRN or use a shorter context.")
+    else:
+        assert req.context is not None
+        warnings.append(
+            f"YaRN factor {yarn.factor} on {yarn.original_context:,}: static scaling costs "
+            "quality on short texts; use it for long-context deployments only (Qwen docs)"
+        )
+        return yarn, req.context
+    return yarn, model.max_position_embeddings
+
+
+def _speed(
+    req: PlanRequest, kernel: str | None, budget: Budget, cap: Capacity, warnings: list[str]
+) -> tuple[float | None, float | None]:
+    """Roofline decode tok/s of one stream: it reads the active weights and half the context's KV."""
+    gpu = req.gpu
+    if gpu is None:
+        return None, None
+    model = req.model
+    active = model.params_active / model.params_total
+    kv_read = budget.kv_per_token * cap.target / 2
+    factor = SLOW_KERNEL_FACTOR.get(kernel or "", 1.0)
+    if kernel in SLOW_KERNEL_FACTOR:
+        warnings.append(
+            f"{kernel} without Marlin is ~{factor}x slower (seed 001); Marlin needs compute capability >= 8.0"
+        )
+    tok_s_vram = decode_tok_s(
+        bytes_per_token=budget.weights * active + kv_read,
+        bandwidth_gbps=gpu.bandwidth_gbps,
+        efficiency=req.efficiency,
+        kernel_factor=factor,
+    )
+    if not cap.offload_bytes:
+        return tok_s_vram, tok_s_vram
+    link = pcie_gbps(gpu.pcie_gen, pinned_memory=not req.host_wsl2)
+    if link is None:
+        return None, tok_s_vram  # unified memory: there is no slower memory to offload to
+    tok_s = decode_tok_s(
+        bytes_per_token=(budget.weights - cap.offload_bytes) * active + kv_read,
+        bandwidth_gbps=gpu.bandwidth_gbps,
+        efficiency=req.efficiency,
+        kernel_factor=factor,
+        offload_bytes_per_token=cap.offload_bytes * active,
+        pcie_gbps=link,
+    )
+    return tok_s, tok_s_vram
 
 
 def _uncertainty_warnings(model: ModelSpec, variant: Variant, req: PlanRequest) -> list[str]:
@@ -507,18 +310,6 @@ def _uncertainty_warnings(model: ModelSpec, variant: Variant, req: PlanRequest) 
             "modelled; the KV figure is an upper bound"
         )
     return out
-
-
-def _offload_problem(gpu: GpuSpec, req: PlanRequest) -> str | None:
-    if gpu.pcie_gen is None or gpu.unified_memory:
-        return f"{gpu.name} has unified memory; offloading to 'CPU' memory frees nothing"
-    if req.host_wsl2 and not has_v0_engine(req.vllm_version):
-        return (
-            f"WSL2 has no pinned memory and vLLM {req.vllm_version}'s V1 engine needs it for "
-            "--cpu-offload-gb (seed 001: 'V1 CPU offloading requires uva (pin memory) support'); "
-            "V0 was removed in 0.11"
-        )
-    return None
 
 
 def plan(req: PlanRequest, *, alternative_gpus: tuple[GpuSpec, ...] = (), max_fixes: int = 5) -> Plan:

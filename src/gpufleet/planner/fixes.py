@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from gpufleet.catalog import GIB, GpuSpec
 from gpufleet.errors import PlanError
 from gpufleet.planner import memory as mem
 from gpufleet.planner.blocks import MIN_USEFUL_CONTEXT
-
-if TYPE_CHECKING:
-    from gpufleet.planner.fit import Fix, Plan, PlanRequest
+from gpufleet.planner.types import Fix, Plan, PlanRequest
 
 
 def _gib(n: float) -> str:
@@ -97,8 +94,6 @@ def suggest_fixes(
     max_fixes: int = 5,
 ) -> list[Fix]:
     """Candidates from `candidates`, re-planned with `compute`; only the smallest TP / bigger GPU that fits."""
-    from gpufleet.planner.fit import Fix
-
     fixes: list[Fix] = []
     seen_gpu = seen_tp = False
     for description, candidate in candidates(req, base, gpus):

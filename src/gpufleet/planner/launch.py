@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from gpufleet.catalog import GIB
 from gpufleet.errors import PlanError
-from gpufleet.planner.fit import Plan
+from gpufleet.planner.types import Plan
 from gpufleet.planner.vllm_versions import has_v0_engine, version_tuple, yarn_key, yarn_needs_max_position_override
 
 # vLLM's own telemetry and that of its libraries stay off in every process gpufleet starts or generates.

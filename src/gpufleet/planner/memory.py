@@ -48,6 +48,13 @@ NCCL_BYTES = int(0.35 * GIB)
 # SXM boards at TP>1: vLLM's custom all-reduce buffers and NCCL's NVLS/NVLink channels took
 # ~2 GiB per GPU in issue 15's H100 logs (vs ~0.5 GiB over PCIe).
 NVLINK_COMM_BYTES = int(1.85 * GIB)  # 0.19 on H100: 2.06 (TP=2), 2.13 (TP=4), 2.09 (72B TP=2) in total
+# TP across nodes (Ray): NCCL reaches the other node over its network transport, whose per-channel
+# send/recv buffers sit in GPU memory (GPUDirect RDMA), and vLLM keeps two communicators (torch's
+# process group and its own PyNccl), each with them; the custom all-reduce that shares buffers over
+# NVLink/P2P is off across nodes. Issue 24's unseen Ray log (Qwen2-7B, TP=2 over two nodes, 2x
+# A100-40GB, util 0.5) kept ~0.85 GiB per GPU less KV than the single-node PCIe term predicts
+# (+8%); that one figure is this term. Its log text is not in the corpus, so it is unverified there.
+CROSS_NODE_NCCL_BYTES = int(0.85 * GIB)
 # V0 switched chunked prefill on by itself for contexts above this (engine/arg_utils.py, V0).
 V0_CHUNKED_PREFILL_ABOVE = 32768
 # Copies of the fp32 logits the dummy sampler run holds at its peak (see sampler_bytes).
@@ -225,14 +232,18 @@ def cudagraph_bytes(model: ModelSpec, pipeline_parallel: int, enforce_eager: boo
     return CUDAGRAPH_BASE_BYTES + per_layer * layers_per_stage(model, pipeline_parallel)
 
 
-def non_torch_bytes(world_size: int, gpu: GpuSpec | None = None, vllm_version: str = DEFAULT_VLLM_VERSION) -> int:
-    """Non-torch memory: library workspaces, plus NCCL (and NVLink all-reduce) buffers with ranks."""
+def non_torch_bytes(
+    world_size: int, gpu: GpuSpec | None = None, vllm_version: str = DEFAULT_VLLM_VERSION, *, nodes: int = 1
+) -> int:
+    """Non-torch memory: library workspaces, plus NCCL (and NVLink all-reduce) buffers with ranks,
+    plus NCCL's network-transport buffers when the ranks span nodes (CROSS_NODE_NCCL_BYTES)."""
     base = NON_TORCH_BYTES_018 if version_tuple(vllm_version) >= (0, 18, 0) else NON_TORCH_BYTES
     if world_size <= 1:
         return base
+    cross_node = CROSS_NODE_NCCL_BYTES if nodes > 1 else 0
     if gpu is not None and gpu.nvlink:
-        return base + NVLINK_COMM_BYTES
-    return base + NCCL_BYTES
+        return base + NVLINK_COMM_BYTES + cross_node
+    return base + NCCL_BYTES + cross_node
 
 
 def requested_bytes(gpu: GpuSpec, gpu_memory_utilization: float) -> int:

@@ -8,8 +8,8 @@ cpu_offload_bytes, quantization, decode_tok_s_estimate, argv, env. Others may be
 from __future__ import annotations
 
 from gpufleet.planner.context_table import context_table
-from gpufleet.planner.fit import Plan
 from gpufleet.planner.launch import LaunchPlan, launch_env
+from gpufleet.planner.types import Plan
 from gpufleet.planner.vllm_versions import budgets_cudagraphs
 
 
@@ -56,6 +56,16 @@ def plan_json(plan: Plan, launch: LaunchPlan | None) -> dict[str, object]:
         "kv_cache_tokens": plan.kv_cache_tokens,
         "max_context": plan.max_context,
         "max_concurrency": round(plan.max_concurrency, 2),
+        **_band_json(plan),
+        "calibration": None
+        if plan.calibration is None
+        else {
+            "kind": plan.calibration.kind,
+            "planned_tokens": plan.calibration.planned_tokens,
+            "factor": round(plan.calibration.factor, 4),
+            "launches": plan.calibration.launches,
+            "note": plan.calibration.note,
+        },
         "needs_yarn": plan.needs_yarn,
         "yarn_factor": plan.yarn_factor,
         "cpu_offload_bytes": plan.cpu_offload_bytes,
@@ -75,4 +85,22 @@ def plan_json(plan: Plan, launch: LaunchPlan | None) -> dict[str, object]:
         "served_model_name": launch.served_model_name if launch else None,
         "argv": list(launch.argv) if launch else [],
         "env": launch_env(launch) if launch else {},
+    }
+
+
+def _band_json(plan: Plan) -> dict[str, object]:
+    """kv_cache_tokens_low/_high and max context / concurrency at both ends (null: no such end)."""
+    band = plan.band
+    if band is None:
+        keys = ("kv_cache_tokens", "max_context", "max_concurrency")
+        empty: dict[str, object] = {f"{k}_{end}": None for k in keys for end in ("low", "high")}
+        return empty | {"band": None}
+    return {
+        "kv_cache_tokens_low": band.kv_cache_tokens_low,
+        "kv_cache_tokens_high": band.kv_cache_tokens_high,
+        "max_context_low": band.max_context_low,
+        "max_context_high": band.max_context_high,
+        "max_concurrency_low": None if band.max_concurrency_low is None else round(band.max_concurrency_low, 2),
+        "max_concurrency_high": round(band.max_concurrency_high, 2),
+        "band": {"below": band.below, "above": band.above, "basis": band.basis},
     }

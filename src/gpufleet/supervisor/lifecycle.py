@@ -15,6 +15,7 @@ loop; no threads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -29,6 +30,7 @@ from gpufleet.engines.vllm_log import Phase, VllmStartupLog
 from gpufleet.errors import EngineError, EngineNotReady, GpufleetError
 from gpufleet.model_names import file_stem
 from gpufleet.paths import logs_dir
+from gpufleet.planner.calibration_file import record_from_launch
 from gpufleet.supervisor.cluster_hook import ClusterHook
 from gpufleet.supervisor.engine_probe import HealthWait, wait_healthy
 from gpufleet.supervisor.ports import free_port
@@ -228,6 +230,9 @@ class EngineLifecycle:
         slot.state = EngineState.READY
         startup = slot.startup_log
         slot.phase = startup.progress_line() if startup and startup.phase >= Phase.KV_CACHE_ALLOCATED else "ready"
+        if startup and startup.kv_cache and slot.spec:  # learn the planner's error on this host (issue 24)
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # never block a ready engine
+                record_from_launch(slot.spec.extra, startup.kv_cache.tokens)
         slot.ready_at = time.monotonic()
         slot.last_used = time.monotonic()
         slot.last_error = ""

@@ -90,7 +90,7 @@ class EngineSlot:
             "last_error": self.last_error or None,
             "warnings": list(self.spec.warnings) if self.spec else [],
             "log_path": str(self.process.log_path) if self.process else None,
-            "kv_cache": _kv_cache_view(self.startup_log),
+            "kv_cache": _kv_cache_view(self.startup_log, self.spec.extra if self.spec else {}),
             "engine_metrics": _metrics_view(self.engine_metrics) if self.state == EngineState.READY else None,
         }
 
@@ -106,9 +106,13 @@ def _metrics_view(metrics: VllmMetrics | None) -> dict[str, Any] | None:
             "sleep_state": str(metrics.sleep_state) if metrics.sleep_state else None}
 
 
-def _kv_cache_view(startup: VllmStartupLog | None) -> dict[str, Any] | None:
+def _kv_cache_view(startup: VllmStartupLog | None, extra: dict[str, str]) -> dict[str, Any] | None:
     if startup is None or startup.kv_cache is None:
         return None
     kv = startup.kv_cache
+    # The planner's figure for this launch, and its error against what vLLM logged (issue 24).
+    planned = int(extra["planned_kv_tokens"]) if extra.get("planned_kv_tokens", "").isdigit() else None
+    error = round((planned - kv.tokens) / kv.tokens, 4) if planned is not None and kv.tokens else None
     return {"device": kv.device, "tokens": kv.tokens, "max_concurrency": kv.max_concurrency,
-            "concurrency_tokens": kv.concurrency_tokens, "available_gib": kv.available_gib}
+            "concurrency_tokens": kv.concurrency_tokens, "available_gib": kv.available_gib,
+            "planned_tokens": planned, "planner_error": error}

@@ -4,6 +4,7 @@ import { apiKey, setApiKey } from "./api.js";
 import { BenchPanel } from "./bench.js";
 import { ChatPanel } from "./chat.js";
 import { FleetPanel } from "./fleet.js";
+import { UsagePanel } from "./usage.js";
 
 const banner = document.querySelector("#banner");
 const keyForm = document.querySelector("#key-form");
@@ -12,6 +13,7 @@ const keyInput = document.querySelector("#api-key");
 const fleet = new FleetPanel(document.querySelector("#fleet"));
 const chat = new ChatPanel(document.querySelector("#chat"));
 const bench = new BenchPanel(document.querySelector("#bench"));
+const usage = new UsagePanel(document.querySelector("#usage"));
 
 // Any 401 means the gateway has api_keys and ours is missing or wrong: say so, and show nothing stale.
 document.addEventListener("auth-failed", (event) => {
@@ -19,6 +21,7 @@ document.addEventListener("auth-failed", (event) => {
   banner.textContent = `${event.detail} — ${hint}`;
   banner.hidden = false;
   fleet.clear();
+  usage.clear();
 });
 document.addEventListener("auth-ok", () => {
   banner.hidden = true;
@@ -39,9 +42,11 @@ function reload() {
   fleet.refresh();
   chat.loadModels();
   bench.refresh();
+  usage.refresh();
 }
 
 keyInput.value = apiKey();
 chat.loadModels();
 bench.refresh();
+usage.refresh();
 fleet.start();

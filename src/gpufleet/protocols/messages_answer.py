@@ -1,0 +1,77 @@
+"""chat.completion -> Anthropic message, and Anthropic's error shapes."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from gpufleet.protocols.chat_form import parse_arguments
+
+_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
+                 "content_filter": "refusal"}
+# Anthropic's error `type` per HTTP status (their documented table); anything else 5xx is an api_error.
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
+                504: "timeout_error", 529: "overloaded_error"}
+# A gateway "not ready / overloaded" (503) is what Anthropic calls overloaded: 529, which its SDKs retry.
+_STATUS_FOR_ANTHROPIC = {503: 529}
+
+# Anthropic requires a signature on thinking blocks and clients send it back; no engine checks it.
+THINKING_SIGNATURE = "gpufleet"
+
+
+def message_id() -> str:
+    return "msg_" + secrets.token_hex(12)
+
+
+def stop_reason(finish_reason: Any, choice: dict[str, Any], stops: list[str] | None) -> tuple[str | None, str | None]:
+    """Anthropic (stop_reason, stop_sequence) for a chat finish_reason (vLLM names the stop string it hit)."""
+    if finish_reason is None:
+        return None, None
+    matched = choice.get("stop_reason")
+    if finish_reason == "stop" and isinstance(matched, str) and stops and matched in stops:
+        return "stop_sequence", matched
+    return _STOP_REASONS.get(str(finish_reason), "end_turn"), None
+
+
+def usage_of(chat_usage: Any) -> dict[str, Any]:
+    usage = chat_usage if isinstance(chat_usage, dict) else {}
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return {"input_tokens": int(usage.get("prompt_tokens") or 0),
+            "output_tokens": int(usage.get("completion_tokens") or 0),
+            "cache_creation_input_tokens": 0, "cache_read_input_tokens": int(cached or 0)}
+
+
+def chat_to_message(data: dict[str, Any], model: str, stops: list[str] | None = None) -> dict[str, Any]:
+    """One chat.completion (after the dialect: reasoning split, tool calls parsed) as an Anthropic message."""
+    choices = data.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": THINKING_SIGNATURE})
+    text = message.get("content")
+    if isinstance(text, str) and text:
+        content.append({"type": "text", "text": text})
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        content.append({"type": "tool_use", "id": call.get("id") or "toolu_" + secrets.token_hex(12),
+                        "name": function.get("name", ""), "input": parse_arguments(function.get("arguments"))})
+    finish = choice.get("finish_reason")
+    if message.get("tool_calls") and finish == "stop":
+        finish = "tool_calls"
+    reason, sequence = stop_reason(finish or "stop", choice, stops)
+    return {"id": message_id(), "type": "message", "role": "assistant", "model": model, "content": content,
+            "stop_reason": reason, "stop_sequence": sequence, "usage": usage_of(data.get("usage"))}
+
+
+def messages_error_status(status: int) -> int:
+    return _STATUS_FOR_ANTHROPIC.get(status, status)
+
+
+def messages_error_body(status: int, message: str) -> dict[str, Any]:
+    """`{"type": "error", "error": {"type", "message"}}` for an HTTP status (already mapped for Anthropic)."""
+    kind = _ERROR_TYPES.get(status, "invalid_request_error" if 400 <= status < 500 else "api_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}

@@ -1,0 +1,146 @@
+"""Chat-completion chunks -> the Anthropic Messages event stream.
+
+    message_start, ping, (content_block_start, content_block_delta*, content_block_stop)*,
+    message_delta (stop_reason, usage), message_stop         -- or, once broken, an `error` event
+
+One block is open at a time: thinking (thinking_delta, then a signature_delta before it stops), text
+(text_delta) or tool_use (input_json_delta with the argument fragments as they come).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import orjson
+
+from gpufleet.protocols.messages_answer import (
+    THINKING_SIGNATURE,
+    message_id,
+    messages_error_body,
+    stop_reason,
+    usage_of,
+)
+
+
+def event(name: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+class MessagesStreamEncoder:
+    """Feed it chat.completion.chunk dicts (after the dialect); it returns the Anthropic SSE bytes for each."""
+
+    def __init__(self, model: str, stops: list[str] | None = None) -> None:
+        self.model = model
+        self.stops = stops
+        self._started = False
+        self._finished = False
+        self._block: str | None = None  # "thinking" | "text" | "tool_use"
+        self._index = -1
+        self._tool_blocks: dict[int, int] = {}  # chat tool-call index -> content block index
+        self._finish: Any = None
+        self._choice: dict[str, Any] = {}
+        self._usage: dict[str, Any] | None = None
+        self._saw_tool_call = False
+
+    def _start(self, out: list[bytes]) -> None:
+        if self._started:
+            return
+        self._started = True
+        message: dict[str, Any] = {"id": message_id(), "type": "message", "role": "assistant",
+                                   "model": self.model, "content": [], "stop_reason": None,
+                                   "stop_sequence": None, "usage": usage_of(None)}
+        out.append(event("message_start", {"type": "message_start", "message": message}))
+        out.append(event("ping", {"type": "ping"}))
+
+    def _open(self, kind: str, block: dict[str, Any], out: list[bytes]) -> None:
+        self._close(out)
+        self._index += 1
+        self._block = kind
+        out.append(event("content_block_start",
+                         {"type": "content_block_start", "index": self._index, "content_block": block}))
+
+    def _close(self, out: list[bytes]) -> None:
+        if self._block is None:
+            return
+        if self._block == "thinking":
+            out.append(self._delta({"type": "signature_delta", "signature": THINKING_SIGNATURE}))
+        out.append(event("content_block_stop", {"type": "content_block_stop", "index": self._index}))
+        self._block = None
+
+    def _delta(self, delta: dict[str, Any]) -> bytes:
+        return event("content_block_delta", {"type": "content_block_delta", "index": self._index, "delta": delta})
+
+    def chunk(self, chunk: dict[str, Any]) -> bytes:
+        out: list[bytes] = []
+        self._start(out)
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            self._choice_delta(choice, out)
+        return b"".join(out)
+
+    def _choice_delta(self, choice: dict[str, Any], out: list[bytes]) -> None:
+        delta = choice.get("delta") or {}
+        reasoning = delta.get("reasoning_content")
+        if reasoning is None:
+            reasoning = delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            if self._block != "thinking":
+                self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""}, out)
+            out.append(self._delta({"type": "thinking_delta", "thinking": reasoning}))
+        text = delta.get("content")
+        if isinstance(text, str) and text:
+            if self._block != "text":
+                self._open("text", {"type": "text", "text": ""}, out)
+            out.append(self._delta({"type": "text_delta", "text": text}))
+        for call in delta.get("tool_calls") or ():
+            self._tool_delta(call, out)
+        if choice.get("finish_reason") is not None:
+            self._finish = choice["finish_reason"]
+            self._choice = choice
+
+    def _tool_delta(self, call: dict[str, Any], out: list[bytes]) -> None:
+        position = int(call.get("index") or 0)
+        function = call.get("function") or {}
+        if position not in self._tool_blocks:
+            self._saw_tool_call = True
+            block: dict[str, Any] = {"type": "tool_use", "id": call.get("id") or "toolu_" + secrets.token_hex(12),
+                     "name": function.get("name") or "", "input": {}}
+            self._open("tool_use", block, out)
+            self._tool_blocks[position] = self._index
+        elif self._tool_blocks[position] != self._index:
+            return  # a fragment for a call already closed: engines interleave only by mistake; Anthropic cannot
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            out.append(self._delta({"type": "input_json_delta", "partial_json": arguments}))
+
+    def done(self) -> bytes:
+        """The upstream finished: close the open block, then message_delta and message_stop."""
+        if self._finished:
+            return b""
+        out: list[bytes] = []
+        self._start(out)
+        self._close(out)
+        self._finished = True
+        finish = self._finish or "stop"
+        if self._saw_tool_call and finish == "stop":
+            finish = "tool_calls"
+        reason, sequence = stop_reason(finish, self._choice, self.stops)
+        usage = usage_of(self._usage)
+        out.append(event("message_delta", {"type": "message_delta",
+                                           "delta": {"stop_reason": reason, "stop_sequence": sequence},
+                                           "usage": usage}))
+        out.append(event("message_stop", {"type": "message_stop"}))
+        return b"".join(out)
+
+    def error(self, body: dict[str, Any]) -> bytes:
+        """The stream broke after bytes reached the client: an Anthropic `error` event ends it."""
+        if self._finished:
+            return b""
+        self._finished = True
+        err: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
+        message = str(err.get("message") or body)
+        return event("error", messages_error_body(500, message))

@@ -1,0 +1,128 @@
+"""A STAND-IN chat-completions upstream that answers like a raw Qwen3 coder (not a real model).
+
+It speaks only `/v1/chat/completions` and never parses anything itself, the way llama.cpp or a vLLM without
+parsers serve Qwen3: its text holds `<think>…</think>` and `<tool_call>{json}</tool_call>`, which the
+gateway's Qwen dialect must turn into reasoning and tool calls. Turn one: it thinks, then calls the client's
+shell tool with the command the user wrote after `RUN:`. After the tool result: it thinks, then answers
+`DONE: <the tool result>`. Streams are cut into 3-character chunks so tags split at every boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from gpufleet.supervisor.ports import free_port
+
+SHELL_TOOLS = ("Bash", "exec_command", "shell", "bash", "local_shell")
+_RUN = re.compile(r"RUN: (.+)")
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+def shell_call(tools: list[dict[str, Any]], command: str) -> dict[str, Any] | None:
+    """A call of the client's shell tool running `command`, in the argument shape its schema asks for."""
+    by_name = {tool["function"]["name"]: tool["function"] for tool in tools if tool.get("type") == "function"}
+    for name in SHELL_TOOLS:
+        if name in by_name:
+            properties = (by_name[name].get("parameters") or {}).get("properties") or {}
+            if "cmd" in properties:
+                return {"name": name, "arguments": {"cmd": command}}
+            if (properties.get("command") or {}).get("type") == "array":
+                return {"name": name, "arguments": {"command": ["bash", "-lc", command]}}
+            return {"name": name, "arguments": {"command": command, "description": "run the requested command"}}
+    return None
+
+
+def qwen_answer(body: dict[str, Any]) -> tuple[str, str]:
+    """(raw Qwen3 text, finish_reason) for a chat request."""
+    messages = body.get("messages") or []
+    last = messages[-1] if messages else {}
+    if last.get("role") == "tool":
+        result = _text(last.get("content")).strip()
+        return f"<think>\nThe command finished.\n</think>\n\nDONE: {result}", "stop"
+    commands = [m.group(1).strip() for message in messages if message.get("role") == "user"
+                for m in _RUN.finditer(_text(message.get("content")))]
+    call = shell_call(body.get("tools") or [], commands[-1]) if commands else None
+    if call is None:
+        return "<think>\nNothing to run.\n</think>\n\nHello from the stand-in.", "stop"
+    return ("<think>\nI will run the command with the shell tool.\n</think>\n\n"
+            f"<tool_call>\n{orjson.dumps(call).decode()}\n</tool_call>", "stop")
+
+
+class StandInQwenCoder:
+    """Runs the stand-in on a free port in a background thread; `received` keeps every request body."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.port = free_port()
+        app = Starlette(routes=[
+            Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            Route("/v1/models", lambda r: Response(b'{"object":"list","data":[]}'), methods=["GET"]),
+        ])
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off",
+                                timeout_graceful_shutdown=1)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> StandInQwenCoder:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+    async def _chat(self, request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        self.received.append(body)
+        text, finish = qwen_answer(body)
+        usage = {"prompt_tokens": 11, "completion_tokens": max(1, len(text) // 4),
+                 "total_tokens": 11 + max(1, len(text) // 4)}
+        if body.get("stream"):
+            return StreamingResponse(self._stream(text, finish, usage, body), media_type="text/event-stream")
+        answer = {"id": "chatcmpl-standin", "object": "chat.completion", "model": "raw-qwen3",
+                  "choices": [{"index": 0, "finish_reason": finish,
+                               "message": {"role": "assistant", "content": text}}], "usage": usage}
+        return Response(orjson.dumps(answer), media_type="application/json")
+
+    async def _stream(self, text: str, finish: str, usage: dict[str, int],
+                      body: dict[str, Any]) -> AsyncIterator[bytes]:
+        base = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "model": "raw-qwen3"}
+        first = {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                      "finish_reason": None}]}
+        yield b"data: " + orjson.dumps(first) + b"\n\n"
+        for start in range(0, len(text), 3):
+            piece = {**base, "choices": [{"index": 0, "delta": {"content": text[start:start + 3]},
+                                          "finish_reason": None}]}
+            yield b"data: " + orjson.dumps(piece) + b"\n\n"
+            await asyncio.sleep(0)
+        yield b"data: " + orjson.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}) \
+            + b"\n\n"
+        if (body.get("stream_options") or {}).get("include_usage"):
+            yield b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
+        yield b"data: [DONE]\n\n"
