@@ -16,12 +16,13 @@ from gpufleet.cli import app
 from gpufleet.config import parse_config
 from gpufleet.deploy.secrets import lift_secrets
 
-SECRETS = ("sk-gateway-literal", "sk-remote-literal", "pw-in-url", "hf_literaltoken")
+SECRETS = ("sk-gateway-literal", "sk-remote-literal", "pw-in-url", "hf_literaltoken", "db-pw-literal")
 
 
 def config(**server: Any) -> dict[str, Any]:
     return {
-        "server": {"api_keys": ["sk-gateway-literal"], **server},
+        "server": {"api_keys": ["sk-gateway-literal"], "database_url": "postgresql://gf:db-pw-literal@db/gf",
+                   **server},
         "models": {
             "big": {"engine": "vllm", "model": "Qwen/Qwen3-8B-AWQ", "vllm_version": "0.11.0",
                     "env": {"HF_TOKEN": "hf_literaltoken", "VLLM_LOGGING_LEVEL": "INFO"}},

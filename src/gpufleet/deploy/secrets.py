@@ -5,7 +5,8 @@ ConfigMap, a manifest's `value:` or a world-readable file.
 
     raw, secrets = lift_secrets(raw)   # raw: the config with ${GPUFLEET_API_KEY_1}...; secrets: name -> value
 
-Lifted: `server.api_keys` entries, a model's `api_key`, the password in a model's `url`, and `env` values (of a
+Lifted: `server.api_keys` entries, the password in `server.database_url`, a model's `api_key`, the password in a
+model's `url`, and `env` values (of a
 model, its `docker` and its `ray` block) whose name says secret (TOKEN, KEY, SECRET, PASSWORD, CREDENTIAL).
 """
 
@@ -37,6 +38,9 @@ def lift_secrets(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     if isinstance(server, dict) and isinstance(server.get("api_keys"), list):
         server["api_keys"] = [lift(f"GPUFLEET_API_KEY_{i}", key) if _literal(key) else key
                               for i, key in enumerate(server["api_keys"], start=1)]
+    if isinstance(server, dict) and isinstance(server.get("database_url"), str):
+        server["database_url"] = _lift_url_password(server["database_url"],
+                                                    lambda pw: lift("GPUFLEET_DATABASE_PASSWORD", pw))
     for model_name, model in (out.get("models") or {}).items():
         if not isinstance(model, dict):
             continue
