@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from gpufleet.cli import app
 from gpufleet.config import parse_config
-from gpufleet.deploy.secrets import lift_secrets
+from gpufleet.deploy.secret_lift import lift_secrets
 
 SECRETS = ("sk-gateway-literal", "sk-remote-literal", "pw-in-url", "hf_literaltoken", "db-pw-literal")
 

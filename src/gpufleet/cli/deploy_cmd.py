@@ -43,7 +43,7 @@ def load_fleet(config: Path, *, vllm_version: str, hf_cache: str, gateway_image:
                        gateway_image=gateway_image)
 
 
-# Files that hold secret values (deploy/secrets.py): readable by their owner only.
+# Files that hold secret values (deploy/secret_lift.py): readable by their owner only.
 SECRET_FILES = (".env", "gpufleet.env")
 
 

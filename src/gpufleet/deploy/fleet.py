@@ -20,7 +20,7 @@ from gpufleet import __version__
 from gpufleet.config import Config, VllmModel, parse_config
 from gpufleet.deploy.probes import ProbeTiming, probe_timing
 from gpufleet.deploy.render import env_file, header
-from gpufleet.deploy.secrets import lift_secrets
+from gpufleet.deploy.secret_lift import lift_secrets
 from gpufleet.engines.vllm_docker import CONTAINER_PORT, image_vllm_version, local_model_dir
 from gpufleet.engines.vllm_engine import resolve_model
 from gpufleet.engines.vllm_flags import check_argv
@@ -78,7 +78,7 @@ class Fleet:
     hf_cache: str
     gateway_image: str
     gateway_port: int = GATEWAY_PORT
-    # Literal secrets lifted out of the config (deploy/secrets.py): written only to a 0600 env file.
+    # Literal secrets lifted out of the config (deploy/secret_lift.py): written only to a 0600 env file.
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     def engine(self, name: str) -> EngineService:
