@@ -84,3 +84,38 @@ def test_node_join_with_a_world_readable_token_is_refused(tmp_path: Path) -> Non
 def test_refused_token_markers() -> None:
     assert looks_refused("RuntimeError: Token authentication is enabled but the authentication token is invalid")
     assert not looks_refused("Ray runtime started.")
+
+
+def test_doctor_reads_the_state_api_with_the_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gpufleet doctor` on the head polls the token-mode dashboard like the supervisor does (a STAND-IN
+    dashboard here, answering like Ray's state API: 401 without the header)."""
+    import http.server
+    import json
+    import threading
+
+    from gpufleet.doctor.cluster_probe import _token_headers, read_state_nodes
+
+    monkeypatch.setenv("GPUFLEET_CACHE", str(tmp_path))
+    token = read_token(ensure_token_file(tmp_path / "ray" / "auth_token"))
+
+    class Dashboard(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ok = self.headers.get("x-ray-authorization") == f"Bearer {token}"
+            body = json.dumps({"result": True, "data": {"result": {"result": []}}}).encode() if ok else b"no"
+            self.send_response(200 if ok else 401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Dashboard)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        assert read_state_nodes(port) is None  # refused without the token
+        assert read_state_nodes(port, headers=_token_headers(_model())) == []
+    finally:
+        server.shutdown()
+        server.server_close()
