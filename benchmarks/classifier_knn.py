@@ -32,7 +32,7 @@ from gpufleet.config import parse_config  # noqa: E402
 from gpufleet.gateway import build_app, running  # noqa: E402
 from gpufleet.router.classifier import Tier  # noqa: E402
 from gpufleet.router.knn_classifier import KnnTierClassifier, request_text  # noqa: E402
-from gpufleet.router.labelled_set import load_labelled  # noqa: E402
+from gpufleet.tiers.labelled_set import load_labelled  # noqa: E402
 from tests.conftest import smollm2_model  # noqa: E402
 from tests.test_classifier import CLF, format_confusion  # noqa: E402
 

@@ -21,7 +21,7 @@ import yaml
 from gpufleet.config import parse_config
 from gpufleet.errors import ConfigError
 from gpufleet.gateway import auto_classifier, build_app
-from gpufleet.router.labelled_set import SHIPPED, load_labelled
+from gpufleet.tiers.labelled_set import SHIPPED, load_labelled
 from tests.conftest import OpenGateway
 from tests.standin_upstream import StandInUpstream
 

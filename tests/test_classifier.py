@@ -11,8 +11,8 @@ import pytest
 
 from gpufleet.config import AutoTiers
 from gpufleet.router.classifier import SIGNALS, ComplexityClassifier, Tier, TierDecision
-from gpufleet.router.labelled_set import SHIPPED, load_labelled
 from gpufleet.router.tier_eval import evaluate, format_confusion
+from gpufleet.tiers.labelled_set import SHIPPED, load_labelled
 
 LABELLED = SHIPPED  # the labelled set ships with gpufleet: the kNN classifier uses it as its examples
 

@@ -17,7 +17,7 @@ from gpufleet.dialects.structured import parse_response_format
 from gpufleet.gateway import build_app, running
 from gpufleet.router.classifier import Tier
 from gpufleet.router.judge_classifier import EXAMPLES, JUDGE_PROMPT, TIER_SCHEMA, judge_body, parse_judgement
-from gpufleet.router.labelled_set import load_labelled
+from gpufleet.tiers.labelled_set import load_labelled
 from tests.standin_upstream import StandInUpstream
 
 R, M, C = Tier.ROUTINE, Tier.MODERATE, Tier.COMPLEX

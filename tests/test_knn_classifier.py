@@ -15,7 +15,7 @@ from gpufleet.config import parse_config
 from gpufleet.gateway import build_app, running
 from gpufleet.router.classifier import Tier
 from gpufleet.router.knn_classifier import KnnTierClassifier, request_text
-from gpufleet.router.labelled_set import SHIPPED, load_labelled
+from gpufleet.tiers.labelled_set import SHIPPED, load_labelled
 from tests.standin_upstream import StandInUpstream
 
 R, M, C = Tier.ROUTINE, Tier.MODERATE, Tier.COMPLEX

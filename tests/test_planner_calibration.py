@@ -106,7 +106,8 @@ def test_a_planned_vllm_launch_carries_its_key_and_the_supervisor_hook_records_i
     cfg |= {"vllm_version": "0.19.0", "python": "/usr/bin/python3"}
     model = parse_config({"models": {"q": cfg}}).models["q"]
     assert isinstance(model, VllmModel)
-    spec = VllmEngine().launch_spec("q", model, 18000)
+    engine = VllmEngine()
+    spec = engine.launch_spec("q", model, engine.resolve("q", model), 18000)
     assert json.loads(spec.extra["calibration_key"])["gpu"] == "h100-sxm"
     planned = int(spec.extra["planned_kv_tokens"])
     recorded = record_from_launch(spec.extra, 418_688)

@@ -13,8 +13,15 @@ import yaml
 
 from gpufleet.cluster.ray_commands import head_start_argv, split_head, worker_start_argv
 from gpufleet.config import VllmModel, load_config, parse_config
+from gpufleet.engines.base import LaunchSpec
 from gpufleet.engines.vllm_engine import VllmEngine
 from gpufleet.errors import ConfigError
+
+
+def vllm_spec(name: str, model: VllmModel, port: int) -> LaunchSpec:
+    """The engine's two steps, as the supervisor takes them: resolve once, then the spec at a port."""
+    engine = VllmEngine()
+    return engine.launch_spec(name, model, engine.resolve(name, model), port)
 
 STANDIN = Path(__file__).resolve().parent / "netns" / "standin_vllm_ray"
 SEED_004 = ["192.168.100.10", "192.168.100.11"]  # spark-1 (head), spark-2
@@ -77,7 +84,7 @@ def test_pipeline_parallel_spans_nodes_when_tensor_parallel_fits_one() -> None:
 def _spec_argv(model: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
     model = {**model, "python": sys.executable, "env": {"PYTHONPATH": str(STANDIN), **model.get("env", {})}}
     config = parse_config({"models": {"qwen3-235b-awq": model}})
-    spec = VllmEngine().launch_spec("qwen3-235b-awq", config.models["qwen3-235b-awq"], 8235)
+    spec = vllm_spec("qwen3-235b-awq", config.models["qwen3-235b-awq"], 8235)
     return spec.argv, spec.env
 
 

@@ -64,9 +64,11 @@ class StandInEngine:
 
     kind = "llamacpp"
 
-    def launch_spec(self, name: str, model: object, port: int) -> LaunchSpec:
+    def resolve(self, name: str, model: object) -> None:
         if name.startswith("broken"):
             raise ModelSourceError(f"{name}: no such model file (stand-in failure)")
+
+    def launch_spec(self, name: str, model: object, resolved: None, port: int) -> LaunchSpec:
         urls = local_urls(port, metrics_path=None)
         return LaunchSpec(argv=[sys.executable, "-c", _STANDIN_ENGINE, str(port)], env={}, port=port,
                           base_url=urls["base_url"], health_url=urls["health_url"])

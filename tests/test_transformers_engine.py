@@ -56,13 +56,15 @@ def test_launch_spec_links_the_name_to_the_model_dir_and_runs_there(
     model_dir = tmp_path / "hf"
     model_dir.mkdir()
     (model_dir / "config.json").write_text("{}")
-    spec = TransformersEngine().launch_spec("tiny", _model(model_dir), 9100)
+    engine = TransformersEngine()
+    resolved = engine.resolve("tiny", _model(model_dir))  # once; a restart only builds the spec again
+    spec = engine.launch_spec("tiny", _model(model_dir), resolved, 9100)
     assert spec.argv[0] == str(python) and spec.cwd == str(run_dir("tiny"))
     assert (run_dir("tiny") / "tiny").resolve() == model_dir.resolve()
     assert spec.health_url == "http://127.0.0.1:9100/health" and spec.base_url == "http://127.0.0.1:9100/v1"
     assert spec.env["HF_HUB_OFFLINE"] == "1"
     # A second launch (a restart) reuses the link.
-    assert TransformersEngine().launch_spec("tiny", _model(model_dir), 9101).cwd == spec.cwd
+    assert engine.launch_spec("tiny", _model(model_dir), resolved, 9101).cwd == spec.cwd
 
 
 @pytest.mark.parametrize(("setup", "message"), [
@@ -77,7 +79,7 @@ def test_launch_spec_errors_name_the_fix(setup: str, message: str, tmp_path: Pat
         model_dir.mkdir()
         (model_dir / "config.json").write_text("{}")
     with pytest.raises(EngineError, match=message):
-        TransformersEngine().launch_spec("tiny", _model(model_dir), 9100)
+        TransformersEngine().resolve("tiny", _model(model_dir))
 
 
 def test_config_accepts_the_transformers_engine_and_lists_it_for_unknown_engines() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import sys
 from dataclasses import replace
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gpufleet.engines.vllm_flags import (
+    REMOVED_FLAGS,
     FlagProblem,
     check_argv,
     installed_vllm_version,
@@ -18,6 +20,7 @@ from gpufleet.engines.vllm_flags import (
 )
 from gpufleet.errors import ConfigError, EngineError
 from gpufleet.planner.launch import LaunchPlan, server_args
+from gpufleet.planner.vllm_versions import VLLM_FACTS
 
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768, "rope_theta": 1000000}
 
@@ -170,3 +173,19 @@ def test_installed_version_without_metadata_reads_vllm_version_py(tmp_path: Path
     assert installed_vllm_version(Path(sys.executable), {"PYTHONPATH": str(tmp_path)}) == "0.32.0"
     (package / "_version.py").unlink()
     assert installed_vllm_version(Path(sys.executable), {"PYTHONPATH": str(tmp_path)}) is None
+
+
+def test_vllm_version_facts_live_in_one_table() -> None:
+    # A version literal like (0, 18, 0) anywhere but planner/vllm_versions.py would be a second table of facts.
+    src = Path(__file__).parents[1] / "src" / "gpufleet"
+    table = src / "planner" / "vllm_versions.py"
+    found = []
+    for path in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Tuple) or path == table:
+                continue
+            values = [e.value for e in node.elts if isinstance(e, ast.Constant)]
+            if len(node.elts) == len(values) == 3 and all(type(v) is int for v in values) and values[0] == 0:
+                found.append(f"{path.relative_to(src)}:{node.lineno}")
+    assert found == []
+    assert REMOVED_FLAGS["--swap-space"].removed_in == VLLM_FACTS["swap_space_removed"].since == (0, 18, 0)

@@ -14,9 +14,16 @@ import pytest
 
 from gpufleet.config import Config, VllmModel, parse_config
 from gpufleet.engines.base import LaunchSpec, with_engine_key
-from gpufleet.engines.vllm_engine import VllmEngine, resolve_model
+from gpufleet.engines.vllm_engine import VllmEngine
+from gpufleet.engines.vllm_resolve import resolve_model
 from gpufleet.errors import ConfigError, EngineError
 from gpufleet.gateway import build_app, running
+
+
+def vllm_spec(name: str, model: VllmModel, port: int) -> LaunchSpec:
+    """The engine's two steps, as the supervisor takes them: resolve once, then the spec at a port."""
+    engine = VllmEngine()
+    return engine.launch_spec(name, model, engine.resolve(name, model), port)
 
 PORT = 41234
 SEED_REMOVED = ("--swap-space", "--enable-reasoning", "--rope-scaling")
@@ -56,7 +63,7 @@ def fake_vllm_env(tmp_path: Path) -> dict[str, str]:
 
 
 def docker_spec(**fields: Any) -> LaunchSpec:
-    return VllmEngine().launch_spec("m", vllm_config(launch="docker", **fields), PORT)
+    return vllm_spec("m", vllm_config(launch="docker", **fields), PORT)
 
 
 # --- plan: true fills what the config left unset ---------------------------------------------------------------
@@ -150,13 +157,13 @@ def test_process_launch_reads_the_version_and_refuses_a_removed_flag_naming_it(f
                         extra_args=["--swap-space", "16"])
     with pytest.raises(EngineError, match=r"vLLM 0\.26\.0 \(.*python.*\) would refuse .*--swap-space: --swap-space "
                                           r"was removed in vLLM 0\.18"):
-        VllmEngine().launch_spec("q", model, PORT)
+        vllm_spec("q", model, PORT)
 
 
 def test_process_launch_from_the_plan_has_the_version_and_filled_fields(fake_vllm_env: dict[str, str]) -> None:
     model = vllm_config(model="Qwen/Qwen3-8B-AWQ", python=sys.executable, env=fake_vllm_env, plan=True,
                         gpu="rtx3060", max_model_len=8192, gpu_memory_utilization=0.9)
-    spec = VllmEngine().launch_spec("qwen3-8b", model, PORT)
+    spec = vllm_spec("qwen3-8b", model, PORT)
     assert spec.argv[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
     # The one flag order (planner/launch.py's renderer), the same as `gpufleet plan` prints.
     assert spec.argv[3:] == [

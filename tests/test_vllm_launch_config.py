@@ -14,9 +14,16 @@ from typer.testing import CliRunner
 from gpufleet.cli import app
 from gpufleet.config import VllmModel, parse_config
 from gpufleet.engines.base import LaunchSpec
-from gpufleet.engines.vllm_engine import VllmEngine, resolve_model
+from gpufleet.engines.vllm_engine import VllmEngine
+from gpufleet.engines.vllm_resolve import resolve_model
 from gpufleet.planner.launch import server_args
 from gpufleet.supervisor.process import EngineProcess
+
+
+def vllm_spec(name: str, model: VllmModel, port: int) -> LaunchSpec:
+    """The engine's two steps, as the supervisor takes them: resolve once, then the spec at a port."""
+    engine = VllmEngine()
+    return engine.launch_spec(name, model, engine.resolve(name, model), port)
 
 
 def emit(*args: str) -> tuple[str, VllmModel]:
@@ -98,6 +105,6 @@ def test_docs_vllm_md_config_examples_parse_and_build_the_documented_docker_line
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
-    spec = VllmEngine().launch_spec("qwen3-8b-awq", config.models["qwen3-8b-awq"], 41234)
+    spec = vllm_spec("qwen3-8b-awq", config.models["qwen3-8b-awq"], 41234)
     built = shlex.join(["docker", *spec.argv[1:]]).replace("41234", "PORT")
     assert shlex.split(documented.replace("\\\n", " ")) == shlex.split(built)

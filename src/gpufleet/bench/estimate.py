@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from gpufleet.config import Config, VllmModel
-from gpufleet.engines.vllm_engine import resolve_model
+from gpufleet.engines.vllm_resolve import resolve_model
 from gpufleet.errors import EngineError
 
 

@@ -19,8 +19,8 @@ import typer
 from gpufleet.config import AutoTiers, load_config
 from gpufleet.errors import ConfigError
 from gpufleet.router.classifier import ComplexityClassifier, TierDecision
-from gpufleet.router.labelled_set import SHIPPED, LabelledSetError, load_labelled
 from gpufleet.router.tier_eval import evaluate, format_confusion
+from gpufleet.tiers.labelled_set import SHIPPED, LabelledSetError, load_labelled
 
 auto_app = typer.Typer(help="The `auto` tier rules: explain one request, or check them against labelled requests.",
                        no_args_is_help=True)

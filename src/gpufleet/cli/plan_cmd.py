@@ -28,7 +28,7 @@ from gpufleet.catalog import (
 from gpufleet.catalog.hf_hub import model_from_hub
 from gpufleet.config import VllmModel
 from gpufleet.engines.vllm_docker import image_vllm_version
-from gpufleet.engines.vllm_engine import CONFIG_FIELDS
+from gpufleet.engines.vllm_resolve import CONFIG_FIELDS
 from gpufleet.errors import PlanError
 from gpufleet.planner import (
     DEFAULT_UTILIZATION,

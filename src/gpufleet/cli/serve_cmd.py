@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from gpufleet.cli.progress import prepare_packaged_models
-from gpufleet.config import Config, ServerConfig, load_config
+from gpufleet.config import Config, LlamaCppModel, ServerConfig, TransformersModel, VllmModel, load_config
 from gpufleet.errors import ConfigError
 
 
@@ -43,6 +43,11 @@ def _check_address_free(host: str, port: int) -> None:
     sock.close()
 
 
+def _managed(config: Config) -> dict[str, LlamaCppModel | VllmModel | TransformersModel]:
+    return {name: model for name, model in config.models.items()
+            if isinstance(model, LlamaCppModel | VllmModel | TransformersModel)}
+
+
 def _with_overrides(config: Config, host: str | None, port: int | None) -> Config:
     server = config.server
     updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
@@ -62,17 +67,21 @@ def serve(
     """Serve the OpenAI-compatible API; engines start at startup (preload) or on their first request."""
     import uvicorn
 
+    from gpufleet.engines import resolve_launches
     from gpufleet.gateway import build_app
     from gpufleet.gateway.draining_server import SHUTDOWN_MARGIN_S, DrainingServer
     from gpufleet.gateway.http_limits import HttpLimits, guarded_protocol
 
-    cfg = _with_overrides(load_config(_config_path(config)), host, port)
+    path = _config_path(config)
+    cfg = _with_overrides(load_config(path), host, port)
     _check_address_free(cfg.server.host, cfg.server.port)
     logging.basicConfig(
         level=cfg.server.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
     prepare_packaged_models(cfg)
-    app = build_app(cfg)
+    # Every launch resolved now: a model that can never start is exit 2 naming its key, not a 503 later.
+    launches = resolve_launches(_managed(cfg), file=str(path) if path else "<built-in default>")
+    app = build_app(cfg, launches)
     url = f"http://{cfg.server.host}:{cfg.server.port}/v1"
     first = next(iter(cfg.models))
     typer.echo(f"gpufleet: serving {', '.join(cfg.models)} on {url}")

@@ -22,11 +22,10 @@ from gpufleet.deploy.probes import ProbeTiming, probe_timing
 from gpufleet.deploy.render import env_file, header
 from gpufleet.deploy.secret_lift import lift_secrets
 from gpufleet.engines.vllm_docker import CONTAINER_PORT, image_vllm_version, local_model_dir
-from gpufleet.engines.vllm_engine import resolve_model
-from gpufleet.engines.vllm_flags import check_argv
+from gpufleet.engines.vllm_resolve import finish_launch, resolve_model
 from gpufleet.errors import ConfigError, EngineError
 from gpufleet.planner import DEFAULT_VLLM_VERSION
-from gpufleet.planner.launch import QUIET_ENV, LaunchPlan, launch_env, server_args
+from gpufleet.planner.launch import LaunchPlan, server_args
 
 IMAGE_REPOSITORY = "vllm/vllm-openai"
 DEFAULT_GATEWAY_IMAGE = f"gpufleet:{__version__}"  # built from deploy/docker/Dockerfile (docs/deploy.md)
@@ -137,20 +136,12 @@ def _engine(name: str, model: VllmModel, *, file: str, default_version: str, act
     image = model.docker.image if model.docker is not None else f"{IMAGE_REPOSITORY}:v{version}"
     try:
         resolved = resolve_model(name, model, version)
+        launch = replace(resolved.launch, image=image, host="0.0.0.0", port=CONTAINER_PORT)
+        finished = finish_launch(launch, version, image)
     except EngineError as err:
         raise ConfigError(str(err), file=file, key_path=where) from None
-    launch = replace(resolved.launch, image=image, host="0.0.0.0", port=CONTAINER_PORT)
-    env = {**QUIET_ENV, **launch_env(launch)}
-    warnings: list[str] = [f"plan: {w}" for w in resolved.plan.warnings] if resolved.plan else []
-    if version is not None:
-        problems = check_argv(server_args(launch), version, env)
-        errors = [f"{p.flag}: {p.message}" for p in problems if p.severity == "error"]
-        if errors:
-            raise ConfigError(f"vLLM {version} ({image}) would refuse this command line: " + "; ".join(errors),
-                              file=file, key_path=where)
-        warnings += [p.message for p in problems if p.severity == "warning"]
-    else:
-        warnings.append(f"the vLLM version of {image} is unknown; flags not checked (set vllm_version)")
+    env = finished.env
+    warnings = [*(f"plan: {w}" for w in (resolved.plan.warnings if resolved.plan else ())), *finished.warnings]
     docker = model.docker
     model_dir = local_model_dir(model.model)
     return EngineService(

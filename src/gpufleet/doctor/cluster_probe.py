@@ -15,7 +15,7 @@ from gpufleet.cluster.ray_commands import DEFAULT_DASHBOARD_PORT, head_address, 
 from gpufleet.cluster.ray_state import RayNode, StateApiError, parse_nodes
 from gpufleet.config import VllmModel
 from gpufleet.doctor.cluster_checks import ClusterFacts
-from gpufleet.engines.vllm_engine import resolve_python
+from gpufleet.engines.vllm_resolve import resolve_python
 from gpufleet.errors import EngineError
 
 

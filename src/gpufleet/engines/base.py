@@ -1,4 +1,7 @@
-"""What every engine provides: a launch spec (argv, env, URLs) built from a model's config.
+"""What every engine provides: a model's launch resolved once, and a launch spec (argv, env, URLs) per start.
+
+    resolved = engine.resolve(name, model)                    # before the supervisor starts it (may block)
+    spec = engine.launch_spec(name, model, resolved, port)    # each start, restart and swap-in (cheap)
 
 Every engine speaks OpenAI HTTP on a local port, so the supervisor and gateway never care which one it is.
 """
@@ -8,7 +11,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from gpufleet.errors import EngineError
 from gpufleet.paths import engines_dir
@@ -52,13 +55,22 @@ def with_engine_key(spec: LaunchSpec) -> LaunchSpec:
     return replace(spec, env={**spec.env, spec.api_key_env: key}, api_key=key)
 
 
-class Engine(Protocol):
-    """An engine kind: turns a model config into a LaunchSpec."""
+ModelT_contra = TypeVar("ModelT_contra", contravariant=True)
+ResolvedT = TypeVar("ResolvedT")
+
+
+class Engine(Protocol[ModelT_contra, ResolvedT]):
+    """An engine kind, for its kind of model config (`ModelT_contra`) and its resolved launch (`ResolvedT`)."""
 
     kind: str
 
-    def launch_spec(self, name: str, model: object, port: int) -> LaunchSpec:
-        """The argv/env/URLs to serve model `name` on `port` (127.0.0.1)."""
+    def resolve(self, name: str, model: ModelT_contra) -> ResolvedT:
+        """Everything about the launch that does not change between starts (which interpreter, which files, the
+        plan), checked; an EngineError names what is wrong. May block: call it off the event loop."""
+        ...
+
+    def launch_spec(self, name: str, model: ModelT_contra, resolved: ResolvedT, port: int) -> LaunchSpec:
+        """The argv/env/URLs to serve model `name` on `port` (127.0.0.1) from its resolved launch."""
         ...
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from gpufleet.config import LlamaCppModel
 from gpufleet.engines.base import LaunchSpec, local_urls
@@ -22,9 +23,12 @@ class LlamaCppEngine:
 
     kind = "llamacpp"
 
-    def launch_spec(self, name: str, model: object, port: int) -> LaunchSpec:
-        assert isinstance(model, LlamaCppModel)
-        gguf = resolve_gguf(model.source)
+    def resolve(self, name: str, model: LlamaCppModel) -> Path:
+        """The GGUF file to serve (a packaged model is assembled on first use: seconds)."""
+        return resolve_gguf(model.source)
+
+    def launch_spec(self, name: str, model: LlamaCppModel, resolved: Path, port: int) -> LaunchSpec:
+        gguf = resolved
         threads = model.threads or os.cpu_count() or 1
         argv = [
             sys.executable, "-m", "gpufleet.engines.llamacpp_server",

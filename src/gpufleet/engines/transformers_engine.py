@@ -11,6 +11,7 @@ are served, and the model still loads from the local directory.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from gpufleet.config import TransformersModel
@@ -62,23 +63,33 @@ def serve_argv(python: Path, name: str, model: TransformersModel, port: int) -> 
     return argv + list(model.extra_args)
 
 
+@dataclass(frozen=True)
+class TransformersLaunch:
+    """A transformers model resolved for launching: its interpreter and its model directory."""
+
+    python: Path
+    model_dir: Path
+
+
 class TransformersEngine:
     """Builds the launch spec of `transformers serve` for one model directory."""
 
     kind = "transformers"
 
-    def launch_spec(self, name: str, model: object, port: int) -> LaunchSpec:
-        assert isinstance(model, TransformersModel)
+    def resolve(self, name: str, model: TransformersModel) -> TransformersLaunch:
         model_dir = Path(model.model).expanduser()
         if not (model_dir / "config.json").is_file():
             raise EngineError(f"models.{name}.model: {model_dir} is not a Hugging Face model directory"
                               " (no config.json); the transformers engine serves local directories only")
-        python = resolve_transformers_python(model.python)
+        return TransformersLaunch(resolve_transformers_python(model.python), model_dir)
+
+    def launch_spec(self, name: str, model: TransformersModel, resolved: TransformersLaunch, port: int) -> LaunchSpec:
+        model_dir = resolved.model_dir
         link = served_link(name, model_dir)
         urls = local_urls(port, metrics_path=None)
         # HF_HOME inside the run dir: /v1/models lists the hub cache and fails when there is none.
         env = {**OFFLINE_ENV, "HF_HOME": str(run_dir(name) / "hf-home"), **model.env}
         (run_dir(name) / "hf-home" / "hub").mkdir(parents=True, exist_ok=True)
-        return LaunchSpec(argv=serve_argv(python, name, model, port), env=env, port=port,
+        return LaunchSpec(argv=serve_argv(resolved.python, name, model, port), env=env, port=port,
                           base_url=urls["base_url"], health_url=urls["health_url"], cwd=str(run_dir(name)),
                           extra={"model_dir": str(model_dir), "link": str(link)})

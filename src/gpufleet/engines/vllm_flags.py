@@ -3,7 +3,8 @@
     problems = check_argv(["--swap-space", "16"], "0.32.0")
     # [FlagProblem(flag='--swap-space', severity='error', message='--swap-space was removed in ...')]
 
-Facts from reference/vllm-facts.md (0.26.0 and 0.33.0 sources), the 0.32.0 CPU build's own `--help`
+The versions come from the one table of vLLM version facts (planner/vllm_versions.py VLLM_FACTS); facts from
+reference/vllm-facts.md (0.26.0 and 0.33.0 sources), the 0.32.0 CPU build's own `--help`
 (recorded in tests/data/vllm/cpu-0.32.0-bad-flag.log), and vLLM's issue tracker for the removal versions.
 """
 
@@ -19,9 +20,9 @@ from pathlib import Path
 from typing import Literal
 
 from gpufleet.errors import ConfigError, EngineError
+from gpufleet.planner.vllm_versions import VLLM_FACTS, Version, version_tuple
 
 Severity = Literal["error", "warning"]
-Version = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -45,18 +46,18 @@ class FlagProblem:
 # Seed 004 still passes --swap-space 16 and seed 001 relied on the V0 engine; both stopped working.
 REMOVED_FLAGS: dict[str, RemovedFlag] = {
     "--swap-space": RemovedFlag(
-        "--swap-space", (0, 18, 0),
+        "--swap-space", VLLM_FACTS["swap_space_removed"].since,
         "was removed in vLLM 0.18 (the V1 engine never swapped KV to CPU); drop it, or offload KV to CPU RAM"
         " with --kv-offloading-size GIB"),
     "--enable-reasoning": RemovedFlag(
-        "--enable-reasoning", (0, 10, 0),
+        "--enable-reasoning", VLLM_FACTS["enable_reasoning_removed"].since,
         "was removed in vLLM 0.10; drop it, --reasoning-parser NAME alone turns reasoning output on"),
     "--rope-scaling": RemovedFlag(
-        "--rope-scaling", (0, 13, 0),
+        "--rope-scaling", VLLM_FACTS["rope_flags_removed"].since,
         "was removed by vLLM 0.13; pass the RoPE settings with"
         " --hf-overrides '{\"rope_parameters\": {\"rope_type\": \"yarn\", ...}}'"),
     "--rope-theta": RemovedFlag(
-        "--rope-theta", (0, 13, 0),
+        "--rope-theta", VLLM_FACTS["rope_flags_removed"].since,
         "was removed by vLLM 0.13; put rope_theta inside --hf-overrides '{\"rope_parameters\": {...}}'"),
 }
 
@@ -70,22 +71,21 @@ NOT_VLLM_ENV: dict[str, str] = {
     "VLLM_CACHE_DIR": "VLLM_CACHE_ROOT",
 }
 # Not referenced anywhere in 0.32.0's sources; the backend is chosen with --attention-backend there.
-ATTENTION_BACKEND_ENV_GONE_IN: Version = (0, 32, 0)
+ATTENTION_BACKEND_ENV_GONE_IN: Version = VLLM_FACTS["attention_backend_env_gone"].since
 
-V0_REMOVED_IN: Version = (0, 11, 0)
-YARN_NO_MULTIPLY_FROM: Version = (0, 33, 0)
+V0_REMOVED_IN: Version = VLLM_FACTS["v0_removed"].since
+YARN_NO_MULTIPLY_FROM: Version = VLLM_FACTS["yarn_no_multiply"].since
 
-_VERSION = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?")
 _MAX_MODEL_LEN = re.compile(r"^(\d+(?:\.\d+)?)([kKmMgG]?)$")
 _SUFFIX = {"": 1, "k": 1000, "K": 1024, "m": 1000**2, "M": 1024**2, "g": 1000**3, "G": 1024**3}
 
 
 def parse_version(text: str) -> Version:
     """`"0.32.0+cpu"` → (0, 32, 0); raises ConfigError for text that is not a version."""
-    m = _VERSION.match(text)
-    if not m:
-        raise ConfigError(f"not a vLLM version: {text!r} (expected e.g. 0.32.0)")
-    return int(m[1]), int(m[2]), int(m[3] or 0)
+    try:
+        return version_tuple(text)
+    except ValueError:
+        raise ConfigError(f"not a vLLM version: {text!r} (expected e.g. 0.32.0)") from None
 
 
 def parse_max_model_len(text: str) -> int | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -52,14 +52,14 @@ log = logging.getLogger("gpufleet.gateway")
 class Gateway:
     """Everything a request handler needs, built from one Config."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, launches: Mapping[str, object] | None = None) -> None:
         self.config = config
         managed: dict[str, LlamaCppModel | VllmModel | TransformersModel] = {
             name: model for name, model in config.models.items()
             if model.engine in MANAGED_ENGINES and isinstance(model, LlamaCppModel | VllmModel | TransformersModel)
         }
         self.supervisor = Supervisor(managed, queue_timeout_s=config.server.queue_timeout_s,
-                                     swap_groups=config.swap_groups)
+                                     swap_groups=config.swap_groups, resolved=launches)
         self.dialects = {name: dialect_for(name, model) for name, model in config.models.items()}
         self.dialect_warnings = {name: warning for name, model in config.models.items()
                                  if (warning := dialect_warning(name, model)) is not None}
@@ -133,9 +133,10 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return _json_error(500, f"internal error: {type(exc).__name__}; see the gateway log", "internal_error")
 
 
-def build_app(config: Config) -> Starlette:
-    """The ASGI app for `config`; its lifespan starts and stops the engines."""
-    gateway = Gateway(config)
+def build_app(config: Config, launches: Mapping[str, object] | None = None) -> Starlette:
+    """The ASGI app for `config`; its lifespan starts and stops the engines. `launches`: the models' launches
+    resolved up front (engines.resolve_launches, as `gpufleet serve` does); the others resolve at first start."""
+    gateway = Gateway(config, launches)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -23,12 +23,10 @@ from typing import Any, Literal
 from gpufleet.catalog import GIB
 from gpufleet.errors import PlanError
 from gpufleet.planner.types import Plan
-from gpufleet.planner.vllm_versions import has_v0_engine, version_tuple, yarn_key, yarn_needs_max_position_override
+from gpufleet.planner.vllm_versions import has_v0_engine, since, yarn_key, yarn_needs_max_position_override
 
 # vLLM's own telemetry and that of its libraries stay off in every process gpufleet starts or generates.
 QUIET_ENV: Mapping[str, str] = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
-# Before 0.10 a reasoning parser did nothing without --enable-reasoning; 0.10 removed the flag (seed 000).
-ENABLE_REASONING_REMOVED_IN = (0, 10, 0)
 
 
 @dataclass(frozen=True)
@@ -85,7 +83,8 @@ class LaunchPlan:
 
 def _reasoning_flags(launch: LaunchPlan) -> list[str]:
     assert launch.reasoning_parser is not None
-    old = launch.vllm_version is not None and version_tuple(launch.vllm_version) < ENABLE_REASONING_REMOVED_IN
+    # Before 0.10 a reasoning parser did nothing without --enable-reasoning; 0.10 removed the flag (seed 000).
+    old = launch.vllm_version is not None and not since("enable_reasoning_removed", launch.vllm_version)
     return [*(["--enable-reasoning"] if old else []), "--reasoning-parser", launch.reasoning_parser]
 
 

@@ -30,7 +30,7 @@ from gpufleet.planner.vllm_versions import (
     has_pre_017_profile_peak,
     is_v1_default,
     pytorch_sampler_by_default,
-    version_tuple,
+    since,
 )
 
 MIB = 1 << 20
@@ -237,7 +237,7 @@ def non_torch_bytes(
 ) -> int:
     """Non-torch memory: library workspaces, plus NCCL (and NVLink all-reduce) buffers with ranks,
     plus NCCL's network-transport buffers when the ranks span nodes (CROSS_NODE_NCCL_BYTES)."""
-    base = NON_TORCH_BYTES_018 if version_tuple(vllm_version) >= (0, 18, 0) else NON_TORCH_BYTES
+    base = NON_TORCH_BYTES_018 if since("non_torch_018", vllm_version) else NON_TORCH_BYTES
     if world_size <= 1:
         return base
     cross_node = CROSS_NODE_NCCL_BYTES if nodes > 1 else 0

@@ -2,7 +2,7 @@
 
 The rules in classifier.py are the fast default. This one needs an embeddings model — through the gateway's
 own `/v1/embeddings`, e.g. the embedded SmolLM2 started with `extra_args: {embedding: true, pooling_type: 1}` —
-and a labelled set (router/data/tier_prompts.yaml). Accuracy and cost of both: docs/router-auto.md.
+and a labelled set (tiers/data/tier_prompts.yaml). Accuracy and cost of both: docs/router-auto.md.
 
     >>> knn = KnnTierClassifier([([1.0, 0.0], Tier.ROUTINE), ([0.0, 1.0], Tier.COMPLEX)], k=1)
     >>> knn.classify_vector([0.9, 0.2])

@@ -13,19 +13,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Mapping
+from typing import Any, Protocol
+
+import aiohttp
 
 from gpufleet.cluster.ray_cluster import RayHead
 from gpufleet.config import VllmModel
-from gpufleet.engines.vllm_engine import resolve_python
+from gpufleet.engines.vllm_resolve import resolve_python
 from gpufleet.errors import EngineError, EngineNotReady
 from gpufleet.paths import logs_dir
 from gpufleet.supervisor.process import EngineProcess
 from gpufleet.supervisor.slot import EngineSlot, EngineState, ManagedModel
 
-if TYPE_CHECKING:
-    from gpufleet.supervisor.lifecycle import EngineLifecycle
+
+class EngineLifecycle(Protocol):
+    """What the hook uses of supervisor/lifecycle.py's EngineLifecycle (which holds the hook: so the hook names
+    only this, and the two modules do not import each other)."""
+
+    http: aiohttp.ClientSession | None
+    closed: bool
+
+    def emit(self, slot: EngineSlot, message: str) -> None: ...
+
+    def fail(self, slot: EngineSlot, message: str, *, retry: bool, log_tail: str = "") -> None: ...
+
+    def _spawn_task(self, slot: EngineSlot, coro: Coroutine[Any, Any, None], name: str) -> None: ...
+
+    def _new_episode(self, slot: EngineSlot) -> None: ...
 
 
 class ClusterHook:

@@ -46,7 +46,7 @@ class EngineLifecycle:
 
     def __init__(
         self,
-        engines: Mapping[str, Engine],
+        engines: Mapping[str, Engine[Any, Any]],
         *,
         health_interval_s: float,
         on_event: Callable[[str, str], None] | None,
@@ -144,8 +144,11 @@ class EngineLifecycle:
         if self.cluster and not await self.cluster.bring_up(self, slot):
             return
         try:
-            # Resolving the model may assemble a GGUF (seconds): keep the event loop free.
-            spec = with_engine_key(await asyncio.to_thread(engine.launch_spec, slot.name, slot.model, free_port()))
+            if slot.resolved is None:
+                # Not resolved by `gpufleet serve` (an app built in-process): resolve now, once. It may probe
+                # vLLM's version or assemble a GGUF (seconds): keep the event loop free.
+                slot.resolved = await asyncio.to_thread(engine.resolve, slot.name, slot.model)
+            spec = with_engine_key(engine.launch_spec(slot.name, slot.model, slot.resolved, free_port()))
         except GpufleetError as err:
             if slot.generation == generation:
                 self.fail(slot, str(err), retry=False)

@@ -8,13 +8,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from gpufleet.config import LlamaCppModel, TransformersModel, VllmModel
+from gpufleet.engines import ManagedModel
 from gpufleet.engines.base import LaunchSpec
 from gpufleet.engines.vllm_log import VllmStartupLog
 from gpufleet.engines.vllm_metrics import VllmMetrics
 from gpufleet.supervisor.process import EngineProcess
 
-ManagedModel = LlamaCppModel | VllmModel | TransformersModel
+__all__ = ["EngineSlot", "EngineState", "ManagedModel", "Upstream"]
 
 
 class EngineState(enum.StrEnum):
@@ -46,6 +46,9 @@ class EngineSlot:
         self.state = EngineState.STOPPED
         self.process: EngineProcess | None = None
         self.spec: LaunchSpec | None = None
+        # The engine's resolve() of this model, made once (by `gpufleet serve`, else at the first start) and
+        # reused by every restart and swap-in; None until then, and again after resolving failed.
+        self.resolved: object | None = None
         self.phase = ""
         self.in_flight = 0
         self.last_used = time.monotonic()

@@ -65,11 +65,15 @@ class Supervisor:
         scrape_interval_s: float = 5.0,
         on_event: Callable[[str, str], None] | None = None,
         swap_groups: Mapping[str, SwapGroupConfig] | None = None,
-        engines: Mapping[str, Engine] | None = None,
+        engines: Mapping[str, Engine[Any, Any]] | None = None,
         meminfo_path: Path = MEMINFO,
         host_ram_reserve_mib: int = 2048,
+        resolved: Mapping[str, object] | None = None,
     ) -> None:
         self.slots = {name: EngineSlot(name, model) for name, model in models.items()}
+        for name, launch in (resolved or {}).items():
+            if name in self.slots:
+                self.slots[name].resolved = launch  # engines.resolve_launches(): resolved before serving
         self.queue_timeout_s = queue_timeout_s
         self.reaper_interval_s = reaper_interval_s
         self.scrape_interval_s = scrape_interval_s

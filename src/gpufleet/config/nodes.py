@@ -1,4 +1,4 @@
-"""Config checks of a multi-node model (`nodes:`), run when gpufleet.yaml loads (config.py calls `check_nodes`).
+"""Config checks of a multi-node model (`nodes:`), run when gpufleet.yaml loads (checks.py calls `check_nodes`).
 
 Each problem is a ValueError whose message starts with the key path (`models.NAME.nodes.1: …`), which the
 loader turns into `file: key path: reason`.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from gpufleet.config import VllmModel
+from gpufleet.config.models import VllmModel
 
 _HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
 
