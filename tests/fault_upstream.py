@@ -3,8 +3,10 @@
 A raw asyncio HTTP/1.1 server on 127.0.0.1 (run in a background thread), so that it can misbehave at the
 byte level in ways a framework would not allow: hang before or after the headers, cut a stream in the middle
 of an event (chunked, or close-delimited with no framing at all), answer a stream request with HTML, send
-malformed chunks, a line that never ends, or a stream at one byte per read. `mode` picks the behaviour for
-every following request; `"ok"` answers like a healthy OpenAI server (the fallback target of the tests).
+malformed chunks, a line that never ends, a stream at one byte per read, a close-delimited stream that stops
+between events without a finish chunk or [DONE], or its own error event (first, or mid-stream). `mode`
+picks the behaviour for every following request; `"ok"` answers like a healthy OpenAI server (the fallback
+target of the tests).
 
 It records what a test needs to prove the gateway's behaviour from the upstream's side: how many requests
 reached it (`requests`: bodies fully read) and how many of them the client closed before the answer was
@@ -27,7 +29,7 @@ from gpufleet.supervisor.ports import free_port
 MODES = (
     "ok", "400", "404", "422", "500", "501", "429", "hang-before-headers", "hang-after-headers", "drop-after-request",
     "drop-mid-body", "cut-chunked", "cut-close", "html", "malformed-choices", "malformed-usage", "endless-line",
-    "slow-bytes", "slow-events",
+    "slow-bytes", "slow-events", "no-finish-close", "error-event", "error-first", "500-parse",
 )
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 422: "Unprocessable Entity", 429: "Too Many Requests",
@@ -58,6 +60,9 @@ class FaultUpstream:
     def reset(self, mode: str = "ok") -> None:
         assert mode in MODES, mode
         self.mode, self.retry_after, self.interval_s, self.events = mode, "7", 0.2, 5
+        # malformed-* streams: the pause before the bad event, so that the events before it reached the client
+        # (a failure found before the client got a byte falls back instead: issue 21)
+        self.fault_pause_s = 0.2
         self.requests = self.closed_early = 0
         self.bodies.clear()
 
@@ -159,6 +164,11 @@ class FaultUpstream:
             kind = "server_error" if status >= 500 else "invalid_request_error"
             await _answer(writer, status, orjson.dumps({"error": {"message": message, "type": kind, "code": status}}))
             return True
+        if mode == "500-parse":  # llama.cpp's answer to a message with "name": null
+            message = "Failed to parse messages: [json.exception.type_error.302] type must be string, but is null"
+            await _answer(writer, 500, orjson.dumps({"error": {"message": message, "type": "server_error",
+                                                               "code": 500}}))
+            return True
         if mode == "429":
             error = orjson.dumps({"error": {"message": "rate limited", "type": "rate_limit_error", "code": 429}})
             await _answer(writer, 429, error, extra=f"Retry-After: {self.retry_after}\r\n")
@@ -218,6 +228,15 @@ class FaultUpstream:
             usage = {"id": "x", "object": "chat.completion.chunk", "choices": [],
                      "usage": {"prompt_tokens": "abc", "completion_tokens": 2}}
             events.insert(len(events) - 1, b"data: " + orjson.dumps(usage) + b"\n\n")
+        if mode in ("error-event", "error-first"):
+            # The upstream's own error event, in vLLM's shape (integer code, no type), then [DONE].
+            error = b'data: {"error":{"message":"boom","code":500}}\n\n'
+            events.insert(0 if mode == "error-first" else 2, error)
+        if mode == "no-finish-close":
+            # Close-delimited, whole events, then the connection closes: no finish chunk and no [DONE].
+            writer.write(_head(200, "text/event-stream", "Connection: close\r\n") + b"".join(events[:3]))
+            await writer.drain()
+            return False
         if mode == "cut-close":
             # HTTP/1.1 with neither Content-Length nor chunked encoding: the body ends when the connection does.
             writer.write(_head(200, "text/event-stream", "Connection: close\r\n"))
@@ -243,6 +262,9 @@ class FaultUpstream:
             else:
                 pause = self.interval_s if mode == "slow-events" else 0.0
                 for event in events:
+                    if (mode.startswith("malformed") or mode == "error-event") and \
+                            (b'"abc"' in event or b'"choices":[1]' in event or b'"error"' in event):
+                        await asyncio.sleep(self.fault_pause_s)
                     await _send(writer, _chunk(event), pause)
             writer.write(b"0\r\n\r\n")
             await writer.drain()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from gpufleet.config import parse_config
 from gpufleet.errors import ConfigError
 from gpufleet.gateway import auto_classifier, build_app
 from gpufleet.tiers.labelled_set import SHIPPED, load_labelled
-from tests.conftest import OpenGateway
+from tests.conftest import OpenGateway, served_app
 from tests.standin_upstream import StandInUpstream
 
 EXAMPLES = {"prompts": [
@@ -293,3 +294,51 @@ async def test_a_corrupt_vector_cache_is_embedded_again(
     await wait_ready(http)
     assert [len(body["input"]) for body in embedder.received] == [3, 3]  # embedded again, not voted on garbage
     assert await ask_auto(http, "hello there") == ("complex", "knn", "big")
+
+
+# --- issue 21: the classifier is tied to its clients ----------------------------------------------------------
+
+
+async def test_a_burst_asks_the_model_a_bounded_number_of_times_and_does_not_switch_it_off(
+    gw: OpenGateway, upstreams: tuple[StandInUpstream, StandInUpstream], examples: Path,
+) -> None:
+    embedder, tiers = upstreams
+    http = await gw(auto_config(embedder, tiers, examples, timeout_s=0.3))
+    await wait_ready(http)
+    embedder.behaviour = "hang"  # overloaded: no answer within timeout_s
+    asked = len(embedder.received)
+    burst = await asyncio.gather(*(ask_auto(http, "hello there") for _ in range(30)))
+    # Every request was answered (by the rules' tier), and at most MAX_CONCURRENT_CALLS asked the model.
+    assert {tier for tier, _, _ in burst} == {"routine"}
+    assert {by for _, by, _ in burst} <= {"rules (knn timed out)", "rules (knn busy)"}
+    assert len(embedder.received) - asked <= auto_classifier.MAX_CONCURRENT_CALLS
+    assert 'gpufleet_auto_classifier_total{classifier="knn",outcome="busy"}' in (await http.get("/metrics")).text
+    # The burst did not switch the model off for everyone: the next request asks it again.
+    assert (await http.get("/status")).json()["auto"]["skipped_for_s"] == 0
+    embedder.behaviour = "ok"
+    assert await ask_auto(http, "hello there") == ("complex", "knn", "big")
+
+
+def test_a_client_that_leaves_cancels_the_classifier_call(
+    upstreams: tuple[StandInUpstream, StandInUpstream], examples: Path,
+) -> None:
+    embedder, tiers = upstreams
+    app = build_app(parse_config(auto_config(embedder, tiers, examples, timeout_s=60)))
+    with served_app(app) as url:
+        for _ in range(500):
+            if httpx.get(f"{url}/status").json()["auto"]["state"] == "ready":
+                break
+            time.sleep(0.01)
+        embedder.behaviour = "hang"
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/v1/chat/completions", timeout=0.5,
+                       json={"model": "auto", "messages": [{"role": "user", "content": "hello there"}]})
+
+        def embedder_in_flight() -> int:
+            targets = httpx.get(f"{url}/status").json()["targets"]
+            return int(next(t["in_flight"] for t in targets if t["model"] == "embedder"))
+
+        deadline = time.monotonic() + 20  # a safety net, far below the classifier's timeout_s (60 s)
+        while embedder_in_flight() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert embedder_in_flight() == 0, "the classifier's call outlived its client"

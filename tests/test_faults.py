@@ -115,6 +115,9 @@ OUTCOMES: dict[str, tuple[int | str, int | str]] = {
     "malformed-usage": (502, "event"),
     "endless-line": (502, "event"),
     "slow-bytes": ("ok", "ok"),
+    "no-finish-close": ("ok", "event"),
+    "error-event": ("ok", "event"),
+    "error-first": ("ok", 502),
 }
 
 
@@ -139,7 +142,8 @@ async def test_every_fault_ends_in_a_documented_status_or_error_event(
         return
     events = sse_events(response.text)
     if expected == "event":
-        assert_ends_with_stream_error(events, finished=mode == "malformed-usage")
+        code = "upstream_500" if mode == "error-event" else "upstream_stream_error"
+        assert_ends_with_stream_error(events, code, finished=mode == "malformed-usage")
     else:
         assert events[-1] == "[DONE]" and "error" not in events[-2]
         assert content(events) == "tok0 tok1 tok2 tok3 tok4 "
@@ -210,17 +214,31 @@ async def test_malformed_chunk_ends_the_stream_with_an_error_event(
 
 
 @pytest.mark.parametrize("mode", ["malformed-choices", "malformed-usage"])
-async def test_malformed_answer_is_a_502_naming_the_field(
+async def test_malformed_answer_is_a_502_naming_the_field_under_the_strict_rule(
     gw: OpenGateway, upstreams: dict[str, FaultUpstream], mode: str
 ) -> None:
     upstreams["a"].reset(mode)
-    http = await gw(config(upstreams))
+    http = await gw(config(upstreams, router={"retry_after_sent": False}))
     response = await http.post("/v1/chat/completions", json=chat("ab"))
     assert response.status_code == 502, response.text
     message = response.json()["error"]["message"]
     assert ("choices[0]" if mode == "malformed-choices" else "usage.prompt_tokens") in message
     assert upstreams["b"].requests == 0  # the upstream did the work: it is not run a second time elsewhere
     assert (await status_of(http, "a"))["failures"] == 1
+
+
+@pytest.mark.parametrize("mode", ["malformed-choices", "malformed-usage"])
+async def test_malformed_answer_falls_back_and_counts_against_the_target(
+    gw: OpenGateway, upstreams: dict[str, FaultUpstream], mode: str
+) -> None:
+    upstreams["a"].reset(mode)
+    http = await gw(config(upstreams))
+    response = await http.post("/v1/chat/completions", json=chat("ab"))
+    assert response.status_code == 200, response.text
+    assert response.headers["x-gpufleet-model"] == "b"
+    assert (await status_of(http, "a"))["failures"] == 1
+    assert 'gpufleet_fallbacks_total{from_model="a",reason="malformed",route="ab"} 1.0' in \
+        (await http.get("/metrics")).text
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
@@ -255,18 +273,41 @@ async def test_slow_upstream_one_byte_at_a_time_arrives_whole(
 # --- what may be retried, what counts against a target ---------------------------------------------------
 
 
-@pytest.mark.parametrize(("mode", "stream"), [("drop-after-request", False), ("drop-after-request", True),
-                                              ("drop-mid-body", False)])
-async def test_a_drop_after_the_request_reached_the_upstream_is_not_retried(
+DROPS = [("drop-after-request", False), ("drop-after-request", True), ("drop-mid-body", False),
+         ("hang-after-headers", False)]
+
+
+@pytest.mark.parametrize(("mode", "stream"), DROPS)
+async def test_a_drop_after_the_request_reached_the_upstream_is_not_retried_under_the_strict_rule(
     gw: OpenGateway, upstreams: dict[str, FaultUpstream], mode: str, stream: bool
 ) -> None:
     upstreams["a"].reset(mode)
-    http = await gw(config(upstreams))
+    http = await gw(config(upstreams, timeout_s=1, router={"retry_after_sent": False}))
     response = await http.post("/v1/chat/completions", json=chat("ab", stream=stream))
-    assert response.status_code == 502, response.text
+    assert response.status_code == (504 if mode == "hang-after-headers" else 502), response.text
     assert upstreams["a"].requests == 1  # not re-sent on a new connection
     assert upstreams["b"].requests == 0  # nor to the fallback
     assert (await status_of(http, "a"))["failures"] == 1
+
+
+@pytest.mark.parametrize(("mode", "stream"), DROPS)
+async def test_a_failure_after_the_request_reached_the_upstream_falls_back_when_the_client_got_nothing(
+    gw: OpenGateway, upstreams: dict[str, FaultUpstream], mode: str, stream: bool
+) -> None:
+    upstreams["a"].reset(mode)
+    http = await gw(config(upstreams, timeout_s=1))
+    response = await http.post("/v1/chat/completions", json=chat("ab", stream=stream))
+    assert response.status_code == 200, response.text
+    assert response.headers["x-gpufleet-model"] == "b"
+    if stream:
+        assert sse_events(response.text)[-1] == "[DONE]"
+    else:
+        assert response.json()["choices"][0]["message"]["content"] == "hello from the stand-in"
+    assert upstreams["a"].requests == 1 and upstreams["b"].requests == 1
+    assert (await status_of(http, "a"))["failures"] == 1
+    reason = "timeout" if mode == "hang-after-headers" else "disconnect"
+    assert f'gpufleet_fallbacks_total{{from_model="a",reason="{reason}",route="ab"}} 1.0' in \
+        (await http.get("/metrics")).text
 
 
 async def test_connect_refused_still_falls_back(gw: OpenGateway, upstreams: dict[str, FaultUpstream]) -> None:

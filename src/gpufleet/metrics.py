@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -89,7 +89,6 @@ class GatewayMetrics:
         self.prompt_tokens = Counter("gpufleet_prompt_tokens", "Prompt tokens", ["model"], registry=r)
         self.completion_tokens = Counter("gpufleet_completion_tokens", "Generated tokens", ["model"], registry=r)
         self.errors = Counter("gpufleet_errors", "Errors by kind", ["model", "code"], registry=r)
-        self.in_flight = Gauge("gpufleet_in_flight_requests", "Requests in flight", ["model"], registry=r)
         if engine_status is not None:
             r.register(_EngineCollector(engine_status))
         self._children: dict[tuple[str, ...], Any] = {}
@@ -118,9 +117,6 @@ class GatewayMetrics:
 
     def observe_error(self, model: str, code: str) -> None:
         self._child(self.errors, model, code).inc()
-
-    def track_in_flight(self, model: str, delta: int) -> None:
-        self._child(self.in_flight, model).inc(delta)
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

@@ -136,6 +136,11 @@ class RouterConfig(Strict):
         default=120,
         gt=0, description="streams: no first chunk within this → try the next target (nothing was sent yet)",
     )
+    retry_after_sent: bool = Field(
+        default=True, description="a request whose client got no byte moves on after any upstream failure, also "
+        "once the upstream had it (hang after headers, cut or malformed answer); false: the strict rule, for "
+        "remotes billed per call",
+    )
     auto: AutoTiers | None = None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from gpufleet.gateway.app import Gateway, build_app, running
+from gpufleet.gateway.app import build_app, running
+from gpufleet.gateway.state import Gateway, GatewayState
 
-__all__ = ["Gateway", "build_app", "running"]
+__all__ = ["Gateway", "GatewayState", "build_app", "running"]

@@ -1,4 +1,4 @@
-"""The gateway: one ASGI app (Starlette) that ties config, router, supervisor and relay together.
+"""The gateway: one ASGI app (Starlette): the routes over the state (gateway/state.py) built from a Config.
 
     app = build_app(load_config(None))          # serve with uvicorn, or drive with httpx.ASGITransport
     async with running(app): ...                 # start/stop supervisor and upstream client (tests)
@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gpufleet.config import AutoModelClassifier, Config, LlamaCppModel, TransformersModel, VllmModel
-from gpufleet.engines import MANAGED_ENGINES
+from gpufleet.config import Config
+from gpufleet.engines.base import Engine
 from gpufleet.errors import GpufleetError
 from gpufleet.gateway import (
     messages_routes,
@@ -30,83 +30,12 @@ from gpufleet.gateway import (
     ui,
     usage_routes,
 )
-from gpufleet.gateway.admission import Admission
-from gpufleet.gateway.auth import KeyCheck, exposure_warning
-from gpufleet.gateway.auto_classifier import ModelTierClassifier
-from gpufleet.gateway.dialect_binding import dialect_for, dialect_warning
-from gpufleet.gateway.errors import error_body
+from gpufleet.gateway.errors import error_body, error_response
 from gpufleet.gateway.openapi import openapi_json
 from gpufleet.gateway.origin_guard import origin_middleware
-from gpufleet.gateway.relay import LiveStreams, UpstreamClient
-from gpufleet.metrics import GatewayMetrics
-from gpufleet.router import ModelTable, Target
-from gpufleet.router.health import HealthBoard
-from gpufleet.router.metrics import RouterMetrics
-from gpufleet.router.select import TargetSelector
-from gpufleet.store import KeyDirectory
-from gpufleet.supervisor import EngineState, Supervisor
+from gpufleet.gateway.state import Gateway, GatewayState
 
 log = logging.getLogger("gpufleet.gateway")
-
-
-class Gateway:
-    """Everything a request handler needs, built from one Config."""
-
-    def __init__(self, config: Config, launches: Mapping[str, object] | None = None) -> None:
-        self.config = config
-        managed: dict[str, LlamaCppModel | VllmModel | TransformersModel] = {
-            name: model for name, model in config.models.items()
-            if model.engine in MANAGED_ENGINES and isinstance(model, LlamaCppModel | VllmModel | TransformersModel)
-        }
-        self.supervisor = Supervisor(managed, queue_timeout_s=config.server.queue_timeout_s,
-                                     swap_groups=config.swap_groups, resolved=launches)
-        self.dialects = {name: dialect_for(name, model) for name, model in config.models.items()}
-        self.dialect_warnings = {name: warning for name, model in config.models.items()
-                                 if (warning := dialect_warning(name, model)) is not None}
-        for warning in self.dialect_warnings.values():
-            log.warning("%s", warning)
-        self.table = ModelTable(config, self.dialects)
-        directory = KeyDirectory()  # team keys, loaded from the store by `admission`
-        self.keys = KeyCheck.for_server(config.server, directory)
-        if (warning := exposure_warning(config.server)) is not None:
-            log.warning("SECURITY: %s", warning)
-        self.client = UpstreamClient(read_timeout_s=config.server.request_timeout_s)
-        self.metrics = GatewayMetrics(self.supervisor.status)
-        self.admission = Admission(config.server, directory, self.metrics.registry)
-        self.router = HealthBoard(self.table.targets, config.router, on_cooldown=self._on_cooldown)
-        self.router_metrics = RouterMetrics(self.metrics.registry, self.router.snapshot)
-        self.selector = TargetSelector(self.router, load_of=self._engine_queue)
-        self.streams = LiveStreams()  # ended with an error event when a shutdown's grace runs out
-        auto = config.router.auto
-        self.auto_model: ModelTierClassifier | None = None  # `router.auto.classifier: {kind: knn|judge}`
-        if auto is not None and isinstance(auto.classifier, AutoModelClassifier):
-            assert self.table.classifier is not None
-            self.auto_model = ModelTierClassifier(self, auto.classifier, self.table.classifier)
-
-    def _engine_queue(self, target: Target) -> float:
-        """The engine's own waiting queue at its last scrape (vLLM num_requests_waiting); 0 when not scraped."""
-        slot = self.supervisor.slots.get(target.model)
-        metrics = slot.engine_metrics if slot is not None and slot.state == EngineState.READY else None
-        return float(metrics.requests_waiting) if metrics is not None else 0.0
-
-    def _on_cooldown(self, target: Target) -> None:
-        self.router_metrics.observe_cooldown(target.model)
-
-    async def startup(self) -> None:
-        await self.admission.start()  # team keys are known before the first request
-        await self.client.start()
-        await self.supervisor.start()
-        self.router.start_probing(self.client.probe)
-        if self.auto_model is not None:
-            self.auto_model.start()
-
-    async def shutdown(self) -> None:
-        if self.auto_model is not None:
-            await self.auto_model.stop()
-        await self.router.stop_probing()
-        await self.supervisor.close()
-        await self.client.close()
-        await self.admission.close()  # after the last request: every answered row is written
 
 
 def _json_error(status: int, message: str, code: str) -> Response:
@@ -126,17 +55,17 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     if isinstance(exc, GpufleetError):
-        from gpufleet.gateway.errors import error_response
-
         return error_response(exc)
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return _json_error(500, f"internal error: {type(exc).__name__}; see the gateway log", "internal_error")
 
 
-def build_app(config: Config, launches: Mapping[str, object] | None = None) -> Starlette:
+def build_app(config: Config, launches: Mapping[str, object] | None = None, *,
+              engines: Mapping[str, Engine[Any, Any]] | None = None) -> Starlette:
     """The ASGI app for `config`; its lifespan starts and stops the engines. `launches`: the models' launches
-    resolved up front (engines.resolve_launches, as `gpufleet serve` does); the others resolve at first start."""
-    gateway = Gateway(config, launches)
+    resolved up front (engines.resolve_launches, as `gpufleet serve` does); the others resolve at first start.
+    `engines`: replaces engine kinds (tests: stand-ins)."""
+    gateway = GatewayState(config, launches, engines=engines)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

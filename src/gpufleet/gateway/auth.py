@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gpufleet.config import ServerConfig
@@ -59,6 +60,15 @@ def exposure_warning(server: ServerConfig) -> str | None:
             f"model; {admin}. Set server.api_keys, or bind 127.0.0.1.")
 
 
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The request's credentials as an Authorization value: `Authorization` itself, else `x-api-key: <key>`
+    (the header Anthropic's clients send) as `Bearer <key>`."""
+    authorization = headers.get("authorization")
+    if authorization is None and (api_key := headers.get("x-api-key")):
+        return f"Bearer {api_key}"
+    return authorization
+
+
 class KeyCheck:
     """Accepts a request when no keys are configured or its Bearer token is a static or a live team key."""
 
@@ -83,7 +93,7 @@ class KeyCheck:
         if not self.enabled:
             return ANONYMOUS
         if not authorization:
-            raise AuthError("missing API key: send 'Authorization: Bearer <key>'")
+            raise AuthError("missing API key: send 'Authorization: Bearer <key>' (or 'x-api-key: <key>')")
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:

@@ -1,10 +1,10 @@
 """`router.auto.classifier: {kind: knn|judge}`: a model picks the `auto` tier, through the gateway itself.
 
-The classifier's call is an ordinary gateway request (serve_route): its model starts on demand, fallbacks and
-cooldowns apply, and the metrics count it. Whenever the model cannot answer (warming up, slower than
-`timeout_s`, an error, an unreadable verdict) the rules decide instead, so `auto` never fails because of its
-classifier and costs at most `timeout_s` more than the rules. Each decision says who made it, in the
-`x-gpufleet-tier-by` header: `knn`, `judge`, or `rules (<why>)`.
+The classifier's call is an ordinary gateway request (the pipeline's internal call, an answer dict): its
+model starts on demand, fallbacks and cooldowns apply, and the metrics count it. Whenever the model cannot
+answer (warming up, slower than `timeout_s`, an error, an unreadable verdict) the rules decide instead, so
+`auto` never fails because of its classifier and costs at most `timeout_s` more than the rules. Each
+decision says who made it, in the `x-gpufleet-tier-by` header: `knn`, `judge`, or `rules (<why>)`.
 
 kNN needs the labelled examples embedded once. That runs in the background from startup; the vectors are
 cached on disk under the cache root, keyed by the embedding model's settings and the examples file, so a
@@ -18,13 +18,12 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import orjson
-from starlette.responses import Response
 
 from gpufleet import paths
 from gpufleet.config import AutoModelClassifier
@@ -33,14 +32,19 @@ from gpufleet.router.classifier import ComplexityClassifier, Tier
 from gpufleet.router.judge_classifier import judge_body, parse_judgement
 from gpufleet.router.knn_classifier import EMBED_CHARS, KnnTierClassifier, request_text
 from gpufleet.router.labelled_set import SHIPPED, load_labelled
-from gpufleet.router.table import Route
+from gpufleet.router.metrics import RouterMetrics
+from gpufleet.router.table import ModelTable, Route
 
-if TYPE_CHECKING:
-    from gpufleet.gateway.app import Gateway
+# The pipeline's internal call: (kind, body) -> the answer dict (routed, fallen back and counted as a request).
+InternalCall = Callable[[Literal["chat", "embedding"], dict[str, Any]], Awaitable[dict[str, Any]]]
 
 log = logging.getLogger("gpufleet.gateway")
 
 EMBED_BATCH = 8  # examples per /v1/embeddings call while warming up
+# At most this many `auto` requests ask the model at once; the others wait QUEUE_WAIT_S for a turn, then the
+# rules decide (issue 21: 200 at once each waited the full timeout_s, and then switched the model off for all).
+MAX_CONCURRENT_CALLS = 8
+QUEUE_WAIT_S = 0.05
 RETRY_WARMUP_S = 30.0  # a failed warm-up (the model not up yet, an error) is tried again after this
 _LOG_EVERY_S = 60.0  # fallbacks are logged at most this often; the metric counts every one
 _CACHE_FORMAT = 1
@@ -73,8 +77,12 @@ def examples_cache_key(model_settings: list[dict[str, Any]], examples: bytes) ->
 class ModelTierClassifier:
     """The `auto` tier from a model (kNN over embeddings, or an LLM judge), with the rules as the fallback."""
 
-    def __init__(self, gateway: Gateway, settings: AutoModelClassifier, rules: ComplexityClassifier) -> None:
-        self._gateway = gateway
+    def __init__(self, settings: AutoModelClassifier, rules: ComplexityClassifier, *, call: InternalCall,
+                 table: ModelTable, metrics: RouterMetrics, cooldown_s: float, models: Mapping[str, Any]) -> None:
+        self._call_model = call
+        self._table = table
+        self._metrics = metrics
+        self._models = models
         self.settings = settings
         self._rules = rules
         self._knn: KnnTierClassifier | None = None
@@ -82,8 +90,11 @@ class ModelTierClassifier:
         self._last_log = 0.0
         # After a timeout or an error the model is skipped for the router's cooldown: a hung classifier must
         # not add `timeout_s` to every `auto` request.
-        self._cooldown_s = gateway.config.router.cooldown_s
+        self._cooldown_s = cooldown_s
         self._skip_until = 0.0
+        self._turns = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
+        self._asking = 0  # calls to the model in progress
+        self._turned_away = 0  # requests the bound sent to the rules ("busy"), ever
         self.state: Literal["warming", "ready", "retrying"] = "warming" if settings.kind == "knn" else "ready"
         self.last_error: str | None = None
         self.examples = Path(settings.examples).expanduser() if settings.examples else SHIPPED
@@ -118,35 +129,59 @@ class ModelTierClassifier:
     async def route(self, payload: dict[str, Any]) -> Route:
         """The tier route for an `auto` request, marked with who decided."""
         decision = await self.decide(payload)
-        return self._gateway.table.tier_route(decision.tier, by=decision.by)
+        return self._table.tier_route(decision.tier, by=decision.by)
 
     async def decide(self, payload: Mapping[str, Any]) -> AutoDecision:
         """Ask the model; on any failure the rules' tier, with the reason in `by`."""
         rules = self._rules.classify(payload)
-        metrics = self._gateway.router_metrics
+        metrics = self._metrics
         if self.settings.kind == "knn" and self._knn is None:
             metrics.observe_classifier(self.kind, "warming")
             return AutoDecision(rules.tier, f"rules ({self.kind} {self.state.replace('retrying', 'unavailable')})")
         if time.monotonic() < self._skip_until:
             metrics.observe_classifier(self.kind, "cooling_down")
             return AutoDecision(rules.tier, f"rules ({self.kind} cooling down)")
+        try:
+            await asyncio.wait_for(self._turns.acquire(), QUEUE_WAIT_S)
+        except TimeoutError:
+            self._turned_away += 1
+            metrics.observe_classifier(self.kind, "busy")
+            return AutoDecision(rules.tier, f"rules ({self.kind} busy)")
+        self._asking += 1
+        try:
+            return await self._decide_by_model(payload, rules.tier, rules.signals)
+        finally:
+            self._asking -= 1
+            self._turns.release()
+
+    async def _decide_by_model(self, payload: Mapping[str, Any], rules_tier: Tier,
+                               signals: tuple[str, ...]) -> AutoDecision:
         started = time.perf_counter()
+        # A call that shared the model with others, or during which requests were turned away, failed under a
+        # burst: that does not switch the model off for everyone (see _fallback).
+        alone, turned_away = self._asking == 1, self._turned_away
         try:
             tier = await asyncio.wait_for(self._ask(payload), self.settings.timeout_s)
         except TimeoutError:
-            return self._fallback(rules.tier, "timeout", f"no answer within {self.settings.timeout_s:g} s")
+            quiet = alone and self._turned_away == turned_away
+            return self._fallback(rules_tier, "timeout", f"no answer within {self.settings.timeout_s:g} s", quiet)
         except ClassifierFailed as err:
-            return self._fallback(rules.tier, "unreadable", str(err))
+            return self._fallback(rules_tier, "unreadable", str(err), alone and self._turned_away == turned_away)
         except (GpufleetError, ValueError, KeyError, IndexError, TypeError) as err:
-            return self._fallback(rules.tier, "error", f"{type(err).__name__}: {err}")
-        metrics.observe_classifier(self.kind, "decided", time.perf_counter() - started)
-        return AutoDecision(at_least_moderate_when_thinking(tier, rules.signals), self.kind)
+            return self._fallback(rules_tier, "error", f"{type(err).__name__}: {err}",
+                                  alone and self._turned_away == turned_away)
+        self._metrics.observe_classifier(self.kind, "decided", time.perf_counter() - started)
+        return AutoDecision(at_least_moderate_when_thinking(tier, signals), self.kind)
 
-    def _fallback(self, tier: Tier, outcome: str, why: str) -> AutoDecision:
-        self._gateway.router_metrics.observe_classifier(self.kind, outcome)
+    def _fallback(self, tier: Tier, outcome: str, why: str, quiet: bool) -> AutoDecision:
+        self._metrics.observe_classifier(self.kind, outcome)
         self.last_error = why
         now = time.monotonic()
-        self._skip_until = now + self._cooldown_s
+        if quiet:
+            # A model that fails on its own is skipped for the cooldown (a hung classifier must not add
+            # timeout_s to every request); one that fails under a burst is not: the bound already keeps the
+            # burst from waiting on it, and the next quiet request finds out whether it works.
+            self._skip_until = now + self._cooldown_s
         if now - self._last_log >= _LOG_EVERY_S:
             self._last_log = now
             log.warning("auto: the %s classifier (%s) failed, the rules decided: %s", self.kind,
@@ -165,15 +200,9 @@ class ModelTierClassifier:
             raise ClassifierFailed(f"the judge's answer names no tier: {content[:80]!r}")
         return verdict
 
-    async def _call(self, kind: Literal["chat", "embedding"], body: dict[str, Any]) -> Any:
+    async def _call(self, kind: Literal["chat", "embedding"], body: dict[str, Any]) -> dict[str, Any]:
         """One non-streamed request to the classifier's model through the gateway's own routing."""
-        from gpufleet.gateway.openai_routes import serve_route  # the relay imports the app, which imports this
-
-        route = self._gateway.table.resolve(self.settings.model)
-        answer = await serve_route(self._gateway, kind, body, route, time.perf_counter(), session=None)
-        if not isinstance(answer, Response) or answer.status_code != 200:
-            raise ClassifierFailed(f"{self.settings.model} answered HTTP {getattr(answer, 'status_code', '?')}")
-        return orjson.loads(bytes(answer.body))
+        return await self._call_model(kind, body)
 
     async def _warm_up(self) -> None:
         """Embed every example once (or load them from the cache), then serve kNN decisions."""
@@ -209,8 +238,8 @@ class ModelTierClassifier:
         return vectors
 
     def _cache_file(self) -> Path:
-        route = self._gateway.table.resolve(self.settings.model)
-        models = [self._gateway.config.models[c.target.model].model_dump(mode="json")
+        route = self._table.resolve(self.settings.model)
+        models = [self._models[c.target.model].model_dump(mode="json")
                   for group in route.groups for c in group]
         key = examples_cache_key(models, self.examples.read_bytes())
         return paths.cache_root() / "auto-knn" / f"{key}.json"

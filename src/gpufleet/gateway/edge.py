@@ -1,170 +1,154 @@
-"""The edge contract between client protocols and the chat-form pipeline.
+"""The protocol edge: where a client protocol hands its request, in the internal chat form, to the pipeline.
 
-A protocol route translates its body into a chat-completions payload, then calls
-`serve_chat_form(request, "chat", payload, protocol)`: auth (Bearer or x-api-key), routing, fallback, relay and
-the dialect all happen in chat form; `protocol` turns the answer (a whole chat.completion, or each
-chat.completion.chunk of a stream) and any error back into its own shapes.
+A handler for any protocol (OpenAI chat/completions/embeddings, Anthropic Messages, OpenAI Responses, /chat)
+parses and translates its body into the internal form (an OpenAI chat/completions/embeddings body), then:
 
-NOTE for the merge: the pipeline redesign provides this module too (same Protocol classes and entry point);
-this version adapts the current openai_routes machinery and re-encodes the relayed SSE events.
+    return await serve_chat_form(request, "chat", payload, protocol)
+
+`serve_chat_form` does everything between: auth (`Authorization: Bearer <key>` or `x-api-key: <key>`,
+compared in constant time), route resolution (aliases, routes, personas and their defaults, `auto`), the
+fallback loop, the relay and its dialect, metrics labelled `protocol.endpoint`, and errors in the protocol's
+own shape (`protocol.error_response`). `protocol` (see `ClientProtocol`) turns the internal form's answer,
+stream chunks and mid-stream errors into the client's bytes; `OPENAI[kind]` is the identity, whose streams
+take the relay's fast path.
+
+Handlers that must check the key before reading a body call `authorize(request)` first (the check is then
+not repeated). Non-stream callers inside the gateway (the `auto` classifier, /chat) use the internal call
+API, which returns the chat answer as a dict: `state_of(request).pipeline.call(kind, body)`, or
+`.reply(...)` for the answer with its x-gpufleet-* headers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gpufleet.errors import GpufleetError, RequestError
-from gpufleet.gateway.openai_routes import Answer, _finished_before_disconnect, serve_route
+from gpufleet.errors import EngineNotReady, GpufleetError
+from gpufleet.gateway.admission import Ticket
+from gpufleet.gateway.auth import Principal, presented_key
+from gpufleet.gateway.client_protocol import OPENAI, ClientProtocol, Kind, OpenAIProtocol, OpenAISSE, StreamEncoder
+from gpufleet.gateway.client_watch import Ending, wait_watching_client
+from gpufleet.gateway.pipeline import JsonReply, Pipeline
 from gpufleet.gateway.protocol import validate_request
 from gpufleet.gateway.relay import StreamRelayResponse
+from gpufleet.gateway.state import GatewayState, state_of
 from gpufleet.router.select import session_key
-
-if TYPE_CHECKING:
-    from gpufleet.gateway.admission import Ticket
-    from gpufleet.gateway.app import Gateway
-    from gpufleet.gateway.auth import Principal
+from gpufleet.router.table import Route
 
 _PRINCIPAL = "gpufleet.principal"  # scope key: who this request is, once its key was checked
 
 
-class StreamEncoder(Protocol):
-    def chunk(self, chunk: dict[str, Any]) -> bytes: ...  # one chat.completion.chunk after the dialect
-    def done(self) -> bytes: ...  # the upstream finished normally
-    def error(self, body: dict[str, Any]) -> bytes: ...  # OpenAI error body {"error": {...}} mid-stream
-
-
-class ClientProtocol(Protocol):
-    endpoint: str  # metrics label: "messages", "responses"
-
-    def answer(self, data: dict[str, Any]) -> bytes: ...  # whole chat.completion dict (after dialect) -> body
-    def stream_encoder(self) -> StreamEncoder | None: ...
-    def error_response(self, err: GpufleetError) -> Response: ...
-
-
-def gateway_of(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
-
-
-def authenticate(request: Request) -> Principal:
-    """Who sent the request; AuthError (401) unless it carries a configured key: `Authorization: Bearer` or
-    `x-api-key`. Checked once per request."""
+def authorize(request: Request) -> Principal:
+    """Who sent the request; AuthError (401) unless it carries a configured key (a static admin key or a live
+    team key), as `Authorization: Bearer <key>` or as `x-api-key: <key>` (Anthropic's header); constant-time
+    comparison. Checked once per request."""
     principal: Principal | None = request.scope.get(_PRINCIPAL)
-    if principal is not None:
-        return principal
-    authorization = request.headers.get("authorization")
-    if authorization is None and (api_key := request.headers.get("x-api-key")) is not None:
-        authorization = f"Bearer {api_key}"  # Anthropic clients send their key here
-    principal = gateway_of(request).keys.check(authorization)
-    request.scope[_PRINCIPAL] = principal
+    if principal is None:
+        principal = state_of(request).keys.check(presented_key(request.headers))
+        request.scope[_PRINCIPAL] = principal
     return principal
 
 
-async def serve_chat_form(request: Request, kind: str, payload: dict[str, Any], protocol: ClientProtocol) -> Any:
-    """Serve a chat-form payload for a client that speaks `protocol`; its errors come back in its shape."""
-    gateway = gateway_of(request)
+async def resolve_route(state: GatewayState, payload: dict[str, Any]) -> Route:
+    """The route for the payload's `model`: a name, alias, route, persona, or `auto` (its classifier's tier)."""
+    if state.auto_model is not None and payload["model"] == "auto":
+        route = await state.auto_model.route(payload)  # a model classifier; the rules when it cannot
+    else:
+        route = state.table.resolve(payload["model"], payload)
+    if route.tier is not None:
+        state.router_metrics.observe_tier(route.tier)
+    return route
+
+
+async def serve_chat_form(request: Request, kind: Kind, payload: dict[str, Any],
+                          protocol: ClientProtocol) -> Response | StreamRelayResponse:
+    """Serve a request already in the internal form; the answer (or error) in `protocol`'s shape."""
+    state = state_of(request)
     started = time.perf_counter()
-    model = "unknown"
-    ticket: Ticket | None = None
+    served = _Serving()
     try:
-        principal = authenticate(request)
-        if kind != "chat":
-            raise RequestError(f"the {protocol.endpoint} endpoint serves chat-form requests only")
-        validate_request("chat", payload)
-        if gateway.auto_model is not None and payload["model"] == "auto":
-            route = await gateway.auto_model.route(payload)
-        else:
-            route = gateway.table.resolve(payload["model"], payload)
-        model = route.primary.model
-        ticket = gateway.admission.admit(principal, payload["model"], (route.name, model), protocol.endpoint)
-        if route.tier is not None:
-            gateway.router_metrics.observe_tier(route.tier)
-        session = session_key(request.headers.get("x-gpufleet-session"), payload) if route.affinity else None
-        work = asyncio.ensure_future(serve_route(gateway, "chat", payload, route, started, session=session,
-                                                 ticket=ticket))
-        if not await _finished_before_disconnect(request, work):
-            gateway.metrics.observe_error(model, "client_disconnected")
-            gateway.metrics.observe_request(model, protocol.endpoint, 499, time.perf_counter() - started)
-            ticket.close(499)
+        principal = authorize(request)
+        validate_request(kind, payload)
+        # Routing runs inside the watched work: a client that leaves also cancels an `auto` classifier's call.
+        work = asyncio.ensure_future(_route_and_serve(state, request, principal, kind, payload, protocol,
+                                                      started, served))
+        state.streams.add_waiting(work)
+        ending = await wait_watching_client(request, work)
+        if ending is Ending.CLIENT_LEFT:
+            state.metrics.observe_error(served.model, "client_disconnected")
+            state.metrics.observe_request(served.model, protocol.endpoint, 499, time.perf_counter() - started)
+            served.close(499)
             return Response(status_code=499)
+        if ending is Ending.CANCELLED:
+            raise shutting_down(state.streams.shutting_down)
         answer = work.result()
         if not isinstance(answer, StreamRelayResponse):
-            ticket.close(answer.status_code)  # a stream's ticket closes when the stream ends
-        return _encode(answer, protocol)
+            served.close(answer.status_code)  # a stream's ticket closes when the stream ends
+        return answer
     except GpufleetError as err:
-        if ticket is not None:
-            ticket.close(err.status_code)
-        gateway.metrics.observe_error(model, err.code)
-        gateway.metrics.observe_request(model, protocol.endpoint, err.status_code, time.perf_counter() - started)
+        served.close(err.status_code)
+        state.metrics.observe_error(served.model, err.code)
+        state.metrics.observe_request(served.model, protocol.endpoint, err.status_code,
+                                      time.perf_counter() - started)
         return protocol.error_response(err)
     except BaseException:
-        if ticket is not None:
-            ticket.close(500)  # a bug or a forced shutdown: the key's concurrency slot must not leak
+        served.close(500)  # a bug or a forced shutdown: the key's concurrency slot must not leak
         raise
 
 
-def _encode(answer: Answer, protocol: ClientProtocol) -> Any:
+class _Serving:
+    """What the edge learns while the work runs: the model label and the key's admission ticket."""
+
+    __slots__ = ("model", "ticket")
+
+    def __init__(self) -> None:
+        self.model = "unknown"  # never the raw requested name as a label: unbounded cardinality
+        self.ticket: Ticket | None = None
+
+    def close(self, status: int) -> None:
+        if self.ticket is not None:
+            self.ticket.close(status)
+
+
+async def _route_and_serve(state: GatewayState, request: Request, principal: Principal, kind: Kind,
+                           payload: dict[str, Any], protocol: ClientProtocol, started: float,
+                           served: _Serving) -> Response | StreamRelayResponse:
+    route = await resolve_route(state, payload)
+    served.model = route.primary.model
+    # A team key's models, limits and ledger row: 403 / 429 before anything is sent upstream.
+    served.ticket = state.admission.admit(principal, payload["model"], (route.name, served.model),
+                                          protocol.endpoint)
+    session = session_key(request.headers.get("x-gpufleet-session"), payload) if route.affinity else None
+    return await state.pipeline.serve(kind, payload, route, protocol, started=started, session=session,
+                                      ticket=served.ticket)
+
+
+def with_headers(answer: Response | StreamRelayResponse, headers: dict[str, str]) -> Response | StreamRelayResponse:
+    """`answer` (what serve_chat_form returned) with more response headers (e.g. x-gpufleet-dropped)."""
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
     if isinstance(answer, StreamRelayResponse):
-        encoder = protocol.stream_encoder()
-        assert encoder is not None, "a stream was relayed for a protocol without a stream encoder"
-        return EncodedStream(answer, encoder)
-    if answer.status_code != 200:
-        return answer
-    encoded = Response(protocol.answer(orjson.loads(answer.body)), media_type="application/json")
-    # The routing headers (x-gpufleet-model, -target, -route...) as they are: raw, no Headers object per request.
-    encoded.raw_headers.extend(h for h in answer.raw_headers if h[0] not in (b"content-length", b"content-type"))
-    return encoded
-
-
-class EncodedStream:
-    """An ASGI app around the relayed chat SSE stream that re-encodes each event in the client's protocol."""
-
-    def __init__(self, relay: StreamRelayResponse, encoder: StreamEncoder) -> None:
-        self.relay = relay
-        self.encoder = encoder
-        self.extra_headers: list[tuple[bytes, bytes]] = []
-        self._pending = b""
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        async def encoded_send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message["headers"], *self.extra_headers]}
-            elif message["type"] == "http.response.body":
-                message = {**message, "body": self.feed(message.get("body", b""))}
-            await send(message)
-
-        await self.relay(scope, receive, encoded_send)
-
-    def feed(self, data: bytes) -> bytes:
-        """Relayed `data: {chunk}` / `data: [DONE]` events in; the protocol's events out."""
-        buffer = self._pending + data
-        out: list[bytes] = []
-        while (end := buffer.find(b"\n\n")) >= 0:
-            line, buffer = buffer[:end], buffer[end + 2:]
-            if not line.startswith(b"data: "):
-                continue
-            payload = line[6:]
-            if payload == b"[DONE]":
-                out.append(self.encoder.done())
-                continue
-            chunk = orjson.loads(payload)
-            out.append(self.encoder.error(chunk) if "error" in chunk else self.encoder.chunk(chunk))
-        self._pending = buffer
-        return b"".join(out)
-
-
-def with_headers(answer: Any, headers: dict[str, str]) -> Any:
-    """Add headers to what serve_chat_form returned (a Response or an encoded stream)."""
-    if not headers:
-        return answer
-    if isinstance(answer, EncodedStream):
-        answer.extra_headers.extend((k.encode(), v.encode()) for k, v in headers.items())
-    elif isinstance(answer, Response):
-        answer.headers.update(headers)
+        answer.headers = [*answer.headers, *raw]
+    else:
+        answer.raw_headers.extend(raw)  # raw: no Headers object per request
     return answer
+
+
+authenticate = authorize  # the names the first agent endpoints were written against
+gateway_of = state_of
+
+
+def shutting_down(reason: str | None) -> EngineNotReady:
+    """503 for a request that had nothing sent yet when the shutdown's grace ran out."""
+    err = EngineNotReady(reason or "the gateway is shutting down", retry_after_s=5)
+    err.code = "gateway_shutting_down"
+    return err
+
+
+__all__ = [
+    "OPENAI", "ClientProtocol", "JsonReply", "Kind", "OpenAIProtocol", "OpenAISSE", "Pipeline", "StreamEncoder",
+    "authenticate", "authorize", "gateway_of", "resolve_route", "serve_chat_form", "state_of", "with_headers",
+]

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gpufleet.config import RemoteModel
 from gpufleet.errors import GpufleetError, ModelNotFound
+from gpufleet.gateway.auth import presented_key
 from gpufleet.gateway.errors import error_response
+from gpufleet.gateway.state import Gateway, state_of
 from gpufleet.redact import redact_url
-
-if TYPE_CHECKING:
-    from gpufleet.gateway.app import Gateway
 
 _JSON = "application/json"
 
 
 def _gateway(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
+    return state_of(request)
 
 
 async def health(request: Request) -> Response:
@@ -46,7 +42,7 @@ async def status(request: Request) -> Response:
     """Every model: engine state, phase, pid, engine URL, in-flight, restarts, last error; each swap group."""
     gateway = _gateway(request)
     try:
-        gateway.keys.check(request.headers.get("authorization"))
+        gateway.keys.check(presented_key(request.headers))
     except GpufleetError as err:
         return error_response(err)
     managed = {item["name"]: item for item in gateway.supervisor.status()}
@@ -74,14 +70,14 @@ async def metrics(request: Request) -> Response:
     gateway = _gateway(request)
     if gateway.config.server.metrics_require_key:
         try:
-            gateway.keys.check(request.headers.get("authorization"))
+            gateway.keys.check(presented_key(request.headers))
         except GpufleetError as err:
             return error_response(err)
     return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 def _managed_name(gateway: Gateway, request: Request) -> str:
-    gateway.keys.check_admin(request.headers.get("authorization"))
+    gateway.keys.check_admin(presented_key(request.headers))
     name = gateway.table.resolve(request.path_params["name"]).primary.model
     if not gateway.supervisor.is_managed(name):
         raise ModelNotFound(f"model {name!r} is not served by a local engine (nothing to start or stop)")

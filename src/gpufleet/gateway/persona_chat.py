@@ -11,21 +11,21 @@ request goes through exactly the same route, fallback and dialect path as `/v1/c
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gpufleet.errors import GpufleetError, RequestError, UpstreamError
+from gpufleet.gateway.admission import Ticket
 from gpufleet.gateway.body import read_json_body
+from gpufleet.gateway.edge import OPENAI, authorize, state_of
 from gpufleet.gateway.errors import error_response
-from gpufleet.gateway.openai_routes import serve_route
+from gpufleet.gateway.pipeline import JsonReply
 from gpufleet.gateway.protocol import validate_request
 
-if TYPE_CHECKING:
-    from gpufleet.gateway.app import Gateway
-
+_PROTOCOL = OPENAI["chat"]  # answered requests count as chat requests of their model, as always
 _FIELDS = {"persona", "message", "history", "max_tokens", "temperature", "thinking", "user"}
 _ROLES = ("user", "assistant")
 
@@ -69,38 +69,36 @@ def chat_request(body: Any, personas: list[str]) -> tuple[str, dict[str, Any]]:
 
 
 async def persona_chat(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    state = state_of(request)
     started = time.perf_counter()
-    ticket = None
+    ticket: Ticket | None = None
     try:
-        principal = gateway.keys.check(request.headers.get("authorization"))
-        body = await read_json_body(request, gateway.config.server.max_body_bytes)
-        persona, payload = chat_request(body, list(gateway.config.personas))
+        principal = authorize(request)
+        body = await read_json_body(request, state.config.server.max_body_bytes)
+        persona, payload = chat_request(body, list(state.config.personas))
         validate_request("chat", payload)
-        route = gateway.table.resolve(persona)
-        ticket = gateway.admission.admit(principal, persona, (route.name, route.primary.model), "persona_chat")
-        answer = await serve_route(gateway, "chat", payload, route, started, session=payload.get("user"),
-                                   ticket=ticket)
-        assert isinstance(answer, Response)  # /chat requests never ask for a stream
-        ticket.close(answer.status_code)
+        route = state.table.resolve(persona)
+        ticket = state.admission.admit(principal, persona, (route.name, route.primary.model), "persona_chat")
+        reply = await state.pipeline.reply("chat", payload, route, _PROTOCOL, started=started,
+                                           session=payload.get("user"), ticket=ticket)
+        ticket.close(200)
     except GpufleetError as err:
         if ticket is not None:
             ticket.close(err.status_code)
-        gateway.metrics.observe_error("persona", err.code)
-        gateway.metrics.observe_request("persona", "persona_chat", err.status_code, time.perf_counter() - started)
+        state.metrics.observe_error("persona", err.code)
+        state.metrics.observe_request("persona", "persona_chat", err.status_code, time.perf_counter() - started)
         return error_response(err)
     except BaseException:
         if ticket is not None:
             ticket.close(500)  # a bug or a forced shutdown: the key's concurrency slot must not leak
         raise
-    if answer.status_code != 200:
-        return answer
-    data = orjson.loads(answer.body)
+    assert isinstance(reply, JsonReply)  # /chat requests never ask for a stream
+    data = reply.data
     choice = (data.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     if not isinstance(message.get("content"), str) and not message.get("tool_calls"):
         return error_response(UpstreamError("the model returned no text"))
-    reply = {
+    answer = {
         "reply": message.get("content") or "",
         "persona": persona,
         "model": data.get("model"),
@@ -108,5 +106,4 @@ async def persona_chat(request: Request) -> Response:
         "reasoning": message.get("reasoning_content"),
         "usage": data.get("usage"),
     }
-    headers = {k: v for k, v in answer.headers.items() if k.startswith("x-gpufleet-")}
-    return Response(orjson.dumps(reply), media_type="application/json", headers=headers)
+    return Response(orjson.dumps(answer), media_type="application/json", headers=reply.headers)

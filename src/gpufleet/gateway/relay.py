@@ -23,6 +23,7 @@ from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
 from gpufleet.errors import UpstreamError
+from gpufleet.gateway.client_protocol import StreamEncoder
 from gpufleet.gateway.errors import error_body
 from gpufleet.redact import mask_credentials, redact_url
 
@@ -40,6 +41,14 @@ _SSE_HEADERS = [
 
 class BrokenStream(Exception):
     """The upstream's stream cannot be relayed further (malformed chunk, oversized event, cut mid-event)."""
+
+
+class UpstreamDropped(UpstreamError):
+    """The connection dropped after the request was sent; `reused`: it was a kept-alive connection."""
+
+    def __init__(self, message: str, *, reused: bool) -> None:
+        super().__init__(message, retryable=False)
+        self.reused = reused
 
 
 class UpstreamClient:
@@ -74,35 +83,26 @@ class UpstreamClient:
         """POST `body` and return the response once its headers arrived.
 
         UpstreamError when there is no answer: `retryable` when the request provably did not reach the
-        upstream (connection refused, or a timeout before the answer's headers: the router's documented
-        fallback), not when the connection dropped after the request was sent (the upstream may be running it).
+        upstream (connection refused, or a timeout before the answer's headers); UpstreamDropped when the
+        connection dropped after the request was sent (the upstream may be running it), saying whether it was
+        a reused keep-alive connection (llama.cpp closes idle ones: 7-13% of back-to-back streams). It is not
+        sent again here: that is the fallback loop's decision, and counts as an attempt (router/fallback.py).
         """
         assert self._session is not None, "UpstreamClient.start() was not called"
         headers = {"Content-Type": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        timeout = self._read_timeout(timeout_s)
         attempt = _Attempt()
         token = _ATTEMPT.set(attempt)
         try:
-            try:
-                return await self._session.post(url, data=body, headers=headers, timeout=timeout)
-            except aiohttp.ClientConnectorError:
-                raise
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                if not attempt.reused:
-                    raise
-                # A kept-alive connection the server closed while idle, just as it was reused (llama.cpp: 7-13%
-                # of back-to-back streams): the server had already let go of that connection, so the request
-                # was never read. Only then is it sent again, on a new connection.
-                return await self._session.post(url, data=body, headers=headers, timeout=timeout)
+            return await self._session.post(url, data=body, headers=headers, timeout=self._read_timeout(timeout_s))
         except TimeoutError:
             raise UpstreamError(f"upstream {redact_url(url)} did not answer in time", status_code=504) from None
         except aiohttp.ClientConnectorError as err:
             raise UpstreamError(f"cannot connect to upstream {redact_url(url)}: {err.os_error or err}") from None
         except aiohttp.ClientError as err:
-            raise UpstreamError(f"upstream {redact_url(url)} dropped the connection after the request was sent: "
-                                f"{err or type(err).__name__}", retryable=False) from None
+            raise UpstreamDropped(f"upstream {redact_url(url)} dropped the connection after the request was sent: "
+                                  f"{err or type(err).__name__}", reused=attempt.reused) from None
         finally:
             _ATTEMPT.reset(token)
 
@@ -171,18 +171,24 @@ class StreamStats:
 
 @dataclass
 class SSERewriter:
-    """Parses upstream SSE bytes into events and re-emits them rewritten (model name, transforms, usage)."""
+    """Parses upstream SSE bytes into events and re-emits them rewritten (model name, transforms, usage).
+
+    Built whole, once per stream: the dialect's hooks (`transform`, `flush`, `stop_upstream`) and the client
+    protocol's `encoder` (None: OpenAI SSE, written here directly) are constructor arguments.
+    """
 
     served_model: str
     client_wants_usage: bool
     stats: StreamStats
     transform: ChunkTransform | None = None
     flush: ChunkFlush | None = None
+    stop_upstream: Callable[[], bool] | None = None  # True: nothing more the upstream sends will be relayed
+    encoder: StreamEncoder | None = None
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     failure: str | None = None  # set when the stream cannot be relayed further; the relay then ends it
-    stop_upstream: Callable[[], bool] | None = None  # True: nothing more the upstream sends will be relayed
     _buffer: bytes = b""
     _done_sent: bool = False
+    _finished: bool = False  # a choice carried a finish_reason: the answer is complete even without [DONE]
     _pending_usage: dict[str, Any] | None = field(default=None)
 
     def feed(self, data: bytes) -> bytes:
@@ -191,7 +197,7 @@ class SSERewriter:
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
         out: list[bytes] = []
-        while self.failure is None:
+        while self.failure is None and not self._done_sent:
             end = buffer.find(b"\n\n")
             if end < 0:
                 break
@@ -201,36 +207,50 @@ class SSERewriter:
             # An event (or line) that never ends would be buffered forever: give up on the stream.
             self.failure = (f"an upstream event exceeds {self.max_event_bytes} bytes "
                             "(server.max_upstream_event_bytes)")
-        self._buffer = b"" if self.failure is not None else buffer
+        self._buffer = b"" if self.failure is not None or self._done_sent else buffer
         return b"".join(out)
 
     @property
     def done_sent(self) -> bool:
-        """True once `data: [DONE]` went to the client: the answer is complete."""
+        """True once the stream's end (`data: [DONE]`, or the upstream's error event) went to the client."""
         return self._done_sent
 
     def wants_no_more(self) -> bool:
-        """True once nothing more the upstream sends would be relayed (the transform's `stop_upstream`)."""
-        return self.stop_upstream is not None and self.stop_upstream()
+        """True once nothing more the upstream sends would be relayed (the end was sent, or the transform's
+        `stop_upstream`, e.g. the reasoning cap)."""
+        return self._done_sent or (self.stop_upstream is not None and self.stop_upstream())
 
     def close(self) -> bytes:
-        """End of upstream stream: flush what the transform held back and make sure [DONE] is sent."""
+        """End of upstream stream: flush what the transform held back and send the end, or set `failure`
+        when the stream ended before the answer did (no [DONE] and no finish_reason: issue 21)."""
         out: list[bytes] = []
-        if self._buffer.strip() and not self._done_sent:
+        if self._done_sent:
+            return b""
+        if self._buffer.strip():
             # SSE: an event not terminated by a blank line at EOF is incomplete and must be dropped. The
             # upstream broke off mid-event (a close-delimited stream has no framing to notice it otherwise).
             self._buffer = b""
             self.failure = "the upstream stream ended in the middle of an event"
             return b""
-        self._buffer = b""
-        if not self._done_sent and self.stats.chunks == 0:
+        if self.stats.chunks == 0:
             # Not one event and no [DONE]: a body that is not an event stream (an HTML page under an SSE
             # content type). A bare [DONE] would look like a complete, empty answer.
             self.failure = "the upstream stream ended without sending any event"
             return b""
-        if not self._done_sent:
-            self._finish(out)
+        if not self._finished and not (self.stop_upstream is not None and self.stop_upstream()):
+            # A close-delimited stream cut between events looks complete to the SSE framing: only the
+            # missing finish_reason and [DONE] tell.
+            self.failure = "the upstream stream ended without a finish_reason or data: [DONE]"
+            return b""
+        self._finish(out)
         return b"".join(out)
+
+    def error_tail(self, body: dict[str, Any]) -> bytes:
+        """The closing bytes for an error `body` (OpenAI's error envelope) in the client's protocol."""
+        self._done_sent = True
+        if self.encoder is not None:
+            return self.encoder.error(body)
+        return b"data: " + orjson.dumps(body) + b"\n\n" + _DONE
 
     def _finish(self, out: list[bytes]) -> None:
         if self.flush is not None:
@@ -239,7 +259,7 @@ class SSERewriter:
         if self._pending_usage is not None:
             self._emit(self._pending_usage, out)
             self._pending_usage = None
-        out.append(_DONE)
+        out.append(_DONE if self.encoder is None else self.encoder.done())
         self._done_sent = True
 
     def _event(self, event: bytes, out: list[bytes]) -> None:
@@ -249,7 +269,7 @@ class SSERewriter:
             payload = line[5:].strip()
             if payload == b"[DONE]":
                 self._finish(out)
-                continue
+                return
             try:
                 chunk = orjson.loads(payload)
             except orjson.JSONDecodeError:
@@ -260,26 +280,27 @@ class SSERewriter:
                 self.failure = f"malformed upstream chunk: {problem}"
                 return
             self._chunk(chunk, out)
+            if self._done_sent:
+                return
 
     def _chunk(self, chunk: dict[str, Any], out: list[bytes]) -> None:
         self.stats.chunks += 1
         if "error" in chunk:
-            self.stats.error = str(chunk["error"])[:200]
-            out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            # The upstream's own error event ends the stream, in the documented shape (string type and code).
+            body = normalized_error(chunk["error"])
+            self.stats.error = str(body["error"]["message"])[:200]
+            out.append(self.error_tail(body))
             return
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self.stats.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             self.stats.completion_tokens = int(usage.get("completion_tokens") or 0)
             self.stats.reasoning_tokens = reasoning_tokens(usage)
-        if self.stats.first_token_at is None:
-            for choice in chunk.get("choices") or ():
-                delta = choice.get("delta") or {}
-                if delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning") or delta.get(
-                    "tool_calls"
-                ) or choice.get("text"):
-                    self.stats.first_token_at = time.perf_counter()
-                    break
+        for choice in chunk.get("choices") or ():
+            if self.stats.first_token_at is None and _has_token(choice):
+                self.stats.first_token_at = time.perf_counter()
+            if choice.get("finish_reason") is not None:
+                self._finished = True
         chunks = self.transform(chunk) if self.transform is not None else [chunk]
         for item in chunks:
             if not item.get("choices") and isinstance(item.get("usage"), dict):
@@ -293,7 +314,34 @@ class SSERewriter:
 
     def _emit(self, chunk: dict[str, Any], out: list[bytes]) -> None:
         chunk["model"] = self.served_model
-        out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        if self.encoder is None:
+            out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        else:
+            out.append(self.encoder.chunk(chunk))
+
+
+def _has_token(choice: dict[str, Any]) -> bool:
+    delta = choice.get("delta") or {}
+    return bool(delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
+                or delta.get("tool_calls") or choice.get("text"))
+
+
+def normalized_error(error: Any) -> dict[str, Any]:
+    """An upstream's error event (`{"message": "boom", "code": 500}`, a bare string...) in the documented
+    error shape: the upstream's message kept, `type` and `code` strings."""
+    fields = error if isinstance(error, dict) else {"message": error}
+    message = fields.get("message")
+    type_ = fields.get("type")
+    code = fields.get("code")
+    param = fields.get("param")
+    if isinstance(code, int) and not isinstance(code, bool):
+        code = f"upstream_{code}"
+    return {"error": {
+        "message": message if isinstance(message, str) else str(message if message is not None else error)[:500],
+        "type": type_ if isinstance(type_, str) else "server_error",
+        "param": param if isinstance(param, str) else None,
+        "code": code if isinstance(code, str) else "upstream_error",
+    }}
 
 
 def reasoning_tokens(usage: dict[str, Any]) -> int:
@@ -334,13 +382,16 @@ def chunk_problem(chunk: dict[str, Any]) -> str | None:
 
 
 class LiveStreams:
-    """The streams being relayed now, so that a shutting-down gateway can end them cleanly (SIGTERM drain)."""
+    """The streams being relayed now and the requests still waiting for their first byte, so that a
+    shutting-down gateway can end them cleanly (SIGTERM drain: an error event, or 503 before any byte)."""
 
     def __init__(self) -> None:
         self._streams: set[StreamRelayResponse] = set()
+        self._waiting: set[asyncio.Future[Any]] = set()
+        self.shutting_down: str | None = None  # the reason, once the grace ran out
 
     def __len__(self) -> int:
-        return len(self._streams)
+        return len(self._streams) + len(self._waiting)
 
     def add(self, stream: StreamRelayResponse) -> None:
         self._streams.add(stream)
@@ -348,16 +399,29 @@ class LiveStreams:
     def discard(self, stream: StreamRelayResponse) -> None:
         self._streams.discard(stream)
 
+    def add_waiting(self, work: asyncio.Future[Any]) -> None:
+        """A request with nothing sent yet (queued for an engine, waiting for its first byte)."""
+        self._waiting.add(work)
+        work.add_done_callback(self._waiting.discard)
+
     async def drain(self, grace_s: float) -> None:
-        """Let the streams run `grace_s`, then end the rest with an error event and [DONE]."""
+        """Let requests run `grace_s`, then end the rest: streams with an error event and [DONE], requests
+        with nothing sent yet with 503 (their handlers see `shutting_down` set)."""
         await asyncio.sleep(grace_s)
+        self.shutting_down = (f"the gateway is shutting down: this request did not finish within "
+                              f"server.shutdown_grace_s ({grace_s:g} s)")
+        for work in list(self._waiting):
+            work.cancel()
         for stream in list(self._streams):
-            stream.abort(f"the gateway is shutting down: this stream did not finish within "
-                         f"server.shutdown_grace_s ({grace_s:g} s)")
+            stream.abort(self.shutting_down)
 
 
 class StreamRelayResponse:
-    """An ASGI response that relays an upstream SSE stream and cancels it when the client goes away."""
+    """An ASGI response that relays an upstream SSE stream and cancels it when the client goes away.
+
+    `first` is what the rewriter already made of the stream's first bytes (read before answering, so that a
+    target that fails before the client got anything can be skipped).
+    """
 
     def __init__(
         self,
@@ -370,7 +434,7 @@ class StreamRelayResponse:
         live: LiveStreams | None = None,
     ) -> None:
         self.upstream = upstream
-        self.first = first  # read before answering (the router waits for it to know the target is alive)
+        self.first = first
         self.rewriter = rewriter
         self.headers = _SSE_HEADERS + headers
         self.on_close = on_close
@@ -430,8 +494,7 @@ class StreamRelayResponse:
         if not self._started:
             await send({"type": "http.response.start", "status": 200, "headers": self.headers})
         body = error_body(message, type_="server_error", code="gateway_shutting_down")
-        await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(body) + b"\n\n" + _DONE,
-                    "more_body": False})
+        await send({"type": "http.response.body", "body": self.rewriter.error_tail(body), "more_body": False})
 
     async def _stream(self, send: Any) -> None:
         self._started = True
@@ -439,17 +502,15 @@ class StreamRelayResponse:
         rewriter = self.rewriter
         try:
             if self.first:
-                out = rewriter.feed(self.first)
-                if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-            if rewriter.failure is None and not rewriter.wants_no_more():
+                await send({"type": "http.response.body", "body": self.first, "more_body": True})
+            if not rewriter.wants_no_more():
                 async for data in self.upstream.content.iter_any():
                     out = rewriter.feed(data)
                     if out:
                         await send({"type": "http.response.body", "body": out, "more_body": True})
                     if rewriter.failure is not None or rewriter.wants_no_more():
                         break
-            if rewriter.wants_no_more():
+            if rewriter.wants_no_more() and not rewriter.done_sent:
                 # e.g. the reasoning cap was hit: closing the connection makes the engine stop generating.
                 self.upstream.close()
             tail = rewriter.close() if rewriter.failure is None else b""
@@ -460,8 +521,7 @@ class StreamRelayResponse:
             message = mask_credentials(
                 f"upstream stream broke after {rewriter.stats.chunks} chunks: {err or type(err).__name__}")
             rewriter.stats.error = message
-            body = error_body(message, type_="server_error", code="upstream_stream_error")
-            tail = b"data: " + orjson.dumps(body) + b"\n\n" + _DONE
+            tail = rewriter.error_tail(error_body(message, type_="server_error", code="upstream_stream_error"))
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 

@@ -18,7 +18,7 @@ from gpufleet.errors import GpufleetError
 from gpufleet.protocols.chat_form import content_text
 
 if TYPE_CHECKING:
-    from gpufleet.gateway.app import Gateway
+    from gpufleet.gateway.state import Gateway
 
 _TIMEOUT_S = 10.0
 

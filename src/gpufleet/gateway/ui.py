@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -18,11 +18,10 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from gpufleet.errors import GpufleetError, RequestError
+from gpufleet.gateway.auth import presented_key
 from gpufleet.gateway.errors import error_response
+from gpufleet.gateway.state import Gateway, state_of
 from gpufleet.paths import bench_latest_dir
-
-if TYPE_CHECKING:
-    from gpufleet.gateway.app import Gateway
 
 STATIC_DIR = Path(__file__).parent / "static"
 BENCH_HINT = "no bench run yet — run `gpufleet bench MODEL ...`; its report and plots appear here"
@@ -67,8 +66,7 @@ def bench_summary(directory: Path) -> dict[str, Any]:
 
 
 def _gateway(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
+    return state_of(request)
 
 
 async def index(request: Request) -> Response:
@@ -79,7 +77,7 @@ async def index(request: Request) -> Response:
 async def bench_latest(request: Request) -> Response:
     """The latest bench report as JSON: {report, plots, modified} or {report: null, hint}."""
     try:
-        _gateway(request).keys.check(request.headers.get("authorization"))
+        _gateway(request).keys.check(presented_key(request.headers))
     except GpufleetError as err:
         return error_response(err)
     body = bench_summary(bench_latest_dir())
@@ -90,7 +88,7 @@ async def bench_plot(request: Request) -> Response:
     """One PNG of the latest bench run, by file name (validated; never a path)."""
     name = request.path_params["name"]
     try:
-        _gateway(request).keys.check(request.headers.get("authorization"))
+        _gateway(request).keys.check(presented_key(request.headers))
         if not is_plot_name(name):
             raise RequestError(f"bad bench plot name {name!r}: plot names are bare *.png file names",
                                param="name", code="invalid_plot_name")

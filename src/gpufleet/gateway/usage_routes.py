@@ -27,7 +27,7 @@ from gpufleet.store import KeyRecord, new_secret, parse_duration
 from gpufleet.store.keys import check_name
 
 if TYPE_CHECKING:
-    from gpufleet.gateway.app import Gateway
+    from gpufleet.gateway.state import Gateway
 
 _JSON = "application/json"
 

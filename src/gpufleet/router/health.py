@@ -1,9 +1,10 @@
 """Per-target health as the router sees it: in-flight requests, consecutive failures, cooldown.
 
-A target that fails `failures_before_cooldown` times in a row (connection refused, timeout before the
-first byte, 5xx, 429, engine not ready; also a stream that broke mid-way, a connection dropped after the
-request was sent and a malformed answer, which are not retried but still count) is skipped for
-`cooldown_s`. Remote targets in cooldown are probed (`GET {base_url}/models`)
+A target that fails `failures_before_cooldown` times in a row (connection refused, timeouts, 5xx, 429,
+engine not ready, a dropped connection, a cut or malformed answer; also a stream that broke after its first
+byte, which is not retried but still counts) is skipped for `cooldown_s`. What does not count: the client's
+own errors (4xx), an engine still starting (a cold standby), a stale kept-alive connection
+(router/fallback.py decides which). Remote targets in cooldown are probed (`GET {base_url}/models`)
 every `probe_interval_s`; a successful probe ends the cooldown early. When the
 cooldown runs out without a probe, the next request tries the target again (half-open): one success
 clears it, one failure cools it down again. Managed (local) targets are not probed: the supervisor owns

@@ -19,11 +19,14 @@ class _TargetCollector(Collector):
                                     labels=["model", "target"])
         inflight = GaugeMetricFamily("gpufleet_target_in_flight", "requests in flight per target",
                                      labels=["model", "target"])
+        # The gateway's in-flight count per model: the same count (the health board's), not a second one.
+        requests = GaugeMetricFamily("gpufleet_in_flight_requests", "Requests in flight", labels=["model"])
         for item in self._snapshot():
             labels = [item["model"], item["target"]]
             healthy.add_metric(labels, 1.0 if item["healthy"] else 0.0)
             inflight.add_metric(labels, float(item["in_flight"]))
-        yield from (healthy, inflight)
+            requests.add_metric([item["model"]], float(item["in_flight"]))
+        yield from (healthy, inflight, requests)
 
 
 class RouterMetrics:

@@ -1,0 +1,174 @@
+"""The request pipeline between the protocol edge and the upstreams: route → fallback → forward → relay.
+
+    reply = await pipeline.serve("chat", payload, route, protocol, started=t0, session=None)
+    data = await pipeline.call("embedding", {"model": "embedder", "input": ["..."]})  # internal, a dict
+
+Everything here sees only the internal chat form; `protocol` (gateway/client_protocol.py) turns answers and
+stream chunks into the client's bytes. The fallback decisions are router/fallback.py's; one attempt at one
+target is gateway/forward.py's. In flight is counted once, on the router's health board (the
+gpufleet_in_flight_requests and gpufleet_target_in_flight gauges both read it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.responses import Response
+
+from gpufleet.gateway.admission import Ticket
+from gpufleet.gateway.client_protocol import OPENAI, ClientProtocol, Kind
+from gpufleet.gateway.forward import Forwarder, JsonAnswer, OpenStream
+from gpufleet.gateway.relay import LiveStreams, StreamRelayResponse, StreamStats, reasoning_tokens
+from gpufleet.gateway.request_body import upstream_request
+from gpufleet.metrics import GatewayMetrics
+from gpufleet.router.fallback import Failed, FallbackPolicy, Outcome, Served, try_in_order
+from gpufleet.router.health import HealthBoard
+from gpufleet.router.metrics import RouterMetrics
+from gpufleet.router.select import TargetSelector
+from gpufleet.router.table import Candidate, ModelTable, Route, Target
+
+_JSON = "application/json"
+
+
+@dataclass
+class JsonReply:
+    """A whole answer: the internal form's dict and the x-gpufleet-* headers."""
+
+    data: dict[str, Any]
+    headers: dict[str, str]
+    model: str
+
+
+Reply = JsonReply | StreamRelayResponse
+
+
+def route_headers(route: Route, target: Target) -> dict[str, str]:
+    """What the client is told about who served it."""
+    headers = {"x-gpufleet-model": target.model, "x-gpufleet-target": target.label}
+    if route.name != target.model:
+        headers["x-gpufleet-route"] = route.name
+    if route.tier is not None:
+        headers["x-gpufleet-tier"] = route.tier
+        headers["x-gpufleet-tier-by"] = route.tier_by or "rules"
+    return headers
+
+
+class Pipeline:
+    """Serves one request in the internal form along its route."""
+
+    def __init__(self, *, forwarder: Forwarder, table: ModelTable, selector: TargetSelector, board: HealthBoard,
+                 router_metrics: RouterMetrics, metrics: GatewayMetrics, streams: LiveStreams,
+                 policy: FallbackPolicy) -> None:
+        self.forwarder = forwarder
+        self._table = table
+        self._selector = selector
+        self._board = board
+        self._router_metrics = router_metrics
+        self._metrics = metrics
+        self._streams = streams
+        self.policy = policy
+
+    async def serve(self, kind: Kind, payload: dict[str, Any], route: Route, protocol: ClientProtocol, *,
+                    started: float, session: str | None,
+                    ticket: Ticket | None = None) -> Response | StreamRelayResponse:
+        """The client's answer (raises GpufleetError for the edge to put in the protocol's shape)."""
+        reply = await self.reply(kind, payload, route, protocol, started=started, session=session, ticket=ticket)
+        if isinstance(reply, StreamRelayResponse):
+            return reply
+        return Response(protocol.answer(reply.data), media_type=_JSON, headers=reply.headers)
+
+    async def call(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
+        """An internal, non-streamed request for `body["model"]` (the `auto` classifier, /chat): the answer dict.
+
+        Routed, fallen back, counted and dialect-transformed as a client's request would be.
+        """
+        route = self._table.resolve(body["model"], body)
+        reply = await self.reply(kind, body, route, OPENAI[kind],
+                                 started=time.perf_counter(), session=None)
+        assert isinstance(reply, JsonReply)
+        return reply.data
+
+    async def reply(self, kind: Kind, payload: dict[str, Any], route: Route, protocol: ClientProtocol, *,
+                    started: float, session: str | None, ticket: Ticket | None = None) -> Reply:
+        """The route's first answer, before encoding (a whole answer's dict, or the stream to relay).
+
+        `ticket` (a team key's admission, gateway/admission.py) learns who served and the usage; a stream's
+        ticket is closed when the stream ends, a whole answer's by the caller."""
+        candidates = self._selector.order(route, session=session, max_attempts=self.policy.max_attempts)
+
+        async def attempt(candidate: Candidate, last_resort: bool) -> Outcome[Reply]:
+            return await self._attempt(kind, payload, route, protocol, candidate, started, last_resort, ticket)
+
+        reply = await try_in_order(route.name, candidates, attempt, policy=self.policy, board=self._board,
+                                   metrics=self._router_metrics)
+        if isinstance(reply, JsonReply):
+            usage = reply.data.get("usage")
+            if isinstance(usage, dict):
+                prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+                self._metrics.observe_tokens(reply.model, prompt, completion)
+                if ticket is not None:
+                    ticket.usage(prompt, completion, reasoning_tokens(usage))
+            self._metrics.observe_request(reply.model, protocol.endpoint, 200, time.perf_counter() - started)
+        return reply
+
+    async def _attempt(self, kind: Kind, payload: dict[str, Any], route: Route, protocol: ClientProtocol,
+                       candidate: Candidate, started: float, last_resort: bool,
+                       ticket: Ticket | None) -> Outcome[Reply]:
+        target = candidate.target
+        request = upstream_request(kind, payload, candidate, started=started, encoder=protocol.stream_encoder)
+        stack = contextlib.AsyncExitStack()
+        self._board.begin(target)
+        stack.callback(self._board.end, target)
+        try:
+            outcome = await self.forwarder.attempt(target, request, stack, last_resort=last_resort)
+        except BaseException:
+            await stack.aclose()  # e.g. the client left while we waited: the upstream connection closes too
+            raise
+        if isinstance(outcome, Failed):
+            await stack.aclose()
+            return outcome
+        self._router_metrics.observe_served(route.name, target.model)
+        headers = route_headers(route, target)
+        if ticket is not None:
+            ticket.served(route=route.name, tier=route.tier, target=target.label, model=target.model)
+            headers.update(ticket.headers)  # the key's x-ratelimit-* (OpenAI sends them on every answer)
+        answer = outcome.answer
+        if isinstance(answer, JsonAnswer):
+            await stack.aclose()
+            self._board.success(target)
+            return Served(JsonReply(answer.data, headers, target.model))
+        return Served(self._relay(answer, headers, stack, protocol.endpoint, ticket))
+
+    def _relay(self, stream: OpenStream, headers: dict[str, str], stack: contextlib.AsyncExitStack,
+               endpoint: str, ticket: Ticket | None) -> StreamRelayResponse:
+        target, metrics, board = stream.target, self._metrics, self._board
+
+        async def on_close(stats: StreamStats, disconnected: bool) -> None:
+            await stack.aclose()
+            status = 499 if disconnected else (502 if stats.error else 200)
+            metrics.observe_request(target.model, endpoint, status, time.perf_counter() - stats.started)
+            if stats.first_token_at is not None:
+                metrics.observe_ttft(target.model, stats.first_token_at - stats.started)
+            metrics.observe_tokens(target.model, stats.prompt_tokens, stats.completion_tokens)
+            if ticket is not None:
+                ttft = None if stats.first_token_at is None else stats.first_token_at - stats.started
+                ticket.usage(stats.prompt_tokens, stats.completion_tokens, stats.reasoning_tokens, ttft)
+                ticket.close(status)
+            if disconnected:
+                metrics.observe_error(target.model, "client_disconnected")
+            elif stats.shut_down:
+                metrics.observe_error(target.model, "gateway_shutting_down")
+            elif stats.error:
+                metrics.observe_error(target.model, "upstream_stream_error")
+                # Not retried (bytes reached the client), but a replica whose streams break is unhealthy.
+                board.failure(target, stats.error)
+            else:
+                board.success(target)
+
+        raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
+        return StreamRelayResponse(stream.response, stream.rewriter, headers=raw_headers, on_close=on_close,
+                                   first=stream.first, live=self._streams)
+
