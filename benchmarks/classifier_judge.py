@@ -107,7 +107,7 @@ def report_judge(name: str, judged: list[Judged], show_misses: bool) -> None:
 
 async def run_judge(name: str, items: list[dict[str, Any]]) -> list[Judged]:
     app = build_app(parse_config({"models": {name: JUDGES[name]}, "server": {"queue_timeout_s": 600}}))
-    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw",
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost",
                                                timeout=600) as http:
         await judge_one(http, name, {"request": {"messages": [{"role": "user", "content": "hi"}]}})  # warm-up
         judged = []

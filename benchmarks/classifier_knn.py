@@ -103,7 +103,7 @@ async def main(k: int, source: str, pooling: str, margins: list[float]) -> None:
     texts = [request_text(item["request"]) for item in items]
     print(f"embedding model: {source}, {pooling} pooling; k={k}")
     app = build_app(parse_config({"models": {"embedder": embedder(source, pooling)}}))
-    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw",
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost",
                                                timeout=300) as http:
         print(f"embedding {len(texts)} prompts through the gateway", flush=True)
         vectors = await embed_all(http, texts)

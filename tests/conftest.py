@@ -147,7 +147,7 @@ async def gw() -> AsyncIterator[OpenGateway]:
         app = build_app(parse_config(raw))
         ctx = running(app)
         await ctx.__aenter__()
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=30)
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost", timeout=30)
         opened.append((ctx, http))
         return http
 

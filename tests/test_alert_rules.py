@@ -103,7 +103,7 @@ async def _scrape_gateway() -> AsyncIterator[str]:
     }})
     app = build_app(config)
     async with running(app) as gateway, \
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http:
         for model, stream in (("qwen3-8b", False), ("qwen3-8b", True), ("offline", False)):
             body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
             await http.post("/v1/chat/completions", json=body, timeout=60)

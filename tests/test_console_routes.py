@@ -44,7 +44,7 @@ async def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
     })
     app = build_app(config)
     transport = httpx.ASGITransport(app=app)
-    async with running(app), httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+    async with running(app), httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
         yield http
 
 

@@ -141,8 +141,8 @@ def test_multi_node_model_gets_a_ray_worker_unit_per_worker_joining_the_head() -
     assert sorted(name for name in files if name.endswith(".service")) == [
         "192.168.100.11/gpufleet-ray-worker.service", "gpufleet.service"]
     worker = files["192.168.100.11/gpufleet-ray-worker.service"]
-    assert (f"ExecStart={EXEC} node join 192.168.100.10:6379 --node-ip 192.168.100.11 --num-gpus 1"
-            " --python /opt/vllm/.venv/bin/python") in worker
+    assert (f"ExecStart={EXEC} node join 192.168.100.10:6379 --node-ip 192.168.100.11"
+            " --token-file /etc/gpufleet/ray-token --num-gpus 1 --python /opt/vllm/.venv/bin/python") in worker
     assert "Restart=on-failure" in worker and "NoNewPrivileges=yes" in worker
 
 
@@ -220,6 +220,15 @@ def test_compose_pins_the_image_requests_gpus_and_puts_the_gateway_in_front() ->
     assert "ports" not in engine  # only the gateway is published
     gateway = compose["services"]["gateway"]
     assert gateway["ports"] == ["8000:8000"] and "vllm-qwen3-32b-awq" in gateway["depends_on"]
+    # The image no step built before (issue 20 §5): compose builds it from a checkout.
+    assert gateway["build"]["dockerfile"] == "deploy/docker/Dockerfile"
+    assert (REPO / gateway["build"]["dockerfile"]).is_file() and "GPUFLEET_SRC" in gateway["build"]["context"]
+
+
+def test_k8s_runtime_class_for_k3s(tmp_path: Path) -> None:
+    fleet = fleet_of("seed-002-k3s-3060")
+    docs = yaml_documents(k8s_files(fleet, runtime_class="nvidia")["vllm-ml.yaml"])
+    assert docs[0]["spec"]["template"]["spec"]["runtimeClassName"] == "nvidia"
 
 
 def test_gateway_config_reaches_vllm_models_as_remote_upstreams_and_keeps_routing() -> None:
@@ -242,23 +251,27 @@ def test_no_secret_of_the_generating_shell_lands_in_a_file(monkeypatch: pytest.M
             assert "secret_value" not in text
     k8s = yaml_documents(generate("seed-000-001-gaming-3090", "k8s")["vllm-qwen3-32b-awq.yaml"])
     env = k8s[0]["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "gpufleet-env", "key": "HF_TOKEN"}}} in env
+    # optional: a public model starts without HF_TOKEN (issue 20 §5)
+    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "gpufleet-env", "key": "HF_TOKEN",
+                                                               "optional": True}}} in env
 
 
 def test_k8s_engine_has_recreate_gpu_limits_shm_cache_and_a_startup_probe_past_the_cold_start() -> None:
-    deployment, service, pdb = yaml_documents(generate("seed-002-k3s-3060", "k8s")["vllm-ml.yaml"])
+    deployment, service = yaml_documents(generate("seed-002-k3s-3060", "k8s")["vllm-ml.yaml"])  # one replica: no PDB
     spec = deployment["spec"]
     pod = spec["template"]["spec"]
     container = pod["containers"][0]
     assert spec["strategy"] == {"type": "Recreate"} and spec["replicas"] == 1
     assert container["resources"]["limits"] == {"nvidia.com/gpu": "1"}
-    assert {"name": "dshm", "emptyDir": {"medium": "Memory"}} in pod["volumes"]
+    assert container["resources"]["requests"] == {"nvidia.com/gpu": "1", "cpu": "2", "memory": "16Gi"}
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}} in pod["volumes"]
+    assert "runtimeClassName" not in pod
     assert {"name": "hf-cache", "hostPath": {"path": "/var/lib/gpufleet/huggingface", "type": "DirectoryOrCreate"}} \
         in pod["volumes"]
     startup = container["startupProbe"]
     # ready_timeout_s 180: seed 002's 120 s first load (download + load) fits in the window, ~20 s from cache.
     assert startup["periodSeconds"] * startup["failureThreshold"] == 180
-    assert service["kind"] == "Service" and pdb["kind"] == "PodDisruptionBudget"
+    assert service["kind"] == "Service"
     r1 = yaml_documents(generate("seed-002-k3s-3060", "k8s")["vllm-r1.yaml"])[0]
     assert r1["spec"]["replicas"] == 0  # the swap group's other member waits at 0
 
@@ -358,3 +371,57 @@ def test_multi_node_model_in_a_container_target_is_refused_naming_the_key(target
     with pytest.raises(ConfigError) as caught:
         generate("seed-004-two-sparks-ray", target)
     assert "models.qwen3-235b-awq.nodes" in str(caught.value) and "gpufleet deploy systemd" in str(caught.value)
+
+
+def test_generated_gateway_accepts_its_service_names_as_host() -> None:
+    """The gateway refuses unknown Host names (DNS-rebinding guard); in-cluster clients use the service names."""
+    fleet = fleet_of("seed-000-001-gaming-3090")
+    compose_gateway = yaml.safe_load(compose_files(fleet)["gateway.yaml"])
+    assert "gateway" in compose_gateway["server"]["allowed_hosts"]
+    k8s_docs = yaml_documents(k8s_files(fleet, namespace="llm")["gateway.yaml"])
+    config_map = next(d for d in k8s_docs if d["kind"] == "ConfigMap")
+    hosts = yaml.safe_load(config_map["data"]["gpufleet.yaml"])["server"]["allowed_hosts"]
+    assert {"gpufleet-gateway", "gpufleet-gateway.llm.svc", "gpufleet-gateway.llm.svc.cluster.local"} <= set(hosts)
+
+
+def test_ray_worker_unit_keeps_python_with_a_ray_block_and_the_nccl_interface() -> None:
+    """Issue 20 §5: a `ray:` block without its own python dropped --python; NCCL/GLOO settings never reached
+    the worker."""
+    raw = yaml.safe_load((EXAMPLES / "seed-004-two-sparks-ray.yaml").read_text())
+    model = next(iter(raw["models"].values()))
+    model["ray"] = {"num_cpus": 4}
+    model["env"] = {"NCCL_SOCKET_IFNAME": "enp1s0f0np0", "GLOO_SOCKET_IFNAME": "enp1s0f0np0", "OTHER": "x"}
+    files = systemd_files(build_fleet(raw, file="inline.yaml"), executable=EXEC)
+    worker = files["192.168.100.11/gpufleet-ray-worker.service"]
+    assert "--python /opt/vllm/.venv/bin/python" in worker
+    for name in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME"):
+        assert f"Environment={name}=enp1s0f0np0" in worker
+    assert "OTHER" not in worker
+
+
+SECURITY_SCORE_MAX = 4.0  # systemd-analyze security's exposure (0 best, 10 worst); the generated units score 3.2
+
+
+@pytest.mark.parametrize("example", ["seed-003-two-a100", "seed-004-two-sparks-ray"])
+def test_systemd_units_are_sandboxed_yet_writable_where_engines_write(example: str, tmp_path: Path) -> None:
+    """Issue 20 §5: HOME and the XDG cache in the state directory (vLLM, Ray, Triton write there), memlock
+    unlimited (pinned memory), and systemd-analyze security's exposure at most SECURITY_SCORE_MAX."""
+    files = generate(example, "systemd", executable="/opt/gpufleet/bin/gpufleet")
+    for name, text in files.items():
+        if not name.endswith(".service"):
+            continue
+        assert "Environment=HOME=/var/lib/gpufleet" in text and "LimitMEMLOCK=infinity" in text
+        assert "ProtectHome=yes" in text and "CapabilityBoundingSet=\n" in text
+        path = tmp_path / name.replace("/", "_")
+        path.write_text(text)
+        done = subprocess.run(["systemd-analyze", "security", "--offline=true", str(path)], capture_output=True,
+                              text=True, timeout=120, check=False)
+        score = re.search(r"Overall exposure level for \S+: ([0-9.]+)", done.stdout + done.stderr)
+        assert score is not None, done.stdout + done.stderr
+        assert float(score.group(1)) <= SECURITY_SCORE_MAX, done.stdout[-2000:]
+
+
+def test_exec_in_a_home_directory_stays_visible_to_the_unit() -> None:
+    """ProtectHome=yes hid a default --exec under /home or /root (status 203/EXEC): read-only there."""
+    files = generate("seed-003-two-a100", "systemd", executable="/home/ops/.venv/bin/gpufleet")
+    assert "ProtectHome=read-only" in files["gpufleet.service"]

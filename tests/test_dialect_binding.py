@@ -109,7 +109,7 @@ async def ask(upstream: StandInReplayUpstream, entry: dict[str, Any],
     config = parse_config({"models": {"qwen-rig": {"engine": "remote", "url": upstream.url, **entry}}})
     app = build_app(config)
     transport = httpx.ASGITransport(app=app)
-    async with running(app), httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+    async with running(app), httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
         response = await http.post("/v1/chat/completions", json={
             "model": "qwen-rig", "messages": [{"role": "user", "content": "Weather in Berlin?"}],
             "tools": TOOLS, "stream": True, "chat_template_kwargs": {"enable_thinking": True}})

@@ -28,8 +28,11 @@ def client(gw: ServedGateway) -> openai.OpenAI:
 
 
 def engine_metric(gw: ServedGateway, model: str, name: str) -> float:
-    base = str(gw.status(model)["base_url"]).removesuffix("/v1")
-    for line in httpx.get(f"{base}/metrics", timeout=10).text.splitlines():
+    # The engine answers only its per-start key (llama.cpp guards /metrics too); an admin start hands it out.
+    started = httpx.post(f"{gw.url}/admin/models/{model}/start", timeout=120).json()
+    base = str(started["engine_url"]).removesuffix("/v1")
+    headers = {"authorization": f"Bearer {started['engine_api_key']}"}
+    for line in httpx.get(f"{base}/metrics", headers=headers, timeout=10).text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(f"{name} not in the engine's metrics")
@@ -164,7 +167,7 @@ async def test_crash_looping_engine_ends_failed_with_its_log_in_status_not_in_th
     app = build_app(config)
     async with (
         running(app) as gateway,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
     ):
         body = {"model": "broken", "messages": [{"role": "user", "content": "hi"}]}
         response = await http.post("/v1/chat/completions", json=body)
@@ -185,7 +188,7 @@ async def test_start_timeout_reports_the_fix_and_keeps_the_log_in_status() -> No
     app = build_app(config)
     async with (
         running(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
     ):
         body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}
         response = await http.post("/v1/chat/completions", json=body)

@@ -117,7 +117,7 @@ async def test_a_request_still_waiting_when_the_shutdown_grace_ends_gets_503(
     app = build_app(parse_config(config(upstreams)))
     async with running(app) as gateway:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=30) as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=30) as http:
             request = asyncio.ensure_future(http.post("/v1/chat/completions", json=chat("a", stream=stream)))
             while not upstreams["a"].requests:
                 await asyncio.sleep(0.01)
@@ -181,7 +181,7 @@ async def managed() -> AsyncIterator[Any]:
         app = build_app(parse_config(raw), engines={"llamacpp": SlowStandInEngine(delays)})
         ctx = running(app)
         await ctx.__aenter__()
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=60)
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost", timeout=60)
         opened.append((ctx, http))
         return http
 

@@ -202,7 +202,7 @@ def payloads(path: str) -> st.SearchStrategy[bytes]:
 def test_openapi_lists_every_endpoint_with_a_schema_for_each_post(upstream: JsonAnswerUpstream) -> None:
     async def fetch() -> dict[str, Any]:
         app = build_app(gateway_config(upstream))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http:
             return dict((await http.get("/openapi.json")).json())
 
     document = asyncio.run(fetch())
@@ -232,7 +232,7 @@ def test_fuzzed_bodies_never_get_a_5xx_or_hang(upstream: JsonAnswerUpstream) -> 
     app = build_app(gateway_config(upstream))
     gateway = running(app)
     loop.run_until_complete(gateway.__aenter__())
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
     seen: Counter[int] = Counter()
     codes: Counter[str] = Counter()
 

@@ -77,7 +77,7 @@ async def http(upstream: FaultUpstream) -> Any:
     app.router.routes.append(Route("/toy/messages", toy_messages, methods=["POST"]))
     async with running(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=30) as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=30) as client:
             yield client
 
 

@@ -131,7 +131,7 @@ def test_a_body_may_take_longer_than_the_header_timeout() -> None:
     with served_guarded(echo_length, limits) as url, socket.create_connection(
         ("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=20
     ) as sock:
-        sock.sendall(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nab")
+        sock.sendall(b"POST / HTTP/1.1\r\nhost: localhost\r\ncontent-length: 5\r\n\r\nab")
         time.sleep(1.0)  # well past header_timeout_s, well within body_timeout_s
         sock.sendall(b"cde")
         assert read_response(sock).startswith(b"HTTP/1.1 200"), "the body was cut by the header deadline"
@@ -142,9 +142,9 @@ def test_each_kept_alive_request_gets_its_own_header_deadline() -> None:
     with served_guarded(echo_length, limits) as url, socket.create_connection(
         ("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=20
     ) as sock:
-        sock.sendall(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nab")
+        sock.sendall(b"POST / HTTP/1.1\r\nhost: localhost\r\ncontent-length: 2\r\n\r\nab")
         assert read_response(sock).startswith(b"HTTP/1.1 200")
-        sock.sendall(b"POST / HTTP/1.1\r\nhost: x\r\n")  # a second request whose headers never end
+        sock.sendall(b"POST / HTTP/1.1\r\nhost: localhost\r\n")  # a second request whose headers never end
         answer = read_response(sock)
         assert answer.startswith(b"HTTP/1.1 408"), answer
 

@@ -41,7 +41,7 @@ async def client(upstream: StandInUpstream) -> AsyncIterator[httpx.AsyncClient]:
     app = build_app(config)
     async with running(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             yield http
 
 
@@ -217,7 +217,7 @@ async def test_api_keys_are_required_when_configured(upstream: StandInUpstream) 
     app = build_app(config)
     async with (
         running(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
     ):
         assert_openai_error(await http.post("/v1/chat/completions", json=chat()), 401)
         bad = await http.post("/v1/chat/completions", json=chat(), headers={"Authorization": "Bearer nope"})

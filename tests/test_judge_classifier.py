@@ -130,7 +130,7 @@ async def test_embedded_qwen_judge_picks_the_auto_tier_through_the_gateway() -> 
                "Prove that the square root of 3 is irrational."]
     app = build_app(parse_config(config))
     try:
-        async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw",
+        async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost",
                                                    timeout=300) as http:
             for prompt in prompts:
                 response = await http.post("/v1/chat/completions", json={"model": "auto", **chat_body(prompt)})

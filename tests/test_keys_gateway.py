@@ -64,7 +64,7 @@ async def gateway(
     })
     app = build_app(config)
     transport = httpx.ASGITransport(app=app)
-    async with running(app) as gw, httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+    async with running(app) as gw, httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
         yield gw, http
 
 

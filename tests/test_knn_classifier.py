@@ -72,7 +72,7 @@ async def test_knn_auto_with_real_embeddings_beats_the_majority_class_on_unseen_
                   "kind": "knn", "model": "embedder", "examples": str(examples), "timeout_s": 120}}}}
     app = build_app(parse_config(config))
     try:
-        async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw",
+        async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost",
                                                    timeout=300) as http:
             for _ in range(3000):  # the engine starts, then 63 examples are embedded: ~1 min on 2 cores
                 if (await http.get("/status")).json()["auto"]["state"] == "ready":

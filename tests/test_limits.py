@@ -69,7 +69,7 @@ def test_64_mb_header_is_refused_without_growing_memory(gateway: ServedGateway) 
     sent = 0
     block = b"a" * 65536
     try:
-        sock.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\nx-big: ")
+        sock.sendall(b"GET /health HTTP/1.1\r\nhost: localhost\r\nx-big: ")
         while sent < 64 * 1024 * 1024:
             sock.sendall(block)
             sent += len(block)
@@ -120,7 +120,7 @@ def _closed_by_peer(sock: socket.socket) -> bool:
 
 
 def test_slow_headers_are_cut_with_408(gateway: ServedGateway) -> None:
-    request = b"GET /health HTTP/1.1\r\nhost: x\r\nx-slow: " + b"s" * 40 + b"\r\n\r\n"
+    request = b"GET /health HTTP/1.1\r\nhost: localhost\r\nx-slow: " + b"s" * 40 + b"\r\n\r\n"
     sock = connect(gateway)
     sent = trickle(sock, request, 0.25)  # 4 bytes/s: the whole request would take 16 s
     answer = read_all(sock)
@@ -131,7 +131,7 @@ def test_slow_headers_are_cut_with_408(gateway: ServedGateway) -> None:
 
 def test_slow_body_is_cut_with_408(gateway: ServedGateway) -> None:
     body = b'{"model": "echo", "messages": [{"role": "user", "content": "hi"}]}'
-    head = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n")
     sock = connect(gateway)
     sock.sendall(head)

@@ -97,6 +97,9 @@ def test_vllm_over_ray_argv_for_seed_004_as_written() -> None:
         "--tensor-parallel-size", "2", "--distributed-executor-backend", "ray", "--enforce-eager",
         "--enable-auto-tool-choice", "--tool-call-parser", "qwen3_xml", "--host", "127.0.0.1", "--port", "8235"]
     assert env["RAY_ADDRESS"] == "192.168.100.10:6379"
+    # vLLM's driver joins the head in token mode, with the token file's path, never the token (issue 20).
+    assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN_PATH"].endswith("/ray/auth_token")
+    assert "RAY_AUTH_TOKEN" not in env
 
 
 def test_planned_seed_004_names_the_ray_backend_once() -> None:
@@ -125,8 +128,9 @@ def test_head_and_worker_ray_start_command_lines(tmp_path: Path) -> None:
     assert head == [
         "/venv/bin/python", "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address",
         "192.168.100.10", "--port", "6379", "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-        "--dashboard-port", "8265", "--disable-usage-stats", "--temp-dir", str(tmp_path), "--num-gpus", "1",
-        "--num-cpus", "4", "--object-store-memory", str(1024 * 1024 * 1024),
+        "--dashboard-port", "8265", "--disable-usage-stats", "--temp-dir", str(tmp_path),
+        "--num-gpus", "1", "--num-cpus", "4",
+        "--object-store-memory", str(1024 * 1024 * 1024),
         "--labels", "gpufleet.io/nccl-socket-ifname=docker0_lo,gpufleet.io/vllm=0.10.2"]
     worker = worker_start_argv("/venv/bin/python", "192.168.100.10:6379", "192.168.100.11", tmp_path,
                                {"driver": ""}, num_gpus=1)

@@ -31,6 +31,7 @@ import yaml
 from gpufleet.cluster.ray_cluster import ray_temp_dir
 from tests.netns.netns import (
     HEAD_IP,
+    OUTSIDER_IP,
     WORKER_IP,
     NamespacePair,
     in_netns,
@@ -134,7 +135,8 @@ def pair() -> Iterator[NamespacePair]:
 def test_ray_cluster_across_two_namespaces_serves_loses_a_worker_and_recovers(pair: NamespacePair,
                                                                                tmp_path: Path) -> None:
     env = {"GPUFLEET_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
-    join = [GPUFLEET, "node", "join", HEAD_IP, *SMALL_NODE, "--python", sys.executable, "--retry-s", "1"]
+    join = [GPUFLEET, "node", "join", HEAD_IP, *SMALL_NODE, "--python", sys.executable, "--retry-s", "1",
+            "--token-file", str(tmp_path / "cache" / "ray" / "auth_token")]  # the head's, made at its start
     seen: list[str] = []
     with (tmp_path / "serve.log").open("wb") as serve_log, (tmp_path / "join.log").open("wb") as join_log:
         gateway = pair.popen(pair.head_ns, [GPUFLEET, "serve", "-c", str(_config(tmp_path))], serve_log, env)
@@ -197,4 +199,111 @@ def test_ray_cluster_across_two_namespaces_serves_loses_a_worker_and_recovers(pa
                 proc.send_signal(signal.SIGTERM)
                 assert proc.wait(timeout=60) == 0
         assert netns_pids(pair.worker_ns) == []
+    print("states seen:\n" + "\n".join(seen))
+
+
+AGENT_PORT = 52365  # Ray's dashboard agent (job API) on the node's address
+CLIENT_SERVER_PORT = 10001
+# An outsider's Ray client: connect without a token and run a task that leaves a file (it must never run).
+RAY_CLIENT_ATTACK = """
+import sys, ray
+ray.init(sys.argv[1])
+@ray.remote
+def touch(path):
+    open(path, "w").write("pwned")
+ray.get(touch.remote(sys.argv[2]), timeout=60)
+"""
+
+
+def _outsider_job_submission(marker: Path) -> int:
+    """POST a job to the head's dashboard agent, as any host on the network could; the HTTP status (0: no
+    answer)."""
+    body = json.dumps({"entrypoint": f"touch {marker}", "submission_id": "outsider"}).encode()
+    request = urllib.request.Request(f"http://{HEAD_IP}:{AGENT_PORT}/api/job_agent/jobs/", data=body,
+                                     method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=15) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0
+
+
+def _port_open(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def trio() -> Iterator[NamespacePair]:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.fail("the netns test needs root and iproute2's `ip` (apt-get install iproute2)")
+    with namespace_pair(outsider=True) as created:
+        yield created
+    for name in (MODEL, f"node-{WORKER_IP}"):
+        shutil.rmtree(ray_temp_dir(name), ignore_errors=True)
+
+
+def test_token_auth_refuses_an_outsider_and_a_wrong_worker_token_and_still_serves(trio: NamespacePair,
+                                                                                   tmp_path: Path) -> None:
+    """Issue 20 §2: with gpufleet's defaults a third host can submit no job, a worker with the wrong token
+    is told so, and the model comes up across both hosts in token mode."""
+    env = {"GPUFLEET_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    token_file = tmp_path / "cache" / "ray" / "auth_token"
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text("0" * 64)
+    wrong.chmod(0o600)
+    base_join = [GPUFLEET, "node", "join", HEAD_IP, *SMALL_NODE, "--python", sys.executable, "--retry-s", "1"]
+    marker = tmp_path / "outsider-was-here"
+    seen: list[str] = []
+    assert trio.outsider_ns is not None
+    with (tmp_path / "serve.log").open("wb") as serve_log, (tmp_path / "join.log").open("wb") as join_log:
+        gateway = trio.popen(trio.head_ns, [GPUFLEET, "serve", "-c", str(_config(tmp_path))], serve_log, env)
+        try:
+            _wait_for(trio.head_ns, "the head to wait for the worker",
+                      lambda m: str(m.get("phase", "")).startswith("ray: 1/2 nodes"), 90, seen)
+            assert token_file.stat().st_mode & 0o777 == 0o600
+            token = token_file.read_text().strip()
+            assert token not in json.dumps(_model_status(trio.head_ns))
+
+            # An outsider: no job through the agent's job API, no Ray client server to talk to.
+            outsider = trio.outsider_ns
+            assert in_netns(outsider, lambda: _port_open(HEAD_IP, 6379)), "the outsider must reach the head"
+            status = in_netns(outsider, lambda: _outsider_job_submission(marker))
+            assert status in (401, 403), status  # the agent answers, and refuses without the token
+            # Ray 2.60 always starts its client server (10001, node address) when ray[client] is installed and has
+            # no switch to turn it off ("--ray-client-server-port 0" is refused): in token mode it wants the token.
+            client = subprocess.run(["ip", "netns", "exec", outsider, sys.executable, "-c", RAY_CLIENT_ATTACK,
+                                     f"ray://{HEAD_IP}:{CLIENT_SERVER_PORT}", str(marker)],
+                                    capture_output=True, text=True, timeout=180,
+                                    env={k: v for k, v in os.environ.items() if not k.startswith("RAY_")})
+            assert client.returncode != 0 and not marker.exists(), client.stdout + client.stderr
+            assert OUTSIDER_IP not in (tmp_path / "serve.log").read_text(errors="replace")
+
+            # A worker with the wrong token: a clear error and exit 2, not an endless retry.
+            bad = trio.popen(trio.worker_ns, [*base_join, "--token-file", str(wrong)], join_log, env)
+            assert bad.wait(timeout=180) == 2
+            assert "refused this node's Ray token" in (tmp_path / "join.log").read_text(errors="replace")
+
+            # The right token: the model comes up across both hosts in token mode.
+            trio.popen(trio.worker_ns, [*base_join, "--token-file", str(token_file)], join_log, env)
+            _wait_for(trio.head_ns, "ready with both nodes", lambda m: m.get("state") == "ready", 150, seen)
+            status, body = _chat(trio.head_ns)
+            assert status == 200, body
+            assert f"@{WORKER_IP}" in body["choices"][0]["message"]["content"]
+            assert not marker.exists()
+            for log in (tmp_path / "serve.log", tmp_path / "join.log"):
+                assert token not in log.read_text(errors="replace")
+        except BaseException:
+            print("serve.log:\n" + (tmp_path / "serve.log").read_text(errors="replace")[-6000:])
+            print("join.log:\n" + (tmp_path / "join.log").read_text(errors="replace")[-4000:])
+            raise
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(timeout=60)
     print("states seen:\n" + "\n".join(seen))

@@ -41,7 +41,7 @@ async def stream_through_gateway(upstream: StandInReplayUpstream, body: dict[str
         "engine": "remote", "url": upstream.url, "upstream_model": "Qwen/Qwen3-8B", "defaults": defaults or {}}}})
     app = build_app(config)
     transport = httpx.ASGITransport(app=app)
-    async with running(app), httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+    async with running(app), httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
         response = await http.post("/v1/chat/completions", json={
             "model": "qwen3", "messages": [{"role": "user", "content": "What is 17 times 23?"}],
             "stream": True, **body})

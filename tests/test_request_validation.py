@@ -57,7 +57,7 @@ async def http(upstream: FixedAnswerUpstream) -> AsyncIterator[httpx.AsyncClient
     app = build_app(config)
     async with (
         running(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client,
     ):
         yield client
 

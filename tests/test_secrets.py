@@ -36,7 +36,7 @@ async def client_for(config: dict[str, Any]) -> AsyncIterator[httpx.AsyncClient]
     app = build_app(parse_config(config))
     async with (
         running(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
     ):
         yield http
 

@@ -179,7 +179,8 @@ def _chat(model: str, content: str = "hi") -> dict[str, Any]:
 async def test_gateway_answers_503_with_the_oom_cause() -> None:
     config = parse_config({"models": {"big": standin_model(env={"STANDIN_VLLM_FAIL": "oom"})}})
     app = build_app(config)
-    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                               base_url="http://localhost") as http:
         response = await http.post("/v1/chat/completions", json=_chat("big"), timeout=60)
         status = (await http.get("/status")).json()["models"][0]
     assert response.status_code == 503
@@ -194,7 +195,7 @@ async def test_gateway_relays_and_exports_scraped_vllm_metrics_with_the_model_la
     model = standin_model(env={"STANDIN_VLLM_KV_USAGE": "0.91"}, aliases=["qwen"])
     app = build_app(parse_config({"models": {"qwen3-8b": model}}))
     async with running(app) as gateway, \
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http:
         reply = await http.post("/v1/chat/completions", json=_chat("qwen", "ping pong"), timeout=60)
         assert reply.status_code == 200
         assert reply.json()["choices"][0]["message"]["content"] == "echo: ping pong"

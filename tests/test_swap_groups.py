@@ -437,7 +437,7 @@ async def test_admin_swap_endpoint_and_status_show_the_group() -> None:
     app = build_app(parse_config(gateway_config()))
     async with running(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=60) as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=60) as client:
             first = await client.post("/admin/models/ml/swap")
             assert first.status_code == 200 and first.json()["freed"] == []
             second = await client.post("/admin/models/deepseek-r1/swap")

@@ -107,7 +107,7 @@ async def test_bad_vllm_flag_fails_fast_with_the_cause() -> None:
     config = parse_config({"models": {"bad": vllm_model(preload=False, extra_args=["--no-such-flag"])}})
     app = build_app(config)
     transport = httpx.ASGITransport(app=app)
-    async with running(app), httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+    async with running(app), httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
         body = {"model": "bad", "messages": [{"role": "user", "content": "hi"}]}
         response = await http.post("/v1/chat/completions", json=body, timeout=300)
     assert response.status_code == 503

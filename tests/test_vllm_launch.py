@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from gpufleet.config import Config, VllmModel, parse_config
-from gpufleet.engines.base import LaunchSpec
+from gpufleet.engines.base import LaunchSpec, with_engine_key
 from gpufleet.engines.vllm_engine import VllmEngine
 from gpufleet.engines.vllm_resolve import resolve_model
 from gpufleet.errors import ConfigError, EngineError
@@ -196,7 +196,7 @@ def test_seed_000_001_3090_awq_in_a_pinned_container(fake_docker: str, tmp_path:
     assert spec.argv == [
         fake_docker, "run", "--rm", "--init", "--name", name, "--gpus", "all", "--ipc=host",
         "-p", f"127.0.0.1:{PORT}:8000", "-v", f"{tmp_path / 'hf'}:/root/.cache/huggingface",
-        "-e", "DO_NOT_TRACK", "-e", "HF_TOKEN", "-e", "VLLM_NO_USAGE_STATS",
+        "-e", "DO_NOT_TRACK", "-e", "HF_TOKEN", "-e", "VLLM_API_KEY", "-e", "VLLM_NO_USAGE_STATS",
         "vllm/vllm-openai:v0.8.5",
         "--model", "Qwen/Qwen3-32B-AWQ", "--served-model-name", "m", "--quantization", "awq_marlin",
         "--max-model-len", "8192", "--gpu-memory-utilization", "0.92",
@@ -209,6 +209,10 @@ def test_seed_000_001_3090_awq_in_a_pinned_container(fake_docker: str, tmp_path:
     assert spec.health_url == f"http://127.0.0.1:{PORT}/health"
     assert spec.stop_argv == [fake_docker, "rm", "--force", name]
     assert "--cpu-offload-gb" not in spec.argv and "--enforce-eager" not in spec.argv  # seed 001's lesson
+    # The supervisor's per-start engine key travels the same way: by name (issue 20).
+    keyed = with_engine_key(spec)
+    assert keyed.api_key and keyed.env["VLLM_API_KEY"] == keyed.api_key and keyed.api_key not in keyed.argv
+    assert with_engine_key(spec).api_key != keyed.api_key
 
 
 def test_seed_002_3060_k8s_setup_as_a_container_with_shm_and_one_device(fake_docker: str) -> None:
@@ -319,7 +323,8 @@ async def test_a_plan_that_does_not_fit_answers_503_with_the_advice(fake_vllm_en
                            "env": fake_vllm_env, "plan": True, "gpu": "rtx3090", "max_model_len": 8192}},
     })
     app = build_app(config)
-    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                               base_url="http://localhost") as http:
         response = await http.post("/v1/chat/completions",
                                    json={"model": "big", "messages": [{"role": "user", "content": "hi"}]})
     assert response.status_code == 503, response.text

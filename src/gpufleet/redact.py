@@ -8,9 +8,14 @@ everything that displays a URL shows `redact_url(url)` instead (issue 12).
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 MASK = "***"
+# user-info in a URL inside free text (an aiohttp error, a message someone formatted with the raw url):
+# `scheme://anything-but-slash@` and a scheme-less `user:password@`.
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]+@")
+_BARE_USERINFO = re.compile(r"(?<![\w/@*])[^\s/@:'\"=]+:[^\s/@'\"]+@")
 
 
 def redact_url(url: str) -> str:
@@ -28,6 +33,13 @@ def redact_url(url: str) -> str:
     if query:
         query = urlencode([(key, MASK) for key, _ in parse_qsl(query, keep_blank_values=True)], safe="*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def mask_credentials(text: str) -> str:
+    """`text` with the user-info of every URL in it replaced by `***` (for messages built from errors)."""
+    if "@" not in text:
+        return text
+    return _BARE_USERINFO.sub(f"{MASK}@", _URL_USERINFO.sub(rf"\g<scheme>{MASK}@", text))
 
 
 def url_has_credentials(url: str) -> bool:

@@ -25,6 +25,9 @@ from typing import IO, Any, TypeVar
 
 HEAD_IP = "10.213.0.1"
 WORKER_IP = "10.213.0.2"
+# A third host on its own link to the head (an outsider on the network): 10.214.0.2, routed to HEAD_IP.
+OUTSIDER_IP = "10.214.0.2"
+_OUTSIDER_HEAD_SIDE = "10.214.0.1"
 _CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
 
@@ -85,6 +88,7 @@ class NamespacePair:
     head_ns: str
     worker_ns: str
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    outsider_ns: str | None = None
 
     def popen(self, ns: str, argv: list[str], log: IO[bytes], env: dict[str, str] | None = None,
               ) -> subprocess.Popen[bytes]:
@@ -96,12 +100,16 @@ class NamespacePair:
 
 
 @contextlib.contextmanager
-def namespace_pair(tag: str | None = None) -> Iterator[NamespacePair]:
-    """Create the namespaces and the veth pair; remove them (and every process in them) on exit."""
+def namespace_pair(tag: str | None = None, *, outsider: bool = False) -> Iterator[NamespacePair]:
+    """Create the namespaces and the veth pair; remove them (and every process in them) on exit.
+
+    `outsider`: also a third namespace (`pair.outsider_ns`, OUTSIDER_IP) with its own link to the head, from
+    which the head's addresses are reachable like from any other host on the network.
+    """
     tag = tag or str(os.getpid() % 100000)
     head_ns, worker_ns = f"gfray-{tag}-h", f"gfray-{tag}-w"
     head_if, worker_if = f"gfh{tag}", f"gfw{tag}"  # interface names: 15 characters at most
-    pair = NamespacePair(head_ns, worker_ns)
+    pair = NamespacePair(head_ns, worker_ns, outsider_ns=f"gfray-{tag}-o" if outsider else None)
     try:
         _ip("netns", "add", head_ns)
         _ip("netns", "add", worker_ns)
@@ -112,15 +120,31 @@ def namespace_pair(tag: str | None = None) -> Iterator[NamespacePair]:
             _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
             _ip("-n", ns, "link", "set", dev, "up")
             _ip("-n", ns, "link", "set", "lo", "up")
+        if pair.outsider_ns is not None:
+            _add_outsider(pair.outsider_ns, head_ns, f"gfo{tag}", f"gfx{tag}")
         yield pair
     finally:
         for proc in pair.procs:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-        for ns in (head_ns, worker_ns):
-            if Path(f"/run/netns/{ns}").exists():
+        for ns in (head_ns, worker_ns, pair.outsider_ns):
+            if ns is not None and Path(f"/run/netns/{ns}").exists():
                 kill_netns_processes(ns)
                 subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30, check=False)
         for proc in pair.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
+
+
+def _add_outsider(outsider_ns: str, head_ns: str, outsider_if: str, head_if: str) -> None:
+    _ip("netns", "add", outsider_ns)
+    _ip("link", "add", head_if, "type", "veth", "peer", "name", outsider_if)
+    _ip("link", "set", head_if, "netns", head_ns)
+    _ip("link", "set", outsider_if, "netns", outsider_ns)
+    _ip("-n", head_ns, "addr", "add", f"{_OUTSIDER_HEAD_SIDE}/24", "dev", head_if)
+    _ip("-n", head_ns, "link", "set", head_if, "up")
+    _ip("-n", outsider_ns, "addr", "add", f"{OUTSIDER_IP}/24", "dev", outsider_if)
+    _ip("-n", outsider_ns, "link", "set", outsider_if, "up")
+    _ip("-n", outsider_ns, "link", "set", "lo", "up")
+    # HEAD_IP is the head's own address, so the head answers it on this link too (no forwarding needed).
+    _ip("-n", outsider_ns, "route", "add", f"{HEAD_IP}/32", "via", _OUTSIDER_HEAD_SIDE)

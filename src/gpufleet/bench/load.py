@@ -40,6 +40,9 @@ def load_prompts(path: Path | None) -> list[str]:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"--prompts {path}: cannot read: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"--prompts {path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                          f"{err.start})") from None
     prompts: list[str] = []
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()

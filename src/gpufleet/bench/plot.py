@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gpufleet.bench.outputs import PLOT_SOFTWARE
 from gpufleet.bench.stats import cdf_points
 from gpufleet.errors import ConfigError
 
@@ -64,7 +65,8 @@ def plot_report(report: dict[str, Any], path: Path) -> Path:
                 axis.legend(fontsize="small")
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format="png", dpi=PLOT_DPI)
+        # The mark that lets a later --plot overwrite this file (bench/outputs.py), and nothing else.
+        fig.savefig(path, format="png", dpi=PLOT_DPI, metadata={"Software": PLOT_SOFTWARE})
     finally:
         plt.close(fig)
     return path

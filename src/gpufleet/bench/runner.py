@@ -56,7 +56,9 @@ async def engine_behind(target: BenchTarget, *, api_key: str | None, timeout_s: 
         message = body.get("error", {}).get("message") if isinstance(body, dict) else None
         raise ConfigError(f"--compare-direct: {target.model!r} has no local engine behind the gateway"
                           f" (HTTP {response.status}: {message or body})")
-    return BenchTarget(direct_label(target), engine_url.rstrip("/"), target.model, via_gateway=False)
+    engine_key = body.get("engine_api_key")
+    return BenchTarget(direct_label(target), engine_url.rstrip("/"), target.model, via_gateway=False,
+                       api_key=engine_key if isinstance(engine_key, str) else None)
 
 
 async def run_bench(targets: Sequence[TargetInfo], prompts: Sequence[str], settings: BenchSettings, *,
@@ -67,9 +69,10 @@ async def run_bench(targets: Sequence[TargetInfo], prompts: Sequence[str], setti
     runs: list[TargetRun] = []
     for info in targets:
         target = info.target
+        key = target.api_key or api_key  # an engine-direct target answers only to its engine's own key
         if on_stage:
             on_stage(f"{target.label}: warm-up")
-        sample = await warm_up(target, prompts[0], api_key=api_key, timeout_s=timeout_s)
+        sample = await warm_up(target, prompts[0], api_key=key, timeout_s=timeout_s)
         if on_sample:
             on_sample(sample)
         for level in settings.concurrency:
@@ -77,7 +80,7 @@ async def run_bench(targets: Sequence[TargetInfo], prompts: Sequence[str], setti
                 on_stage(f"{target.label}: concurrency {level}")
             samples, wall_s = await run_level(target, prompts, concurrency=level,
                                               requests=requests_for(settings, level),
-                                              max_tokens=settings.max_tokens, api_key=api_key,
+                                              max_tokens=settings.max_tokens, api_key=key,
                                               timeout_s=timeout_s, on_done=on_sample)
             runs.append(TargetRun(target.label, level, tuple(samples), wall_s))
     return BenchReport(settings, tuple(targets), tuple(runs))

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from gpufleet.errors import ConfigError
@@ -25,6 +25,8 @@ class BenchTarget:
     base_url: str
     model: str
     via_gateway: bool  # True when base_url is the gateway (so --compare-direct can find the engine behind it)
+    # The engine's own per-start key (the gateway's admin start hands it out) for an engine-direct target.
+    api_key: str | None = field(default=None, repr=False, compare=False)
 
 
 def _split_url(text: str, where: str) -> tuple[str, str | None]:

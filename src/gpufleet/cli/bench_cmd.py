@@ -21,6 +21,7 @@ from rich.table import Table
 from gpufleet.bench.estimate import decode_estimate
 from gpufleet.bench.latest import write_latest
 from gpufleet.bench.load import load_prompts
+from gpufleet.bench.outputs import check_output
 from gpufleet.bench.plot import plot_report
 from gpufleet.bench.report import TABLE_COLUMNS, BenchReport, BenchSettings, TargetInfo, table_rows
 from gpufleet.bench.runner import engine_behind, run_bench, total_requests
@@ -86,6 +87,8 @@ def bench(
         "--compare-direct", help="also load the engine behind each gateway model directly")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report as JSON here")] = None,
     plot_out: Annotated[Path | None, typer.Option("--plot", help="write the plots (PNG) here")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="let --plot/--json overwrite a file gpufleet bench did not write")] = False,
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="gpufleet.yaml, for the planner's decode estimate (default: $GPUFLEET_CONFIG)")]
     = None,
@@ -95,6 +98,11 @@ def bench(
 ) -> None:
     """Benchmark targets side by side: TTFT, inter-token latency, tok/s, req/s, errors (p50/p95/p99)."""
     parsed = parse_targets(targets, gateway=base_url)
+    # Before the run: a refused output path must not cost a benchmark first.
+    if plot_out is not None:
+        check_output(plot_out, "--plot", kind="png", force=force)
+    if json_out is not None:
+        check_output(json_out, "--json", kind="json", force=force)
     levels = parse_concurrency(concurrency)
     prompt_list = load_prompts(prompts)
     cfg = _config(config)

@@ -10,6 +10,7 @@ Exit codes: 0 written (or printed), 2 bad config, an unknown model or bad option
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -22,6 +23,7 @@ from gpufleet.config import load_config
 from gpufleet.deploy import build_fleet, compose_files, k8s_files, swap_commands, systemd_files
 from gpufleet.deploy.fleet import DEFAULT_GATEWAY_IMAGE, DEFAULT_HF_CACHE, Fleet
 from gpufleet.errors import ConfigError
+from gpufleet.gateway.auth import is_loopback
 from gpufleet.planner import DEFAULT_VLLM_VERSION
 
 
@@ -41,15 +43,37 @@ def load_fleet(config: Path, *, vllm_version: str, hf_cache: str, gateway_image:
                        gateway_image=gateway_image)
 
 
+# Files that hold secret values (deploy/secret_lift.py): readable by their owner only.
+SECRET_FILES = (".env", "gpufleet.env")
+
+
 def write_files(out: Path, files: dict[str, str]) -> list[Path]:
-    """Write `files` (relative names) under `out`; the paths written."""
+    """Write `files` (relative names) under `out`, env files with mode 0600, the rest 0644; the paths written."""
     written = []
     for name, text in files.items():
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        mode = 0o600 if Path(name).name in SECRET_FILES else 0o644
+        path.unlink(missing_ok=True)  # a new file gets `mode` from the start, never a moment readable by others
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(path, mode)  # the umask may have taken bits away
         written.append(path)
     return written
+
+
+def exposure_warning(target: str, fleet: Fleet) -> str | None:
+    """A warning when the generated gateway is reachable from the network without API keys."""
+    server = fleet.source_config.get("server") or {}
+    if server.get("api_keys"):
+        return None
+    host = str(server.get("host", "127.0.0.1"))
+    if target == "systemd" and is_loopback(host):
+        return None
+    where = f"{host}:{server.get('port', 8000)}" if target == "systemd" else f"0.0.0.0:{fleet.gateway_port}"
+    return (f"the generated gateway listens on {where} without server.api_keys: anyone who reaches it can use every"
+            " model. Set server.api_keys: [\"${GPUFLEET_KEY}\"] in the config and GPUFLEET_KEY in the env file")
 
 
 def register(app: typer.Typer) -> None:
@@ -75,6 +99,9 @@ def register(app: typer.Typer) -> None:
         swap: Annotated[
             str | None, typer.Option("--swap", help="k8s: print the kubectl commands that bring MODEL onto its GPU")
         ] = None,
+        runtime_class: Annotated[
+            str | None, typer.Option("--runtime-class", help="k8s: runtimeClassName of the engine pods (k3s: nvidia)")
+        ] = None,
         executable: Annotated[
             str | None, typer.Option("--exec", help="systemd: the gpufleet command on the host (default: this one)")
         ] = None,
@@ -94,12 +121,14 @@ def register(app: typer.Typer) -> None:
         if target is Target.compose:
             files = compose_files(fleet, source=source)
         elif target is Target.k8s:
-            files = k8s_files(fleet, namespace=namespace, pvc=pvc, source=source)
+            files = k8s_files(fleet, namespace=namespace, pvc=pvc, source=source, runtime_class=runtime_class)
         else:
             files = systemd_files(fleet, executable=executable or str(Path(sys.executable).with_name("gpufleet")),
                                   source=source)
         for engine in fleet.engines:
             for warning in engine.warnings:
                 typer.echo(f"warning: models.{engine.name}: {warning}", err=True)
+        if (exposed := exposure_warning(target.value, fleet)) is not None:
+            typer.echo(f"warning: {exposed}", err=True)
         for path in write_files(out, files):
             typer.echo(str(path))

@@ -16,10 +16,11 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpufleet.cluster.node_facts import NodeFacts, collect_node_facts
+from gpufleet.cluster.ray_auth import AUTH_MODE_ENV, TOKEN_VALUE_ENV, auth_env, looks_refused
 from gpufleet.cluster.ray_commands import worker_start_argv
 from gpufleet.cluster.ray_process import RayProcess
 
@@ -39,6 +40,17 @@ class JoinSettings:
     object_store_mib: int | None = None
     retry_s: float = 5.0
     max_joins: int | None = None  # stop after this many `ray start` runs (None: forever)
+    # The head's Ray token: a file (mode 0600) or the value; both None only with auth off (`--no-auth`).
+    token_file: Path | None = None
+    token: str | None = field(default=None, repr=False)
+
+    def ray_env(self) -> dict[str, str]:
+        """The token-mode environment of the worker's `ray start` (empty with auth off)."""
+        if self.token_file is not None:
+            return auth_env(self.token_file)
+        if self.token is not None:
+            return {AUTH_MODE_ENV: "token", TOKEN_VALUE_ENV: self.token}
+        return {}
 
     @property
     def head(self) -> str:
@@ -81,7 +93,7 @@ async def join_forever(settings: JoinSettings, say: Callable[[str], None] | None
         argv = worker_start_argv(settings.python, settings.head, settings.node_ip, settings.temp_dir,
                                  facts.labels(), num_gpus=settings.num_gpus, num_cpus=settings.num_cpus,
                                  object_store_mib=settings.object_store_mib)
-        process = RayProcess(argv, {}, settings.log_path)
+        process = RayProcess(argv, settings.ray_env(), settings.log_path)
         started = time.monotonic()
         await process.spawn()
         say(f"joining {settings.head} as {settings.node_ip} (ray pid {process.pid}, log {settings.log_path})")
@@ -94,6 +106,10 @@ async def join_forever(settings: JoinSettings, say: Callable[[str], None] | None
             await process.stop()
             break
         await process.stop()  # its group may hold services that outlived `ray start`
+        if looks_refused(process.log_tail(40)):
+            say(f"error: the head {settings.head} refused this node's Ray token; copy the head's token file"
+                " (<cache>/ray/auth_token there) again and pass it with --token-file")
+            return 2
         say(f"ray exited with code {process.returncode} after {time.monotonic() - started:.0f} s;"
             f" rejoining in {settings.retry_s:g} s\n{process.log_tail(5)}")
         with contextlib.suppress(TimeoutError):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import tempfile
 import time
@@ -24,6 +25,14 @@ from typing import Any
 import aiohttp
 
 from gpufleet.cluster.node_facts import collect_node_facts, is_local_address
+from gpufleet.cluster.ray_auth import (
+    auth_enabled,
+    auth_env,
+    ensure_token_file,
+    read_token,
+    state_api_headers,
+    token_path,
+)
 from gpufleet.cluster.ray_commands import (
     DEFAULT_DASHBOARD_PORT,
     expected_gpus,
@@ -34,6 +43,7 @@ from gpufleet.cluster.ray_process import RayProcess
 from gpufleet.cluster.ray_state import ClusterView, RayNode, StateApiError, assess, lost_reason, parse_nodes
 from gpufleet.config import VllmModel
 from gpufleet.errors import EngineError
+from gpufleet.model_names import file_stem
 
 log = logging.getLogger("gpufleet.cluster")
 
@@ -52,12 +62,14 @@ class RayHead:
         self.name = name
         self.model = model
         self.python = python
-        self.log_path = log_dir / f"{name}.ray-head.log"
+        self.log_path = log_dir / f"{file_stem(name)}.ray-head.log"
         self.poll_interval_s = poll_interval_s
         self.process: RayProcess | None = None
         self.view: ClusterView | None = None
         port = model.ray.dashboard_port if model.ray else DEFAULT_DASHBOARD_PORT
         self.nodes_url = f"http://127.0.0.1:{port}/api/v0/nodes?limit=1000"
+        self.state_headers: dict[str, str] = {}  # the token header once the head runs in token mode
+        self.refused: str | None = None  # why the state API refused us (401/403), if it did
 
     @property
     def address(self) -> str:
@@ -85,6 +97,10 @@ class RayHead:
                               f" (pip install 'ray[default]'), or set models.{self.name}.ray.python")
         argv = head_start_argv(self.model, self.python, ray_temp_dir(self.name), facts.labels())
         env = dict(self.model.ray.env) if self.model.ray else {}
+        if auth_enabled(self.model.ray):
+            path = await asyncio.to_thread(ensure_token_file, token_path(self.model.ray))
+            self.state_headers = state_api_headers(read_token(path))
+            env = {**auth_env(path), **env}
         self.process = RayProcess(argv, env, self.log_path)
         log.info("%s: starting the Ray head at %s", self.name, self.address)
         await self.process.spawn()
@@ -100,9 +116,19 @@ class RayHead:
     async def read_nodes(self, http: aiohttp.ClientSession) -> list[RayNode] | None:
         """Every node the state API lists; None while it does not answer."""
         try:
-            async with http.get(self.nodes_url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                payload = await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+            async with http.get(self.nodes_url, headers=self.state_headers,
+                                timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                status, raw = resp.status, await resp.read()
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+        if status in (401, 403):
+            # A head in token mode that does not take gpufleet's token: waiting will not change that.
+            self.refused = (f"the Ray head's state API refused gpufleet's token (HTTP {status}); is another Ray"
+                            f" head with another token on port {self.nodes_url.split(':')[2].split('/')[0]}?")
+            return None
+        try:
+            payload = json.loads(raw)
+        except ValueError:
             return None
         try:
             return parse_nodes(payload)
@@ -123,6 +149,8 @@ class RayHead:
                 raise EngineError(f"the Ray head exited with code {self.process.returncode}; see {self.log_path}"
                                   f"\n{tail}")
             view = await self.read_view(http)
+            if self.refused is not None:
+                raise EngineError(f"{self.refused}; see {self.log_path}")
             line = view.progress() if view else "ray: starting the head"
             if line != last:
                 on_progress(line)

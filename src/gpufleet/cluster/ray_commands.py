@@ -15,6 +15,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+from gpufleet.cluster.ray_auth import auth_enabled, auth_env, token_path
 from gpufleet.config import VllmModel
 from gpufleet.planner.launch import LaunchPlan
 
@@ -44,8 +45,10 @@ def distributed_launch(launch: LaunchPlan, model: VllmModel) -> LaunchPlan:
     if not model.nodes:
         return launch
     backend = None if "--distributed-executor-backend" in model.extra_args else "ray"  # seed 004: two Sparks
+    # vLLM's driver joins the head's cluster, so it needs the head's token mode and token file too.
+    auth = auth_env(token_path(model.ray)) if auth_enabled(model.ray) else {}
     return replace(launch, nodes=len(model.nodes), distributed_executor_backend=backend,
-                   env={"RAY_ADDRESS": head_address(model), **launch.env})  # the config's own env wins
+                   env={"RAY_ADDRESS": head_address(model), **auth, **launch.env})  # the config's own env wins
 
 
 def ray_command(python: Path | str) -> list[str]:

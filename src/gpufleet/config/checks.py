@@ -13,6 +13,7 @@ from gpufleet.config.common import NAME_PATTERN
 from gpufleet.config.models import ModelConfig, VllmModel
 from gpufleet.config.nodes import check_nodes
 from gpufleet.config.routing import AutoModelClassifier, PersonaConfig, RouteConfig, RouterConfig, SwapGroupConfig
+from gpufleet.model_names import name_problem
 
 
 def check_config(models: Mapping[str, ModelConfig], routes: Mapping[str, RouteConfig],
@@ -26,6 +27,8 @@ def check_config(models: Mapping[str, ModelConfig], routes: Mapping[str, RouteCo
     def claim(served: str, owner: str) -> None:
         if not re.match(NAME_PATTERN, served):
             raise ValueError(f"{owner}: {served!r} is not a valid model name")
+        if (problem := name_problem(served)) is not None:  # files are named after models (issue 20)
+            raise ValueError(f"{owner}: model name {served!r} {problem}; use plain segments like Org/Model")
         if served in seen and seen[served] != owner:
             raise ValueError(f"{owner}: name {served!r} is already used by {seen[served]}")
         seen[served] = owner

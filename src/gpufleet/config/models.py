@@ -187,6 +187,13 @@ class RayClusterConfig(Strict):
     env: dict[str, str] = Field(
         default_factory=dict, description="environment of the head's `ray start`, e.g. RAY_health_check_period_ms"
     )
+    auth: Literal["token", "disabled"] = Field(
+        default="token", description="Ray token authentication (without it the head runs code for anyone who"
+        " reaches it); workers join with the same token (gpufleet node join --token-file)",
+    )
+    token_file: str | None = Field(
+        default=None, description="the token file (mode 0600); default <cache>/ray/auth_token, created on first use"
+    )
 
     @field_validator("port", "dashboard_port")
     @classmethod

@@ -6,6 +6,7 @@ parts validated.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -14,6 +15,9 @@ from gpufleet.config.checks import check_config
 from gpufleet.config.common import Strict
 from gpufleet.config.models import ModelConfig
 from gpufleet.config.routing import PersonaConfig, RouteConfig, RouterConfig, SwapGroupConfig
+
+# A browser origin as browsers send it: http(s), a host, an optional port, nothing after.
+_ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?/?")
 
 
 class ServerConfig(Strict):
@@ -49,6 +53,24 @@ class ServerConfig(Strict):
         default=False, description="allow /admin/* without api_keys on a non-loopback host (not recommended)"
     )
     metrics_require_key: bool = Field(default=False, description="/metrics asks for an API key like the API does")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="browser origins (scheme://host[:port]) allowed to call the API; others get 403; '*' = any",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names besides loopback and the bound address (DNS-rebinding guard); '*' = any",
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_well_formed(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port], no path (e.g. "
+                                 "https://chat.example.com)")
+        return value
+
     # Team keys, limits and the usage ledger (docs/keys.md).
     database_url: str | None = Field(
         default=None, description="where keys and the usage ledger live: postgresql://user:pw@host/db, "

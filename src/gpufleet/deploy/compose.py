@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpufleet.deploy.fleet import EngineService, Fleet, refuse_multi_node
+from gpufleet.deploy.fleet import EngineService, Fleet, refuse_multi_node, secret_env_files, with_allowed_hosts
 from gpufleet.deploy.render import env_file, header, to_yaml
 from gpufleet.engines.vllm_docker import CONTAINER_HF_CACHE, CONTAINER_PORT
 
 GATEWAY_SERVICE = "gateway"
+BUILD_CONTEXT = "${GPUFLEET_SRC:?set GPUFLEET_SRC in .env to a gpufleet checkout (the gateway image's build context)}"
 GATEWAY_CONFIG = "/etc/gpufleet/gpufleet.yaml"
 # The image has python3 but no promise of curl; /health answers 200 once the model is loaded.
 _HEALTH = ["CMD", "python3", "-c",
@@ -66,6 +67,8 @@ def compose_files(fleet: Fleet, *, source: str = "gpufleet.yaml") -> dict[str, s
     services: dict[str, Any] = {e.service: engine_service(e, fleet.hf_cache) for e in fleet.engines}
     gateway: dict[str, Any] = {
         "image": fleet.gateway_image,
+        # `docker compose up --build` (or `build`) makes the image from a gpufleet checkout: GPUFLEET_SRC in .env.
+        "build": {"context": BUILD_CONTEXT, "dockerfile": "deploy/docker/Dockerfile"},
         "command": ["gpufleet", "serve", "--config", GATEWAY_CONFIG, "--host", "0.0.0.0",
                     "--port", str(fleet.gateway_port)],
         "ports": [f"{fleet.gateway_port}:{fleet.gateway_port}"],
@@ -82,7 +85,8 @@ def compose_files(fleet: Fleet, *, source: str = "gpufleet.yaml") -> dict[str, s
     return {
         "compose.yaml": header(source, "docker compose: the vLLM engines and the gpufleet gateway") + to_yaml(compose),
         "gateway.yaml": header(source, "The gateway's gpufleet.yaml: vLLM models are the engine services")
-        + to_yaml(fleet.gateway_config),
+        + to_yaml(with_allowed_hosts(fleet.gateway_config, [GATEWAY_SERVICE])),
         ".env.example": header(source, "Copy to .env and fill in: the ${VAR}s the configs reference")
-        + env_file({}, fleet.env_names),
+        + env_file({}, (*fleet.env_names, "GPUFLEET_SRC")),
+        **secret_env_files(fleet, source, ("GPUFLEET_SRC",)),
     }

@@ -13,12 +13,14 @@ run time (compose from .env, Kubernetes from a Secret, systemd from the env file
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gpufleet import __version__
 from gpufleet.config import Config, VllmModel, parse_config
 from gpufleet.deploy.probes import ProbeTiming, probe_timing
+from gpufleet.deploy.render import env_file, header
+from gpufleet.deploy.secret_lift import lift_secrets
 from gpufleet.engines.vllm_docker import CONTAINER_PORT, image_vllm_version, local_model_dir
 from gpufleet.engines.vllm_resolve import finish_launch, resolve_model
 from gpufleet.errors import ConfigError, EngineError
@@ -75,6 +77,8 @@ class Fleet:
     hf_cache: str
     gateway_image: str
     gateway_port: int = GATEWAY_PORT
+    # Literal secrets lifted out of the config (deploy/secret_lift.py): written only to a 0600 env file.
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     def engine(self, name: str) -> EngineService:
         """The engine of model `name`; ConfigError naming the vLLM models when there is none."""
@@ -171,6 +175,23 @@ def _active_members(config: Config) -> set[str]:
             if model.swap_group is None or chosen[model.swap_group] == name}
 
 
+def secret_env_files(fleet: Fleet, source: str, more_names: tuple[str, ...] = ()) -> dict[str, str]:
+    """`.env` with the secrets lifted out of the config (mode 0600 when written); none when there were none."""
+    if not fleet.secrets:
+        return {}
+    return {".env": header(source, "Secrets lifted out of the config (keep this file mode 0600; fill in the rest)")
+            + env_file(fleet.secrets, (*fleet.env_names, *more_names))}
+
+
+def with_allowed_hosts(gateway_config: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The gateway config with `names` (the container's service names) added to `server.allowed_hosts`: the
+    gateway refuses any other `Host` (its DNS-rebinding guard), and clients in the cluster use these names."""
+    server = dict(gateway_config.get("server") or {})
+    listed = list(server.get("allowed_hosts") or [])
+    server["allowed_hosts"] = listed + [name for name in names if name not in listed]
+    return {**gateway_config, "server": server}
+
+
 def _gateway_config(raw: dict[str, Any], engines: tuple[EngineService, ...], request_timeout_s: float,
                     file: str) -> dict[str, Any]:
     """The input config with every vLLM model turned into a `remote` model at its service's URL."""
@@ -203,6 +224,7 @@ def build_fleet(
 ) -> Fleet:
     """The fleet of loaded YAML data `raw` (not env-expanded); ConfigError (file, key path, reason) when a
     model cannot be deployed. `vllm_version` pins the image of vLLM models that name no version or image."""
+    raw, secrets = lift_secrets(raw)  # from here on the config holds ${VAR}s where it held keys and passwords
     config = parse_config(raw, file=file, expand_env=False)
     active = _active_members(config)
     engines = tuple(
@@ -223,6 +245,7 @@ def build_fleet(
         gateway_config=gateway,
         source_config=raw,
         env_names=tuple(sorted(names)),
+        secrets=secrets,
         hf_cache=hf_cache,
         gateway_image=gateway_image,
     )

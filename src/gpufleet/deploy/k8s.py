@@ -1,4 +1,4 @@
-"""Kubernetes manifests: per vLLM model a Deployment, Service and PodDisruptionBudget; the gateway in front.
+"""Kubernetes manifests: per vLLM model a Deployment and a Service; the gateway in front.
 
 Seed 002's lessons, kept: `strategy: Recreate` (a rolling update would need a second set of free GPUs, so the
 new pod would wait forever for the old one's GPU), `nvidia.com/gpu` limits, /dev/shm as an emptyDir with
@@ -12,7 +12,14 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from gpufleet.deploy.fleet import ENV_REF, EngineService, Fleet, refuse_multi_node
+from gpufleet.deploy.fleet import (
+    ENV_REF,
+    EngineService,
+    Fleet,
+    refuse_multi_node,
+    secret_env_files,
+    with_allowed_hosts,
+)
 from gpufleet.deploy.render import header, to_yaml, to_yaml_documents
 from gpufleet.engines.vllm_docker import CONTAINER_HF_CACHE, CONTAINER_PORT
 from gpufleet.errors import ConfigError
@@ -20,6 +27,9 @@ from gpufleet.errors import ConfigError
 PART_OF = "gpufleet"
 GATEWAY = "gpufleet-gateway"
 CONFIG_MAP = "gpufleet-config"
+DEFAULT_SHM = "8Gi"
+ENGINE_REQUESTS = {"cpu": "2", "memory": "16Gi"}  # vLLM's API server + engine core while loading weights
+GATEWAY_REQUESTS = {"cpu": "250m", "memory": "512Mi"}
 SECRET = "gpufleet-env"  # the ${VAR}s: `kubectl create secret generic gpufleet-env --from-env-file=.env`
 SWAP_GROUP_LABEL = "gpufleet.dev/swap-group"
 
@@ -39,7 +49,9 @@ def _env(values: dict[str, str]) -> list[dict[str, Any]]:
     for key, value in values.items():
         ref = ENV_REF.fullmatch(value)
         if ref is not None:
-            out.append({"name": key, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": ref.group(1)}}})
+            # optional: a pod starts without, e.g., HF_TOKEN (public models need none); gpufleet says what is missing.
+            out.append({"name": key, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": ref.group(1),
+                                                                     "optional": True}}})
         elif ENV_REF.search(value):
             raise ConfigError(f"env {key}: Kubernetes cannot fill a ${{VAR}} inside a longer value ({value!r});"
                               " make the whole value one ${VAR}")
@@ -65,16 +77,17 @@ def _cache_volume(fleet: Fleet, pvc: str | None) -> dict[str, Any]:
     return {"name": "hf-cache", "hostPath": {"path": fleet.hf_cache, "type": "DirectoryOrCreate"}}
 
 
-def engine_objects(engine: EngineService, fleet: Fleet, namespace: str, pvc: str | None) -> list[dict[str, Any]]:
-    """Deployment, Service and PodDisruptionBudget of one vLLM engine."""
+def engine_objects(engine: EngineService, fleet: Fleet, namespace: str, pvc: str | None,
+                   runtime_class: str | None = None) -> list[dict[str, Any]]:
+    """Deployment and Service of one vLLM engine (`runtime_class`: e.g. k3s's `nvidia`)."""
     labels = {**_labels(engine.service, "engine"), "app.kubernetes.io/instance": engine.service}
     selector = {"app.kubernetes.io/instance": engine.service}
     probes = engine.probes
     mounts: list[dict[str, Any]] = [
         {"name": "dshm", "mountPath": "/dev/shm"}, {"name": "hf-cache", "mountPath": CONTAINER_HF_CACHE}]
     volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}, _cache_volume(fleet, pvc)]
-    if engine.shm_size:
-        volumes[0]["emptyDir"]["sizeLimit"] = _quantity(engine.shm_size)
+    # A Memory emptyDir counts against the pod's memory: bound it (the model's docker.shm_size, else 8 GiB).
+    volumes[0]["emptyDir"]["sizeLimit"] = _quantity(engine.shm_size) if engine.shm_size else DEFAULT_SHM
     if engine.model_dir is not None:
         mounts.append({"name": "model", "mountPath": engine.model_dir, "readOnly": True})
         volumes.append({"name": "model", "hostPath": {"path": engine.model_dir, "type": "Directory"}})
@@ -85,7 +98,9 @@ def engine_objects(engine: EngineService, fleet: Fleet, namespace: str, pvc: str
         "args": engine.args,
         "ports": [{"name": "http", "containerPort": CONTAINER_PORT}],
         "env": _env(engine.env),
-        "resources": {"limits": {"nvidia.com/gpu": gpus}, "requests": {"nvidia.com/gpu": gpus}},
+        # Requests let the scheduler place the pod where the host has room to load the weights.
+        "resources": {"limits": {"nvidia.com/gpu": gpus},
+                      "requests": {"nvidia.com/gpu": gpus, **ENGINE_REQUESTS}},
         "volumeMounts": mounts,
         # /health answers once the weights are loaded: the startup probe covers the whole cold start, then
         # liveness restarts a hung server and readiness keeps traffic off it.
@@ -96,6 +111,10 @@ def engine_objects(engine: EngineService, fleet: Fleet, namespace: str, pvc: str
     metadata = _meta(engine.service, namespace, labels)
     if engine.swap_group:
         metadata["annotations"] = {SWAP_GROUP_LABEL: engine.swap_group}
+    pod: dict[str, Any] = {"terminationGracePeriodSeconds": engine.stop_grace_s, "containers": [container],
+                           "volumes": volumes}
+    if runtime_class:
+        pod["runtimeClassName"] = runtime_class  # k3s's NVIDIA runtime is a RuntimeClass, not the default
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -104,14 +123,7 @@ def engine_objects(engine: EngineService, fleet: Fleet, namespace: str, pvc: str
             "replicas": 1 if engine.active else 0,
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": selector},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "terminationGracePeriodSeconds": engine.stop_grace_s,
-                    "containers": [container],
-                    "volumes": volumes,
-                },
-            },
+            "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
     service = {
@@ -120,14 +132,8 @@ def engine_objects(engine: EngineService, fleet: Fleet, namespace: str, pvc: str
         "metadata": _meta(engine.service, namespace, labels),
         "spec": {"selector": selector, "ports": [{"name": "http", "port": CONTAINER_PORT, "targetPort": "http"}]},
     }
-    # One replica on one GPU: let a node drain evict it (seed 002's minAvailable: 0) rather than block forever.
-    pdb = {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": _meta(engine.service, namespace, labels),
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
-    }
-    return [deployment, service, pdb]
+    # No PodDisruptionBudget: with one replica on one GPU it could only say "may be evicted", the default.
+    return [deployment, service]
 
 
 def gateway_objects(fleet: Fleet, namespace: str, config_text: str) -> list[dict[str, Any]]:
@@ -144,6 +150,7 @@ def gateway_objects(fleet: Fleet, namespace: str, config_text: str) -> list[dict
                  "--port", str(port)],
         "ports": [{"name": "http", "containerPort": port}],
         "envFrom": [{"secretRef": {"name": SECRET, "optional": True}}],
+        "resources": {"requests": dict(GATEWAY_REQUESTS)},
         "volumeMounts": [{"name": "config", "mountPath": "/etc/gpufleet", "readOnly": True}],
         "livenessProbe": _http_probe(10, 3, 5),
         # /health/ready: 503 until the gateway's own preloaded (embedded) models are up.
@@ -168,16 +175,19 @@ def gateway_objects(fleet: Fleet, namespace: str, config_text: str) -> list[dict
 
 
 def k8s_files(fleet: Fleet, *, namespace: str = "gpufleet", pvc: str | None = None,
-              source: str = "gpufleet.yaml") -> dict[str, str]:
+              source: str = "gpufleet.yaml", runtime_class: str | None = None) -> dict[str, str]:
     """One manifest file per engine, one for the gateway, one for the namespace (`kubectl apply -f DIR`)."""
     refuse_multi_node(fleet, "k8s", source)
     files = {"00-namespace.yaml": header(source, f"Namespace {namespace}") + to_yaml_documents(
         [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}])}
     for engine in fleet.engines:
         files[f"{engine.service}.yaml"] = header(source, f"vLLM engine for model {engine.name}") + to_yaml_documents(
-            engine_objects(engine, fleet, namespace, pvc))
+            engine_objects(engine, fleet, namespace, pvc, runtime_class))
+    service_names = [GATEWAY, f"{GATEWAY}.{namespace}", f"{GATEWAY}.{namespace}.svc",
+                     f"{GATEWAY}.{namespace}.svc.cluster.local"]
     files["gateway.yaml"] = header(source, "The gpufleet gateway in front of the engines") + to_yaml_documents(
-        gateway_objects(fleet, namespace, to_yaml(fleet.gateway_config)))
+        gateway_objects(fleet, namespace, to_yaml(with_allowed_hosts(fleet.gateway_config, service_names))))
+    files.update(secret_env_files(fleet, source))  # for `kubectl create secret generic gpufleet-env --from-env-file`
     return files
 
 

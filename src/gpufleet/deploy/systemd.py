@@ -26,7 +26,6 @@ SERVICE_USER = "gpufleet"
 HARDENING = (
     "NoNewPrivileges=yes",
     "ProtectSystem=strict",
-    "ProtectHome=yes",
     "PrivateTmp=yes",
     "ProtectKernelTunables=yes",
     "ProtectKernelModules=yes",
@@ -40,10 +39,34 @@ HARDENING = (
     "LockPersonality=yes",
     "SystemCallArchitectures=native",
     "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+    # An unprivileged user needs no capability (the docker client talks to the daemon's socket instead).
+    "CapabilityBoundingSet=",
+    "AmbientCapabilities=",
+    "UMask=0077",  # caches, logs and the Ray token: the service's own
+    "RemoveIPC=yes",
+    "PrivateMounts=yes",
+    "ProtectProc=invisible",  # other users' processes (and their command lines) are not its business
 )
 
 
-def _unit(description: str, exec_start: str, *, stop_timeout_s: int, user: str, extra: Sequence[str] = ()) -> str:
+# Where a sandboxed unit may write: its StateDirectory. vLLM (torch compile cache, HF), Ray (~/.ray, session dirs)
+# and Triton write under $HOME and the XDG cache; without these they fail on ProtectSystem=strict + ProtectHome.
+WRITABLE_ENV = (f"Environment=HOME={STATE_DIR}", f"Environment=XDG_CACHE_HOME={STATE_DIR}/.cache")
+# Pinned host memory (vLLM's CPU swap space and offload, NCCL) counts against RLIMIT_MEMLOCK, 8 MiB by default.
+MEMLOCK = "LimitMEMLOCK=infinity"
+_HIDDEN_BY_PROTECT_HOME = ("/home/", "/root/", "/run/user/")
+
+
+def protect_home(*paths: str | None) -> str:
+    """`ProtectHome=yes`, or `read-only` when the command or an interpreter it runs lives in a home directory
+    (`yes` would hide it and the unit would fail with status 203/EXEC)."""
+    if any(p and p.startswith(_HIDDEN_BY_PROTECT_HOME) for p in paths):
+        return "ProtectHome=read-only"
+    return "ProtectHome=yes"
+
+
+def _unit(description: str, exec_start: str, *, stop_timeout_s: int, user: str, extra: Sequence[str] = (),
+          home: str = "ProtectHome=yes") -> str:
     lines = [
         "[Unit]",
         f"Description={description}",
@@ -61,7 +84,10 @@ def _unit(description: str, exec_start: str, *, stop_timeout_s: int, user: str, 
         # SIGTERM to gpufleet only: it stops its engines (SIGTERM, grace, SIGKILL); then systemd kills the rest.
         "KillMode=mixed",
         f"TimeoutStopSec={stop_timeout_s}",
+        *WRITABLE_ENV,
+        MEMLOCK,
         *extra,
+        home,
         *HARDENING,
         "",
         "[Install]",
@@ -85,9 +111,10 @@ def systemd_files(fleet: Fleet, *, executable: str, user: str = SERVICE_USER,
     files = {
         "gpufleet.service": _unit("gpufleet: OpenAI-compatible LLM gateway and its engines", exec_start,
                                   stop_timeout_s=grace, user=user,
-                                  extra=("SupplementaryGroups=docker",) if docker else ()),
+                                  extra=("SupplementaryGroups=docker",) if docker else (),
+                                  home=protect_home(executable, *_pythons(models))),
         "gpufleet.env": header(source, "Environment of gpufleet.service (fill in the empty ${VAR}s)")
-        + env_file(env, fleet.env_names),
+        + env_file({**env, **fleet.secrets}, fleet.env_names),
         "gpufleet.yaml": header(source, "gpufleet's config as installed for the service")
         + to_yaml(fleet.source_config),
     }
@@ -95,14 +122,22 @@ def systemd_files(fleet: Fleet, *, executable: str, user: str = SERVICE_USER,
     config = parse_config(fleet.source_config, file=source, expand_env=False)
     for model in config.models.values():
         if isinstance(model, VllmModel) and model.nodes:
+            # A `ray:` block without its own python still means the model's (vLLM's) interpreter.
+            python = model.ray.python if model.ray and model.ray.python else model.python
+            network_env = {k: v for k, v in model.env.items() if k.startswith(_WORKER_ENV_PREFIXES)}
             files.update(ray_worker_units(head_address(model), model.nodes[1:], executable=executable, user=user,
-                                          num_gpus=model.gpus_per_node, python=model.ray.python if model.ray
-                                          else model.python))
+                                          num_gpus=model.gpus_per_node, python=python, env=network_env))
     return files
 
 
+# The model's environment a worker needs too: which interface NCCL and Gloo use between the nodes.
+_WORKER_ENV_PREFIXES = ("NCCL_", "GLOO_")
+RAY_TOKEN_FILE = f"{CONFIG_DIR}/ray-token"  # a copy of the head's <cache>/ray/auth_token, mode 0600
+
+
 def ray_worker_units(head: str, worker_addresses: Sequence[str], *, executable: str, user: str = SERVICE_USER,
-                     num_gpus: int | None = None, python: str | None = None) -> dict[str, str]:
+                     num_gpus: int | None = None, python: str | None = None,
+                     env: dict[str, str] | None = None) -> dict[str, str]:
     """Multi-node models (`nodes:`, seed 004): one unit file per worker host that joins the Ray cluster whose
     head is `head` (HOST:PORT) with `gpufleet node join` (docs/multi-node.md).
 
@@ -110,15 +145,20 @@ def ray_worker_units(head: str, worker_addresses: Sequence[str], *, executable: 
     """
     units: dict[str, str] = {}
     for worker in worker_addresses:
-        command = f"{executable} node join {head} --node-ip {worker}"
+        command = f"{executable} node join {head} --node-ip {worker} --token-file {RAY_TOKEN_FILE}"
         if num_gpus is not None:
             command += f" --num-gpus {num_gpus}"
         if python:
             command += f" --python {python}"  # vLLM's environment: its Ray must be the head's version
+        extra = [f"Environment={key}={value}" for key, value in sorted((env or {}).items())]
         unit = _unit(f"gpufleet: Ray worker {worker} of the cluster at {head}", command, stop_timeout_s=60,
-                     user=user)
+                     user=user, extra=extra, home=protect_home(executable, python))
         units[f"{_safe(worker)}/gpufleet-ray-worker.service"] = unit
     return units
+
+
+def _pythons(models: dict[str, object]) -> list[str]:
+    return [str(m[key]) for m in models.values() if isinstance(m, dict) for key in ("python",) if m.get(key)]
 
 
 def _safe(address: str) -> str:

@@ -10,6 +10,7 @@ import urllib.request
 
 from gpufleet.cluster.node_facts import collect_node_facts, facts_from_node, is_local_address
 from gpufleet.cluster.node_join import port_open
+from gpufleet.cluster.ray_auth import auth_enabled, read_token, state_api_headers, token_path
 from gpufleet.cluster.ray_commands import DEFAULT_DASHBOARD_PORT, head_address, split_head
 from gpufleet.cluster.ray_state import RayNode, StateApiError, parse_nodes
 from gpufleet.config import VllmModel
@@ -18,14 +19,26 @@ from gpufleet.engines.vllm_resolve import resolve_python
 from gpufleet.errors import EngineError
 
 
-def read_state_nodes(dashboard_port: int, timeout_s: float = 5) -> list[RayNode] | None:
+def read_state_nodes(dashboard_port: int, timeout_s: float = 5,
+                     headers: dict[str, str] | None = None) -> list[RayNode] | None:
     """The nodes the local Ray dashboard lists; None when it does not answer (no cluster)."""
     url = f"http://127.0.0.1:{dashboard_port}/api/v0/nodes?limit=1000"
+    request = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
             return parse_nodes(json.loads(resp.read()))
     except (OSError, urllib.error.URLError, ValueError, StateApiError):
         return None
+
+
+def _token_headers(model: VllmModel) -> dict[str, str]:
+    """The head's Ray token header, when token auth is on and this host holds the token (the head does)."""
+    if not auth_enabled(model.ray):
+        return {}
+    try:
+        return state_api_headers(read_token(token_path(model.ray)))
+    except EngineError:
+        return {}  # not the head, or no model started yet: the state API then reads as "no cluster"
 
 
 def probe_cluster(name: str, model: VllmModel) -> ClusterFacts:
@@ -37,7 +50,8 @@ def probe_cluster(name: str, model: VllmModel) -> ClusterFacts:
                                     model.device))
     peer = model.nodes[1] if len(model.nodes) > 1 else None
     local = collect_node_facts(head, python, peer, model.env)
-    nodes = read_state_nodes(model.ray.dashboard_port if model.ray else DEFAULT_DASHBOARD_PORT)
+    nodes = read_state_nodes(model.ray.dashboard_port if model.ray else DEFAULT_DASHBOARD_PORT,
+                             headers=_token_headers(model))
     joined = {}
     for node in nodes or []:
         if node.alive and node.ip in model.nodes[1:]:

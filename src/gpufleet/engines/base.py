@@ -8,7 +8,8 @@ Every engine speaks OpenAI HTTP on a local port, so the supervisor and gateway n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import secrets
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -35,6 +36,23 @@ class LaunchSpec:
     warnings: tuple[str, ...] = ()
     # Working directory of the process (None: the gateway's). `transformers serve` names its model after it.
     cwd: str | None = None
+    # The environment variable through which the engine takes an API key for its OpenAI routes (None: it has
+    # none, e.g. `transformers serve`); `with_engine_key` fills it and `api_key` with a fresh random key.
+    api_key_env: str | None = None
+    api_key: str | None = None
+
+
+def with_engine_key(spec: LaunchSpec) -> LaunchSpec:
+    """`spec` with a fresh random API key for this start, when its engine takes one (issue 20).
+
+    Engines listen on 127.0.0.1, where every local user reaches them; the key, which only the gateway holds
+    (it sends it as Bearer), closes that door. It goes in the environment, never the argv: /proc/PID/cmdline
+    is readable by every user, /proc/PID/environ only by the engine's own.
+    """
+    if spec.api_key_env is None:
+        return spec
+    key = secrets.token_urlsafe(32)
+    return replace(spec, env={**spec.env, spec.api_key_env: key}, api_key=key)
 
 
 ModelT_contra = TypeVar("ModelT_contra", contravariant=True)

@@ -14,6 +14,9 @@ from gpufleet.config import LlamaCppModel
 from gpufleet.engines.base import LaunchSpec, local_urls
 from gpufleet.model_packages import resolve_gguf
 
+# Read by llamacpp_server.py (xllamacpp's `api_keys`); set per start by engines.base.with_engine_key.
+API_KEY_ENV = "GPUFLEET_ENGINE_API_KEY"
+
 
 class LlamaCppEngine:
     """Builds the command line of `python -m gpufleet.engines.llamacpp_server`."""
@@ -46,4 +49,5 @@ class LlamaCppEngine:
             base_url=urls["base_url"],
             health_url=urls["health_url"],
             metrics_url=urls["metrics_url"],
+            api_key_env=API_KEY_ENV,
         )

@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     params.port = args.port
     params.model_alias = args.alias
     params.endpoint_metrics = True
+    # The gateway's per-start key (from the environment: an argv is readable by every local user).
+    if key := os.environ.pop("GPUFLEET_ENGINE_API_KEY", ""):
+        params.api_keys = [key]
     for item in args.set:
         key, _, value = item.partition("=")
         if not hasattr(params, key):

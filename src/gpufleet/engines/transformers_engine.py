@@ -17,6 +17,7 @@ from pathlib import Path
 from gpufleet.config import TransformersModel
 from gpufleet.engines.base import LaunchSpec, engine_python, local_urls
 from gpufleet.errors import EngineError
+from gpufleet.model_names import file_stem, name_problem
 from gpufleet.paths import cache_root
 
 CLI_MODULE = "transformers.cli.transformers"
@@ -32,11 +33,13 @@ def resolve_transformers_python(python: str | None) -> Path:
 
 def run_dir(name: str) -> Path:
     """The engine's working directory, holding the symlink named after the model."""
-    return cache_root() / "run" / "transformers" / name.replace("/", "_")
+    return cache_root() / "run" / "transformers" / file_stem(name)
 
 
 def served_link(name: str, model_dir: Path) -> Path:
     """(Re)make run_dir(name)/<name> -> model_dir; returns the link. `name` may contain '/' (nested link)."""
+    if (problem := name_problem(name)) is not None:  # the config refuses these; a link must never leave run_dir
+        raise EngineError(f"model name {name!r} {problem}: it cannot name a file")
     link = run_dir(name) / name
     link.parent.mkdir(parents=True, exist_ok=True)
     if link.is_symlink() or link.exists():

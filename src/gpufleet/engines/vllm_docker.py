@@ -80,6 +80,7 @@ def docker_run_argv(
     *,
     port: int,
     model_dir: Path | None = None,
+    pass_env: tuple[str, ...] = (),
 ) -> list[str]:
     """`docker run ... IMAGE <server args>` serving `launch` (from container_launch) on 127.0.0.1:`port`.
 
@@ -102,7 +103,7 @@ def docker_run_argv(
         argv += ["-v", f"{model_dir}:{model_dir}:ro"]
     for volume in docker.volumes:
         argv += ["-v", volume]
-    for name in sorted({**QUIET_ENV, **launch_env(launch)}):
+    for name in sorted({*QUIET_ENV, *launch_env(launch), *pass_env}):
         argv += ["-e", name]
     argv += list(docker.run_args)
     argv.append(docker.image)

@@ -32,6 +32,7 @@ from gpufleet.gateway import (
 )
 from gpufleet.gateway.errors import error_body, error_response
 from gpufleet.gateway.openapi import openapi_json
+from gpufleet.gateway.origin_guard import origin_middleware
 from gpufleet.gateway.state import Gateway, GatewayState
 
 log = logging.getLogger("gpufleet.gateway")
@@ -100,7 +101,8 @@ def build_app(config: Config, launches: Mapping[str, object] | None = None, *,
         *ui.routes(),  # the web console at /ui
     ]
     exception_handlers: dict[Any, Any] = {HTTPException: _http_exception, Exception: _unexpected}
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers,
+                    middleware=origin_middleware(config.server))  # cross-site writes refused (issue 20)
     app.state.gateway = gateway
     return app
 

@@ -104,8 +104,9 @@ async def start_model(request: Request) -> Response:
         upstream = await gateway.supervisor.ensure_ready(name)
     except GpufleetError as err:
         return error_response(err)
-    return Response(orjson.dumps({"model": name, "state": "ready", "engine_url": upstream.base_url}),
-                    media_type=_JSON)
+    # The engine's per-start key goes only to an admin (for `gpufleet bench --compare-direct`).
+    body = {"model": name, "state": "ready", "engine_url": upstream.base_url, "engine_api_key": upstream.api_key}
+    return Response(orjson.dumps(body), media_type=_JSON)
 
 
 async def swap_model(request: Request) -> Response:

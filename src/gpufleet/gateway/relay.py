@@ -26,6 +26,7 @@ from gpufleet.errors import UpstreamError
 from gpufleet.gateway.client_protocol import StreamEncoder
 from gpufleet.gateway.errors import error_body
 from gpufleet.gateway.stream_resume import ResumeTrail
+from gpufleet.redact import mask_credentials, redact_url
 
 ChunkTransform = Callable[[dict[str, Any]], list[dict[str, Any]]]
 ChunkFlush = Callable[[], list[dict[str, Any]]]
@@ -99,11 +100,11 @@ class UpstreamClient:
         try:
             return await self._session.post(url, data=body, headers=headers, timeout=self._read_timeout(timeout_s))
         except TimeoutError:
-            raise UpstreamError(f"upstream {url} did not answer in time", status_code=504) from None
+            raise UpstreamError(f"upstream {redact_url(url)} did not answer in time", status_code=504) from None
         except aiohttp.ClientConnectorError as err:
-            raise UpstreamError(f"cannot connect to upstream {url}: {err.os_error or err}") from None
+            raise UpstreamError(f"cannot connect to upstream {redact_url(url)}: {err.os_error or err}") from None
         except aiohttp.ClientError as err:
-            raise UpstreamDropped(f"upstream {url} dropped the connection after the request was sent: "
+            raise UpstreamDropped(f"upstream {redact_url(url)} dropped the connection after the request was sent: "
                                   f"{err or type(err).__name__}", reused=attempt.reused) from None
         finally:
             _ATTEMPT.reset(token)
@@ -521,7 +522,8 @@ class StreamRelayResponse:
                 tail = await self._pump(send, first)
                 break
             except (aiohttp.ClientError, TimeoutError, BrokenStream) as err:
-                reason = f"upstream stream broke after {rewriter.stats.chunks} chunks: {err or type(err).__name__}"
+                reason = mask_credentials(
+                    f"upstream stream broke after {rewriter.stats.chunks} chunks: {err or type(err).__name__}")
                 resumed = await self._resume(reason)
                 if resumed is None:
                     # Bytes already reached the client and no replica continues it: end with an error event.

@@ -25,9 +25,10 @@ from typing import Any
 import aiohttp
 
 from gpufleet.config import VllmModel
-from gpufleet.engines.base import Engine
+from gpufleet.engines.base import Engine, with_engine_key
 from gpufleet.engines.vllm_log import Phase, VllmStartupLog
 from gpufleet.errors import EngineError, EngineNotReady, GpufleetError
+from gpufleet.model_names import file_stem
 from gpufleet.paths import logs_dir
 from gpufleet.planner.calibration_file import record_from_launch
 from gpufleet.supervisor.cluster_hook import ClusterHook
@@ -87,7 +88,8 @@ class EngineLifecycle:
         self._new_episode(slot)
         slot.state = EngineState.STARTING
         slot.stop_requested = False
-        self._spawn_task(slot, self._run_start(slot), "start")
+        slot.generation += 1
+        self._spawn_task(slot, self._run_start(slot, slot.generation), "start")
 
     def begin_wake(self, slot: EngineSlot) -> None:
         """Begin waking a sleeping vLLM engine; a failed wake falls back to a cold start."""
@@ -136,7 +138,7 @@ class EngineLifecycle:
         slot.tasks.add(task)
         task.add_done_callback(slot.tasks.discard)
 
-    async def _run_start(self, slot: EngineSlot) -> None:
+    async def _run_start(self, slot: EngineSlot, generation: int) -> None:
         engine = self.engines[slot.model.engine]
         slot.phase = "preparing"
         if self.cluster and not await self.cluster.bring_up(self, slot):
@@ -146,10 +148,13 @@ class EngineLifecycle:
                 # Not resolved by `gpufleet serve` (an app built in-process): resolve now, once. It may probe
                 # vLLM's version or assemble a GGUF (seconds): keep the event loop free.
                 slot.resolved = await asyncio.to_thread(engine.resolve, slot.name, slot.model)
-            spec = engine.launch_spec(slot.name, slot.model, slot.resolved, free_port())
+            spec = with_engine_key(engine.launch_spec(slot.name, slot.model, slot.resolved, free_port()))
         except GpufleetError as err:
-            self.fail(slot, str(err), retry=False)
+            if slot.generation == generation:
+                self.fail(slot, str(err), retry=False)
             return
+        if slot.generation != generation:
+            return  # stopped (or started anew) while preparing: spawn nothing
         slot.spec = spec
         on_line = None
         if spec.log_phase_parser == "vllm":
@@ -162,14 +167,19 @@ class EngineLifecycle:
                     self.emit(slot, slot.phase)
         else:
             slot.startup_log = None
-        process = EngineProcess(spec, logs_dir() / f"{slot.name}.log", on_line=on_line)
+        process = EngineProcess(spec, logs_dir() / f"{file_stem(slot.name)}.log", on_line=on_line)
         slot.process = process
         self.emit(slot, f"starting (port {spec.port})")
         slot.phase = "loading"
         try:
             await process.spawn()
         except OSError as err:
-            self.fail(slot, f"cannot start engine: {err}", retry=False)
+            if slot.generation == generation:
+                self.fail(slot, f"cannot start engine: {err}", retry=False)
+            return
+        if slot.generation != generation or slot.process is not process:
+            # A stop came in while it spawned (and found no process to stop): this one is ours to end.
+            await process.stop(slot.model.stop_grace_s)
             return
         self._spawn_task(slot, self._watch_exit(slot, process), "watch")
         if self.cluster:
@@ -303,9 +313,11 @@ class EngineLifecycle:
         """SIGTERM (then SIGKILL after the model's grace period) and settle in `final`; waiters get a 503."""
         process = slot.process
         slot.stop_requested = True
+        slot.generation += 1  # a start still preparing or spawning ends its own process (see _run_start)
         if process is None or process.returncode is not None:
             slot.state = final
             slot.phase = ""
+            self._end_episode(slot)  # a start still preparing will not resolve it any more
             self._on_freed(slot)
             if self.cluster:
                 await self.cluster.release(slot.name)  # e.g. stopped while its Ray head waited for workers
@@ -313,15 +325,19 @@ class EngineLifecycle:
         slot.state = EngineState.STOPPING
         self.emit(slot, "stopping")
         await process.stop(slot.model.stop_grace_s)
-        if slot.process is process:
+        if slot.process is process and slot.state == EngineState.STOPPING:  # not restarted meanwhile
             slot.state = final
             slot.phase = ""
-        if slot.episode and not slot.episode.done():
-            slot.episode.set_exception(EngineNotReady(f"model {slot.name!r} was stopped", retry_after_s=1))
+        self._end_episode(slot)
         self.emit(slot, "stopped")
         self._on_freed(slot)
         if self.cluster:
             await self.cluster.release(slot.name)
+
+    @staticmethod
+    def _end_episode(slot: EngineSlot) -> None:
+        if slot.episode and not slot.episode.done():
+            slot.episode.set_exception(EngineNotReady(f"model {slot.name!r} was stopped", retry_after_s=1))
 
     async def wait_stopped(self, slot: EngineSlot) -> None:
         """Until a stop in progress has finished."""

@@ -60,6 +60,9 @@ class EngineSlot:
         # Resolves when the current bring-up ends: result on ready, EngineError on failure.
         self.episode: asyncio.Future[None] | None = None
         self.stop_requested = False
+        # Bumped by every start and stop: a start task that finds it changed was superseded (a stop came in
+        # while it prepared or spawned) and must not leave a process behind (issue 20: orphans after a burst).
+        self.generation = 0
         self.tasks: set[asyncio.Task[Any]] = set()
         self.startup_log: VllmStartupLog | None = None
         self.engine_metrics: VllmMetrics | None = None

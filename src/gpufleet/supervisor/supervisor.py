@@ -227,16 +227,17 @@ class Supervisor:
     async def _ensure_slot_ready(self, slot: EngineSlot, wait: float) -> Upstream:
         name = slot.name
         if slot.state == EngineState.READY and slot.spec is not None:
-            return Upstream(slot.spec.base_url)
+            return Upstream(slot.spec.base_url, slot.spec.api_key)
         if self._group_of(slot) is not None:
             # Admitted by the group, which started (or woke) it; anything else means it was stopped since.
             if slot.state not in (EngineState.STARTING, EngineState.BACKOFF):
                 raise EngineNotReady(f"model {name!r} was {slot.state} before it could serve; retry",
                                      retry_after_s=1)
         elif slot.state in (EngineState.STOPPED, EngineState.STOPPING):
-            if slot.state == EngineState.STOPPING:
-                await self.life.wait_stopped(slot)
-            self.life.begin_start(slot)
+            await self.life.wait_stopped(slot)
+            # Many requests may have waited for that stop: only the first begins a start, the rest join it.
+            if slot.state == EngineState.STOPPED:
+                self.life.begin_start(slot)
         elif slot.state == EngineState.FAILED:
             self.life.check_retry_allowed(slot)
             slot.failures = 0
@@ -254,7 +255,7 @@ class Supervisor:
         if slot.state != EngineState.READY or slot.spec is None:
             raise EngineNotReady(f"model {name!r} is not ready ({slot.state})",
                                  retry_after_s=self.life.retry_hint(slot))
-        return Upstream(slot.spec.base_url)
+        return Upstream(slot.spec.base_url, slot.spec.api_key)
 
     # ---- swap groups: the hooks the coordinator calls ------------------------------------------------------
 
