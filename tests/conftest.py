@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +30,9 @@ from gpufleet.supervisor.ports import free_port
 REPO = Path(__file__).resolve().parent.parent
 # Team keys and the usage ledger of every test gateway (subprocesses inherit it) go to a SQLite file of this run,
 # never the developer's own store: a key made there with `gpufleet keys create` would lock every test gateway.
-os.environ["GPUFLEET_STORE"] = str(Path(tempfile.mkdtemp(prefix="gpufleet-test-store-")) / "gpufleet.sqlite3")
+_TEST_STORE_DIR = tempfile.mkdtemp(prefix="gpufleet-test-store-")
+os.environ["GPUFLEET_STORE"] = str(Path(_TEST_STORE_DIR) / "gpufleet.sqlite3")
+atexit.register(shutil.rmtree, _TEST_STORE_DIR, True)  # one per run, not left behind in /tmp
 
 
 @dataclass

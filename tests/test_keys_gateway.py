@@ -34,6 +34,15 @@ def upstream() -> Iterator[StandInUpstream]:
     server.stop()
 
 
+@pytest.fixture(autouse=True)
+def within_one_minute_window() -> None:
+    """Limits count per UTC minute (fixed windows, as OpenAI's reset headers): a test that crossed a minute boundary
+    would see its counts reset half-way. Start each test early enough in a minute to end inside it."""
+    seconds_in = time.time() % 60
+    if seconds_in > 40:
+        time.sleep(60.5 - seconds_in)
+
+
 @pytest.fixture
 def db(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/store.sqlite3"
@@ -295,7 +304,7 @@ async def test_postgres_going_down_mid_run_keeps_serving_with_limits_in_memory(u
     server = PgServer().start()
     try:
         key = make_key(server.url, rpm=3)
-        async with gateway(upstream, server.url) as (gw, http):
+        async with gateway(upstream, server.url, api_keys=[ADMIN]) as (gw, http):
             assert (await http.post("/v1/chat/completions", json=chat(), headers=bearer(key))).status_code == 200
             server.stop()
             await gw.admission.writer.flush()
@@ -305,12 +314,12 @@ async def test_postgres_going_down_mid_run_keeps_serving_with_limits_in_memory(u
             refused = await http.post("/v1/chat/completions", json=chat(), headers=bearer(key))
             assert refused.status_code == 429  # the limit still holds, counted in memory
             await gw.admission.writer.flush()
-            status = (await http.get("/status", headers=bearer(key))).json()["store"]
+            status = (await http.get("/status", headers=bearer(ADMIN))).json()["store"]
             assert status["up"] is False and status["pending_rows"] == 4 and status["backend"] == "postgresql"
             assert 'gpufleet_store_up{backend="postgresql"} 0.0' in (await http.get("/metrics")).text
             server.start()
             await gw.admission.writer.flush()
-            assert (await http.get("/status", headers=bearer(key))).json()["store"]["up"] is True
+            assert (await http.get("/status", headers=bearer(ADMIN))).json()["store"]["up"] is True
         store = open_store(server.url)
         assert store.usage(0, [])[0]["requests"] == 4  # nothing lost across the outage
         store.close()
@@ -404,3 +413,24 @@ async def test_agent_endpoints_count_against_the_key_and_answer_429_in_their_own
     endpoints = {r["endpoint"]: r["requests"] for r in store.usage(0, ["endpoint"])}
     store.close()
     assert endpoints == {"messages": 3, "responses": 2}
+
+
+async def test_a_team_key_cannot_read_status_or_another_keys_stored_responses(
+    upstream: StandInUpstream, db: str
+) -> None:
+    alice, bob = make_key(db, "alice"), make_key(db, "bob")
+    async with gateway(upstream, db, api_keys=[ADMIN]) as (_, http):
+        refused = await http.get("/status", headers=bearer(alice))
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "status_requires_admin_key"
+        assert (await http.get("/status", headers=bearer(ADMIN))).status_code == 200
+        made = await http.post("/v1/responses", json={"model": "qwen", "input": "hi"}, headers=bearer(alice))
+        assert made.status_code == 200, made.text
+        response_id = made.json()["id"]
+        assert (await http.get(f"/v1/responses/{response_id}", headers=bearer(alice))).status_code == 200
+        assert (await http.get(f"/v1/responses/{response_id}", headers=bearer(ADMIN))).status_code == 200
+        # Bob cannot read it, continue from it, or delete it; to him it does not exist.
+        assert (await http.get(f"/v1/responses/{response_id}", headers=bearer(bob))).status_code == 404
+        follow = {"model": "qwen", "input": "more", "previous_response_id": response_id}
+        assert (await http.post("/v1/responses", json=follow, headers=bearer(bob))).status_code == 404
+        assert (await http.delete(f"/v1/responses/{response_id}", headers=bearer(bob))).status_code == 404
+        assert (await http.get(f"/v1/responses/{response_id}", headers=bearer(alice))).status_code == 200

@@ -265,7 +265,8 @@ def test_max_resumes_zero_keeps_the_error_event(replicas: tuple[PieceUpstream, P
 
 async def test_non_stream_requests_never_carry_a_trail(replicas: tuple[PieceUpstream, PieceUpstream]) -> None:
     app = build_app(parse_config(gateway_config(*replicas)))
-    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http:
+    transport = httpx.ASGITransport(app=app)
+    async with running(app), httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
         reply = await http.post("/v1/chat/completions", json={"model": "story", "messages": [
             {"role": "user", "content": "hi"}]})
     assert reply.status_code == 200 and "continue_final_message" not in replicas[0].received[-1] | (

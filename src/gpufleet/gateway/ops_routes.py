@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gpufleet.config import RemoteModel
-from gpufleet.errors import GpufleetError, ModelNotFound
+from gpufleet.errors import AuthError, GpufleetError, ModelNotFound
 from gpufleet.gateway.auth import presented_key
 from gpufleet.gateway.errors import error_response
 from gpufleet.gateway.state import Gateway, state_of
@@ -42,7 +42,11 @@ async def status(request: Request) -> Response:
     """Every model: engine state, phase, pid, engine URL, in-flight, restarts, last error; each swap group."""
     gateway = _gateway(request)
     try:
-        gateway.keys.check(presented_key(request.headers))
+        principal = gateway.keys.check(presented_key(request.headers))
+        if principal.key is not None:
+            # Engine pids, URLs, log tails and every route's targets are the operator's, not a team key's.
+            raise AuthError("/status needs an admin key (server.api_keys), not a team key", status_code=403,
+                            code="status_requires_admin_key")
     except GpufleetError as err:
         return error_response(err)
     managed = {item["name"]: item for item in gateway.supervisor.status()}

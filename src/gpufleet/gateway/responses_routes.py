@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gpufleet.errors import GpufleetError, RequestError
+from gpufleet.gateway.auth import Principal
 from gpufleet.gateway.body import read_json_body
 from gpufleet.gateway.edge import authenticate, gateway_of, serve_chat_form, with_headers
 from gpufleet.gateway.errors import error_response
@@ -61,36 +62,42 @@ class ResponsesProtocol:
         return error_response(err)
 
 
-def _saver(store: ResponseStore, history: list[dict[str, Any]]) -> Saver:
+def _saver(store: ResponseStore, history: list[dict[str, Any]], owner: str) -> Saver:
     def save(response: dict[str, Any]) -> None:
-        store.put(response["id"], response, [*history, output_to_chat(response["output"])])
+        store.put(response["id"], response, [*history, output_to_chat(response["output"])], owner=owner)
 
     return save
+
+
+def _owner(principal: Principal) -> str | None:
+    """Whose stored responses a caller reads: a key's own (by its name); an admin key reads any (None)."""
+    return None if principal.admin else principal.name
 
 
 async def create_response(request: Request) -> Any:
     gateway = gateway_of(request)
     try:
-        authenticate(request)
+        principal = authenticate(request)
         body = await read_json_body(request, gateway.config.server.max_body_bytes)
-        history = _previous(request, body)
+        history = _previous(request, body, _owner(principal))
         translated = responses_to_chat(body, history)
     except GpufleetError as err:
         return error_response(err)
-    save = _saver(response_store(request), translated.history) if body.get("store", True) is not False else None
+    save = (_saver(response_store(request), translated.history, principal.name)
+            if body.get("store", True) is not False else None)
     protocol = ResponsesProtocol(body, body["model"], save)
     answer = await serve_chat_form(request, "chat", translated.payload, protocol)
     headers = {DROPPED_HEADER: ",".join(translated.dropped)} if translated.dropped else {}
     return with_headers(answer, headers)
 
 
-def _previous(request: Request, body: Any) -> list[dict[str, Any]] | None:
+def _previous(request: Request, body: Any, owner: str | None) -> list[dict[str, Any]] | None:
     previous = body.get("previous_response_id") if isinstance(body, dict) else None
     if previous is None:
         return None
     if not isinstance(previous, str):
         raise RequestError("previous_response_id must be a string", param="previous_response_id")
-    stored = response_store(request).get(previous)
+    stored = response_store(request).get(previous, owner=owner)
     if stored is None:
         raise RequestError(f"previous response {previous!r} not found (never stored, store: false, or expired)",
                            param="previous_response_id", status_code=404, code="previous_response_not_found")
@@ -99,8 +106,8 @@ def _previous(request: Request, body: Any) -> list[dict[str, Any]] | None:
 
 async def get_response(request: Request) -> Response:
     try:
-        authenticate(request)
-        stored = response_store(request).get(request.path_params["response_id"])
+        owner = _owner(authenticate(request))
+        stored = response_store(request).get(request.path_params["response_id"], owner=owner)
         if stored is None:
             raise RequestError(f"response {request.path_params['response_id']!r} not found", status_code=404,
                                code="not_found")
@@ -112,8 +119,8 @@ async def get_response(request: Request) -> Response:
 async def delete_response(request: Request) -> Response:
     response_id = request.path_params["response_id"]
     try:
-        authenticate(request)
-        if not response_store(request).delete(response_id):
+        owner = _owner(authenticate(request))
+        if not response_store(request).delete(response_id, owner=owner):
             raise RequestError(f"response {response_id!r} not found", status_code=404, code="not_found")
     except GpufleetError as err:
         return error_response(err)
