@@ -302,3 +302,22 @@ def test_a_llamacpp_500_about_the_request_is_the_clients_fault(status: int, mess
     from gpufleet.gateway.errors import is_request_fault
 
     assert is_request_fault(status, message) is fault
+
+
+def test_a_text_only_target_refuses_media_and_a_token_limit_is_capped_to_its_context() -> None:
+    from gpufleet.errors import RequestError
+    from gpufleet.gateway.request_body import fit_to_target
+    from gpufleet.router import Target
+
+    llama = Target(model="smol", upstream_model="smol", max_context=256, text_only=True)
+    image = chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:x"}}]}])
+    with pytest.raises(RequestError, match="model 'smol' does not take images"):
+        fit_to_target("chat", image, llama)
+    remote = Target(model="vl", upstream_model="vl")  # unknown: the upstream decides
+    assert fit_to_target("chat", image, remote) is image
+    asked = chat(max_tokens=32000, max_completion_tokens=100)
+    capped = fit_to_target("chat", asked, llama)
+    assert capped["max_tokens"] == 256 and capped["max_completion_tokens"] == 100
+    assert asked["max_tokens"] == 32000  # the client's payload is not changed
+    small = chat(max_tokens=10)
+    assert fit_to_target("chat", small, llama) is small

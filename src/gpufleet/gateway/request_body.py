@@ -15,6 +15,7 @@ import orjson
 from gpufleet.dialects import StreamTransformer, prepare_request
 from gpufleet.dialects.plan import ResponsePlan
 from gpufleet.gateway.client_protocol import Kind, StreamEncoder
+from gpufleet.gateway.protocol import check_text_only
 from gpufleet.gateway.relay import SSERewriter, StreamStats
 from gpufleet.gateway.stream_resume import ResumeTrail, resume_body
 from gpufleet.router.defaults import apply_request_defaults
@@ -70,9 +71,13 @@ class UpstreamRequest:
 
 def upstream_request(kind: Kind, payload: dict[str, Any], candidate: Candidate, *, started: float,
                      encoder: Callable[[], StreamEncoder | None]) -> UpstreamRequest:
-    """The request for `candidate`: its route defaults, its dialect, the upstream's model name."""
+    """The request for `candidate`: its route defaults, its dialect, the upstream's model name.
+
+    RequestError (400) for media a text-only engine cannot take (llama.cpp would answer 500: issue 21); a token
+    limit beyond the target's known context is capped to it."""
     if candidate.has_defaults:
         payload = apply_request_defaults(payload, candidate.defaults, kind=kind)
+    payload = fit_to_target(kind, payload, candidate.target)
     plan: ResponsePlan | None = None
     if kind == "embedding":
         body = {**payload, "model": candidate.target.upstream_model}
@@ -86,3 +91,20 @@ def upstream_request(kind: Kind, payload: dict[str, Any], candidate: Candidate, 
         # Always ask for usage so token metrics are exact; the usage chunk is dropped unless the client asked.
         body["stream_options"] = {**client_options, "include_usage": True}
     return UpstreamRequest(kind, body, plan, stream, bool(client_options.get("include_usage")), started, encoder)
+
+
+def fit_to_target(kind: Kind, payload: dict[str, Any], target: Target) -> dict[str, Any]:
+    """`payload` as `target` can take it: RequestError (400) for media a text-only engine cannot read; a token limit
+    above the target's known context capped to that context (a copy; the client's payload is not changed).
+
+    Capped, not refused: coding agents ask for far more than a local model holds (Claude Code sends max_tokens
+    32000), and the engine could never generate past its context anyway."""
+    if kind == "chat" and target.text_only:
+        check_text_only(payload, target.model)
+    if target.max_context is None or kind == "embedding":
+        return payload
+    for name in ("max_tokens", "max_completion_tokens"):
+        limit = payload.get(name)
+        if isinstance(limit, int) and limit > target.max_context:
+            payload = {**payload, name: target.max_context}
+    return payload

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gpufleet.config import Config, RemoteModel, RouteDefaults
+from gpufleet.config import Config, LlamaCppModel, RemoteModel, RouteDefaults, VllmModel
 from gpufleet.dialects import DialectDefaults
 from gpufleet.engines.remote import RemoteUpstream, remote_upstream
 from gpufleet.errors import ModelNotFound
@@ -34,6 +34,8 @@ class Target:
     model: str  # the configured model name (what the client is told it got)
     upstream_model: str  # the name the engine/upstream expects in the request body
     remote: RemoteUpstream | None = None
+    max_context: int | None = None  # tokens one request may use, where gpufleet knows it (llama.cpp: per slot)
+    text_only: bool = False  # known to take no images or audio (the embedded llama.cpp and transformers engines)
 
     @property
     def label(self) -> str:
@@ -97,8 +99,14 @@ class ModelTable:
             if isinstance(model, RemoteModel):
                 upstream = remote_upstream(name, model)
                 self.targets[name] = Target(model=name, upstream_model=upstream.upstream_model, remote=upstream)
-            else:
-                self.targets[name] = Target(model=name, upstream_model=name)
+            elif isinstance(model, LlamaCppModel):
+                # llama.cpp splits its context between the parallel slots; it runs without a vision projector.
+                self.targets[name] = Target(model=name, upstream_model=name, text_only=True,
+                                            max_context=model.context // model.parallel)
+            elif isinstance(model, VllmModel):
+                self.targets[name] = Target(model=name, upstream_model=name, max_context=model.max_model_len)
+            else:  # transformers: installed without torchvision, so no image processor
+                self.targets[name] = Target(model=name, upstream_model=name, text_only=True)
         self._aliases: dict[str, str] = {}
         for name, model in config.models.items():
             self._aliases.update(dict.fromkeys(model.aliases, name))
