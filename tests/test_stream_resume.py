@@ -38,6 +38,7 @@ class PieceUpstream:
     def __init__(self, pieces: list[str]) -> None:
         self.pieces = pieces
         self.die_after: int | None = None
+        self.stall_after: int | None = None  # goes silent (but keeps the connection) after this many pieces
         self.refuse_prefill = False  # a target that cannot continue a final assistant message
         self.received: list[dict[str, Any]] = []
         self.port = free_port()
@@ -103,6 +104,8 @@ class PieceUpstream:
             await asyncio.sleep(0.005)
             if self.die_after is not None and index + 1 >= self.die_after:
                 raise RuntimeError("stand-in replica dies mid-stream")
+            if self.stall_after is not None and index + 1 >= self.stall_after:
+                await asyncio.sleep(30)
         last = {"index": 0, "finish_reason": "stop", **({"text": ""} if completion else {"delta": {}})}
         yield b"data: " + orjson.dumps({**base, "choices": [last]}) + b"\n\n"
         usage = {"prompt_tokens": 10 + prefilled, "completion_tokens": len(pieces), "total_tokens": 0}
@@ -275,3 +278,51 @@ async def test_non_stream_requests_never_carry_a_trail(replicas: tuple[PieceUpst
 
 def contextlib_served(config: dict[str, Any]) -> Any:
     return served_app(build_app(parse_config(config)))
+
+
+def test_a_stream_silent_for_the_stall_timeout_continues_on_the_other_replica(
+    replicas: tuple[PieceUpstream, PieceUpstream]
+) -> None:
+    with contextlib_served(gateway_config(*replicas, stream_stall_timeout_s=0.5)) as url:
+        home = first_served(replicas, url, "st")
+        home.stall_after = 4
+        body = {"model": "story", "messages": [{"role": "user", "content": "Tell a story"}], "stream": True}
+        reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30, headers={"x-gpufleet-session": "st"})
+    chunks = events(reply.text)
+    assert all("error" not in c for c in chunks), reply.text
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")) == \
+        "".join(STORY)
+
+
+def _fallback_config(a: PieceUpstream, b: PieceUpstream, resume: bool) -> dict[str, Any]:
+    config = gateway_config(a, b)
+    config["routes"]["story"] = {"targets": ["rep-a"], "fallbacks": ["rep-b"],
+                                 **({"resume_fallbacks": ["rep-b"]} if resume else {})}
+    return config
+
+
+@pytest.mark.parametrize("resume", [True, False], ids=["resume_fallbacks", "plain-fallback"])
+def test_a_fallback_continues_a_stream_only_when_declared_the_same_model(
+    replicas: tuple[PieceUpstream, PieceUpstream], resume: bool
+) -> None:
+    replicas[0].die_after = 4
+    with contextlib_served(_fallback_config(*replicas, resume)) as url:
+        body = {"model": "story", "messages": [{"role": "user", "content": "Tell a story"}], "stream": True}
+        reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+    chunks = events(reply.text)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+    if resume:
+        assert all("error" not in c for c in chunks) and text == "".join(STORY)
+    else:  # another model would continue someone else's text: the break ends the stream honestly
+        assert text == "".join(STORY[:4]) and chunks[-1]["error"]["code"] == "upstream_stream_error"
+        assert replicas[1].received == []
+
+
+def test_resume_fallbacks_must_name_fallbacks() -> None:
+    from gpufleet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"routes\.story.*resume_fallbacks: 'rep-c' is not one of this route"):
+        parse_config({"models": {"rep-a": {"engine": "remote", "url": "http://127.0.0.1:9/v1"},
+                                 "rep-b": {"engine": "remote", "url": "http://127.0.0.1:9/v1"}},
+                      "routes": {"story": {"targets": ["rep-a"], "fallbacks": ["rep-b"],
+                                           "resume_fallbacks": ["rep-c"]}}})

@@ -25,6 +25,10 @@ class RouteConfig(Strict):
     aliases: list[str] = Field(default_factory=list)
     targets: list[str] = Field(min_length=1, description="model names serving this route (replicas)")
     fallbacks: list[str] = Field(default_factory=list, description="models/routes tried in order after the targets")
+    resume_fallbacks: list[str] = Field(
+        default_factory=list, description="fallbacks with the same weights and tokenizer as the targets: a stream "
+        "that breaks mid-answer may continue there (the targets, replicas, always may)",
+    )
     affinity: bool = Field(
         default=True, description="pin a session (x-gpufleet-session header or `user`) to one replica"
     )
@@ -35,6 +39,13 @@ class RouteConfig(Strict):
     @classmethod
     def _aliases_are_names(cls, value: list[str]) -> list[str]:
         return check_aliases(value)
+
+    @model_validator(mode="after")
+    def _resume_fallbacks_are_fallbacks(self) -> RouteConfig:
+        unknown = [name for name in self.resume_fallbacks if name not in self.fallbacks]
+        if unknown:
+            raise ValueError(f"resume_fallbacks: {unknown[0]!r} is not one of this route's fallbacks")
+        return self
 
 
 class PersonaConfig(Strict):
@@ -140,6 +151,10 @@ class RouterConfig(Strict):
         default=True, description="a request whose client got no byte moves on after any upstream failure, also "
         "once the upstream had it (hang after headers, cut or malformed answer); false: the strict rule, for "
         "remotes billed per call",
+    )
+    stream_stall_timeout_s: float | None = Field(
+        default=None, gt=0, description="a stream silent this long after its first byte counts as broken (and "
+        "resumes on a replica); unset: only the read timeout (server.request_timeout_s / a remote's timeout_s)",
     )
     max_resumes: int = Field(
         default=1, ge=0, le=3, description="times a stream that breaks after its first byte continues on another "

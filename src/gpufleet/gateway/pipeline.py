@@ -186,7 +186,8 @@ class Pipeline:
         raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
         return StreamRelayResponse(stream.response, stream.rewriter, headers=raw_headers, on_close=on_close,
                                    first=stream.first, live=self._streams,
-                                   resume=resume.resume if resume is not None else None)
+                                   resume=resume.resume if resume is not None else None,
+                                   stall_s=self.policy.stream_stall_timeout_s)
 
 
 @dataclass(frozen=True)
@@ -200,11 +201,13 @@ class ResumeParts:
 
 
 def _other_replicas(route: Route, candidate: Candidate) -> tuple[Candidate, ...]:
-    """The other targets of the candidate's replica group: the same model, so they can continue its stream."""
-    for group in route.groups:
-        if candidate in group:
-            return tuple(c for c in group if c.target != candidate.target)
-    return ()
+    """Who can continue the candidate's stream: the other targets of its replica group (the same model), then the
+    route's `resume_fallbacks` (declared to have the same weights and tokenizer)."""
+    same = next((group for group in route.groups if candidate in group), ())
+    others = [c for c in same if c.target != candidate.target]
+    others += [c for group in route.groups if group is not same for c in group
+               if c.target.model in route.resumable and c.target != candidate.target]
+    return tuple(others)
 
 
 class StreamResumer:

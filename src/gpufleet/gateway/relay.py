@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -447,6 +447,7 @@ class StreamRelayResponse:
         first: bytes = b"",
         live: LiveStreams | None = None,
         resume: Resumer | None = None,
+        stall_s: float | None = None,
     ) -> None:
         self.upstream = upstream
         self.first = first
@@ -455,6 +456,7 @@ class StreamRelayResponse:
         self.on_close = on_close
         self.live = live
         self.resume = resume  # continues a broken stream on another replica (pipeline.py), if the route has one
+        self.stall_s = stall_s  # router.stream_stall_timeout_s: silence after the first byte is a break
         self._started = False  # http.response.start was sent
         self._aborted: str | None = None
         self._task: asyncio.Future[None] | None = None
@@ -539,7 +541,7 @@ class StreamRelayResponse:
         if first:
             await send({"type": "http.response.body", "body": first, "more_body": True})
         if not rewriter.wants_no_more():
-            async for data in self.upstream.content.iter_any():
+            async for data in self._reads():
                 out = rewriter.feed(data)
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
@@ -552,6 +554,23 @@ class StreamRelayResponse:
         if rewriter.failure is not None:  # set while reading, or by close() (the stream never finished)
             raise BrokenStream(rewriter.failure)
         return tail
+
+    def _reads(self) -> AsyncIterator[bytes]:
+        """The upstream's network reads; with a stall timeout, a silence that long raises BrokenStream."""
+        if self.stall_s is None:
+            return self.upstream.content.iter_any()  # no timer per read on the hot path
+        return self._reads_with_stall(self.stall_s)
+
+    async def _reads_with_stall(self, stall_s: float) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                data = await asyncio.wait_for(self.upstream.content.readany(), stall_s)
+            except TimeoutError:
+                raise BrokenStream(f"the upstream sent nothing for {stall_s:g} s "
+                                   "(router.stream_stall_timeout_s)") from None
+            if not data:
+                return
+            yield data
 
     async def _resume(self, reason: str) -> tuple[aiohttp.ClientResponse, bytes] | None:
         """The upstream that continues this stream and the client's bytes it sent first, or None."""

@@ -78,7 +78,8 @@ class GatewayState:
         forwarder = Forwarder(self.client, self.supervisor, limits,
                               ready_timeout_s={name: model.ready_timeout_s for name, model in managed.items()})
         policy = FallbackPolicy(max_attempts=router.max_attempts, retry_after_sent=router.retry_after_sent,
-                                retry_backoff_s=router.retry_backoff_s, max_resumes=router.max_resumes)
+                                retry_backoff_s=router.retry_backoff_s, max_resumes=router.max_resumes,
+                                stream_stall_timeout_s=router.stream_stall_timeout_s)
         return Pipeline(forwarder=forwarder, table=self.table, selector=self.selector, board=self.router,
                         router_metrics=self.router_metrics, metrics=self.metrics, streams=self.streams,
                         policy=policy)

@@ -78,6 +78,7 @@ class FallbackPolicy:
     retry_after_sent: bool = True
     retry_backoff_s: float = 0.0
     max_resumes: int = 0  # a broken stream continues on another replica at most this often (router.max_resumes)
+    stream_stall_timeout_s: float | None = None  # a stream silent this long after its first byte is broken
 
 
 def decide(failed: Failed, policy: FallbackPolicy, *, has_next: bool, attempts_left: bool, retried_same: bool) -> Step:

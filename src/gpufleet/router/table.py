@@ -62,6 +62,7 @@ class Route:
     affinity: bool = True
     tier: str | None = None  # set when reached through `auto`
     tier_by: str | None = None  # who chose the tier: "rules", "knn", "judge", "rules (knn timed out)", ...
+    resumable: frozenset[str] = frozenset()  # fallback models that may continue a broken stream (resume_fallbacks)
 
     @property
     def primary(self) -> Target:
@@ -163,7 +164,13 @@ class ModelTable:
 
         expand(name, extra)
         route_cfg = self._config.routes.get(name)
-        return Route(name=name, groups=tuple(groups), affinity=route_cfg.affinity if route_cfg else True)
+        resumable: set[str] = set()
+        for entry in route_cfg.resume_fallbacks if route_cfg else ():
+            entry = self._canonical(entry)
+            inner = self._config.routes.get(entry)
+            resumable.update(inner.targets if inner is not None else (entry,))
+        return Route(name=name, groups=tuple(groups), affinity=route_cfg.affinity if route_cfg else True,
+                     resumable=frozenset(resumable))
 
     def _candidate(self, model: str, over: RouteDefaults) -> Candidate:
         defaults = merge_defaults(self._config.models[model].defaults, over)
