@@ -23,9 +23,9 @@ import uvicorn
 import yaml
 
 from gpufleet.config import parse_config
+from gpufleet.engine_supervisor.ports import free_port
 from gpufleet.engines.vllm_install import is_installed, is_test_model_prepared
 from gpufleet.gateway import build_app, running
-from gpufleet.supervisor.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 # Team keys and the usage ledger of every test gateway (subprocesses inherit it) go to a SQLite file of this run,

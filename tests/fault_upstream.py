@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from gpufleet.supervisor.ports import free_port
+from gpufleet.engine_supervisor.ports import free_port
 
 MODES = (
     "ok", "400", "404", "422", "500", "501", "429", "hang-before-headers", "hang-after-headers", "drop-after-request",

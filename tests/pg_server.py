@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gpufleet.supervisor.ports import free_port
+from gpufleet.engine_supervisor.ports import free_port
 
 INSTALL = "apt-get install -y -q --no-install-recommends postgresql"
 

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from gpufleet.supervisor.ports import free_port
+from gpufleet.engine_supervisor.ports import free_port
 
 SHELL_TOOLS = ("Bash", "exec_command", "shell", "bash", "local_shell")
 _RUN = re.compile(r"RUN: (.+)")

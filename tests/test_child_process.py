@@ -16,8 +16,8 @@ import pytest
 
 from gpufleet.child_process import _MAX_LOG_BYTES, ChildProcess
 from gpufleet.cluster.ray_process import RayProcess
+from gpufleet.engine_supervisor.process import EngineProcess
 from gpufleet.engines.base import LaunchSpec
-from gpufleet.supervisor.process import EngineProcess
 
 # A leader that starts a member of its group and prints the member's pid; the member's output goes elsewhere so
 # the log pipe closes when the leader exits.

@@ -21,9 +21,9 @@ import orjson
 import pytest
 
 from gpufleet.config import parse_config
+from gpufleet.engine_supervisor.ports import free_port
 from gpufleet.gateway import build_app
 from gpufleet.gateway.relay import SSERewriter, StreamStats
-from gpufleet.supervisor.ports import free_port
 from tests.conftest import OpenGateway, chat, served_app
 from tests.fault_upstream import FaultUpstream
 

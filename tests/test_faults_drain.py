@@ -22,7 +22,7 @@ import httpx
 import orjson
 import pytest
 
-from gpufleet.supervisor.ports import free_port
+from gpufleet.engine_supervisor.ports import free_port
 from tests.fault_upstream import FaultUpstream
 
 

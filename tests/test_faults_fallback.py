@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from gpufleet.config import parse_config
+from gpufleet.engine_supervisor.ports import free_port
 from gpufleet.engines.base import LaunchSpec, local_urls
 from gpufleet.gateway import build_app, running
-from gpufleet.supervisor.ports import free_port
 from tests.conftest import OpenGateway, chat
 from tests.fault_upstream import FaultUpstream
 from tests.test_faults import assert_ends_with_stream_error, config, content, sse_events, status_of

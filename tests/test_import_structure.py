@@ -26,7 +26,7 @@ LAYERS: dict[str, int] = {
     "config": 2, "planner": 2, "store": 2,
     "cluster": 3,
     "engines": 4,
-    "doctor": 5, "supervisor": 5, "router": 5,
+    "doctor": 5, "engine_supervisor": 5, "router": 5,
     "metrics": 6,
     "gateway": 7, "bench": 7, "deploy": 7,
     "cli": 8,

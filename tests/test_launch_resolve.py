@@ -19,12 +19,12 @@ import pytest
 import yaml
 
 from gpufleet.config import VllmModel, parse_config
+from gpufleet.engine_supervisor import Supervisor
 from gpufleet.engines import resolve_launches
 from gpufleet.engines.base import LaunchSpec
 from gpufleet.engines.vllm_engine import VllmEngine
 from gpufleet.engines.vllm_resolve import VllmLaunch
 from gpufleet.errors import ConfigError
-from gpufleet.supervisor import Supervisor
 from tests.conftest import REPO
 from tests.standin_vllm import standin_model
 

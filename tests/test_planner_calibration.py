@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from gpufleet.catalog import get_gpu, get_model
 from gpufleet.cli import app
 from gpufleet.config import VllmModel, parse_config
+from gpufleet.engine_supervisor.slot import _kv_cache_view
 from gpufleet.engines.vllm_engine import VllmEngine
 from gpufleet.errors import PlanError
 from gpufleet.planner import Plan, plan_model
@@ -25,7 +26,6 @@ from gpufleet.planner.calibration_file import (
     record_from_launch,
     record_measurement,
 )
-from gpufleet.supervisor.slot import _kv_cache_view
 
 runner = CliRunner()
 

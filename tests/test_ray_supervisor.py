@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from gpufleet.config import VllmModel, parse_config
+from gpufleet.engine_supervisor import Supervisor
+from gpufleet.engine_supervisor.cluster_hook import ClusterHook
+from gpufleet.engine_supervisor.lifecycle import EngineLifecycle
+from gpufleet.engine_supervisor.process import EngineProcess
+from gpufleet.engine_supervisor.slot import EngineSlot, EngineState
 from gpufleet.engines.base import LaunchSpec
 from gpufleet.errors import EngineError
-from gpufleet.supervisor import Supervisor
-from gpufleet.supervisor.cluster_hook import ClusterHook
-from gpufleet.supervisor.lifecycle import EngineLifecycle
-from gpufleet.supervisor.process import EngineProcess
-from gpufleet.supervisor.slot import EngineSlot, EngineState
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from gpufleet.config import parse_config
-from gpufleet.supervisor.ports import free_port
+from gpufleet.engine_supervisor.ports import free_port
 from tests.conftest import OpenGateway, chat
 from tests.standin_upstream import StandInUpstream
 

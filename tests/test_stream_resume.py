@@ -22,8 +22,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from gpufleet.config import parse_config
+from gpufleet.engine_supervisor.ports import free_port
 from gpufleet.gateway import build_app, running
-from gpufleet.supervisor.ports import free_port
 from tests.conftest import served_app
 
 STORY = [f"word{i} " for i in range(12)]

@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from gpufleet.config import VllmModel, parse_config
+from gpufleet.engine_supervisor import Supervisor
 from gpufleet.errors import EngineError
 from gpufleet.gateway import build_app, running
-from gpufleet.supervisor import Supervisor
 from tests.conftest import pid_alive
 from tests.standin_vllm import standin_model
 

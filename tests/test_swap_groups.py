@@ -1,4 +1,4 @@
-"""Swap groups: models sharing one GPU take turns (supervisor/swap.py has the policy).
+"""Swap groups: models sharing one GPU take turns (engine_supervisor/swap.py has the policy).
 
 - `plan_swap` (pure) is tested with tables.
 - The queue and the stop/start path run real processes: a tiny STAND-IN engine (stdlib http.server, inline below;
@@ -29,13 +29,13 @@ from typer.testing import CliRunner
 
 from gpufleet.cli import app as cli_app
 from gpufleet.config import LlamaCppModel, SwapGroupConfig, VllmModel, parse_config
+from gpufleet.engine_supervisor import EngineState, Supervisor
+from gpufleet.engine_supervisor.ports import free_port
+from gpufleet.engine_supervisor.sleep import host_available_mib, sleep_refusal
+from gpufleet.engine_supervisor.swap import Member, Occupancy, SwapPlan, plan_swap
 from gpufleet.engines.base import LaunchSpec, local_urls
 from gpufleet.errors import EngineError, EngineNotReady, ModelSourceError, RequestError
 from gpufleet.gateway import build_app, running
-from gpufleet.supervisor import EngineState, Supervisor
-from gpufleet.supervisor.ports import free_port
-from gpufleet.supervisor.sleep import host_available_mib, sleep_refusal
-from gpufleet.supervisor.swap import Member, Occupancy, SwapPlan, plan_swap
 from tests.conftest import REPO, ServedGateway, pid_alive, smollm2_model, start_gateway, stop_gateway
 
 STANDIN_VLLM = Path(__file__).resolve().parent / "standin_vllm"

@@ -13,11 +13,11 @@ import httpx
 import pytest
 
 from gpufleet.config import TransformersModel, parse_config
+from gpufleet.engine_supervisor.ports import free_port
 from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.engines.transformers_engine import CLI_MODULE, TransformersEngine, run_dir, serve_argv
 from gpufleet.engines.vllm_install import is_installed, vllm_test_model_dir
 from gpufleet.errors import ConfigError, EngineError
-from gpufleet.supervisor.ports import free_port
 from tests.conftest import ServedGateway, pid_alive, require_vllm_cpu, start_gateway, stop_gateway
 
 

@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from gpufleet.cli import app
 from gpufleet.config import VllmModel, parse_config
+from gpufleet.engine_supervisor.process import EngineProcess
 from gpufleet.engines.base import LaunchSpec
 from gpufleet.engines.vllm_engine import VllmEngine
 from gpufleet.engines.vllm_resolve import resolve_model
 from gpufleet.planner.launch import server_args
-from gpufleet.supervisor.process import EngineProcess
 
 
 def vllm_spec(name: str, model: VllmModel, port: int) -> LaunchSpec:

@@ -1,9 +1,9 @@
 """One child command in its own process group: spawn it, keep its output (a log file and the last lines in memory),
 stop it with its whole group so nothing is left behind.
 
-Engines (supervisor/process.py) and Ray nodes (cluster/ray_process.py) both run as this. supervisor/ imports
-cluster/, so cluster/ cannot import supervisor/, and an engine process is no part of cluster/: it lives below both
-and imports only the standard library.
+Engines (engine_supervisor/process.py) and Ray nodes (cluster/ray_process.py) both run as this.
+engine_supervisor/ imports cluster/, so cluster/ cannot import engine_supervisor/, and an engine process is no part
+of cluster/: it lives below both and imports only the standard library.
 """
 
 from __future__ import annotations

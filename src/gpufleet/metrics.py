@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from gpufleet.supervisor.supervisor import EngineState
+from gpufleet.engine_supervisor.model_fleet import EngineState
 
 # `gpufleet_engine_state` has one sample per supervisor state (1 = current), so alerts can say
 # `gpufleet_engine_state{state="failed"} == 1` (deploy/prometheus/gpufleet-alerts.yml).

@@ -11,7 +11,7 @@ so it is tested on machines without Docker; `require_docker` is the one check of
 
 Stopping: the supervisor SIGTERMs the `docker run` process group; `docker run` (attached, no tty) proxies the
 signal to the container, where `--init` (tini) passes it to vLLM. A SIGKILLed client would leave the container
-running, so the launch spec also carries `docker rm -f NAME` as its stop command (supervisor/process.py).
+running, so the launch spec also carries `docker rm -f NAME` as its stop command (engine_supervisor/process.py).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import orjson
 
 from gpufleet.dialects import retry_body, transform_response, validate_structured
 from gpufleet.dialects.plan import ResponsePlan
+from gpufleet.engine_supervisor import EngineState, Supervisor
 from gpufleet.errors import EngineError, EngineNotReady, RequestError, UpstreamError
 from gpufleet.gateway.relay import SSERewriter, UpstreamClient, UpstreamDropped
 from gpufleet.gateway.request_body import UpstreamRequest
@@ -32,7 +33,6 @@ from gpufleet.gateway.upstream_answer import (
 )
 from gpufleet.router.fallback import Failed, Served
 from gpufleet.router.table import Target
-from gpufleet.supervisor import EngineState, Supervisor
 
 _UPSTREAM_PATHS = {"chat": "/chat/completions", "completion": "/completions", "embedding": "/embeddings"}
 

@@ -16,6 +16,7 @@ from typing import Any
 from starlette.requests import Request
 
 from gpufleet.config import AutoModelClassifier, Config, LlamaCppModel, TransformersModel, VllmModel
+from gpufleet.engine_supervisor import EngineState, Supervisor
 from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.engines.base import Engine
 from gpufleet.gateway.admission import Admission
@@ -32,7 +33,6 @@ from gpufleet.router.health import HealthBoard
 from gpufleet.router.metrics import RouterMetrics
 from gpufleet.router.select import TargetSelector
 from gpufleet.store import KeyDirectory
-from gpufleet.supervisor import EngineState, Supervisor
 
 log = logging.getLogger("gpufleet.gateway")
 

@@ -8,11 +8,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from gpufleet.engine_supervisor.process import EngineProcess
 from gpufleet.engines import ManagedModel
 from gpufleet.engines.base import LaunchSpec
 from gpufleet.engines.vllm_log import VllmStartupLog
 from gpufleet.engines.vllm_metrics import VllmMetrics
-from gpufleet.supervisor.process import EngineProcess
 
 __all__ = ["EngineSlot", "EngineState", "ManagedModel", "Upstream"]
 

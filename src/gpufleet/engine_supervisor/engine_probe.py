@@ -14,7 +14,7 @@ import aiohttp
 from gpufleet.engines.vllm_metrics import VllmMetrics, parse_vllm_metrics
 from gpufleet.errors import GpufleetError
 
-log = logging.getLogger("gpufleet.supervisor")
+log = logging.getLogger("gpufleet.engine_supervisor")
 
 
 class HealthWait(enum.StrEnum):

@@ -1,9 +1,9 @@
 """The supervisor owns the engines of all managed models: start on demand, idle unload, swap groups, clean stop.
 
-It decides *when* an engine changes state; supervisor/lifecycle.py does the transitions themselves (its
+It decides *when* an engine changes state; engine_supervisor/lifecycle.py does the transitions themselves (its
 docstring has the state diagram). Requests wait for a starting engine up to `server.queue_timeout_s`; after
 that (or while in backoff/failed) they get EngineNotReady (HTTP 503 + Retry-After). Members of a swap group go
-through their group's queue first (supervisor/swap.py has the policy). Everything runs on the gateway's event
+through their group's queue first (engine_supervisor/swap.py has the policy). Everything runs on the gateway's event
 loop; no threads.
 """
 
@@ -21,18 +21,18 @@ from typing import Any
 import aiohttp
 
 from gpufleet.config import SwapGroupConfig
+from gpufleet.engine_supervisor.cluster_hook import ClusterHook
+from gpufleet.engine_supervisor.engine_probe import scrape_vllm_metrics
+from gpufleet.engine_supervisor.lifecycle import EngineLifecycle
+from gpufleet.engine_supervisor.sleep import MEMINFO
+from gpufleet.engine_supervisor.slot import EngineSlot, EngineState, ManagedModel, Upstream
+from gpufleet.engine_supervisor.swap import Freed, GroupHooks, Member, Occupancy, SwapGroup
 from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.engines.base import Engine
 from gpufleet.engines.vllm_metrics import VllmMetrics
 from gpufleet.errors import EngineNotReady, RequestError
-from gpufleet.supervisor.cluster_hook import ClusterHook
-from gpufleet.supervisor.engine_probe import scrape_vllm_metrics
-from gpufleet.supervisor.lifecycle import EngineLifecycle
-from gpufleet.supervisor.sleep import MEMINFO
-from gpufleet.supervisor.slot import EngineSlot, EngineState, ManagedModel, Upstream
-from gpufleet.supervisor.swap import Freed, GroupHooks, Member, Occupancy, SwapGroup
 
-log = logging.getLogger("gpufleet.supervisor")
+log = logging.getLogger("gpufleet.engine_supervisor")
 
 __all__ = ["EngineSlot", "EngineState", "Supervisor", "SwapResult", "Upstream"]
 

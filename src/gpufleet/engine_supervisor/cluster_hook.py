@@ -20,15 +20,15 @@ import aiohttp
 
 from gpufleet.cluster.ray_cluster import RayHead
 from gpufleet.config import VllmModel
+from gpufleet.engine_supervisor.process import EngineProcess
+from gpufleet.engine_supervisor.slot import EngineSlot, EngineState, ManagedModel
 from gpufleet.engines.vllm_resolve import resolve_python
 from gpufleet.errors import EngineError, EngineNotReady
 from gpufleet.paths import logs_dir
-from gpufleet.supervisor.process import EngineProcess
-from gpufleet.supervisor.slot import EngineSlot, EngineState, ManagedModel
 
 
 class EngineLifecycle(Protocol):
-    """What the hook uses of supervisor/lifecycle.py's EngineLifecycle (which holds the hook: so the hook names
+    """What the hook uses of engine_supervisor/lifecycle.py's EngineLifecycle (which holds the hook: so the hook names
     only this, and the two modules do not import each other)."""
 
     http: aiohttp.ClientSession | None

@@ -25,20 +25,20 @@ from typing import Any
 import aiohttp
 
 from gpufleet.config import VllmModel
+from gpufleet.engine_supervisor.cluster_hook import ClusterHook
+from gpufleet.engine_supervisor.engine_probe import HealthWait, wait_healthy
+from gpufleet.engine_supervisor.ports import free_port
+from gpufleet.engine_supervisor.process import EngineProcess
+from gpufleet.engine_supervisor.sleep import engine_root, host_available_mib, sleep_engine, sleep_refusal, wake_engine
+from gpufleet.engine_supervisor.slot import EngineSlot, EngineState
 from gpufleet.engines.base import Engine, with_engine_key
 from gpufleet.engines.vllm_log import Phase, VllmStartupLog
 from gpufleet.errors import EngineError, EngineNotReady, GpufleetError
 from gpufleet.model_names import file_stem
 from gpufleet.paths import logs_dir
 from gpufleet.planner.calibration_file import record_from_launch
-from gpufleet.supervisor.cluster_hook import ClusterHook
-from gpufleet.supervisor.engine_probe import HealthWait, wait_healthy
-from gpufleet.supervisor.ports import free_port
-from gpufleet.supervisor.process import EngineProcess
-from gpufleet.supervisor.sleep import engine_root, host_available_mib, sleep_engine, sleep_refusal, wake_engine
-from gpufleet.supervisor.slot import EngineSlot, EngineState
 
-log = logging.getLogger("gpufleet.supervisor")
+log = logging.getLogger("gpufleet.engine_supervisor")
 
 
 class EngineLifecycle:

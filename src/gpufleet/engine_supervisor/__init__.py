@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from gpufleet.supervisor.supervisor import EngineState, Supervisor, Upstream
+from gpufleet.engine_supervisor.model_fleet import EngineState, Supervisor, Upstream
 
 __all__ = ["EngineState", "Supervisor", "Upstream"]
