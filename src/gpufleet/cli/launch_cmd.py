@@ -76,6 +76,9 @@ def pick_model(models: list[dict[str, Any]], wanted: str | None, url: str) -> st
 def engine_context(status: dict[str, Any], model: str, models: list[dict[str, Any]]) -> int | None:
     """The context window the model's engine serves, asked from the engine; None when it cannot be known."""
     name = next((str(m.get("alias_of")) for m in models if m["id"] == model and m.get("alias_of")), model)
+    listed = next((m for m in models if m["id"] == name and isinstance(m.get("max_model_len"), int)), None)
+    if listed is not None:  # the gateway knows it (llama.cpp: the context of one slot; vLLM: max_model_len)
+        return int(listed["max_model_len"])
     entry = next((m for m in status.get("models") or () if m.get("name") == name), None)
     base_url = entry.get("base_url") if entry else None
     if not base_url:

@@ -206,6 +206,13 @@ class Supervisor:
             return slot.spec.base_url
         return None
 
+    def ready_upstream(self, name: str) -> Upstream | None:
+        """The ready engine's URL and its per-start key, without leasing it (the gateway's side calls: count_tokens)."""
+        slot = self.slots.get(name)
+        if slot and slot.state == EngineState.READY and slot.spec:
+            return Upstream(slot.spec.base_url, slot.spec.api_key)
+        return None
+
     async def scrape(self, name: str) -> VllmMetrics | None:
         """Scrape a ready vLLM engine's /metrics now (running/waiting, KV usage, KV capacity)."""
         slot = self.slots[name]

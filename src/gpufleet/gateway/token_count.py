@@ -29,13 +29,14 @@ async def count_prompt_tokens(gateway: Gateway, payload: dict[str, Any]) -> tupl
     target = route.primary
     model = gateway.config.models.get(target.model)
     engine = getattr(model, "engine", None)
-    url = gateway.supervisor.engine_url(target.model) if target.remote is None else None
-    if url is not None and engine in ("vllm", "llamacpp"):
-        root = url.removesuffix("/").removesuffix("/v1")
+    upstream = gateway.supervisor.ready_upstream(target.model) if target.remote is None else None
+    if upstream is not None and engine in ("vllm", "llamacpp"):
+        root = upstream.base_url.removesuffix("/").removesuffix("/v1")
+        key = upstream.api_key  # the engine's per-start key: engines answer only the gateway
         try:
             async with asyncio.timeout(_TIMEOUT_S):
-                count = await (_vllm(gateway, root, target.upstream_model, payload) if engine == "vllm"
-                               else _llamacpp(gateway, root, payload))
+                count = await (_vllm(gateway, root, key, target.upstream_model, payload) if engine == "vllm"
+                               else _llamacpp(gateway, root, key, payload))
         except (GpufleetError, TimeoutError, ValueError, KeyError, TypeError):
             count = None
         if count is not None:
@@ -56,8 +57,8 @@ def estimate_tokens(payload: dict[str, Any]) -> int:
     return math.ceil(chars / 4) + 4 * len(messages)
 
 
-async def _post(gateway: Gateway, url: str, body: dict[str, Any]) -> Any:
-    response = await gateway.client.post(url, orjson.dumps(body), api_key=None, timeout_s=_TIMEOUT_S)
+async def _post(gateway: Gateway, url: str, key: str | None, body: dict[str, Any]) -> Any:
+    response = await gateway.client.post(url, orjson.dumps(body), api_key=key, timeout_s=_TIMEOUT_S)
     raw = await response.read()
     response.release()
     if response.status != 200:
@@ -65,18 +66,18 @@ async def _post(gateway: Gateway, url: str, body: dict[str, Any]) -> Any:
     return orjson.loads(raw)
 
 
-async def _vllm(gateway: Gateway, root: str, model: str, payload: dict[str, Any]) -> int:
+async def _vllm(gateway: Gateway, root: str, key: str | None, model: str, payload: dict[str, Any]) -> int:
     body: dict[str, Any] = {"model": model, "messages": payload["messages"], "add_generation_prompt": True}
     if payload.get("tools"):
         body["tools"] = payload["tools"]
-    data = await _post(gateway, root + "/tokenize", body)
+    data = await _post(gateway, root + "/tokenize", key, body)
     return int(data["count"])
 
 
-async def _llamacpp(gateway: Gateway, root: str, payload: dict[str, Any]) -> int:
+async def _llamacpp(gateway: Gateway, root: str, key: str | None, payload: dict[str, Any]) -> int:
     body: dict[str, Any] = {"messages": payload["messages"]}
     if payload.get("tools"):
         body["tools"] = payload["tools"]
-    prompt = (await _post(gateway, root + "/apply-template", body))["prompt"]
-    tokens = (await _post(gateway, root + "/tokenize", {"content": prompt}))["tokens"]
+    prompt = (await _post(gateway, root + "/apply-template", key, body))["prompt"]
+    tokens = (await _post(gateway, root + "/tokenize", key, {"content": prompt}))["tokens"]
     return len(tokens)

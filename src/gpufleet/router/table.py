@@ -220,7 +220,12 @@ class ModelTable:
         def entry(name: str, **extra: Any) -> dict[str, Any]:
             return {"id": name, "object": "model", "created": self._created, "owned_by": "gpufleet", **extra}
 
-        data = [entry(name) for name, model in self._config.models.items() if model.listed]
+        def window(name: str) -> dict[str, Any]:
+            # vLLM's own /v1/models says max_model_len; clients (and `gpufleet launch`) size their context from it.
+            context = self.targets[name].max_context
+            return {"max_model_len": context} if context is not None else {}
+
+        data = [entry(name, **window(name)) for name, model in self._config.models.items() if model.listed]
         data += [entry(name) for name, route in self._config.routes.items() if route.listed]
         data += [entry(alias, alias_of=target) for alias, target in self._aliases.items()]
         data += [entry(name, persona_of=p.route) for name, p in self._config.personas.items()]
