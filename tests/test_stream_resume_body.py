@@ -33,10 +33,13 @@ def test_chat_continues_the_relayed_text_as_an_unfinished_assistant_message() ->
     trail = trail_of(chunk(role="assistant"), chunk("Once"), chunk(" upon"), chunk(" a"))
     resumed = resume_body(body, "chat", trail)
     assert resumed is not None
-    assert resumed["messages"][-1] == {"role": "assistant", "content": "Once upon a"}
+    # The prefill stops before the last word: re-tokenized, a cut word could drift; the continuation writes " a"
+    # again and the relay drops what the client already has (trail.replay).
+    assert resumed["messages"][-1] == {"role": "assistant", "content": "Once upon"}
+    assert trail.replay == " a"
     assert resumed["messages"][:-1] == body["messages"]
     assert resumed["continue_final_message"] is True and resumed["add_generation_prompt"] is False
-    assert resumed["max_tokens"] == 197
+    assert resumed["max_tokens"] == 198  # 200 - 3 generated + the one piece (" a") written again
     assert body["max_tokens"] == 200 and len(body["messages"]) == 1  # the original request is not touched
 
 
@@ -51,7 +54,8 @@ def test_reasoning_goes_back_inside_its_think_block() -> None:
 def test_raw_tool_call_text_is_replayed_for_the_dialect_to_finish() -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "q"}]}
     trail = trail_of(chunk("<think>\nhm\n</think>\n\n<tool_call>\n{\"name\": \"sh"))
-    assert resume_body(body, "chat", trail)["messages"][-1]["content"].endswith('<tool_call>\n{"name": "sh')  # type: ignore[index]
+    prefill = resume_body(body, "chat", trail)["messages"][-1]["content"]  # type: ignore[index]
+    assert prefill + trail.replay == '<think>\nhm\n</think>\n\n<tool_call>\n{"name": "sh'
 
 
 def test_completions_append_the_relayed_text_to_the_prompt() -> None:
@@ -60,7 +64,8 @@ def test_completions_append_the_relayed_text_to_the_prompt() -> None:
     for text in ("\n", "    return", " a"):
         trail.feed({"id": "cmpl-A", "choices": [{"index": 0, "text": text, "finish_reason": None}]})
     resumed = resume_body(body, "completion", trail)
-    assert resumed == {"model": "m", "prompt": "def add(a, b):\n    return a", "max_tokens": 47}
+    assert resumed == {"model": "m", "prompt": "def add(a, b):\n    return", "max_tokens": 48}
+    assert trail.replay == " a"
     assert resume_body({**body, "prompt": [1, 2, 3]}, "completion", trail) is None
 
 

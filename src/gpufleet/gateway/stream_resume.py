@@ -40,6 +40,8 @@ class ResumeTrail:
     resumable: bool = True  # False once something arrived that a continuation cannot reproduce (n > 1, logprobs)
     resumes: int = 0
     generated_before: int = 0  # `generated` when the current continuation began (its usage adds to it)
+    replay: str = ""  # text the continuation regenerates that the client already has (dropped from its deltas)
+    content_pieces: list[int] = field(default_factory=list)  # length of each content piece, to count the replay
 
     def feed(self, chunk: dict[str, Any]) -> None:
         """Record one upstream chunk (complete events only: a half event is lost with the broken connection)."""
@@ -56,10 +58,10 @@ class ResumeTrail:
             text = choice.get("text")  # completions
             delta = choice.get("delta") or {}
             pieces = [text, delta.get("content"), delta.get("reasoning_content") or delta.get("reasoning")]
-            if isinstance(text, str):
-                self.content += text
-            if isinstance(delta.get("content"), str):
-                self.content += delta["content"]
+            for piece in (text, delta.get("content")):
+                if isinstance(piece, str) and piece:
+                    self.content += piece
+                    self.content_pieces.append(len(piece))
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if isinstance(reasoning, str):
                 self.reasoning += reasoning
@@ -81,7 +83,18 @@ class ResumeTrail:
     def begin_resume(self) -> None:
         """Mark the switch to the next upstream: what it sends from now on continues this stream."""
         self.resumes += 1
-        self.generated_before = self.generated
+        # The pieces of the replayed word are generated again by the continuation: its usage counts them.
+        self.generated_before = self.generated - self.replayed_pieces()
+
+    def replayed_pieces(self) -> int:
+        """How many of the last streamed pieces (a token each) hold the text the continuation writes again."""
+        replayed, length = 0, 0
+        for size in reversed(self.content_pieces):
+            if length >= len(self.replay):
+                break
+            length += size
+            replayed += 1
+        return replayed
 
     def splice(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
         """A chunk of the continuing upstream as part of the first stream (its id and creation time, the usage of
@@ -98,11 +111,29 @@ class ResumeTrail:
         if isinstance(choices, list) and len(choices) == 1 and isinstance(choices[0], dict):
             if choices[0].get("finish_reason") is not None:
                 chunk["gpufleet"] = {"resumed": self.resumes}  # the final chunk says the answer was continued
+            if self.replay:
+                self._drop_replayed(choices[0])
             delta = choices[0].get("delta")
             if (isinstance(delta, dict) and set(delta) <= {"role", "content"} and not delta.get("content")
                     and choices[0].get("finish_reason") is None):
                 return None
+            if "text" in choices[0] and not choices[0]["text"] and choices[0].get("finish_reason") is None:
+                return None
         return chunk
+
+    def _drop_replayed(self, choice: dict[str, Any]) -> None:
+        """Cut what the client already has from the continuation's first text (see `resume_body`)."""
+        delta = choice.get("delta")
+        holder, key = (delta, "content") if isinstance(delta, dict) else (choice, "text")
+        text = holder.get(key)
+        if not isinstance(text, str) or not text:
+            return
+        if text.startswith(self.replay):
+            holder[key], self.replay = text[len(self.replay):], ""
+        elif self.replay.startswith(text):
+            holder[key], self.replay = "", self.replay[len(text):]
+        else:  # the continuation took another path at once: relay it as it is (no text is hidden)
+            self.replay = ""
 
     def assistant_text(self) -> str:
         """The assistant's unfinished message as the model wrote it: `<think>` block, text, partial tool call."""
@@ -123,11 +154,17 @@ def resume_body(body: dict[str, Any], kind: Kind, trail: ResumeTrail) -> dict[st
     if not trail.resumable or trail.finished or trail.tool_calls or int(body.get("n") or 1) != 1:
         # Tool calls the upstream had already parsed into deltas cannot be replayed as the raw text it generated.
         return None
+    # Re-tokenizing the text relayed so far can split its last word differently than the model generated it (the
+    # continuation then drifts: measured on llama.cpp at some cuts). Most tokens start at a space, so the prefill
+    # ends before the last word and the continuation writes that word again; the client does not see it twice.
+    text = trail.content
+    cut = _word_boundary(text) if text and (kind == "completion" or not trail.reasoning) else len(text)
+    trail.replay = text[cut:]
     resumed = dict(body)
     for name in _TOKEN_LIMITS:
         limit = body.get(name)
         if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
-            left = limit - trail.generated
+            left = limit - trail.generated + trail.replayed_pieces()  # the replayed word is generated again
             if left < 1:
                 return None
             resumed[name] = left
@@ -135,12 +172,20 @@ def resume_body(body: dict[str, Any], kind: Kind, trail: ResumeTrail) -> dict[st
         prompt = body.get("prompt")
         if not isinstance(prompt, str):
             return None  # token-id prompts and batches: the text cannot be appended
-        resumed["prompt"] = prompt + trail.content
+        resumed["prompt"] = prompt + text[:cut]
         return resumed
     messages = body.get("messages")
     if not isinstance(messages, list):
         return None
-    resumed["messages"] = [*messages, {"role": "assistant", "content": trail.assistant_text()}]
+    prefill = trail.assistant_text()
+    resumed["messages"] = [*messages, {"role": "assistant", "content": prefill[:len(prefill) - len(trail.replay)]}]
     resumed["continue_final_message"] = True
     resumed["add_generation_prompt"] = False
     return resumed
+
+
+def _word_boundary(text: str) -> int:
+    """Where the prefill ends: before the whitespace that starts the last word (the whole text when it has none,
+    or when the last word would take more than a few pieces back)."""
+    cut = max(text.rfind(" "), text.rfind("\n"))
+    return cut if cut > 0 and len(text) - cut <= 40 else len(text)
