@@ -309,7 +309,7 @@ def test_a_text_only_target_refuses_media_and_a_token_limit_is_capped_to_its_con
     from gpufleet.gateway.request_body import fit_to_target
     from gpufleet.router import Target
 
-    llama = Target(model="smol", upstream_model="smol", max_context=256, text_only=True)
+    llama = Target(model="smol", upstream_model="smol", max_context=256, text_only=True, caps_max_tokens=True)
     image = chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:x"}}]}])
     with pytest.raises(RequestError, match="model 'smol' does not take images"):
         fit_to_target("chat", image, llama)
@@ -321,3 +321,5 @@ def test_a_text_only_target_refuses_media_and_a_token_limit_is_capped_to_its_con
     assert asked["max_tokens"] == 32000  # the client's payload is not changed
     small = chat(max_tokens=10)
     assert fit_to_target("chat", small, llama) is small
+    vllm = Target(model="big", upstream_model="big", max_context=2048)  # vLLM answers its own clear 400
+    assert fit_to_target("chat", asked, vllm) is asked

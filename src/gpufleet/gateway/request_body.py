@@ -97,12 +97,12 @@ def fit_to_target(kind: Kind, payload: dict[str, Any], target: Target) -> dict[s
     """`payload` as `target` can take it: RequestError (400) for media a text-only engine cannot read; a token limit
     above the target's known context capped to that context (a copy; the client's payload is not changed).
 
-    Capped, not refused: coding agents ask for far more than a local model holds (Claude Code sends max_tokens
-    32000), and the engine could never generate past its context anyway."""
+    Capped, not refused, on llama.cpp (which would silently stop at its context anyway): coding agents ask for far
+    more than a local model holds (Claude Code sends max_tokens 32000)."""
     if kind == "chat" and target.text_only:
         check_text_only(payload, target.model)
-    if target.max_context is None or kind == "embedding":
-        return payload
+    if target.max_context is None or not target.caps_max_tokens or kind == "embedding":
+        return payload  # vLLM answers a limit beyond max_model_len with its own clear 400
     for name in ("max_tokens", "max_completion_tokens"):
         limit = payload.get(name)
         if isinstance(limit, int) and limit > target.max_context:

@@ -36,6 +36,7 @@ class Target:
     remote: RemoteUpstream | None = None
     max_context: int | None = None  # tokens one request may use, where gpufleet knows it (llama.cpp: per slot)
     text_only: bool = False  # known to take no images or audio (the embedded llama.cpp and transformers engines)
+    caps_max_tokens: bool = False  # the gateway caps max_tokens at max_context (llama.cpp; vLLM answers 400 itself)
 
     @property
     def label(self) -> str:
@@ -103,7 +104,7 @@ class ModelTable:
             elif isinstance(model, LlamaCppModel):
                 # llama.cpp splits its context between the parallel slots; it runs without a vision projector.
                 self.targets[name] = Target(model=name, upstream_model=name, text_only=True,
-                                            max_context=model.context // model.parallel)
+                                            max_context=model.context // model.parallel, caps_max_tokens=True)
             elif isinstance(model, VllmModel):
                 self.targets[name] = Target(model=name, upstream_model=name, max_context=model.max_model_len)
             else:  # transformers: installed without torchvision, so no image processor
