@@ -115,7 +115,7 @@ class StandInUpstream:
             await asyncio.sleep(0.01)  # set from the test's thread: poll it
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         data = [{"object": "embedding", "index": i,
-                 "embedding": [0.1, *(float(word in text.lower()) for word in self.embed_words)]}
+                 "embedding": [0.1, *(float(word in str(text).lower()) for word in self.embed_words)]}
                 for i, text in enumerate(inputs)]
         return Response(orjson.dumps({"object": "list", "data": data, "model": "meaningless"}),
                         media_type="application/json")
