@@ -25,15 +25,13 @@ from typing import Any
 import orjson
 
 from gpufleet.engine_supervisor.ports import free_port
+from tests.standin_kit import SSE_DONE, chunked, http_head, read_request, sse
 
 MODES = (
     "ok", "400", "404", "422", "500", "501", "429", "hang-before-headers", "hang-after-headers", "drop-after-request",
     "drop-mid-body", "cut-chunked", "cut-close", "html", "malformed-choices", "malformed-usage", "endless-line",
     "slow-bytes", "slow-events", "no-finish-close", "error-event", "error-first", "500-parse",
 )
-
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 422: "Unprocessable Entity", 429: "Too Many Requests",
-            500: "Internal Server Error", 501: "Not Implemented"}
 
 
 class FaultUpstream:
@@ -109,21 +107,17 @@ class FaultUpstream:
         try:
             while True:
                 try:
-                    head = await reader.readuntil(b"\r\n\r\n")
+                    request = await read_request(reader)
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
-                request_line, *header_lines = head.decode("latin-1").split("\r\n")
-                method, path, _ = request_line.split(" ", 2)
-                headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines if h)}
-                body = await reader.readexactly(int(headers.get("content-length") or 0))
-                if method == "GET":
+                if request.method == "GET":
                     await _answer(writer, 200, b'{"object":"list","data":[]}')
                     continue
                 self.requests += 1
-                payload = orjson.loads(body) if body else {}
+                payload = orjson.loads(request.body) if request.body else {}
                 self.bodies.append(payload)
-                keep_alive = await self._respond(reader, writer, path, payload)
-                if not keep_alive or headers.get("connection", "").lower() == "close":
+                keep_alive = await self._respond(reader, writer, request.path, payload)
+                if not keep_alive or request.headers.get("connection", "").lower() == "close":
                     return
         except ConnectionError:
             return
@@ -198,16 +192,16 @@ class FaultUpstream:
             answer["usage"]["prompt_tokens"] = "abc"
         raw = orjson.dumps(answer)
         if mode == "hang-after-headers":
-            writer.write(_head(200, "application/json", f"Content-Length: {len(raw)}\r\n"))
+            writer.write(http_head(200, "application/json", f"Content-Length: {len(raw)}\r\n"))
             await writer.drain()
             return await self._until_client_closes(reader, writer)
         if mode == "drop-mid-body":
-            writer.write(_head(200, "application/json", f"Content-Length: {len(raw)}\r\n") + raw[:10])
+            writer.write(http_head(200, "application/json", f"Content-Length: {len(raw)}\r\n") + raw[:10])
             await writer.drain()
             return False
         if mode == "endless-line":
-            writer.write(_head(200, "application/json", "Transfer-Encoding: chunked\r\n") + _chunk(b'{"id":"'))
-            filler = _chunk(b"a" * 65536)
+            writer.write(http_head(200, "application/json", "Transfer-Encoding: chunked\r\n") + chunked(b'{"id":"'))
+            filler = chunked(b"a" * 65536)
             return await self._until_client_closes(reader, writer, lambda: _send(writer, filler, 0))
         if mode == "slow-events":
             # Think for interval_s × events before answering, noticing a client that leaves meanwhile.
@@ -227,45 +221,45 @@ class FaultUpstream:
         elif mode == "malformed-usage":
             usage = {"id": "x", "object": "chat.completion.chunk", "choices": [],
                      "usage": {"prompt_tokens": "abc", "completion_tokens": 2}}
-            events.insert(len(events) - 1, b"data: " + orjson.dumps(usage) + b"\n\n")
+            events.insert(len(events) - 1, sse(usage))
         if mode in ("error-event", "error-first"):
             # The upstream's own error event, in vLLM's shape (integer code, no type), then [DONE].
             error = b'data: {"error":{"message":"boom","code":500}}\n\n'
             events.insert(0 if mode == "error-first" else 2, error)
         if mode == "no-finish-close":
             # Close-delimited, whole events, then the connection closes: no finish chunk and no [DONE].
-            writer.write(_head(200, "text/event-stream", "Connection: close\r\n") + b"".join(events[:3]))
+            writer.write(http_head(200, "text/event-stream", "Connection: close\r\n") + b"".join(events[:3]))
             await writer.drain()
             return False
         if mode == "cut-close":
             # HTTP/1.1 with neither Content-Length nor chunked encoding: the body ends when the connection does.
-            writer.write(_head(200, "text/event-stream", "Connection: close\r\n"))
+            writer.write(http_head(200, "text/event-stream", "Connection: close\r\n"))
             writer.write(b"".join(events[:2]) + events[2][: len(events[2]) // 2])
             await writer.drain()
             return False
-        writer.write(_head(200, "text/event-stream", "Transfer-Encoding: chunked\r\n"))
+        writer.write(http_head(200, "text/event-stream", "Transfer-Encoding: chunked\r\n"))
         if mode == "hang-after-headers":
             await writer.drain()
             return await self._until_client_closes(reader, writer)
         if mode == "cut-chunked":
-            writer.write(_chunk(b"".join(events[:2])) + _chunk(events[2][: len(events[2]) // 2]))
+            writer.write(chunked(b"".join(events[:2])) + chunked(events[2][: len(events[2]) // 2]))
             await writer.drain()
             return False  # no terminating chunk: the transfer is incomplete
         if mode == "endless-line":
-            writer.write(_chunk(events[0] + b'data: {"choices":[{"index":0,"delta":{"content":"'))
-            filler = _chunk(b"a" * 65536)
+            writer.write(chunked(events[0] + b'data: {"choices":[{"index":0,"delta":{"content":"'))
+            filler = chunked(b"a" * 65536)
             return await self._until_client_closes(reader, writer, lambda: _send(writer, filler, 0))
         try:
             if mode == "slow-bytes":
                 for byte in b"".join(events):
-                    await _send(writer, _chunk(bytes([byte])), self.interval_s)
+                    await _send(writer, chunked(bytes([byte])), self.interval_s)
             else:
                 pause = self.interval_s if mode == "slow-events" else 0.0
                 for event in events:
                     if (mode.startswith("malformed") or mode == "error-event") and \
                             (b'"abc"' in event or b'"choices":[1]' in event or b'"error"' in event):
                         await asyncio.sleep(self.fault_pause_s)
-                    await _send(writer, _chunk(event), pause)
+                    await _send(writer, chunked(event), pause)
             writer.write(b"0\r\n\r\n")
             await writer.drain()
         except ConnectionError:
@@ -290,20 +284,12 @@ def stream_events(body: dict[str, Any], count: int) -> list[bytes]:
     chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     if (body.get("stream_options") or {}).get("include_usage"):
         chunks.append({**base, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": count}})
-    return [b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks] + [b"data: [DONE]\n\n"]
-
-
-def _head(status: int, content_type: str, extra: str = "") -> bytes:
-    return (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n{extra}\r\n").encode()
-
-
-def _chunk(data: bytes) -> bytes:
-    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+    return [sse(c) for c in chunks] + [SSE_DONE]
 
 
 async def _answer(writer: asyncio.StreamWriter, status: int, body: bytes, *, content_type: str = "application/json",
                   extra: str = "") -> None:
-    writer.write(_head(status, content_type, f"Content-Length: {len(body)}\r\n{extra}") + body)
+    writer.write(http_head(status, content_type, f"Content-Length: {len(body)}\r\n{extra}") + body)
     await writer.drain()
 
 

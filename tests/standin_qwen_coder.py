@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from gpufleet.engine_supervisor.ports import free_port
+from tests.standin_kit import SSE_DONE, LoopbackUvicorn, sse
 
 SHELL_TOOLS = ("Bash", "exec_command", "shell", "bash", "local_shell")
 _RUN = re.compile(r"RUN: (.+)")
@@ -72,30 +69,23 @@ class StandInQwenCoder:
 
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
-        self.port = free_port()
         app = Starlette(routes=[
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/models", lambda r: Response(b'{"object":"list","data":[]}'), methods=["GET"]),
         ])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off",
-                                timeout_graceful_shutdown=1)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._server = LoopbackUvicorn(app, ready_timeout_s=10, lifespan="off")
+        self.port = self._server.port
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> StandInQwenCoder:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._server.stop(timeout_s=10)
 
     async def _chat(self, request: Request) -> Response:
         body = orjson.loads(await request.body())
@@ -115,14 +105,13 @@ class StandInQwenCoder:
         base = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "model": "raw-qwen3"}
         first = {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                       "finish_reason": None}]}
-        yield b"data: " + orjson.dumps(first) + b"\n\n"
+        yield sse(first)
         for start in range(0, len(text), 3):
             piece = {**base, "choices": [{"index": 0, "delta": {"content": text[start:start + 3]},
                                           "finish_reason": None}]}
-            yield b"data: " + orjson.dumps(piece) + b"\n\n"
+            yield sse(piece)
             await asyncio.sleep(0)
-        yield b"data: " + orjson.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}) \
-            + b"\n\n"
+        yield sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
         if (body.get("stream_options") or {}).get("include_usage"):
-            yield b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
-        yield b"data: [DONE]\n\n"
+            yield sse({**base, "choices": [], "usage": usage})
+        yield SSE_DONE

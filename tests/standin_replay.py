@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from tests.standin_kit import SSE_DONE, read_request, sse
+
 
 class StandInReplayUpstream:
     """Replays `text` as a chat completion stream on 127.0.0.1; start with `await start()`."""
@@ -46,13 +48,7 @@ class StandInReplayUpstream:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.decode("latin-1").split("\r\n"):
-                name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value)
-            self.received.append(orjson.loads(await reader.readexactly(length)))
+            self.received.append(orjson.loads((await read_request(reader)).body))
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
             await self._replay(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -75,12 +71,12 @@ class StandInReplayUpstream:
                     self.saw_disconnect = True
                     return
             chunk = {**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
-            writer.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            writer.write(sse(chunk))
             await writer.drain()
             self.sent_chars += len(piece)
         last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
         usage = {**base, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 60, "total_tokens": 69}}
-        writer.write(b"data: " + orjson.dumps(last) + b"\n\ndata: " + orjson.dumps(usage) + b"\n\ndata: [DONE]\n\n")
+        writer.write(sse(last) + sse(usage) + SSE_DONE)
         await writer.drain()
 
     async def _client_closed(self, reader: asyncio.StreamReader) -> bool:

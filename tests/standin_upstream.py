@@ -11,18 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from gpufleet.engine_supervisor.ports import free_port
+from tests.standin_kit import SSE_DONE, LoopbackUvicorn, sse
 
 
 class StandInUpstream:
@@ -39,7 +37,6 @@ class StandInUpstream:
         self.embed_words: tuple[str, ...] = ("hello", "function", "prove")
         self.embed_gate: threading.Event | None = None
         self.reply: str | None = None  # chat: answer this content instead of the echo
-        self.port = free_port()
         app = Starlette(routes=[
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/completions", self._chat, methods=["POST"]),
@@ -47,26 +44,20 @@ class StandInUpstream:
             Route("/v1/models", self._models, methods=["GET"]),
             Route("/health", lambda r: Response(b"{}"), methods=["GET"]),
         ])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off",
-                                # "hang" handlers never finish: do not wait for them at stop.
-                                timeout_graceful_shutdown=1)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        # "hang" handlers never finish: the kit's server does not wait for them at stop (timeout_graceful_shutdown).
+        self._server = LoopbackUvicorn(app, ready_timeout_s=10, lifespan="off")
+        self.port = self._server.port
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> StandInUpstream:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._server.stop(timeout_s=10)
 
     async def _models(self, request: Request) -> Response:
         return Response(b'{"object":"list","data":[]}', status_code=self.models_status, media_type="application/json")
@@ -128,16 +119,16 @@ class StandInUpstream:
         base = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "model": "meaningless"}
         for i in range(self.stream_chunks):
             chunk = {**base, "choices": [{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}]}
-            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+            yield sse(chunk)
             if self.behaviour == "die-mid-stream" and i == 1:
                 raise RuntimeError("stand-in upstream dies mid-stream")
             await asyncio.sleep(0.001)
         last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-        yield b"data: " + orjson.dumps(last) + b"\n\n"
+        yield sse(last)
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = {**base, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}
-            yield b"data: " + orjson.dumps(usage) + b"\n\n"
-        yield b"data: [DONE]\n\n"
+            yield sse(usage)
+        yield SSE_DONE
 
 
 async def _sleep_until_stopped() -> None:

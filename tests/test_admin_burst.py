@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ServedGateway, start_gateway, stop_gateway
+from tests.served_gateway import ServedGateway, start_gateway, stop_gateway
 from tests.standin_vllm import standin_model
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gpufleet.cli import app
-from tests.conftest import ServedGateway, start_gateway, stop_gateway
+from tests.served_gateway import ServedGateway, start_gateway, stop_gateway
 
 pytestmark = [pytest.mark.qwen, pytest.mark.slow]
 GREEDY_EXTRA = {"seed": 42, "cache_prompt": False}

@@ -20,7 +20,7 @@ import pytest
 from gpufleet.config import parse_config
 from gpufleet.gateway import build_app
 from gpufleet.gateway.response_store import ResponseStore
-from tests.conftest import served_app
+from tests.gateway_harness import served_app
 from tests.standin_qwen_coder import StandInQwenCoder
 
 KEY = "sk-gateway-test"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import REPO
+from tests.repo_paths import REPO
 
 
 def auto(*args: str) -> subprocess.CompletedProcess[str]:

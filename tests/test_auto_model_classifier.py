@@ -23,7 +23,7 @@ from gpufleet.config import parse_config
 from gpufleet.errors import ConfigError
 from gpufleet.gateway import auto_classifier, build_app
 from gpufleet.tiers.labelled_set import SHIPPED, load_labelled
-from tests.conftest import OpenGateway, served_app
+from tests.gateway_harness import OpenGateway, served_app
 from tests.standin_upstream import StandInUpstream
 
 EXAMPLES = {"prompts": [

@@ -14,7 +14,7 @@ import pytest
 
 from gpufleet.bench.outputs import check_output, is_gpufleet_plot
 from gpufleet.errors import ConfigError
-from tests.conftest import REPO
+from tests.repo_paths import REPO
 from tests.standin_upstream import StandInUpstream
 
 

@@ -19,7 +19,9 @@ import pytest
 from gpufleet.bench.latest import PLOT_NAME, REPORT_NAME
 from gpufleet.bench.plot import PLOT_SIZE_PX
 from gpufleet.engines.vllm_install import is_installed, vllm_test_model_dir
-from tests.conftest import REPO, ServedGateway, require_vllm_cpu, smollm2_model, start_gateway, stop_gateway
+from tests.real_engines import require_vllm_cpu, smollm2_model
+from tests.repo_paths import REPO
+from tests.served_gateway import ServedGateway, start_gateway, stop_gateway
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from gpufleet.model_packages import PACKAGED_MODELS
-from tests.conftest import REPO
+from tests.repo_paths import REPO
 
 
 def serve(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

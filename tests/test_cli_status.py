@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from gpufleet.cli import app
 from gpufleet.cli.status_cmd import render_status, status_url
 from gpufleet.engine_supervisor.ports import free_port
-from tests.conftest import ServedGateway, start_gateway, stop_gateway
+from tests.served_gateway import ServedGateway, start_gateway, stop_gateway
 from tests.standin_upstream import StandInUpstream
 from tests.standin_vllm import standin_model
 

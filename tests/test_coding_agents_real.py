@@ -22,7 +22,7 @@ from gpufleet.config import parse_config
 from gpufleet.gateway import build_app
 from gpufleet.gateway.response_store import ResponseStore
 from gpufleet.paths import cache_root
-from tests.conftest import served_app
+from tests.gateway_harness import served_app
 from tests.standin_qwen_coder import StandInQwenCoder
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from gpufleet.paths import bench_latest_dir
-from tests.conftest import ServedGateway, smollm2_model, start_gateway, stop_gateway
+from tests.real_engines import smollm2_model
+from tests.served_gateway import ServedGateway, start_gateway, stop_gateway
 from tests.standin_upstream import StandInUpstream
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]

@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from gpufleet.limits import Limits
 from gpufleet.store import KeyRecord, new_secret, open_store
-from tests.conftest import ServedGateway, start_gateway, stop_gateway
+from tests.served_gateway import ServedGateway, start_gateway, stop_gateway
 from tests.standin_upstream import StandInUpstream
 from tests.test_console_browser import CHROMIUM, CHROMIUM_ARGS
 

@@ -18,7 +18,8 @@ import pytest
 
 from gpufleet.config import parse_config
 from gpufleet.gateway import build_app, running
-from tests.conftest import ServedGateway, pid_alive, smollm2_model, start_gateway, stop_gateway
+from tests.real_engines import smollm2_model
+from tests.served_gateway import ServedGateway, pid_alive, start_gateway, stop_gateway
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ServedGateway, smollm2_model, start_gateway, stop_gateway
+from tests.real_engines import smollm2_model
+from tests.served_gateway import ServedGateway, start_gateway, stop_gateway
 
 pytestmark = pytest.mark.slow
 CHAT = {"model": "smollm2", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 4,

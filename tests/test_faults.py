@@ -24,8 +24,8 @@ from gpufleet.config import parse_config
 from gpufleet.engine_supervisor.ports import free_port
 from gpufleet.gateway import build_app
 from gpufleet.gateway.relay import SSERewriter, StreamStats
-from tests.conftest import OpenGateway, chat, served_app
 from tests.fault_upstream import FaultUpstream
+from tests.gateway_harness import OpenGateway, chat, served_app
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,9 @@ from gpufleet.config import parse_config
 from gpufleet.engine_supervisor.ports import free_port
 from gpufleet.engines.base import LaunchSpec, local_urls
 from gpufleet.gateway import build_app, running
-from tests.conftest import OpenGateway, chat
 from tests.fault_upstream import FaultUpstream
+from tests.gateway_harness import OpenGateway, chat
+from tests.standin_kit import STANDIN_ENGINE_PROCESS
 from tests.test_faults import assert_ends_with_stream_error, config, content, sse_events, status_of
 
 
@@ -132,30 +133,10 @@ async def test_a_request_still_waiting_when_the_shutdown_grace_ends_gets_503(
 
 # --- managed engines: a cold standby, an admin stop ---------------------------------------------------------
 
-# A STAND-IN engine process (not an engine): sleeps `start_delay` before it listens, answers every POST after
-# `answer_delay` with a fixed chat completion.
-_STANDIN_ENGINE = r"""
-import http.server, json, sys, time
-time.sleep(float(sys.argv[2]))
-class H(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *a): pass
-    def _send(self, body):
-        raw = json.dumps(body).encode()
-        self.send_response(200); self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw))); self.end_headers(); self.wfile.write(raw)
-    def do_GET(self): self._send({})
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        time.sleep(float(sys.argv[3]))
-        self._send({"object": "chat.completion", "choices": [{"index": 0, "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": "ok"}}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-"""
 
 
 class SlowStandInEngine:
-    """Launches the stand-in above; `delays[name]` = (seconds before it listens, seconds per answer)."""
+    """Launches tests/standin_engine_process.py; `delays[name]` = (seconds before it listens, seconds per answer)."""
 
     kind = "llamacpp"
 
@@ -168,7 +149,7 @@ class SlowStandInEngine:
     def launch_spec(self, name: str, model: object, resolved: None, port: int) -> LaunchSpec:
         start_s, answer_s = self.delays.get(name, (0.0, 0.0))
         urls = local_urls(port, metrics_path=None)
-        return LaunchSpec(argv=[sys.executable, "-c", _STANDIN_ENGINE, str(port), str(start_s), str(answer_s)],
+        return LaunchSpec(argv=[sys.executable, str(STANDIN_ENGINE_PROCESS), str(port), str(start_s), str(answer_s)],
                           env={}, port=port, base_url=urls["base_url"], health_url=urls["health_url"])
 
 

@@ -24,7 +24,7 @@ from gpufleet.engines.vllm_install import (
     vllm_python,
     vllm_test_model_dir,
 )
-from tests.conftest import require_vllm_cpu
+from tests.real_engines import require_vllm_cpu
 
 SRC = Path(gpufleet.__file__).parent
 

@@ -23,8 +23,8 @@ from gpufleet.errors import GpufleetError
 from gpufleet.gateway import build_app, running
 from gpufleet.gateway.edge import StreamEncoder, serve_chat_form
 from gpufleet.gateway.relay import StreamRelayResponse
-from tests.conftest import chat
 from tests.fault_upstream import FaultUpstream
+from tests.gateway_harness import chat
 
 
 class ToyEncoder:

@@ -35,8 +35,9 @@ from gpufleet.gateway.http_limits import (
     guarded_protocol,
 )
 from gpufleet.gateway.relay import UpstreamClient, UpstreamDropped
-from tests.conftest import OpenGateway, chat, served_app
 from tests.fault_upstream import FaultUpstream
+from tests.gateway_harness import OpenGateway, chat, served_app
+from tests.standin_kit import read_request
 
 LIMITS = HttpLimits(max_header_bytes=16384, header_timeout_s=10, body_timeout_s=10)
 
@@ -211,10 +212,7 @@ class DropsReusedConnection:
         served = 0
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:"))
-                await reader.readexactly(length)
+                await read_request(reader)
                 if served:
                     self.dropped += 1
                     return

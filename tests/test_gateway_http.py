@@ -15,7 +15,7 @@ import pytest
 
 from gpufleet.config import parse_config
 from gpufleet.gateway import build_app, running
-from tests.conftest import smollm2_model
+from tests.real_engines import smollm2_model
 from tests.standin_upstream import StandInUpstream
 
 

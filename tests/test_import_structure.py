@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.repo_paths import REPO
 
 SRC = REPO / "src" / "gpufleet"
 

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from gpufleet.cli import app
 from gpufleet.store import open_store
-from tests.conftest import start_gateway, stop_gateway
+from tests.served_gateway import start_gateway, stop_gateway
 from tests.standin_upstream import StandInUpstream
 
 

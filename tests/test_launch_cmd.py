@@ -12,7 +12,7 @@ from gpufleet.cli import app
 from gpufleet.cli.launch_cmd import claude_env, codex_overrides, engine_context
 from gpufleet.config import parse_config
 from gpufleet.gateway import build_app
-from tests.conftest import served_app
+from tests.gateway_harness import served_app
 from tests.standin_qwen_coder import StandInQwenCoder
 
 

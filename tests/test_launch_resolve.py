@@ -25,7 +25,7 @@ from gpufleet.engines.base import LaunchSpec
 from gpufleet.engines.vllm_engine import VllmEngine
 from gpufleet.engines.vllm_resolve import VllmLaunch
 from gpufleet.errors import ConfigError
-from tests.conftest import REPO
+from tests.repo_paths import REPO
 from tests.standin_vllm import standin_model
 
 TOO_BIG = {"engine": "vllm", "model": "Qwen/Qwen3-32B", "python": sys.executable, "vllm_version": "0.26.0",

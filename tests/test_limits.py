@@ -20,7 +20,7 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from gpufleet.gateway.http_limits import HttpLimits, guarded_protocol
-from tests.conftest import ServedGateway, start_gateway, stop_gateway
+from tests.served_gateway import ServedGateway, start_gateway, stop_gateway
 from tests.standin_upstream import StandInUpstream
 
 TIMEOUT_S = 1.0  # the gateway's header and body timeouts in this file

@@ -14,7 +14,7 @@ from gpufleet.config import parse_config
 from gpufleet.engines.transformers_engine import run_dir, served_link
 from gpufleet.errors import ConfigError, EngineError
 from gpufleet.model_names import file_stem, name_problem
-from tests.conftest import REPO
+from tests.repo_paths import REPO
 
 BAD_NAMES = ["a/../../../../../victim.txt", "a/./b", "a/..", "../x", "a//b", "a/", "a\\..\\b"]
 

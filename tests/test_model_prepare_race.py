@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.repo_paths import REPO
 
 PART_BYTES = 8 * 1024 * 1024
 PARTS = 3

@@ -16,7 +16,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from tests.conftest import ServedGateway, smollm2_model, start_gateway, stop_gateway
+from tests.real_engines import smollm2_model
+from tests.served_gateway import ServedGateway, start_gateway, stop_gateway
 from tests.standin_upstream import StandInUpstream
 from tests.test_console_browser import CHROMIUM, CHROMIUM_ARGS
 

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ServedGateway, start_gateway, stop_gateway
+from tests.served_gateway import ServedGateway, start_gateway, stop_gateway
 
 pytestmark = [pytest.mark.qwen, pytest.mark.slow]
 

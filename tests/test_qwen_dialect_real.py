@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from gpufleet.dialects import DOCUMENT_CLASSIFICATION_SCHEMA
-from tests.conftest import ServedGateway, start_gateway, stop_gateway
+from tests.served_gateway import ServedGateway, start_gateway, stop_gateway
 
 pytestmark = [pytest.mark.qwen, pytest.mark.slow]
 

@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ServedGateway, smollm2_model, start_gateway, stop_gateway
+from tests.real_engines import smollm2_model
+from tests.served_gateway import ServedGateway, start_gateway, stop_gateway
 
 pytestmark = pytest.mark.slow
 

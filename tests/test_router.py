@@ -17,7 +17,7 @@ import pytest
 
 from gpufleet.config import parse_config
 from gpufleet.engine_supervisor.ports import free_port
-from tests.conftest import OpenGateway, chat
+from tests.gateway_harness import OpenGateway, chat
 from tests.standin_upstream import StandInUpstream
 
 NAMES = ("a", "b", "c")

@@ -19,7 +19,7 @@ from gpufleet.errors import ConfigError, EngineError
 from gpufleet.gateway import build_app, running
 from gpufleet.gateway.auth import exposure_warning, is_loopback
 from gpufleet.redact import redact_url
-from tests.conftest import smollm2_model
+from tests.real_engines import smollm2_model
 from tests.standin_upstream import StandInUpstream
 
 SECRET = "hunter2-s3cret"

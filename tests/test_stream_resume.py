@@ -8,23 +8,21 @@ the rest, as llama.cpp does with an assistant prefill. The real engines: test_st
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from gpufleet.config import parse_config
-from gpufleet.engine_supervisor.ports import free_port
 from gpufleet.gateway import build_app, running
-from tests.conftest import served_app
+from tests.gateway_harness import served_app
+from tests.standin_kit import SSE_DONE, LoopbackUvicorn, sse
 
 STORY = [f"word{i} " for i in range(12)]
 # A raw Qwen3 answer: reasoning, then a tool call, as the Qwen dialect receives it from an engine without parsers.
@@ -41,27 +39,22 @@ class PieceUpstream:
         self.stall_after: int | None = None  # goes silent (but keeps the connection) after this many pieces
         self.refuse_prefill = False  # a target that cannot continue a final assistant message
         self.received: list[dict[str, Any]] = []
-        self.port = free_port()
         app = Starlette(routes=[Route("/v1/chat/completions", self._answer, methods=["POST"]),
                                 Route("/v1/completions", self._answer, methods=["POST"]),
                                 Route("/v1/models", lambda r: Response(b'{"data": []}'), methods=["GET"])])
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="critical",
-                                                     lifespan="off", timeout_graceful_shutdown=1))
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._server = LoopbackUvicorn(app, log_level="critical", lifespan="off")
+        self.port = self._server.port
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> PieceUpstream:
-        self._thread.start()
-        while not self._server.started:
-            threading.Event().wait(0.01)
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(5)
+        self._server.stop(timeout_s=5)
 
     def _prefix(self, body: dict[str, Any]) -> str:
         messages = body.get("messages")
@@ -100,20 +93,20 @@ class PieceUpstream:
                 "object": "text_completion" if completion else "chat.completion.chunk"}
         if not completion:
             opening = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-            yield b"data: " + orjson.dumps({**base, "choices": [opening]}) + b"\n\n"
+            yield sse({**base, "choices": [opening]})
         for index, piece in enumerate(pieces):
             choice = {"index": 0, "text": piece} if completion else {"index": 0, "delta": {"content": piece}}
-            yield b"data: " + orjson.dumps({**base, "choices": [{**choice, "finish_reason": None}]}) + b"\n\n"
+            yield sse({**base, "choices": [{**choice, "finish_reason": None}]})
             await asyncio.sleep(0.005)
             if self.die_after is not None and index + 1 >= self.die_after:
                 raise RuntimeError("stand-in replica dies mid-stream")
             if self.stall_after is not None and index + 1 >= self.stall_after:
                 await asyncio.sleep(30)
         last = {"index": 0, "finish_reason": "stop", **({"text": ""} if completion else {"delta": {}})}
-        yield b"data: " + orjson.dumps({**base, "choices": [last]}) + b"\n\n"
+        yield sse({**base, "choices": [last]})
         usage = {"prompt_tokens": 10 + prefilled, "completion_tokens": len(pieces), "total_tokens": 0}
-        yield b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
-        yield b"data: [DONE]\n\n"
+        yield sse({**base, "choices": [], "usage": usage})
+        yield SSE_DONE
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from gpufleet.config import VllmModel, parse_config
 from gpufleet.engine_supervisor import Supervisor
 from gpufleet.errors import EngineError
 from gpufleet.gateway import build_app, running
-from tests.conftest import pid_alive
+from tests.served_gateway import pid_alive
 from tests.standin_vllm import standin_model
 
 

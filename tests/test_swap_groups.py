@@ -14,7 +14,6 @@ import asyncio
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -23,7 +22,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
 import yaml
 from typer.testing import CliRunner
 
@@ -36,31 +34,18 @@ from gpufleet.engine_supervisor.swap import Member, Occupancy, SwapPlan, plan_sw
 from gpufleet.engines.base import LaunchSpec, local_urls
 from gpufleet.errors import EngineError, EngineNotReady, ModelSourceError, RequestError
 from gpufleet.gateway import build_app, running
-from tests.conftest import REPO, ServedGateway, pid_alive, smollm2_model, start_gateway, stop_gateway
+from tests.gateway_harness import served_app
+from tests.real_engines import smollm2_model
+from tests.repo_paths import REPO
+from tests.served_gateway import ServedGateway, pid_alive, start_gateway, stop_gateway
+from tests.standin_kit import STANDIN_ENGINE_PROCESS
 
 STANDIN_VLLM = Path(__file__).resolve().parent / "standin_vllm"
 
-# A STAND-IN engine process (not an engine): answers /health and echoes chat requests.
-_STANDIN_ENGINE = r"""
-import http.server, json, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *a): pass
-    def _send(self, body):
-        raw = json.dumps(body).encode()
-        self.send_response(200); self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw))); self.end_headers(); self.wfile.write(raw)
-    def do_GET(self): self._send({})
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self._send({"object": "chat.completion", "choices": [{"index": 0, "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": "ok"}}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-"""
 
 
 class StandInEngine:
-    """An Engine that launches the inline stand-in process for any model."""
+    """An Engine that launches tests/standin_engine_process.py for any model."""
 
     kind = "llamacpp"
 
@@ -70,7 +55,7 @@ class StandInEngine:
 
     def launch_spec(self, name: str, model: object, resolved: None, port: int) -> LaunchSpec:
         urls = local_urls(port, metrics_path=None)
-        return LaunchSpec(argv=[sys.executable, "-c", _STANDIN_ENGINE, str(port)], env={}, port=port,
+        return LaunchSpec(argv=[sys.executable, str(STANDIN_ENGINE_PROCESS), str(port)], env={}, port=port,
                           base_url=urls["base_url"], health_url=urls["health_url"])
 
 
@@ -456,34 +441,10 @@ async def test_admin_swap_endpoint_and_status_show_the_group() -> None:
             assert missing.status_code == 404
 
 
-class ServedApp:
-    """The gateway app served by uvicorn in a thread (for the CLI, which talks HTTP)."""
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.port = free_port()
-        server_config = uvicorn.Config(build_app(parse_config(config)), host="127.0.0.1", port=self.port,
-                                       log_level="error", lifespan="on")
-        self.server = uvicorn.Server(server_config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> ServedApp:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise AssertionError("gateway did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
 def test_cli_swap_switches_models_like_the_seeds_gpu_mode() -> None:
     runner = CliRunner()
-    with ServedApp(gateway_config()) as served:
-        url = f"http://127.0.0.1:{served.port}"
+    # The gateway under uvicorn (the CLI talks HTTP).
+    with served_app(build_app(parse_config(gateway_config())), lifespan="on") as url:
         first = runner.invoke(cli_app, ["swap", "ml", "--url", url])
         assert first.exit_code == 0, first.output
         assert "ml: ready at http://127.0.0.1:" in first.output and "freed: nothing" in first.output

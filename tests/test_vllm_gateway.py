@@ -19,7 +19,8 @@ from gpufleet.config import parse_config
 from gpufleet.engines.vllm_install import vllm_test_model_dir
 from gpufleet.gateway import build_app, running
 from gpufleet.planner.blocks import predict_cpu_kv_tokens
-from tests.conftest import ServedGateway, require_vllm_cpu, start_gateway, stop_gateway
+from tests.real_engines import require_vllm_cpu
+from tests.served_gateway import ServedGateway, start_gateway, stop_gateway
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
