@@ -279,7 +279,7 @@ def completion(body: dict[str, Any]) -> dict[str, Any]:
 def stream_events(body: dict[str, Any], count: int) -> list[bytes]:
     """SSE events of a streamed chat completion: role, `count` content pieces, finish, (usage), [DONE]."""
     base = {"id": "chatcmpl-fault", "object": "chat.completion.chunk", "model": "meaningless"}
-    chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}]
+    chunks: list[dict[str, Any]] = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}]
     chunks += [{**base, "choices": [{"index": 0, "delta": {"content": f"tok{i} "}}]} for i in range(count)]
     chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     if (body.get("stream_options") or {}).get("include_usage"):

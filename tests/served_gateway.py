@@ -7,8 +7,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -37,7 +39,7 @@ class ServedGateway:
         return self.log_path.read_text(errors="replace")
 
 
-def start_gateway(config: dict[str, object], tmp: Path, *, ready_timeout_s: float = 120) -> ServedGateway:
+def start_gateway(config: Mapping[str, Any], tmp: Path, *, ready_timeout_s: float = 120) -> ServedGateway:
     """Start `gpufleet serve` with `config`, wait until /health/ready says 200."""
     port = free_port()
     cfg_path = tmp / "gpufleet.yaml"

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Self
 
 import orjson
 from starlette.applications import Starlette
@@ -52,7 +52,7 @@ class StandInUpstream:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> StandInUpstream:
+    def start(self) -> Self:
         self._server.start()
         return self
 

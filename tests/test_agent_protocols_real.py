@@ -37,7 +37,7 @@ def test_messages_smoke_with_a_late_system_message(qwen: ServedGateway) -> None:
             model="claude-sonnet-4-5", max_tokens=40, system="Answer in one short sentence.",
             messages=[{"role": "user", "content": "Say hello."},
                       {"role": "assistant", "content": "Hello!"},
-                      {"role": "system", "content": "The user prefers French."},  # type: ignore[typeddict-item]
+                      {"role": "system", "content": "The user prefers French."},
                       {"role": "user", "content": "Say hello again."}],
             extra_body={**GREEDY_EXTRA, "temperature": 0})  # this SDK version has no temperature argument
     assert reply.model == "claude-sonnet-4-5"
@@ -54,7 +54,7 @@ def test_responses_smoke_streamed(qwen: ServedGateway) -> None:
     final = events[-1]
     assert final.type in ("response.completed", "response.incomplete")
     text = "".join(event.delta for event in events if event.type == "response.output_text.delta")
-    assert text.strip() and final.response.output_text == text  # type: ignore[union-attr]
+    assert text.strip() and final.response.output_text == text
 
 
 def test_count_tokens_uses_the_engine_tokenizer(qwen: ServedGateway) -> None:

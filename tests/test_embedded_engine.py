@@ -140,7 +140,7 @@ def test_crashed_engine_is_restarted_and_serves_again(smol_gateway: ServedGatewa
 
 
 def test_idle_model_is_unloaded_then_reloaded_on_next_request(smol_gateway: ServedGateway) -> None:
-    ask = {"model": "smollm2-ttl", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4,
+    ask: Any = {"model": "smollm2-ttl", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4,
            "temperature": 0, "seed": 7}
     client(smol_gateway).chat.completions.create(**ask)
     first_pid = smol_gateway.status("smollm2-ttl")["pid"]

@@ -19,7 +19,7 @@ import pytest
 
 from gpufleet.config import parse_config
 from gpufleet.gateway import build_app, running
-from gpufleet.gateway.app import Gateway
+from gpufleet.gateway.state import Gateway
 from gpufleet.limits import Limits
 from gpufleet.store import KeyRecord, new_secret, open_store
 from tests.standin_upstream import StandInUpstream

@@ -10,7 +10,6 @@ from gpufleet.errors import ConfigError, RateLimited
 from gpufleet.gateway.auth import KeyCheck
 from gpufleet.limits import Limiter, Limits, reset_text
 from gpufleet.store import KeyDirectory, KeyRecord, hash_secret, new_secret, parse_duration
-from gpufleet.store import directory as directory_module
 
 REAL_COMPARE = hmac.compare_digest  # the spies below wrap it (they patch the shared hmac module)
 T0 = 1_800_000_000.0  # a minute boundary (divisible by 60)
@@ -97,7 +96,7 @@ def test_keys_are_found_by_hash_and_confirmed_in_constant_time(monkeypatch: pyte
         compared.append((a, b))
         return REAL_COMPARE(a, b)
 
-    monkeypatch.setattr(directory_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr("gpufleet.store.directory.hmac.compare_digest", spy)
     assert directory.find(secret) is record
     assert compared == [(record.key_hash, hash_secret(secret))]
     assert directory.find(secret + "x") is None and directory.find("") is None
@@ -111,8 +110,6 @@ def test_static_keys_are_all_compared_whichever_matches(monkeypatch: pytest.Monk
         return REAL_COMPARE(a, b)
 
     check = KeyCheck(["first-key-aaaa", "second-key-bbb", "third-key-cccc"])
-    import gpufleet.gateway.auth as auth_module
-
-    monkeypatch.setattr(auth_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr("gpufleet.gateway.auth.hmac.compare_digest", spy)
     assert check.check("Bearer first-key-aaaa").admin
     assert len(calls) == 3  # no early exit on the first match

@@ -83,8 +83,9 @@ def test_pipeline_parallel_spans_nodes_when_tensor_parallel_fits_one() -> None:
 
 def _spec_argv(model: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
     model = {**model, "python": sys.executable, "env": {"PYTHONPATH": str(STANDIN), **model.get("env", {})}}
-    config = parse_config({"models": {"qwen3-235b-awq": model}})
-    spec = vllm_spec("qwen3-235b-awq", config.models["qwen3-235b-awq"], 8235)
+    vllm_model = parse_config({"models": {"qwen3-235b-awq": model}}).models["qwen3-235b-awq"]
+    assert isinstance(vllm_model, VllmModel)
+    spec = vllm_spec("qwen3-235b-awq", vllm_model, 8235)
     return spec.argv, spec.env
 
 

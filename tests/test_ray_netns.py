@@ -223,7 +223,7 @@ def _outsider_job_submission(marker: Path) -> int:
                                      method="POST", headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=15) as resp:
-            return resp.status
+            return int(resp.status)
     except urllib.error.HTTPError as err:
         return err.code
     except (urllib.error.URLError, ConnectionError, TimeoutError):

@@ -8,7 +8,7 @@ from gpufleet.config import RouteDefaults, RouterConfig, parse_config
 from gpufleet.dialects import DialectDefaults
 from gpufleet.engine_supervisor import EngineState
 from gpufleet.engines.vllm_metrics import VllmMetrics
-from gpufleet.gateway.app import Gateway
+from gpufleet.gateway.state import Gateway
 from gpufleet.router.health import HealthBoard
 from gpufleet.router.select import TargetSelector
 from gpufleet.router.table import Candidate, Route, Target

@@ -102,7 +102,7 @@ class PieceUpstream:
                 raise RuntimeError("stand-in replica dies mid-stream")
             if self.stall_after is not None and index + 1 >= self.stall_after:
                 await asyncio.sleep(30)
-        last = {"index": 0, "finish_reason": "stop", **({"text": ""} if completion else {"delta": {}})}
+        last: dict[str, Any] = {"index": 0, "finish_reason": "stop", **({"text": ""} if completion else {"delta": {}})}
         yield sse({**base, "choices": [last]})
         usage = {"prompt_tokens": 10 + prefilled, "completion_tokens": len(pieces), "total_tokens": 0}
         yield sse({**base, "choices": [], "usage": usage})

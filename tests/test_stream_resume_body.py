@@ -29,7 +29,8 @@ def trail_of(*chunks: dict[str, Any]) -> ResumeTrail:
 
 
 def test_chat_continues_the_relayed_text_as_an_unfinished_assistant_message() -> None:
-    body = {"model": "m", "messages": [{"role": "user", "content": "story"}], "max_tokens": 200, "stream": True}
+    body: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "story"}], "max_tokens": 200,
+                            "stream": True}
     trail = trail_of(chunk(role="assistant"), chunk("Once"), chunk(" upon"), chunk(" a"))
     resumed = resume_body(body, "chat", trail)
     assert resumed is not None

@@ -214,7 +214,7 @@ async def test_a_failed_member_in_its_retry_delay_does_not_evict_the_one_that_se
     pid_a = pid_of(sup, "a")
     with pytest.raises(EngineNotReady, match="failed to start") as caught:
         await sup.ensure_ready("broken")
-    assert caught.value.retry_after_s >= 1
+    assert caught.value.retry_after_s is not None and caught.value.retry_after_s >= 1
     # "a" was never freed for a model that could not have started anyway.
     assert state(sup, "a") == EngineState.READY and pid_of(sup, "a") == pid_a
     assert sup.swap_groups_status()["gpu0"]["swaps"] == 0 and not sup.groups["gpu0"].queue

@@ -124,7 +124,7 @@ def test_seed_003_131072_on_two_80gb_gets_yarn_overrides_for_the_version() -> No
 
 
 def test_seed_001_wsl2_offload_only_when_allowed_and_v0_only_before_011() -> None:
-    fields = {"model": "Qwen/Qwen3-32B-AWQ", "plan": True, "gpu": "rtx3090", "max_model_len": 16384,
+    fields: dict[str, Any] = {"model": "Qwen/Qwen3-32B-AWQ", "plan": True, "gpu": "rtx3090", "max_model_len": 16384,
               "gpu_memory_utilization": 0.90, "wsl2": True}
     with pytest.raises(EngineError, match="does not fit"):
         resolve_model("q", vllm_config(**fields), "0.8.5")

@@ -105,6 +105,8 @@ def test_docs_vllm_md_config_examples_parse_and_build_the_documented_docker_line
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
-    spec = vllm_spec("qwen3-8b-awq", config.models["qwen3-8b-awq"], 41234)
+    model = config.models["qwen3-8b-awq"]
+    assert isinstance(model, VllmModel)
+    spec = vllm_spec("qwen3-8b-awq", model, 41234)
     built = shlex.join(["docker", *spec.argv[1:]]).replace("41234", "PORT")
     assert shlex.split(documented.replace("\\\n", " ")) == shlex.split(built)

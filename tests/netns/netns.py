@@ -127,9 +127,9 @@ def namespace_pair(tag: str | None = None, *, outsider: bool = False) -> Iterato
         for proc in pair.procs:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-        for ns in (head_ns, worker_ns, pair.outsider_ns):
-            if ns is not None and Path(f"/run/netns/{ns}").exists():
-                kill_netns_processes(ns)
+        for made in (head_ns, worker_ns, pair.outsider_ns):
+            if made is not None and Path(f"/run/netns/{made}").exists():
+                kill_netns_processes(made)
                 subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30, check=False)
         for proc in pair.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):

@@ -20,6 +20,7 @@ while idle — gpufleet's cluster watch does.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -54,7 +55,7 @@ def start_ranks(world: int) -> list[Any]:
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     say(f"INFO {time.strftime('%m-%d %H:%M:%S')} [ray_utils.py] Connecting to Ray at {os.environ['RAY_ADDRESS']}")
-    ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, logging_level="WARNING")
+    ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, logging_level=logging.WARNING)
     group = placement_group([{"GPU": 1}] * world, strategy="PACK")
     ray.get(group.ready(), timeout=120)
 
@@ -66,11 +67,12 @@ def start_ranks(world: int) -> list[Any]:
             self.rank = rank
 
         def forward(self) -> str:
-            return f"{self.rank}@{ray.util.get_node_ip_address()}"
+            return f"{self.rank}@{ray.util.get_node_ip_address()}"  # type: ignore[no-untyped-call]
 
     ranks = [
-        RankWorker.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
-            placement_group=group, placement_group_bundle_index=i)).remote(i)  # type: ignore[attr-defined]
+        RankWorker.options(  # type: ignore[attr-defined]  # @ray.remote's class, which Ray's types do not know
+            scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=group,
+                                                                 placement_group_bundle_index=i)).remote(i)
         for i in range(world)
     ]
     placed = ray.get([r.forward.remote() for r in ranks], timeout=120)
