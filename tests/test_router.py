@@ -17,6 +17,8 @@ import pytest
 
 from gpufleet.config import parse_config
 from gpufleet.engine_supervisor.ports import free_port
+from gpufleet.errors import ModelNotFound
+from gpufleet.router.table import ModelTable
 from tests.gateway_harness import OpenGateway, chat
 from tests.standin_upstream import StandInUpstream
 
@@ -406,3 +408,49 @@ def test_auto_with_an_unknown_signal_weight_is_a_config_error(upstreams: dict[st
             "routine": "a", "moderate": "b", "complex": "c", "weights": {"code": 3, "vibes": 1}}}), file="f.yaml")
     assert info.value.key_path == "router.auto.weights"
     assert "unknown signal 'vibes'; known signals: " in str(info.value)
+
+
+# --- name resolution (pure: ModelTable, no upstream) -----------------------------------------------------
+
+def _remote_at(**extra: Any) -> dict[str, Any]:
+    return {"engine": "remote", "url": "http://127.0.0.1:9/v1", **extra}  # never called: resolution is pure
+
+
+RESOLUTION_CONFIG: dict[str, Any] = {
+    "models": {"a": _remote_at(aliases=["alpha"], fallbacks=["c"]), "b": _remote_at(), "c": _remote_at(fallbacks=["d"]),
+               "d": _remote_at()},
+    "routes": {"pair": {"targets": ["a", "b"], "fallbacks": ["spare", "c"], "resume_fallbacks": ["spare"],
+                        "aliases": ["gpt-4o"]},
+               "spare": {"targets": ["d"]}},
+    "personas": {"helper": {"route": "gpt-4o", "system_prompt": "Be kind."}},
+}
+
+# requested name → (route name, candidate groups in try order, models a broken stream may resume on)
+RESOLUTION_TABLE = [
+    ("a", "a", (("a",), ("c",), ("d",)), set()),  # a model's fallbacks, and theirs, in order
+    ("alpha", "a", (("a",), ("c",), ("d",)), set()),  # an alias is its model
+    ("b", "b", (("b",),), set()),
+    ("d", "d", (("d",),), set()),
+    # a route: its targets are one group of replicas (their own fallbacks are not followed); a fallback route adds
+    # its targets as a group; a model already tried (d, c's fallback) is not tried again
+    ("pair", "pair", (("a", "b"), ("d",), ("c",)), {"d"}),
+    ("gpt-4o", "pair", (("a", "b"), ("d",), ("c",)), {"d"}),
+    ("helper", "helper", (("a", "b"), ("d",), ("c",)), {"d"}),  # a persona is its route under its own name
+]
+
+
+@pytest.mark.parametrize(("requested", "name", "groups", "resumable"), RESOLUTION_TABLE)
+def test_a_requested_name_resolves_to_its_candidates_in_try_order(
+    requested: str, name: str, groups: tuple[tuple[str, ...], ...], resumable: set[str]
+) -> None:
+    route = ModelTable(parse_config(RESOLUTION_CONFIG)).resolve(requested)
+    assert route.name == name
+    assert tuple(tuple(c.target.model for c in group) for group in route.groups) == groups
+    assert route.resumable == resumable
+
+
+def test_an_unknown_name_is_model_not_found_with_close_names_and_the_list() -> None:
+    with pytest.raises(ModelNotFound) as info:
+        ModelTable(parse_config(RESOLUTION_CONFIG)).resolve("pari")
+    assert "'pari' does not exist. Did you mean: pair" in str(info.value)
+    assert "Available models: a, b, c, d, pair, spare, alpha, gpt-4o, helper" in str(info.value)
