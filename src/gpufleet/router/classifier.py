@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -395,105 +395,160 @@ def _is_math(ask: str, vocab: _Vocabulary, numbers_count: bool, code: bool) -> b
     return numbers_count and _at_least(_NUMBER_RE, ask, 4)
 
 
-def _fired(req: _Request, payload: Mapping[str, Any]) -> Iterable[str]:
-    """The names of the signals this request fires (the rules of docs/router-auto.md)."""
-    text = req.turn  # code and hints are looked for everywhere in the (bounded, lower-cased) turn …
-    ask = _ask(text, req.turn_chars)  # … what is asked for only in its instruction
-    vocab = _Vocabulary.of(ask)
-    words = vocab.words
-    fired: set[str] = set()
-    if req.turn_chars >= LONG_PROMPT_CHARS:
-        fired.add("long_prompt")
-    if req.turn_chars >= VERY_LONG_PROMPT_CHARS:
-        fired.add("very_long_prompt")
-    if (
+@dataclass(slots=True)  # not frozen: built once per request, and a frozen __init__ costs µs
+class _Reading:
+    """One request as the rules read it, with what several rules share computed once."""
+
+    req: _Request
+    text: str  # code and hints are looked for everywhere in the (bounded, lower-cased) turn …
+    ask: str  # … what is asked for only in its instruction
+    vocab: _Vocabulary
+    words: frozenset[str]
+    reasoning: int  # reasoning words, stems and phrases in the ask
+    hint: bool | None  # thinking asked for (True) or refused (False)
+
+    @classmethod
+    def of(cls, req: _Request, payload: Mapping[str, Any]) -> _Reading:
+        ask = _ask(req.turn, req.turn_chars)
+        vocab = _Vocabulary.of(ask)
+        reasoning = (len(vocab.words & _REASONING_WORDS) + len(vocab.stems(_REASONING_STEMS))
+                     + vocab.count_phrases(_REASONING_PHRASES))
+        # The last user turn's hint beats the system prompt's, which beats request flags.
+        hint = _text_hint(req.turn)
+        if hint is None:
+            hint = _text_hint(req.system)
+        if hint is None:
+            hint = _flag_hint(payload)
+        return cls(req, req.turn, ask, vocab, vocab.words, reasoning, hint)
+
+
+def _code(r: _Reading, fired: set[str]) -> bool:
+    text = r.text
+    return (
         _has_fence(text)
         or "traceback (most recent call last)" in text
         or "exception in thread" in text
-        or (("error " in text or "file " in text or "  at " in text) and _TRACE_RE.search(text))
+        or bool(("error " in text or "file " in text or "  at " in text) and _TRACE_RE.search(text))
         or text.count(";\n") + (text.count("{\n") if "{" in text else 0) >= 2  # "{": see _has_fence
         or _at_least(_CODE_LINE_RE, "\n" + text, 2)
-    ):
-        fired.add("code")
-    elif (
+    )
+
+
+def _code_task(r: _Reading, fired: set[str]) -> bool:
+    if "code" in fired:  # code in the turn covers a task about code
+        return False
+    words, ask = r.words, r.ask
+    return bool(
         words & _CODE_LANGUAGE_WORDS
         or "c++" in ask
-        or vocab.has_phrase(_CODE_LANGUAGE_PHRASES)
+        or r.vocab.has_phrase(_CODE_LANGUAGE_PHRASES)
         or (words & _CODE_VERBS and _CODE_TASK_RE.search(ask))
-    ):
-        fired.add("code_task")
-    if req.prior_code and not _ACK_RE.search(ask):
-        fired.add("code_context")
-    code = bool(fired & {"code", "code_task"})
-    if _is_math(ask, vocab, numbers_count=req.turn_chars < NUMBERS_AS_MATH_CHARS and "code" not in fired, code=code):
-        fired.add("math")
-        if (words & _MATH_SOLVE_WORDS or vocab.has_phrase(_MATH_SOLVE_PHRASES)) and words & _SHOW_WORK_WORDS:
-            fired.add("math_solve")
-    if len(words & _CAPACITY_WORDS) + vocab.count_phrases(_CAPACITY_PHRASES) >= 2 and _at_least(_QUANTITY_RE, ask, 2):
-        fired.add("sizing")
-    if words & _PROOF_WORDS or vocab.has_phrase(_PROOF_PHRASES):
-        fired.add("proof")
-    if (
-        req.turn_chars < PASTED_MATERIAL_CHARS  # a long turn's ends may be pasted material; long_prompt covers it
+    )
+
+
+def _math(r: _Reading, fired: set[str]) -> bool:
+    numbers_count = r.req.turn_chars < NUMBERS_AS_MATH_CHARS and "code" not in fired
+    return bool(_is_math(r.ask, r.vocab, numbers_count=numbers_count, code=bool(fired & {"code", "code_task"})))
+
+
+def _math_solve(r: _Reading, fired: set[str]) -> bool:
+    words = r.words
+    return "math" in fired and bool(
+        (words & _MATH_SOLVE_WORDS or r.vocab.has_phrase(_MATH_SOLVE_PHRASES)) and words & _SHOW_WORK_WORDS)
+
+
+def _sizing(r: _Reading, fired: set[str]) -> bool:
+    capacity = len(r.words & _CAPACITY_WORDS) + r.vocab.count_phrases(_CAPACITY_PHRASES)
+    return capacity >= 2 and _at_least(_QUANTITY_RE, r.ask, 2)
+
+
+def _detailed_ask(r: _Reading, fired: set[str]) -> bool:
+    ask = r.ask
+    return (
+        r.req.turn_chars < PASTED_MATERIAL_CHARS  # a long turn's ends may be pasted material; long_prompt covers it
         and len(ask) >= DETAILED_ASK_CHARS
         and len(_FENCED_BLOCK_RE.sub("", ask) if "```" in ask else ask) >= DETAILED_ASK_CHARS
-    ):
-        fired.add("detailed_ask")
-    if (
+    )
+
+
+def _multi_step(r: _Reading, fired: set[str]) -> bool:
+    words, ask = r.words, r.ask
+    return bool(
         _at_least(_LIST_ITEM_RE, "\n" + ask, 3)
         or (ask.count("?") >= 3 and _at_least(_QUESTION_RE, ask, 3))
         or words & _STEP_WORDS
-        or vocab.has_phrase(_STEP_PHRASES)
+        or r.vocab.has_phrase(_STEP_PHRASES)
         or len(words & _TASK_VERBS) >= 3
-    ):
-        fired.add("multi_step")
-    if (
+    )
+
+
+def _open_task(r: _Reading, fired: set[str]) -> bool:
+    words, ask = r.words, r.ask
+    return bool(
         words & _OPEN_WORDS
-        or vocab.has_phrase(_OPEN_PHRASES)
+        or r.vocab.has_phrase(_OPEN_PHRASES)
         or ("review" in words and _REVIEW_VERB_RE.search(ask))
         or (words & {"how", "why"} and _HOW_WHY_RE.search(ask))
         or (words & _WRITE_VERBS and _WRITE_A_RE.search(ask))
-    ):
-        fired.add("open_task")
-    if "open_task" not in fired and (  # a writing ask is one task: "write a letter" fires open_task already
+    )
+
+
+def _writing_task(r: _Reading, fired: set[str]) -> bool:
+    if "open_task" in fired:  # a writing ask is one task: "write a letter" fires open_task already
+        return False
+    words, ask = r.words, r.ask
+    return bool(
         (words & _WRITING_VERBS and _WRITING_RE.search(ask))
         or words & _REWRITE_WORDS
         or (words & _EXTRACT_VERBS and _EXTRACT_RE.search(ask))
-    ):
-        fired.add("writing_task")
-    reasoning = len(words & _REASONING_WORDS) + len(vocab.stems(_REASONING_STEMS))
-    reasoning += vocab.count_phrases(_REASONING_PHRASES)
-    if reasoning >= 1:
-        fired.add("reasoning_words")
-    if reasoning >= 3:
-        fired.add("many_reasoning_words")
-    if req.has_tools:
-        fired.add("tools")
-    if req.tool_results >= 2:
-        fired.add("tool_history")
-    if req.depth >= DEEP_CONVERSATION_MESSAGES:
-        fired.add("deep_conversation")
-    if req.system_chars >= LONG_SYSTEM_CHARS:
-        fired.add("long_system")
-    # The last user turn's hint beats the system prompt's, which beats request flags.
-    hint = _text_hint(text)
-    if hint is None:
-        hint = _text_hint(req.system)
-    if hint is None:
-        hint = _flag_hint(payload)
-    if hint is True:
-        fired.add("think_hint")
-    elif hint is False:
-        fired.add("no_think_hint")
-    system_vocab = _Vocabulary.of(req.system) if req.system else None
-    if (
-        words & _BREVITY_WORDS
-        or vocab.has_phrase(_BREVITY_PHRASES)
-        or (system_vocab and (system_vocab.words & _BREVITY_WORDS or system_vocab.has_phrase(_BREVITY_PHRASES)))
-    ):
-        fired.add("brevity_hint")
-    if req.turn_chars < SHORT_SIMPLE_CHARS and not (fired & _CONTENT_SIGNALS):
-        fired.add("short_simple")
+    )
+
+
+def _brevity_hint(r: _Reading, fired: set[str]) -> bool:
+    if r.words & _BREVITY_WORDS or r.vocab.has_phrase(_BREVITY_PHRASES):
+        return True
+    system = _Vocabulary.of(r.req.system) if r.req.system else None
+    return system is not None and bool(system.words & _BREVITY_WORDS or system.has_phrase(_BREVITY_PHRASES))
+
+
+_Rule = Callable[[_Reading, set[str]], bool]
+
+# The rules of docs/router-auto.md, one row per signal: (signal, fires?). A rule sees the signals of the rows above
+# it (`fired`), so a row that reads another (code_task, math, math_solve, writing_task, short_simple) comes after it.
+_RULES: tuple[tuple[str, _Rule], ...] = (
+    ("long_prompt", lambda r, fired: r.req.turn_chars >= LONG_PROMPT_CHARS),
+    ("very_long_prompt", lambda r, fired: r.req.turn_chars >= VERY_LONG_PROMPT_CHARS),
+    ("code", _code),
+    ("code_task", _code_task),
+    ("code_context", lambda r, fired: r.req.prior_code and not _ACK_RE.search(r.ask)),
+    ("math", _math),
+    ("math_solve", _math_solve),
+    ("sizing", _sizing),
+    ("proof", lambda r, fired: bool(r.words & _PROOF_WORDS or r.vocab.has_phrase(_PROOF_PHRASES))),
+    ("detailed_ask", _detailed_ask),
+    ("multi_step", _multi_step),
+    ("open_task", _open_task),
+    ("writing_task", _writing_task),
+    ("reasoning_words", lambda r, fired: r.reasoning >= 1),
+    ("many_reasoning_words", lambda r, fired: r.reasoning >= 3),
+    ("tools", lambda r, fired: r.req.has_tools),
+    ("tool_history", lambda r, fired: r.req.tool_results >= 2),
+    ("deep_conversation", lambda r, fired: r.req.depth >= DEEP_CONVERSATION_MESSAGES),
+    ("long_system", lambda r, fired: r.req.system_chars >= LONG_SYSTEM_CHARS),
+    ("think_hint", lambda r, fired: r.hint is True),
+    ("no_think_hint", lambda r, fired: r.hint is False),
+    ("brevity_hint", _brevity_hint),
+    ("short_simple", lambda r, fired: r.req.turn_chars < SHORT_SIMPLE_CHARS and not (fired & _CONTENT_SIGNALS)),
+)
+
+
+def _fired(req: _Request, payload: Mapping[str, Any]) -> set[str]:
+    """The names of the signals this request fires (the rows of `_RULES` that hold, in order)."""
+    reading = _Reading.of(req, payload)
+    fired: set[str] = set()
+    for name, fires in _RULES:
+        if fires(reading, fired):
+            fired.add(name)
     return fired
 
 
