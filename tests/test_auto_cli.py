@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.repo_paths import REPO
+
+pytestmark = pytest.mark.processes  # runs child processes: seconds each (make test-fast leaves them out)
 
 
 def auto(*args: str) -> subprocess.CompletedProcess[str]:

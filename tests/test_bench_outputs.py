@@ -17,6 +17,8 @@ from gpufleet.errors import ConfigError
 from tests.repo_paths import REPO
 from tests.standin_upstream import StandInUpstream
 
+pytestmark = pytest.mark.processes  # runs child processes: seconds each (make test-fast leaves them out)
+
 
 @pytest.fixture(scope="module")
 def standin() -> Iterator[StandInUpstream]:

@@ -11,10 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from gpufleet.model_packages import PACKAGED_MODELS
 from tests.repo_paths import REPO
+
+pytestmark = pytest.mark.processes  # runs child processes: seconds each (make test-fast leaves them out)
 
 
 def serve(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -56,6 +56,7 @@ def run_status(*args: str) -> Any:
     return CliRunner().invoke(app, ["status", *args], env=ENV)
 
 
+@pytest.mark.processes
 def test_status_shows_engines_kv_cache_scraped_metrics_and_targets(gateway: ServedGateway) -> None:
     # The supervisor scrapes vLLM's /metrics every 5 s; wait for the first scrape rather than assume it happened.
     for _ in range(300):
@@ -77,6 +78,7 @@ def test_status_shows_engines_kv_cache_scraped_metrics_and_targets(gateway: Serv
     assert "no" in offline and "s left" in offline and "cannot connect" in offline
 
 
+@pytest.mark.processes
 def test_json_prints_the_gateways_answer(gateway: ServedGateway) -> None:
     result = run_status("--url", f"{gateway.url}/v1", "--json", "--api-key", KEY)  # an OpenAI base URL works too
     assert result.exit_code == 0, result.output
@@ -86,12 +88,14 @@ def test_json_prints_the_gateways_answer(gateway: ServedGateway) -> None:
     assert {t["target"] for t in data["targets"]} >= {"local:qwen3-8b", "remote:http://127.0.0.1:9/v1"}
 
 
+@pytest.mark.processes
 def test_key_from_the_environment_is_used(gateway: ServedGateway) -> None:
     result = CliRunner().invoke(app, ["status", "--url", gateway.url, "--json"],
                                 env={**ENV, "GPUFLEET_API_KEY": KEY})
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.processes
 def test_missing_key_is_named_as_the_problem(gateway: ServedGateway) -> None:
     result = run_status("--url", gateway.url)
     assert result.exit_code == 1
@@ -99,6 +103,7 @@ def test_missing_key_is_named_as_the_problem(gateway: ServedGateway) -> None:
                                      " or set GPUFLEET_API_KEY")
 
 
+@pytest.mark.processes
 def test_wrong_key_is_named_as_the_problem(gateway: ServedGateway) -> None:
     result = run_status("--url", gateway.url, "--api-key", "sk-wrong")
     assert result.exit_code == 1

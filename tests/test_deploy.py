@@ -355,6 +355,7 @@ def test_a_missing_config_file_is_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no.yaml: file not found" in result.stderr
 
 
+@pytest.mark.processes
 def test_every_command_in_docs_deploy_md_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
     text = (REPO / "docs" / "deploy.md").read_text()

@@ -52,6 +52,7 @@ class StreamReader(threading.Thread):
                     self.started.set()
 
 
+@pytest.mark.processes
 def test_sigterm_drains_streams_in_flight(upstream: FaultUpstream, tmp_path: Path) -> None:
     upstream.reset("slow-events")
     upstream.interval_s = 0.3

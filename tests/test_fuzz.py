@@ -232,6 +232,7 @@ def gateway_config(upstream: JsonAnswerUpstream) -> Any:
 _KEYS = "/admin/keys"
 
 
+@pytest.mark.fuzz
 @pytest.mark.parametrize(("paths", "examples"), [(sorted(set(BODIES) - {_KEYS}), EXAMPLES), ([_KEYS], 300)],
                          ids=["endpoints", "admin-keys"])
 def test_fuzzed_bodies_never_get_a_5xx_or_hang(upstream: JsonAnswerUpstream, paths: list[str], examples: int) -> None:

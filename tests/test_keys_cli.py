@@ -66,6 +66,7 @@ def test_create_prints_the_key_once_and_list_revoke_usage_work(tmp_path: Path, u
     assert "revoked" in out
 
 
+@pytest.mark.processes
 def test_a_restart_loses_no_answered_row_and_keeps_the_daily_budget(tmp_path: Path, upstream: StandInUpstream) -> None:
     cfg_data = config(tmp_path, upstream)
     cfg = tmp_path / "keys.yaml"

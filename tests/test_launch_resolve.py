@@ -53,6 +53,7 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     yield
 
 
+@pytest.mark.processes
 def test_serve_refuses_a_plan_that_does_not_fit_with_exit_2_naming_the_key(tmp_path: Path) -> None:
     path = tmp_path / "gpufleet.yaml"
     path.write_text(yaml.safe_dump({"models": {"big": TOO_BIG}}))
@@ -80,6 +81,7 @@ async def _wait_for(predicate: Any, what: str, limit_s: float = 60) -> None:
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.processes
 async def test_a_restart_after_a_crash_reuses_the_resolved_launch(tmp_path: Path) -> None:
     env = {"STANDIN_VLLM_CRASH_AFTER_S": "0.3", "STANDIN_VLLM_CRASH_ONCE_FILE": str(tmp_path / "crashed")}
     model = parse_config({"models": {"m": standin_model(env=env, restart={"backoff_initial_s": 0.2})}}).models["m"]
@@ -96,6 +98,7 @@ async def test_a_restart_after_a_crash_reuses_the_resolved_launch(tmp_path: Path
     assert engine.resolves == 1  # the first start resolved it; the restart rendered the same record
 
 
+@pytest.mark.processes
 async def test_a_launch_resolved_before_serving_is_not_resolved_again() -> None:
     model = parse_config({"models": {"m": standin_model()}}).models["m"]
     assert isinstance(model, VllmModel)

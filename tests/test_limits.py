@@ -63,6 +63,7 @@ def read_all(sock: socket.socket) -> bytes:
     return out
 
 
+@pytest.mark.processes
 def test_64_mb_header_is_refused_without_growing_memory(gateway: ServedGateway) -> None:
     before = rss_bytes(gateway.process.pid)
     sock = connect(gateway)
@@ -83,11 +84,13 @@ def test_64_mb_header_is_refused_without_growing_memory(gateway: ServedGateway) 
     assert httpx.get(f"{gateway.url}/health", timeout=10).status_code == 200  # and it still serves
 
 
+@pytest.mark.processes
 def test_header_just_under_the_limit_is_served(gateway: ServedGateway) -> None:
     response = httpx.get(f"{gateway.url}/health", headers={"x-pad": "a" * 12000}, timeout=10)
     assert response.status_code == 200
 
 
+@pytest.mark.processes
 def test_header_over_the_limit_gets_431(gateway: ServedGateway) -> None:
     response = httpx.get(f"{gateway.url}/health", headers={"x-pad": "a" * 20000}, timeout=10)
     assert response.status_code == 431
@@ -119,6 +122,7 @@ def _closed_by_peer(sock: socket.socket) -> bool:
         sock.setblocking(True)
 
 
+@pytest.mark.processes
 def test_slow_headers_are_cut_with_408(gateway: ServedGateway) -> None:
     request = b"GET /health HTTP/1.1\r\nhost: localhost\r\nx-slow: " + b"s" * 40 + b"\r\n\r\n"
     sock = connect(gateway)
@@ -129,6 +133,7 @@ def test_slow_headers_are_cut_with_408(gateway: ServedGateway) -> None:
     assert answer.startswith(b"HTTP/1.1 408 ") and b"headers did not arrive" in answer
 
 
+@pytest.mark.processes
 def test_slow_body_is_cut_with_408(gateway: ServedGateway) -> None:
     body = b'{"model": "echo", "messages": [{"role": "user", "content": "hi"}]}'
     head = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
@@ -143,6 +148,7 @@ def test_slow_body_is_cut_with_408(gateway: ServedGateway) -> None:
     assert "Traceback" not in gateway.log()
 
 
+@pytest.mark.processes
 def test_idle_connection_without_a_request_is_closed(gateway: ServedGateway) -> None:
     sock = connect(gateway)
     answer = read_all(sock)  # blocks until the gateway gives up on the silent connection
@@ -150,6 +156,7 @@ def test_idle_connection_without_a_request_is_closed(gateway: ServedGateway) -> 
     assert answer.startswith(b"HTTP/1.1 408 ")
 
 
+@pytest.mark.processes
 def test_normal_requests_are_unaffected(gateway: ServedGateway, tmp_path: Path) -> None:
     body = {"model": "echo", "messages": [{"role": "user", "content": "x" * 100_000}]}
     response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=30)

@@ -39,6 +39,7 @@ def test_ordinary_names_still_load(name: str) -> None:
     parse_config({"models": {name: {"engine": "remote", "url": "http://127.0.0.1:9/v1"}}})
 
 
+@pytest.mark.processes
 def test_serve_exits_2_naming_the_key(tmp_path: Path) -> None:
     name = "a/../../../../../victim.txt"
     path = tmp_path / "gpufleet.yaml"

@@ -23,6 +23,8 @@ from gpufleet.gateway import build_app, running
 from tests.served_gateway import pid_alive
 from tests.standin_vllm import standin_model
 
+pytestmark = pytest.mark.processes  # runs child processes: seconds each (make test-fast leaves them out)
+
 
 def vllm_config(**model: Any) -> VllmModel:
     parsed = parse_config({"models": {"m": standin_model(**model)}}).models["m"]

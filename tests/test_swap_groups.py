@@ -356,6 +356,7 @@ async def is_sleeping(sup: Supervisor, name: str) -> bool:
     return bool(reply.json()["is_sleeping"])
 
 
+@pytest.mark.processes
 async def test_a_sleep_mode_member_sleeps_and_wakes_instead_of_restarting(sleepy: Make, tmp_path: Path) -> None:
     sup = await sleepy(standin_vllm_models(), meminfo_file(tmp_path, 64000))
     await sup.ensure_ready("ml")
@@ -375,6 +376,7 @@ async def test_a_sleep_mode_member_sleeps_and_wakes_instead_of_restarting(sleepy
     assert status["r1"]["state"] == "sleeping" and status["r1"]["swap_group"] == "gpu0"
 
 
+@pytest.mark.processes
 async def test_short_host_ram_stops_instead_of_sleeping(sleepy: Make, tmp_path: Path) -> None:
     events: list[str] = []
     sup = await sleepy(standin_vllm_models(), meminfo_file(tmp_path, 5000),
@@ -387,6 +389,7 @@ async def test_short_host_ram_stops_instead_of_sleeping(sleepy: Make, tmp_path: 
     assert any("host RAM is short" in e for e in events)
 
 
+@pytest.mark.processes
 async def test_a_member_without_sleep_mode_is_stopped(sleepy: Make, tmp_path: Path) -> None:
     models = standin_vllm_models(ml={"enable_sleep_mode": False})
     sup = await sleepy(models, meminfo_file(tmp_path, 64000))
@@ -395,6 +398,7 @@ async def test_a_member_without_sleep_mode_is_stopped(sleepy: Make, tmp_path: Pa
     assert [(f.model, f.how) for f in result.freed] == [("ml", "stopped")]
 
 
+@pytest.mark.processes
 async def test_a_sleeper_that_dies_is_cold_started_next_time(sleepy: Make, tmp_path: Path) -> None:
     sup = await sleepy(standin_vllm_models(), meminfo_file(tmp_path, 64000))
     await sup.ensure_ready("ml")
@@ -418,6 +422,7 @@ def gateway_config() -> dict[str, Any]:
     return {"models": models, "swap_groups": {"gpu0": {"max_queue": 8}}}
 
 
+@pytest.mark.processes
 async def test_admin_swap_endpoint_and_status_show_the_group() -> None:
     app = build_app(parse_config(gateway_config()))
     async with running(app):
@@ -441,6 +446,7 @@ async def test_admin_swap_endpoint_and_status_show_the_group() -> None:
             assert missing.status_code == 404
 
 
+@pytest.mark.processes
 def test_cli_swap_switches_models_like_the_seeds_gpu_mode() -> None:
     runner = CliRunner()
     # The gateway under uvicorn (the CLI talks HTTP).
