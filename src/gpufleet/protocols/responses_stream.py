@@ -35,6 +35,8 @@ class _Item:
         self.output_index = output_index
         self.text = ""
         self.call = call or {}
+        # What every delta event of this item carries after its sequence_number (see ResponsesStreamEncoder._delta).
+        self.delta_tail = b',"item_id":"' + self.id.encode() + b'","output_index":%d,' % output_index
 
     def item(self, status: str) -> dict[str, Any]:
         if self.kind == "reasoning":
@@ -71,9 +73,22 @@ class ResponsesStreamEncoder:
         self._usage: dict[str, Any] | None = None
 
     def _event(self, name: str, data: dict[str, Any]) -> bytes:
-        data = {"type": name, "sequence_number": self._sequence, **data}
+        return self._event_json(name, orjson.dumps(data))
+
+    def _event_json(self, name: str, data: bytes) -> bytes:
+        """The event `name` for `data`, a JSON object already encoded: `type` and `sequence_number` go first."""
+        head = name.encode()
+        sequence = self._sequence
         self._sequence += 1
-        return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+        return (b"event: " + head + b'\ndata: {"type":"' + head + b'","sequence_number":%d,' % sequence + data[1:]
+                + b"\n\n")
+
+    def _delta(self, name: bytes, item: _Item, fields: bytes, delta: str, tail: bytes = b"") -> bytes:
+        """A delta event built from bytes (one orjson.dumps of the delta string): the stream's hot path."""
+        sequence = self._sequence
+        self._sequence += 1
+        return (b"event: " + name + b'\ndata: {"type":"' + name + b'","sequence_number":%d' % sequence
+                + item.delta_tail + fields + b'"delta":' + orjson.dumps(delta) + tail + b"}\n\n")
 
     def _response(self, status: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
         usage = response_usage(self._usage) if status != "in_progress" else None
@@ -85,8 +100,9 @@ class ResponsesStreamEncoder:
         if self._started:
             return
         self._started = True
-        out.append(self._event("response.created", {"response": self._response("in_progress")}))
-        out.append(self._event("response.in_progress", {"response": self._response("in_progress")}))
+        data = orjson.dumps({"response": self._response("in_progress")})  # the same object twice: encoded once
+        out.append(self._event_json("response.created", data))
+        out.append(self._event_json("response.in_progress", data))
 
     def _open(self, kind: str, out: list[bytes], call: dict[str, Any] | None = None) -> _Item:
         self._close(out)
@@ -128,7 +144,8 @@ class ResponsesStreamEncoder:
 
     def chunk(self, chunk: dict[str, Any]) -> bytes:
         out: list[bytes] = []
-        self._start(out)
+        if not self._started:
+            self._start(out)
         if isinstance(chunk.get("usage"), dict):
             self._usage = chunk["usage"]
         for choice in chunk.get("choices") or ():
@@ -145,17 +162,14 @@ class ResponsesStreamEncoder:
             item = self._item if self._item is not None and self._item.kind == "reasoning" else None
             item = item or self._open("reasoning", out)
             item.text += reasoning
-            out.append(self._event("response.reasoning_summary_text.delta",
-                                   {"item_id": item.id, "output_index": item.output_index, "summary_index": 0,
-                                    "delta": reasoning}))
+            out.append(self._delta(b"response.reasoning_summary_text.delta", item, b'"summary_index":0,', reasoning))
         text = delta.get("content")
         if isinstance(text, str) and text:
             item = self._item if self._item is not None and self._item.kind == "message" else None
             item = item or self._open("message", out)
             item.text += text
-            out.append(self._event("response.output_text.delta",
-                                   {"item_id": item.id, "output_index": item.output_index, "content_index": 0,
-                                    "delta": text, "logprobs": []}))
+            out.append(self._delta(b"response.output_text.delta", item, b'"content_index":0,', text,
+                                   b',"logprobs":[]'))
         for call in delta.get("tool_calls") or ():
             self._tool_delta(call, out)
         if choice.get("finish_reason") is not None:
@@ -174,8 +188,7 @@ class ResponsesStreamEncoder:
         arguments = (call.get("function") or {}).get("arguments")
         if isinstance(arguments, str) and arguments:
             item.text += arguments
-            out.append(self._event("response.function_call_arguments.delta",
-                                   {"item_id": item.id, "output_index": item.output_index, "delta": arguments}))
+            out.append(self._delta(b"response.function_call_arguments.delta", item, b"", arguments))
 
     def done(self) -> bytes:
         """The upstream finished: close the open item, then response.completed (or .incomplete)."""
