@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from gpufleet.protocols.chat_form import parse_arguments
+from gpufleet.protocols.chat_form import parse_arguments, reasoning_text
 
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                  "content_filter": "refusal"}
@@ -71,8 +71,8 @@ def chat_to_message(data: dict[str, Any], model: str, stops: list[str] | None = 
     choice = choices[0] if isinstance(choices[0], dict) else {}
     message = choice.get("message") or {}
     content: list[dict[str, Any]] = []
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
+    reasoning = reasoning_text(message)
+    if reasoning:
         content.append({"type": "thinking", "thinking": reasoning, "signature": THINKING_SIGNATURE})
     text = message.get("content")
     if isinstance(text, str) and text:

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from gpufleet.protocols.chat_form import reasoning_text
 from gpufleet.protocols.messages_answer import (
     THINKING_SIGNATURE,
     matched_stop,
@@ -95,10 +96,8 @@ class MessagesStreamEncoder:
 
     def _choice_delta(self, choice: dict[str, Any], out: list[bytes]) -> None:
         delta = choice.get("delta") or {}
-        reasoning = delta.get("reasoning_content")
-        if reasoning is None:
-            reasoning = delta.get("reasoning")
-        if isinstance(reasoning, str) and reasoning:
+        reasoning = reasoning_text(delta)
+        if reasoning:
             if self._block != "thinking":
                 self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""}, out)
             out.append(self._delta_head + b'{"type":"thinking_delta","thinking":' + orjson.dumps(reasoning)

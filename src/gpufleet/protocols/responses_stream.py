@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from gpufleet.protocols.chat_form import reasoning_text
 from gpufleet.protocols.responses_answer import (
     function_call_item,
     message_item,
@@ -155,10 +156,8 @@ class ResponsesStreamEncoder:
 
     def _choice_delta(self, choice: dict[str, Any], out: list[bytes]) -> None:
         delta = choice.get("delta") or {}
-        reasoning = delta.get("reasoning_content")
-        if reasoning is None:
-            reasoning = delta.get("reasoning")
-        if isinstance(reasoning, str) and reasoning:
+        reasoning = reasoning_text(delta)
+        if reasoning:
             item = self._item if self._item is not None and self._item.kind == "reasoning" else None
             item = item or self._open("reasoning", out)
             item.text += reasoning
