@@ -59,6 +59,7 @@ def plan_for(fx: LogFixture) -> Plan:
         quantization=raw.get("quantization"),
         tensor_parallel=raw.get("tensor_parallel", 1),
         pipeline_parallel=raw.get("pipeline_parallel", 1),
+        nodes=raw.get("nodes"),
         gpu_memory_utilization=raw["gpu_memory_utilization"],
         context=raw["max_model_len"],
         enforce_eager=raw.get("enforce_eager", False),
