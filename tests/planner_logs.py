@@ -107,28 +107,24 @@ def half_width(fx: LogFixture) -> float | None:
 def loso_band_coverage(test_set: list[LogFixture]) -> tuple[int, int]:
     """(held, total): each test source held out of the band's sizing in turn.
 
-    The low end is the worst over-prediction among the *other* test sources' plans that carry a low end
+    The low end is the worst over-prediction among the *other* test sources' plans that have a low end
     (as band.py sizes it from all of them); the high end stays band.py's (it comes from the fit set).
     A planned 0 or an open (upper-bound) band counts as held, as `in_band` counts it.
     """
-    def source(fx: LogFixture) -> str:
-        return fx.source
-
+    shortfall: dict[str, float] = {}  # fixture id -> 1 - real/planned, for plans with a low end
+    for fx in test_set:
+        plan = plan_for(fx)
+        assert plan.band is not None
+        if plan.band.kv_cache_tokens_low is not None and plan.kv_cache_tokens > 0:
+            shortfall[fx.id] = 1 - fx.reported_tokens / plan.kv_cache_tokens
     held = 0
     for fx in test_set:
-        band = plan_for(fx).band
-        assert band is not None
-        planned = plan_for(fx).kv_cache_tokens
-        if band.kv_cache_tokens_low is None or planned == 0:
+        if fx.id not in shortfall:
             held += 1
             continue
-        others = [o for o in test_set if source(o) != source(fx) and plan_for(o).band is not None]
-        shortfalls = [
-            1 - o.reported_tokens / plan_for(o).kv_cache_tokens
-            for o in others
-            if plan_for(o).kv_cache_tokens > 0 and plan_for(o).band.kv_cache_tokens_low is not None  # type: ignore[union-attr]
-        ]
-        below = max([0.0, *shortfalls])
-        if planned * (1 - below) <= fx.reported_tokens <= band.kv_cache_tokens_high:
+        below = max([0.0, *(shortfall[o.id] for o in test_set if o.source != fx.source and o.id in shortfall)])
+        plan = plan_for(fx)
+        assert plan.band is not None
+        if plan.kv_cache_tokens * (1 - below) <= fx.reported_tokens <= plan.band.kv_cache_tokens_high:
             held += 1
     return held, len(test_set)
