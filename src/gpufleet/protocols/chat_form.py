@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +116,17 @@ def reasoning_text(message: dict[str, Any]) -> str:
     """A chat message's or stream delta's reasoning (`reasoning_content`, or vLLM's newer `reasoning`); "" if none."""
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     return reasoning if isinstance(reasoning, str) else ""
+
+
+def typed_parts(parts: list[Any], where: str, noun: str) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """(path, part, its type) for each of a content list's parts; RequestError naming the part without a type.
+
+        for path, block, kind in typed_parts(blocks, "messages[0].content", "content block"): ...
+    """
+    for index, part in enumerate(parts):
+        path = f"{where}[{index}]"
+        require(isinstance(part, dict) and isinstance(part.get("type"), str), f"a {noun} needs a type", path)
+        yield path, part, part["type"]
 
 
 def require(condition: bool, message: str, param: str) -> None:

@@ -19,6 +19,7 @@ from gpufleet.protocols.chat_form import (
     positive_int,
     require,
     session_from_user_id,
+    typed_parts,
 )
 
 # Blocks produced or consumed by Anthropic-hosted tools: nothing a local model can see or run.
@@ -100,10 +101,7 @@ def _user(blocks: list[Any], where: str, out: Translated) -> list[dict[str, Any]
     """Tool results become tool messages (first, as chat templates expect them right after the call)."""
     tool_messages: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
-    for index, block in enumerate(blocks):
-        path = f"{where}[{index}]"
-        require(isinstance(block, dict) and isinstance(block.get("type"), str), "a content block needs a type", path)
-        kind = block["type"]
+    for path, block, kind in typed_parts(blocks, where, "content block"):
         if kind == "tool_result":
             require(isinstance(block.get("tool_use_id"), str), "tool_use_id is required", f"{path}.tool_use_id")
             text, images = _tool_result_content(block.get("content"), f"{path}.content")
@@ -127,10 +125,7 @@ def _assistant(blocks: list[Any], where: str, out: Translated) -> dict[str, Any]
     texts: list[str] = []
     reasoning: list[str] = []
     calls: list[dict[str, Any]] = []
-    for index, block in enumerate(blocks):
-        path = f"{where}[{index}]"
-        require(isinstance(block, dict) and isinstance(block.get("type"), str), "a content block needs a type", path)
-        kind = block["type"]
+    for path, block, kind in typed_parts(blocks, where, "content block"):
         if kind == "text":
             require(isinstance(block.get("text"), str), "needs a string 'text'", f"{path}.text")
             texts.append(block["text"])

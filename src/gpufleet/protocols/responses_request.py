@@ -21,6 +21,7 @@ from gpufleet.protocols.chat_form import (
     json_arguments,
     positive_int,
     require,
+    typed_parts,
 )
 
 _TEXT_PARTS = ("input_text", "output_text", "text", "summary_text", "reasoning_text")
@@ -125,10 +126,7 @@ def _message(item: dict[str, Any], path: str) -> dict[str, Any]:
     if not isinstance(content, list):
         raise invalid("must be a string or a list of content parts", f"{path}.content")
     parts: list[dict[str, Any]] = []
-    for index, part in enumerate(content):
-        where = f"{path}.content[{index}]"
-        require(isinstance(part, dict) and isinstance(part.get("type"), str), "a content part needs a type", where)
-        kind = part["type"]
+    for where, part, kind in typed_parts(content, f"{path}.content", "content part"):
         if kind in _TEXT_PARTS or kind == "refusal":
             text = part.get("text") if kind != "refusal" else part.get("refusal")
             require(isinstance(text, str), "needs a string text", where)
