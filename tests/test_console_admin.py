@@ -8,8 +8,10 @@ prints credentials first, so the masking is checked on what a real process print
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,6 +36,7 @@ from gpufleet.gateway import build_app, running
 from gpufleet.limits import Limits
 from gpufleet.redact import mask_secrets
 from gpufleet.store import KeyRecord, new_secret, open_store
+from tests.conftest import REPO
 from tests.standin_vllm import standin_model
 
 ADMIN = "admin-key-console"
@@ -181,18 +184,24 @@ def test_engine_log_lines_have_credentials_masked(line: str, masked: str | None)
     assert mask_secrets(line, ["KNOWN-SECRET-1"]) == (masked if masked is not None else line)
 
 
-@pytest.fixture
-async def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    """The app in-process with admin and team keys, a STAND-IN vLLM (through a wrapper that prints credentials
-    first), a remote model, and the FAKE NVML."""
-    monkeypatch.setenv("GPUFLEET_CACHE", str(tmp_path / "cache"))
-    wrapper = tmp_path / "python-wrapper"
-    # Prints what a careless engine might: its own key (the per-start one gpufleet set), a token from its env.
+def secret_printing_python(directory: Path) -> Path:
+    """An interpreter wrapper for the STAND-IN vLLM that first prints what a careless engine might: its own key
+    (the per-start one gpufleet set), a token from its environment, a proxy URL with a password."""
+    wrapper = directory / "python-wrapper"
     # Only the server start prints them (gpufleet also runs the interpreter to ask vLLM's version).
     wrapper.write_text('#!/bin/sh\ncase "$*" in *vllm.entrypoints*)\n  echo "engine key: $VLLM_API_KEY"\n'
                        '  echo "hub token $HF_TOKEN"\n  echo "proxy http://user:pw@proxy:3128";;\nesac\n'
                        f'exec {sys.executable} "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    return wrapper
+
+
+@pytest.fixture
+async def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """The app in-process with admin and team keys, a STAND-IN vLLM (through a wrapper that prints credentials
+    first), a remote model, and the FAKE NVML."""
+    monkeypatch.setenv("GPUFLEET_CACHE", str(tmp_path / "cache"))
+    wrapper = secret_printing_python(tmp_path)
     db = f"sqlite:///{tmp_path}/store.sqlite3"
     team = new_secret()
     store = open_store(db)
@@ -276,3 +285,16 @@ async def test_engine_log_bad_requests_say_what_is_wrong(served: tuple[httpx.Asy
     assert response.json()["error"]["code"] == code
     if path.endswith("far/logs"):
         assert "remote endpoint" in response.json()["error"]["message"]
+
+
+def test_gpu_check_host_reading_step_reports_what_nvml_said() -> None:
+    """scripts/gpu-check's host-reading step (run for real on a lent GPU): here, without a driver, it says so."""
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_check_helpers.py"), "host-reading",
+                           str(os.getpgid(0))], capture_output=True, text=True, timeout=60, check=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    reading = json.loads(done.stdout)
+    assert reading["memory"]["total_bytes"] > 0 and reading["cpu"]["cores"] == os.cpu_count()
+    if reading["nvml"] == "ok":
+        assert reading["ok"] is bool(reading["gpus"])
+    else:
+        assert reading["ok"] is False and reading["gpus"] == [] and reading["engine_gpu_bytes"] == 0
