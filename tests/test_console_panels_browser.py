@@ -312,7 +312,10 @@ def test_usage_shows_tokens_per_day_by_model(page: Page) -> None:
     use_key(page, ADMIN)
     chart = page.locator("#usage-chart-models")
     expect(chart.locator('rect.bar[data-series="engine"]')).to_have_count(1)
-    expect(chart.locator(".legend")).to_have_text("engine")  # "gone" answered no tokens: no bar, no legend
+    expect(chart.locator(".legend")).to_contain_text("engine")
+    # "gone" answered no tokens (its engine was unreachable): no bar, no legend entry.
+    expect(chart.locator('rect.bar[data-series="gone"]')).to_have_count(0)
+    expect(chart.locator(".legend")).not_to_contain_text("gone")
 
 
 def test_screenshot_of_the_console_with_markdown_log_and_host(page: Page, tmp_path: Path) -> None:
