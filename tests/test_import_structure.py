@@ -141,3 +141,20 @@ def test_no_layer_imports_a_higher_one() -> None:
     upward = sorted(f"{_short(m)} -> {_short(t)}" for m, targets in graph.items() for t in targets
                     if layer_of(m) != layer_of(t) and LAYERS[layer_of(t)] >= LAYERS[layer_of(m)])
     assert upward == [], f"imports into the same or a higher layer: {upward}"
+
+
+def test_tests_import_helpers_from_named_modules_never_from_conftest() -> None:
+    """tests/conftest.py holds fixtures only; helpers live in tests/gateway_harness.py, served_gateway.py,
+    real_engines.py, repo_paths.py and standin_kit.py (a module named for what it is, not a grab-bag)."""
+    offenders = []
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            if any(name == "conftest" or name.endswith(".conftest") for name in names):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not offenders, f"import the helper from its own module instead: {offenders}"
