@@ -72,7 +72,7 @@ test: setup lint $(VENV)/.stamp-ray $(CHROMIUM) systemd-analyze agents postgresq
 # The inner loop: in-process tests only: no real engine, no Ray nodes, no browser, no child processes (`processes`:
 # CLI or `gpufleet serve` subprocesses, stand-in engine processes), no fuzzing (stand-ins; a throwaway PostgreSQL
 # for the ledger tests). `make test` stays the whole suite. On the shared 2-core dev box (loadavg ~5-7): 858 s
-# (4 min 12 s CPU) before the `processes` and `fuzz` markers, 277 s (1 min 38 s CPU) after (README.md, Develop).
+# (4 min 12 s CPU) before the `processes` and `fuzz` markers, 184 s (1 min 42 s CPU) after (README.md, Develop).
 FAST_MARKERS := not slow and not netns and not browser and not vllm and not qwen and not gpu and not processes and not fuzz
 test-fast: $(VENV)/.stamp-install $(VENV)/.stamp-models postgresql
 	$(PY) -m pytest -q -m "$(FAST_MARKERS)"
