@@ -113,7 +113,13 @@ async def run_bench(targets: Sequence[TargetInfo], prompts: Sequence[str], setti
     caller's to fill)."""
     runs: list[TargetRun] = []
     settled: list[TargetInfo] = []
+    by_label = {info.target.label: info.target for info in targets}
     for info in targets:
+        if info.direct_of is not None and info.direct_of in by_label:
+            # Ask for the engine again right before loading it: an engine the gateway unloaded (idle TTL, a
+            # swap) while earlier targets ran comes back on another port with another key.
+            fresh = await engine_behind(by_label[info.direct_of], api_key=api_key, timeout_s=timeout_s)
+            info = dataclasses.replace(info, target=fresh)
         target = info.target
         key = target.api_key or api_key  # an engine-direct target answers only to its engine's own key
         if on_stage:
