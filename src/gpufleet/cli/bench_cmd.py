@@ -60,7 +60,9 @@ async def _engines(infos: list[TargetInfo], api_key: str | None) -> list[TargetI
     by_label = {info.target.label: info for info in with_engine}
     for info in with_engine:
         if info.direct_of and info.engine and (twin := by_label.get(info.direct_of)) and twin.engine:
-            twin.engine["version"] = twin.engine["version"] or info.engine["version"]
+            if not twin.engine["version"] and info.engine["version"]:
+                twin.engine["version"] = info.engine["version"]
+                twin.engine["source"] += f"; version from {info.target.label}"
             twin.engine["name"] = twin.engine["name"] or info.engine["name"]
     return with_engine
 
@@ -93,7 +95,7 @@ def _print_report(console: Console, report: dict[str, Any]) -> None:
             console.print(f"planner estimate for {target['label']}: {target['planner_note']}")
     for run in report["runs"]:
         for message, count in run["errors"].items():
-            console.print(f"[red]{run['target']} c={run['concurrency']}: {count} x {message}[/red]")
+            console.print(f"[red]{run['target']} at {level_text(run)}: {count} x {message}[/red]")
 
 
 def bench(
