@@ -93,13 +93,15 @@ def start_gpufleet(
 ) -> tuple[Service, Target]:
     """``gpufleet serve`` with one remote model pointed at the upstream, on the proxy CPU.
 
-    ``src``: another copy of the package's ``src/`` (``--baseline``) to import gpufleet from instead.
+    ``src``: another copy of the package's ``src/`` (``--baseline``) to import gpufleet from; by default this
+    checkout's (the venv's editable install may point at another checkout).
     """
+    src = src if src is not None else BENCH_DIR.parent / "src"
     cfg = log_dir / "gpufleet.yaml"
     cfg.write_text(f"models:\n  {SERVED_MODEL}:\n    engine: remote\n    url: {upstream.base_url}\n")
     port = free_port()
     argv = [str(gpufleet_exe()), "serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)]
-    env: dict[str, str | None] | None = {"PYTHONPATH": str(src)} if src is not None else None
+    env: dict[str, str | None] = {"PYTHONPATH": str(src)}
     svc = start_service(name, argv, log_dir, cpus, env)
     wait_ready(svc, f"http://127.0.0.1:{port}/health", 60)
     return svc, Target(name, f"http://127.0.0.1:{port}/v1")
@@ -320,7 +322,8 @@ def measure(
     costs: CpuCosts = {}
     for rep in range(args.repeat):
         for cell in cells:
-            for target in targets:
+            # Every other repeat in reverse order: no target always runs right after the same neighbour.
+            for target in targets if rep % 2 == 0 else targets[::-1]:
                 if args.warmup > 0:
                     load.run(target, cell.stream, cell.connections, args.warmup)
                 pid = (pids or {}).get(target.name)
