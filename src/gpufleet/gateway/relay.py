@@ -187,6 +187,7 @@ class SSERewriter:
     flush: ChunkFlush | None = None
     stop_upstream: Callable[[], bool] | None = None  # True: nothing more the upstream sends will be relayed
     encoder: StreamEncoder | None = None
+    plain_transform: bool = False  # `transform` passes a one-choice, non-empty text content chunk on unchanged
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     trail: ResumeTrail | None = None  # set when a broken stream may continue on another replica (stream_resume.py)
     failure: str | None = None  # set when the stream cannot be relayed further; the relay then ends it
@@ -297,20 +298,23 @@ class SSERewriter:
 
     def _relay_as_is(self, payload: bytes, out: list[bytes]) -> bool:
         """The fast path for a plain content chunk: relayed as the upstream's bytes, not parsed, with the served
-        model name spliced in, when nothing needs the chunk rewritten (no dialect, no resume trail, no client
-        protocol encoder) and it carries nothing the relay reads: its bytes show one choice with a null
+        model name spliced in, when nothing needs the chunk rewritten (no dialect beyond a passthrough plan's,
+        which leaves text content as it is; no resume trail; no client protocol encoder) and it carries nothing
+        the relay reads: its bytes show one choice with a null
         finish_reason, no usage, no error, and the first token was seen already. The relay reads no other field,
         so it checks none (chunk_problem checks only what it reads). False: for the full path to handle."""
-        if self.transform is not None or self.trail is not None or self.encoder is not None:
-            return False
-        if self.stats.first_token_at is None:
-            return False  # the first token's time is read from the parsed chunk
+        if self.trail is not None or self.encoder is not None or self.stats.first_token_at is None:
+            return False  # (the first token's time is read from the parsed chunk)
         # A key's quotes cannot occur inside a JSON string (they would be escaped): these byte tests see keys
         # (or, at worst, a string value equal to the name, which only sends the chunk down the full path).
         if (not payload.startswith(b"{") or not payload.endswith(b"}") or b'"usage"' in payload
                 or b'"error"' in payload or payload.count(b'"finish_reason"') != 1
                 or b'"finish_reason":null' not in payload):
             return False
+        if self.transform is not None and not (
+                self.plain_transform and b'"reasoning' not in payload and b'"tool_calls"' not in payload
+                and b'"content":"' in payload and b'"content":""' not in payload):
+            return False  # a dialect's chunk, or one even a passthrough plan rewrites (reasoning names mirrored)
         relayed = self._with_served_model(payload)
         if relayed is None:
             return False
