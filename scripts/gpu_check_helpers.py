@@ -6,6 +6,7 @@
     python3 scripts/gpu_check_helpers.py ray-head-argv 10.0.0.5 /tmp/gfray   # the host's network address
     python3 scripts/gpu_check_helpers.py catalog-model qwen3-0.6b /tmp/pvr/qwen3-0.6b   # real shape, random weights
     python3 scripts/gpu_check_helpers.py fixture qwen3-0.6b plan.json serve.log h200 0.26.0 0.5 4096
+    python3 scripts/gpu_check_helpers.py host-reading 12345          # the console's host panel, real NVML
 
 Only gpufleet's pure parts are imported (planner, catalog, the vLLM log parser, Ray command lines): they need
 pydantic and pyyaml, which the device has or the carried wheels bring. No network: the tiny model is made here.
@@ -149,6 +150,31 @@ def ray_head_argv(node_ip: str, temp_dir: Path) -> None:
     print(json.dumps(argv))
 
 
+def host_reading(engine_pgid: int) -> None:
+    """The console's host-panel reading (GET /admin/host) on a real GPU through nvidia-ml-py: each GPU's memory,
+    utilisation, temperature and power, how long one NVML read takes, and whether the memory of the running
+    engine (process group `engine_pgid`, as gpufleet starts engines) is found under that group. Never fails the
+    run: what went wrong is in the JSON."""
+    import asyncio
+    import time
+
+    import pynvml
+
+    from gpufleet.doctor.host_load import HostMonitor, read_nvml_gpus
+
+    started = time.perf_counter()
+    gpus, state = read_nvml_gpus(lambda: pynvml)
+    read_ms = round((time.perf_counter() - started) * 1000, 1)
+    reading = asyncio.run(HostMonitor(nvml_loader=lambda: pynvml).read())
+    engine_bytes = sum(p["used_bytes"] or 0 for gpu in reading["gpus"] for p in gpu["processes"]
+                       if p.get("group") == engine_pgid)
+    print(json.dumps({
+        "ok": state == "ok" and bool(gpus) and all(g["memory_total_bytes"] for g in gpus),
+        "nvml": state, "nvml_read_ms": read_ms, "gpus": reading["gpus"], "cpu": reading["cpu"],
+        "memory": reading["memory"], "engine_pgid": engine_pgid, "engine_gpu_bytes": engine_bytes,
+    }))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="step", required=True)
@@ -170,8 +196,11 @@ def main() -> None:
     f = sub.add_parser("fixture")
     for arg in ("name", "plan_file", "log", "gpu", "version", "util", "context"):
         f.add_argument(arg)
+    sub.add_parser("host-reading").add_argument("engine_pgid", type=int)
     args = parser.parse_args()
-    if args.step == "tiny-model":
+    if args.step == "host-reading":
+        host_reading(args.engine_pgid)
+    elif args.step == "tiny-model":
         tiny_model(args.out)
     elif args.step == "plan":
         plan_json(args.model_dir, args.gpu, args.util, args.context, args.vllm_version, args.enforce_eager)

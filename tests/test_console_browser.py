@@ -8,6 +8,7 @@ real engine. Set GPUFLEET_CONSOLE_SCREENSHOT=docs/img/console.png to refresh the
 from __future__ import annotations
 
 import os
+import re
 import struct
 import zlib
 from collections.abc import AsyncIterator, Iterator
@@ -247,6 +248,9 @@ def test_console_chats_with_the_real_engine_then_stops_and_starts_it(page: Page,
     assert answer.locator(".content").inner_text().strip()
     expect(answer.locator("footer")).to_contain_text("model smollm2")
     expect(answer.locator("footer")).to_contain_text("completion tokens")
+    # Speed as this browser saw it, from the real engine's stream.
+    expect(answer.locator("footer .ttft")).to_have_text(re.compile(r"^TTFT \d+ ms$"))
+    expect(answer.locator("footer .tok-s")).to_have_text(re.compile(r"^\d+\.\d tok/s$"))
     # The fleet panel refreshes live: the finished request leaves the in-flight count.
     expect(page.locator('#models tr[data-model="smollm2"] td.inFlight')).to_have_text("0")
     page.click("#chat .options summary")  # fold the options again for a tidy screenshot

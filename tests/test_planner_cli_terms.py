@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from gpufleet.catalog import GIB
 from gpufleet.cli import app
+from gpufleet.planner.band import KV_BAND_ABOVE, KV_BAND_BELOW
 
 runner = CliRunner()
 
@@ -118,7 +119,8 @@ def test_json_gives_the_kv_band_with_context_and_concurrency_at_both_ends() -> N
     low, point, high = data["kv_cache_tokens_low"], data["kv_cache_tokens"], data["kv_cache_tokens_high"]
     assert isinstance(low, int) and isinstance(point, int) and isinstance(high, int)
     assert low < point < high and low % 16 == 0 and high % 16 == 0
-    assert low == pytest.approx(point * (1 - 0.137), abs=16) and high == pytest.approx(point * 1.046, abs=16)
+    assert low == pytest.approx(point * (1 - KV_BAND_BELOW), abs=16)
+    assert high == pytest.approx(point * (1 + KV_BAND_ABOVE), abs=16)
     assert data["max_context_low"] == data["max_context_high"] == 32768  # the window caps both ends
     conc_low, conc_high = data["max_concurrency_low"], data["max_concurrency_high"]
     assert isinstance(conc_low, float) and isinstance(conc_high, float)

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.planner_logs import TOLERANCE, LogFixture, error, half_width, in_band, load_fixtures, plan_for
+from tests.planner_logs import (
+    TOLERANCE,
+    LogFixture,
+    error,
+    half_width,
+    in_band,
+    load_fixtures,
+    loso_band_coverage,
+    plan_for,
+)
 
 FIXTURES = load_fixtures()
 HITS = [fx for fx in FIXTURES if not fx.expect_miss]
@@ -44,11 +53,12 @@ def test_fixtures_cover_v0_and_v1_engines_tp_and_quantizations() -> None:
     assert len({fx.id for fx in FIXTURES}) == len(FIXTURES)
 
 
-def test_at_least_90_percent_of_the_logs_are_within_5_percent() -> None:
-    """Issue 15's bar, over every fixture (the expected misses count against it)."""
-    passing = [fx for fx in FIXTURES if abs(error(fx)) <= TOLERANCE]
+def test_at_least_90_percent_of_the_fitting_logs_are_within_5_percent() -> None:
+    """Issue 15's bar, now over the fitting set (the constants' own logs); the test set has its figures below."""
+    fit = [fx for fx in FIXTURES if fx.split == "fit"]
+    passing = [fx for fx in fit if abs(error(fx)) <= TOLERANCE]
     assert len(FIXTURES) >= 20
-    assert len(passing) / len(FIXTURES) >= 0.90, f"{len(passing)}/{len(FIXTURES)} within 5%"
+    assert len(passing) / len(fit) >= 0.90, f"{len(passing)}/{len(fit)} within 5%"
 
 
 # --- Fitting set vs test set (issue 24) -------------------------------------------------------
@@ -64,6 +74,14 @@ TEST_SET_PLANNED = {
     "vllm-13061-r1-distill-qwen-14b-2x4090-v0": 94_416,  # real 81,536: +15.8% (another process)
     "vllm-21348-qwen3-235b-fp8-4xh100-lmcache": 284_976,  # real 178,880: +59.3% (warned upper bound)
     "vllm-24577-qwen3-0.6b-a100-80gb-offline": 653_136,  # real 652,144: +0.2%
+    "vllm-10517-llama3.1-8b-rtx3090-20k-v0": 35_328,  # real 31,232: +13.1% (V0 profile peak, non-torch)
+    "vllm-10517-llama3.1-8b-rtx3090-29k-v0": 29_136,  # real 23,648: +23.2% (the same, larger batch)
+    "armlp-mistral-7b-gptq-gb10-0.11": 862_640,  # real 840,160: +2.7% (GB10, NVIDIA's 0.11 build)
+    "awssample-qwen3-coder-30b-4xl40s-0.24": 1_060_768,  # real 1,037,152: +2.3% (4x L40S, TP=4)
+    "oci-aqua-llama3.1-8b-a10-131k-v0": 36_544,  # real 37,696: -3.1% (A10, V0, 131K refused as logged)
+    "grpocredit-rho-1b-h200-0.6.4-offline": 5_887_088,  # real 5,848,784: +0.7% (H200, V0)
+    "tokenkaki-qwen3-8b-a100-40gb-0.9.2": 144_480,  # real 136,080: +6.2% (0.9.2 non-KV peak not modelled)
+    "tokenkaki-qwen3-8b-a100-40gb-0.19.1": 142_272,  # real 140,960: +0.9% (same host and launch on 0.19.1)
 }
 
 
@@ -87,13 +105,22 @@ def test_test_set_plans_are_pinned(fx: LogFixture) -> None:
 
 
 def test_test_set_figures_as_reported_in_the_docs() -> None:
-    """docs/planner.md: point within +-5% on 3/5 of the test set; the band holds 5/5; half-width 9.2%."""
+    """docs/planner.md: point within +-5% on 8/13 of the test set; the band holds 13/13; half-width 11.8%."""
     assert set(TEST_SET_PLANNED) == {fx.id for fx in TEST_SET}
+    assert len(TEST_SET) == 13 and len({source_group(fx.source) for fx in TEST_SET}) == 11
     within = [fx.id for fx in TEST_SET if abs(error(fx)) <= TOLERANCE]
-    assert len(within) == 3, within
+    assert len(within) == 8, within
     assert all(in_band(fx) for fx in TEST_SET), [fx.id for fx in TEST_SET if not in_band(fx)]
     widths = [w for fx in TEST_SET if (w := half_width(fx)) is not None]
-    assert max(widths) == pytest.approx(0.0915, abs=0.001)
+    assert max(widths) == pytest.approx(0.1175, abs=0.001)
+
+
+def test_band_coverage_when_each_test_source_is_held_out_of_its_sizing() -> None:
+    """The band's low end was sized on the test set, so its 13/13 is in-sample. Sized without each source in
+    turn (from the other test sources' worst over-prediction), the held-out source's logs land inside on
+    12 of 13: vllm#10517's 29K launch is below a band sized from the others (vllm#13061's 13.6% is then
+    the worst; docs/planner.md)."""
+    assert loso_band_coverage(TEST_SET) == (12, 13)
 
 
 def test_the_band_holds_every_fitting_log_too() -> None:

@@ -189,3 +189,19 @@ def test_vllm_version_facts_live_in_one_table() -> None:
                 found.append(f"{path.relative_to(src)}:{node.lineno}")
     assert found == []
     assert REMOVED_FLAGS["--swap-space"].removed_in == VLLM_FACTS["swap_space_removed"].since == (0, 18, 0)
+
+
+def test_a_failing_version_probe_never_repeats_a_secret_it_printed(tmp_path: Path) -> None:
+    # The probe's stderr is quoted in the error (it says why vLLM was not found), and the error reaches /status:
+    # a sitecustomize that prints the environment's token must not carry it there.
+    token = "hf_" + "a1B2c3D4e5" * 4
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        "print('HF_TOKEN=' + os.environ['HF_TOKEN'], 'key', os.environ['VLLM_API_KEY'], file=sys.stderr)\n"
+        "raise SystemExit(1)\n")
+    env = {"PYTHONPATH": str(tmp_path), "HF_TOKEN": token, "VLLM_API_KEY": "per-start-key-123"}
+    with pytest.raises(EngineError, match="vLLM is not installed") as raised:
+        installed_vllm_version(Path(sys.executable), env)
+    assert token not in str(raised.value)
+    assert "per-start-key-123" not in str(raised.value)
+    assert "***" in str(raised.value)

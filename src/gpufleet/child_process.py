@@ -20,7 +20,7 @@ from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 _MAX_LOG_BYTES = 20 * 1024 * 1024  # a log file past this is started afresh at the next spawn
-_RECENT_LINES = 200
+RECENT_LINES = 200  # kept in memory per process: error messages and the console's log tail
 
 
 def _die_with_parent() -> None:
@@ -45,7 +45,7 @@ class ChildProcess:
         self.cwd = cwd
         self.kill_group_after_exit = kill_group_after_exit
         self._on_line = on_line
-        self._recent: deque[str] = deque(maxlen=_RECENT_LINES)
+        self._recent: deque[str] = deque(maxlen=RECENT_LINES)
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self.started_at = 0.0
@@ -102,7 +102,11 @@ class ChildProcess:
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines it printed (for error messages)."""
-        return "\n".join(list(self._recent)[-lines:])
+        return "\n".join(self.recent_lines(lines))
+
+    def recent_lines(self, lines: int) -> list[str]:
+        """The last `lines` lines it printed, oldest first (at most RECENT_LINES are kept)."""
+        return list(self._recent)[-lines:] if lines > 0 else []
 
     async def wait(self) -> int:
         """Wait for the leader to exit; returns its exit code."""

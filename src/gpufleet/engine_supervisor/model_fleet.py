@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import aiohttp
 
 from gpufleet.config import SwapGroupConfig
 from gpufleet.engine_supervisor.cluster_hook import ClusterHook
+from gpufleet.engine_supervisor.engine_log import engine_log_view
 from gpufleet.engine_supervisor.engine_probe import scrape_vllm_metrics
 from gpufleet.engine_supervisor.lifecycle import EngineLifecycle
 from gpufleet.engine_supervisor.sleep import MEMINFO
@@ -194,6 +195,10 @@ class Supervisor:
             item.update(self.life.cluster.status(slot.name) if self.life.cluster else {})
             snapshots.append(item)
         return snapshots
+
+    def engine_log(self, name: str, lines: int, known_secrets: Iterable[str] = ()) -> dict[str, Any]:
+        """The last `lines` lines model `name`'s latest engine process printed, credentials masked (engine_log.py)."""
+        return engine_log_view(self.slots[name], lines, known_secrets)
 
     def swap_groups_status(self) -> dict[str, dict[str, Any]]:
         """Each swap group: budget, use, queue, swaps so far, who is up."""

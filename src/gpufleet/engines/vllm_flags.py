@@ -21,6 +21,7 @@ from typing import Literal
 
 from gpufleet.errors import ConfigError, EngineError
 from gpufleet.planner.vllm_versions import VLLM_FACTS, Version, version_tuple
+from gpufleet.redact import mask_secrets, secret_env_values
 
 Severity = Literal["error", "warning"]
 
@@ -239,5 +240,8 @@ def installed_vllm_version(python: Path, env: Mapping[str, str] | None = None) -
                           check=False, env={**os.environ, **(env or {})})
     version = done.stdout.strip()
     if done.returncode != 0 or not version:
-        raise EngineError(f"vLLM is not installed for {python}: {done.stderr.strip() or 'no vllm package'}")
+        # The interpreter's output is free text from the user's environment: a token it printed never reaches
+        # /status or a client (the engine's secrets are masked the same way in its log tail).
+        said = mask_secrets(done.stderr.strip(), secret_env_values(dict(env or {})))
+        raise EngineError(f"vLLM is not installed for {python}: {said or 'no vllm package'}")
     return None if version == "?" else version

@@ -22,6 +22,7 @@ from gpufleet.config import Config
 from gpufleet.engines.base import Engine
 from gpufleet.errors import GpufleetError
 from gpufleet.gateway import (
+    console_admin,
     messages_routes,
     openai_routes,
     ops_routes,
@@ -95,6 +96,8 @@ def build_app(config: Config, launches: Mapping[str, object] | None = None, *,
         Route("/admin/models/{name}/stop", ops_routes.stop_model, methods=["POST"]),
         Route("/admin/models/{name}/start", ops_routes.start_model, methods=["POST"]),
         Route("/admin/models/{name}/swap", ops_routes.swap_model, methods=["POST"]),
+        Route("/admin/models/{name}/logs", console_admin.engine_log, methods=["GET"]),
+        Route("/admin/host", console_admin.host, methods=["GET"]),
         Route("/admin/usage", usage_routes.usage, methods=["GET"]),
         Route("/admin/keys", usage_routes.list_keys, methods=["GET"]),
         Route("/admin/keys", usage_routes.create_key, methods=["POST"]),

@@ -4,15 +4,17 @@ The widths are read off the *test set* of tests/data/planner_logs/fixtures.yaml 
 was fitted on; docs/planner.md, Accuracy), not off the logs the constants came from:
 
 - below: the planner over-predicts more often than it under-predicts. The worst test-set log
-  without an upper-bound warning is vllm#13061 (2x RTX 4090, V0): vLLM kept 13.64% less than the
-  plan (planned +15.8%), because another process held ~1.2 GiB of one card. Consumer cards that
-  drive a desktop are where that happens, so the low end allows it.
-- above: the test set has no under-prediction; the fit set's worst is LMCache#3430 (RTX A5000,
-  vLLM 0.21 with the LMCache connector: real 4.55% above the plan), kept so the band is not
-  one-sided by accident.
+  without an upper-bound warning is vllm#10517's 29K launch (RTX 3090, Llama-3.1-8B, V0): vLLM
+  kept 18.83% less than the plan (planned +23.2%), because V0 profiles the whole max_model_len
+  in one batch and that peak was larger than planned, and the host's non-torch memory was 0.35
+  GiB. Before that log the worst was vllm#13061 (2x RTX 4090, V0, another process on one card:
+  13.6% below).
+- above: the fit set's worst is LMCache#3430 (RTX A5000, vLLM 0.21 with the LMCache connector:
+  real 4.55% above the plan); the test set's worst under-prediction (an A10 on V0, 3.2% above)
+  is inside it.
 Both are rounded up to 0.1% so that, after rounding to whole blocks, the two logs are inside.
-The half-width is therefore ~9.2%: wider than issue 24's 8% target, because one unseen consumer
-log is 13.6% below the plan.
+The half-width is therefore ~11.8%: wider than issue 24's 8% target, because unseen V0 and
+consumer-card logs land up to 18.8% below the plan.
 
 Real vLLM also varies between two starts of the same launch (issue 24: an L4 logged 59,632 and
 67,696 tokens), so a band, not a single number, is the honest answer.
@@ -25,11 +27,11 @@ import math
 from gpufleet.planner.blocks import cdiv
 from gpufleet.planner.types import KvBand
 
-KV_BAND_BELOW = 0.137
+KV_BAND_BELOW = 0.189
 KV_BAND_ABOVE = 0.046
 BAND_BASIS = (
-    "test-set residuals of the start-up log corpus: -13.7% (vllm#13061, a consumer card another "
-    "process shared) to +4.6% (LMCache#3430, fit set)"
+    "test-set residuals of the start-up log corpus: -18.9% (vllm#10517, RTX 3090, V0 profiling a "
+    "29K-token batch) to +4.6% (LMCache#3430, fit set)"
 )
 
 

@@ -51,9 +51,10 @@ NVLINK_COMM_BYTES = int(1.85 * GIB)  # 0.19 on H100: 2.06 (TP=2), 2.13 (TP=4), 2
 # TP across nodes (Ray): NCCL reaches the other node over its network transport, whose per-channel
 # send/recv buffers sit in GPU memory (GPUDirect RDMA), and vLLM keeps two communicators (torch's
 # process group and its own PyNccl), each with them; the custom all-reduce that shares buffers over
-# NVLink/P2P is off across nodes. Issue 24's unseen Ray log (Qwen2-7B, TP=2 over two nodes, 2x
-# A100-40GB, util 0.5) kept ~0.85 GiB per GPU less KV than the single-node PCIe term predicts
-# (+8%); that one figure is this term. Its log text is not in the corpus, so it is unverified there.
+# NVLink/P2P is off across nodes. Issue 24's Ray log (Qwen2-7B, TP=2 over two nodes, 2x A100-40GB,
+# util 0.5: dennislee22/vLLM-benchmarking, a fit-set fixture) kept ~0.85 GiB per GPU less KV than the
+# single-node PCIe term predicts (+8%); that one figure is this term. The same source's single-node
+# TP=2 logs (A100-80GB, custom all-reduce off too) need no such term: the difference is the nodes.
 CROSS_NODE_NCCL_BYTES = int(0.85 * GIB)
 # V0 switched chunked prefill on by itself for contexts above this (engine/arg_utils.py, V0).
 V0_CHUNKED_PREFILL_ABOVE = 32768

@@ -1,5 +1,6 @@
 // The latest `gpufleet bench` run: its PNG plots and its report.json, from /ui/bench/latest.
-// Plots are fetched with the key and shown from blob URLs (an <img src> could not send the key).
+// Plots are fetched with the key and shown from blob URLs (an <img src> could not send the key). A click on a
+// plot opens it full size in a dialog (Esc, the Close button or a click beside it closes it).
 
 import { call, getJson } from "./api.js";
 import { el, withCode } from "./dom.js";
@@ -9,6 +10,20 @@ export class BenchPanel {
     this.body = root.querySelector("#bench-body");
     this.urls = [];
     root.querySelector("#bench-reload").addEventListener("click", () => this.refresh());
+    this.viewer = document.querySelector("#plot-viewer");
+    this.viewer.querySelector("button.close").addEventListener("click", () => this.viewer.close());
+    // A click on the backdrop lands on the dialog itself; one on the plot lands on the image.
+    this.viewer.addEventListener("click", (event) => {
+      if (event.target === this.viewer) this.viewer.close();
+    });
+  }
+
+  open(url, name) {
+    const img = this.viewer.querySelector("img");
+    img.src = url;
+    img.alt = name;
+    this.viewer.querySelector(".caption").textContent = name;
+    this.viewer.showModal();
   }
 
   async refresh() {
@@ -47,7 +62,12 @@ export class BenchPanel {
       const blob = await (await call(`/ui/bench/latest/${encodeURIComponent(name)}`)).blob();
       const url = URL.createObjectURL(blob);
       this.urls.push(url);
-      return el("figure", {}, el("img", { src: url, alt: name }), el("figcaption", {}, name));
+      const plot = el("img", { src: url, alt: name, title: "click to open full size", tabIndex: 0 });
+      plot.addEventListener("click", () => this.open(url, name));
+      plot.addEventListener("keydown", (event) => {
+        if (event.key === "Enter") this.open(url, name);
+      });
+      return el("figure", {}, plot, el("figcaption", {}, name));
     } catch (error) {
       return el("figure", {}, el("p", { class: "error" }, `${name}: ${error}`));
     }

@@ -1,9 +1,12 @@
 // The chat playground: pick a model, route, alias, persona or `auto` from /v1/models, and stream an answer
 // from /v1/chat/completions (fetch + ReadableStream: EventSource can neither POST nor send the key).
-// Reasoning (reasoning_content) shows in a collapsible block; tool calls show as name + arguments.
+// Reasoning (reasoning_content) shows in a collapsible block; tool calls show as name + arguments. The answer
+// renders as markdown (markdown.js: DOM nodes only, never the model's text as HTML); under it, the time to its
+// first token and its decode rate as this browser saw them.
 
 import { getJson, postJson, sseData } from "./api.js";
 import { el } from "./dom.js";
+import { renderMarkdown } from "./markdown.js";
 
 export class ChatPanel {
   constructor(root) {
@@ -97,7 +100,7 @@ export class ChatPanel {
     this.log.append(el("article", { class: "msg user" }, el("div", { class: "content" }, text)));
     this.messages.push({ role: "user", content: text });
     this.input.value = "";
-    const answer = new AnswerView(this.picker.value);
+    const answer = new AnswerView(this.picker.value, performance.now());
     this.log.append(answer.node);
     this.abort = new AbortController();
     this.send.disabled = true;
@@ -124,9 +127,13 @@ export class ChatPanel {
   }
 }
 
-/** One assistant answer as it streams in: reasoning, content, tool calls, then usage and who served it. */
+/** One assistant answer as it streams in: reasoning, content, tool calls, then usage, speed and who served it. */
 class AnswerView {
-  constructor(model) {
+  constructor(model, sentAt) {
+    this.sentAt = sentAt; // performance.now() when the request left
+    this.firstAt = null; // ... when the first reasoning, content or tool-call text arrived
+    this.lastAt = null; // ... when the last one did
+    this.renderPending = false;
     this.content = "";
     this.reasoning = "";
     this.toolCalls = []; // by index, arguments accumulated from the deltas
@@ -163,6 +170,7 @@ class AnswerView {
       const delta = choice.delta ?? {};
       // The gateway may send the same text under both names (vLLM's and the newer one): take one.
       const reasoning = delta.reasoning_content ?? delta.reasoning;
+      if (reasoning || delta.content || delta.tool_calls?.length) this.tokenArrived();
       if (reasoning) {
         this.reasoning += reasoning;
         this.reasoningText.textContent = this.reasoning;
@@ -170,11 +178,41 @@ class AnswerView {
       }
       if (delta.content) {
         this.content += delta.content;
-        this.contentNode.textContent = this.content;
+        this.scheduleRender();
       }
       for (const call of delta.tool_calls ?? []) this.addToolCall(call);
       if (choice.finish_reason) this.finishReason = choice.finish_reason;
     }
+  }
+
+  tokenArrived() {
+    const now = performance.now();
+    this.firstAt ??= now;
+    this.lastAt = now;
+  }
+
+  // Markdown is rendered at most once per frame while the answer streams (a long answer re-renders whole).
+  scheduleRender() {
+    if (this.renderPending) return;
+    this.renderPending = true;
+    requestAnimationFrame(() => {
+      this.renderPending = false;
+      this.renderContent();
+    });
+  }
+
+  renderContent() {
+    this.contentNode.replaceChildren(...renderMarkdown(this.content));
+  }
+
+  /** Time to first token (ms) and decode rate (completion tokens after the first / time between first and last). */
+  speed() {
+    if (this.firstAt === null) return {};
+    const ttftMs = Math.round(this.firstAt - this.sentAt);
+    const tokens = this.usage?.completion_tokens;
+    const spanS = (this.lastAt - this.firstAt) / 1000;
+    const perS = tokens > 1 && spanS > 0 ? (tokens - 1) / spanS : null;
+    return { ttftMs, perS };
   }
 
   addToolCall(delta) {
@@ -187,13 +225,25 @@ class AnswerView {
   }
 
   finish() {
-    this.node.dataset.state = "done";
     this.header.querySelector(".cursor")?.remove();
     const parts = [this.served];
     if (this.finishReason) parts.push(`finish: ${this.finishReason}`);
     if (this.usage) parts.push(`${this.usage.prompt_tokens} prompt + ${this.usage.completion_tokens} completion tokens`);
-    this.meta.textContent = parts.filter(Boolean).join(" · ");
+    const { ttftMs, perS } = this.speed();
+    const speed = [];
+    if (ttftMs !== undefined) {
+      this.node.dataset.ttftMs = String(ttftMs);
+      speed.push(el("span", { class: "ttft", title: "time to first token, from sending to the first token's arrival here" }, `TTFT ${ttftMs} ms`));
+    }
+    if (perS) {
+      this.node.dataset.tokensPerS = perS.toFixed(1);
+      speed.push(el("span", { class: "tok-s", title: "completion tokens after the first, per second of streaming" }, `${perS.toFixed(1)} tok/s`));
+    }
+    const items = [...parts.filter(Boolean), ...speed];
+    this.meta.replaceChildren(...items.flatMap((item, n) => (n ? [" · ", item] : [item])));
+    this.renderContent();
     if (!this.content && !this.toolCalls.length) this.contentNode.replaceChildren(el("span", { class: "muted" }, "(empty answer)"));
+    this.node.dataset.state = "done"; // last: a test (or a reader) waiting for it sees the finished answer
   }
 
   fail(text) {

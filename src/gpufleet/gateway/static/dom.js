@@ -7,6 +7,8 @@ export function el(tag, props = {}, ...children) {
     if (value === undefined || value === null || value === false) continue;
     if (key === "class") node.className = value;
     else if (key === "dataset") Object.assign(node.dataset, value);
+    // Through the CSSOM: the console's CSP (style-src 'self') refuses inline style attributes.
+    else if (key === "style") node.style.cssText = value;
     else if (key in node && typeof value !== "string") node[key] = value;
     else node.setAttribute(key, value === true ? "" : value);
   }

@@ -14,8 +14,10 @@ const STARTABLE = new Set(["stopped", "failed", "backoff", "sleeping"]);
 const STOPPABLE = new Set(["ready", "starting", "backoff", "sleeping", "failed"]);
 
 export class FleetPanel {
-  constructor(root) {
+  /** `onLog(name)`: show the engine log of model `name` (the log button of each engine's row). */
+  constructor(root, { onLog } = {}) {
     this.root = root;
+    this.onLog = onLog;
     this.modelsBody = root.querySelector("#models tbody");
     this.groupsBody = root.querySelector("#swap-groups tbody");
     this.targetsBody = root.querySelector("#targets tbody");
@@ -81,6 +83,9 @@ export class FleetPanel {
         buttons[action].addEventListener("click", () => this.act(model.name, action));
         cells.actions.append(buttons[action]);
       }
+      buttons.log = el("button", { type: "button", class: "small quiet log", title: "the engine's last output lines" }, "log");
+      buttons.log.addEventListener("click", () => this.onLog?.(model.name));
+      cells.actions.append(buttons.log);
     }
     const row = el("tr", { dataset: { model: model.name } }, Object.values(cells));
     this.modelsBody.append(row);
@@ -120,7 +125,7 @@ export class FleetPanel {
   async act(name, action) {
     const entry = this.rows.get(name);
     entry.pending = action;
-    for (const button of Object.values(entry.buttons)) button.disabled = true;
+    for (const button of [entry.buttons.start, entry.buttons.stop, entry.buttons.swap]) button.disabled = true;
     this.busy = true; // the next polls come fast, so the phases of the start or stop show while we wait
     this.refresh();
     this.say("");

@@ -1,16 +1,20 @@
-// Wires the console together: the API key form, the banner for key errors, and the three panels.
+// Wires the console together: the API key form, the banner for key errors, and the panels.
 
 import { apiKey, setApiKey } from "./api.js";
 import { BenchPanel } from "./bench.js";
 import { ChatPanel } from "./chat.js";
 import { FleetPanel } from "./fleet.js";
+import { HostPanel } from "./host.js";
+import { EngineLogView } from "./logs.js";
 import { UsagePanel } from "./usage.js";
 
 const banner = document.querySelector("#banner");
 const keyForm = document.querySelector("#key-form");
 const keyInput = document.querySelector("#api-key");
 
-const fleet = new FleetPanel(document.querySelector("#fleet"));
+const logs = new EngineLogView(document.querySelector("#engine-log"));
+const fleet = new FleetPanel(document.querySelector("#fleet"), { onLog: (name) => logs.open(name) });
+const host = new HostPanel(document.querySelector("#host"));
 const chat = new ChatPanel(document.querySelector("#chat"));
 const bench = new BenchPanel(document.querySelector("#bench"));
 const usage = new UsagePanel(document.querySelector("#usage"));
@@ -22,6 +26,7 @@ document.addEventListener("auth-failed", (event) => {
   banner.hidden = false;
   fleet.clear();
   usage.clear();
+  host.clear();
 });
 document.addEventListener("auth-ok", () => {
   banner.hidden = true;
@@ -43,6 +48,8 @@ function reload() {
   chat.loadModels();
   bench.refresh();
   usage.refresh();
+  host.refresh();
+  logs.refresh();
 }
 
 keyInput.value = apiKey();
@@ -50,3 +57,4 @@ chat.loadModels();
 bench.refresh();
 usage.refresh();
 fleet.start();
+host.start();

@@ -1,4 +1,4 @@
-// Usage and team keys, for admins: totals per key from the usage ledger, tokens per day (a bar chart), the
+// Usage and team keys, for admins: totals per key from the usage ledger, tokens per day by key and by model (bar charts), the
 // limits each key hit (429s), and key management (make a key: shown once; revoke). Everything comes from the
 // /admin/usage and /admin/keys endpoints, which answer admin keys (server.api_keys) only.
 
@@ -22,12 +22,13 @@ export class UsagePanel {
 
   async refresh() {
     const since = encodeURIComponent(this.since.value);
-    let byKey, byStatus, byDay, keys;
+    let byKey, byStatus, byDay, byDayModel, keys;
     try {
-      [byKey, byStatus, byDay, keys] = await Promise.all([
+      [byKey, byStatus, byDay, byDayModel, keys] = await Promise.all([
         getJson(`/admin/usage?since=${since}&by=key`),
         getJson(`/admin/usage?since=${since}&by=key,status`),
         getJson(`/admin/usage?since=${since}&by=day,key`),
+        getJson(`/admin/usage?since=${since}&by=day,model`),
         getJson("/admin/keys"),
       ]);
     } catch (error) {
@@ -38,13 +39,14 @@ export class UsagePanel {
     }
     this.say("");
     this.renderTotals(byKey.rows, byStatus.rows);
-    this.renderChart(byDay.rows);
+    this.renderChart(byDay.rows, "key", "#usage-chart");
+    this.renderChart(byDayModel.rows, "model", "#usage-chart-models");
     this.renderKeys(keys.keys);
   }
 
   clear() {
     for (const id of ["#usage-totals tbody", "#key-list tbody"]) this.root.querySelector(id).replaceChildren();
-    this.root.querySelector("#usage-chart").replaceChildren();
+    for (const id of ["#usage-chart", "#usage-chart-models"]) this.root.querySelector(id).replaceChildren();
   }
 
   say(text) {
@@ -72,11 +74,12 @@ export class UsagePanel {
     if (!sorted.length) body.append(el("tr", {}, el("td", { colspan: 7, class: "empty" }, "no requests in this period")));
   }
 
-  renderChart(rows) {
-    // Tokens per UTC day, one stacked segment per key (an SVG: no chart library).
+  /** Tokens per UTC day, one stacked segment per `field` value (key or model): an SVG, no chart library. */
+  renderChart(rows, field, selector) {
+    rows = rows.filter((r) => tokens(r) > 0); // a series with no tokens (only refusals) has no bar
     const days = [...new Set(rows.map((r) => r.day))].sort();
-    const keys = [...new Set(rows.map((r) => r.key))].sort();
-    const chart = this.root.querySelector("#usage-chart");
+    const keys = [...new Set(rows.map((r) => r[field] ?? "(none)"))].sort();
+    const chart = this.root.querySelector(selector);
     if (!days.length) {
       chart.replaceChildren(el("p", { class: "empty" }, "no tokens in this period"));
       return;
@@ -86,15 +89,16 @@ export class UsagePanel {
     const max = Math.max(1, ...perDay.values());
     const width = 640, height = 180, pad = 28, barGap = 6;
     const barWidth = Math.min(48, Math.max(6, (width - pad) / days.length - barGap));
-    const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height + 20}`, role: "img", "aria-label": "tokens per day by key" });
+    const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height + 20}`, role: "img", "aria-label": `tokens per day by ${field}` });
     days.forEach((day, i) => {
       let y = height;
       const x = pad + i * (barWidth + barGap);
       for (const row of rows.filter((r) => r.day === day)) {
         const h = (tokens(row) / max) * (height - 10);
         y -= h;
-        const rect = svgEl("rect", { x, y, width: barWidth, height: h, fill: PALETTE[keys.indexOf(row.key) % PALETTE.length], class: "bar" });
-        rect.append(svgEl("title", {}, `${day} ${row.key}: ${integer(tokens(row))} tokens`));
+        const series = row[field] ?? "(none)";
+        const rect = svgEl("rect", { x, y, width: barWidth, height: h, fill: PALETTE[keys.indexOf(series) % PALETTE.length], class: "bar", "data-series": series });
+        rect.append(svgEl("title", {}, `${day} ${series}: ${integer(tokens(row))} tokens`));
         svg.append(rect);
       }
       svg.append(svgEl("text", { x: x + barWidth / 2, y: height + 14, "text-anchor": "middle", class: "axis" }, day.slice(5)));
