@@ -25,6 +25,7 @@ from aiohttp.tracing import Trace
 from gpufleet.errors import UpstreamError
 from gpufleet.gateway.client_protocol import StreamEncoder
 from gpufleet.gateway.errors import error_body
+from gpufleet.gateway.http_limits import disconnect_watch
 from gpufleet.gateway.stream_resume import ResumeTrail
 from gpufleet.redact import mask_credentials, redact_url
 
@@ -512,14 +513,18 @@ class StreamRelayResponse:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         stream = self._task = asyncio.ensure_future(self._stream(send))
-        watcher = asyncio.ensure_future(self._watch_disconnect(receive, stream))
+        # gpufleet's own server calls back when the connection is lost: no watcher task per stream then.
+        watch = disconnect_watch(scope)
+        watcher = asyncio.ensure_future(self._watch_disconnect(receive, stream)) if watch is None else None
+        if watch is not None:
+            watch.watch(stream.cancel)
         if self.live is not None:
             self.live.add(self)
         disconnected = False
         try:
             await stream
         except asyncio.CancelledError:
-            disconnected = watcher.done()
+            disconnected = watch.lost if watch is not None else watcher is not None and watcher.done()
             if disconnected:
                 pass
             elif self._aborted is not None and self.rewriter.done_sent:
@@ -534,7 +539,10 @@ class StreamRelayResponse:
         finally:
             if self.live is not None:
                 self.live.discard(self)
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
+            if watch is not None:
+                watch.watch(None)
             if disconnected or not stream.done() or stream.cancelled() or self.rewriter.stats.error:
                 # Closing (not releasing) the connection tells the engine to stop generating for this request.
                 self.upstream.close()
