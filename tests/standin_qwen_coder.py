@@ -5,6 +5,9 @@ parsers serve Qwen3: its text holds `<think>…</think>` and `<tool_call>{json}<
 gateway's Qwen dialect must turn into reasoning and tool calls. Turn one: it thinks, then calls the client's
 shell tool with the command the user wrote after `RUN:`. After the tool result: it thinks, then answers
 `DONE: <the tool result>`. Streams are cut into 3-character chunks so tags split at every boundary.
+The request's `stop` strings cut the answer as an engine's would; `names_stop` says how the finish reports the
+match: "vllm" (the choice's `stop_reason`), "llamacpp" (`__verbose.stop_type`/`stopping_word`, what llama.cpp
+adds when its server runs verbose) or None (finish_reason "stop" alone, as llama.cpp's OpenAI routes answer).
 """
 
 from __future__ import annotations
@@ -67,11 +70,32 @@ def qwen_answer(body: dict[str, Any]) -> tuple[str, str]:
             f"<tool_call>\n{orjson.dumps(call).decode()}\n</tool_call>", "stop")
 
 
+def cut_at_stop(text: str, stops: Any) -> tuple[str, str | None]:
+    """`text` up to the first of the request's stop strings (as engines cut), and the string matched."""
+    if isinstance(stops, str):
+        stops = [stops]
+    hits = [(text.find(stop), stop) for stop in stops or () if isinstance(stop, str) and stop and stop in text]
+    if not hits:
+        return text, None
+    at, stop = min(hits)
+    return text[:at], stop
+
+
+def stop_fields(names_stop: str | None, matched: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(fields of the finishing choice, fields of the answer/last chunk) that name the matched stop string."""
+    if names_stop == "vllm":
+        return {"stop_reason": matched}, {}
+    if names_stop == "llamacpp" and matched is not None:
+        return {}, {"__verbose": {"stop_type": "word", "stopping_word": matched}}
+    return {}, {}
+
+
 class StandInQwenCoder:
     """Runs the stand-in on a free port in a background thread; `received` keeps every request body."""
 
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
+        self.names_stop: str | None = None  # "vllm" | "llamacpp" | None: see the module docstring
         self.port = free_port()
         app = Starlette(routes=[
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
@@ -101,17 +125,21 @@ class StandInQwenCoder:
         body = orjson.loads(await request.body())
         self.received.append(body)
         text, finish = qwen_answer(body)
+        text, matched = cut_at_stop(text, body.get("stop"))
+        choice_extra, answer_extra = stop_fields(self.names_stop, matched)
         usage = {"prompt_tokens": 11, "completion_tokens": max(1, len(text) // 4),
                  "total_tokens": 11 + max(1, len(text) // 4)}
         if body.get("stream"):
-            return StreamingResponse(self._stream(text, finish, usage, body), media_type="text/event-stream")
+            return StreamingResponse(self._stream(text, finish, usage, body, (choice_extra, answer_extra)),
+                                     media_type="text/event-stream")
         answer = {"id": "chatcmpl-standin", "object": "chat.completion", "model": "raw-qwen3",
-                  "choices": [{"index": 0, "finish_reason": finish,
-                               "message": {"role": "assistant", "content": text}}], "usage": usage}
+                  "choices": [{"index": 0, "finish_reason": finish, **choice_extra,
+                               "message": {"role": "assistant", "content": text}}], "usage": usage, **answer_extra}
         return Response(orjson.dumps(answer), media_type="application/json")
 
-    async def _stream(self, text: str, finish: str, usage: dict[str, int],
-                      body: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def _stream(self, text: str, finish: str, usage: dict[str, int], body: dict[str, Any],
+                      extra: tuple[dict[str, Any], dict[str, Any]]) -> AsyncIterator[bytes]:
+        choice_extra, answer_extra = extra
         base = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "model": "raw-qwen3"}
         first = {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                       "finish_reason": None}]}
@@ -121,8 +149,8 @@ class StandInQwenCoder:
                                           "finish_reason": None}]}
             yield b"data: " + orjson.dumps(piece) + b"\n\n"
             await asyncio.sleep(0)
-        yield b"data: " + orjson.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}) \
-            + b"\n\n"
+        last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish, **choice_extra}], **answer_extra}
+        yield b"data: " + orjson.dumps(last) + b"\n\n"
         if (body.get("stream_options") or {}).get("include_usage"):
             yield b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
         yield b"data: [DONE]\n\n"

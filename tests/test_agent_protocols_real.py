@@ -57,6 +57,21 @@ def test_responses_smoke_streamed(qwen: ServedGateway) -> None:
     assert text.strip() and final.response.output_text == text  # type: ignore[union-attr]
 
 
+def test_messages_stop_sequence_on_llamacpp_cuts_the_text_and_reports_what_the_engine_says(
+        qwen: ServedGateway) -> None:
+    # llama.cpp's OpenAI chat route answers finish_reason "stop" without naming the stop word, so the gateway
+    # must not claim one: end_turn with stop_sequence null (a build that names it may say stop_sequence "5").
+    with anthropic.Anthropic(base_url=qwen.url, api_key="x", max_retries=0, timeout=300) as client:
+        reply = client.messages.create(
+            model="claude-sonnet-4-5", max_tokens=60, stop_sequences=["5"],
+            messages=[{"role": "user", "content": "Count from 1 to 10, separated by commas."}],
+            extra_body={**GREEDY_EXTRA, "temperature": 0})
+    text = "".join(block.text for block in reply.content if block.type == "text")
+    assert "5" not in text
+    assert (reply.stop_reason, reply.stop_sequence) in (("end_turn", None), ("max_tokens", None),
+                                                        ("stop_sequence", "5"))
+
+
 def test_count_tokens_uses_the_engine_tokenizer(qwen: ServedGateway) -> None:
     body = {"model": "qwen", "messages": [{"role": "user", "content": "Count these tokens, please."}]}
     counted = httpx.post(f"{qwen.url}/v1/messages/count_tokens", json=body, timeout=60)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from unittest.mock import ANY
 
 import anthropic
@@ -156,6 +157,33 @@ async def test_messages_drop_server_tools_with_a_header(gateway_url: str, coder:
     assert response.status_code == 200, response.text
     assert response.headers["x-gpufleet-dropped"] == "web_search"
     assert [tool["function"]["name"] for tool in coder.received[-1]["tools"]] == ["Bash"]
+
+
+@pytest.mark.parametrize("names_stop", ["vllm", "llamacpp", None])
+@pytest.mark.parametrize("stream", [False, True], ids=["non-stream", "stream"])
+async def test_messages_stop_sequence_only_when_the_engine_names_the_match(
+        claude: anthropic.AsyncAnthropic, coder: StandInQwenCoder, names_stop: str | None, stream: bool) -> None:
+    # The stand-in cuts "Hello from the stand-in." at "stand" as an engine would, and names the match as vLLM
+    # does, as llama.cpp does when run verbose, or not at all (llama.cpp's OpenAI routes by default).
+    coder.names_stop = names_stop
+    try:
+        request: dict[str, Any] = {"model": "claude-sonnet-4-5", "max_tokens": 100,
+                                   "stop_sequences": ["stand", "never-seen"],
+                                   "messages": [{"role": "user", "content": "hi"}]}
+        if stream:
+            async with claude.messages.stream(**request) as events:
+                final = await events.get_final_message()
+        else:
+            final = await claude.messages.create(**request)
+    finally:
+        coder.names_stop = None
+    assert coder.received[-1]["stop"] == ["stand", "never-seen"]
+    text = "".join(block.text for block in final.content if block.type == "text")
+    assert text == "Hello from the "
+    if names_stop is None:
+        assert (final.stop_reason, final.stop_sequence) == ("end_turn", None)
+    else:
+        assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "stand")
 
 
 async def test_count_tokens_estimates_when_no_engine_tokenizer(claude: anthropic.AsyncAnthropic) -> None:

@@ -184,14 +184,44 @@ def _chat_answer(message: dict[str, Any], finish: str = "stop", **choice: Any) -
                       "completion_tokens_details": {"reasoning_tokens": 2}}}
 
 
-@pytest.mark.parametrize(("finish", "choice", "reason", "sequence"), [
-    ("stop", {}, "end_turn", None), ("length", {}, "max_tokens", None), ("tool_calls", {}, "tool_use", None),
-    ("stop", {"stop_reason": "END"}, "stop_sequence", "END"),
+LLAMACPP_VERBOSE_END = {"__verbose": {"stop_type": "word", "stopping_word": "END"}}
+
+
+@pytest.mark.parametrize(("finish", "choice", "answer", "reason", "sequence"), [
+    ("stop", {}, {}, "end_turn", None), ("length", {}, {}, "max_tokens", None),
+    ("tool_calls", {}, {}, "tool_use", None),
+    ("stop", {"stop_reason": "END"}, {}, "stop_sequence", "END"),  # vLLM names the string it matched
+    ("stop", {"stop_reason": None}, {}, "end_turn", None),  # vLLM: end of sequence
+    ("stop", {"stop_reason": 151645}, {}, "end_turn", None),  # vLLM: a stop token id, no client sequence
+    ("stop", {"stop_reason": "<|im_end|>"}, {}, "end_turn", None),  # a string the client never asked for
+    ("stop", {}, LLAMACPP_VERBOSE_END, "stop_sequence", "END"),  # llama.cpp run verbose
+    ("stop", {}, {"stop_type": "word", "stopping_word": "END"}, "stop_sequence", "END"),  # llama.cpp native
+    ("stop", {}, {"__verbose": {"stop_type": "eos", "stopping_word": ""}}, "end_turn", None),
+    ("length", {}, LLAMACPP_VERBOSE_END, "max_tokens", None),
 ])
-def test_message_stop_reasons(finish: str, choice: dict[str, Any], reason: str, sequence: str | None) -> None:
-    answer = chat_to_message(_chat_answer({"content": "x"}, finish, **choice), "alias", ["END"])
-    assert (answer["stop_reason"], answer["stop_sequence"], answer["model"]) == (reason, sequence, "alias")
-    assert answer["usage"]["input_tokens"] == 7 and answer["usage"]["output_tokens"] == 3
+def test_message_stop_reasons(finish: str, choice: dict[str, Any], answer: dict[str, Any], reason: str,
+                              sequence: str | None) -> None:
+    message = chat_to_message({**_chat_answer({"content": "x"}, finish, **choice), **answer}, "alias", ["END"])
+    assert (message["stop_reason"], message["stop_sequence"], message["model"]) == (reason, sequence, "alias")
+    assert message["usage"]["input_tokens"] == 7 and message["usage"]["output_tokens"] == 3
+
+
+@pytest.mark.parametrize(("last", "extra", "reason", "sequence"), [
+    ({"finish_reason": "stop"}, None, "end_turn", None),
+    ({"finish_reason": "stop", "stop_reason": "END"}, None, "stop_sequence", "END"),
+    ({"finish_reason": "stop"}, LLAMACPP_VERBOSE_END, "stop_sequence", "END"),
+    ({"finish_reason": "stop", "stop_reason": "other"}, None, "end_turn", None),
+])
+def test_message_stream_names_the_stop_sequence_only_when_the_engine_does(
+        last: dict[str, Any], extra: dict[str, Any] | None, reason: str, sequence: str | None) -> None:
+    encoder = MessagesStreamEncoder("alias", ["END", "other-client-stop"])
+    encoder.chunk({"choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": None}]})
+    encoder.chunk({"choices": [{"index": 0, "delta": {}, **last}]})
+    if extra is not None:  # llama.cpp's verbose fields on a chunk of their own, after the finish
+        encoder.chunk({"choices": [], **extra})
+    delta = next(json.loads(line[6:]) for line in encoder.done().decode().splitlines()
+                 if line.startswith("data: ") and '"message_delta"' in line)["delta"]
+    assert (delta["stop_reason"], delta["stop_sequence"]) == (reason, sequence)
 
 
 def test_response_object_from_chat() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,46 @@ def parse_arguments(arguments: Any) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {"_raw_arguments": arguments}
     return value if isinstance(value, dict) else {"_value": value}
+
+
+def positive_int(value: Any, param: str) -> int:
+    """`value` when it is a positive integer (a bool is not one), else RequestError (400) naming `param`."""
+    require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, "must be a positive integer", param)
+    return int(value)
+
+
+def copy_numbers(body: dict[str, Any], payload: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """The sampling numbers among `keys` that `body` sets, copied to `payload`; RequestError for a non-number."""
+    for key in keys:
+        value = body.get(key)
+        if value is not None:
+            require(isinstance(value, int | float) and not isinstance(value, bool), "must be a number", key)
+            payload[key] = value
+
+
+def function_tool(name: str, parameters: dict[str, Any], description: Any) -> dict[str, Any]:
+    """A chat-form function tool (its description only when the client sent a string)."""
+    function: dict[str, Any] = {"name": name, "parameters": parameters}
+    if isinstance(description, str):
+        function["description"] = description
+    return {"type": "function", "function": function}
+
+
+def reasoning_text(message: dict[str, Any]) -> str:
+    """A chat message's or stream delta's reasoning (`reasoning_content`, or vLLM's newer `reasoning`); "" if none."""
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    return reasoning if isinstance(reasoning, str) else ""
+
+
+def typed_parts(parts: list[Any], where: str, noun: str) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """(path, part, its type) for each of a content list's parts; RequestError naming the part without a type.
+
+        for path, block, kind in typed_parts(blocks, "messages[0].content", "content block"): ...
+    """
+    for index, part in enumerate(parts):
+        path = f"{where}[{index}]"
+        require(isinstance(part, dict) and isinstance(part.get("type"), str), f"a {noun} needs a type", path)
+        yield path, part, part["type"]
 
 
 def require(condition: bool, message: str, param: str) -> None:

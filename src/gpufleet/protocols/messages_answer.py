@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from gpufleet.protocols.chat_form import parse_arguments
+from gpufleet.protocols.chat_form import parse_arguments, reasoning_text
 
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                  "content_filter": "refusal"}
@@ -24,12 +24,34 @@ def message_id() -> str:
     return "msg_" + secrets.token_hex(12)
 
 
-def stop_reason(finish_reason: Any, choice: dict[str, Any], stops: list[str] | None) -> tuple[str | None, str | None]:
-    """Anthropic (stop_reason, stop_sequence) for a chat finish_reason (vLLM names the stop string it hit)."""
+def matched_stop(choice: dict[str, Any], answer: dict[str, Any]) -> str | None:
+    """The stop string the engine says it matched, if it names one.
+
+    vLLM: the choice's `stop_reason` (a string; an int is a stop token id, None is end of sequence).
+    llama.cpp: `stop_type: "word"` with `stopping_word`, at the top of its native answers and in `__verbose`
+    on its OpenAI routes when the server runs verbose (by default they name nothing: finish_reason "stop" only).
+    """
+    matched = choice.get("stop_reason")
+    if isinstance(matched, str):
+        return matched
+    for source in (answer, answer.get("__verbose")):
+        if isinstance(source, dict) and source.get("stop_type") == "word":
+            word = source.get("stopping_word")
+            if isinstance(word, str) and word:
+                return word
+    return None
+
+
+def stop_reason(finish_reason: Any, matched: str | None, stops: list[str] | None) -> tuple[str | None, str | None]:
+    """Anthropic (stop_reason, stop_sequence) for a chat finish_reason and the stop string the engine named.
+
+    `stop_sequence` only when the engine named one of the client's `stop_sequences` (a string the dialect
+    added is no client's sequence); a plain "stop" is `end_turn`: guessing from the text could name a
+    sequence the model never produced.
+    """
     if finish_reason is None:
         return None, None
-    matched = choice.get("stop_reason")
-    if finish_reason == "stop" and isinstance(matched, str) and stops and matched in stops:
+    if finish_reason == "stop" and matched is not None and stops and matched in stops:
         return "stop_sequence", matched
     return _STOP_REASONS.get(str(finish_reason), "end_turn"), None
 
@@ -49,8 +71,8 @@ def chat_to_message(data: dict[str, Any], model: str, stops: list[str] | None = 
     choice = choices[0] if isinstance(choices[0], dict) else {}
     message = choice.get("message") or {}
     content: list[dict[str, Any]] = []
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
+    reasoning = reasoning_text(message)
+    if reasoning:
         content.append({"type": "thinking", "thinking": reasoning, "signature": THINKING_SIGNATURE})
     text = message.get("content")
     if isinstance(text, str) and text:
@@ -62,7 +84,7 @@ def chat_to_message(data: dict[str, Any], model: str, stops: list[str] | None = 
     finish = choice.get("finish_reason")
     if message.get("tool_calls") and finish == "stop":
         finish = "tool_calls"
-    reason, sequence = stop_reason(finish or "stop", choice, stops)
+    reason, sequence = stop_reason(finish or "stop", matched_stop(choice, data), stops)
     return {"id": message_id(), "type": "message", "role": "assistant", "model": model, "content": content,
             "stop_reason": reason, "stop_sequence": sequence, "usage": usage_of(data.get("usage"))}
 

@@ -11,11 +11,15 @@ from typing import Any
 from gpufleet.protocols.chat_form import (
     Translated,
     content_text,
+    copy_numbers,
     fold_system_messages,
+    function_tool,
     invalid,
     json_arguments,
+    positive_int,
     require,
     session_from_user_id,
+    typed_parts,
 )
 
 # Blocks produced or consumed by Anthropic-hosted tools: nothing a local model can see or run.
@@ -67,16 +71,9 @@ def _system_text(system: Any) -> str:
 
 
 def _sampling(body: dict[str, Any], payload: dict[str, Any]) -> None:
-    max_tokens = body.get("max_tokens")
-    if max_tokens is not None:
-        require(isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens >= 1,
-                "must be a positive integer", "max_tokens")
-        payload["max_tokens"] = max_tokens
-    for key in ("temperature", "top_p", "top_k"):
-        value = body.get(key)
-        if value is not None:
-            require(isinstance(value, int | float) and not isinstance(value, bool), "must be a number", key)
-            payload[key] = value
+    if body.get("max_tokens") is not None:
+        payload["max_tokens"] = positive_int(body["max_tokens"], "max_tokens")
+    copy_numbers(body, payload, ("temperature", "top_p", "top_k"))
     stops = body.get("stop_sequences")
     if stops:
         require(isinstance(stops, list) and all(isinstance(s, str) for s in stops),
@@ -104,10 +101,7 @@ def _user(blocks: list[Any], where: str, out: Translated) -> list[dict[str, Any]
     """Tool results become tool messages (first, as chat templates expect them right after the call)."""
     tool_messages: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
-    for index, block in enumerate(blocks):
-        path = f"{where}[{index}]"
-        require(isinstance(block, dict) and isinstance(block.get("type"), str), "a content block needs a type", path)
-        kind = block["type"]
+    for path, block, kind in typed_parts(blocks, where, "content block"):
         if kind == "tool_result":
             require(isinstance(block.get("tool_use_id"), str), "tool_use_id is required", f"{path}.tool_use_id")
             text, images = _tool_result_content(block.get("content"), f"{path}.content")
@@ -131,10 +125,7 @@ def _assistant(blocks: list[Any], where: str, out: Translated) -> dict[str, Any]
     texts: list[str] = []
     reasoning: list[str] = []
     calls: list[dict[str, Any]] = []
-    for index, block in enumerate(blocks):
-        path = f"{where}[{index}]"
-        require(isinstance(block, dict) and isinstance(block.get("type"), str), "a content block needs a type", path)
-        kind = block["type"]
+    for path, block, kind in typed_parts(blocks, where, "content block"):
         if kind == "text":
             require(isinstance(block.get("text"), str), "needs a string 'text'", f"{path}.text")
             texts.append(block["text"])
@@ -243,10 +234,7 @@ def _tools(body: dict[str, Any], payload: dict[str, Any], out: Translated) -> No
             if kind not in (None, "custom") or not isinstance(tool.get("input_schema"), dict):
                 out.drop(str(tool["name"]))  # web_search_2025..., bash_2025..., computer_...: Anthropic-defined
                 continue
-            function: dict[str, Any] = {"name": tool["name"], "parameters": tool["input_schema"]}
-            if isinstance(tool.get("description"), str):
-                function["description"] = tool["description"]
-            functions.append({"type": "function", "function": function})
+            functions.append(function_tool(tool["name"], tool["input_schema"], tool.get("description")))
         if functions:
             payload["tools"] = functions
     choice = body.get("tool_choice")
@@ -278,8 +266,6 @@ def _thinking(body: dict[str, Any], payload: dict[str, Any]) -> None:
         return
     budget = thinking.get("budget_tokens")
     if budget is not None:
-        require(isinstance(budget, int) and not isinstance(budget, bool) and budget >= 1,
-                "must be a positive integer", "thinking.budget_tokens")
-        payload["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        payload["thinking"] = {"type": "enabled", "budget_tokens": positive_int(budget, "thinking.budget_tokens")}
     else:
         payload["thinking"] = {"type": "enabled"}

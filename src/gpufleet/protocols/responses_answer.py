@@ -6,6 +6,8 @@ import secrets
 import time
 from typing import Any
 
+from gpufleet.protocols.chat_form import reasoning_text
+
 # Echoed back as the Responses API does: what the request asked for.
 _ECHOED = ("instructions", "max_output_tokens", "metadata", "parallel_tool_calls", "previous_response_id",
            "reasoning", "store", "temperature", "text", "tool_choice", "tools", "top_p", "truncation", "user",
@@ -72,8 +74,8 @@ def chat_to_response(data: dict[str, Any], request: dict[str, Any], model: str,
     choice = choices[0] if isinstance(choices[0], dict) else {}
     message = choice.get("message") or {}
     output: list[dict[str, Any]] = []
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
+    reasoning = reasoning_text(message)
+    if reasoning:
         output.append(reasoning_item(reasoning))
     text = message.get("content")
     if isinstance(text, str) and text:

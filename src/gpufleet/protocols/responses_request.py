@@ -14,10 +14,14 @@ from typing import Any
 from gpufleet.protocols.chat_form import (
     Translated,
     content_text,
+    copy_numbers,
     fold_system_messages,
+    function_tool,
     invalid,
     json_arguments,
+    positive_int,
     require,
+    typed_parts,
 )
 
 _TEXT_PARTS = ("input_text", "output_text", "text", "summary_text", "reasoning_text")
@@ -122,10 +126,7 @@ def _message(item: dict[str, Any], path: str) -> dict[str, Any]:
     if not isinstance(content, list):
         raise invalid("must be a string or a list of content parts", f"{path}.content")
     parts: list[dict[str, Any]] = []
-    for index, part in enumerate(content):
-        where = f"{path}.content[{index}]"
-        require(isinstance(part, dict) and isinstance(part.get("type"), str), "a content part needs a type", where)
-        kind = part["type"]
+    for where, part, kind in typed_parts(content, f"{path}.content", "content part"):
         if kind in _TEXT_PARTS or kind == "refusal":
             text = part.get("text") if kind != "refusal" else part.get("refusal")
             require(isinstance(text, str), "needs a string text", where)
@@ -157,16 +158,9 @@ def _output_text(output: Any) -> str:
 
 
 def _sampling(body: dict[str, Any], payload: dict[str, Any]) -> None:
-    max_tokens = body.get("max_output_tokens")
-    if max_tokens is not None:
-        require(isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens >= 1,
-                "must be a positive integer", "max_output_tokens")
-        payload["max_tokens"] = max_tokens
-    for key in ("temperature", "top_p"):
-        value = body.get(key)
-        if value is not None:
-            require(isinstance(value, int | float) and not isinstance(value, bool), "must be a number", key)
-            payload[key] = value
+    if body.get("max_output_tokens") is not None:
+        payload["max_tokens"] = positive_int(body["max_output_tokens"], "max_output_tokens")
+    copy_numbers(body, payload, ("temperature", "top_p"))
 
 
 def _tools(body: dict[str, Any], payload: dict[str, Any], out: Translated) -> None:
@@ -181,11 +175,8 @@ def _tools(body: dict[str, Any], payload: dict[str, Any], out: Translated) -> No
                 out.drop(str(tool.get("name") or tool["type"]))
                 continue
             require(isinstance(tool.get("name"), str), "a function tool needs a name", f"tools[{index}].name")
-            function: dict[str, Any] = {"name": tool["name"],
-                                        "parameters": tool.get("parameters") or {"type": "object", "properties": {}}}
-            if isinstance(tool.get("description"), str):
-                function["description"] = tool["description"]
-            functions.append({"type": "function", "function": function})
+            parameters = tool.get("parameters") or {"type": "object", "properties": {}}
+            functions.append(function_tool(tool["name"], parameters, tool.get("description")))
         if functions:
             payload["tools"] = functions
     choice = body.get("tool_choice")

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from gpufleet.protocols.chunk_encoder import ChunkEncoder
 from gpufleet.protocols.responses_answer import (
     function_call_item,
     message_item,
@@ -35,6 +36,8 @@ class _Item:
         self.output_index = output_index
         self.text = ""
         self.call = call or {}
+        # What every delta event of this item carries after its sequence_number (see ResponsesStreamEncoder._delta).
+        self.delta_tail = b',"item_id":"' + self.id.encode() + b'","output_index":%d,' % output_index
 
     def item(self, status: str) -> dict[str, Any]:
         if self.kind == "reasoning":
@@ -48,7 +51,7 @@ class _Item:
         return function_call_item({**self.call, "function": function}, self.id, status)
 
 
-class ResponsesStreamEncoder:
+class ResponsesStreamEncoder(ChunkEncoder):
     """Feed it chat.completion.chunk dicts (after the dialect); it returns the Responses SSE bytes for each.
 
     `on_complete` gets the final response object (completed or incomplete): the route stores it.
@@ -56,24 +59,34 @@ class ResponsesStreamEncoder:
 
     def __init__(self, request: dict[str, Any], model: str, response_id: str | None = None,
                  on_complete: Callable[[dict[str, Any]], None] | None = None) -> None:
+        super().__init__()
         self.request = request
         self.model = model
         self.response_id = response_id or new_id("resp")
         self.created_at = int(time.time())
         self.on_complete = on_complete
         self._sequence = 0
-        self._started = False
-        self._finished = False
         self._item: _Item | None = None
         self._output: list[dict[str, Any]] = []
         self._calls: dict[int, _Item] = {}
-        self._finish: Any = None
-        self._usage: dict[str, Any] | None = None
 
     def _event(self, name: str, data: dict[str, Any]) -> bytes:
-        data = {"type": name, "sequence_number": self._sequence, **data}
+        return self._event_json(name, orjson.dumps(data))
+
+    def _event_json(self, name: str, data: bytes) -> bytes:
+        """The event `name` for `data`, a JSON object already encoded: `type` and `sequence_number` go first."""
+        head = name.encode()
+        sequence = self._sequence
         self._sequence += 1
-        return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+        return (b"event: " + head + b'\ndata: {"type":"' + head + b'","sequence_number":%d,' % sequence + data[1:]
+                + b"\n\n")
+
+    def _delta(self, name: bytes, item: _Item, fields: bytes, delta: str, tail: bytes = b"") -> bytes:
+        """A delta event built from bytes (one orjson.dumps of the delta string): the stream's hot path."""
+        sequence = self._sequence
+        self._sequence += 1
+        return (b"event: " + name + b'\ndata: {"type":"' + name + b'","sequence_number":%d' % sequence
+                + item.delta_tail + fields + b'"delta":' + orjson.dumps(delta) + tail + b"}\n\n")
 
     def _response(self, status: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
         usage = response_usage(self._usage) if status != "in_progress" else None
@@ -82,11 +95,9 @@ class ResponsesStreamEncoder:
                                error=error)
 
     def _start(self, out: list[bytes]) -> None:
-        if self._started:
-            return
-        self._started = True
-        out.append(self._event("response.created", {"response": self._response("in_progress")}))
-        out.append(self._event("response.in_progress", {"response": self._response("in_progress")}))
+        data = orjson.dumps({"response": self._response("in_progress")})  # the same object twice: encoded once
+        out.append(self._event_json("response.created", data))
+        out.append(self._event_json("response.in_progress", data))
 
     def _open(self, kind: str, out: list[bytes], call: dict[str, Any] | None = None) -> _Item:
         self._close(out)
@@ -126,42 +137,19 @@ class ResponsesStreamEncoder:
         self._output.append(done)
         out.append(self._event("response.output_item.done", {"output_index": item.output_index, "item": done}))
 
-    def chunk(self, chunk: dict[str, Any]) -> bytes:
-        out: list[bytes] = []
-        self._start(out)
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
-            if isinstance(choice, dict) and choice.get("index", 0) == 0:
-                self._choice_delta(choice, out)
-        return b"".join(out)
+    def _reasoning(self, text: str, out: list[bytes]) -> None:
+        item = self._item if self._item is not None and self._item.kind == "reasoning" else None
+        item = item or self._open("reasoning", out)
+        item.text += text
+        out.append(self._delta(b"response.reasoning_summary_text.delta", item, b'"summary_index":0,', text))
 
-    def _choice_delta(self, choice: dict[str, Any], out: list[bytes]) -> None:
-        delta = choice.get("delta") or {}
-        reasoning = delta.get("reasoning_content")
-        if reasoning is None:
-            reasoning = delta.get("reasoning")
-        if isinstance(reasoning, str) and reasoning:
-            item = self._item if self._item is not None and self._item.kind == "reasoning" else None
-            item = item or self._open("reasoning", out)
-            item.text += reasoning
-            out.append(self._event("response.reasoning_summary_text.delta",
-                                   {"item_id": item.id, "output_index": item.output_index, "summary_index": 0,
-                                    "delta": reasoning}))
-        text = delta.get("content")
-        if isinstance(text, str) and text:
-            item = self._item if self._item is not None and self._item.kind == "message" else None
-            item = item or self._open("message", out)
-            item.text += text
-            out.append(self._event("response.output_text.delta",
-                                   {"item_id": item.id, "output_index": item.output_index, "content_index": 0,
-                                    "delta": text, "logprobs": []}))
-        for call in delta.get("tool_calls") or ():
-            self._tool_delta(call, out)
-        if choice.get("finish_reason") is not None:
-            self._finish = choice["finish_reason"]
+    def _text(self, text: str, out: list[bytes]) -> None:
+        item = self._item if self._item is not None and self._item.kind == "message" else None
+        item = item or self._open("message", out)
+        item.text += text
+        out.append(self._delta(b"response.output_text.delta", item, b'"content_index":0,', text, b',"logprobs":[]'))
 
-    def _tool_delta(self, call: dict[str, Any], out: list[bytes]) -> None:
+    def _tool_call(self, call: dict[str, Any], out: list[bytes]) -> None:
         position = int(call.get("index") or 0)
         item = self._calls.get(position)
         if item is None:
@@ -174,30 +162,22 @@ class ResponsesStreamEncoder:
         arguments = (call.get("function") or {}).get("arguments")
         if isinstance(arguments, str) and arguments:
             item.text += arguments
-            out.append(self._event("response.function_call_arguments.delta",
-                                   {"item_id": item.id, "output_index": item.output_index, "delta": arguments}))
+            out.append(self._delta(b"response.function_call_arguments.delta", item, b"", arguments))
 
-    def done(self) -> bytes:
-        """The upstream finished: close the open item, then response.completed (or .incomplete)."""
-        if self._finished:
-            return b""
-        out: list[bytes] = []
-        self._start(out)
-        self._close(out)
-        self._finished = True
+    def _end(self, out: list[bytes]) -> None:
+        """response.completed (or .incomplete, when the answer hit max_output_tokens)."""
         status = "incomplete" if self._finish == "length" else "completed"
         final = self._response(status)
         if self.on_complete is not None:
             self.on_complete(final)
         out.append(self._event(f"response.{status}", {"response": final}))
-        return b"".join(out)
 
     def error(self, body: dict[str, Any]) -> bytes:
         """The stream broke after bytes reached the client: response.failed ends it."""
         if self._finished:
             return b""
         out: list[bytes] = []
-        self._start(out)
+        self._begin(out)
         self._finished = True
         err: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
         error = {"code": str(err.get("code") or "server_error"), "message": str(err.get("message") or body)}

@@ -1,0 +1,94 @@
+"""What the Messages and Responses stream encoders share: chat chunks in, the client protocol's SSE bytes out.
+
+The base walks each chunk (choice 0's reasoning, text and tool-call fragments, its finish_reason, the usage)
+and keeps the stream's state (started, finished); a subclass writes its protocol's events in the hooks:
+
+    _start(out)              the opening events, before the first delta (or the end of an empty stream)
+    _reasoning / _text       a piece of choice 0's reasoning / answer text
+    _tool_call(call, out)    a chat tool-call fragment
+    _finish_seen(choice, chunk), _chunk_seen(chunk)   what else a chunk says (e.g. the stop string matched)
+    _close(out)              close the open block or item
+    _end(out)                the closing events after the last block
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpufleet.protocols.chat_form import reasoning_text
+
+
+class ChunkEncoder:
+    """Feed it chat.completion.chunk dicts (after the dialect); it returns the client protocol's SSE bytes."""
+
+    def __init__(self) -> None:
+        self._started = False
+        self._finished = False
+        self._finish: Any = None  # choice 0's finish_reason, once it came
+        self._usage: dict[str, Any] | None = None
+
+    def chunk(self, chunk: dict[str, Any]) -> bytes:
+        out: list[bytes] = []
+        if not self._started:
+            self._begin(out)
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self._usage = usage
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            reasoning = reasoning_text(delta)
+            if reasoning:
+                self._reasoning(reasoning, out)
+            text = delta.get("content")
+            if isinstance(text, str) and text:
+                self._text(text, out)
+            for call in delta.get("tool_calls") or ():
+                self._tool_call(call, out)
+            if choice.get("finish_reason") is not None:
+                self._finish = choice["finish_reason"]
+                self._finish_seen(choice, chunk)
+        self._chunk_seen(chunk)
+        return b"".join(out)
+
+    def done(self) -> bytes:
+        """The upstream finished: close the open block or item, then the protocol's closing events."""
+        if self._finished:
+            return b""
+        out: list[bytes] = []
+        self._begin(out)
+        self._close(out)
+        self._finished = True
+        self._end(out)
+        return b"".join(out)
+
+    def _begin(self, out: list[bytes]) -> None:
+        """The opening events, once."""
+        if not self._started:
+            self._started = True
+            self._start(out)
+
+    def _start(self, out: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def _reasoning(self, text: str, out: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def _text(self, text: str, out: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def _tool_call(self, call: dict[str, Any], out: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def _finish_seen(self, choice: dict[str, Any], chunk: dict[str, Any]) -> None:
+        """Choice 0 finished in `chunk` (its finish_reason is already kept)."""
+
+    def _chunk_seen(self, chunk: dict[str, Any]) -> None:
+        """Every chunk, after its choices."""
+
+    def _close(self, out: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def _end(self, out: list[bytes]) -> None:
+        raise NotImplementedError
