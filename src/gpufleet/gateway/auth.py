@@ -16,9 +16,11 @@ import ipaddress
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from gpufleet.config import ServerConfig
 from gpufleet.errors import AuthError
+from gpufleet.gateway.asgi_headers import scope_header
 from gpufleet.store.directory import KeyDirectory
 from gpufleet.store.keys import KeyRecord
 
@@ -58,6 +60,14 @@ def exposure_warning(server: ServerConfig) -> str | None:
              else "/admin/* is refused until keys are set")
     return (f"listening on {server.host} WITHOUT server.api_keys: anyone who can reach this address can use every "
             f"model; {admin}. Set server.api_keys, or bind 127.0.0.1.")
+
+
+def presented_key_in_scope(scope: Mapping[str, Any]) -> str | None:
+    """`presented_key` of an ASGI request, read from its scope's raw headers."""
+    authorization = scope_header(scope, b"authorization")
+    if authorization is None and (api_key := scope_header(scope, b"x-api-key")):
+        return f"Bearer {api_key}"
+    return authorization
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
