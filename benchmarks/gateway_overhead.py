@@ -1,12 +1,14 @@
-"""Gateway overhead: a fixed upstream measured directly, through gpufleet and through LiteLLM.
+"""Gateway overhead: a fixed upstream measured directly, through gpufleet, LiteLLM and the Rust routers.
 
 One run starts ``fixed_upstream.py`` (a canned OpenAI server), a gpufleet gateway with one
-``engine: remote`` model pointed at it, and LiteLLM's proxy pointed at the same upstream, then
-loads each with ``wrk`` (non-stream and streaming, concurrency 1 and 16), interleaving the
+``engine: remote`` model pointed at it, and LiteLLM's proxy, vllm-router and sglang-router
+(``router_baselines.py``) pointed at the same upstream, then loads each with ``wrk`` (non-stream
+and streaming, concurrency 1 and 16), interleaving the
 three targets so that machine noise hits them alike, and prints medians and the ratios:
 
 - gpufleet req/s ÷ LiteLLM req/s at c16 (target ≥ 20×), non-stream and stream;
-- gpufleet's added p50 latency over direct at c1 (target ≤ 1 ms).
+- gpufleet's added p50 latency over direct at c1 (target ≤ 0.3 ms, issue 22);
+- gpufleet's CPU µs per request ÷ vllm-router's (target ≤ 2× at c16, issue 22).
 
 CPU pinning (2-core machine): the gateway under test (gpufleet or LiteLLM, one worker) runs
 alone on ``--proxy-cpu``; the upstream, wrk and this script share ``--load-cpus``. Direct
@@ -21,13 +23,16 @@ Usage::
     .venv/bin/python benchmarks/gateway_overhead.py --repeat 1 --duration 5
     .venv/bin/python benchmarks/gateway_overhead.py --embedded
     .venv/bin/python benchmarks/gateway_overhead.py --baseline HEAD~1   # before/after, side by side
+    .venv/bin/python benchmarks/gateway_overhead.py --skip litellm --gpufleet-src ../other-checkout/src
 
 ``--baseline REV`` also serves this repository's ``src/`` at git revision REV (exported with
 ``git archive``, run from the same venv) as a second gpufleet target, ``gpufleet@REV``, interleaved with
 the others. For each gateway the report also gives its CPU time per request (user + system, from
 ``/proc``), which a busy shared machine disturbs much less than req/s.
 
-LiteLLM is installed on first use into ``benchmarks/.venv-litellm`` (throwaway, gitignored).
+LiteLLM, vllm-router and sglang-router are installed on first use into ``benchmarks/.venv-<name>``
+(throwaway, gitignored). ``--gpufleet-src DIR`` serves another checkout's ``src/`` as a further
+gpufleet target. CPU time is the whole process group's (user + system, children included).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -67,6 +73,7 @@ from harness import (
 )
 from litellm_proxy import litellm_installed_version, start_litellm
 from load import CHAT_BODY, SERVED_MODEL, STREAM_BODY, STREAM_CHUNKS, AiohttpLoad, Sample, WrkLoad
+from router_baselines import ROUTERS, routers_versions, start_router
 
 # --------------------------------------------------------------------------- targets
 
@@ -86,13 +93,15 @@ def start_gpufleet(
 ) -> tuple[Service, Target]:
     """``gpufleet serve`` with one remote model pointed at the upstream, on the proxy CPU.
 
-    ``src``: another copy of the package's ``src/`` (``--baseline``) to import gpufleet from instead.
+    ``src``: another copy of the package's ``src/`` (``--baseline``) to import gpufleet from; by default this
+    checkout's (the venv's editable install may point at another checkout).
     """
+    src = src if src is not None else BENCH_DIR.parent / "src"
     cfg = log_dir / "gpufleet.yaml"
     cfg.write_text(f"models:\n  {SERVED_MODEL}:\n    engine: remote\n    url: {upstream.base_url}\n")
     port = free_port()
     argv = [str(gpufleet_exe()), "serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)]
-    env: dict[str, str | None] | None = {"PYTHONPATH": str(src)} if src is not None else None
+    env: dict[str, str | None] = {"PYTHONPATH": str(src)}
     svc = start_service(name, argv, log_dir, cpus, env)
     wait_ready(svc, f"http://127.0.0.1:{port}/health", 60)
     return svc, Target(name, f"http://127.0.0.1:{port}/v1")
@@ -165,9 +174,20 @@ CpuCosts = dict[tuple[str, Cell], list[float]]  # a gateway's CPU µs per comple
 
 
 def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds used so far by ``pid``'s process group (Linux /proc).
+
+    Every service is started in its own session (group id = its pid), so this counts the
+    workers a gateway forks too; children that exited are in the parent's cutime/cstime.
+    """
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process exited meanwhile
+            continue
+        if int(fields[2]) == pid:  # field 5 of stat, the process group id
+            ticks += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def median_of(samples: list[Sample], attr: str) -> float:
@@ -230,6 +250,26 @@ def format_ratios(results: Results, cells: list[Cell], gateways: Sequence[str] =
     return lines
 
 
+def format_cpu_ratios(
+    costs: CpuCosts, cells: list[Cell], gateways: Sequence[str], base: str = "vllm-router"
+) -> list[str]:
+    """Each gpufleet's CPU µs per request ÷ ``base``'s, per cell (issue 22's goal: <= 2x at c16)."""
+    lines: list[str] = []
+    for cell in cells:
+        ref = costs.get((base, cell), [])
+        for name in gateways:
+            mine = costs.get((name, cell), [])
+            if not (ref and mine):
+                continue
+            per_rep = [m / max(r, 1e-9) for m, r in zip(mine, ref, strict=False)]
+            ratio = statistics.median(mine) / max(statistics.median(ref), 1e-9)
+            lines.append(
+                f"{cell.label}: {name} CPU/req ÷ {base} = {ratio:.2f}x "
+                f"(per repeat {min(per_rep):.2f}–{max(per_rep):.2f}x; target <= 2x at c16)"
+            )
+    return lines
+
+
 def _gateway_ratios(name: str, gf: list[Sample], ll: list[Sample], direct: list[Sample], cell: Cell) -> list[str]:
     lines: list[str] = []
     if cell.connections > 1 and gf and ll:
@@ -244,7 +284,7 @@ def _gateway_ratios(name: str, gf: list[Sample], ll: list[Sample], direct: list[
         med = median_of(gf, "p50_ms") - median_of(direct, "p50_ms")
         lines.append(
             f"{cell.label}: {name} added p50 over direct = {med:.3f} ms "
-            f"(per repeat {min(added):.3f}–{max(added):.3f} ms; target <= 1 ms)"
+            f"(per repeat {min(added):.3f}–{max(added):.3f} ms; target <= 0.3 ms)"
         )
     return lines
 
@@ -263,7 +303,7 @@ def versions_line() -> str:
     wrk_v = (wrk.stdout or wrk.stderr).split()[1] if wrk and (wrk.stdout or wrk.stderr) else "absent"
     return (
         f"python {platform.python_version()}; gpufleet {v('gpufleet')} ({source_revision()}); uvicorn {v('uvicorn')}; "
-        f"aiohttp {v('aiohttp')}; litellm {litellm_installed_version() or 'absent'}; wrk {wrk_v}"
+        f"aiohttp {v('aiohttp')}; litellm {litellm_installed_version() or 'absent'}; {routers_versions()}; wrk {wrk_v}"
     )
 
 
@@ -282,7 +322,8 @@ def measure(
     costs: CpuCosts = {}
     for rep in range(args.repeat):
         for cell in cells:
-            for target in targets:
+            # Every other repeat in reverse order: no target always runs right after the same neighbour.
+            for target in targets if rep % 2 == 0 else targets[::-1]:
                 if args.warmup > 0:
                     load.run(target, cell.stream, cell.connections, args.warmup)
                 pid = (pids or {}).get(target.name)
@@ -325,13 +366,16 @@ def run_overhead(args: argparse.Namespace) -> int:
         started.append(up_svc)
         targets = [direct]
         pids: dict[str, int] = {}
-        if args.baseline:
-            name, src = export_source(args.baseline, work_dir)
+        other_sources = [export_source(args.baseline, work_dir)] if args.baseline else []
+        other_sources += [(f"gpufleet@{Path(p).resolve().parent.name}", Path(p).resolve()) for p in args.gpufleet_src]
+        for name, src in other_sources:
             svc, target = start_gpufleet(direct, work_dir, proxy_cpus, name=name, src=src)
             started.append(svc)
             targets.append(target)
             pids[name] = svc.proc.pid
-        for name, starter in (("gpufleet", start_gpufleet), ("litellm", start_litellm_target)):
+        starters = {"gpufleet": start_gpufleet, "litellm": start_litellm_target}
+        starters |= {name: partial(start_router, name) for name in ROUTERS}
+        for name, starter in starters.items():
             if name in args.skip:
                 continue
             svc, target = starter(direct, work_dir, proxy_cpus)
@@ -374,6 +418,10 @@ def render_report(
         "",
         format_table(results, names, cells, "p50_ms"),
         "",
+        "p99 latency, ms:",
+        "",
+        format_table(results, names, cells, "p99_ms"),
+        "",
     ]
     if costs:
         lines += ["Gateway CPU time per request, µs (user + system):", "", format_cpu_table(costs, names, cells), ""]
@@ -383,6 +431,7 @@ def render_report(
         f"at the end {_loadavg(os.getloadavg())}",
         "",
         *format_ratios(results, cells, gateways),
+        *format_cpu_ratios(costs or {}, cells, gateways),
     ]
     return "\n".join(lines)
 
@@ -412,8 +461,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of discarded load before each run")
     ap.add_argument("--repeat", type=int, default=3, help="repeats of the whole grid; medians are reported")
     ap.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16], help="e.g. 1,16")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["gpufleet", "litellm"], help="targets to omit")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["gpufleet", "litellm", *ROUTERS], help="targets to omit")
     ap.add_argument("--baseline", metavar="REV", help="also serve src/ at this git revision, as gpufleet@REV")
+    ap.add_argument("--gpufleet-src", metavar="SRC", action="append", default=[],
+                    help="also serve gpufleet from this src/ directory (another checkout), as gpufleet@<its parent>")
     ap.add_argument("--proxy-cpu", default="1", help="CPU(s) for the gateway under test (default 1)")
     ap.add_argument("--load-cpus", default="0", help="CPU(s) for upstream, wrk and this script (default 0)")
     ap.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to CPUs")

@@ -150,16 +150,16 @@ def _report() -> BenchReport:
 
 def test_report_json_has_summary_raw_samples_and_the_gateway_cost() -> None:
     report = json.loads(json.dumps(_report().as_dict()))
-    assert report["version"] == 1 and report["settings"]["concurrency"] == [1, 4]
+    assert report["version"] == 2 and report["settings"]["concurrency"] == [1, 4]
     first = report["runs"][0]
     assert first["succeeded"] == 2 and first["output_tok_per_s"] == 10.0 and first["req_per_s"] == 1.0
     assert first["samples"]["ttft_s"] == [0.3, 0.3] and len(first["samples"]["itl_s"]) == 4
     assert report["targets"][0]["planner_decode_tok_s"] == 41.2  # rounded to 0.1 (banker's: 41.25 -> 41.2)
     assert report["gateway_overhead"] == [
-        {"target": "smollm2", "direct": "smollm2 (direct)", "concurrency": 1, "ttft_p50_added_ms": 50.0,
-         "latency_p50_added_ms": 50.0, "tok_per_s_ratio": 0.8},
-        {"target": "smollm2", "direct": "smollm2 (direct)", "concurrency": 4, "ttft_p50_added_ms": 100.0,
-         "latency_p50_added_ms": 100.0, "tok_per_s_ratio": 1.0},
+        {"target": "smollm2", "direct": "smollm2 (direct)", "mode": "closed", "concurrency": 1, "rate": None,
+         "ttft_p50_added_ms": 50.0, "latency_p50_added_ms": 50.0, "tok_per_s_ratio": 0.8},
+        {"target": "smollm2", "direct": "smollm2 (direct)", "mode": "closed", "concurrency": 4, "rate": None,
+         "ttft_p50_added_ms": 100.0, "latency_p50_added_ms": 100.0, "tok_per_s_ratio": 1.0},
     ]
 
 
@@ -199,7 +199,7 @@ def test_write_latest_replaces_the_previous_report(tmp_path: Path, monkeypatch: 
     written = write_latest(_report().as_dict())
     assert written == bench_latest_dir()
     assert sorted(p.name for p in written.iterdir()) == [PLOT_NAME, REPORT_NAME]
-    assert json.loads((written / REPORT_NAME).read_text())["version"] == 1
+    assert json.loads((written / REPORT_NAME).read_text())["version"] == 2
     _assert_png(written / PLOT_NAME)
 
 

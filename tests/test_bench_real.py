@@ -70,12 +70,19 @@ def test_real_bench_across_llamacpp_vllm_and_transformers_through_gateway_and_di
     for target in report["targets"]:
         assert target["via_gateway"] is (target["direct_of"] is None)
         assert target["base_url"].endswith("/v1")
-    assert report["settings"] == {"concurrency": list(LEVELS), "requests": REQUESTS, "max_tokens": MAX_TOKENS,
-                                  "prompts": 6}
+    assert report["settings"] == {"concurrency": list(LEVELS), "rates": [], "requests": REQUESTS,
+                                  "max_tokens": MAX_TOKENS, "prompts": 6, "fixed_output": True, "seed": 0}
+    assert report["host"]["cpu_cores"] >= 1 and report["gpufleet"]["commit"]
     runs = {(run["target"], run["concurrency"]): run for run in report["runs"]}
     assert set(runs) == {(label, level) for label in labels for level in LEVELS}
+    engines = {t["label"]: t["engine"]["name"] for t in report["targets"]}
+    assert engines["smollm2-llamacpp"] == "llamacpp" and engines["smollm2-vllm"] == "vllm"
+    fixed = {t["label"]: t["output_length"]["fixed"] for t in report["targets"]}
     for run in runs.values():
         assert run["errors"] == {} and run["succeeded"] == run["requests"] == REQUESTS, run
+        if fixed[run["target"]] and "transformers" not in run["target"]:
+            # llama.cpp and vLLM honour ignore_eos: every answer is exactly MAX_TOKENS long.
+            assert run["output_tokens_per_request"] == {"min": MAX_TOKENS, "max": MAX_TOKENS}, run
         assert 0 < run["output_tokens"] <= REQUESTS * MAX_TOKENS
         assert run["req_per_s"] > 0 and run["output_tok_per_s"] > 0
         for metric in ("ttft_s", "latency_s"):

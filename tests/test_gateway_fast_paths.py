@@ -277,3 +277,18 @@ async def test_a_reused_connection_dropped_by_the_upstream_is_one_attempt_then_a
         assert "dropped the connection after the request was sent" in second.json()["error"]["message"]
         assert (stand_in.connections, stand_in.answered, stand_in.dropped) == (1, 1, 1)
         assert fallback not in metrics
+
+
+def test_a_stream_client_that_leaves_mid_stream_closes_the_upstream_under_the_gateway_protocol(
+    upstream: FaultUpstream,
+) -> None:
+    # The relay is told of the lost connection by the protocol's watch (no watcher task of its own).
+    upstream.reset("slow-events")
+    upstream.interval_s, upstream.events = 0.3, 40  # 12 s of stream unless the gateway lets go
+    with served_guarded(gateway_app(upstream)) as url, httpx.Client(timeout=5.0) as client:
+        with client.stream("POST", f"{url}/v1/chat/completions", json=chat("a", stream=True)) as response:
+            assert response.status_code == 200
+            first = next(response.iter_bytes())
+            assert first.startswith(b"data: ")
+        # Leaving the block closed the client's connection after its first bytes.
+        assert upstream.wait_for(lambda u: u.closed_early == 1, timeout_s=10), "upstream stream kept running"

@@ -113,3 +113,50 @@ def test_static_keys_are_all_compared_whichever_matches(monkeypatch: pytest.Monk
     monkeypatch.setattr("gpufleet.gateway.auth.hmac.compare_digest", spy)
     assert check.check("Bearer first-key-aaaa").admin
     assert len(calls) == 3  # no early exit on the first match
+
+
+def test_new_limits_for_a_key_show_in_its_headers_at_once() -> None:
+    # The limits' header texts are formatted once per Limits object (hot path); a key replaced by the store
+    # with other limits must not keep the old texts.
+    limiter = Limiter()
+    first = limiter.acquire("k", Limits(rpm=10, tpm=1000, max_concurrency=2), T0)
+    assert (first["x-ratelimit-limit-requests"], first["x-ratelimit-limit-tokens"]) == ("10", "1000")
+    second = limiter.acquire("k", Limits(rpm=5, tokens_per_day=70), T0 + 1)
+    assert second["x-ratelimit-limit-requests"] == "5" and second["x-ratelimit-remaining-requests"] == "3"
+    assert second["x-ratelimit-limit-tokens"] == "70" and "x-gpufleet-concurrency-limit" not in second
+    assert limiter.acquire("k", Limits(), T0 + 2) == {}
+
+
+def test_windows_roll_exactly_at_the_minute_and_the_day_boundaries() -> None:
+    limiter = Limiter()
+    limits = Limits(rpm=1, tokens_per_day=10)
+    day_end = (T0 // 86400 + 1) * 86400
+    limiter.acquire("k", limits, day_end - 60.5)
+    limiter.release("k", tokens=10, now=day_end - 60.4)
+    with pytest.raises(RateLimited) as info:  # the day's tokens are spent
+        limiter.acquire("k", limits, day_end - 0.001)
+    assert info.value.headers["x-ratelimit-reset-tokens"] == "1s"
+    headers = limiter.acquire("k", limits, day_end)  # a new minute and a new day: both windows start over
+    assert headers["x-ratelimit-remaining-requests"] == "0" and headers["x-ratelimit-remaining-tokens"] == "10"
+    assert headers["x-ratelimit-reset-requests"] == "1m0s" and headers["x-ratelimit-reset-tokens"] == "24h0m0s"
+
+
+def test_a_team_keys_principal_follows_the_stores_current_record() -> None:
+    # KeyCheck keeps one Principal per key (hot path); a refresh that replaces or revokes the key must show.
+    import dataclasses
+
+    from gpufleet.errors import AuthError
+
+    secret = new_secret()
+    record = KeyRecord.create(name="alice", secret=secret, models=("qwen*",))
+    directory = KeyDirectory()
+    directory.replace([record])
+    check = KeyCheck([], directory=directory)
+    first = check.check(f"Bearer {secret}")
+    assert first.key is record and check.check(f"Bearer {secret}") is first
+    narrowed = dataclasses.replace(record, models=("smol*",))
+    directory.replace([narrowed])
+    assert check.check(f"Bearer {secret}").key is narrowed
+    directory.replace([dataclasses.replace(record, revoked_at=T0)])
+    with pytest.raises(AuthError, match="revoked"):
+        check.check(f"Bearer {secret}")

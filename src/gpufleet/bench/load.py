@@ -62,9 +62,21 @@ def load_prompts(path: Path | None) -> list[str]:
     return prompts
 
 
-def request_body(target: BenchTarget, prompt: str, *, max_tokens: int, seed: int) -> dict[str, object]:
+# Every answer exactly max_tokens long, so targets and levels do the same decode work. vLLM honours both
+# (`min_tokens` stops it ending early at a stop string too); llama.cpp's server honours `ignore_eos` (with
+# `max_tokens` as its `n_predict`) and ignores `min_tokens`. An engine that refuses them is run without.
+FIXED_OUTPUT_PARAMS = ("ignore_eos", "min_tokens")
+
+
+def fixed_output_fields(max_tokens: int) -> dict[str, object]:
+    """The request fields that ask an engine for exactly `max_tokens` output tokens."""
+    return {"ignore_eos": True, "min_tokens": max_tokens}
+
+
+def request_body(target: BenchTarget, prompt: str, *, max_tokens: int, seed: int,
+                 fixed_output: bool = False) -> dict[str, object]:
     """The chat completion one benchmark request sends."""
-    return {
+    body: dict[str, object] = {
         "model": target.model,
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": max_tokens,
@@ -73,6 +85,9 @@ def request_body(target: BenchTarget, prompt: str, *, max_tokens: int, seed: int
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if fixed_output:
+        body.update(fixed_output_fields(max_tokens))
+    return body
 
 
 def _chunk_text(chunk: dict[str, object]) -> str:
@@ -93,6 +108,18 @@ def _error_text(status: int, body: bytes) -> str:
     except (ValueError, KeyError, TypeError):
         message = body[:200].decode(errors="replace").strip()
     return f"HTTP {status}: {message}"[:300]
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The Bearer header for `api_key`, none without one."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def fresh_connections(limit: int) -> aiohttp.TCPConnector:
+    """A connector that opens a new connection per request (~0.1 ms on loopback, the same for every target):
+    llama.cpp's server closes kept-alive connections after a few requests, and aiohttp then fails the next
+    POST on it ("Can not write request body") instead of retrying."""
+    return aiohttp.TCPConnector(limit=limit, force_close=True)
 
 
 async def one_request(session: aiohttp.ClientSession, target: BenchTarget, body: dict[str, object],
@@ -139,18 +166,15 @@ async def one_request(session: aiohttp.ClientSession, target: BenchTarget, body:
 async def run_level(target: BenchTarget, prompts: Sequence[str], *, concurrency: int, requests: int,
                     max_tokens: int, api_key: str | None = None, timeout_s: float = 600,
                     on_done: Callable[[RequestSample], None] | None = None,
-                    seed_offset: int = 0) -> tuple[list[RequestSample], float]:
+                    seed_offset: int = 0, fixed_output: bool = False) -> tuple[list[RequestSample], float]:
     """`requests` requests with `concurrency` in flight; returns the samples and the wall time in seconds."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = auth_headers(api_key)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for index in range(requests):
         queue.put_nowait(index)
     samples: list[RequestSample] = []
     timeout = aiohttp.ClientTimeout(total=timeout_s)
-    # A fresh connection per request (~0.1 ms on loopback, the same for every target): llama.cpp's server
-    # closes kept-alive connections after a few requests, and aiohttp then fails the next POST on it
-    # ("Can not write request body") instead of retrying.
-    connector = aiohttp.TCPConnector(limit=concurrency, force_close=True)
+    connector = fresh_connections(concurrency)
 
     async def worker(session: aiohttp.ClientSession) -> None:
         while True:
@@ -159,7 +183,7 @@ async def run_level(target: BenchTarget, prompts: Sequence[str], *, concurrency:
             except asyncio.QueueEmpty:
                 return
             body = request_body(target, prompts[index % len(prompts)], max_tokens=max_tokens,
-                                seed=seed_offset + index)
+                                seed=seed_offset + index, fixed_output=fixed_output)
             sample = await one_request(session, target, body, headers)
             samples.append(sample)
             if on_done is not None:

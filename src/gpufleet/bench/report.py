@@ -12,20 +12,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpufleet.bench.load import FIXED_OUTPUT_PARAMS
 from gpufleet.bench.stats import RequestSample, RunStats, summarize
 from gpufleet.bench.targets import BenchTarget
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: open-loop runs (mode, rate), fixed output lengths, host/engine/gpufleet metadata
 
 
 @dataclass(frozen=True)
 class BenchSettings:
     """How the load was shaped."""
 
-    concurrency: tuple[int, ...]
-    requests: int | None  # per level; None = REQUESTS_PER_SLOT x concurrency
+    concurrency: tuple[int, ...]  # closed-loop levels (requests in flight); may be empty with rates
+    requests: int | None  # per level; None = the runner's default for the level
     max_tokens: int
     prompts: int
+    rates: tuple[float, ...] = ()  # open-loop levels (requests per second, Poisson arrivals)
+    fixed_output: bool = True  # ask for exactly max_tokens output tokens (ignore_eos / min_tokens)
+    seed: int = 0  # request seeds and the arrival schedule
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,9 @@ class TargetInfo:
     direct_of: str | None = None  # the gateway target's label when this is its engine-direct twin
     planner_decode_tok_s: float | None = None
     planner_note: str | None = None  # why there is no estimate, when the target is a configured vLLM model
+    engine: dict[str, Any] | None = None  # engine_info(): name, version, where they were read
+    fixed_output: bool = False  # the fixed-output fields were sent (the engine accepted them)
+    fixed_output_note: str | None = None  # why they were not, when they were asked for
 
 
 @dataclass(frozen=True)
@@ -43,10 +50,18 @@ class TargetRun:
     """One target at one concurrency: its samples and their summary."""
 
     label: str
-    concurrency: int
+    concurrency: int | None  # closed loop; None for an open-loop run
     samples: tuple[RequestSample, ...]
     wall_s: float
+    rate: float | None = None  # open loop: the offered rate (requests per second)
+    sent_per_s: float | None = None  # open loop: the rate the requests actually left at
+    max_in_flight: int | None = None  # open loop: the deepest backlog
     stats: RunStats = field(init=False)
+
+    @property
+    def mode(self) -> str:
+        """'closed' (a concurrency level) or 'open' (a request rate)."""
+        return "open" if self.rate is not None else "closed"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stats", summarize(self.samples, self.wall_s))
@@ -60,9 +75,14 @@ def run_dict(run: TargetRun) -> dict[str, Any]:
     """JSON form of one run: the summary plus the raw latencies the CDF plots draw."""
     s = run.stats
     ok = [sample for sample in run.samples if sample.ok]
+    lengths = [sample.output_tokens for sample in ok]
     return {
         "target": run.label,
+        "mode": run.mode,
         "concurrency": run.concurrency,
+        "rate": run.rate,
+        "sent_per_s": _r(run.sent_per_s, 3),
+        "max_in_flight": run.max_in_flight,
         "requests": s.requests,
         "succeeded": s.succeeded,
         "failed": s.failed,
@@ -70,6 +90,8 @@ def run_dict(run: TargetRun) -> dict[str, Any]:
         "req_per_s": _r(s.req_per_s, 3),
         "output_tok_per_s": _r(s.output_tok_per_s, 2),
         "output_tokens": s.output_tokens,
+        # Equal min and max = every answer the same length (what fixed output asks for).
+        "output_tokens_per_request": {"min": min(lengths, default=None), "max": max(lengths, default=None)},
         "ttft_s": {k: _r(v) if isinstance(v, float) else v for k, v in s.ttft.as_dict().items()},
         "itl_s": {k: _r(v) if isinstance(v, float) else v for k, v in s.itl.as_dict().items()},
         "latency_s": {k: _r(v) if isinstance(v, float) else v for k, v in s.latency.as_dict().items()},
@@ -82,19 +104,32 @@ def run_dict(run: TargetRun) -> dict[str, Any]:
     }
 
 
+def level_of(run: dict[str, Any]) -> tuple[str, float]:
+    """A run's load level as a sortable key: closed-loop levels first, by concurrency, then rates."""
+    if run.get("mode") == "open":
+        return "open", float(run["rate"])
+    return "closed", float(run["concurrency"])
+
+
+def level_text(run: dict[str, Any]) -> str:
+    """'4' for concurrency 4, '2/s' for an open-loop rate of 2 requests per second."""
+    mode, level = level_of(run)
+    return f"{level:g}/s" if mode == "open" else str(int(level))
+
+
 def gateway_overhead(runs: Sequence[dict[str, Any]], pairs: dict[str, str]) -> list[dict[str, Any]]:
-    """The gateway's cost per concurrency: through-gateway minus direct. `pairs` maps gateway label -> direct label.
+    """The gateway's cost per load level: through-gateway minus direct. `pairs` maps gateway label -> direct label.
 
     Positive `ttft_p50_added_ms` / `latency_p50_added_ms` = the gateway made it slower; a
     `tok_per_s_ratio` below 1 = less throughput through the gateway.
     """
-    by_key = {(run["target"], run["concurrency"]): run for run in runs}
+    by_key = {(run["target"], level_of(run)): run for run in runs}
     rows: list[dict[str, Any]] = []
     for gateway_label, direct in pairs.items():
-        for (label, concurrency), via in by_key.items():
-            if label != gateway_label or (direct, concurrency) not in by_key:
+        for (label, level), via in by_key.items():
+            if label != gateway_label or (direct, level) not in by_key:
                 continue
-            raw = by_key[(direct, concurrency)]
+            raw = by_key[(direct, level)]
 
             def added_ms(metric: str, via: dict[str, Any] = via, raw: dict[str, Any] = raw) -> float | None:
                 a, b = via[metric]["p50"], raw[metric]["p50"]
@@ -102,10 +137,11 @@ def gateway_overhead(runs: Sequence[dict[str, Any]], pairs: dict[str, str]) -> l
 
             ratio = (round(via["output_tok_per_s"] / raw["output_tok_per_s"], 3)
                      if raw["output_tok_per_s"] else None)
-            rows.append({"target": gateway_label, "direct": direct, "concurrency": concurrency,
+            rows.append({"target": gateway_label, "direct": direct, "mode": level[0],
+                         "concurrency": via.get("concurrency"), "rate": via.get("rate"),
                          "ttft_p50_added_ms": added_ms("ttft_s"), "latency_p50_added_ms": added_ms("latency_s"),
                          "tok_per_s_ratio": ratio})
-    return sorted(rows, key=lambda row: (row["target"], row["concurrency"]))
+    return sorted(rows, key=lambda row: (row["target"], level_of(row)))
 
 
 @dataclass(frozen=True)
@@ -116,6 +152,8 @@ class BenchReport:
     targets: tuple[TargetInfo, ...]
     runs: tuple[TargetRun, ...]
     created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    host: dict[str, Any] | None = None  # host.host_info()
+    gpufleet: dict[str, Any] | None = None  # host.gpufleet_build()
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON report (schema: docs/bench.md)."""
@@ -124,12 +162,20 @@ class BenchReport:
         return {
             "version": REPORT_VERSION,
             "created_at": self.created_at,
-            "settings": {"concurrency": list(self.settings.concurrency), "requests": self.settings.requests,
-                         "max_tokens": self.settings.max_tokens, "prompts": self.settings.prompts},
+            "settings": {"concurrency": list(self.settings.concurrency), "rates": list(self.settings.rates),
+                         "requests": self.settings.requests, "max_tokens": self.settings.max_tokens,
+                         "prompts": self.settings.prompts, "fixed_output": self.settings.fixed_output,
+                         "seed": self.settings.seed},
+            "host": self.host,
+            "gpufleet": self.gpufleet,
             "targets": [
                 {"label": info.target.label, "base_url": info.target.base_url, "model": info.target.model,
                  "via_gateway": info.target.via_gateway, "direct_of": info.direct_of,
-                 "planner_decode_tok_s": _r(info.planner_decode_tok_s, 1), "planner_note": info.planner_note}
+                 "planner_decode_tok_s": _r(info.planner_decode_tok_s, 1), "planner_note": info.planner_note,
+                 "engine": info.engine,
+                 "output_length": {"fixed": info.fixed_output,
+                                   "params": sorted(FIXED_OUTPUT_PARAMS) if info.fixed_output else [],
+                                   "note": info.fixed_output_note}}
                 for info in self.targets
             ],
             "runs": runs,
@@ -149,11 +195,11 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
     order = {target["label"]: index for index, target in enumerate(report["targets"])}
     estimates = {t["label"]: t["planner_decode_tok_s"] for t in report["targets"]}
     rows: list[list[str]] = []
-    for run in sorted(report["runs"], key=lambda r: (r["concurrency"], order.get(r["target"], 0))):
+    for run in sorted(report["runs"], key=lambda r: (level_of(r), order.get(r["target"], 0))):
         estimate = estimates.get(run["target"])
         ttft, itl = run["ttft_s"], run["itl_s"]
         rows.append([
-            run["target"], str(run["concurrency"]), f"{run['succeeded']}/{run['requests']}",
+            run["target"], level_text(run), f"{run['succeeded']}/{run['requests']}",
             f"{run['req_per_s']:.2f}", f"{run['output_tok_per_s']:.1f}",
             f"{_ms(ttft['p50'])} / {_ms(ttft['p95'])} / {_ms(ttft['p99'])}",
             f"{_ms(itl['p50'])} / {_ms(itl['p95'])} / {_ms(itl['p99'])}",
@@ -162,5 +208,5 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-TABLE_COLUMNS = ("target", "conc", "ok", "req/s", "out tok/s", "TTFT ms p50/p95/p99", "ITL ms p50/p95/p99",
+TABLE_COLUMNS = ("target", "load", "ok", "req/s", "out tok/s", "TTFT ms p50/p95/p99", "ITL ms p50/p95/p99",
                  "planner tok/s")

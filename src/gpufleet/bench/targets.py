@@ -96,3 +96,19 @@ def parse_concurrency(text: str) -> list[int]:
             raise ConfigError(f"--concurrency: {part!r} is not a positive integer (expected e.g. 1,4,16)")
         levels.append(int(part))
     return sorted(set(levels))
+
+
+def parse_rates(text: str) -> list[float]:
+    """'1,2,4' or '0.5,2' -> request rates per second; ConfigError on anything that is not a positive number."""
+    rates: list[float] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            rate = float(part)
+        except ValueError:
+            rate = -1.0
+        if not (rate > 0 and rate < float("inf")):
+            raise ConfigError(f"--rate: {part!r} is not a positive number of requests per second (expected e.g. "
+                              "1,2,4 or 0.5)")
+        rates.append(rate)
+    return sorted(set(rates))

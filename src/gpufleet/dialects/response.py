@@ -294,6 +294,12 @@ class StreamTransformer:
         self._envelope: dict[str, Any] = {}
 
     @property
+    def relays_plain_content(self) -> bool:
+        """True when a chunk of one choice whose delta is non-empty text `content` (no reasoning, no tool calls)
+        comes out of `feed` unchanged: the relay may then pass such chunks on without parsing them."""
+        return self._passthrough and self.plan.kind == "chat"
+
+    @property
     def reasoning_capped(self) -> bool:
         """True once any choice's reasoning hit the cap (the rest of its reasoning is dropped)."""
         return any(c.capped for c in self._choices.values())

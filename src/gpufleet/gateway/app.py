@@ -32,8 +32,9 @@ from gpufleet.gateway import (
     usage_routes,
 )
 from gpufleet.gateway.errors import error_body, error_response
+from gpufleet.gateway.hot_routes import GatewayApp
 from gpufleet.gateway.openapi import openapi_json
-from gpufleet.gateway.origin_guard import origin_middleware
+from gpufleet.gateway.origin_guard import OriginGuard, origin_middleware, policy_for
 from gpufleet.gateway.state import Gateway, GatewayState
 
 log = logging.getLogger("gpufleet.gateway")
@@ -104,9 +105,14 @@ def build_app(config: Config, launches: Mapping[str, object] | None = None, *,
         *ui.routes(),  # the web console at /ui
     ]
     exception_handlers: dict[Any, Any] = {HTTPException: _http_exception, Exception: _unexpected}
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers,
-                    middleware=origin_middleware(config.server))  # cross-site writes refused (issue 20)
+    app = GatewayApp(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers,
+                     middleware=origin_middleware(config.server))  # cross-site writes refused (issue 20)
     app.state.gateway = gateway
+    # The hot routes skip the stack (gateway/hot_routes.py), through the same origin guard.
+    guard = None if config.server.cors_origins else OriginGuard(app.router, policy_for(config.server))
+    app.configure_hot_routes({"/v1/chat/completions": openai_routes.chat_completions,
+                              "/v1/completions": openai_routes.completions,
+                              "/v1/embeddings": openai_routes.embeddings}, guard, _unexpected)
     return app
 
 

@@ -8,6 +8,7 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 
 from gpufleet.errors import RequestError
+from gpufleet.gateway.asgi_headers import scope_header
 
 # OpenAI bodies nest about 10 deep (a tool's parameter schema); orjson refuses to write more than 254 levels
 # and jsonschema recurses once per level, so a 300-deep body made a 500 (issue 12). 64 leaves room for any
@@ -17,7 +18,7 @@ MAX_JSON_DEPTH = 64
 
 async def read_json_body(request: Request, limit_bytes: int) -> Any:
     """The parsed JSON body; 413 when larger than `limit_bytes`, 400 when not JSON."""
-    declared = request.headers.get("content-length")
+    declared = scope_header(request.scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit_bytes:
         raise _too_large(int(declared), limit_bytes)
     chunks: list[bytes] = []

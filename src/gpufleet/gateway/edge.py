@@ -29,7 +29,8 @@ from starlette.responses import Response
 
 from gpufleet.errors import EngineNotReady, GpufleetError
 from gpufleet.gateway.admission import Ticket
-from gpufleet.gateway.auth import Principal, presented_key
+from gpufleet.gateway.asgi_headers import scope_header
+from gpufleet.gateway.auth import Principal, presented_key_in_scope
 from gpufleet.gateway.client_protocol import OPENAI, ClientProtocol, Kind, OpenAIProtocol, OpenAISSE, StreamEncoder
 from gpufleet.gateway.client_watch import Ending, wait_watching_client
 from gpufleet.gateway.pipeline import JsonReply, Pipeline
@@ -48,7 +49,7 @@ def authorize(request: Request) -> Principal:
     comparison. Checked once per request."""
     principal: Principal | None = request.scope.get(_PRINCIPAL)
     if principal is None:
-        principal = state_of(request).keys.check(presented_key(request.headers))
+        principal = state_of(request).keys.check(presented_key_in_scope(request.scope))
         request.scope[_PRINCIPAL] = principal
     return principal
 
@@ -122,7 +123,7 @@ async def _route_and_serve(state: GatewayState, request: Request, principal: Pri
     # A team key's models, limits and ledger row: 403 / 429 before anything is sent upstream.
     served.ticket = state.admission.admit(principal, payload["model"], (route.name, served.model),
                                           protocol.endpoint)
-    session = session_key(request.headers.get("x-gpufleet-session"), payload) if route.affinity else None
+    session = session_key(scope_header(request.scope, b"x-gpufleet-session"), payload) if route.affinity else None
     return await state.pipeline.serve(kind, payload, route, protocol, started=started, session=session,
                                       ticket=served.ticket)
 

@@ -214,10 +214,11 @@ class Forwarder:
                            deadline: float) -> OpenStream:
         """Read until the stream gives the client something: a failure before that can still fall back."""
         rewriter = request.rewriter(target, self.limits.max_upstream_event_bytes)
-        loop = asyncio.get_running_loop()
         while True:
             try:
-                data = await asyncio.wait_for(response.content.readany(), max(0.0, deadline - loop.time()))
+                # timeout_at, not wait_for: wait_for wraps every read in a task of its own (Python 3.11).
+                async with asyncio.timeout_at(deadline):
+                    data = await response.content.readany()
             except TimeoutError:
                 error = UpstreamError(f"{target.label} sent no stream data within "
                                       f"{self.limits.first_byte_timeout_s:g} s", status_code=504)

@@ -164,13 +164,18 @@ class OriginGuard:
             return
         refusal = self.refusal(scope)
         if refusal is not None:
-            status, message, code = refusal
-            await _send_error(send, status, message, code)
+            await self.refuse(send, refusal)
             return
         if scope["path"].rstrip("/") == "/ui" or scope["path"].startswith("/ui/"):
             send = _with_headers(send, [(b"content-security-policy", CONSOLE_CSP.encode()),
                                         (b"x-frame-options", b"DENY")])
         await self.app(scope, receive, send)
+
+    @staticmethod
+    async def refuse(send: Send, refusal: tuple[int, str, str]) -> None:
+        """Answer a `refusal` (from `refusal`) with its OpenAI-shaped error."""
+        status, message, code = refusal
+        await _send_error(send, status, message, code)
 
     def refusal(self, scope: Scope) -> tuple[int, str, str] | None:
         """(status, message, code) when the request must not reach the app; None when it may."""

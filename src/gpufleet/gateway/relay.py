@@ -25,6 +25,7 @@ from aiohttp.tracing import Trace
 from gpufleet.errors import UpstreamError
 from gpufleet.gateway.client_protocol import StreamEncoder
 from gpufleet.gateway.errors import error_body
+from gpufleet.gateway.http_limits import disconnect_watch
 from gpufleet.gateway.stream_resume import ResumeTrail
 from gpufleet.redact import mask_credentials, redact_url
 
@@ -187,6 +188,7 @@ class SSERewriter:
     flush: ChunkFlush | None = None
     stop_upstream: Callable[[], bool] | None = None  # True: nothing more the upstream sends will be relayed
     encoder: StreamEncoder | None = None
+    plain_transform: bool = False  # `transform` passes a one-choice, non-empty text content chunk on unchanged
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     trail: ResumeTrail | None = None  # set when a broken stream may continue on another replica (stream_resume.py)
     failure: str | None = None  # set when the stream cannot be relayed further; the relay then ends it
@@ -194,6 +196,7 @@ class SSERewriter:
     _done_sent: bool = False
     _finished: bool = False  # a choice carried a finish_reason: the answer is complete even without [DONE]
     _pending_usage: dict[str, Any] | None = field(default=None)
+    _served_model_json: bytes | None = None  # the served name as a JSON string's inside, for the fast path
 
     def feed(self, data: bytes) -> bytes:
         """Bytes from the network in; complete rewritten events out (possibly b"")."""
@@ -272,6 +275,8 @@ class SSERewriter:
         self._done_sent = True
 
     def _event(self, event: bytes, out: list[bytes]) -> None:
+        if event.startswith(b"data: ") and b"\n" not in event and self._relay_as_is(event[6:], out):
+            return
         for line in event.split(b"\n"):
             if not line.startswith(b"data:"):
                 continue  # comments / keep-alives / event names: nothing a client needs
@@ -291,6 +296,45 @@ class SSERewriter:
             self._chunk(chunk, out)
             if self._done_sent:
                 return
+
+    def _relay_as_is(self, payload: bytes, out: list[bytes]) -> bool:
+        """The fast path for a plain content chunk: relayed as the upstream's bytes, not parsed, with the served
+        model name spliced in, when nothing needs the chunk rewritten (no dialect beyond a passthrough plan's,
+        which leaves text content as it is; no resume trail; no client protocol encoder) and it carries nothing
+        the relay reads: its bytes show one choice with a null
+        finish_reason, no usage, no error, and the first token was seen already. The relay reads no other field,
+        so it checks none (chunk_problem checks only what it reads). False: for the full path to handle."""
+        if self.trail is not None or self.encoder is not None or self.stats.first_token_at is None:
+            return False  # (the first token's time is read from the parsed chunk)
+        # A key's quotes cannot occur inside a JSON string (they would be escaped): these byte tests see keys
+        # (or, at worst, a string value equal to the name, which only sends the chunk down the full path).
+        if (not payload.startswith(b"{") or not payload.endswith(b"}") or b'"usage"' in payload
+                or b'"error"' in payload or payload.count(b'"finish_reason"') != 1
+                or b'"finish_reason":null' not in payload):
+            return False
+        if self.transform is not None and not (
+                self.plain_transform and b'"reasoning' not in payload and b'"tool_calls"' not in payload
+                and b'"content":"' in payload and b'"content":""' not in payload):
+            return False  # a dialect's chunk, or one even a passthrough plan rewrites (reasoning names mirrored)
+        relayed = self._with_served_model(payload)
+        if relayed is None:
+            return False
+        self.stats.chunks += 1
+        out.append(b"data: " + relayed + b"\n\n")
+        return True
+
+    def _with_served_model(self, payload: bytes) -> bytes | None:
+        """`payload` with its top-level `model` string set to the served name, spliced in bytes; None when the
+        splice is not certain (the key absent or repeated, its value not a plain string)."""
+        if payload.count(b'"model":') != 1:
+            return None
+        start = payload.find(b'"model":"') + 9
+        end = payload.find(b'"', start) if start >= 9 else -1
+        if end < 0 or b"\\" in payload[start:end]:
+            return None
+        if self._served_model_json is None:
+            self._served_model_json = orjson.dumps(self.served_model)[1:-1]
+        return payload[:start] + self._served_model_json + payload[end:]
 
     def _chunk(self, chunk: dict[str, Any], out: list[bytes]) -> None:
         self.stats.chunks += 1
@@ -469,14 +513,18 @@ class StreamRelayResponse:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         stream = self._task = asyncio.ensure_future(self._stream(send))
-        watcher = asyncio.ensure_future(self._watch_disconnect(receive, stream))
+        # gpufleet's own server calls back when the connection is lost: no watcher task per stream then.
+        watch = disconnect_watch(scope)
+        watcher = asyncio.ensure_future(self._watch_disconnect(receive, stream)) if watch is None else None
+        if watch is not None:
+            watch.watch(stream.cancel)
         if self.live is not None:
             self.live.add(self)
         disconnected = False
         try:
             await stream
         except asyncio.CancelledError:
-            disconnected = watcher.done()
+            disconnected = watch.lost if watch is not None else watcher is not None and watcher.done()
             if disconnected:
                 pass
             elif self._aborted is not None and self.rewriter.done_sent:
@@ -491,7 +539,10 @@ class StreamRelayResponse:
         finally:
             if self.live is not None:
                 self.live.discard(self)
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
+            if watch is not None:
+                watch.watch(None)
             if disconnected or not stream.done() or stream.cancelled() or self.rewriter.stats.error:
                 # Closing (not releasing) the connection tells the engine to stop generating for this request.
                 self.upstream.close()

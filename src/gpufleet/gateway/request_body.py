@@ -53,6 +53,7 @@ class UpstreamRequest:
             transform=transformer.feed if transformer is not None else None,
             flush=transformer.finish if transformer is not None else None,
             stop_upstream=(lambda: transformer.stop_upstream) if transformer is not None else None,
+            plain_transform=transformer is not None and transformer.relays_plain_content,
             encoder=self.encoder(), max_event_bytes=max_event_bytes,
             trail=ResumeTrail() if self.resumable else None,
         )

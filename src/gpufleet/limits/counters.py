@@ -43,14 +43,33 @@ class _Counts:
     day: int = -1
     day_tokens: int = 0
     in_flight: int = 0
+    # The window ends, so that rolling costs one float compare until the minute changes (hot path).
+    minute_end: float = -1.0
+    day_end: float = -1.0
+    # The key's limits as header text, formatted once per Limits object rather than per request.
+    limits: Limits | None = None
+    fixed_headers: tuple[str | None, str | None, str | None, str | None] = (None, None, None, None)
 
     def roll(self, now: float) -> None:
+        if now < self.minute_end and now < self.day_end:
+            return
         minute = int(now // 60)
         if minute != self.minute:
             self.minute, self.requests, self.tokens = minute, 0, 0
+            self.minute_end = (minute + 1) * 60.0
         day = int(now // _DAY_S)
         if day != self.day:
             self.day, self.day_tokens = day, 0
+            self.day_end = (day + 1) * float(_DAY_S)
+
+    def texts(self, limits: Limits) -> tuple[str | None, str | None, str | None, str | None]:
+        """str() of rpm, tpm, tokens_per_day and max_concurrency (None where unlimited), cached per Limits."""
+        if limits is not self.limits:
+            self.limits = limits
+            self.fixed_headers = tuple(  # type: ignore[assignment]
+                None if value is None else str(value)
+                for value in (limits.rpm, limits.tpm, limits.tokens_per_day, limits.max_concurrency))
+        return self.fixed_headers
 
 
 def reset_text(seconds: float) -> str:
@@ -67,6 +86,7 @@ def reset_text(seconds: float) -> str:
 
 
 _RESET_TEXT: dict[int, str] = {}
+_UNLIMITED = (None, None, None, None)
 
 
 class Limiter:
@@ -84,26 +104,27 @@ class Limiter:
         if counts is None:
             counts = self._counts[key_id] = _Counts()
         counts.roll(now)
-        minute_left_s = 60 - now % 60
+        minute_left_s = counts.minute_end - now
         if limits.rpm is not None and counts.requests >= limits.rpm:
             raise self._over(f"requests per minute ({limits.rpm})", "requests", limits, counts, minute_left_s, now)
         if limits.tpm is not None and counts.tokens >= limits.tpm:
             raise self._over(f"tokens per minute ({limits.tpm})", "tokens", limits, counts, minute_left_s, now)
         if limits.tokens_per_day is not None and counts.day_tokens >= limits.tokens_per_day:
-            day_left_s = _DAY_S - now % _DAY_S
+            day_left_s = counts.day_end - now
             raise self._over(f"tokens per day ({limits.tokens_per_day})", "tokens", limits, counts, day_left_s, now)
         if limits.max_concurrency is not None and counts.in_flight >= limits.max_concurrency:
             raise self._over(f"concurrent requests ({limits.max_concurrency})", "requests", limits, counts, 1, now)
         counts.requests += 1
         counts.in_flight += 1
-        return _headers(limits, counts, now) if limits.any else {}
+        return _headers(limits, counts, now) if counts.texts(limits) != _UNLIMITED else {}
 
     def release(self, key_id: str, tokens: int, now: float) -> None:
         """The request ended: it is no longer in flight and its tokens count against the key's windows."""
         counts = self._counts.get(key_id)
         if counts is None:
             return
-        counts.in_flight = max(0, counts.in_flight - 1)
+        if counts.in_flight > 0:
+            counts.in_flight -= 1
         counts.roll(now)
         counts.tokens += tokens
         counts.day_tokens += tokens
@@ -132,19 +153,23 @@ class Limiter:
 def _headers(limits: Limits, counts: _Counts, now: float) -> dict[str, str]:
     """OpenAI's x-ratelimit-* headers for the limits a key has (requests: rpm; tokens: tpm, else per day)."""
     headers: dict[str, str] = {}
-    minute_reset = reset_text(60 - now % 60)
-    if limits.rpm is not None:
-        headers["x-ratelimit-limit-requests"] = str(limits.rpm)
-        headers["x-ratelimit-remaining-requests"] = str(max(0, limits.rpm - counts.requests))
+    rpm_text, tpm_text, day_text, concurrency_text = counts.texts(limits)
+    minute_reset = reset_text(counts.minute_end - now)
+    if rpm_text is not None:
+        headers["x-ratelimit-limit-requests"] = rpm_text
+        remaining = limits.rpm - counts.requests  # type: ignore[operator]  # rpm is set when rpm_text is
+        headers["x-ratelimit-remaining-requests"] = str(remaining) if remaining > 0 else "0"
         headers["x-ratelimit-reset-requests"] = minute_reset
-    if limits.tpm is not None:
-        headers["x-ratelimit-limit-tokens"] = str(limits.tpm)
-        headers["x-ratelimit-remaining-tokens"] = str(max(0, limits.tpm - counts.tokens))
+    if tpm_text is not None:
+        headers["x-ratelimit-limit-tokens"] = tpm_text
+        remaining = limits.tpm - counts.tokens  # type: ignore[operator]
+        headers["x-ratelimit-remaining-tokens"] = str(remaining) if remaining > 0 else "0"
         headers["x-ratelimit-reset-tokens"] = minute_reset
-    elif limits.tokens_per_day is not None:
-        headers["x-ratelimit-limit-tokens"] = str(limits.tokens_per_day)
-        headers["x-ratelimit-remaining-tokens"] = str(max(0, limits.tokens_per_day - counts.day_tokens))
-        headers["x-ratelimit-reset-tokens"] = reset_text(_DAY_S - now % _DAY_S)
-    if limits.max_concurrency is not None:
-        headers["x-gpufleet-concurrency-limit"] = str(limits.max_concurrency)
+    elif day_text is not None:
+        headers["x-ratelimit-limit-tokens"] = day_text
+        remaining = limits.tokens_per_day - counts.day_tokens  # type: ignore[operator]
+        headers["x-ratelimit-remaining-tokens"] = str(remaining) if remaining > 0 else "0"
+        headers["x-ratelimit-reset-tokens"] = reset_text(counts.day_end - now)
+    if concurrency_text is not None:
+        headers["x-gpufleet-concurrency-limit"] = concurrency_text
     return headers

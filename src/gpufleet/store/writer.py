@@ -132,7 +132,11 @@ class UsageWriter:
         self._last_refresh = now
         try:
             keys = await self._call(self.store.key_records)
-            day_tokens = await self._call(self.store.tokens_since, now - now % _DAY_S)
+            # Summing today's ledger scans every row since midnight (a busy gateway's ledger grows by thousands a
+            # second): only a key with a daily token budget needs it (a profile put 8% of the CPU here, issue 22).
+            day_tokens: dict[str, int] = {}
+            if any(key.limits.tokens_per_day is not None for key in keys):
+                day_tokens = await self._call(self.store.tokens_since, now - now % _DAY_S)
         except StoreError as err:
             self._down(err)
             return

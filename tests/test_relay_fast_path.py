@@ -1,0 +1,101 @@
+"""The relay's fast path: plain content chunks pass as the upstream's bytes, with only `model` spliced in.
+
+Every stream here goes through the rewriter twice, with the fast path and with it turned off: the client must
+get the same JSON either way, and the same stats. The fast path must also leave a chunk it cannot be sure of
+(escaped model name, reasoning, a finish_reason, usage) to the full path.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+import pytest
+
+from gpufleet.dialects import prepare_request
+from gpufleet.dialects.plan import DialectDefaults
+from gpufleet.dialects.response import StreamTransformer
+from gpufleet.gateway.relay import SSERewriter, StreamStats
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None, model: str = "upstream-name") -> dict[str, Any]:
+    return {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+
+def stream(*chunks: dict[str, Any]) -> bytes:
+    return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+
+PLAIN = stream(
+    chunk({"role": "assistant", "content": ""}),
+    chunk({"content": "Hel"}),
+    chunk({"content": 'lo "world" \\ ✓'}),
+    chunk({"content": "!"}, model='odd "name\\'),
+    chunk({"reasoning_content": "hmm"}),
+    chunk({"content": "model"}),
+    chunk({}, finish="stop"),
+    {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "upstream-name", "choices": [],
+     "usage": {"prompt_tokens": 5, "completion_tokens": 6}},
+)
+
+
+def relay(
+    data: bytes, *, fast: bool, passthrough_plan: bool, monkeypatch: pytest.MonkeyPatch
+) -> tuple[bytes, StreamStats]:
+    transformer = None
+    if passthrough_plan:
+        plan = prepare_request({"messages": []}, kind="chat", defaults=DialectDefaults()).plan
+        transformer = StreamTransformer(plan)
+        assert transformer.relays_plain_content
+    stats = StreamStats(started=time.perf_counter())
+    rewriter = SSERewriter(
+        served_model="served", client_wants_usage=True, stats=stats,
+        transform=transformer.feed if transformer else None, flush=transformer.finish if transformer else None,
+        plain_transform=transformer is not None,
+    )
+    with monkeypatch.context() as patch:
+        if not fast:
+            patch.setattr(SSERewriter, "_relay_as_is", lambda self, payload, out: False)
+        out = rewriter.feed(data) + rewriter.close()
+    return out, stats
+
+
+def events(data: bytes) -> list[Any]:
+    return [orjson.loads(e[6:]) if e != b"data: [DONE]" else "[DONE]" for e in data.split(b"\n\n") if e]
+
+
+@pytest.mark.parametrize("passthrough_plan", [False, True], ids=["no-dialect", "passthrough-plan"])
+def test_fast_path_gives_the_client_the_same_stream_as_the_full_path(
+    passthrough_plan: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast, fast_stats = relay(PLAIN, fast=True, passthrough_plan=passthrough_plan, monkeypatch=monkeypatch)
+    full, full_stats = relay(PLAIN, fast=False, passthrough_plan=passthrough_plan, monkeypatch=monkeypatch)
+    assert events(fast) == events(full)
+    assert all(e == "[DONE]" or e["model"] == "served" for e in events(fast))
+    assert (fast_stats.chunks, fast_stats.completion_tokens) == (full_stats.chunks, full_stats.completion_tokens)
+
+
+def test_a_plain_content_chunk_keeps_the_upstreams_bytes_but_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = orjson.dumps(chunk({"content": "Hel"}))
+    out, _ = relay(stream(chunk({"content": "first"}), chunk({"content": "Hel"})), fast=True,
+                   passthrough_plan=False, monkeypatch=monkeypatch)
+    assert b"data: " + raw.replace(b'"model":"upstream-name"', b'"model":"served"') + b"\n\n" in out
+
+
+def test_chunks_the_relay_must_read_take_the_full_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bytes] = []
+    original = SSERewriter._relay_as_is
+
+    def spy(self: SSERewriter, payload: bytes, out: list[bytes]) -> bool:
+        taken = original(self, payload, out)
+        if taken:
+            seen.append(payload)
+        return taken
+
+    monkeypatch.setattr(SSERewriter, "_relay_as_is", spy)
+    relay(PLAIN, fast=True, passthrough_plan=True, monkeypatch=monkeypatch)
+    taken = [orjson.loads(p)["choices"][0]["delta"] for p in seen]
+    # Not the role chunk (before the first token), the escaped model name, the reasoning, the finish, the usage.
+    assert taken == [{"content": 'lo "world" \\ ✓'}, {"content": "model"}]
