@@ -27,7 +27,8 @@ from gpufleet.cli import app
 from gpufleet.config import DEFAULT_CONFIG, parse_config
 from gpufleet.engine_supervisor.ports import free_port
 from gpufleet.router.table import ModelTable
-from tests.conftest import REPO, ServedGateway, stop_gateway
+from tests.repo_paths import REPO
+from tests.served_gateway import ServedGateway, stop_gateway
 
 DOCS = (REPO / "README.md", REPO / "docs" / "bench.md")
 RUN_VERBATIM = "gpufleet bench smollm2 --compare-direct --concurrency 1,2 --requests 2 --max-tokens 8 --plot bench.png"

@@ -28,7 +28,7 @@ from gpufleet.bench.plot import PLOT_SIZE_PX, plot_report, plot_size_px, series_
 from gpufleet.bench.targets import BenchTarget, parse_rates
 from gpufleet.cli import app
 from gpufleet.errors import ConfigError
-from tests.conftest import served_app
+from tests.gateway_harness import served_app
 from tests.test_doctor import FakeNvml
 
 NATURAL_LENGTH = 2  # chunks the stand-in streams when it may stop at its EOS
@@ -248,8 +248,8 @@ def _run(label: str, **level: Any) -> dict[str, Any]:
 def test_plot_has_a_row_per_kind_of_sweep_and_six_series_fit(tmp_path: Path, levels: list[dict[str, Any]],
                                                              rows: int) -> None:
     labels = ["llamacpp", "vllm", "transformers"]
-    targets = [{"label": n, "direct_of": None} for n in labels] + \
-              [{"label": f"{n} (direct)", "direct_of": n} for n in labels]
+    targets: list[dict[str, Any]] = [{"label": n, "direct_of": None} for n in labels] + \
+        [{"label": f"{n} (direct)", "direct_of": n} for n in labels]
     report = {"targets": targets, "runs": [_run(t["label"], **level) for t in targets for level in levels]}
     path = plot_report(report, tmp_path / "p.png")
     from PIL import Image
