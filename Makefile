@@ -79,6 +79,7 @@ test-fast: $(VENV)/.stamp-install $(VENV)/.stamp-models postgresql
 
 lint: $(VENV)/.stamp-install
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy src tests
 	$(VENV)/bin/shellcheck scripts/gpu-check
 

@@ -36,14 +36,32 @@ QUESTION = "List the files in the current directory and tell me which is largest
 
 
 def bodies(model: str, stream: bool) -> dict[str, tuple[str, dict[str, object]]]:
-    chat = {"model": model, "stream": stream, "max_tokens": 256,
-            "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]}
-    messages = {"model": model, "stream": stream, "max_tokens": 256, "system": SYSTEM,
-                "messages": [{"role": "user", "content": QUESTION}]}
-    responses = {"model": model, "stream": stream, "max_output_tokens": 256, "store": False,
-                 "instructions": SYSTEM, "input": QUESTION}
-    return {"chat": ("/v1/chat/completions", chat), "messages": ("/v1/messages", messages),
-            "responses": ("/v1/responses", responses)}
+    chat = {
+        "model": model,
+        "stream": stream,
+        "max_tokens": 256,
+        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}],
+    }
+    messages = {
+        "model": model,
+        "stream": stream,
+        "max_tokens": 256,
+        "system": SYSTEM,
+        "messages": [{"role": "user", "content": QUESTION}],
+    }
+    responses = {
+        "model": model,
+        "stream": stream,
+        "max_output_tokens": 256,
+        "store": False,
+        "instructions": SYSTEM,
+        "input": QUESTION,
+    }
+    return {
+        "chat": ("/v1/chat/completions", chat),
+        "messages": ("/v1/messages", messages),
+        "responses": ("/v1/responses", responses),
+    }
 
 
 def cpu_s(pid: int) -> float:
@@ -94,8 +112,9 @@ def report(label: str, timings: Timings) -> None:
         p50 = statistics.median(values)
         p90 = statistics.quantiles(values, n=10)[-1]
         cpu = timings.cpu_s[kind] / timings.cpu_requests[kind] * 1000
-        added = ("" if kind == "chat" else
-                 f"   added over chat: p50 {p50 - chat_p50:+.3f} ms, CPU {cpu - chat_cpu:+.3f} ms")
+        added = (
+            "" if kind == "chat" else f"   added over chat: p50 {p50 - chat_p50:+.3f} ms, CPU {cpu - chat_cpu:+.3f} ms"
+        )
         print(f"  {kind:10s} p50 {p50:7.3f} ms   p90 {p90:7.3f} ms   gateway CPU {cpu:6.3f} ms/request{added}")
 
 
@@ -108,10 +127,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         log_dir = Path(tmp)
         config = log_dir / "gpufleet.yaml"
-        config.write_text(f"server: {{port: {gw_port}}}\nmodels:\n  bench:\n    engine: remote\n"
-                          f"    url: http://127.0.0.1:{up_port}/v1\n    upstream_model: Qwen/Qwen3-8B\n")
-        upstream = start_service("upstream", [sys.executable, str(BENCH_DIR / "fixed_upstream.py"), "--port",
-                                              str(up_port)], log_dir, None)
+        config.write_text(
+            f"server: {{port: {gw_port}}}\nmodels:\n  bench:\n    engine: remote\n"
+            f"    url: http://127.0.0.1:{up_port}/v1\n    upstream_model: Qwen/Qwen3-8B\n"
+        )
+        upstream = start_service(
+            "upstream", [sys.executable, str(BENCH_DIR / "fixed_upstream.py"), "--port", str(up_port)], log_dir, None
+        )
         gateway = start_service("gpufleet", [str(gpufleet_exe()), "serve", "--config", str(config)], log_dir, None)
         try:
             wait_ready(upstream, f"http://127.0.0.1:{up_port}/health", 30)
@@ -120,8 +142,9 @@ def main() -> int:
             base = f"http://127.0.0.1:{gw_port}"
             for stream in (False, True):
                 timings = asyncio.run(measure(base, gateway.proc.pid, args.requests, args.block, stream))
-                report(f"{'stream' if stream else 'non-stream'}, concurrency 1, {args.requests} requests each:",
-                       timings)
+                report(
+                    f"{'stream' if stream else 'non-stream'}, concurrency 1, {args.requests} requests each:", timings
+                )
             print(machine_line().rsplit("; ", 1)[-1], "at the end")
         finally:
             gateway.stop()

@@ -87,28 +87,35 @@ def report_judge(name: str, judged: list[Judged], show_misses: bool) -> None:
         report(f"{name} {split} (unreadable = miss)", [(j.item["tier"], j.got or "unreadable") for j in part])
         print(f"unreadable or failed: {unreadable}/{len(part)}")
         if unreadable:
-            report(f"{name} {split} (rules when unreadable)",
-                   [(j.item["tier"], j.got or rules_tier(j.item)) for j in part])
+            report(
+                f"{name} {split} (rules when unreadable)", [(j.item["tier"], j.got or rules_tier(j.item)) for j in part]
+            )
     per_split = Counter(j.item["split"] for j in judged)
     right = Counter(j.item["split"] for j in judged if j.got == j.item["tier"])
     print("per split: " + ", ".join(f"{s} {right[s]}/{n}" for s, n in per_split.items()))
     ms = sorted(j.ms for j in judged)
     p95 = ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
     tokens = [j.prompt_tokens for j in judged if j.prompt_tokens]
-    print(f"{name} cost per request: p50 {statistics.median(ms):.0f} ms, p95 {p95:.0f} ms, max {ms[-1]:.0f} ms;"
-          f" prompt tokens mean {statistics.mean(tokens) if tokens else 0:.0f}, max {max(tokens, default=0)};"
-          f" HTTP errors {sum(j.status != 200 for j in judged)}")
+    print(
+        f"{name} cost per request: p50 {statistics.median(ms):.0f} ms, p95 {p95:.0f} ms, max {ms[-1]:.0f} ms;"
+        f" prompt tokens mean {statistics.mean(tokens) if tokens else 0:.0f}, max {max(tokens, default=0)};"
+        f" HTTP errors {sum(j.status != 200 for j in judged)}"
+    )
     if show_misses:  # never holdout3: the prompt is tuned on the other splits only
         for j in judged:
             if j.got != j.item["tier"] and j.item["split"] != HONEST:
-                print(f"  miss {j.item['split']}/{j.item['id']}: want {j.item['tier']}, got {j.got}:"
-                      f" {request_text(j.item['request'], 90)!r}")
+                print(
+                    f"  miss {j.item['split']}/{j.item['id']}: want {j.item['tier']}, got {j.got}:"
+                    f" {request_text(j.item['request'], 90)!r}"
+                )
 
 
 async def run_judge(name: str, items: list[dict[str, Any]]) -> list[Judged]:
     app = build_app(parse_config({"models": {name: JUDGES[name]}, "server": {"queue_timeout_s": 600}}))
-    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost",
-                                               timeout=600) as http:
+    async with (
+        running(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost", timeout=600) as http,
+    ):
         await judge_one(http, name, {"request": {"messages": [{"role": "user", "content": "hi"}]}})  # warm-up
         judged = []
         for n, item in enumerate(items, 1):

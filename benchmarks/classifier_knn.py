@@ -42,15 +42,19 @@ POOLING = {"mean": 1, "cls": 2, "last": 3}  # llama.cpp's pooling_type values
 def embedder(source: str, pooling: str) -> dict[str, Any]:
     """The embedding model: one ubatch (512 tokens) must hold a whole input (EMBED_CHARS is at most ~310
     tokens). One slot: on 2 shared cores more slots only made each call slower."""
-    return smollm2_model(source=f"package:{source}", extra_args={"embedding": True, "pooling_type": POOLING[pooling]},
-                         parallel=1, context=2048)
+    return smollm2_model(
+        source=f"package:{source}",
+        extra_args={"embedding": True, "pooling_type": POOLING[pooling]},
+        parallel=1,
+        context=2048,
+    )
 
 
 async def embed_all(http: httpx.AsyncClient, texts: list[str], batch: int = 8) -> list[list[float]]:
     """Embeddings of `texts` through the gateway's /v1/embeddings, in batches."""
     vectors: list[list[float]] = []
     for start in range(0, len(texts), batch):
-        response = await http.post("/v1/embeddings", json={"model": "embedder", "input": texts[start:start + batch]})
+        response = await http.post("/v1/embeddings", json={"model": "embedder", "input": texts[start : start + batch]})
         response.raise_for_status()
         vectors += [item["embedding"] for item in sorted(response.json()["data"], key=lambda d: d["index"])]
     return vectors
@@ -61,8 +65,11 @@ def knn_results(items: list[dict[str, Any]], vectors: list[list[float]], k: int)
     tiers = [Tier(item["tier"]) for item in items]
     train = [(v, t) for v, t, item in zip(vectors, tiers, items, strict=True) if item["split"] != "holdout3"]
     knn = KnnTierClassifier(train, k=k)
-    holdout = [(item["tier"], knn.classify_vector(v).value)
-               for v, item in zip(vectors, items, strict=True) if item["split"] == "holdout3"]
+    holdout = [
+        (item["tier"], knn.classify_vector(v).value)
+        for v, item in zip(vectors, items, strict=True)
+        if item["split"] == "holdout3"
+    ]
     loo = []
     for i, item in enumerate(items):
         rest = [(v, t) for j, (v, t) in enumerate(zip(vectors, tiers, strict=True)) if j != i]
@@ -72,8 +79,7 @@ def knn_results(items: list[dict[str, Any]], vectors: list[list[float]], k: int)
 
 def rules_results(items: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
     pairs = [(item["tier"], CLF.classify(item["request"]).tier.value) for item in items]
-    return {"holdout3": [p for p, item in zip(pairs, items, strict=True) if item["split"] == "holdout3"],
-            "all": pairs}
+    return {"holdout3": [p for p, item in zip(pairs, items, strict=True) if item["split"] == "holdout3"], "all": pairs}
 
 
 def report(name: str, pairs: list[tuple[str, str]]) -> float:
@@ -83,8 +89,9 @@ def report(name: str, pairs: list[tuple[str, str]]) -> float:
     return right / len(pairs)
 
 
-def hybrid_results(items: list[dict[str, Any]], vectors: list[list[float]], k: int,
-                   margin: float) -> dict[str, list[tuple[str, str]]]:
+def hybrid_results(
+    items: list[dict[str, Any]], vectors: list[list[float]], k: int, margin: float
+) -> dict[str, list[tuple[str, str]]]:
     """The rules decide, except when their score is within `margin` of a threshold: then kNN does."""
     knn_pairs = knn_results(items, vectors, k)
     knn_holdout = iter(knn_pairs["holdout3"])
@@ -103,8 +110,10 @@ async def main(k: int, source: str, pooling: str, margins: list[float]) -> None:
     texts = [request_text(item["request"]) for item in items]
     print(f"embedding model: {source}, {pooling} pooling; k={k}")
     app = build_app(parse_config({"models": {"embedder": embedder(source, pooling)}}))
-    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost",
-                                               timeout=300) as http:
+    async with (
+        running(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost", timeout=300) as http,
+    ):
         print(f"embedding {len(texts)} prompts through the gateway", flush=True)
         vectors = await embed_all(http, texts)
         train = [(v, Tier(item["tier"])) for v, item in zip(vectors, items, strict=True)]
@@ -124,17 +133,25 @@ async def main(k: int, source: str, pooling: str, margins: list[float]) -> None:
     for margin in margins:
         for split, pairs in hybrid_results(items, vectors, k, margin).items():
             report(f"hybrid (kNN within {margin:g} of a threshold) {split}", pairs)
-    print(f"kNN cost per prompt: embedding via the gateway p50 {statistics.median(embed_ms):.1f} ms"
-          f" (max {max(embed_ms):.1f}), vote over {len(train)} examples p50 {statistics.median(vote_ms):.2f} ms")
+    print(
+        f"kNN cost per prompt: embedding via the gateway p50 {statistics.median(embed_ms):.1f} ms"
+        f" (max {max(embed_ms):.1f}), vote over {len(train)} examples p50 {statistics.median(vote_ms):.2f} ms"
+    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k", type=int, default=5)
-    parser.add_argument("--source", default="smollm2-135m-instruct",
-                        help="packaged model id (see 'gpufleet models packaged')")
+    parser.add_argument(
+        "--source", default="smollm2-135m-instruct", help="packaged model id (see 'gpufleet models packaged')"
+    )
     parser.add_argument("--pooling", choices=list(POOLING), default="mean")
-    parser.add_argument("--margin", type=float, action="append", default=[],
-                        help="also report the hybrid: kNN only when the rules' score is this close to a threshold")
+    parser.add_argument(
+        "--margin",
+        type=float,
+        action="append",
+        default=[],
+        help="also report the hybrid: kNN only when the rules' score is this close to a threshold",
+    )
     args = parser.parse_args()
     asyncio.run(main(args.k, args.source, args.pooling, args.margin))

@@ -110,8 +110,9 @@ def start_gpufleet(
 def export_source(rev: str, work_dir: Path) -> tuple[str, Path]:
     """``src/`` at git revision ``rev``, exported under ``work_dir``: (target name, path to put on PYTHONPATH)."""
     root = Path(__file__).resolve().parent.parent
-    short = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", rev], capture_output=True, text=True,
-                           check=True).stdout.strip()
+    short = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--short", rev], capture_output=True, text=True, check=True
+    ).stdout.strip()
     dest = work_dir / f"src-{short}"
     dest.mkdir()
     archive = subprocess.run(["git", "-C", str(root), "archive", short, "src"], capture_output=True, check=True)
@@ -311,7 +312,10 @@ def versions_line() -> str:
 
 
 def measure(
-    load: WrkLoad | AiohttpLoad, targets: list[Target], cells: list[Cell], args: argparse.Namespace,
+    load: WrkLoad | AiohttpLoad,
+    targets: list[Target],
+    cells: list[Cell],
+    args: argparse.Namespace,
     pids: dict[str, int] | None = None,
 ) -> tuple[Results, CpuCosts]:
     """Every cell for every target, ``args.repeat`` times, targets interleaved within each cell.
@@ -396,7 +400,11 @@ def run_overhead(args: argparse.Namespace) -> int:
 
 
 def render_report(
-    results: Results, names: list[str], cells: list[Cell], load_label: str, args: argparse.Namespace,
+    results: Results,
+    names: list[str],
+    cells: list[Cell],
+    load_label: str,
+    args: argparse.Namespace,
     costs: CpuCosts | None = None,
 ) -> str:
     """The text printed at the end and pasted into docs/benchmarks.md."""
@@ -463,8 +471,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16], help="e.g. 1,16")
     ap.add_argument("--skip", nargs="*", default=[], choices=["gpufleet", "litellm", *ROUTERS], help="targets to omit")
     ap.add_argument("--baseline", metavar="REV", help="also serve src/ at this git revision, as gpufleet@REV")
-    ap.add_argument("--gpufleet-src", metavar="SRC", action="append", default=[],
-                    help="also serve gpufleet from this src/ directory (another checkout), as gpufleet@<its parent>")
+    ap.add_argument(
+        "--gpufleet-src",
+        metavar="SRC",
+        action="append",
+        default=[],
+        help="also serve gpufleet from this src/ directory (another checkout), as gpufleet@<its parent>",
+    )
     ap.add_argument("--proxy-cpu", default="1", help="CPU(s) for the gateway under test (default 1)")
     ap.add_argument("--load-cpus", default="0", help="CPU(s) for upstream, wrk and this script (default 0)")
     ap.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to CPUs")

@@ -28,8 +28,12 @@ from gpufleet.store import KeyRecord, UsageRow, new_secret, open_store
 
 
 def build(db: str, api_keys: list[str]) -> Gateway:
-    config = parse_config({"server": {"database_url": db, "api_keys": api_keys},
-                           "models": {"qwen": {"engine": "remote", "url": "http://127.0.0.1:9/v1"}}})
+    config = parse_config(
+        {
+            "server": {"database_url": db, "api_keys": api_keys},
+            "models": {"qwen": {"engine": "remote", "url": "http://127.0.0.1:9/v1"}},
+        }
+    )
     return Gateway(config)
 
 
@@ -50,8 +54,10 @@ def per_request_us(gateway: Gateway, header: str | None, calls: int) -> float:
 
 async def flush_us_per_row(db: str, rows: int) -> float:
     store = open_store(db)
-    batch = [UsageRow(time.time(), "k", "alice", "chat", "qwen", "qwen", "qwen", "", "qwen", 200, 3, 4, 0, 0.05, 0.2)
-             for _ in range(rows)]
+    batch = [
+        UsageRow(time.time(), "k", "alice", "chat", "qwen", "qwen", "qwen", "", "qwen", 200, 3, 4, 0, 0.05, 0.2)
+        for _ in range(rows)
+    ]
     store.insert_usage(batch[:10])  # connect + schema outside the timing
     started = time.perf_counter()
     store.insert_usage(batch)
@@ -76,8 +82,11 @@ def main() -> None:
     open_gateway = build(f"sqlite:///{tmp}/empty.sqlite3", [])
     keyed = build(db, [admin])
     asyncio.run(keyed.admission.writer.refresh_now())  # load the team key as startup does
-    cases = {"no keys": (open_gateway, None), "static admin key": (keyed, f"Bearer {admin}"),
-             "team key, 4 limits + models": (keyed, f"Bearer {secret}")}
+    cases = {
+        "no keys": (open_gateway, None),
+        "static admin key": (keyed, f"Bearer {admin}"),
+        "team key, 4 limits + models": (keyed, f"Bearer {secret}"),
+    }
     print(f"{args.repeat} x {args.calls} calls each; median CPU µs per request (check + admit + close)")
     for label, (gateway, header) in cases.items():
         per_request_us(gateway, header, 1000)  # warm-up

@@ -86,15 +86,28 @@ def start_gateway(upstream: Target, work_dir: Path, cpus: set[int] | None) -> tu
     return svc, Target("gpufleet", f"http://127.0.0.1:{port}/v1")
 
 
-def wrk(target: Target, name: str, connections: int, duration_s: float, work_dir: Path,
-        cpus: set[int] | None) -> Sample:
+def wrk(
+    target: Target, name: str, connections: int, duration_s: float, work_dir: Path, cpus: set[int] | None
+) -> Sample:
     import subprocess
 
     script = work_dir / f"{name}.lua"
-    script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                      f"wrk.body = {json.dumps(json.dumps(body_for(name)))}\n")
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--timeout", "10s", "--latency",
-            "-s", str(script), f"{target.base_url}/chat/completions"]
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(json.dumps(body_for(name)))}\n"
+    )
+    argv = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration_s:g}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(script),
+        f"{target.base_url}/chat/completions",
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, preexec_fn=pin_to(cpus), check=True)
     return parse_wrk(out.stdout)
 
@@ -166,8 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         raise SystemExit(f"{name}: {sample.errors} errors\n{sample.raw}")
                     p50.setdefault((name, connections), []).append(sample.p50_ms)
                     rps.setdefault((name, connections), []).append(sample.requests_per_s)
-                    print(f"  [{rep + 1}/{args.repeat}] c{connections:<3} {name:<13} {sample.requests_per_s:>8,.0f} "
-                          f"req/s  p50 {sample.p50_ms:.3f} ms", flush=True)
+                    print(
+                        f"  [{rep + 1}/{args.repeat}] c{connections:<3} {name:<13} {sample.requests_per_s:>8,.0f} "
+                        f"req/s  p50 {sample.p50_ms:.3f} ms",
+                        flush=True,
+                    )
     print("\n| name | c1 p50 (ms) | c1 added p50 vs bench (ms) | c16 req/s | c16 req/s ÷ bench |")
     print("|---|---|---|---|---|")
     base_p50 = statistics.median(p50[("bench", 1)])

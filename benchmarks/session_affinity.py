@@ -77,44 +77,75 @@ class Turn:
 def gateway_config(port: int, threads: int) -> dict[str, Any]:
     # 8 slots of 1024 tokens each: room for every session a replica sees (llama.cpp keeps one prompt per slot
     # and picks the slot whose cached prompt matches best), the longest conversation fits a slot.
-    replica = {"engine": "llamacpp", "source": "package:smollm2-135m-instruct", "context": 8192, "parallel": 8,
-               "threads": threads, "preload": True, "listed": False}
+    replica = {
+        "engine": "llamacpp",
+        "source": "package:smollm2-135m-instruct",
+        "context": 8192,
+        "parallel": 8,
+        "threads": threads,
+        "preload": True,
+        "listed": False,
+    }
     return {
         "server": {"port": port, "queue_timeout_s": 600},
         "models": {name: dict(replica) for name in REPLICAS},
-        "routes": {"affine": {"targets": list(REPLICAS)},
-                   "spread": {"targets": list(REPLICAS), "affinity": False}},
+        "routes": {"affine": {"targets": list(REPLICAS)}, "spread": {"targets": list(REPLICAS), "affinity": False}},
     }
 
 
 def responses_body(session: Session, question: str, max_tokens: int) -> dict[str, Any]:
     """Codex's shape: `input` items, `instructions`, the session in `prompt_cache_key`."""
     user = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": question}]}
-    return {"model": session.route, "instructions": f"Session {session.key}. {SYSTEM}",
-            "input": [*session.history, user], "prompt_cache_key": session.key, "max_output_tokens": max_tokens,
-            "temperature": 0, "store": False, "stream": True}
+    return {
+        "model": session.route,
+        "instructions": f"Session {session.key}. {SYSTEM}",
+        "input": [*session.history, user],
+        "prompt_cache_key": session.key,
+        "max_output_tokens": max_tokens,
+        "temperature": 0,
+        "store": False,
+        "stream": True,
+    }
 
 
 def messages_body(session: Session, question: str, max_tokens: int) -> dict[str, Any]:
     """Claude Code's shape: `system`, `messages`, the session at the end of `metadata.user_id`."""
-    return {"model": session.route, "system": f"Session {session.key}. {SYSTEM}", "max_tokens": max_tokens,
-            "messages": [*session.history, {"role": "user", "content": question}], "temperature": 0,
-            "metadata": {"user_id": f"user_bench_account_bench_session_{session.key}"}, "stream": True}
+    return {
+        "model": session.route,
+        "system": f"Session {session.key}. {SYSTEM}",
+        "max_tokens": max_tokens,
+        "messages": [*session.history, {"role": "user", "content": question}],
+        "temperature": 0,
+        "metadata": {"user_id": f"user_bench_account_bench_session_{session.key}"},
+        "stream": True,
+    }
 
 
 # Per API: path, request body, the event type of a text delta and where its text is, the history entries.
 API = {
-    "responses": ("/v1/responses", responses_body, "response.output_text.delta", lambda e: e["delta"],
-                  lambda q, a: [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": q}]},
-                                {"type": "message", "role": "assistant",
-                                 "content": [{"type": "output_text", "text": a}]}]),
-    "messages": ("/v1/messages", messages_body, "content_block_delta", lambda e: e["delta"].get("text", ""),
-                 lambda q, a: [{"role": "user", "content": q}, {"role": "assistant", "content": a or "."}]),
+    "responses": (
+        "/v1/responses",
+        responses_body,
+        "response.output_text.delta",
+        lambda e: e["delta"],
+        lambda q, a: [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": q}]},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": a}]},
+        ],
+    ),
+    "messages": (
+        "/v1/messages",
+        messages_body,
+        "content_block_delta",
+        lambda e: e["delta"].get("text", ""),
+        lambda q, a: [{"role": "user", "content": q}, {"role": "assistant", "content": a or "."}],
+    ),
 }
 
 
-async def run_turn(http: aiohttp.ClientSession, base: str, api: str, session: Session, turn: int,
-                   max_tokens: int) -> Turn:
+async def run_turn(
+    http: aiohttp.ClientSession, base: str, api: str, session: Session, turn: int, max_tokens: int
+) -> Turn:
     """One streamed turn: its TTFT and the replica that served it; the answer joins the session's history."""
     path, body_of, delta_type, delta_text, history_of = API[api]
     question = QUESTIONS[turn % len(QUESTIONS)]
@@ -145,8 +176,9 @@ async def run_turn(http: aiohttp.ClientSession, base: str, api: str, session: Se
 async def measure(base: str, api: str, sessions: int, turns: int, max_tokens: int, seed: int) -> list[Turn]:
     rng = random.Random(seed)
     # Distinct keys per route: the affine route's pins must not decide where the spread route's turns go.
-    all_sessions = [Session(route, f"{route}-{i}-{rng.getrandbits(32):08x}") for route in ROUTES
-                    for i in range(sessions)]
+    all_sessions = [
+        Session(route, f"{route}-{i}-{rng.getrandbits(32):08x}") for route in ROUTES for i in range(sessions)
+    ]
     results: list[Turn] = []
     timeout = aiohttp.ClientTimeout(total=600)
     async with aiohttp.ClientSession(timeout=timeout) as http:
@@ -155,8 +187,10 @@ async def measure(base: str, api: str, sessions: int, turns: int, max_tokens: in
             rng.shuffle(order)  # a seeded interleaving: neither route always goes first, noise hits both
             for session in order:
                 results.append(await run_turn(http, base, api, session, turn, max_tokens))
-                print(f"  turn {turn + 1} {session.key:22s} {results[-1].replica}  "
-                      f"TTFT {results[-1].ttft_ms:7.1f} ms", file=sys.stderr)
+                print(
+                    f"  turn {turn + 1} {session.key:22s} {results[-1].replica}  TTFT {results[-1].ttft_ms:7.1f} ms",
+                    file=sys.stderr,
+                )
     return results
 
 
@@ -176,8 +210,10 @@ def continuity(results: list[Turn], route: str) -> tuple[int, int]:
 
 def report(results: list[Turn]) -> None:
     p50: dict[str, float] = {}
-    print("\nroute    affinity  TTFT p50 turns 2+  p90 turns 2+   p50 turn 1  same replica as last turn  "
-          "turns per replica")
+    print(
+        "\nroute    affinity  TTFT p50 turns 2+  p90 turns 2+   p50 turn 1  same replica as last turn  "
+        "turns per replica"
+    )
     for route in ROUTES:
         later = [r.ttft_ms for r in results if r.route == route and r.turn > 1]
         first = [r.ttft_ms for r in results if r.route == route and r.turn == 1]
@@ -186,16 +222,24 @@ def report(results: list[Turn]) -> None:
         p50[route] = statistics.median(later)
         p90 = statistics.quantiles(later, n=10)[-1] if len(later) > 1 else later[0]
         spread = ", ".join(f"{name} {count}" for name, count in sorted(per_replica.items()))
-        print(f"{route:8s} {'on' if route == 'affine' else 'off':8s}  {p50[route]:13.1f} ms  {p90:10.1f} ms  "
-              f"{statistics.median(first):7.1f} ms  {same:>14d}/{total:<10d}  {spread}")
-    print(f"\naffinity cuts TTFT p50 of turns 2+ by {p50['spread'] / p50['affine']:.1f}x "
-          f"({p50['spread'] - p50['affine']:.1f} ms)")
+        print(
+            f"{route:8s} {'on' if route == 'affine' else 'off':8s}  {p50[route]:13.1f} ms  {p90:10.1f} ms  "
+            f"{statistics.median(first):7.1f} ms  {same:>14d}/{total:<10d}  {spread}"
+        )
+    print(
+        f"\naffinity cuts TTFT p50 of turns 2+ by {p50['spread'] / p50['affine']:.1f}x "
+        f"({p50['spread'] - p50['affine']:.1f} ms)"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--api", choices=sorted(API), default="responses",
-                        help="responses: prompt_cache_key (Codex); messages: metadata.user_id (Claude Code)")
+    parser.add_argument(
+        "--api",
+        choices=sorted(API),
+        default="responses",
+        help="responses: prompt_cache_key (Codex); messages: metadata.user_id (Claude Code)",
+    )
     parser.add_argument("--sessions", type=int, default=8, help="sessions per route")
     parser.add_argument("--turns", type=int, default=6, help="turns per session")
     parser.add_argument("--max-tokens", type=int, default=16, help="answer length cap per turn")
@@ -209,18 +253,22 @@ def main() -> int:
         log_dir = Path(tmp)
         config = log_dir / "gpufleet.yaml"
         config.write_text(yaml.safe_dump(gateway_config(port, args.threads)))
-        gateway = start_service("gpufleet", [sys.executable, "-m", "gpufleet.cli", "serve", "--config",
-                                             str(config)], log_dir, None)
+        gateway = start_service(
+            "gpufleet", [sys.executable, "-m", "gpufleet.cli", "serve", "--config", str(config)], log_dir, None
+        )
         try:
             wait_ready(gateway, f"http://127.0.0.1:{port}/health/ready", 300)
             print(machine_line())
             started = time.perf_counter()
-            results = asyncio.run(measure(f"http://127.0.0.1:{port}", args.api, args.sessions, args.turns,
-                                          args.max_tokens, args.seed))
-            print(f"{args.api}: {args.sessions} sessions x {args.turns} turns per route, "
-                  f"answers of at most {args.max_tokens} tokens, "
-                  f"temperature 0, {args.threads} thread(s) per replica, {time.perf_counter() - started:.0f} s; "
-                  f"{machine_line().rsplit('; ', 1)[-1]} at the end")
+            results = asyncio.run(
+                measure(f"http://127.0.0.1:{port}", args.api, args.sessions, args.turns, args.max_tokens, args.seed)
+            )
+            print(
+                f"{args.api}: {args.sessions} sessions x {args.turns} turns per route, "
+                f"answers of at most {args.max_tokens} tokens, "
+                f"temperature 0, {args.threads} thread(s) per replica, {time.perf_counter() - started:.0f} s; "
+                f"{machine_line().rsplit('; ', 1)[-1]} at the end"
+            )
             report(results)
         finally:
             gateway.stop()

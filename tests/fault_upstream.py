@@ -28,9 +28,29 @@ from gpufleet.engine_supervisor.ports import free_port
 from tests.standin_kit import SSE_DONE, chunked, http_head, read_request, sse
 
 MODES = (
-    "ok", "400", "404", "422", "500", "501", "429", "hang-before-headers", "hang-after-headers", "drop-after-request",
-    "drop-mid-body", "cut-chunked", "cut-close", "html", "malformed-choices", "malformed-usage", "endless-line",
-    "slow-bytes", "slow-events", "no-finish-close", "error-event", "error-first", "500-parse",
+    "ok",
+    "400",
+    "404",
+    "422",
+    "500",
+    "501",
+    "429",
+    "hang-before-headers",
+    "hang-after-headers",
+    "drop-after-request",
+    "drop-mid-body",
+    "cut-chunked",
+    "cut-close",
+    "html",
+    "malformed-choices",
+    "malformed-usage",
+    "endless-line",
+    "slow-bytes",
+    "slow-events",
+    "no-finish-close",
+    "error-event",
+    "error-first",
+    "500-parse",
 )
 
 
@@ -96,8 +116,7 @@ class FaultUpstream:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._connection, "127.0.0.1", self.port))
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._connection, "127.0.0.1", self.port))
         self._started.set()
         self._loop.run_forever()
 
@@ -126,8 +145,12 @@ class FaultUpstream:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _until_client_closes(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                                   send: Callable[[], Awaitable[None]] | None = None) -> bool:
+    async def _until_client_closes(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        send: Callable[[], Awaitable[None]] | None = None,
+    ) -> bool:
         """Hang (or keep sending with `send`) until the client closes the connection; record that it did."""
         while True:
             if send is None:
@@ -147,21 +170,25 @@ class FaultUpstream:
         self.closed_early += 1
         return False
 
-    async def _respond(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str,
-                       body: dict[str, Any]) -> bool:
+    async def _respond(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, body: dict[str, Any]
+    ) -> bool:
         """Answer one request according to `mode`; False closes the connection afterwards."""
         mode, stream = self.mode, bool(body.get("stream"))
         if mode in ("400", "404", "422", "500", "501"):
             status = int(mode)
-            message = {"501": "This server does not support embeddings. Start it with `--embeddings`",
-                       "422": "messages: field required"}.get(mode, f"stand-in error {mode}")
+            message = {
+                "501": "This server does not support embeddings. Start it with `--embeddings`",
+                "422": "messages: field required",
+            }.get(mode, f"stand-in error {mode}")
             kind = "server_error" if status >= 500 else "invalid_request_error"
             await _answer(writer, status, orjson.dumps({"error": {"message": message, "type": kind, "code": status}}))
             return True
         if mode == "500-parse":  # llama.cpp's answer to a message with "name": null
             message = "Failed to parse messages: [json.exception.type_error.302] type must be string, but is null"
-            await _answer(writer, 500, orjson.dumps({"error": {"message": message, "type": "server_error",
-                                                               "code": 500}}))
+            await _answer(
+                writer, 500, orjson.dumps({"error": {"message": message, "type": "server_error", "code": 500}})
+            )
             return True
         if mode == "429":
             error = orjson.dumps({"error": {"message": "rate limited", "type": "rate_limit_error", "code": 429}})
@@ -179,13 +206,18 @@ class FaultUpstream:
             return await self._respond_json(reader, writer, path, body)
         return await self._respond_stream(reader, writer, body)
 
-    async def _respond_json(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str,
-                            body: dict[str, Any]) -> bool:
+    async def _respond_json(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, body: dict[str, Any]
+    ) -> bool:
         mode = self.mode
         answer: dict[str, Any] = completion(body)
         if path.endswith("/embeddings"):
-            answer = {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
-                      "model": "meaningless", "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+            answer = {
+                "object": "list",
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+                "model": "meaningless",
+                "usage": {"prompt_tokens": 1, "total_tokens": 1},
+            }
         if mode == "malformed-choices":
             answer["choices"] = [1]
         elif mode == "malformed-usage":
@@ -212,15 +244,20 @@ class FaultUpstream:
         await _answer(writer, 200, raw)
         return True
 
-    async def _respond_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                              body: dict[str, Any]) -> bool:
+    async def _respond_stream(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: dict[str, Any]
+    ) -> bool:
         mode = self.mode
         events = stream_events(body, int(body.get("max_tokens") or self.events))  # one event per "token"
         if mode == "malformed-choices":
             events.insert(2, b'data: {"id":"x","object":"chat.completion.chunk","choices":[1]}\n\n')
         elif mode == "malformed-usage":
-            usage = {"id": "x", "object": "chat.completion.chunk", "choices": [],
-                     "usage": {"prompt_tokens": "abc", "completion_tokens": 2}}
+            usage = {
+                "id": "x",
+                "object": "chat.completion.chunk",
+                "choices": [],
+                "usage": {"prompt_tokens": "abc", "completion_tokens": 2},
+            }
             events.insert(len(events) - 1, sse(usage))
         if mode in ("error-event", "error-first"):
             # The upstream's own error event, in vLLM's shape (integer code, no type), then [DONE].
@@ -256,8 +293,9 @@ class FaultUpstream:
             else:
                 pause = self.interval_s if mode == "slow-events" else 0.0
                 for event in events:
-                    if (mode.startswith("malformed") or mode == "error-event") and \
-                            (b'"abc"' in event or b'"choices":[1]' in event or b'"error"' in event):
+                    if (mode.startswith("malformed") or mode == "error-event") and (
+                        b'"abc"' in event or b'"choices":[1]' in event or b'"error"' in event
+                    ):
                         await asyncio.sleep(self.fault_pause_s)
                     await _send(writer, chunked(event), pause)
             writer.write(b"0\r\n\r\n")
@@ -270,10 +308,19 @@ class FaultUpstream:
 
 def completion(body: dict[str, Any]) -> dict[str, Any]:
     """A non-stream chat completion answering `body`."""
-    return {"id": "chatcmpl-fault", "object": "chat.completion", "model": "meaningless",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "hello from the stand-in"}}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}
+    return {
+        "id": "chatcmpl-fault",
+        "object": "chat.completion",
+        "model": "meaningless",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "hello from the stand-in"},
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+    }
 
 
 def stream_events(body: dict[str, Any], count: int) -> list[bytes]:
@@ -287,8 +334,9 @@ def stream_events(body: dict[str, Any], count: int) -> list[bytes]:
     return [sse(c) for c in chunks] + [SSE_DONE]
 
 
-async def _answer(writer: asyncio.StreamWriter, status: int, body: bytes, *, content_type: str = "application/json",
-                  extra: str = "") -> None:
+async def _answer(
+    writer: asyncio.StreamWriter, status: int, body: bytes, *, content_type: str = "application/json", extra: str = ""
+) -> None:
     writer.write(http_head(status, content_type, f"Content-Length: {len(body)}\r\n{extra}") + body)
     await writer.drain()
 

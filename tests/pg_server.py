@@ -47,15 +47,23 @@ class PgServer:
         return f"postgresql://gpufleet@127.0.0.1:{self.port}/postgres"
 
     def _run(self, tool: str, *args: str) -> None:
-        result = subprocess.run([str(self.bin / tool), *args], capture_output=True, text=True, cwd=self.root,
-                                timeout=60, check=False, **self._user)
+        result = subprocess.run(
+            [str(self.bin / tool), *args],
+            capture_output=True,
+            text=True,
+            cwd=self.root,
+            timeout=60,
+            check=False,
+            **self._user,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"{tool} failed ({result.returncode}): {result.stdout}{result.stderr}")
 
     def start(self) -> PgServer:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-o", options, "-w", "-t", "60",
-                  "start")
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-o", options, "-w", "-t", "60", "start"
+        )
         return self
 
     def stop(self) -> None:

@@ -10,8 +10,12 @@ from gpufleet.engines.vllm_install import is_installed, is_test_model_prepared
 def smollm2_model(**overrides: object) -> dict[str, object]:
     """Config of the tiny SmolLM2 model on the embedded engine (fast enough for most tests)."""
     model: dict[str, object] = {
-        "engine": "llamacpp", "source": "package:smollm2-135m-instruct", "context": 4096, "parallel": 16,
-        "threads": 2, "preload": True,
+        "engine": "llamacpp",
+        "source": "package:smollm2-135m-instruct",
+        "context": 4096,
+        "parallel": 16,
+        "threads": 2,
+        "preload": True,
     }
     model.update(overrides)
     return model
@@ -24,5 +28,7 @@ def require_vllm_cpu() -> None:
     never pass for a tested one. Without them, deselect these tests: pytest -m "not vllm".
     """
     if not is_installed("vllm-cpu") or not is_test_model_prepared("vllm-cpu"):
-        pytest.fail("vllm-cpu engine or its test model is not installed; run 'gpufleet engines install vllm-cpu'"
-                    " (make test does), or deselect these tests with -m 'not vllm'")
+        pytest.fail(
+            "vllm-cpu engine or its test model is not installed; run 'gpufleet engines install vllm-cpu'"
+            " (make test does), or deselect these tests with -m 'not vllm'"
+        )

@@ -48,7 +48,10 @@ def start_gateway(config: Mapping[str, Any], tmp: Path, *, ready_timeout_s: floa
     with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
             [sys.executable, "-m", "gpufleet.cli", "serve", "--config", str(cfg_path), "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:

@@ -12,9 +12,11 @@ import json
 import sys
 import time
 
-ANSWER = {"object": "chat.completion",
-          "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
-          "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+ANSWER = {
+    "object": "chat.completion",
+    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+}
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

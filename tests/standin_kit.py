@@ -30,8 +30,15 @@ SSE_DONE = b"data: [DONE]\n\n"
 # The stand-in engine process (a script: `python standin_engine_process.py PORT [START_DELAY_S [ANSWER_DELAY_S]]`).
 STANDIN_ENGINE_PROCESS = Path(__file__).with_name("standin_engine_process.py")
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 422: "Unprocessable Entity", 429: "Too Many Requests",
-            500: "Internal Server Error", 501: "Not Implemented"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+}
 
 
 class LoopbackUvicorn:

@@ -58,13 +58,20 @@ def qwen_answer(body: dict[str, Any]) -> tuple[str, str]:
     if last.get("role") == "tool":
         result = _text(last.get("content")).strip()
         return f"<think>\nThe command finished.\n</think>\n\nDONE: {result}", "stop"
-    commands = [m.group(1).strip() for message in messages if message.get("role") == "user"
-                for m in _RUN.finditer(_text(message.get("content")))]
+    commands = [
+        m.group(1).strip()
+        for message in messages
+        if message.get("role") == "user"
+        for m in _RUN.finditer(_text(message.get("content")))
+    ]
     call = shell_call(body.get("tools") or [], commands[-1]) if commands else None
     if call is None:
         return "<think>\nNothing to run.\n</think>\n\nHello from the stand-in.", "stop"
-    return ("<think>\nI will run the command with the shell tool.\n</think>\n\n"
-            f"<tool_call>\n{orjson.dumps(call).decode()}\n</tool_call>", "stop")
+    return (
+        "<think>\nI will run the command with the shell tool.\n</think>\n\n"
+        f"<tool_call>\n{orjson.dumps(call).decode()}\n</tool_call>",
+        "stop",
+    )
 
 
 def cut_at_stop(text: str, stops: Any) -> tuple[str, str | None]:
@@ -93,10 +100,12 @@ class StandInQwenCoder:
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
         self.names_stop: str | None = None  # "vllm" | "llamacpp" | None: see the module docstring
-        app = Starlette(routes=[
-            Route("/v1/chat/completions", self._chat, methods=["POST"]),
-            Route("/v1/models", lambda r: Response(b'{"object":"list","data":[]}'), methods=["GET"]),
-        ])
+        app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/models", lambda r: Response(b'{"object":"list","data":[]}'), methods=["GET"]),
+            ]
+        )
         self._server = LoopbackUvicorn(app, ready_timeout_s=10, lifespan="off")
         self.port = self._server.port
 
@@ -117,26 +126,47 @@ class StandInQwenCoder:
         text, finish = qwen_answer(body)
         text, matched = cut_at_stop(text, body.get("stop"))
         choice_extra, answer_extra = stop_fields(self.names_stop, matched)
-        usage = {"prompt_tokens": 11, "completion_tokens": max(1, len(text) // 4),
-                 "total_tokens": 11 + max(1, len(text) // 4)}
+        usage = {
+            "prompt_tokens": 11,
+            "completion_tokens": max(1, len(text) // 4),
+            "total_tokens": 11 + max(1, len(text) // 4),
+        }
         if body.get("stream"):
-            return StreamingResponse(self._stream(text, finish, usage, body, (choice_extra, answer_extra)),
-                                     media_type="text/event-stream")
-        answer = {"id": "chatcmpl-standin", "object": "chat.completion", "model": "raw-qwen3",
-                  "choices": [{"index": 0, "finish_reason": finish, **choice_extra,
-                               "message": {"role": "assistant", "content": text}}], "usage": usage, **answer_extra}
+            return StreamingResponse(
+                self._stream(text, finish, usage, body, (choice_extra, answer_extra)), media_type="text/event-stream"
+            )
+        answer = {
+            "id": "chatcmpl-standin",
+            "object": "chat.completion",
+            "model": "raw-qwen3",
+            "choices": [
+                {"index": 0, "finish_reason": finish, **choice_extra, "message": {"role": "assistant", "content": text}}
+            ],
+            "usage": usage,
+            **answer_extra,
+        }
         return Response(orjson.dumps(answer), media_type="application/json")
 
-    async def _stream(self, text: str, finish: str, usage: dict[str, int], body: dict[str, Any],
-                      extra: tuple[dict[str, Any], dict[str, Any]]) -> AsyncIterator[bytes]:
+    async def _stream(
+        self,
+        text: str,
+        finish: str,
+        usage: dict[str, int],
+        body: dict[str, Any],
+        extra: tuple[dict[str, Any], dict[str, Any]],
+    ) -> AsyncIterator[bytes]:
         choice_extra, answer_extra = extra
         base = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "model": "raw-qwen3"}
-        first = {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                      "finish_reason": None}]}
+        first = {
+            **base,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+        }
         yield sse(first)
         for start in range(0, len(text), 3):
-            piece = {**base, "choices": [{"index": 0, "delta": {"content": text[start:start + 3]},
-                                          "finish_reason": None}]}
+            piece = {
+                **base,
+                "choices": [{"index": 0, "delta": {"content": text[start : start + 3]}, "finish_reason": None}],
+            }
             yield sse(piece)
             await asyncio.sleep(0)
         last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish, **choice_extra}], **answer_extra}

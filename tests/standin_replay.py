@@ -63,7 +63,7 @@ class StandInReplayUpstream:
         pause_at = self.text.find(self.pause_before) if self.pause_before else -1
         paused = False
         for start in range(0, len(self.text), self.chunk_chars):
-            piece = self.text[start:start + self.chunk_chars]
+            piece = self.text[start : start + self.chunk_chars]
             if not paused and 0 <= pause_at < start + self.chunk_chars:
                 paused = True
                 await writer.drain()

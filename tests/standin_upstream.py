@@ -37,13 +37,15 @@ class StandInUpstream:
         self.embed_words: tuple[str, ...] = ("hello", "function", "prove")
         self.embed_gate: threading.Event | None = None
         self.reply: str | None = None  # chat: answer this content instead of the echo
-        app = Starlette(routes=[
-            Route("/v1/chat/completions", self._chat, methods=["POST"]),
-            Route("/v1/completions", self._chat, methods=["POST"]),
-            Route("/v1/embeddings", self._embeddings, methods=["POST"]),
-            Route("/v1/models", self._models, methods=["GET"]),
-            Route("/health", lambda r: Response(b"{}"), methods=["GET"]),
-        ])
+        app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/completions", self._chat, methods=["POST"]),
+                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+                Route("/health", lambda r: Response(b"{}"), methods=["GET"]),
+            ]
+        )
         # "hang" handlers never finish: the kit's server does not wait for them at stop (timeout_graceful_shutdown).
         self._server = LoopbackUvicorn(app, ready_timeout_s=10, lifespan="off")
         self.port = self._server.port
@@ -76,8 +78,14 @@ class StandInUpstream:
         if self.behaviour == "hang-stream" and body.get("stream"):
             return StreamingResponse(self._silence(), media_type="text/event-stream")
         if self.behaviour == "400":
-            err = {"error": {"message": "max_tokens is too large", "type": "BadRequestError", "param": "max_tokens",
-                             "code": 400}}
+            err = {
+                "error": {
+                    "message": "max_tokens is too large",
+                    "type": "BadRequestError",
+                    "param": "max_tokens",
+                    "code": 400,
+                }
+            }
             return Response(orjson.dumps(err), status_code=400, media_type="application/json")
         if self.behaviour == "500":
             return Response(b"Internal Server Error", status_code=500)
@@ -86,10 +94,16 @@ class StandInUpstream:
         if body.get("stream"):
             return StreamingResponse(self._stream(body), media_type="text/event-stream")
         answer = {
-            "id": "chatcmpl-standin", "object": "chat.completion", "model": "meaningless",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant",
-                                     "content": self.reply or "echo: " + orjson.dumps(body).decode()}}],
+            "id": "chatcmpl-standin",
+            "object": "chat.completion",
+            "model": "meaningless",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": self.reply or "echo: " + orjson.dumps(body).decode()},
+                }
+            ],
             "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
         }
         return Response(orjson.dumps(answer), media_type="application/json")
@@ -105,11 +119,17 @@ class StandInUpstream:
         while self.embed_gate is not None and not self.embed_gate.is_set():
             await asyncio.sleep(0.01)  # set from the test's thread: poll it
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        data = [{"object": "embedding", "index": i,
-                 "embedding": [0.1, *(float(word in str(text).lower()) for word in self.embed_words)]}
-                for i, text in enumerate(inputs)]
-        return Response(orjson.dumps({"object": "list", "data": data, "model": "meaningless"}),
-                        media_type="application/json")
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": [0.1, *(float(word in str(text).lower()) for word in self.embed_words)],
+            }
+            for i, text in enumerate(inputs)
+        ]
+        return Response(
+            orjson.dumps({"object": "list", "data": data, "model": "meaningless"}), media_type="application/json"
+        )
 
     async def _silence(self) -> AsyncIterator[bytes]:
         await _sleep_until_stopped()

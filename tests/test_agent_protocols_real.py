@@ -24,8 +24,15 @@ GREEDY_EXTRA = {"seed": 42, "cache_prompt": False}
 
 @pytest.fixture(scope="module")
 def qwen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
-    model = {"engine": "llamacpp", "source": "package:qwen2.5-coder-1.5b-instruct", "context": 8192,
-             "parallel": 2, "threads": 2, "preload": True, "aliases": ["claude-sonnet-4-5"]}
+    model = {
+        "engine": "llamacpp",
+        "source": "package:qwen2.5-coder-1.5b-instruct",
+        "context": 8192,
+        "parallel": 2,
+        "threads": 2,
+        "preload": True,
+        "aliases": ["claude-sonnet-4-5"],
+    }
     gateway = start_gateway({"models": {"qwen": model}}, tmp_path_factory.mktemp("qwen"), ready_timeout_s=300)
     yield gateway
     stop_gateway(gateway)
@@ -34,12 +41,17 @@ def qwen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
 def test_messages_smoke_with_a_late_system_message(qwen: ServedGateway) -> None:
     with anthropic.Anthropic(base_url=qwen.url, api_key="x", max_retries=0, timeout=300) as client:
         reply = client.messages.create(
-            model="claude-sonnet-4-5", max_tokens=40, system="Answer in one short sentence.",
-            messages=[{"role": "user", "content": "Say hello."},
-                      {"role": "assistant", "content": "Hello!"},
-                      {"role": "system", "content": "The user prefers French."},
-                      {"role": "user", "content": "Say hello again."}],
-            extra_body={**GREEDY_EXTRA, "temperature": 0})  # this SDK version has no temperature argument
+            model="claude-sonnet-4-5",
+            max_tokens=40,
+            system="Answer in one short sentence.",
+            messages=[
+                {"role": "user", "content": "Say hello."},
+                {"role": "assistant", "content": "Hello!"},
+                {"role": "system", "content": "The user prefers French."},
+                {"role": "user", "content": "Say hello again."},
+            ],
+            extra_body={**GREEDY_EXTRA, "temperature": 0},
+        )  # this SDK version has no temperature argument
     assert reply.model == "claude-sonnet-4-5"
     assert reply.stop_reason in ("end_turn", "max_tokens")
     assert reply.content and reply.content[0].type == "text" and reply.content[0].text.strip()
@@ -48,28 +60,42 @@ def test_messages_smoke_with_a_late_system_message(qwen: ServedGateway) -> None:
 
 def test_responses_smoke_streamed(qwen: ServedGateway) -> None:
     with openai.OpenAI(base_url=f"{qwen.url}/v1", api_key="x", max_retries=0, timeout=300) as client:
-        events = list(client.responses.create(model="qwen", input="Say hello.", instructions="Be brief.",
-                                              max_output_tokens=40, temperature=0, stream=True, store=False,
-                                              extra_body=GREEDY_EXTRA))
+        events = list(
+            client.responses.create(
+                model="qwen",
+                input="Say hello.",
+                instructions="Be brief.",
+                max_output_tokens=40,
+                temperature=0,
+                stream=True,
+                store=False,
+                extra_body=GREEDY_EXTRA,
+            )
+        )
     final = events[-1]
     assert final.type in ("response.completed", "response.incomplete")
     text = "".join(event.delta for event in events if event.type == "response.output_text.delta")
     assert text.strip() and final.response.output_text == text
 
 
-def test_messages_stop_sequence_on_llamacpp_cuts_the_text_and_reports_what_the_engine_says(
-        qwen: ServedGateway) -> None:
+def test_messages_stop_sequence_on_llamacpp_cuts_the_text_and_reports_what_the_engine_says(qwen: ServedGateway) -> None:
     # llama.cpp's OpenAI chat route answers finish_reason "stop" without naming the stop word, so the gateway
     # must not claim one: end_turn with stop_sequence null (a build that names it may say stop_sequence "5").
     with anthropic.Anthropic(base_url=qwen.url, api_key="x", max_retries=0, timeout=300) as client:
         reply = client.messages.create(
-            model="claude-sonnet-4-5", max_tokens=60, stop_sequences=["5"],
+            model="claude-sonnet-4-5",
+            max_tokens=60,
+            stop_sequences=["5"],
             messages=[{"role": "user", "content": "Count from 1 to 10, separated by commas."}],
-            extra_body={**GREEDY_EXTRA, "temperature": 0})
+            extra_body={**GREEDY_EXTRA, "temperature": 0},
+        )
     text = "".join(block.text for block in reply.content if block.type == "text")
     assert "5" not in text
-    assert (reply.stop_reason, reply.stop_sequence) in (("end_turn", None), ("max_tokens", None),
-                                                        ("stop_sequence", "5"))
+    assert (reply.stop_reason, reply.stop_sequence) in (
+        ("end_turn", None),
+        ("max_tokens", None),
+        ("stop_sequence", "5"),
+    )
 
 
 def test_count_tokens_uses_the_engine_tokenizer(qwen: ServedGateway) -> None:

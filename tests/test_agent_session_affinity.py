@@ -27,25 +27,36 @@ def replicas() -> Iterator[tuple[StandInQwenCoder, StandInQwenCoder]]:
 
 
 def config(replicas: tuple[StandInQwenCoder, StandInQwenCoder], affinity: bool) -> dict[str, Any]:
-    models = {name: {"engine": "remote", "url": coder.url, "upstream_model": "Qwen/Qwen3-8B", "listed": False}
-              for name, coder in zip(("coder-a", "coder-b"), replicas, strict=True)}
+    models = {
+        name: {"engine": "remote", "url": coder.url, "upstream_model": "Qwen/Qwen3-8B", "listed": False}
+        for name, coder in zip(("coder-a", "coder-b"), replicas, strict=True)
+    }
     return {"models": models, "routes": {"coder": {"targets": list(models), "affinity": affinity}}}
 
 
 def responses_turn(session: str, turn: int) -> tuple[str, dict[str, Any]]:
-    return "/v1/responses", {"model": "coder", "input": f"turn {turn}", "prompt_cache_key": session,
-                             "store": False, "max_output_tokens": 50}
+    return "/v1/responses", {
+        "model": "coder",
+        "input": f"turn {turn}",
+        "prompt_cache_key": session,
+        "store": False,
+        "max_output_tokens": 50,
+    }
 
 
 def messages_turn(session: str, turn: int) -> tuple[str, dict[str, Any]]:
-    return "/v1/messages", {"model": "coder", "max_tokens": 50,
-                            "messages": [{"role": "user", "content": f"turn {turn}"}],
-                            "metadata": {"user_id": f"user_abc_account_def_session_{session}"}}
+    return "/v1/messages", {
+        "model": "coder",
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": f"turn {turn}"}],
+        "metadata": {"user_id": f"user_abc_account_def_session_{session}"},
+    }
 
 
 @pytest.mark.parametrize("turn_of", [responses_turn, messages_turn], ids=["responses", "messages"])
 async def test_each_agent_session_keeps_one_replica_and_sessions_use_both(
-        gw: OpenGateway, replicas: tuple[StandInQwenCoder, StandInQwenCoder], turn_of: Any) -> None:
+    gw: OpenGateway, replicas: tuple[StandInQwenCoder, StandInQwenCoder], turn_of: Any
+) -> None:
     http = await gw(config(replicas, affinity=True))
     served: dict[str, set[str]] = {session: set() for session in SESSIONS}
     for turn in range(5):
@@ -59,7 +70,8 @@ async def test_each_agent_session_keeps_one_replica_and_sessions_use_both(
 
 
 async def test_without_affinity_a_session_moves_between_replicas(
-        gw: OpenGateway, replicas: tuple[StandInQwenCoder, StandInQwenCoder]) -> None:
+    gw: OpenGateway, replicas: tuple[StandInQwenCoder, StandInQwenCoder]
+) -> None:
     http = await gw(config(replicas, affinity=False))
     served: set[str] = set()
     for turn in range(4):

@@ -27,8 +27,21 @@ RULES_PATH = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / 
 _DURATION = re.compile(r"^\d+[smhd]$")
 # Series Prometheus makes itself, not found in any scrape.
 _SYNTHETIC = {"up", "scrape_duration_seconds"}
-_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
-                 "offset", "inf", "nan"}
+_PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+}
 
 
 def load_rules() -> list[dict[str, Any]]:
@@ -45,7 +58,7 @@ def metric_names(expr: str) -> set[str]:
     names = set()
     for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
         word = match.group()
-        rest = text[match.end():].lstrip()
+        rest = text[match.end() :].lstrip()
         if rest.startswith("(") or word.lower() in _PROMQL_WORDS:
             continue  # a function call or a keyword
         names.add(word)
@@ -53,8 +66,10 @@ def metric_names(expr: str) -> set[str]:
 
 
 def test_metric_name_extraction_handles_grouping_and_functions() -> None:
-    expr = ('histogram_quantile(0.95, sum by (model, le) (rate(a_bucket{x="y"}[5m]))) > 5 '
-            "and on (model) b > 0 or c_total{status=~\"5..\"} / ignoring(code) d")
+    expr = (
+        'histogram_quantile(0.95, sum by (model, le) (rate(a_bucket{x="y"}[5m]))) > 5 '
+        'and on (model) b > 0 or c_total{status=~"5.."} / ignoring(code) d'
+    )
     assert metric_names(expr) == {"a_bucket", "b", "c_total", "d"}
 
 
@@ -82,9 +97,14 @@ def test_the_rules_cover_what_operators_asked_for() -> None:
     # Seed 003: KV cache usage above 85% (for 5 minutes).
     assert kv["expr"] == "gpufleet_engine_kv_cache_usage_ratio > 0.85" and kv["for"] == "5m"
     exprs = " ".join(rule["expr"] for rule in rules.values())
-    for needle in ('gpufleet_engine_state{state="failed"}', "gpufleet_engine_restarts", "gpufleet_engine_up",
-                   "gpufleet_engine_requests_waiting", 'gpufleet_requests_total{status=~"5.."}',
-                   "gpufleet_time_to_first_token_seconds_bucket"):
+    for needle in (
+        'gpufleet_engine_state{state="failed"}',
+        "gpufleet_engine_restarts",
+        "gpufleet_engine_up",
+        "gpufleet_engine_requests_waiting",
+        'gpufleet_requests_total{status=~"5.."}',
+        "gpufleet_time_to_first_token_seconds_bucket",
+    ):
         assert needle in exprs
 
 
@@ -97,13 +117,19 @@ async def scrape(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]
 
 
 async def _scrape_gateway() -> AsyncIterator[str]:
-    config = parse_config({"models": {
-        "qwen3-8b": standin_model(env={"STANDIN_VLLM_KV_USAGE": "0.5"}),
-        "offline": {"engine": "remote", "url": "http://127.0.0.1:9/v1"},
-    }})
+    config = parse_config(
+        {
+            "models": {
+                "qwen3-8b": standin_model(env={"STANDIN_VLLM_KV_USAGE": "0.5"}),
+                "offline": {"engine": "remote", "url": "http://127.0.0.1:9/v1"},
+            }
+        }
+    )
     app = build_app(config)
-    async with running(app) as gateway, \
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http:
+    async with (
+        running(app) as gateway,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
+    ):
         for model, stream in (("qwen3-8b", False), ("qwen3-8b", True), ("offline", False)):
             body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
             await http.post("/v1/chat/completions", json=body, timeout=60)
@@ -125,7 +151,8 @@ async def test_every_metric_in_the_rules_is_in_a_real_scrape(scrape: str) -> Non
 async def test_engine_state_is_one_hot_per_model(scrape: str) -> None:
     states = {
         sample.labels["state"]: sample.value
-        for family in text_string_to_metric_families(scrape) for sample in family.samples
+        for family in text_string_to_metric_families(scrape)
+        for sample in family.samples
         if sample.name == "gpufleet_engine_state" and sample.labels["model"] == "qwen3-8b"
     }
     assert set(states) == set(ENGINE_STATES)
@@ -142,7 +169,8 @@ def test_expected_up_is_only_for_preloaded_models_that_nothing_takes_down_on_pur
     ]
     expected = {
         sample.labels["model"]: sample.value
-        for family in _EngineCollector(lambda: items).collect() for sample in family.samples
+        for family in _EngineCollector(lambda: items).collect()
+        for sample in family.samples
         if sample.name == "gpufleet_engine_expected_up"
     }
     assert expected == {"always": 1.0, "with-ttl": 0.0, "in-group": 0.0, "on-demand": 0.0}

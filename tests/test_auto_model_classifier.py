@@ -26,11 +26,13 @@ from gpufleet.tiers.labelled_set import SHIPPED, load_labelled
 from tests.gateway_harness import OpenGateway, served_app
 from tests.standin_upstream import StandInUpstream
 
-EXAMPLES = {"prompts": [
-    {"tier": "complex", "request": {"messages": [{"role": "user", "content": "hello there"}]}},
-    {"tier": "routine", "request": {"messages": [{"role": "user", "content": "write a function"}]}},
-    {"tier": "moderate", "request": {"prompt": "prove it"}},
-]}
+EXAMPLES = {
+    "prompts": [
+        {"tier": "complex", "request": {"messages": [{"role": "user", "content": "hello there"}]}},
+        {"tier": "routine", "request": {"messages": [{"role": "user", "content": "write a function"}]}},
+        {"tier": "moderate", "request": {"prompt": "prove it"}},
+    ]
+}
 
 
 @pytest.fixture
@@ -53,11 +55,21 @@ def upstreams() -> Iterator[tuple[StandInUpstream, StandInUpstream]]:
 def auto_config(embedder: StandInUpstream, tiers: StandInUpstream, examples: Path, **classifier: Any) -> dict[str, Any]:
     remote = {"engine": "remote", "url": tiers.url}
     return {
-        "models": {"small": remote, "mid": remote, "big": remote,
-                   "embedder": {"engine": "remote", "url": embedder.url}},
-        "router": {"retry_backoff_s": 0, "auto": {
-            "routine": "small", "moderate": "mid", "complex": "big",
-            "classifier": {"kind": "knn", "model": "embedder", "examples": str(examples), "k": 1, **classifier}}},
+        "models": {
+            "small": remote,
+            "mid": remote,
+            "big": remote,
+            "embedder": {"engine": "remote", "url": embedder.url},
+        },
+        "router": {
+            "retry_backoff_s": 0,
+            "auto": {
+                "routine": "small",
+                "moderate": "mid",
+                "complex": "big",
+                "classifier": {"kind": "knn", "model": "embedder", "examples": str(examples), "k": 1, **classifier},
+            },
+        },
     }
 
 
@@ -72,22 +84,35 @@ async def wait_ready(http: httpx.AsyncClient) -> dict[str, Any]:
 
 async def ask_auto(http: httpx.AsyncClient, text: str) -> tuple[str, str, str]:
     """(tier, who decided, model that answered) for an `auto` request."""
-    response = await http.post("/v1/chat/completions", json={"model": "auto",
-                                                              "messages": [{"role": "user", "content": text}]})
+    response = await http.post(
+        "/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": text}]}
+    )
     assert response.status_code == 200, response.text
-    return response.headers["x-gpufleet-tier"], response.headers["x-gpufleet-tier-by"], \
-        response.headers["x-gpufleet-model"]
+    return (
+        response.headers["x-gpufleet-tier"],
+        response.headers["x-gpufleet-tier-by"],
+        response.headers["x-gpufleet-model"],
+    )
 
 
 async def test_knn_decides_the_tier_from_the_nearest_labelled_example(
-    gw: OpenGateway, upstreams: tuple[StandInUpstream, StandInUpstream], examples: Path,
+    gw: OpenGateway,
+    upstreams: tuple[StandInUpstream, StandInUpstream],
+    examples: Path,
 ) -> None:
     embedder, tiers = upstreams
     http = await gw(auto_config(embedder, tiers, examples))
     status = await wait_ready(http)
-    assert status | {"last_error": None} == {"classifier": "knn", "model": "embedder", "state": "ready", "k": 1,
-                                             "examples": str(examples), "timeout_s": 10, "last_error": None,
-                                             "skipped_for_s": 0}
+    assert status | {"last_error": None} == {
+        "classifier": "knn",
+        "model": "embedder",
+        "state": "ready",
+        "k": 1,
+        "examples": str(examples),
+        "timeout_s": 10,
+        "last_error": None,
+        "skipped_for_s": 0,
+    }
     assert await ask_auto(http, "hello, how are you?") == ("complex", "knn", "big")  # the rules say routine
     assert await ask_auto(http, "Write a Python function that reverses a list") == ("routine", "knn", "small")
     assert await ask_auto(http, "Can you prove it?") == ("moderate", "knn", "mid")
@@ -101,7 +126,9 @@ async def test_knn_decides_the_tier_from_the_nearest_labelled_example(
 
 
 async def test_the_rules_decide_while_the_examples_are_being_embedded(
-    gw: OpenGateway, upstreams: tuple[StandInUpstream, StandInUpstream], examples: Path,
+    gw: OpenGateway,
+    upstreams: tuple[StandInUpstream, StandInUpstream],
+    examples: Path,
 ) -> None:
     embedder, tiers = upstreams
     embedder.embed_gate = threading.Event()  # the warm-up's embeddings wait for it
@@ -115,7 +142,11 @@ async def test_the_rules_decide_while_the_examples_are_being_embedded(
 
 @pytest.mark.parametrize("fault, by", [("hang", "rules (knn timed out)"), ("500", "rules (knn error)")])
 async def test_a_failing_classifier_model_leaves_the_decision_to_the_rules(
-    gw: OpenGateway, upstreams: tuple[StandInUpstream, StandInUpstream], examples: Path, fault: str, by: str,
+    gw: OpenGateway,
+    upstreams: tuple[StandInUpstream, StandInUpstream],
+    examples: Path,
+    fault: str,
+    by: str,
 ) -> None:
     embedder, tiers = upstreams
     config = auto_config(embedder, tiers, examples, timeout_s=0.3)
@@ -127,8 +158,10 @@ async def test_a_failing_classifier_model_leaves_the_decision_to_the_rules(
     status = (await http.get("/status")).json()["auto"]
     assert status["state"] == "ready" and status["last_error"] and status["skipped_for_s"] > 0
     outcome = "timeout" if fault == "hang" else "error"
-    assert f'gpufleet_auto_classifier_total{{classifier="knn",outcome="{outcome}"}} 1.0' in \
-        (await http.get("/metrics")).text
+    assert (
+        f'gpufleet_auto_classifier_total{{classifier="knn",outcome="{outcome}"}} 1.0'
+        in (await http.get("/metrics")).text
+    )
     # Within the cooldown the model is not asked again: no request waits out another timeout.
     asked = len(embedder.received)
     assert await ask_auto(http, "hello there") == ("routine", "rules (knn cooling down)", "small")
@@ -139,7 +172,9 @@ async def test_a_failing_classifier_model_leaves_the_decision_to_the_rules(
 
 
 async def test_a_failed_warm_up_is_retried_and_the_rules_decide_meanwhile(
-    gw: OpenGateway, upstreams: tuple[StandInUpstream, StandInUpstream], examples: Path,
+    gw: OpenGateway,
+    upstreams: tuple[StandInUpstream, StandInUpstream],
+    examples: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(auto_classifier, "RETRY_WARMUP_S", 0.05)
@@ -159,7 +194,9 @@ async def test_a_failed_warm_up_is_retried_and_the_rules_decide_meanwhile(
 
 
 async def test_example_vectors_are_cached_so_a_restart_embeds_only_requests(
-    gw: OpenGateway, upstreams: tuple[StandInUpstream, StandInUpstream], examples: Path,
+    gw: OpenGateway,
+    upstreams: tuple[StandInUpstream, StandInUpstream],
+    examples: Path,
 ) -> None:
     embedder, tiers = upstreams
     await wait_ready(await gw(auto_config(embedder, tiers, examples)))
@@ -173,7 +210,9 @@ async def test_example_vectors_are_cached_so_a_restart_embeds_only_requests(
 
 
 async def test_asking_for_thinking_never_lands_on_the_small_model(
-    gw: OpenGateway, upstreams: tuple[StandInUpstream, StandInUpstream], examples: Path,
+    gw: OpenGateway,
+    upstreams: tuple[StandInUpstream, StandInUpstream],
+    examples: Path,
 ) -> None:
     embedder, tiers = upstreams
     http = await gw(auto_config(embedder, tiers, examples))
@@ -181,8 +220,9 @@ async def test_asking_for_thinking_never_lands_on_the_small_model(
     assert await ask_auto(http, "/think write a function") == ("moderate", "knn", "mid")  # kNN said routine
 
 
-async def test_the_rules_mark_their_decisions_too(gw: OpenGateway, upstreams: tuple[StandInUpstream, StandInUpstream],
-                                                  examples: Path) -> None:
+async def test_the_rules_mark_their_decisions_too(
+    gw: OpenGateway, upstreams: tuple[StandInUpstream, StandInUpstream], examples: Path
+) -> None:
     embedder, tiers = upstreams
     config = auto_config(embedder, tiers, examples)
     del config["router"]["auto"]["classifier"]
@@ -194,13 +234,22 @@ async def test_the_rules_mark_their_decisions_too(gw: OpenGateway, upstreams: tu
 
 def judge_config(judge: StandInUpstream, tiers: StandInUpstream, **classifier: Any) -> dict[str, Any]:
     remote = {"engine": "remote", "url": tiers.url}
-    return {"models": {"small": remote, "mid": remote, "big": remote, "judge": {"engine": "remote", "url": judge.url}},
-            "router": {"auto": {"routine": "small", "moderate": "mid", "complex": "big",
-                                "classifier": {"kind": "judge", "model": "judge", **classifier}}}}
+    return {
+        "models": {"small": remote, "mid": remote, "big": remote, "judge": {"engine": "remote", "url": judge.url}},
+        "router": {
+            "auto": {
+                "routine": "small",
+                "moderate": "mid",
+                "complex": "big",
+                "classifier": {"kind": "judge", "model": "judge", **classifier},
+            }
+        },
+    }
 
 
 async def test_an_llm_judge_names_the_tier_through_the_gateway(
-    gw: OpenGateway, upstreams: tuple[StandInUpstream, StandInUpstream],
+    gw: OpenGateway,
+    upstreams: tuple[StandInUpstream, StandInUpstream],
 ) -> None:
     judge, tiers = upstreams
     judge.reply = '"complex"'  # what a constrained judge answers (response_format: a string enum)
@@ -211,51 +260,71 @@ async def test_an_llm_judge_names_the_tier_through_the_gateway(
     assert asked["model"] == "judge" and asked["temperature"] == 0
     assert "hello there" in asked["messages"][-1]["content"]
     judge.reply = '"routine"'
-    response = await http.post("/v1/chat/completions", json={
-        "model": "auto", "reasoning_effort": "high", "messages": [{"role": "user", "content": "hello there"}]})
+    response = await http.post(
+        "/v1/chat/completions",
+        json={"model": "auto", "reasoning_effort": "high", "messages": [{"role": "user", "content": "hello there"}]},
+    )
     assert response.headers["x-gpufleet-tier"] == "moderate"  # asked for thinking: never the small model
 
 
-@pytest.mark.parametrize("reply, by, why", [
-    # Off the schema: the gateway's response_format check (an engine without a grammar) refuses it.
-    ("I think this is a hard one", "rules (judge error)", "does not match response_format"),
-    ('"huge"', "rules (judge error)", "does not match response_format"),
-])
+@pytest.mark.parametrize(
+    "reply, by, why",
+    [
+        # Off the schema: the gateway's response_format check (an engine without a grammar) refuses it.
+        ("I think this is a hard one", "rules (judge error)", "does not match response_format"),
+        ('"huge"', "rules (judge error)", "does not match response_format"),
+    ],
+)
 async def test_an_unreadable_verdict_leaves_the_decision_to_the_rules(
-    gw: OpenGateway, upstreams: tuple[StandInUpstream, StandInUpstream], reply: str, by: str, why: str,
+    gw: OpenGateway,
+    upstreams: tuple[StandInUpstream, StandInUpstream],
+    reply: str,
+    by: str,
+    why: str,
 ) -> None:
     judge, tiers = upstreams
     judge.reply = reply
     http = await gw(judge_config(judge, tiers))
     assert await ask_auto(http, "hello there") == ("routine", by, "small")
     assert why in (await http.get("/status")).json()["auto"]["last_error"]
-    assert 'gpufleet_auto_classifier_total{classifier="judge",outcome="error"} 1.0' in \
-        (await http.get("/metrics")).text
+    assert 'gpufleet_auto_classifier_total{classifier="judge",outcome="error"} 1.0' in (await http.get("/metrics")).text
 
 
-@pytest.mark.parametrize("classifier, key, reason", [
-    ("knn", "router.auto.classifier", "'knn' needs a model: write {kind: knn, model: NAME}"),
-    ("smart", "router.auto.classifier", "'smart' is not a classifier"),
-    ({"kind": "knn"}, "router.auto.classifier.model", "Field required"),
-    ({"kind": "knn", "model": "nope"}, "router.auto.classifier.model", "unknown model or route 'nope'"),
-    ({"kind": "svm", "model": "embedder"}, "router.auto.classifier.kind", "Input should be 'knn' or 'judge'"),
-    ({"kind": "judge", "model": "embedder", "k": 3}, "router.auto.classifier", "'k' is only used with kind: knn"),
-    ("judge", "router.auto.classifier", "'judge' needs a model: write {kind: judge, model: NAME}"),
-    ({"kind": "knn", "model": "embedder", "k": 0}, "router.auto.classifier.k", "greater than or equal to 1"),
-    ({"kind": "knn", "model": "embedder", "examples": "/no/such.yaml"}, "router.auto.classifier.examples",
-     "/no/such.yaml: file not found"),
-    ({"kind": "knn", "model": "embedder", "examples": "{bad}"}, "router.auto.classifier.examples",
-     "prompts[1].tier: 'huge' is not one of routine, moderate, complex"),
-])
+@pytest.mark.parametrize(
+    "classifier, key, reason",
+    [
+        ("knn", "router.auto.classifier", "'knn' needs a model: write {kind: knn, model: NAME}"),
+        ("smart", "router.auto.classifier", "'smart' is not a classifier"),
+        ({"kind": "knn"}, "router.auto.classifier.model", "Field required"),
+        ({"kind": "knn", "model": "nope"}, "router.auto.classifier.model", "unknown model or route 'nope'"),
+        ({"kind": "svm", "model": "embedder"}, "router.auto.classifier.kind", "Input should be 'knn' or 'judge'"),
+        ({"kind": "judge", "model": "embedder", "k": 3}, "router.auto.classifier", "'k' is only used with kind: knn"),
+        ("judge", "router.auto.classifier", "'judge' needs a model: write {kind: judge, model: NAME}"),
+        ({"kind": "knn", "model": "embedder", "k": 0}, "router.auto.classifier.k", "greater than or equal to 1"),
+        (
+            {"kind": "knn", "model": "embedder", "examples": "/no/such.yaml"},
+            "router.auto.classifier.examples",
+            "/no/such.yaml: file not found",
+        ),
+        (
+            {"kind": "knn", "model": "embedder", "examples": "{bad}"},
+            "router.auto.classifier.examples",
+            "prompts[1].tier: 'huge' is not one of routine, moderate, complex",
+        ),
+    ],
+)
 def test_classifier_config_errors_name_the_key(tmp_path: Path, classifier: Any, key: str, reason: str) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"prompts": [EXAMPLES["prompts"][0], {"tier": "huge", "request": {"prompt": "x"}}]}))
     if isinstance(classifier, dict) and classifier.get("examples") == "{bad}":
         classifier = {**classifier, "examples": str(bad)}
-    config = {"models": {"small": {"engine": "remote", "url": "http://127.0.0.1:9/v1"},
-                         "embedder": {"engine": "remote", "url": "http://127.0.0.1:9/v1"}},
-              "router": {"auto": {"routine": "small", "moderate": "small", "complex": "small",
-                                  "classifier": classifier}}}
+    config = {
+        "models": {
+            "small": {"engine": "remote", "url": "http://127.0.0.1:9/v1"},
+            "embedder": {"engine": "remote", "url": "http://127.0.0.1:9/v1"},
+        },
+        "router": {"auto": {"routine": "small", "moderate": "small", "complex": "small", "classifier": classifier}},
+    }
     with pytest.raises(ConfigError) as err:
         parse_config(config, file="gpufleet.yaml")
     assert err.value.file == "gpufleet.yaml" and err.value.key_path == key
@@ -263,28 +332,38 @@ def test_classifier_config_errors_name_the_key(tmp_path: Path, classifier: Any, 
 
 
 def test_the_shipped_labelled_set_is_the_default_examples() -> None:
-    config = parse_config({"models": {"m": {"engine": "remote", "url": "http://127.0.0.1:9/v1"}},
-                           "router": {"auto": {"routine": "m", "moderate": "m", "complex": "m",
-                                               "classifier": {"kind": "knn", "model": "m"}}}})
+    config = parse_config(
+        {
+            "models": {"m": {"engine": "remote", "url": "http://127.0.0.1:9/v1"}},
+            "router": {
+                "auto": {"routine": "m", "moderate": "m", "complex": "m", "classifier": {"kind": "knn", "model": "m"}}
+            },
+        }
+    )
     classifier = build_app(config).state.gateway.auto_model
     assert classifier.examples == SHIPPED and len(load_labelled(classifier.examples)) >= 150
 
 
-@pytest.mark.parametrize("vectors, problem", [
-    ([[0.1, 1.0], [0.2, 0.0]], None),
-    ([[0.1, 1.0]], "expected 2 vectors, got 1"),
-    ({"data": []}, "expected 2 vectors, got dict"),
-    ([[0.1, 1.0], []], "vector 1 is not a non-empty list of numbers"),
-    ([[0.1, 1.0], [0.2, "x"]], "vector 1 is not a non-empty list of numbers"),
-    ([[0.1, 1.0], [True, False]], "vector 1 is not a non-empty list of numbers"),
-    ([[0.1, 1.0], [0.2, 0.0, 0.5]], "vectors of different lengths: [2, 3]"),
-])
+@pytest.mark.parametrize(
+    "vectors, problem",
+    [
+        ([[0.1, 1.0], [0.2, 0.0]], None),
+        ([[0.1, 1.0]], "expected 2 vectors, got 1"),
+        ({"data": []}, "expected 2 vectors, got dict"),
+        ([[0.1, 1.0], []], "vector 1 is not a non-empty list of numbers"),
+        ([[0.1, 1.0], [0.2, "x"]], "vector 1 is not a non-empty list of numbers"),
+        ([[0.1, 1.0], [True, False]], "vector 1 is not a non-empty list of numbers"),
+        ([[0.1, 1.0], [0.2, 0.0, 0.5]], "vectors of different lengths: [2, 3]"),
+    ],
+)
 def test_example_vectors_are_checked_before_they_are_used_or_cached(vectors: Any, problem: str | None) -> None:
     assert auto_classifier.vectors_problem(vectors, 2) == problem
 
 
 async def test_a_corrupt_vector_cache_is_embedded_again(
-    gw: OpenGateway, upstreams: tuple[StandInUpstream, StandInUpstream], examples: Path,
+    gw: OpenGateway,
+    upstreams: tuple[StandInUpstream, StandInUpstream],
+    examples: Path,
 ) -> None:
     embedder, tiers = upstreams
     await wait_ready(await gw(auto_config(embedder, tiers, examples)))
@@ -300,7 +379,9 @@ async def test_a_corrupt_vector_cache_is_embedded_again(
 
 
 async def test_a_burst_asks_the_model_a_bounded_number_of_times_and_does_not_switch_it_off(
-    gw: OpenGateway, upstreams: tuple[StandInUpstream, StandInUpstream], examples: Path,
+    gw: OpenGateway,
+    upstreams: tuple[StandInUpstream, StandInUpstream],
+    examples: Path,
 ) -> None:
     embedder, tiers = upstreams
     http = await gw(auto_config(embedder, tiers, examples, timeout_s=0.3))
@@ -320,7 +401,8 @@ async def test_a_burst_asks_the_model_a_bounded_number_of_times_and_does_not_swi
 
 
 def test_a_client_that_leaves_cancels_the_classifier_call(
-    upstreams: tuple[StandInUpstream, StandInUpstream], examples: Path,
+    upstreams: tuple[StandInUpstream, StandInUpstream],
+    examples: Path,
 ) -> None:
     embedder, tiers = upstreams
     app = build_app(parse_config(auto_config(embedder, tiers, examples, timeout_s=60)))
@@ -331,8 +413,11 @@ def test_a_client_that_leaves_cancels_the_classifier_call(
             time.sleep(0.01)
         embedder.behaviour = "hang"
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(f"{url}/v1/chat/completions", timeout=0.5,
-                       json={"model": "auto", "messages": [{"role": "user", "content": "hello there"}]})
+            httpx.post(
+                f"{url}/v1/chat/completions",
+                timeout=0.5,
+                json={"model": "auto", "messages": [{"role": "user", "content": "hello there"}]},
+            )
 
         def embedder_in_flight() -> int:
             targets = httpx.get(f"{url}/status").json()["targets"]

@@ -61,8 +61,9 @@ def test_the_docs_show_bench_commands_for_the_default_gateway() -> None:
     commands = _default_gateway_commands()
     assert len(commands) >= 5, commands
     assert RUN_VERBATIM in commands
-    assert any(command.startswith("gpufleet bench qwen2.5-coder") for command in documented_bench_commands(
-        REPO / "README.md")), "README's bench example names the model `make run` preloads"
+    assert any(
+        command.startswith("gpufleet bench qwen2.5-coder") for command in documented_bench_commands(REPO / "README.md")
+    ), "README's bench example names the model `make run` preloads"
 
 
 @pytest.mark.parametrize("command", _default_gateway_commands())
@@ -84,9 +85,13 @@ def default_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served
     env = {key: value for key, value in os.environ.items() if key != "GPUFLEET_CONFIG"}
     log_path = tmp / "gateway.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "gpufleet.cli", "serve", "--port", str(port)],
-                                   stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                   env={**env, "PYTHONUNBUFFERED": "1"})
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gpufleet.cli", "serve", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**env, "PYTHONUNBUFFERED": "1"},
+        )
     gateway = ServedGateway(process, port, log_path)
     deadline = time.monotonic() + 600  # the preloaded Qwen2.5-Coder-1.5B loads in ~25 s on a quiet 2-core host
     while time.monotonic() < deadline:
@@ -107,13 +112,18 @@ def default_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served
 
 @pytest.mark.slow
 @pytest.mark.qwen
-def test_the_documented_first_bench_runs_verbatim_on_the_default_gateway(default_gateway: ServedGateway,
-                                                                         tmp_path: Path) -> None:
+def test_the_documented_first_bench_runs_verbatim_on_the_default_gateway(
+    default_gateway: ServedGateway, tmp_path: Path
+) -> None:
     argv = [sys.executable, "-m", "gpufleet.cli", *shlex.split(RUN_VERBATIM)[1:]]
     # The documented line as it stands; the environment says where the gateway is ($GPUFLEET_URL, an
     # option's documented variable) and keeps the latest report out of the user's cache.
-    env = {**os.environ, "GPUFLEET_URL": f"{default_gateway.url}/v1", "GPUFLEET_CACHE": str(tmp_path / "cache"),
-           "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "GPUFLEET_URL": f"{default_gateway.url}/v1",
+        "GPUFLEET_CACHE": str(tmp_path / "cache"),
+        "COLUMNS": "200",
+    }
     result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -45,11 +45,21 @@ class LengthStandIn:
         body = await request.json()
         self.received.append(body)
         if body["model"] != "m":
-            return JSONResponse({"error": {"message": f"The model {body['model']!r} does not exist.",
-                                           "type": "NotFoundError", "code": "model_not_found"}}, status_code=404)
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": f"The model {body['model']!r} does not exist.",
+                        "type": "NotFoundError",
+                        "code": "model_not_found",
+                    }
+                },
+                status_code=404,
+            )
         if self.refuse_fixed and ({"ignore_eos", "min_tokens"} & set(body)):
-            return JSONResponse({"error": {"message": "extra fields not permitted: ignore_eos, min_tokens",
-                                           "type": "BadRequestError"}}, status_code=422)
+            return JSONResponse(
+                {"error": {"message": "extra fields not permitted: ignore_eos, min_tokens", "type": "BadRequestError"}},
+                status_code=422,
+            )
         count = body["max_tokens"] if body.get("ignore_eos") else min(NATURAL_LENGTH, body["max_tokens"])
         return StreamingResponse(self._stream(count), media_type="text/event-stream")
 
@@ -67,8 +77,13 @@ class LengthStandIn:
         return JSONResponse({"version": "0.0.0-standin"})
 
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/v1/chat/completions", self.chat, methods=["POST"]),
-                                 Route("/v1/models", self.models), Route("/version", self.version)])
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/v1/models", self.models),
+                Route("/version", self.version),
+            ]
+        )
 
 
 @pytest.fixture
@@ -118,38 +133,68 @@ async def test_run_rate_sends_every_request_and_reports_its_delivery(standin: tu
 
 
 def test_fixed_output_is_sent_recorded_and_both_sweeps_are_reported(
-        standin: tuple[LengthStandIn, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    standin: tuple[LengthStandIn, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     server, url = standin
     png = tmp_path / "bench.png"
-    result, report = _bench([f"s={url}/v1#m", "--concurrency", "1,2", "--rate", "20,40", "--requests", "3",
-                             "--max-tokens", "5", "--plot", str(png)], tmp_path, monkeypatch)
+    result, report = _bench(
+        [
+            f"s={url}/v1#m",
+            "--concurrency",
+            "1,2",
+            "--rate",
+            "20,40",
+            "--requests",
+            "3",
+            "--max-tokens",
+            "5",
+            "--plot",
+            str(png),
+        ],
+        tmp_path,
+        monkeypatch,
+    )
     assert result.exit_code == 0, result.output
     assert all(body["ignore_eos"] is True and body["min_tokens"] == body["max_tokens"] for body in server.received)
     settings = report["settings"]
     assert (settings["concurrency"], settings["rates"], settings["fixed_output"]) == ([1, 2], [20.0, 40.0], True)
-    assert report["targets"][0]["output_length"] == {"fixed": True, "params": ["ignore_eos", "min_tokens"],
-                                                     "note": None}
+    assert report["targets"][0]["output_length"] == {
+        "fixed": True,
+        "params": ["ignore_eos", "min_tokens"],
+        "note": None,
+    }
     assert [(run["mode"], run["concurrency"], run["rate"]) for run in report["runs"]] == [
-        ("closed", 1, None), ("closed", 2, None), ("open", None, 20.0), ("open", None, 40.0)]
+        ("closed", 1, None),
+        ("closed", 2, None),
+        ("open", None, 20.0),
+        ("open", None, 40.0),
+    ]
     for run in report["runs"]:
         assert run["output_tokens_per_request"] == {"min": 5, "max": 5}  # every answer max_tokens long
     for run in report["runs"][2:]:
         assert run["succeeded"] == 3 and run["sent_per_s"] > 0 and run["max_in_flight"] >= 1
         assert run["ttft_s"]["p50"] <= run["ttft_s"]["p95"] <= run["ttft_s"]["p99"]
     assert "20/s" in result.stdout and "open loop" in result.stdout
-    assert report["targets"][0]["engine"] == {"name": "vllm", "version": "0.0.0-standin",
-                                              "source": "/v1/models owned_by, /version"}
+    assert report["targets"][0]["engine"] == {
+        "name": "vllm",
+        "version": "0.0.0-standin",
+        "source": "/v1/models owned_by, /version",
+    }
     from PIL import Image
 
     with Image.open(png) as image:
         assert image.size == plot_size_px(report) and image.size[1] > PLOT_SIZE_PX[1]  # two rows
 
 
-def test_natural_output_sends_no_fixed_fields(standin: tuple[LengthStandIn, str], tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_natural_output_sends_no_fixed_fields(
+    standin: tuple[LengthStandIn, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     server, url = standin
-    result, report = _bench([f"{url}#m", "--concurrency", "1", "--requests", "2", "--max-tokens", "5",
-                             "--natural-output"], tmp_path, monkeypatch)
+    result, report = _bench(
+        [f"{url}#m", "--concurrency", "1", "--requests", "2", "--max-tokens", "5", "--natural-output"],
+        tmp_path,
+        monkeypatch,
+    )
     assert result.exit_code == 0, result.output
     assert not any("ignore_eos" in body or "min_tokens" in body for body in server.received)
     assert report["settings"]["fixed_output"] is False
@@ -157,11 +202,13 @@ def test_natural_output_sends_no_fixed_fields(standin: tuple[LengthStandIn, str]
 
 
 def test_an_engine_that_refuses_the_fixed_fields_runs_without_them_and_says_so(
-        standin: tuple[LengthStandIn, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    standin: tuple[LengthStandIn, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     server, url = standin
     server.refuse_fixed = True
-    result, report = _bench([f"{url}#m", "--concurrency", "1", "--requests", "2", "--max-tokens", "5"],
-                            tmp_path, monkeypatch)
+    result, report = _bench(
+        [f"{url}#m", "--concurrency", "1", "--requests", "2", "--max-tokens", "5"], tmp_path, monkeypatch
+    )
     assert result.exit_code == 0, result.output
     length = report["targets"][0]["output_length"]
     assert length["fixed"] is False and "refused ignore_eos/min_tokens" in length["note"]
@@ -170,7 +217,8 @@ def test_an_engine_that_refuses_the_fixed_fields_runs_without_them_and_says_so(
 
 
 def test_an_unknown_model_stops_the_bench_with_the_servers_message(
-        standin: tuple[LengthStandIn, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    standin: tuple[LengthStandIn, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _server, url = standin
     result, report = _bench([f"{url}#qwen"], tmp_path, monkeypatch)
     assert result.exit_code == 2 and report == {}
@@ -178,8 +226,9 @@ def test_an_unknown_model_stops_the_bench_with_the_servers_message(
     assert "Traceback" not in result.output
 
 
-def test_report_records_host_and_gpufleet_build(standin: tuple[LengthStandIn, str], tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_report_records_host_and_gpufleet_build(
+    standin: tuple[LengthStandIn, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _server, url = standin
     result, report = _bench([f"{url}#m", "--concurrency", "1", "--requests", "1"], tmp_path, monkeypatch)
     assert result.exit_code == 0, result.output
@@ -195,12 +244,19 @@ def test_gpufleet_build_names_the_checkouts_commit() -> None:
 
 
 def test_host_gpus_come_from_nvml_and_a_host_without_it_has_none() -> None:
-    fake = FakeNvml({"driver_version": "570.86", "cuda_driver_version": 12080,
-                     "gpus": [{"name": "NVIDIA H100 80GB HBM3", "total": 80 << 30, "free": 79 << 30,
-                               "compute_capability": (9, 0)}]})
+    fake = FakeNvml(
+        {
+            "driver_version": "570.86",
+            "cuda_driver_version": 12080,
+            "gpus": [
+                {"name": "NVIDIA H100 80GB HBM3", "total": 80 << 30, "free": 79 << 30, "compute_capability": (9, 0)}
+            ],
+        }
+    )
     host = host_info(nvml=fake)
-    assert host["gpus"] == [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_bytes": 80 << 30,
-                             "compute_capability": "9.0"}]
+    assert host["gpus"] == [
+        {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_bytes": 80 << 30, "compute_capability": "9.0"}
+    ]
     assert host["nvidia_driver"] == "570.86" and fake.shut_down
 
     class NoLibrary:
@@ -210,10 +266,16 @@ def test_host_gpus_come_from_nvml_and_a_host_without_it_has_none() -> None:
     assert host_info(nvml=NoLibrary())["gpus"] == []
 
 
-@pytest.mark.parametrize(("cpuinfo", "model"), [
-    ("processor\t: 0\nmodel name\t: AMD EPYC 9654 96-Core Processor\n", "AMD EPYC 9654 96-Core Processor"),
-    ("processor\t: 0\nBogoMIPS\t: 50.00\nModel\t: Raspberry Pi 5 Model B Rev 1.0\n", "Raspberry Pi 5 Model B Rev 1.0"),
-])
+@pytest.mark.parametrize(
+    ("cpuinfo", "model"),
+    [
+        ("processor\t: 0\nmodel name\t: AMD EPYC 9654 96-Core Processor\n", "AMD EPYC 9654 96-Core Processor"),
+        (
+            "processor\t: 0\nBogoMIPS\t: 50.00\nModel\t: Raspberry Pi 5 Model B Rev 1.0\n",
+            "Raspberry Pi 5 Model B Rev 1.0",
+        ),
+    ],
+)
 def test_cpu_model_from_proc_cpuinfo(cpuinfo: str, model: str) -> None:
     assert cpu_model(cpuinfo) == model
 
@@ -235,21 +297,35 @@ def test_gateway_and_direct_runs_of_one_model_share_a_hue_and_six_series_differ(
 
 def _run(label: str, **level: Any) -> dict[str, Any]:
     dist = {"count": 2, "mean": 0.2, "p50": 0.2, "p95": 0.3, "p99": 0.3}
-    return {"target": label, "mode": "open" if "rate" in level else "closed", "concurrency": level.get("concurrency"),
-            "rate": level.get("rate"), "req_per_s": 1.0, "output_tok_per_s": 10.0, "ttft_s": dist, "itl_s": dist,
-            "latency_s": dist, "samples": {"ttft_s": [0.1, 0.3], "itl_s": [0.01, 0.05], "latency_s": [0.5, 1.0]}}
+    return {
+        "target": label,
+        "mode": "open" if "rate" in level else "closed",
+        "concurrency": level.get("concurrency"),
+        "rate": level.get("rate"),
+        "req_per_s": 1.0,
+        "output_tok_per_s": 10.0,
+        "ttft_s": dist,
+        "itl_s": dist,
+        "latency_s": dist,
+        "samples": {"ttft_s": [0.1, 0.3], "itl_s": [0.01, 0.05], "latency_s": [0.5, 1.0]},
+    }
 
 
-@pytest.mark.parametrize(("levels", "rows"), [
-    ([{"concurrency": 1}, {"concurrency": 4}], 1),
-    ([{"rate": 1.0}, {"rate": 2.0}], 1),
-    ([{"concurrency": 1}, {"rate": 2.0}], 2),
-])
-def test_plot_has_a_row_per_kind_of_sweep_and_six_series_fit(tmp_path: Path, levels: list[dict[str, Any]],
-                                                             rows: int) -> None:
+@pytest.mark.parametrize(
+    ("levels", "rows"),
+    [
+        ([{"concurrency": 1}, {"concurrency": 4}], 1),
+        ([{"rate": 1.0}, {"rate": 2.0}], 1),
+        ([{"concurrency": 1}, {"rate": 2.0}], 2),
+    ],
+)
+def test_plot_has_a_row_per_kind_of_sweep_and_six_series_fit(
+    tmp_path: Path, levels: list[dict[str, Any]], rows: int
+) -> None:
     labels = ["llamacpp", "vllm", "transformers"]
-    targets: list[dict[str, Any]] = [{"label": n, "direct_of": None} for n in labels] + \
-        [{"label": f"{n} (direct)", "direct_of": n} for n in labels]
+    targets: list[dict[str, Any]] = [{"label": n, "direct_of": None} for n in labels] + [
+        {"label": f"{n} (direct)", "direct_of": n} for n in labels
+    ]
     report = {"targets": targets, "runs": [_run(t["label"], **level) for t in targets for level in levels]}
     path = plot_report(report, tmp_path / "p.png")
     from PIL import Image

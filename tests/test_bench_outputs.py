@@ -28,10 +28,29 @@ def standin() -> Iterator[StandInUpstream]:
 
 
 def bench(standin: StandInUpstream, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "gpufleet.cli", "bench", f"{standin.url}#m", "--concurrency", "1",
-            "--requests", "1", "--max-tokens", "2", "--no-latest", *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=REPO,
-                          env={**os.environ, "GPUFLEET_CACHE": str(tmp_path / "cache")})
+    argv = [
+        sys.executable,
+        "-m",
+        "gpufleet.cli",
+        "bench",
+        f"{standin.url}#m",
+        "--concurrency",
+        "1",
+        "--requests",
+        "1",
+        "--max-tokens",
+        "2",
+        "--no-latest",
+        *args,
+    ]
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={**os.environ, "GPUFLEET_CACHE": str(tmp_path / "cache")},
+    )
 
 
 def one_error_line(done: subprocess.CompletedProcess[str], fragment: str) -> None:

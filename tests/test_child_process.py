@@ -68,11 +68,14 @@ def _engine_like(argv: list[str], log: Path) -> ChildProcess:
     return ChildProcess(argv, {}, log)
 
 
-@pytest.mark.parametrize(("make", "member_survives"), [(_ray, False), (_engine_like, True)],
-                         ids=["ray-kills-the-group", "default-leaves-the-group"])
+@pytest.mark.parametrize(
+    ("make", "member_survives"),
+    [(_ray, False), (_engine_like, True)],
+    ids=["ray-kills-the-group", "default-leaves-the-group"],
+)
 async def test_stop_after_the_leader_exited_kills_its_group_only_when_asked(
-        tmp_path: Path, members: list[int], make: Callable[[list[str], Path], ChildProcess],
-        member_survives: bool) -> None:
+    tmp_path: Path, members: list[int], make: Callable[[list[str], Path], ChildProcess], member_survives: bool
+) -> None:
     process = make(["sh", "-c", f"{ORPHAN}; exit 0"], tmp_path / "child.log")
     await process.spawn()
     assert await process.wait() == 0
@@ -108,10 +111,12 @@ async def test_output_goes_to_the_log_file_the_recent_lines_and_on_line(tmp_path
     assert header.startswith(f"=== gpufleet: started pid {process.pid}: {sys.executable}") and lines == seen
 
 
-@pytest.mark.parametrize(("old_bytes", "kept"), [(100, True), (_MAX_LOG_BYTES + 1, False)],
-                         ids=["small-log-appended", "oversized-log-started-afresh"])
-async def test_spawn_appends_to_the_log_unless_it_grew_past_the_cap(tmp_path: Path, old_bytes: int,
-                                                                    kept: bool) -> None:
+@pytest.mark.parametrize(
+    ("old_bytes", "kept"),
+    [(100, True), (_MAX_LOG_BYTES + 1, False)],
+    ids=["small-log-appended", "oversized-log-started-afresh"],
+)
+async def test_spawn_appends_to_the_log_unless_it_grew_past_the_cap(tmp_path: Path, old_bytes: int, kept: bool) -> None:
     log = tmp_path / "child.log"
     with log.open("wb") as f:
         f.write(b"old run\n")
@@ -126,20 +131,31 @@ async def test_spawn_appends_to_the_log_unless_it_grew_past_the_cap(tmp_path: Pa
 async def test_the_env_and_cwd_reach_the_child_and_stop_before_spawn_is_a_no_op(tmp_path: Path) -> None:
     never = ChildProcess(["true"], {}, tmp_path / "never.log")
     assert await never.stop() is None and never.pid is None and not never.running
-    process = ChildProcess(["sh", "-c", 'echo "$GPUFLEET_TEST_VAR $(pwd)"'], {"GPUFLEET_TEST_VAR": "set"},
-                           tmp_path / "child.log", cwd=str(tmp_path))
+    process = ChildProcess(
+        ["sh", "-c", 'echo "$GPUFLEET_TEST_VAR $(pwd)"'],
+        {"GPUFLEET_TEST_VAR": "set"},
+        tmp_path / "child.log",
+        cwd=str(tmp_path),
+    )
     await process.spawn()
     await process.wait()
     assert process.log_tail(1) == f"set {tmp_path}"
 
 
 async def test_an_engine_that_exited_on_its_own_is_reaped_group_and_stop_command(
-        tmp_path: Path, members: list[int]) -> None:
+    tmp_path: Path, members: list[int]
+) -> None:
     """What the supervisor does after a crash: the group's leftovers die and the stop command runs (for a
     `docker run` engine: `docker rm --force`, since its container may outlive the client)."""
     marker = tmp_path / "stop-command-ran"
-    spec = LaunchSpec(argv=["sh", "-c", f"{ORPHAN}; exit 3"], env={}, port=0, base_url="", health_url="",
-                      stop_argv=["sh", "-c", f"touch {marker}"])
+    spec = LaunchSpec(
+        argv=["sh", "-c", f"{ORPHAN}; exit 3"],
+        env={},
+        port=0,
+        base_url="",
+        health_url="",
+        stop_argv=["sh", "-c", f"touch {marker}"],
+    )
     process = EngineProcess(spec, tmp_path / "engine.log")
     await process.spawn()
     assert await process.wait() == 3
@@ -149,4 +165,3 @@ async def test_an_engine_that_exited_on_its_own_is_reaped_group_and_stop_command
     await process.reap_after_exit()
     assert await _gone(member)
     assert marker.exists()
-

@@ -254,14 +254,17 @@ def test_rules_agree_with_at_least_85_percent_of_the_whole_labelled_set() -> Non
     assert accuracy >= 0.85, "\n".join(misses)
 
 
-@pytest.mark.parametrize("text, tier", [
-    ("Solve sqrt(2x + 1) = x - 1 and check the roots.", Tier.COMPLEX),  # sqrt( is math; solve + check
-    ("How much GPU memory does a 14B model need at 8k context with 4 concurrent users?", Tier.COMPLEX),
-    ("Write a polite email asking a client to pay an overdue invoice.", Tier.MODERATE),
-    ("Extract the company and the total as JSON: Globex Ltd, total due 420 USD.", Tier.MODERATE),
-    ("My regex ^\\$[a-z]+$ never matches, why?", Tier.MODERATE),  # `$…$` in a regex is not math
-    ("Is this review positive? 'Great value.'", Tier.ROUTINE),  # "review" as a noun is no open task
-])
+@pytest.mark.parametrize(
+    "text, tier",
+    [
+        ("Solve sqrt(2x + 1) = x - 1 and check the roots.", Tier.COMPLEX),  # sqrt( is math; solve + check
+        ("How much GPU memory does a 14B model need at 8k context with 4 concurrent users?", Tier.COMPLEX),
+        ("Write a polite email asking a client to pay an overdue invoice.", Tier.MODERATE),
+        ("Extract the company and the total as JSON: Globex Ltd, total due 420 USD.", Tier.MODERATE),
+        ("My regex ^\\$[a-z]+$ never matches, why?", Tier.MODERATE),  # `$…$` in a regex is not math
+        ("Is this review positive? 'Great value.'", Tier.ROUTINE),  # "review" as a noun is no open task
+    ],
+)
 def test_issue_13_failure_shapes_land_in_their_tier(text: str, tier: Tier) -> None:
     assert CLF.classify(chat(text)).tier is tier
 

@@ -21,8 +21,13 @@ pytestmark = pytest.mark.processes  # runs child processes: seconds each (make t
 
 
 def serve(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gpufleet.cli", "serve", "--config", str(config), *args],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "gpufleet.cli", "serve", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
 
 
 def remote_config(tmp_path: Path) -> Path:

@@ -34,15 +34,18 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]
     tmp = tmp_path_factory.mktemp("status-gateway")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("GPUFLEET_CACHE", str(tmp / "cache"))  # the gateway subprocess inherits it: engine logs
-        served = start_gateway({
-            "server": {"api_keys": [KEY]},
-            "models": {
-                "qwen3-8b": standin_model(env={"STANDIN_VLLM_KV_USAGE": "0.913"}, preload=True, aliases=["qwen"]),
-                "qwen3-32b": standin_model(env={"STANDIN_VLLM_FAIL": "oom"}),
-                "cloud": {"engine": "remote", "url": upstream.url},
-                "offline": {"engine": "remote", "url": "http://127.0.0.1:9/v1"},
+        served = start_gateway(
+            {
+                "server": {"api_keys": [KEY]},
+                "models": {
+                    "qwen3-8b": standin_model(env={"STANDIN_VLLM_KV_USAGE": "0.913"}, preload=True, aliases=["qwen"]),
+                    "qwen3-32b": standin_model(env={"STANDIN_VLLM_FAIL": "oom"}),
+                    "cloud": {"engine": "remote", "url": upstream.url},
+                    "offline": {"engine": "remote", "url": "http://127.0.0.1:9/v1"},
+                },
             },
-        }, tmp)
+            tmp,
+        )
     headers = {"Authorization": f"Bearer {KEY}"}
     for model in ("qwen", "qwen3-32b", "cloud", "offline", "offline", "offline"):
         body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
@@ -84,14 +87,17 @@ def test_json_prints_the_gateways_answer(gateway: ServedGateway) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert {m["name"]: m["state"] for m in data["models"]} == {
-        "qwen3-8b": "ready", "qwen3-32b": "failed", "cloud": "remote", "offline": "remote"}
+        "qwen3-8b": "ready",
+        "qwen3-32b": "failed",
+        "cloud": "remote",
+        "offline": "remote",
+    }
     assert {t["target"] for t in data["targets"]} >= {"local:qwen3-8b", "remote:http://127.0.0.1:9/v1"}
 
 
 @pytest.mark.processes
 def test_key_from_the_environment_is_used(gateway: ServedGateway) -> None:
-    result = CliRunner().invoke(app, ["status", "--url", gateway.url, "--json"],
-                                env={**ENV, "GPUFLEET_API_KEY": KEY})
+    result = CliRunner().invoke(app, ["status", "--url", gateway.url, "--json"], env={**ENV, "GPUFLEET_API_KEY": KEY})
     assert result.exit_code == 0, result.output
 
 
@@ -99,8 +105,9 @@ def test_key_from_the_environment_is_used(gateway: ServedGateway) -> None:
 def test_missing_key_is_named_as_the_problem(gateway: ServedGateway) -> None:
     result = run_status("--url", gateway.url)
     assert result.exit_code == 1
-    assert result.output.strip() == (f"error: the gateway at {gateway.url} needs an API key (401); pass --api-key"
-                                     " or set GPUFLEET_API_KEY")
+    assert result.output.strip() == (
+        f"error: the gateway at {gateway.url} needs an API key (401); pass --api-key or set GPUFLEET_API_KEY"
+    )
 
 
 @pytest.mark.processes
@@ -132,50 +139,160 @@ def test_status_url_accepts_root_or_openai_base_url() -> None:
 # vLLM goes through: one still loading its weights, one asleep, one restarting after a crash.
 RECORDED: dict[str, Any] = {
     "models": [
-        {"name": "qwen3-8b", "engine": "vllm", "state": "ready",
-         "phase": "ready: GPU KV cache 152,880 tokens (4.67x at 32,768 tokens per request)", "pid": 31807,
-         "base_url": "http://127.0.0.1:38165/v1", "in_flight": 7, "uptime_s": 3605.5, "idle_s": 0.4,
-         "idle_ttl_s": 0, "restarts": 0, "last_error": None, "log_path": "/var/cache/gpufleet/logs/qwen3-8b.log",
-         "kv_cache": {"device": "GPU", "tokens": 152880, "max_concurrency": 4.67, "concurrency_tokens": 32768,
-                      "available_gib": 21.0},
-         "engine_metrics": {"requests_running": 5, "requests_waiting": 12, "kv_cache_usage": 0.913,
-                            "kv_cache_tokens": 152880, "prompt_tokens_total": 91811.0,
-                            "generation_tokens_total": 40012.0, "ttft_mean_s": 0.41, "sleep_state": "awake"},
-         "aliases": ["qwen"]},
-        {"name": "qwen3-32b-awq", "engine": "vllm", "state": "starting", "phase": "loading_weights", "pid": 31902,
-         "base_url": None, "in_flight": 1, "uptime_s": None, "idle_s": 12.0, "idle_ttl_s": 600, "restarts": 0,
-         "last_error": None, "log_path": "/var/cache/gpufleet/logs/qwen3-32b-awq.log", "kv_cache": None,
-         "engine_metrics": None, "aliases": [],
-         "warnings": ["plan: --enforce-eager on gb10: CUDA graph capture fails on GB10 with vLLM < 0.12"]},
-        {"name": "qwen3-coder", "engine": "vllm", "state": "ready", "phase": "ready", "pid": 31950,
-         "base_url": "http://127.0.0.1:40111/v1", "in_flight": 0, "uptime_s": 100.0, "idle_s": 95.0,
-         "idle_ttl_s": 0, "restarts": 0, "last_error": None, "log_path": None,
-         "kv_cache": {"device": "GPU", "tokens": 60000, "max_concurrency": None, "concurrency_tokens": None,
-                      "available_gib": None},
-         "engine_metrics": {"requests_running": 0, "requests_waiting": 0, "kv_cache_usage": 0.0,
-                            "kv_cache_tokens": 60000, "prompt_tokens_total": 0.0, "generation_tokens_total": 0.0,
-                            "ttft_mean_s": None, "sleep_state": "weights_offloaded"},
-         "aliases": []},
-        {"name": "qwen3-14b", "engine": "vllm", "state": "backoff", "phase": "restart in 4 s", "pid": None,
-         "base_url": None, "in_flight": 0, "uptime_s": None, "idle_s": 3.0, "idle_ttl_s": 0, "restarts": 2,
-         "last_error": "engine crashed with exit code 1", "log_path": None, "kv_cache": None,
-         "engine_metrics": None, "aliases": []},
-        {"name": "qwen3-32b", "engine": "vllm", "state": "failed", "phase": "failed", "pid": 31819, "base_url": None,
-         "in_flight": 0, "uptime_s": None, "idle_s": 6.1, "idle_ttl_s": 0, "restarts": 0,
-         "last_error": "engine exited during startup with exit code 1: cuda_oom: the GPU ran out of memory; lower"
-                       " --max-model-len or --max-num-seqs\n--- engine log (last lines) ---\n"
-                       "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.17 GiB.",
-         "log_path": "/var/cache/gpufleet/logs/qwen3-32b.log", "kv_cache": None, "engine_metrics": None,
-         "aliases": []},
-        {"name": "cloud", "engine": "remote", "state": "remote", "aliases": ["gpt-4o"],
-         "base_url": "http://10.0.0.5:8000/v1"},
+        {
+            "name": "qwen3-8b",
+            "engine": "vllm",
+            "state": "ready",
+            "phase": "ready: GPU KV cache 152,880 tokens (4.67x at 32,768 tokens per request)",
+            "pid": 31807,
+            "base_url": "http://127.0.0.1:38165/v1",
+            "in_flight": 7,
+            "uptime_s": 3605.5,
+            "idle_s": 0.4,
+            "idle_ttl_s": 0,
+            "restarts": 0,
+            "last_error": None,
+            "log_path": "/var/cache/gpufleet/logs/qwen3-8b.log",
+            "kv_cache": {
+                "device": "GPU",
+                "tokens": 152880,
+                "max_concurrency": 4.67,
+                "concurrency_tokens": 32768,
+                "available_gib": 21.0,
+            },
+            "engine_metrics": {
+                "requests_running": 5,
+                "requests_waiting": 12,
+                "kv_cache_usage": 0.913,
+                "kv_cache_tokens": 152880,
+                "prompt_tokens_total": 91811.0,
+                "generation_tokens_total": 40012.0,
+                "ttft_mean_s": 0.41,
+                "sleep_state": "awake",
+            },
+            "aliases": ["qwen"],
+        },
+        {
+            "name": "qwen3-32b-awq",
+            "engine": "vllm",
+            "state": "starting",
+            "phase": "loading_weights",
+            "pid": 31902,
+            "base_url": None,
+            "in_flight": 1,
+            "uptime_s": None,
+            "idle_s": 12.0,
+            "idle_ttl_s": 600,
+            "restarts": 0,
+            "last_error": None,
+            "log_path": "/var/cache/gpufleet/logs/qwen3-32b-awq.log",
+            "kv_cache": None,
+            "engine_metrics": None,
+            "aliases": [],
+            "warnings": ["plan: --enforce-eager on gb10: CUDA graph capture fails on GB10 with vLLM < 0.12"],
+        },
+        {
+            "name": "qwen3-coder",
+            "engine": "vllm",
+            "state": "ready",
+            "phase": "ready",
+            "pid": 31950,
+            "base_url": "http://127.0.0.1:40111/v1",
+            "in_flight": 0,
+            "uptime_s": 100.0,
+            "idle_s": 95.0,
+            "idle_ttl_s": 0,
+            "restarts": 0,
+            "last_error": None,
+            "log_path": None,
+            "kv_cache": {
+                "device": "GPU",
+                "tokens": 60000,
+                "max_concurrency": None,
+                "concurrency_tokens": None,
+                "available_gib": None,
+            },
+            "engine_metrics": {
+                "requests_running": 0,
+                "requests_waiting": 0,
+                "kv_cache_usage": 0.0,
+                "kv_cache_tokens": 60000,
+                "prompt_tokens_total": 0.0,
+                "generation_tokens_total": 0.0,
+                "ttft_mean_s": None,
+                "sleep_state": "weights_offloaded",
+            },
+            "aliases": [],
+        },
+        {
+            "name": "qwen3-14b",
+            "engine": "vllm",
+            "state": "backoff",
+            "phase": "restart in 4 s",
+            "pid": None,
+            "base_url": None,
+            "in_flight": 0,
+            "uptime_s": None,
+            "idle_s": 3.0,
+            "idle_ttl_s": 0,
+            "restarts": 2,
+            "last_error": "engine crashed with exit code 1",
+            "log_path": None,
+            "kv_cache": None,
+            "engine_metrics": None,
+            "aliases": [],
+        },
+        {
+            "name": "qwen3-32b",
+            "engine": "vllm",
+            "state": "failed",
+            "phase": "failed",
+            "pid": 31819,
+            "base_url": None,
+            "in_flight": 0,
+            "uptime_s": None,
+            "idle_s": 6.1,
+            "idle_ttl_s": 0,
+            "restarts": 0,
+            "last_error": "engine exited during startup with exit code 1: cuda_oom: the GPU ran out of memory; lower"
+            " --max-model-len or --max-num-seqs\n--- engine log (last lines) ---\n"
+            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.17 GiB.",
+            "log_path": "/var/cache/gpufleet/logs/qwen3-32b.log",
+            "kv_cache": None,
+            "engine_metrics": None,
+            "aliases": [],
+        },
+        {
+            "name": "cloud",
+            "engine": "remote",
+            "state": "remote",
+            "aliases": ["gpt-4o"],
+            "base_url": "http://10.0.0.5:8000/v1",
+        },
     ],
     "targets": [
-        {"target": "local:qwen3-8b", "model": "qwen3-8b", "healthy": True, "cooldown_until_s": None, "in_flight": 7,
-         "failures": 0, "cooldowns": 0, "served": 1200, "last_error": ""},
-        {"target": "remote:http://10.0.0.5:8000/v1", "model": "cloud", "healthy": False, "cooldown_until_s": 23.975,
-         "in_flight": 0, "failures": 3, "cooldowns": 1, "served": 0,
-         "last_error": "cannot connect to upstream http://10.0.0.5:8000/v1/chat/completions: [Errno 111]"},
+        {
+            "target": "local:qwen3-8b",
+            "model": "qwen3-8b",
+            "healthy": True,
+            "cooldown_until_s": None,
+            "in_flight": 7,
+            "failures": 0,
+            "cooldowns": 0,
+            "served": 1200,
+            "last_error": "",
+        },
+        {
+            "target": "remote:http://10.0.0.5:8000/v1",
+            "model": "cloud",
+            "healthy": False,
+            "cooldown_until_s": 23.975,
+            "in_flight": 0,
+            "failures": 3,
+            "cooldowns": 1,
+            "served": 0,
+            "last_error": "cannot connect to upstream http://10.0.0.5:8000/v1/chat/completions: [Errno 111]",
+        },
     ],
 }
 
@@ -212,4 +329,3 @@ def test_recorded_vllm_status_renders_every_state() -> None:
 def test_status_without_targets_shows_no_targets_table() -> None:
     out = render({"models": RECORDED["models"][:1]})
     assert "targets" not in out and "last errors" not in out
-

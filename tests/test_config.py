@@ -29,7 +29,9 @@ def test_no_config_file_serves_the_embedded_qwen_model() -> None:
 
 def test_full_example_parses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RIG_KEY", "sk-rig")
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 server: {host: 0.0.0.0, port: 9000, api_keys: ["${RIG_KEY}"], max_body_bytes: 1000}
 models:
   coder:
@@ -42,7 +44,8 @@ models:
     url: http://10.0.0.5:8000/v1/
     api_key: ${RIG_KEY}
     upstream_model: Qwen/Qwen3-32B-AWQ
-""")
+""",
+    )
     config = load_config(path)
     rig = config.models["rig"]
     assert isinstance(rig, RemoteModel)
@@ -59,24 +62,50 @@ models:
         ("models:\n  a: {engine: tgi, source: x}\n", "models.a", "unknown engine"),
         ("models:\n  a: {source: x}\n", "models.a", "missing 'engine'"),
         ("models:\n  a: {engine: remote, url: ftp://x}\n", "models.a.url", "http://"),
-        ("models:\n  a: {engine: remote, url: 'http://x/v1', aliases: [b]}\n  b: {engine: remote, url: 'http://y/v1'}\n",
-         "models.b", "already used by models.a"),
+        (
+            "models:\n  a: {engine: remote, url: 'http://x/v1', aliases: [b]}\n  b: {engine: remote, url: 'http://y/v1'}\n",
+            "models.b",
+            "already used by models.a",
+        ),
         ("server: {port: 99999}\nmodels:\n  a: {engine: remote, url: 'http://x/v1'}\n", "server.port", "65535"),
         ("models: {}\n", "models", "at least one model"),
-        ("models:\n  a: {engine: remote, url: 'http://x/v1'}\nroutes:\n  r: {targets: [a, ghost]}\n",
-         "routes.r.targets", "unknown model or route 'ghost'"),
-        ("models:\n  a: {engine: remote, url: 'http://x/v1', fallbacks: [r]}\n"
-         "routes:\n  r: {targets: [a], fallbacks: [a]}\n", "models.a.fallbacks", "fallback cycle"),
-        ("models:\n  a: {engine: remote, url: 'http://x/v1'}\nroutes:\n  a: {targets: [a]}\n",
-         "routes.a", "already used by models.a"),
-        ("models:\n  a: {engine: remote, url: 'http://x/v1'}\nrouter:\n  auto: {routine: a, moderate: a}\n",
-         "router.auto.complex", "Field required"),
-        ("models:\n  a: {engine: remote, url: 'http://x/v1'}\nrouter:\n  auto: {routine: a, moderate: a, complex: b}\n",
-         "router.auto.complex", "unknown model or route 'b'"),
-        ("models:\n  a: {engine: remote, url: 'http://x/v1'}\npersonas:\n  p: {route: zz, system_prompt: hi}\n",
-         "personas.p.route", "unknown model or route 'zz'"),
-        ("models:\n  a: {engine: llamacpp, source: x.gguf, swap_group: g}\nswap_groups:\n  g: {memory_mib: 100}\n",
-         "models.a.memory_mib", "required in swap group"),
+        (
+            "models:\n  a: {engine: remote, url: 'http://x/v1'}\nroutes:\n  r: {targets: [a, ghost]}\n",
+            "routes.r.targets",
+            "unknown model or route 'ghost'",
+        ),
+        (
+            "models:\n  a: {engine: remote, url: 'http://x/v1', fallbacks: [r]}\n"
+            "routes:\n  r: {targets: [a], fallbacks: [a]}\n",
+            "models.a.fallbacks",
+            "fallback cycle",
+        ),
+        (
+            "models:\n  a: {engine: remote, url: 'http://x/v1'}\nroutes:\n  a: {targets: [a]}\n",
+            "routes.a",
+            "already used by models.a",
+        ),
+        (
+            "models:\n  a: {engine: remote, url: 'http://x/v1'}\nrouter:\n  auto: {routine: a, moderate: a}\n",
+            "router.auto.complex",
+            "Field required",
+        ),
+        (
+            "models:\n  a: {engine: remote, url: 'http://x/v1'}\n"
+            "router:\n  auto: {routine: a, moderate: a, complex: b}\n",
+            "router.auto.complex",
+            "unknown model or route 'b'",
+        ),
+        (
+            "models:\n  a: {engine: remote, url: 'http://x/v1'}\npersonas:\n  p: {route: zz, system_prompt: hi}\n",
+            "personas.p.route",
+            "unknown model or route 'zz'",
+        ),
+        (
+            "models:\n  a: {engine: llamacpp, source: x.gguf, swap_group: g}\nswap_groups:\n  g: {memory_mib: 100}\n",
+            "models.a.memory_mib",
+            "required in swap group",
+        ),
     ],
 )
 def test_bad_config_names_file_key_path_and_reason(tmp_path: Path, text: str, key_path: str, reason: str) -> None:
@@ -90,7 +119,9 @@ def test_bad_config_names_file_key_path_and_reason(tmp_path: Path, text: str, ke
 
 
 def test_duplicate_yaml_keys_are_refused_with_their_line(tmp_path: Path) -> None:
-    path = write(tmp_path, "models:\n  a: {engine: remote, url: 'http://x/v1'}\n  a: {engine: remote, url: 'http://y/v1'}\n")
+    path = write(
+        tmp_path, "models:\n  a: {engine: remote, url: 'http://x/v1'}\n  a: {engine: remote, url: 'http://y/v1'}\n"
+    )
     with pytest.raises(ConfigError, match=r"duplicate key 'a' \(line 3\)"):
         load_config(path)
 

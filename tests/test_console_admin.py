@@ -88,8 +88,10 @@ class FakeNvml:
     def nvmlDeviceGetComputeRunningProcesses(self, handle: int) -> list[SimpleNamespace]:
         if handle == 1:
             return []
-        return [SimpleNamespace(pid=self.pids[0], usedGpuMemory=60000 * MIB),
-                SimpleNamespace(pid=self.pids[1], usedGpuMemory=None)]
+        return [
+            SimpleNamespace(pid=self.pids[0], usedGpuMemory=60000 * MIB),
+            SimpleNamespace(pid=self.pids[1], usedGpuMemory=None),
+        ]
 
 
 def test_proc_stat_gives_busy_share_between_two_readings() -> None:
@@ -106,9 +108,14 @@ def test_proc_stat_gives_busy_share_between_two_readings() -> None:
 def test_nvml_reading_of_every_gpu_through_a_fake_library() -> None:
     gpus = read_gpus(FakeNvml())
     assert gpus[0] == {
-        "index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_bytes": 81559 * MIB,
-        "memory_used_bytes": 61440 * MIB, "utilization_percent": 87, "memory_utilization_percent": 41,
-        "temperature_c": 64, "power_w": 412.3,
+        "index": 0,
+        "name": "NVIDIA H100 80GB HBM3",
+        "memory_total_bytes": 81559 * MIB,
+        "memory_used_bytes": 61440 * MIB,
+        "utilization_percent": 87,
+        "memory_utilization_percent": 41,
+        "temperature_c": 64,
+        "power_w": 412.3,
         "processes": [{"pid": 4242, "used_bytes": 60000 * MIB}, {"pid": 4343, "used_bytes": None}],
     }
     # What the GB10 does not report stays unknown instead of failing the whole reading.
@@ -159,27 +166,34 @@ async def test_host_monitor_reads_cpu_memory_and_gpus(tmp_path: Path) -> None:
     reading = await first
     assert reading["cpu"]["percent"] == 40.0
     assert reading["cpu"]["load"] == [1.5, 1.0, 0.5]
-    assert reading["memory"] == {"total_bytes": 131072000 * 1024, "available_bytes": 98304000 * 1024,
-                                 "used_bytes": (131072000 - 98304000) * 1024}
-    assert reading["nvml"] == "ok" and [g["name"] for g in reading["gpus"]] == ["NVIDIA H100 80GB HBM3",
-                                                                               "NVIDIA GB10"]
+    assert reading["memory"] == {
+        "total_bytes": 131072000 * 1024,
+        "available_bytes": 98304000 * 1024,
+        "used_bytes": (131072000 - 98304000) * 1024,
+    }
+    assert reading["nvml"] == "ok" and [g["name"] for g in reading["gpus"]] == ["NVIDIA H100 80GB HBM3", "NVIDIA GB10"]
     (tmp_path / "stat").write_text("cpu  190 0 60 900 50 0 0 0 0 0\n")
     assert (await monitor.read())["cpu"]["percent"] == 60.0  # since the last read, without waiting again
 
 
-@pytest.mark.parametrize(("line", "masked"), [
-    ("non-default args: {'host': '127.0.0.1', 'api_key': ['abc123xyz']}",
-     "non-default args: {'host': '127.0.0.1', 'api_key': ['***']}"),
-    ("argv: --api-key sk-abc --port 8000", "argv: --api-key *** --port 8000"),
-    (f"HF_TOKEN={HF_TOKEN}", "HF_TOKEN=***"),
-    (f"using {HF_TOKEN} for the download", "using *** for the download"),
-    ("GET with Authorization: Bearer abc.def", "GET with Authorization: Bearer ***"),
-    ("fetching http://bob:hunter2@10.0.0.5/v1", "fetching http://***@10.0.0.5/v1"),
-    ("the engine key is KNOWN-SECRET-1", "the engine key is ***"),
-    # Ordinary engine lines stay as they are.
-    ("Avg prompt throughput: 3.4 tokens/s, max_num_batched_tokens=2048", None),
-    ("tokenizer='/models/q', skip_tokenizer_init=False", None),
-])
+@pytest.mark.parametrize(
+    ("line", "masked"),
+    [
+        (
+            "non-default args: {'host': '127.0.0.1', 'api_key': ['abc123xyz']}",
+            "non-default args: {'host': '127.0.0.1', 'api_key': ['***']}",
+        ),
+        ("argv: --api-key sk-abc --port 8000", "argv: --api-key *** --port 8000"),
+        (f"HF_TOKEN={HF_TOKEN}", "HF_TOKEN=***"),
+        (f"using {HF_TOKEN} for the download", "using *** for the download"),
+        ("GET with Authorization: Bearer abc.def", "GET with Authorization: Bearer ***"),
+        ("fetching http://bob:hunter2@10.0.0.5/v1", "fetching http://***@10.0.0.5/v1"),
+        ("the engine key is KNOWN-SECRET-1", "the engine key is ***"),
+        # Ordinary engine lines stay as they are.
+        ("Avg prompt throughput: 3.4 tokens/s, max_num_batched_tokens=2048", None),
+        ("tokenizer='/models/q', skip_tokenizer_init=False", None),
+    ],
+)
 def test_engine_log_lines_have_credentials_masked(line: str, masked: str | None) -> None:
     assert mask_secrets(line, ["KNOWN-SECRET-1"]) == (masked if masked is not None else line)
 
@@ -189,9 +203,11 @@ def secret_printing_python(directory: Path) -> Path:
     (the per-start one gpufleet set), a token from its environment, a proxy URL with a password."""
     wrapper = directory / "python-wrapper"
     # Only the server start prints them (gpufleet also runs the interpreter to ask vLLM's version).
-    wrapper.write_text('#!/bin/sh\ncase "$*" in *vllm.entrypoints*)\n  echo "engine key: $VLLM_API_KEY"\n'
-                       '  echo "hub token $HF_TOKEN"\n  echo "proxy http://user:pw@proxy:3128";;\nesac\n'
-                       f'exec {sys.executable} "$@"\n')
+    wrapper.write_text(
+        '#!/bin/sh\ncase "$*" in *vllm.entrypoints*)\n  echo "engine key: $VLLM_API_KEY"\n'
+        '  echo "hub token $HF_TOKEN"\n  echo "proxy http://user:pw@proxy:3128";;\nesac\n'
+        f'exec {sys.executable} "$@"\n'
+    )
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     return wrapper
 
@@ -207,14 +223,15 @@ async def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
     store = open_store(db)
     store.add_key(KeyRecord.create(name="team", secret=team, limits=Limits()))
     store.close()
-    config = parse_config({
-        "server": {"api_keys": [ADMIN], "database_url": db},
-        "models": {
-            "m": standin_model(python=str(wrapper), preload=True, aliases=["m-alias"],
-                               env={"HF_TOKEN": HF_TOKEN}),
-            "far": {"engine": "remote", "url": "http://127.0.0.1:9/v1", "api_key": "remote-secret-key"},
-        },
-    })
+    config = parse_config(
+        {
+            "server": {"api_keys": [ADMIN], "database_url": db},
+            "models": {
+                "m": standin_model(python=str(wrapper), preload=True, aliases=["m-alias"], env={"HF_TOKEN": HF_TOKEN}),
+                "far": {"engine": "remote", "url": "http://127.0.0.1:9/v1", "api_key": "remote-secret-key"},
+            },
+        }
+    )
     app = build_app(config)
     app.state.host_monitor = HostMonitor(nvml_loader=lambda: FakeNvml(pids=(os.getpid(), 1)))
     transport = httpx.ASGITransport(app=app)
@@ -228,7 +245,8 @@ ADMIN_VIEWS = ["/admin/host", "/admin/models/m/logs"]
 
 @pytest.mark.parametrize("path", ADMIN_VIEWS)
 async def test_admin_views_refuse_no_key_a_wrong_key_a_team_key_and_another_origin(
-        served: tuple[httpx.AsyncClient, str], path: str) -> None:
+    served: tuple[httpx.AsyncClient, str], path: str
+) -> None:
     http, team = served
     assert (await http.get(path)).status_code == 401
     assert (await http.get(path, headers={"Authorization": "Bearer nope"})).status_code == 401
@@ -270,15 +288,19 @@ async def test_engine_log_tail_is_masked_and_bounded(served: tuple[httpx.AsyncCl
     assert last["model"] == "m" and last["lines"] == body["lines"][-3:]
 
 
-@pytest.mark.parametrize(("path", "status", "code"), [
-    ("/admin/models/m/logs?lines=0", 400, "invalid_lines"),
-    ("/admin/models/m/logs?lines=201", 400, "invalid_lines"),
-    ("/admin/models/m/logs?lines=ten", 400, "invalid_lines"),
-    ("/admin/models/nope/logs", 404, "model_not_found"),
-    ("/admin/models/far/logs", 404, "model_not_found"),
-])
-async def test_engine_log_bad_requests_say_what_is_wrong(served: tuple[httpx.AsyncClient, str], path: str,
-                                                         status: int, code: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/admin/models/m/logs?lines=0", 400, "invalid_lines"),
+        ("/admin/models/m/logs?lines=201", 400, "invalid_lines"),
+        ("/admin/models/m/logs?lines=ten", 400, "invalid_lines"),
+        ("/admin/models/nope/logs", 404, "model_not_found"),
+        ("/admin/models/far/logs", 404, "model_not_found"),
+    ],
+)
+async def test_engine_log_bad_requests_say_what_is_wrong(
+    served: tuple[httpx.AsyncClient, str], path: str, status: int, code: str
+) -> None:
     http, _ = served
     response = await http.get(path, headers={"Authorization": f"Bearer {ADMIN}"})
     assert response.status_code == status, response.text
@@ -289,9 +311,14 @@ async def test_engine_log_bad_requests_say_what_is_wrong(served: tuple[httpx.Asy
 
 def test_gpu_check_host_reading_step_reports_what_nvml_said() -> None:
     """scripts/gpu-check's host-reading step (run for real on a lent GPU): here, without a driver, it says so."""
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_check_helpers.py"), "host-reading",
-                           str(os.getpgid(0))], capture_output=True, text=True, timeout=60, check=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gpu_check_helpers.py"), "host-reading", str(os.getpgid(0))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
     reading = json.loads(done.stdout)
     assert reading["memory"]["total_bytes"] > 0 and reading["cpu"]["cores"] == os.cpu_count()
     if reading["nvml"] == "ok":

@@ -29,8 +29,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, and nothing that reaches beyond this machine (no first-run, sync, update or QUIC traffic).
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 KEY = "console-test-key"
 ENGINE_WAIT_MS = 180_000  # a start or an answer on the shared 2-core machine; never a timing assertion
 
@@ -48,8 +56,16 @@ class StandInToolCaller(StandInUpstream):
         deltas: list[dict[str, object]] = [
             {"role": "assistant", "reasoning_content": "The user wants the weather; "},
             {"reasoning_content": "call the tool for Paris."},
-            {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                             "function": {"name": "get_weather", "arguments": ""}}]},
+            {
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": ""},
+                    }
+                ]
+            },
             {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]},
             {"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]},
         ]
@@ -76,8 +92,12 @@ def plot_png(width: int = 360, height: int = 180) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows))) + \
-        chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +120,9 @@ def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def console_gateway(tmp_path_factory: pytest.TempPathFactory, bench_dir: Path,
-                    standin: StandInToolCaller) -> Iterator[ServedGateway]:
+def console_gateway(
+    tmp_path_factory: pytest.TempPathFactory, bench_dir: Path, standin: StandInToolCaller
+) -> Iterator[ServedGateway]:
     """A real gateway with SmolLM2 behind an API key, and the stand-in as a remote model."""
     config = {
         "models": {
@@ -121,8 +142,10 @@ def console_gateway(tmp_path_factory: pytest.TempPathFactory, bench_dir: Path,
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: 'make test' installs Debian's chromium (apt-get install chromium);"
-                    " or deselect these tests with -m 'not browser'")
+        pytest.fail(
+            f"{CHROMIUM} not found: 'make test' installs Debian's chromium (apt-get install chromium);"
+            " or deselect these tests with -m 'not browser'"
+        )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
@@ -162,7 +185,8 @@ def test_console_asks_for_the_key_and_shows_a_wrong_one_as_401(page: Page) -> No
 
 def test_console_reads_server_sent_events_split_at_every_byte(page: Page) -> None:
     stream = 'data: {"a": "é"}\r\n\r\n: keep-alive\n\ndata: {"b":\ndata: 2}\n\ndata: [DONE]\n\ndata: "after"\n\n'
-    payloads = page.evaluate("""async (text) => {
+    payloads = page.evaluate(
+        """async (text) => {
         const { sseData } = await import("/ui/static/api.js");
         const bytes = new TextEncoder().encode(text);
         const body = new ReadableStream({
@@ -174,7 +198,9 @@ def test_console_reads_server_sent_events_split_at_every_byte(page: Page) -> Non
         const seen = [];
         for await (const data of sseData(new Response(body))) seen.push(data);
         return seen;
-    }""", stream)
+    }""",
+        stream,
+    )
     assert payloads == ['{"a": "é"}', '{"b":\n2}']  # comments skipped, multi-line data joined, nothing after [DONE]
 
 

@@ -43,7 +43,7 @@ ANSWER = (
     "- first item\n- second item\n  - nested item\n\n"
     f"```python\n{CODE}\n```\n\n"
     "| model | tok/s |\n|---|---|\n| qwen | 42 |\n\n"
-    "<img src=x onerror=\"window.pwned = 1\"><script>window.pwned = 2</script> "
+    '<img src=x onerror="window.pwned = 1"><script>window.pwned = 2</script> '
     "[click](javascript:window.pwned=3)\n"
 )
 
@@ -58,14 +58,20 @@ class StandInMarkdownWriter(StandInUpstream):
 
     async def _markdown_stream(self) -> AsyncIterator[bytes]:
         base = {"id": "chatcmpl-standin-md", "object": "chat.completion.chunk", "model": "standin"}
-        pieces = [ANSWER[i:i + 7] for i in range(0, len(ANSWER), 7)]
+        pieces = [ANSWER[i : i + 7] for i in range(0, len(ANSWER), 7)]
         for n, piece in enumerate(pieces):
             delta = {"role": "assistant", "content": piece} if n == 0 else {"content": piece}
-            yield b"data: " + orjson.dumps({**base, "choices": [{"index": 0, "delta": delta,
-                                                                  "finish_reason": None}]}) + b"\n\n"
+            yield (
+                b"data: "
+                + orjson.dumps({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+                + b"\n\n"
+            )
             await asyncio.sleep(0.01)
-        yield b"data: " + orjson.dumps({**base, "choices": [{"index": 0, "delta": {},
-                                                             "finish_reason": "stop"}]}) + b"\n\n"
+        yield (
+            b"data: "
+            + orjson.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            + b"\n\n"
+        )
         usage = {"prompt_tokens": 12, "completion_tokens": len(pieces), "total_tokens": 12 + len(pieces)}
         yield b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n" + b"data: [DONE]\n\n"
 
@@ -91,17 +97,25 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServedGat
             "server": {"api_keys": [ADMIN], "database_url": db},
             "models": {
                 "writer": {"engine": "remote", "url": writer.url},
-                "engine": standin_model(python=str(secret_printing_python(tmp)), preload=True,
-                                        env={"HF_TOKEN": HF_TOKEN}),
-                "gone": {"engine": "remote", "url": "http://127.0.0.1:9/v1/a-long-path/to-make-the-error-long",
-                         "timeout_s": 5},
+                "engine": standin_model(
+                    python=str(secret_printing_python(tmp)), preload=True, env={"HF_TOKEN": HF_TOKEN}
+                ),
+                "gone": {
+                    "engine": "remote",
+                    "url": "http://127.0.0.1:9/v1/a-long-path/to-make-the-error-long",
+                    "timeout_s": 5,
+                },
             },
         }
         gateway = start_gateway(config, tmp)
     auth = {"Authorization": f"Bearer {ADMIN}"}
     for model in ("engine", "gone"):  # ledger rows for two models; a failure for the targets table
-        httpx.post(f"{gateway.url}/v1/chat/completions", headers=auth, timeout=60,
-                   json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+        httpx.post(
+            f"{gateway.url}/v1/chat/completions",
+            headers=auth,
+            timeout=60,
+            json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+        )
     yield gateway, team
     stop_gateway(gateway)
     writer.stop()
@@ -110,8 +124,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServedGat
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: 'make test' installs Debian's chromium (apt-get install chromium);"
-                    " or deselect these tests with -m 'not browser'")
+        pytest.fail(
+            f"{CHROMIUM} not found: 'make test' installs Debian's chromium (apt-get install chromium);"
+            " or deselect these tests with -m 'not browser'"
+        )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
@@ -126,8 +142,9 @@ def page(browser: Browser, served: tuple[ServedGateway, str]) -> Iterator[Page]:
     page = context.new_page()
     problems: list[str] = []
     page.on("pageerror", lambda error: problems.append(str(error)))
-    page.on("console", lambda message: problems.append(message.text)
-            if "Content Security Policy" in message.text else None)
+    page.on(
+        "console", lambda message: problems.append(message.text) if "Content Security Policy" in message.text else None
+    )
     page.goto(f"{served[0].url}/ui")
     yield page
     context.close()
@@ -191,30 +208,41 @@ def test_each_answer_shows_its_ttft_and_tokens_per_second(page: Page) -> None:
     assert float(answer.get_attribute("data-tokens-per-s") or "0") > 0
 
 
-@pytest.mark.parametrize(("markdown", "html"), [
-    ("```sh\necho hi", '<div class="code-block"><div class="code-head"><span class="lang">sh</span>'
-                       '<button type="button" class="quiet small copy-code">Copy</button></div>'
-                       '<pre><code data-lang="sh">echo hi</code></pre></div>'),  # still streaming: unclosed
-    ("1. one\n2. two", "<ol><li>one</li><li>two</li></ol>"),
-    ("3. three\n4. four", '<ol start="3"><li>three</li><li>four</li></ol>'),
-    ("line one\nline two", "<p>line one<br>line two</p>"),
-    ("> quoted **text**", "<blockquote><p>quoted <strong>text</strong></p></blockquote>"),
-    ("a \\*not italic\\* b", "<p>a *not italic* b</p>"),
-    ("snake_case_name and _this_", "<p>snake_case_name and <em>this</em></p>"),
-    ("~~gone~~ ---", "<p><del>gone</del> ---</p>"),
-    ("---", "<hr>"),
-    ("![x](https://host/i.png)", '<p><a href="https://host/i.png" target="_blank" '
-                                 'rel="noopener noreferrer nofollow">x</a></p>'),
-    ("[x](data:text/html,hi)", "<p>[x](data:text/html,hi)</p>"),
-    ("<b onclick=alert(1)>hi</b>", "<p>&lt;b onclick=alert(1)&gt;hi&lt;/b&gt;</p>"),
-])
+@pytest.mark.parametrize(
+    ("markdown", "html"),
+    [
+        (
+            "```sh\necho hi",
+            '<div class="code-block"><div class="code-head"><span class="lang">sh</span>'
+            '<button type="button" class="quiet small copy-code">Copy</button></div>'
+            '<pre><code data-lang="sh">echo hi</code></pre></div>',
+        ),  # still streaming: unclosed
+        ("1. one\n2. two", "<ol><li>one</li><li>two</li></ol>"),
+        ("3. three\n4. four", '<ol start="3"><li>three</li><li>four</li></ol>'),
+        ("line one\nline two", "<p>line one<br>line two</p>"),
+        ("> quoted **text**", "<blockquote><p>quoted <strong>text</strong></p></blockquote>"),
+        ("a \\*not italic\\* b", "<p>a *not italic* b</p>"),
+        ("snake_case_name and _this_", "<p>snake_case_name and <em>this</em></p>"),
+        ("~~gone~~ ---", "<p><del>gone</del> ---</p>"),
+        ("---", "<hr>"),
+        (
+            "![x](https://host/i.png)",
+            '<p><a href="https://host/i.png" target="_blank" rel="noopener noreferrer nofollow">x</a></p>',
+        ),
+        ("[x](data:text/html,hi)", "<p>[x](data:text/html,hi)</p>"),
+        ("<b onclick=alert(1)>hi</b>", "<p>&lt;b onclick=alert(1)&gt;hi&lt;/b&gt;</p>"),
+    ],
+)
 def test_markdown_renderer_cases(page: Page, markdown: str, html: str) -> None:
-    rendered = page.evaluate("""async (text) => {
+    rendered = page.evaluate(
+        """async (text) => {
         const { renderMarkdown } = await import("/ui/static/markdown.js");
         const box = document.createElement("div");
         box.append(...renderMarkdown(text));
         return box.innerHTML;
-    }""", markdown)
+    }""",
+        markdown,
+    )
     assert rendered == html
 
 
@@ -249,16 +277,22 @@ def test_host_panel_renders_each_gpu_of_an_nvml_reading(page: Page) -> None:
     gpus = read_gpus(FakeNvml())
     gpus[0]["processes"][0]["model"] = "qwen3-8b"  # as /admin/host tags a process of an engine's group
     gpus[0]["processes"][1]["model"] = None
-    reading = {"cpu": {"percent": 12.5, "cores": 16, "load": [1, 0.5, 0.25], "over_s": 5},
-               "memory": {"total_bytes": 128 << 30, "available_bytes": 100 << 30, "used_bytes": 28 << 30},
-               "gpus": gpus, "nvml": "ok"}
-    text = page.evaluate("""async (reading) => {
+    reading = {
+        "cpu": {"percent": 12.5, "cores": 16, "load": [1, 0.5, 0.25], "over_s": 5},
+        "memory": {"total_bytes": 128 << 30, "available_bytes": 100 << 30, "used_bytes": 28 << 30},
+        "gpus": gpus,
+        "nvml": "ok",
+    }
+    text = page.evaluate(
+        """async (reading) => {
         const { HostPanel } = await import("/ui/static/host.js");
         const root = document.createElement("div");
         root.innerHTML = '<div id="host-body"></div>';
         new HostPanel(root).render(reading);
         return root.innerText;
-    }""", reading)
+    }""",
+        reading,
+    )
     assert "GPU 0 NVIDIA H100 80GB HBM3 · 87 % busy · 64 °C · 412 W" in text
     assert "60.0 / 79.6 GiB" in text
     assert "qwen3-8b 58.6 GiB" in text and "pid 4343" in text
@@ -302,7 +336,8 @@ def test_router_targets_table_fits_1280_px(page: Page) -> None:
     gone = page.locator('#targets tr[data-target="gone"]')
     expect(gone).to_contain_text("cannot connect to upstream")  # a long last error
     table_box = page.locator("#targets").evaluate(
-        "t => ({table: t.getBoundingClientRect().right, box: t.parentElement.clientWidth, scroll: t.scrollWidth})")
+        "t => ({table: t.getBoundingClientRect().right, box: t.parentElement.clientWidth, scroll: t.scrollWidth})"
+    )
     assert table_box["scroll"] <= table_box["box"], table_box  # no horizontal scrolling inside its box
     assert table_box["table"] <= 1280
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280  # nor for the page

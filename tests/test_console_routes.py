@@ -26,6 +26,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 def png_bytes(width: int, height: int, rgb: tuple[int, int, int] = (47, 91, 211)) -> bytes:
     """A real (decodable) PNG of one colour."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -37,11 +38,13 @@ def png_bytes(width: int, height: int, rgb: tuple[int, int, int] = (47, 91, 211)
 @pytest.fixture
 async def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[httpx.AsyncClient]:
     monkeypatch.setenv("GPUFLEET_CACHE", str(tmp_path / "cache"))
-    config = parse_config({
-        "server": {"api_keys": [KEY]},
-        # Nothing to start: the console's routes need no engine.
-        "models": {"far": {"engine": "remote", "url": "http://127.0.0.1:9/v1"}},
-    })
+    config = parse_config(
+        {
+            "server": {"api_keys": [KEY]},
+            # Nothing to start: the console's routes need no engine.
+            "models": {"far": {"engine": "remote", "url": "http://127.0.0.1:9/v1"}},
+        }
+    )
     app = build_app(config)
     transport = httpx.ASGITransport(app=app)
     async with running(app), httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
@@ -122,33 +125,38 @@ async def test_a_report_that_is_not_json_is_shown_as_an_error(client: httpx.Asyn
     assert "report.json: not valid JSON" in body["error"]
 
 
-@pytest.mark.parametrize(("name", "ok"), [
-    ("throughput.png", True),
-    ("latency-cdf_c16.png", True),
-    ("report.json", False),
-    ("notes.txt", False),
-    (".hidden.png", False),
-    ("..png", False),
-    ("a..b.png", False),
-    ("../secret.png", False),
-    ("sub/plot.png", False),
-    ("plot.png/", False),
-    ("plot.PNG", False),
-    ("", False),
-    ("x" * 200 + ".png", False),
-])
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("throughput.png", True),
+        ("latency-cdf_c16.png", True),
+        ("report.json", False),
+        ("notes.txt", False),
+        (".hidden.png", False),
+        ("..png", False),
+        ("a..b.png", False),
+        ("../secret.png", False),
+        ("sub/plot.png", False),
+        ("plot.png/", False),
+        ("plot.PNG", False),
+        ("", False),
+        ("x" * 200 + ".png", False),
+    ],
+)
 def test_plot_names_are_bare_png_file_names(name: str, ok: bool) -> None:
     assert is_plot_name(name) is ok
 
 
-@pytest.mark.parametrize(("path", "status"), [
-    ("/ui/bench/latest/notes.txt", 400),        # exists, but is no plot
-    ("/ui/bench/latest/report.json", 400),
-    ("/ui/bench/latest/..%2Freport.png", 404),  # a separator never reaches the handler
-    ("/ui/bench/latest/missing.png", 404),
-])
-async def test_bench_files_other_than_its_plots_are_refused(client: httpx.AsyncClient, path: str,
-                                                            status: int) -> None:
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/ui/bench/latest/notes.txt", 400),  # exists, but is no plot
+        ("/ui/bench/latest/report.json", 400),
+        ("/ui/bench/latest/..%2Freport.png", 404),  # a separator never reaches the handler
+        ("/ui/bench/latest/missing.png", 404),
+    ],
+)
+async def test_bench_files_other_than_its_plots_are_refused(client: httpx.AsyncClient, path: str, status: int) -> None:
     write_bench_run()
     response = await client.get(path, headers=AUTH)
     assert response.status_code == status, response.text

@@ -36,12 +36,18 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServedGat
     store.add_key(KeyRecord.create(name="alice", secret=alice, models=("qwen",), limits=Limits(rpm=2)))
     store.add_key(KeyRecord.create(name="bob", secret=new_secret()))
     store.close()
-    config = {"server": {"api_keys": [ADMIN], "database_url": db},
-              "models": {"qwen": {"engine": "remote", "url": upstream.url}}}
+    config = {
+        "server": {"api_keys": [ADMIN], "database_url": db},
+        "models": {"qwen": {"engine": "remote", "url": upstream.url}},
+    }
     gateway = start_gateway(config, tmp)
     body = {"model": "qwen", "messages": [{"role": "user", "content": "hi"}]}
-    statuses = [httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=30,
-                           headers={"Authorization": f"Bearer {alice}"}).status_code for _ in range(3)]
+    statuses = [
+        httpx.post(
+            f"{gateway.url}/v1/chat/completions", json=body, timeout=30, headers={"Authorization": f"Bearer {alice}"}
+        ).status_code
+        for _ in range(3)
+    ]
     assert statuses == [200, 200, 429]
     yield gateway, alice
     stop_gateway(gateway)
@@ -51,8 +57,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServedGat
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: 'make test' installs Debian's chromium (apt-get install chromium);"
-                    " or deselect these tests with -m 'not browser'")
+        pytest.fail(
+            f"{CHROMIUM} not found: 'make test' installs Debian's chromium (apt-get install chromium);"
+            " or deselect these tests with -m 'not browser'"
+        )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser

@@ -67,8 +67,13 @@ def yaml_documents(text: str) -> list[dict[str, Any]]:
 
 
 def test_every_seed_setup_has_an_example_config() -> None:
-    assert {"seed-000-001-gaming-3090", "seed-001-wsl2-offload", "seed-002-k3s-3060", "seed-003-two-a100",
-            "seed-004-two-sparks"} <= set(EXAMPLE_NAMES)
+    assert {
+        "seed-000-001-gaming-3090",
+        "seed-001-wsl2-offload",
+        "seed-002-k3s-3060",
+        "seed-003-two-a100",
+        "seed-004-two-sparks",
+    } <= set(EXAMPLE_NAMES)
 
 
 @pytest.mark.parametrize(("example", "target"), GOLDEN_CASES)
@@ -109,19 +114,28 @@ def test_k8s_manifests_pass_kubernetes_validate_strict(example: str) -> None:
             kinds.append((name, document["kind"]))
     assert ("gateway.yaml", "ConfigMap") in kinds and ("00-namespace.yaml", "Namespace") in kinds
     with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
-                                      "spec": {"strategy": {"type": "Recreate"}, "replicas": "one"}},
-                                     K8S_VERSION, strict=True)
+        kubernetes_validate.validate(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "x"},
+                "spec": {"strategy": {"type": "Recreate"}, "replicas": "one"},
+            },
+            K8S_VERSION,
+            strict=True,
+        )
 
 
 def systemd_verify(unit_dir: Path) -> subprocess.CompletedProcess[str]:
     units = sorted(str(p) for p in unit_dir.rglob("*.service"))
-    return subprocess.run(["systemd-analyze", "verify", *units], capture_output=True, text=True, check=False,
-                          timeout=120)
+    return subprocess.run(
+        ["systemd-analyze", "verify", *units], capture_output=True, text=True, check=False, timeout=120
+    )
 
 
-@pytest.mark.parametrize("example", ["seed-003-two-a100", "seed-004-two-sparks", "seed-004-two-sparks-ray",
-                                     "seed-002-k3s-3060"])
+@pytest.mark.parametrize(
+    "example", ["seed-003-two-a100", "seed-004-two-sparks", "seed-004-two-sparks-ray", "seed-002-k3s-3060"]
+)
 def test_systemd_unit_passes_systemd_analyze_verify(example: str, tmp_path: Path) -> None:
     # verify checks that ExecStart's program exists: use this venv's gpufleet.
     executable = str(Path(sys.executable).with_name("gpufleet"))
@@ -131,18 +145,27 @@ def test_systemd_unit_passes_systemd_analyze_verify(example: str, tmp_path: Path
     done = systemd_verify(tmp_path)
     assert done.returncode == 0 and done.stderr == "", done.stderr  # unknown keys are only warned about
     unit = (tmp_path / "gpufleet.service").read_text()
-    for line in ("Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict",
-                 "EnvironmentFile=/etc/gpufleet/gpufleet.env", f"ExecStart={executable} serve --config"):
+    for line in (
+        "Restart=on-failure",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "EnvironmentFile=/etc/gpufleet/gpufleet.env",
+        f"ExecStart={executable} serve --config",
+    ):
         assert line in unit
 
 
 def test_multi_node_model_gets_a_ray_worker_unit_per_worker_joining_the_head() -> None:
     files = generate("seed-004-two-sparks-ray", "systemd")
     assert sorted(name for name in files if name.endswith(".service")) == [
-        "192.168.100.11/gpufleet-ray-worker.service", "gpufleet.service"]
+        "192.168.100.11/gpufleet-ray-worker.service",
+        "gpufleet.service",
+    ]
     worker = files["192.168.100.11/gpufleet-ray-worker.service"]
-    assert (f"ExecStart={EXEC} node join 192.168.100.10:6379 --node-ip 192.168.100.11"
-            " --token-file /etc/gpufleet/ray-token --num-gpus 1 --python /opt/vllm/.venv/bin/python") in worker
+    assert (
+        f"ExecStart={EXEC} node join 192.168.100.10:6379 --node-ip 192.168.100.11"
+        " --token-file /etc/gpufleet/ray-token --num-gpus 1 --python /opt/vllm/.venv/bin/python"
+    ) in worker
     assert "Restart=on-failure" in worker and "NoNewPrivileges=yes" in worker
 
 
@@ -155,8 +178,7 @@ def test_systemd_analyze_verify_catches_a_broken_unit(tmp_path: Path) -> None:
 def test_ray_worker_hook_writes_one_verified_unit_per_worker(tmp_path: Path) -> None:
     executable = str(Path(sys.executable).with_name("gpufleet"))
     units = ray_worker_units("192.168.100.10", ["192.168.100.11", "192.168.100.12"], executable=executable)
-    assert sorted(units) == ["192.168.100.11/gpufleet-ray-worker.service",
-                             "192.168.100.12/gpufleet-ray-worker.service"]
+    assert sorted(units) == ["192.168.100.11/gpufleet-ray-worker.service", "192.168.100.12/gpufleet-ray-worker.service"]
     for name, text in units.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
@@ -175,21 +197,70 @@ def plan_argv(*args: str) -> list[str]:
     return ["--model", argv[0], *argv[1:]]  # vllm serve MODEL ... == the image's --model MODEL ...
 
 
-@pytest.mark.parametrize(("example", "model", "plan_args"), [
-    ("seed-000-001-gaming-3090", "qwen3-32b-awq",
-     ["qwen3-32b-awq", "--gpu", "rtx3090", "--context", "8192", "--vllm-version", "0.8.5"]),
-    ("seed-001-wsl2-offload", "qwen3-32b-awq",
-     ["qwen3-32b-awq", "--gpu", "rtx3090", "--context", "16384", "--util", "0.9", "--allow-cpu-offload", "--wsl2",
-      "--vllm-version", "0.8.5"]),
-    ("seed-002-k3s-3060", "ml",
-     ["Qwen/Qwen3-8B-AWQ", "--gpu", "rtx3060", "--context", "8192", "--util", "0.9", "--vllm-version", "0.8.5"]),
-    ("seed-003-two-a100", "coder",
-     ["Qwen/Qwen2.5-Coder-32B-Instruct", "--gpu", "a100-80gb", "--tp", "2", "--context", "131072",
-      "--vllm-version", "0.26.0"]),
-    ("seed-004-two-sparks", "qwen3-235b-awq",
-     ["QuantTrio/Qwen3-235B-A22B-Instruct-2507-AWQ", "--gpu", "gb10", "--tp", "2", "--util", "0.75",
-      "--context", "8192", "--vllm-version", "0.26.0"]),
-])
+@pytest.mark.parametrize(
+    ("example", "model", "plan_args"),
+    [
+        (
+            "seed-000-001-gaming-3090",
+            "qwen3-32b-awq",
+            ["qwen3-32b-awq", "--gpu", "rtx3090", "--context", "8192", "--vllm-version", "0.8.5"],
+        ),
+        (
+            "seed-001-wsl2-offload",
+            "qwen3-32b-awq",
+            [
+                "qwen3-32b-awq",
+                "--gpu",
+                "rtx3090",
+                "--context",
+                "16384",
+                "--util",
+                "0.9",
+                "--allow-cpu-offload",
+                "--wsl2",
+                "--vllm-version",
+                "0.8.5",
+            ],
+        ),
+        (
+            "seed-002-k3s-3060",
+            "ml",
+            ["Qwen/Qwen3-8B-AWQ", "--gpu", "rtx3060", "--context", "8192", "--util", "0.9", "--vllm-version", "0.8.5"],
+        ),
+        (
+            "seed-003-two-a100",
+            "coder",
+            [
+                "Qwen/Qwen2.5-Coder-32B-Instruct",
+                "--gpu",
+                "a100-80gb",
+                "--tp",
+                "2",
+                "--context",
+                "131072",
+                "--vllm-version",
+                "0.26.0",
+            ],
+        ),
+        (
+            "seed-004-two-sparks",
+            "qwen3-235b-awq",
+            [
+                "QuantTrio/Qwen3-235B-A22B-Instruct-2507-AWQ",
+                "--gpu",
+                "gb10",
+                "--tp",
+                "2",
+                "--util",
+                "0.75",
+                "--context",
+                "8192",
+                "--vllm-version",
+                "0.26.0",
+            ],
+        ),
+    ],
+)
 def test_generated_vllm_argv_equals_gpufleet_plans(example: str, model: str, plan_args: list[str]) -> None:
     planned = plan_argv(*plan_args, "--served-name", model)
     compose = yaml.safe_load(generate(example, "compose")["compose.yaml"])
@@ -235,11 +306,17 @@ def test_gateway_config_reaches_vllm_models_as_remote_upstreams_and_keeps_routin
     fleet = fleet_of("seed-000-001-gaming-3090")
     models = fleet.gateway_config["models"]
     assert models["qwen3-32b-awq"] == {
-        "engine": "remote", "url": "http://vllm-qwen3-32b-awq:8000/v1", "upstream_model": "qwen3-32b-awq",
-        "timeout_s": 600, "aliases": ["Qwen/Qwen3-32B-AWQ"], "fallbacks": ["qwen2.5-7b"],
-        "defaults": {"thinking": False}}
-    assert fleet.gateway_config["router"] == {"auto": {"routine": "qwen2.5-7b", "moderate": "qwen3-32b-awq",
-                                                       "complex": "qwen3-32b-awq"}}
+        "engine": "remote",
+        "url": "http://vllm-qwen3-32b-awq:8000/v1",
+        "upstream_model": "qwen3-32b-awq",
+        "timeout_s": 600,
+        "aliases": ["Qwen/Qwen3-32B-AWQ"],
+        "fallbacks": ["qwen2.5-7b"],
+        "defaults": {"thinking": False},
+    }
+    assert fleet.gateway_config["router"] == {
+        "auto": {"routine": "qwen2.5-7b", "moderate": "qwen3-32b-awq", "complex": "qwen3-32b-awq"}
+    }
     assert fleet.env_names == ("GPUFLEET_KEY", "HF_TOKEN")
 
 
@@ -252,8 +329,10 @@ def test_no_secret_of_the_generating_shell_lands_in_a_file(monkeypatch: pytest.M
     k8s = yaml_documents(generate("seed-000-001-gaming-3090", "k8s")["vllm-qwen3-32b-awq.yaml"])
     env = k8s[0]["spec"]["template"]["spec"]["containers"][0]["env"]
     # optional: a public model starts without HF_TOKEN (issue 20 §5)
-    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "gpufleet-env", "key": "HF_TOKEN",
-                                                               "optional": True}}} in env
+    assert {
+        "name": "HF_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "gpufleet-env", "key": "HF_TOKEN", "optional": True}},
+    } in env
 
 
 def test_k8s_engine_has_recreate_gpu_limits_shm_cache_and_a_startup_probe_past_the_cold_start() -> None:
@@ -266,8 +345,10 @@ def test_k8s_engine_has_recreate_gpu_limits_shm_cache_and_a_startup_probe_past_t
     assert container["resources"]["requests"] == {"nvidia.com/gpu": "1", "cpu": "2", "memory": "16Gi"}
     assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}} in pod["volumes"]
     assert "runtimeClassName" not in pod
-    assert {"name": "hf-cache", "hostPath": {"path": "/var/lib/gpufleet/huggingface", "type": "DirectoryOrCreate"}} \
-        in pod["volumes"]
+    assert {
+        "name": "hf-cache",
+        "hostPath": {"path": "/var/lib/gpufleet/huggingface", "type": "DirectoryOrCreate"},
+    } in pod["volumes"]
     startup = container["startupProbe"]
     # ready_timeout_s 180: seed 002's 120 s first load (download + load) fits in the window, ~20 s from cache.
     assert startup["periodSeconds"] * startup["failureThreshold"] == 180
@@ -291,16 +372,22 @@ def test_swap_prints_the_kubectl_lines_of_gpu_mode() -> None:
     ]
 
 
-@pytest.mark.parametrize(("cold_start_s", "threshold", "budget"), [(180, 18, 180), (600, 60, 600), (125, 13, 130),
-                                                                      (1, 1, 10)])
+@pytest.mark.parametrize(
+    ("cold_start_s", "threshold", "budget"), [(180, 18, 180), (600, 60, 600), (125, 13, 130), (1, 1, 10)]
+)
 def test_probe_window_covers_the_cold_start(cold_start_s: float, threshold: int, budget: int) -> None:
     timing = probe_timing(cold_start_s)
     assert (timing.startup_failure_threshold, timing.startup_budget_s) == (threshold, budget)
 
 
-@pytest.mark.parametrize(("name", "service"), [("qwen3-32b-awq", "vllm-qwen3-32b-awq"),
-                                               ("Qwen/Qwen2.5-7B", "vllm-qwen-qwen2-5-7b"),
-                                               ("x" * 80, "vllm-" + "x" * 58)])
+@pytest.mark.parametrize(
+    ("name", "service"),
+    [
+        ("qwen3-32b-awq", "vllm-qwen3-32b-awq"),
+        ("Qwen/Qwen2.5-7B", "vllm-qwen-qwen2-5-7b"),
+        ("x" * 80, "vllm-" + "x" * 58),
+    ],
+)
 def test_service_names_are_dns_labels(name: str, service: str) -> None:
     assert service_name(name) == service
 
@@ -309,11 +396,16 @@ def test_service_names_are_dns_labels(name: str, service: str) -> None:
 
 
 def test_cli_writes_the_files_and_prints_their_paths(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["deploy", "k8s", "--config", str(EXAMPLES / "seed-002-k3s-3060.yaml"),
-                                      "-o", str(tmp_path), "-n", "ml"])
+    result = CliRunner().invoke(
+        app, ["deploy", "k8s", "--config", str(EXAMPLES / "seed-002-k3s-3060.yaml"), "-o", str(tmp_path), "-n", "ml"]
+    )
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["00-namespace.yaml", "gateway.yaml", "vllm-ml.yaml",
-                                                         "vllm-r1.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "00-namespace.yaml",
+        "gateway.yaml",
+        "vllm-ml.yaml",
+        "vllm-r1.yaml",
+    ]
     assert str(tmp_path / "vllm-ml.yaml") in result.stdout
 
 
@@ -323,25 +415,43 @@ def write_config(tmp_path: Path, models: dict[str, Any]) -> str:
     return str(path)
 
 
-QWEN8B = {"engine": "vllm", "model": "Qwen/Qwen3-8B-AWQ", "launch": "docker",
-          "docker": {"image": "vllm/vllm-openai:v0.26.0"}}
+QWEN8B = {
+    "engine": "vllm",
+    "model": "Qwen/Qwen3-8B-AWQ",
+    "launch": "docker",
+    "docker": {"image": "vllm/vllm-openai:v0.26.0"},
+}
 
 
-@pytest.mark.parametrize(("args", "models", "message"), [
-    (["k8s", "--swap", "nope"], {"m": QWEN8B}, "no vLLM model named 'nope' in this config (vLLM models: m)"),
-    (["k8s", "--swap", "m"], {"m": QWEN8B}, "model 'm' is in no swap group"),
-    (["compose", "--swap", "m"], {"m": QWEN8B}, "--swap is for k8s"),
-    (["compose"], {"m": QWEN8B}, "say where to write the files: -o DIR"),
-    (["compose", "-o", "OUT"], {"m": {**QWEN8B, "extra_args": ["--swap-space", "16"]}},
-     "gpufleet.yaml: models.m: vLLM 0.26.0 (vllm/vllm-openai:v0.26.0) would refuse this command line: --swap-space"),
-    (["compose", "-o", "OUT"], {"m": {"engine": "vllm", "model": "x", "device": "cpu"}},
-     "models.m.device: device: cpu cannot be deployed as a vllm/vllm-openai container"),
-    (["k8s", "-o", "OUT"], {"m": {**QWEN8B, "plan": True, "gpu": "rtx3060", "max_model_len": 262144}},
-     "models.m: the plan for Qwen/Qwen3-8B-AWQ on rtx3060 does not fit"),
-    (["systemd", "-o", "OUT"], {"m": {**QWEN8B, "contxt": 1}}, "models.m.contxt: unknown key"),
-])
+@pytest.mark.parametrize(
+    ("args", "models", "message"),
+    [
+        (["k8s", "--swap", "nope"], {"m": QWEN8B}, "no vLLM model named 'nope' in this config (vLLM models: m)"),
+        (["k8s", "--swap", "m"], {"m": QWEN8B}, "model 'm' is in no swap group"),
+        (["compose", "--swap", "m"], {"m": QWEN8B}, "--swap is for k8s"),
+        (["compose"], {"m": QWEN8B}, "say where to write the files: -o DIR"),
+        (
+            ["compose", "-o", "OUT"],
+            {"m": {**QWEN8B, "extra_args": ["--swap-space", "16"]}},
+            "gpufleet.yaml: models.m: vLLM 0.26.0 (vllm/vllm-openai:v0.26.0)"
+            " would refuse this command line: --swap-space",
+        ),
+        (
+            ["compose", "-o", "OUT"],
+            {"m": {"engine": "vllm", "model": "x", "device": "cpu"}},
+            "models.m.device: device: cpu cannot be deployed as a vllm/vllm-openai container",
+        ),
+        (
+            ["k8s", "-o", "OUT"],
+            {"m": {**QWEN8B, "plan": True, "gpu": "rtx3060", "max_model_len": 262144}},
+            "models.m: the plan for Qwen/Qwen3-8B-AWQ on rtx3060 does not fit",
+        ),
+        (["systemd", "-o", "OUT"], {"m": {**QWEN8B, "contxt": 1}}, "models.m.contxt: unknown key"),
+    ],
+)
 def test_bad_config_or_unknown_model_is_one_line_and_exit_2(
-        tmp_path: Path, args: list[str], models: dict[str, Any], message: str) -> None:
+    tmp_path: Path, args: list[str], models: dict[str, Any], message: str
+) -> None:
     config = write_config(tmp_path, models)
     args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
     result = CliRunner().invoke(app, ["deploy", *args, "--config", config])
@@ -415,8 +525,13 @@ def test_systemd_units_are_sandboxed_yet_writable_where_engines_write(example: s
         assert "ProtectHome=yes" in text and "CapabilityBoundingSet=\n" in text
         path = tmp_path / name.replace("/", "_")
         path.write_text(text)
-        done = subprocess.run(["systemd-analyze", "security", "--offline=true", str(path)], capture_output=True,
-                              text=True, timeout=120, check=False)
+        done = subprocess.run(
+            ["systemd-analyze", "security", "--offline=true", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         score = re.search(r"Overall exposure level for \S+: ([0-9.]+)", done.stdout + done.stderr)
         assert score is not None, done.stdout + done.stderr
         assert float(score.group(1)) <= SECURITY_SCORE_MAX, done.stdout[-2000:]

@@ -21,11 +21,14 @@ SECRETS = ("sk-gateway-literal", "sk-remote-literal", "pw-in-url", "hf_literalto
 
 def config(**server: Any) -> dict[str, Any]:
     return {
-        "server": {"api_keys": ["sk-gateway-literal"], "database_url": "postgresql://gf:db-pw-literal@db/gf",
-                   **server},
+        "server": {"api_keys": ["sk-gateway-literal"], "database_url": "postgresql://gf:db-pw-literal@db/gf", **server},
         "models": {
-            "big": {"engine": "vllm", "model": "Qwen/Qwen3-8B-AWQ", "vllm_version": "0.11.0",
-                    "env": {"HF_TOKEN": "hf_literaltoken", "VLLM_LOGGING_LEVEL": "INFO"}},
+            "big": {
+                "engine": "vllm",
+                "model": "Qwen/Qwen3-8B-AWQ",
+                "vllm_version": "0.11.0",
+                "env": {"HF_TOKEN": "hf_literaltoken", "VLLM_LOGGING_LEVEL": "INFO"},
+            },
             "rig": {"engine": "remote", "url": "http://10.0.0.5:8000/v1", "api_key": "sk-remote-literal"},
             "basic": {"engine": "remote", "url": "http://bob:pw-in-url@10.0.0.6:8000/v1"},
         },
@@ -73,19 +76,27 @@ def test_lifted_config_still_loads_with_the_env_file_values(monkeypatch: pytest.
 
 
 def test_references_stay_references() -> None:
-    raw = {"server": {"api_keys": ["${GPUFLEET_KEY}"]},
-           "models": {"rig": {"engine": "remote", "url": "http://10.0.0.5/v1", "api_key": "${RIG_KEY}"}}}
+    raw = {
+        "server": {"api_keys": ["${GPUFLEET_KEY}"]},
+        "models": {"rig": {"engine": "remote", "url": "http://10.0.0.5/v1", "api_key": "${RIG_KEY}"}},
+    }
     lifted, secrets = lift_secrets(raw)
     assert lifted == raw and secrets == {}
 
 
-@pytest.mark.parametrize(("target", "server", "warned"), [
-    ("compose", {"api_keys": []}, True), ("k8s", {"api_keys": []}, True),
-    ("systemd", {"api_keys": [], "host": "0.0.0.0"}, True), ("systemd", {"api_keys": []}, False),
-    ("compose", {}, False),
-])
-def test_keyless_reachable_gateway_is_warned_about(tmp_path: Path, target: str, server: dict[str, Any],
-                                                   warned: bool) -> None:
+@pytest.mark.parametrize(
+    ("target", "server", "warned"),
+    [
+        ("compose", {"api_keys": []}, True),
+        ("k8s", {"api_keys": []}, True),
+        ("systemd", {"api_keys": [], "host": "0.0.0.0"}, True),
+        ("systemd", {"api_keys": []}, False),
+        ("compose", {}, False),
+    ],
+)
+def test_keyless_reachable_gateway_is_warned_about(
+    tmp_path: Path, target: str, server: dict[str, Any], warned: bool
+) -> None:
     raw = config()
     raw["server"] = {**raw["server"], **server}
     result, _ = deploy(tmp_path, target, raw)

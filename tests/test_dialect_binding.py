@@ -24,32 +24,48 @@ from gpufleet.gateway.dialect_binding import dialect_for, dialect_name, dialect_
 from tests.standin_replay import StandInReplayUpstream
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "qwen" / "thinking_then_call.json").read_text())
-TOOLS = [{"type": "function", "function": {"name": "get_current_weather", "parameters": {
-    "type": "object", "properties": {"location": {"type": "string"}, "unit": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_current_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"location": {"type": "string"}, "unit": {"type": "string"}},
+            },
+        },
+    }
+]
 
 
 def model(**fields: Any) -> Any:
     engine = fields.pop("engine", "remote")
-    base: dict[str, Any] = {"remote": {"url": "http://127.0.0.1:9/v1"}, "vllm": {"model": "/models/m"},
-                            "llamacpp": {"source": "/models/m.gguf"}}[engine]
+    base: dict[str, Any] = {
+        "remote": {"url": "http://127.0.0.1:9/v1"},
+        "vllm": {"model": "/models/m"},
+        "llamacpp": {"source": "/models/m.gguf"},
+    }[engine]
     name = fields.pop("name", "m")
     config = parse_config({"models": {name: {"engine": engine, **base, **fields}}})
     return name, config.models[name]
 
 
-@pytest.mark.parametrize("fields, expected", [
-    ({"upstream_model": "Qwen/Qwen3-32B-AWQ"}, "qwen3"),
-    ({"upstream_model": "llm", "name": "qwen3-rig"}, "qwen3"),  # the id says nothing: the configured name
-    ({"upstream_model": "llm", "aliases": ["Qwen/Qwen2.5-7B-Instruct"]}, "qwen2_5"),  # … then the aliases
-    ({"upstream_model": "Qwen/Qwen3-30B-A3B-Thinking-2507", "name": "qwen2.5"}, "qwen3_thinking"),  # id first
-    ({"upstream_model": "llm", "dialect": "qwen3_coder"}, "qwen3_coder"),
-    ({"upstream_model": "Qwen/Qwen3-8B", "dialect": "none"}, "none"),  # explicit beats inferred
-    ({"engine": "vllm", "model": "/srv/weights", "dialect": "qwq"}, "qwq"),
-    ({"engine": "vllm", "model": "Qwen/Qwen3-Coder-30B-A3B-Instruct"}, "qwen3_coder"),
-    ({"engine": "llamacpp", "source": "/models/Qwen3-8B-Q4_K_M.gguf"}, "qwen3"),
-    ({"engine": "llamacpp", "source": "/models/model.gguf", "dialect": "qwen2_5"}, "qwen2_5"),
-    ({"upstream_model": "llama-3.1-8b"}, None),
-])
+@pytest.mark.parametrize(
+    "fields, expected",
+    [
+        ({"upstream_model": "Qwen/Qwen3-32B-AWQ"}, "qwen3"),
+        ({"upstream_model": "llm", "name": "qwen3-rig"}, "qwen3"),  # the id says nothing: the configured name
+        ({"upstream_model": "llm", "aliases": ["Qwen/Qwen2.5-7B-Instruct"]}, "qwen2_5"),  # … then the aliases
+        ({"upstream_model": "Qwen/Qwen3-30B-A3B-Thinking-2507", "name": "qwen2.5"}, "qwen3_thinking"),  # id first
+        ({"upstream_model": "llm", "dialect": "qwen3_coder"}, "qwen3_coder"),
+        ({"upstream_model": "Qwen/Qwen3-8B", "dialect": "none"}, "none"),  # explicit beats inferred
+        ({"engine": "vllm", "model": "/srv/weights", "dialect": "qwq"}, "qwq"),
+        ({"engine": "vllm", "model": "Qwen/Qwen3-Coder-30B-A3B-Instruct"}, "qwen3_coder"),
+        ({"engine": "llamacpp", "source": "/models/Qwen3-8B-Q4_K_M.gguf"}, "qwen3"),
+        ({"engine": "llamacpp", "source": "/models/model.gguf", "dialect": "qwen2_5"}, "qwen2_5"),
+        ({"upstream_model": "llama-3.1-8b"}, None),
+    ],
+)
 def test_dialect_is_the_configured_one_else_the_first_id_that_implies_one(
     fields: dict[str, Any], expected: str | None
 ) -> None:
@@ -68,25 +84,31 @@ def test_vllm_parser_keys_mean_the_engine_parses() -> None:
     assert d.reasoning_parser == "qwen3" and d.engine_handles_reasoning and not d.engine_handles_tools
 
 
-@pytest.mark.parametrize("fields, where", [
-    ({"dialect": "qwen4"}, "models.m.dialect: unknown dialect 'qwen4'; known: qwen3,"),
-    ({"tool_call_parser": "mistral"}, "models.m.tool_call_parser: unknown parser 'mistral'; known:"),
-    ({"engine": "llamacpp", "reasoning_parser": "r1"}, "models.m.reasoning_parser: unknown parser 'r1'"),
-])
+@pytest.mark.parametrize(
+    "fields, where",
+    [
+        ({"dialect": "qwen4"}, "models.m.dialect: unknown dialect 'qwen4'; known: qwen3,"),
+        ({"tool_call_parser": "mistral"}, "models.m.tool_call_parser: unknown parser 'mistral'; known:"),
+        ({"engine": "llamacpp", "reasoning_parser": "r1"}, "models.m.reasoning_parser: unknown parser 'r1'"),
+    ],
+)
 def test_unknown_dialect_or_parser_is_a_config_error_naming_the_key(fields: dict[str, Any], where: str) -> None:
     with pytest.raises(ConfigError, match=where.replace(".", r"\.").replace("(", r"\(")):
         model(**fields)
 
 
-@pytest.mark.parametrize("fields, warns", [
-    ({"name": "qwen-prod", "upstream_model": "llm"}, True),  # Qwen-looking, no version to infer from
-    ({"name": "rig", "upstream_model": "my-qwen-finetune"}, True),
-    ({"name": "qwen-prod", "upstream_model": "llm", "dialect": "qwen3"}, False),
-    ({"name": "qwen-prod", "upstream_model": "llm", "dialect": "none"}, False),  # "none" on purpose: no warning
-    ({"name": "qwen-prod", "upstream_model": "llm", "tool_call_parser": "hermes"}, False),
-    ({"name": "qwen3-prod", "upstream_model": "llm"}, False),  # inferred from the name
-    ({"name": "llama", "upstream_model": "llm"}, False),
-])
+@pytest.mark.parametrize(
+    "fields, warns",
+    [
+        ({"name": "qwen-prod", "upstream_model": "llm"}, True),  # Qwen-looking, no version to infer from
+        ({"name": "rig", "upstream_model": "my-qwen-finetune"}, True),
+        ({"name": "qwen-prod", "upstream_model": "llm", "dialect": "qwen3"}, False),
+        ({"name": "qwen-prod", "upstream_model": "llm", "dialect": "none"}, False),  # "none" on purpose: no warning
+        ({"name": "qwen-prod", "upstream_model": "llm", "tool_call_parser": "hermes"}, False),
+        ({"name": "qwen3-prod", "upstream_model": "llm"}, False),  # inferred from the name
+        ({"name": "llama", "upstream_model": "llm"}, False),
+    ],
+)
 def test_a_qwen_looking_model_without_a_dialect_is_warned_about(fields: dict[str, Any], warns: bool) -> None:
     warning = dialect_warning(*model(**fields))
     assert (warning is not None) == warns
@@ -104,15 +126,24 @@ async def vllm_as_llm() -> AsyncIterator[StandInReplayUpstream]:
     await upstream.stop()
 
 
-async def ask(upstream: StandInReplayUpstream, entry: dict[str, Any],
-              ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+async def ask(
+    upstream: StandInReplayUpstream,
+    entry: dict[str, Any],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     config = parse_config({"models": {"qwen-rig": {"engine": "remote", "url": upstream.url, **entry}}})
     app = build_app(config)
     transport = httpx.ASGITransport(app=app)
     async with running(app), httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
-        response = await http.post("/v1/chat/completions", json={
-            "model": "qwen-rig", "messages": [{"role": "user", "content": "Weather in Berlin?"}],
-            "tools": TOOLS, "stream": True, "chat_template_kwargs": {"enable_thinking": True}})
+        response = await http.post(
+            "/v1/chat/completions",
+            json={
+                "model": "qwen-rig",
+                "messages": [{"role": "user", "content": "Weather in Berlin?"}],
+                "tools": TOOLS,
+                "stream": True,
+                "chat_template_kwargs": {"enable_thinking": True},
+            },
+        )
         status = (await http.get("/status")).json()
     assert response.status_code == 200, response.text
     blocks = [b.removeprefix("data: ") for b in response.text.strip().split("\n\n")]

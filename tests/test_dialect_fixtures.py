@@ -19,8 +19,11 @@ import pytest
 from gpufleet.dialects import ResponsePlan, StreamTransformer, transform_response
 
 DATA = Path(__file__).parent / "data"
-FIXTURES = {f"{p.parent.name}/{p.stem}": json.loads(p.read_text(encoding="utf-8"))
-            for folder in ("qwen", "qwen25_tool_outputs") for p in sorted((DATA / folder).glob("*.json"))}
+FIXTURES = {
+    f"{p.parent.name}/{p.stem}": json.loads(p.read_text(encoding="utf-8"))
+    for folder in ("qwen", "qwen25_tool_outputs")
+    for p in sorted((DATA / folder).glob("*.json"))
+}
 
 
 def plan_of(fixture: dict[str, Any]) -> ResponsePlan:
@@ -29,23 +32,32 @@ def plan_of(fixture: dict[str, Any]) -> ResponsePlan:
 
 def completion(text: str, finish_reason: str) -> dict[str, Any]:
     return {
-        "id": "chatcmpl-rec", "object": "chat.completion", "created": 1, "model": "qwen3-8b",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "finish_reason": finish_reason}],
+        "id": "chatcmpl-rec",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "qwen3-8b",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}],
         "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
     }
 
 
 def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-    return {"id": "chatcmpl-rec", "object": "chat.completion.chunk", "created": 1, "model": "qwen3-8b",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+    return {
+        "id": "chatcmpl-rec",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "qwen3-8b",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
 
 
 def upstream_chunks(pieces: list[str], finish_reason: str) -> list[dict[str, Any]]:
     """What vLLM / llama.cpp stream: a role chunk, content pieces, an empty delta with finish_reason."""
-    return [chunk({"role": "assistant", "content": ""}),
-            *(chunk({"content": p}) for p in pieces),
-            chunk({}, finish_reason)]
+    return [
+        chunk({"role": "assistant", "content": ""}),
+        *(chunk({"content": p}) for p in pieces),
+        chunk({}, finish_reason),
+    ]
 
 
 def normalized_message(resp: dict[str, Any]) -> dict[str, Any]:
@@ -53,12 +65,18 @@ def normalized_message(resp: dict[str, Any]) -> dict[str, Any]:
     choice = resp["choices"][0]
     msg = choice["message"]
     assert msg.get("reasoning") == msg.get("reasoning_content")
-    calls = [{"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}
-             for c in msg.get("tool_calls") or []]
+    calls = [
+        {"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}
+        for c in msg.get("tool_calls") or []
+    ]
     for c in msg.get("tool_calls") or []:
         assert c["type"] == "function" and c["id"].startswith("call_")
-    return {"reasoning": msg.get("reasoning_content"), "content": msg.get("content") or None,
-            "tool_calls": calls, "finish_reason": choice["finish_reason"]}
+    return {
+        "reasoning": msg.get("reasoning_content"),
+        "content": msg.get("content") or None,
+        "tool_calls": calls,
+        "finish_reason": choice["finish_reason"],
+    }
 
 
 def reassemble(chunks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -80,10 +98,12 @@ def reassemble(chunks: list[dict[str, Any]]) -> dict[str, Any]:
                 calls[tc["index"]]["arguments"] += tc["function"].get("arguments", "")
             finish = choice["finish_reason"] or finish
     assert list(calls) == list(range(len(calls)))
-    return {"reasoning": reasoning or None, "content": content or None,
-            "tool_calls": [{"name": c["name"], "arguments": json.loads(c["arguments"])}
-                           for c in calls.values()],
-            "finish_reason": finish}
+    return {
+        "reasoning": reasoning or None,
+        "content": content or None,
+        "tool_calls": [{"name": c["name"], "arguments": json.loads(c["arguments"])} for c in calls.values()],
+        "finish_reason": finish,
+    }
 
 
 def run_stream(plan: ResponsePlan, pieces: list[str], finish_reason: str) -> list[dict[str, Any]]:
@@ -141,17 +161,48 @@ def test_streamed_tool_call_markup_never_reaches_content(name: str) -> None:
                 if not fenced_content and "malformed" not in name:
                     assert "```" not in text and '"name"' not in text
 
-PIECES = ["<think>", "</think>", "<tool_call>", "</tool_call>", "<", "</", "tool", "_call>", "think>",
-          '{"name": "f", "arguments": {"a": 1}}', '{"name": "g"}', "{", "}", "<function=f>", "<parameter=a>",
-          "</parameter>", "</function>", " ", "\n", "\n\n", "x", "Hello", "é",
-          "```", "```json\n", "`", "[", "]", '{"name": "h"}', '{{"name": "f"}}', '"', "\\"]
+
+PIECES = [
+    "<think>",
+    "</think>",
+    "<tool_call>",
+    "</tool_call>",
+    "<",
+    "</",
+    "tool",
+    "_call>",
+    "think>",
+    '{"name": "f", "arguments": {"a": 1}}',
+    '{"name": "g"}',
+    "{",
+    "}",
+    "<function=f>",
+    "<parameter=a>",
+    "</parameter>",
+    "</function>",
+    " ",
+    "\n",
+    "\n\n",
+    "x",
+    "Hello",
+    "é",
+    "```",
+    "```json\n",
+    "`",
+    "[",
+    "]",
+    '{"name": "h"}',
+    '{{"name": "f"}}',
+    '"',
+    "\\",
+]
 PLANS = {
     "thinking+hermes": ResponsePlan(thinking=True, reasoning_parser="qwen3", tool_parser="hermes"),
-    "open+xml": ResponsePlan(thinking=True, reasoning_parser="qwen3", starts_in_reasoning=True,
-                             tool_parser="qwen3_xml"),
+    "open+xml": ResponsePlan(
+        thinking=True, reasoning_parser="qwen3", starts_in_reasoning=True, tool_parser="qwen3_xml"
+    ),
     "off+hermes": ResponsePlan(reasoning_parser="qwen3", tool_parser="hermes"),
-    "capped": ResponsePlan(thinking=True, reasoning_parser="qwen3", max_reasoning_chars=7,
-                           tool_parser="hermes"),
+    "capped": ResponsePlan(thinking=True, reasoning_parser="qwen3", max_reasoning_chars=7, tool_parser="hermes"),
     "qwen2_5": ResponsePlan(tool_parser="qwen2_5", tool_param_types={"f": {}, "g": {"a": "integer"}}),
 }
 

@@ -18,8 +18,9 @@ def test_registries_use_vllm_parser_names_plus_gpufleets_qwen2_5() -> None:
     assert get_tool_parser("qwen3_coder") is get_tool_parser("qwen3_xml")
 
 
-@pytest.mark.parametrize(("text", "n"), [("abc <tool_c", 7), ("abc <", 1), ("abc", 0), ("<tool_call", 10),
-                                         ("<tool_call>", 0), ("", 0)])
+@pytest.mark.parametrize(
+    ("text", "n"), [("abc <tool_c", 7), ("abc <", 1), ("abc", 0), ("<tool_call", 10), ("<tool_call>", 0), ("", 0)]
+)
 def test_partial_tag_len(text: str, n: int) -> None:
     assert partial_tag_len(text, "<tool_call>") == n
 
@@ -34,10 +35,13 @@ def calls_of(parser: str, text: str, **kw: object) -> tuple[str | None, list[tup
     return split.content, [(c.name, json.loads(c.arguments)) for c in split.tool_calls]
 
 
-@pytest.mark.parametrize("body", [
-    '{"name": "f", "parameters": {"x": 1}}',  # some Qwen fine-tunes say "parameters"
-    '{"name": "f", "arguments": "{\\"x\\": 1}"}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"name": "f", "parameters": {"x": 1}}',  # some Qwen fine-tunes say "parameters"
+        '{"name": "f", "arguments": "{\\"x\\": 1}"}',
+    ],
+)
 def test_hermes_argument_spellings(body: str) -> None:
     assert calls_of("hermes", f"<tool_call>\n{body}\n</tool_call>") == (None, [("f", {"x": 1})])
 
@@ -51,10 +55,20 @@ def test_two_json_objects_in_one_block_are_two_calls() -> None:
     assert calls_of("hermes", text) == (None, [("a", {}), ("b", {})])
 
 
-@pytest.mark.parametrize("body", [
-    '["f"]', '{"arguments": {}}', '{"name": "", "arguments": {}}', '{"name": 3}',
-    '{"name": "f", "arguments": "not json"}', '{"name": "f", "arguments": [1]}', "", "{", "<function=>",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        '["f"]',
+        '{"arguments": {}}',
+        '{"name": "", "arguments": {}}',
+        '{"name": 3}',
+        '{"name": "f", "arguments": "not json"}',
+        '{"name": "f", "arguments": [1]}',
+        "",
+        "{",
+        "<function=>",
+    ],
+)
 def test_malformed_bodies_stay_content(body: str) -> None:
     text = f"<tool_call>{body}</tool_call>"
     assert calls_of("hermes", text) == (text, [])
@@ -70,12 +84,16 @@ def test_each_parser_also_reads_the_other_format() -> None:
 
 
 def test_xml_values_follow_the_declared_parameter_types() -> None:
-    text = ("<tool_call>\n<function=f>\n<parameter=zip>\n01234\n</parameter>\n"
-            "<parameter=n>\n7\n</parameter>\n<parameter=flag>\ntrue\n</parameter>\n"
-            "<parameter=note>\nhello world\n</parameter>\n</function>\n</tool_call>")
+    text = (
+        "<tool_call>\n<function=f>\n<parameter=zip>\n01234\n</parameter>\n"
+        "<parameter=n>\n7\n</parameter>\n<parameter=flag>\ntrue\n</parameter>\n"
+        "<parameter=note>\nhello world\n</parameter>\n</function>\n</tool_call>"
+    )
     types = {"f": {"zip": "string", "n": "integer"}}
-    assert calls_of("qwen3_xml", text, param_types=types) == \
-        (None, [("f", {"zip": "01234", "n": 7, "flag": True, "note": "hello world"})])
+    assert calls_of("qwen3_xml", text, param_types=types) == (
+        None,
+        [("f", {"zip": "01234", "n": 7, "flag": True, "note": "hello world"})],
+    )
 
 
 def test_xml_parameter_without_closing_tag_ends_at_the_next_one() -> None:
@@ -89,18 +107,20 @@ def test_tool_call_ids_are_unique_openai_style() -> None:
     assert a.to_openai() == {"id": a.id, "type": "function", "function": {"name": "f", "arguments": "{}"}}
 
 
-@pytest.mark.parametrize(("text", "starts", "reasoning", "content"), [
-    ("<think>a</think>b", False, "a", "b"),
-    ("  \n<think>\na\n</think>\n\nb", False, "a", "b"),
-    ("a</think>b", True, "a", "b"),
-    ("a</think>b", False, None, "a</think>b"),
-    ("<think>a", False, "a", ""),
-    ("", True, None, ""),
-    ("<think></think>", False, None, ""),
-    ("<thi", False, None, "<thi"),
-])
-def test_reasoning_whole_and_stream_agree(text: str, starts: bool, reasoning: str | None,
-                                          content: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "starts", "reasoning", "content"),
+    [
+        ("<think>a</think>b", False, "a", "b"),
+        ("  \n<think>\na\n</think>\n\nb", False, "a", "b"),
+        ("a</think>b", True, "a", "b"),
+        ("a</think>b", False, None, "a</think>b"),
+        ("<think>a", False, "a", ""),
+        ("", True, None, ""),
+        ("<think></think>", False, None, ""),
+        ("<thi", False, None, "<thi"),
+    ],
+)
+def test_reasoning_whole_and_stream_agree(text: str, starts: bool, reasoning: str | None, content: str) -> None:
     parser = get_reasoning_parser("qwen3")
     assert parser.extract(text, starts_in_reasoning=starts) == (reasoning, content)
     for cut in range(len(text) + 1):

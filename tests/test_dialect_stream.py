@@ -14,8 +14,9 @@ THINK = ResponsePlan(thinking=True, reasoning_parser="qwen3", starts_in_reasonin
 TOOLS = ResponsePlan(tool_parser="hermes")
 
 
-def chunk(delta: dict[str, Any] | None = None, finish_reason: str | None = None, index: int = 0,
-          **extra: Any) -> dict[str, Any]:
+def chunk(
+    delta: dict[str, Any] | None = None, finish_reason: str | None = None, index: int = 0, **extra: Any
+) -> dict[str, Any]:
     choice = {"index": index, "delta": delta or {}, "finish_reason": finish_reason, **extra}
     return {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [choice]}
 
@@ -27,15 +28,23 @@ def run(plan: ResponsePlan, chunks: list[dict[str, Any]]) -> tuple[list[dict[str
 
 
 def joined(out: list[dict[str, Any]], key: str, index: int = 0) -> str:
-    return "".join(c["choices"][0]["delta"].get(key) or "" for c in out
-                   if c["choices"] and c["choices"][0]["index"] == index)
+    return "".join(
+        c["choices"][0]["delta"].get(key) or "" for c in out if c["choices"] and c["choices"][0]["index"] == index
+    )
 
 
 @pytest.mark.parametrize("name", ["reasoning", "reasoning_content"])
 def test_engine_split_reasoning_is_mirrored_and_content_untouched(name: str) -> None:
     # starts_in_reasoning would take content for reasoning: once the engine splits, gpufleet must not
-    out, _ = run(THINK, [chunk({"role": "assistant", name: "Let me think."}), chunk({name: " Done."}),
-                         chunk({"content": "Answer <b>."}), chunk({}, "stop")])
+    out, _ = run(
+        THINK,
+        [
+            chunk({"role": "assistant", name: "Let me think."}),
+            chunk({name: " Done."}),
+            chunk({"content": "Answer <b>."}),
+            chunk({}, "stop"),
+        ],
+    )
     assert joined(out, "reasoning") == joined(out, "reasoning_content") == "Let me think. Done."
     assert joined(out, "content") == "Answer <b>."
     assert out[0]["choices"][0]["delta"]["role"] == "assistant"
@@ -43,22 +52,32 @@ def test_engine_split_reasoning_is_mirrored_and_content_untouched(name: str) -> 
 
 @pytest.mark.parametrize("name", ["reasoning", "reasoning_content"])
 def test_engine_split_reasoning_whole_response_gets_both_names(name: str) -> None:
-    resp = {"choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", name: "Because.", "content": "42"}}]}
+    resp = {
+        "choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", name: "Because.", "content": "42"}}
+        ]
+    }
     msg = transform_response(resp, THINK)["choices"][0]["message"]
     assert msg["reasoning"] == msg["reasoning_content"] == "Because." and msg["content"] == "42"
 
 
 def test_engine_tool_calls_pass_through_untouched() -> None:
     call = [{"index": 0, "id": "call_x", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
-    out, _ = run(TOOLS, [chunk({"role": "assistant", "content": ""}), chunk({"tool_calls": call}),
-                         chunk({}, "tool_calls")])
+    out, _ = run(
+        TOOLS, [chunk({"role": "assistant", "content": ""}), chunk({"tool_calls": call}), chunk({}, "tool_calls")]
+    )
     deltas = [c["choices"][0]["delta"] for c in out]
     assert [d["tool_calls"] for d in deltas if "tool_calls" in d] == [call]
     assert out[-1]["choices"][0]["finish_reason"] == "tool_calls"
-    resp = {"choices": [{"index": 0, "finish_reason": "tool_calls",
-                         "message": {"role": "assistant", "content": "<tool_call>x</tool_call>",
-                                     "tool_calls": call}}]}
+    resp = {
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "tool_calls",
+                "message": {"role": "assistant", "content": "<tool_call>x</tool_call>", "tool_calls": call},
+            }
+        ]
+    }
     msg = transform_response(resp, TOOLS)["choices"][0]["message"]
     assert msg["tool_calls"] == call and msg["content"] == "<tool_call>x</tool_call>"
 
@@ -75,8 +94,16 @@ def test_usage_chunks_and_odd_chunks_pass_through() -> None:
     assert t.feed(usage) == [usage]
     assert t.feed({"error": {"message": "boom"}}) == [{"error": {"message": "boom"}}]
     held = t.feed({**chunk({"content": "<tool_"}), "usage": {"total_tokens": 6}})
-    assert held == [{"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                     "choices": [], "usage": {"total_tokens": 6}}]
+    assert held == [
+        {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [],
+            "usage": {"total_tokens": 6},
+        }
+    ]
     assert joined(t.finish(), "content") == "<tool_"
 
 
@@ -84,21 +111,26 @@ def test_bad_choice_entries_do_not_crash() -> None:
     t = StreamTransformer(TOOLS)
     odd = {"index": "x", "delta": "nope", "finish_reason": None}
     assert t.feed({"choices": ["junk", odd]}) == [{"choices": [odd]}]
-    assert transform_response({"choices": [None, {"message": "x"}]}, TOOLS) == \
-        {"choices": [None, {"message": "x"}]}
+    assert transform_response({"choices": [None, {"message": "x"}]}, TOOLS) == {"choices": [None, {"message": "x"}]}
     assert transform_response({"object": "error"}, TOOLS) == {"object": "error"}
 
 
 def test_choices_of_n_greater_than_one_are_parsed_independently() -> None:
     call = '<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>'
-    chunks = [chunk({"content": call[:15]}, index=0), chunk({"content": "Hello <to"}, index=1),
-              chunk({"content": call[15:]}, index=0), chunk({"content": "ol> world"}, index=1),
-              chunk({}, "stop", index=0), chunk({}, "stop", index=1)]
+    chunks = [
+        chunk({"content": call[:15]}, index=0),
+        chunk({"content": "Hello <to"}, index=1),
+        chunk({"content": call[15:]}, index=0),
+        chunk({"content": "ol> world"}, index=1),
+        chunk({}, "stop", index=0),
+        chunk({}, "stop", index=1),
+    ]
     out, _ = run(TOOLS, chunks)
     assert joined(out, "content", index=1) == "Hello <tool> world"
     assert joined(out, "content", index=0) == ""
-    finishes = {c["choices"][0]["index"]: c["choices"][0]["finish_reason"] for c in out
-                if c["choices"][0]["finish_reason"]}
+    finishes = {
+        c["choices"][0]["index"]: c["choices"][0]["finish_reason"] for c in out if c["choices"][0]["finish_reason"]
+    }
     assert finishes == {0: "tool_calls", 1: "stop"}
 
 
@@ -117,15 +149,15 @@ def test_reasoning_cap_truncates_reports_and_asks_to_stop_upstream() -> None:
     assert t.reasoning_capped and t.stop_upstream  # still thinking: the relay may cancel the upstream
     out += t.finish()
     assert joined(out, "reasoning_content") == "abcdefghijkl"
-    assert [c["gpufleet"] for c in out if "gpufleet" in c] == \
-        [{"reasoning_capped": True, "max_reasoning_tokens": 3}]
+    assert [c["gpufleet"] for c in out if "gpufleet" in c] == [{"reasoning_capped": True, "max_reasoning_tokens": 3}]
     assert out[-1]["choices"][0]["finish_reason"] == "length"
 
 
 def test_capped_choice_relays_nothing_after_the_cut_whatever_the_chunking() -> None:
     plan = ResponsePlan(thinking=True, reasoning_parser="qwen3", max_reasoning_chars=4)
-    out, t = run(plan, [chunk({"content": "<think>long thoughts"}), chunk({"content": " more</think>\n\nOK"}),
-                        chunk({}, "stop")])
+    out, t = run(
+        plan, [chunk({"content": "<think>long thoughts"}), chunk({"content": " more</think>\n\nOK"}), chunk({}, "stop")]
+    )
     assert joined(out, "reasoning") == "long" and joined(out, "content") == ""
     assert out[-1]["choices"][0]["finish_reason"] == "length" and not t.stop_upstream  # finished
     one_chunk, _ = run(plan, [chunk({"content": "<think>long thoughts more</think>\n\nOK"}), chunk({}, "stop")])
@@ -136,9 +168,18 @@ def test_reasoning_cap_applies_to_engine_split_reasoning_and_whole_responses() -
     t = StreamTransformer(ResponsePlan(max_reasoning_chars=5))
     out = t.feed(chunk({"reasoning": "0123456789"}))
     assert joined(out, "reasoning_content") == "01234" and t.stop_upstream
-    resp = transform_response({"choices": [{"index": 0, "finish_reason": "stop", "message": {
-        "role": "assistant", "content": "<think>0123456789</think>ok"}}]},
-        ResponsePlan(thinking=True, reasoning_parser="qwen3", max_reasoning_chars=5))
+    resp = transform_response(
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "<think>0123456789</think>ok"},
+                }
+            ]
+        },
+        ResponsePlan(thinking=True, reasoning_parser="qwen3", max_reasoning_chars=5),
+    )
     assert resp["choices"][0]["message"]["reasoning_content"] == "01234"
     assert resp["choices"][0]["message"]["content"] == "ok"
     assert resp["gpufleet"] == {"reasoning_capped": True, "max_reasoning_tokens": 1}
@@ -170,8 +211,10 @@ def test_text_completion_chunks_pass_through() -> None:
 
 
 def test_finish_reason_in_the_same_chunk_as_the_closing_tag() -> None:
-    out, _ = run(TOOLS, [chunk({"content": "<tool_call>{\"name\": \"f\", \"arguments\": {}}"}),
-                         chunk({"content": "</tool_call>"}, "stop")])
+    out, _ = run(
+        TOOLS,
+        [chunk({"content": '<tool_call>{"name": "f", "arguments": {}}'}), chunk({"content": "</tool_call>"}, "stop")],
+    )
     assert out[-1]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] == "{}"
     assert out[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
@@ -190,14 +233,20 @@ PLAIN_CHUNKS = [
     chunk({"content": "!"}, "length"),
     chunk({"reasoning_content": "hmm"}),
     chunk({"reasoning": "hmm", "content": None}),
-    chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                           "function": {"name": "f", "arguments": "{}"}}]}),
+    chunk(
+        {"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+    ),
     chunk({"foo": 1}),
     {**chunk({"content": "x"}), "usage": {"total_tokens": 3}},
     {"id": "c1", "object": "chat.completion.chunk", "choices": [{"delta": {"content": "no index"}}]},
-    {"id": "c1", "object": "chat.completion.chunk",
-     "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": None},
-                 {"index": 1, "delta": {"content": "b"}, "finish_reason": None}]},
+    {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "choices": [
+            {"index": 0, "delta": {"content": "a"}, "finish_reason": None},
+            {"index": 1, "delta": {"content": "b"}, "finish_reason": None},
+        ],
+    },
 ]
 
 

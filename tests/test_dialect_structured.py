@@ -19,8 +19,11 @@ from gpufleet.dialects import (
 )
 from gpufleet.dialects.plan import ResponsePlan
 
-GOOD = {"title": "Electricity invoice March 2025", "tags": ["invoice", "utilities"],
-        "correspondent": "Stadtwerke München"}
+GOOD = {
+    "title": "Electricity invoice March 2025",
+    "tags": ["invoice", "utilities"],
+    "correspondent": "Stadtwerke München",
+}
 
 
 def plan_for(response_format: dict[str, Any], **defaults: Any) -> ResponsePlan:
@@ -29,23 +32,33 @@ def plan_for(response_format: dict[str, Any], **defaults: Any) -> ResponsePlan:
 
 
 def answer(content: Any, finish_reason: str = "stop", **message: Any) -> dict[str, Any]:
-    return {"choices": [{"index": 0, "finish_reason": finish_reason,
-                         "message": {"role": "assistant", "content": content, **message}}]}
+    return {
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": finish_reason,
+                "message": {"role": "assistant", "content": content, **message},
+            }
+        ]
+    }
 
 
 def test_valid_classification_passes() -> None:
     assert validate_structured(answer(json.dumps(GOOD)), plan_for(document_classification_format())) is None
 
 
-@pytest.mark.parametrize(("content", "finish", "expected"), [
-    (json.dumps({"title": "x", "tags": ["a"]}), "stop", "'correspondent' is a required property"),
-    (json.dumps({**GOOD, "tags": "invoice"}), "stop", "at $['tags']: 'invoice' is not of type 'array'"),
-    (json.dumps({**GOOD, "tags": ["a", 3]}), "stop", "at $['tags'][1]: 3 is not of type 'string'"),
-    (json.dumps({**GOOD, "extra": 1}), "stop", "Additional properties are not allowed"),
-    ('{"title": "Invoice", "tags": ["john-john-john', "length", "cut off by max_tokens"),
-    ("Sure! Here is the classification.", "stop", "not valid JSON"),
-    (None, "stop", "no content"),
-])
+@pytest.mark.parametrize(
+    ("content", "finish", "expected"),
+    [
+        (json.dumps({"title": "x", "tags": ["a"]}), "stop", "'correspondent' is a required property"),
+        (json.dumps({**GOOD, "tags": "invoice"}), "stop", "at $['tags']: 'invoice' is not of type 'array'"),
+        (json.dumps({**GOOD, "tags": ["a", 3]}), "stop", "at $['tags'][1]: 3 is not of type 'string'"),
+        (json.dumps({**GOOD, "extra": 1}), "stop", "Additional properties are not allowed"),
+        ('{"title": "Invoice", "tags": ["john-john-john', "length", "cut off by max_tokens"),
+        ("Sure! Here is the classification.", "stop", "not valid JSON"),
+        (None, "stop", "no content"),
+    ],
+)
 def test_invalid_classification_names_the_problem(content: Any, finish: str, expected: str) -> None:
     problem = validate_structured(answer(content, finish), plan_for(document_classification_format()))
     assert problem is not None and expected in problem
@@ -69,8 +82,11 @@ def test_requests_without_response_format_are_not_validated() -> None:
 
 
 def test_tool_call_answers_are_not_validated() -> None:
-    resp = answer(None, "tool_calls", tool_calls=[{"id": "call_1", "type": "function",
-                                                  "function": {"name": "f", "arguments": "{}"}}])
+    resp = answer(
+        None,
+        "tool_calls",
+        tool_calls=[{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+    )
     assert validate_structured(resp, plan_for({"type": "json_object"})) is None
 
 
@@ -81,8 +97,7 @@ def test_malformed_upstream_bodies_give_messages_not_exceptions() -> None:
 
 
 def test_retry_body_appends_bad_answer_and_the_reason() -> None:
-    body: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "Classify"}],
-                            "temperature": 0.7}
+    body: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "Classify"}], "temperature": 0.7}
     resp = answer("not json")
     again = retry_body(body, resp, "the model's answer is not valid JSON")
     assert again["messages"][:1] == body["messages"] and again["temperature"] == 0.7
@@ -108,8 +123,12 @@ def test_llamacpp_constrains_output_to_the_json_schema_it_is_given() -> None:
     params.cpuparams.n_threads = 2
     params.cpuparams_batch.n_threads = 2
     server = xllamacpp.Server(params)
-    body = {"messages": [{"role": "user", "content": "Classify: invoice from ACME Corp for 3 widgets."}],
-            "response_format": document_classification_format(), "max_tokens": 60, "temperature": 0}
+    body = {
+        "messages": [{"role": "user", "content": "Classify: invoice from ACME Corp for 3 widgets."}],
+        "response_format": document_classification_format(),
+        "max_tokens": 60,
+        "temperature": 0,
+    }
     prepared = prepare_request(body, kind="chat", defaults=DialectDefaults(engine_supports_json_schema=True))
     resp = transform_response(server.handle_chat_completions(prepared.body), prepared.plan)
     content = resp["choices"][0]["message"]["content"]

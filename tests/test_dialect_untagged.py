@@ -38,15 +38,19 @@ def test_plain_text_passes_through_at_once() -> None:
     assert fed(["Hello", " world", "!"]) == [["Hello"], [" world"], ["!"], []]
 
 
-@pytest.mark.parametrize(("pieces", "released_at"), [
-    (["```", "py", "thon\nprint(1)"], 1),  # not a json fence once "p" arrives
-    (["{", '"city"', ': "Paris"}'], 1),  # first key is not name/arguments
-    (["```json\n", '{"name": "', 'add", "arguments": {}}'], 2),  # the name is not a declared tool
-    (["[", "1, 2]"], 1),
-    (["{}", " is empty"], 0),
-])
-def test_json_that_cannot_be_a_call_is_released_without_waiting_for_its_end(pieces: list[str],
-                                                                            released_at: int) -> None:
+@pytest.mark.parametrize(
+    ("pieces", "released_at"),
+    [
+        (["```", "py", "thon\nprint(1)"], 1),  # not a json fence once "p" arrives
+        (["{", '"city"', ': "Paris"}'], 1),  # first key is not name/arguments
+        (["```json\n", '{"name": "', 'add", "arguments": {}}'], 2),  # the name is not a declared tool
+        (["[", "1, 2]"], 1),
+        (["{}", " is empty"], 0),
+    ],
+)
+def test_json_that_cannot_be_a_call_is_released_without_waiting_for_its_end(
+    pieces: list[str], released_at: int
+) -> None:
     out = fed(pieces)
     assert all(step == [] for step in out[:released_at])
     assert out[released_at] and all(isinstance(x, str) for step in out for x in step)
@@ -78,13 +82,26 @@ def test_bare_json_after_prose_is_content() -> None:
     assert calls_of(text) == (text, [])
 
 
-@pytest.mark.parametrize("text", [
-    "```json\n{", '```json\n{"name": "get_weather", "arguments": {"city": "Pa',
-    '{"name": "get_weather", "arguments": 1}',
-    '{"name": "get_weather", "arguments": "{oops"}', '{{{{', "}}}}", "```\n```", "```json\n]\n```", '["get_weather"]',
-    '[{"name": "get_weather", "arguments": {}}, 3]', '{"name": ["get_weather"]}', "```json\n" + "[" * 500,
-    '{"name": "get_weather", "arguments": {"s": "\\', '\\u', '{"name": "\\ud800"}',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "```json\n{",
+        '```json\n{"name": "get_weather", "arguments": {"city": "Pa',
+        '{"name": "get_weather", "arguments": 1}',
+        '{"name": "get_weather", "arguments": "{oops"}',
+        "{{{{",
+        "}}}}",
+        "```\n```",
+        "```json\n]\n```",
+        '["get_weather"]',
+        '[{"name": "get_weather", "arguments": {}}, 3]',
+        '{"name": ["get_weather"]}',
+        "```json\n" + "[" * 500,
+        '{"name": "get_weather", "arguments": {"s": "\\',
+        "\\u",
+        '{"name": "\\ud800"}',
+    ],
+)
 def test_malformed_candidates_become_content_never_an_exception(text: str) -> None:
     assert calls_of(text) == (text, [])
     for cut in range(len(text) + 1):
@@ -97,8 +114,13 @@ def test_stream_transformer_emits_openai_tool_call_deltas_and_finish_reason() ->
     t = StreamTransformer(plan)
 
     def chunk(delta: dict[str, object], finish: str | None = None) -> dict[str, object]:
-        return {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
 
     out = [*t.feed(chunk({"role": "assistant", "content": None}))]
     for piece in ["```json\n", CALL, "\n```"]:

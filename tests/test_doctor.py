@@ -306,7 +306,8 @@ def test_doctor_redoes_the_plan_at_the_utilization_real_free_memory_allows() -> 
 
 def test_doctor_says_the_plan_still_starts_when_the_gpu_is_free() -> None:
     facts = probe_host(probes(nvml=lambda: FakeNvml(json.loads(sample("nvml-rtx3090.json")))))
-    p = plan_model(get_model("qwen3-8b").spec, get_gpu("rtx3090"), quantization="awq", context=8192,
-                   gpu_memory_utilization=0.90)
+    p = plan_model(
+        get_model("qwen3-8b").spec, get_gpu("rtx3090"), quantization="awq", context=8192, gpu_memory_utilization=0.90
+    )
     (finding,) = [f for f in check_host(facts, p) if f.check == "plan-here"]
     assert finding.level == "ok" and f"{p.kv_cache_tokens:,} KV tokens" in finding.seen

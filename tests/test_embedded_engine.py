@@ -50,8 +50,11 @@ def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
 
 def test_chat_completion_with_openai_client(smol_gateway: ServedGateway) -> None:
     reply = client(smol_gateway).chat.completions.create(
-        model="smollm2", messages=[{"role": "user", "content": "What is the capital of France?"}],
-        max_tokens=24, temperature=0, seed=7,
+        model="smollm2",
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=24,
+        temperature=0,
+        seed=7,
     )
     assert reply.model == "smollm2"
     assert reply.choices[0].message.content
@@ -69,8 +72,14 @@ def test_streamed_chat_arrives_in_several_chunks(smol_gateway: ServedGateway) ->
     # ignore_eos (llama.cpp) makes the engine produce all 24 tokens: a greedy answer may also end after two
     # ("1." then EOS), which made this test fail one run in three (issue 12).
     stream = client(smol_gateway).chat.completions.create(
-        model="smollm2", messages=[{"role": "user", "content": "Count to five."}], max_tokens=24, stream=True,
-        stream_options={"include_usage": True}, temperature=0, seed=7, extra_body={"ignore_eos": True},
+        model="smollm2",
+        messages=[{"role": "user", "content": "Count to five."}],
+        max_tokens=24,
+        stream=True,
+        stream_options={"include_usage": True},
+        temperature=0,
+        seed=7,
+        extra_body={"ignore_eos": True},
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -80,8 +89,9 @@ def test_streamed_chat_arrives_in_several_chunks(smol_gateway: ServedGateway) ->
 
 
 def test_text_completion(smol_gateway: ServedGateway) -> None:
-    reply = client(smol_gateway).completions.create(model="smollm2", prompt="Once upon a time", max_tokens=8,
-                                                    temperature=0, seed=7, extra_body={"ignore_eos": True})
+    reply = client(smol_gateway).completions.create(
+        model="smollm2", prompt="Once upon a time", max_tokens=8, temperature=0, seed=7, extra_body={"ignore_eos": True}
+    )
     assert reply.model == "smollm2"
     assert reply.choices[0].text
 
@@ -94,8 +104,13 @@ def test_models_endpoint_lists_configured_names(smol_gateway: ServedGateway) -> 
 def test_sixteen_concurrent_streams_all_complete(smol_gateway: ServedGateway) -> None:
     async def one(aclient: openai.AsyncOpenAI, i: int) -> str:
         stream = await aclient.chat.completions.create(
-            model="smollm2", messages=[{"role": "user", "content": f"Say the number {i}."}], max_tokens=12,
-            stream=True, temperature=0, seed=7, extra_body={"ignore_eos": True},
+            model="smollm2",
+            messages=[{"role": "user", "content": f"Say the number {i}."}],
+            max_tokens=12,
+            stream=True,
+            temperature=0,
+            seed=7,
+            extra_body={"ignore_eos": True},
         )
         parts = [c.choices[0].delta.content or "" async for c in stream if c.choices]
         return "".join(parts)
@@ -112,15 +127,25 @@ def test_sixteen_concurrent_streams_all_complete(smol_gateway: ServedGateway) ->
 
 def test_client_disconnect_cancels_the_generation(smol_gateway: ServedGateway) -> None:
     decoded_before = engine_metric(smol_gateway, "smollm2", "llamacpp:n_decode_total")
-    body = {"model": "smollm2", "messages": [{"role": "user", "content": "Tell a long story."}],
-            "max_tokens": 900, "ignore_eos": True, "stream": True, "temperature": 0, "seed": 7}
+    body = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "Tell a long story."}],
+        "max_tokens": 900,
+        "ignore_eos": True,
+        "stream": True,
+        "temperature": 0,
+        "seed": 7,
+    }
     with httpx.stream("POST", f"{smol_gateway.url}/v1/chat/completions", json=body, timeout=60) as response:
         lines = response.iter_lines()
         for _ in range(6):
             next(lines)
     # The engine must stop generating for the vanished client instead of finishing 900 tokens.
-    wait_for(lambda: engine_metric(smol_gateway, "smollm2", "llamacpp:requests_processing") == 0, 60,
-             "the engine to stop processing")
+    wait_for(
+        lambda: engine_metric(smol_gateway, "smollm2", "llamacpp:requests_processing") == 0,
+        60,
+        "the engine to stop processing",
+    )
     decoded = engine_metric(smol_gateway, "smollm2", "llamacpp:n_decode_total") - decoded_before
     assert decoded < 900
 
@@ -128,8 +153,7 @@ def test_client_disconnect_cancels_the_generation(smol_gateway: ServedGateway) -
 def test_crashed_engine_is_restarted_and_serves_again(smol_gateway: ServedGateway) -> None:
     before = smol_gateway.status("smollm2")
     os.kill(int(str(before["pid"])), signal.SIGKILL)
-    wait_for(lambda: smol_gateway.status("smollm2")["restarts"] == int(str(before["restarts"])) + 1, 60,
-             "a restart")
+    wait_for(lambda: smol_gateway.status("smollm2")["restarts"] == int(str(before["restarts"])) + 1, 60, "a restart")
     reply = client(smol_gateway).chat.completions.create(
         model="smollm2", messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0, seed=7
     )
@@ -140,8 +164,13 @@ def test_crashed_engine_is_restarted_and_serves_again(smol_gateway: ServedGatewa
 
 
 def test_idle_model_is_unloaded_then_reloaded_on_next_request(smol_gateway: ServedGateway) -> None:
-    ask: Any = {"model": "smollm2-ttl", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4,
-           "temperature": 0, "seed": 7}
+    ask: Any = {
+        "model": "smollm2-ttl",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": 4,
+        "temperature": 0,
+        "seed": 7,
+    }
     client(smol_gateway).chat.completions.create(**ask)
     first_pid = smol_gateway.status("smollm2-ttl")["pid"]
     wait_for(lambda: smol_gateway.status("smollm2-ttl")["state"] == "stopped", 60, "the idle unload")
@@ -161,10 +190,17 @@ def test_gateway_shutdown_leaves_no_engine_process(tmp_path: Path, sig: int) -> 
 
 
 async def test_crash_looping_engine_ends_failed_with_its_log_in_status_not_in_the_503() -> None:
-    config = parse_config({"models": {"broken": smollm2_model(
-        preload=False, extra_args={"no_such_param": 1},
-        restart={"max_restarts": 1, "backoff_initial_s": 0.1, "backoff_max_s": 0.2},
-    )}})
+    config = parse_config(
+        {
+            "models": {
+                "broken": smollm2_model(
+                    preload=False,
+                    extra_args={"no_such_param": 1},
+                    restart={"max_restarts": 1, "backoff_initial_s": 0.1, "backoff_max_s": 0.2},
+                )
+            }
+        }
+    )
     app = build_app(config)
     async with (
         running(app) as gateway,

@@ -14,14 +14,21 @@ from tests.real_engines import smollm2_model
 from tests.served_gateway import ServedGateway, start_gateway, stop_gateway
 
 pytestmark = pytest.mark.slow
-CHAT = {"model": "smollm2", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 4,
-        "temperature": 0, "seed": 1}
+CHAT = {
+    "model": "smollm2",
+    "messages": [{"role": "user", "content": "Say hi"}],
+    "max_tokens": 4,
+    "temperature": 0,
+    "seed": 1,
+}
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
-    served = start_gateway({"models": {"smollm2": smollm2_model(parallel=2, context=2048)},
-                            "server": {"queue_timeout_s": 120}}, tmp_path_factory.mktemp("engine-keys"))
+    served = start_gateway(
+        {"models": {"smollm2": smollm2_model(parallel=2, context=2048)}, "server": {"queue_timeout_s": 120}},
+        tmp_path_factory.mktemp("engine-keys"),
+    )
     yield served
     stop_gateway(served)
 
@@ -51,8 +58,9 @@ def test_key_is_in_no_argv_no_status_and_new_on_every_start(gateway: ServedGatew
     assert key not in httpx.get(f"{gateway.url}/status", timeout=10).text
     assert key not in gateway.log()
     # The admin (who may start and stop it anyway) can reach the engine directly, e.g. for bench --compare-direct.
-    direct = httpx.post(f"{started['engine_url']}/chat/completions", json=CHAT,
-                        headers={"authorization": f"Bearer {key}"}, timeout=120)
+    direct = httpx.post(
+        f"{started['engine_url']}/chat/completions", json=CHAT, headers={"authorization": f"Bearer {key}"}, timeout=120
+    )
     assert direct.status_code == 200
     httpx.post(f"{gateway.url}/admin/models/smollm2/stop", timeout=60).raise_for_status()
     again = httpx.post(f"{gateway.url}/admin/models/smollm2/start", timeout=120).json()

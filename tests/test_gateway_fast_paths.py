@@ -117,8 +117,14 @@ def read_response(sock: socket.socket) -> bytes:
         data += chunk
         if b"\r\n\r\n" in data:
             head, _, body = data.partition(b"\r\n\r\n")
-            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), None)
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                None,
+            )
             if length is not None and len(body) >= length:
                 break
     return data
@@ -127,11 +133,13 @@ def read_response(sock: socket.socket) -> bytes:
 # The guard keeps one timer per connection and moves its deadline lazily; these check the deadlines it must
 # still keep: the body's own (longer) one once the headers are in, and each kept-alive request's own header one.
 
+
 def test_a_body_may_take_longer_than_the_header_timeout() -> None:
     limits = HttpLimits(max_header_bytes=16384, header_timeout_s=0.3, body_timeout_s=60)
-    with served_guarded(echo_length, limits) as url, socket.create_connection(
-        ("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=20
-    ) as sock:
+    with (
+        served_guarded(echo_length, limits) as url,
+        socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=20) as sock,
+    ):
         sock.sendall(b"POST / HTTP/1.1\r\nhost: localhost\r\ncontent-length: 5\r\n\r\nab")
         time.sleep(1.0)  # well past header_timeout_s, well within body_timeout_s
         sock.sendall(b"cde")
@@ -140,9 +148,10 @@ def test_a_body_may_take_longer_than_the_header_timeout() -> None:
 
 def test_each_kept_alive_request_gets_its_own_header_deadline() -> None:
     limits = HttpLimits(max_header_bytes=16384, header_timeout_s=0.5, body_timeout_s=60)
-    with served_guarded(echo_length, limits) as url, socket.create_connection(
-        ("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=20
-    ) as sock:
+    with (
+        served_guarded(echo_length, limits) as url,
+        socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=20) as sock,
+    ):
         sock.sendall(b"POST / HTTP/1.1\r\nhost: localhost\r\ncontent-length: 2\r\n\r\nab")
         assert read_response(sock).startswith(b"HTTP/1.1 200")
         sock.sendall(b"POST / HTTP/1.1\r\nhost: localhost\r\n")  # a second request whose headers never end
@@ -150,8 +159,15 @@ def test_each_kept_alive_request_gets_its_own_header_deadline() -> None:
         assert answer.startswith(b"HTTP/1.1 408"), answer
 
 
-@pytest.mark.parametrize("scope", [{}, {"extensions": {}}, {"extensions": {"http.response.trailers": {}}},
-                                   {"extensions": {DISCONNECT_EXTENSION: {"watch": "not a watch"}}}])
+@pytest.mark.parametrize(
+    "scope",
+    [
+        {},
+        {"extensions": {}},
+        {"extensions": {"http.response.trailers": {}}},
+        {"extensions": {DISCONNECT_EXTENSION: {"watch": "not a watch"}}},
+    ],
+)
 def test_no_disconnect_watch_under_other_servers(scope: dict[str, Any]) -> None:
     assert disconnect_watch(scope) is None
 
@@ -217,8 +233,10 @@ class DropsReusedConnection:
                     self.dropped += 1
                     return
                 body = b'{"ok": true}'
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                             b"content-length: %d\r\n\r\n%s" % (len(body), body))
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (len(body), body)
+                )
                 await writer.drain()
                 served += 1
                 self.answered += 1
@@ -257,8 +275,12 @@ async def test_a_reused_connection_dropped_by_the_upstream_is_one_attempt_then_a
     server = await asyncio.start_server(stand_in.handle, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
     try:
-        http = await gw({"models": {"a": {"engine": "remote", "url": url}},
-                         "router": {"retry_after_sent": retry_after_sent, "retry_backoff_s": 0}})
+        http = await gw(
+            {
+                "models": {"a": {"engine": "remote", "url": url}},
+                "router": {"retry_after_sent": retry_after_sent, "retry_backoff_s": 0},
+            }
+        )
         assert (await http.post("/v1/chat/completions", json=chat("a"))).status_code == 200
         second = await http.post("/v1/chat/completions", json=chat("a"))
         metrics = (await http.get("/metrics")).text

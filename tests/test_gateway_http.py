@@ -29,15 +29,22 @@ def upstream() -> Iterator[StandInUpstream]:
 @pytest.fixture
 async def client(upstream: StandInUpstream) -> AsyncIterator[httpx.AsyncClient]:
     upstream.behaviour = "ok"
-    config = parse_config({
-        "server": {"max_body_bytes": 2000, "queue_timeout_s": 0},
-        "models": {
-            "echo": {"engine": "remote", "url": upstream.url, "upstream_model": "Qwen/Qwen3-8B-AWQ",
-                     "api_key": "sk-upstream", "aliases": ["gpt-4o"]},
-            "down": {"engine": "remote", "url": "http://127.0.0.1:9/v1"},
-            "cold": smollm2_model(preload=False),
-        },
-    })
+    config = parse_config(
+        {
+            "server": {"max_body_bytes": 2000, "queue_timeout_s": 0},
+            "models": {
+                "echo": {
+                    "engine": "remote",
+                    "url": upstream.url,
+                    "upstream_model": "Qwen/Qwen3-8B-AWQ",
+                    "api_key": "sk-upstream",
+                    "aliases": ["gpt-4o"],
+                },
+                "down": {"engine": "remote", "url": "http://127.0.0.1:9/v1"},
+                "cold": smollm2_model(preload=False),
+            },
+        }
+    )
     app = build_app(config)
     async with running(app):
         transport = httpx.ASGITransport(app=app)
@@ -58,8 +65,9 @@ def assert_openai_error(response: httpx.Response, status: int) -> dict[str, Any]
 
 
 async def test_malformed_json_returns_400(client: httpx.AsyncClient) -> None:
-    response = await client.post("/v1/chat/completions", content=b"{not json",
-                                 headers={"content-type": "application/json"})
+    response = await client.post(
+        "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
     error = assert_openai_error(response, 400)
     assert error["code"] == "invalid_json"
 
@@ -212,8 +220,9 @@ async def test_metrics_count_requests_and_errors_by_model(client: httpx.AsyncCli
 
 
 async def test_api_keys_are_required_when_configured(upstream: StandInUpstream) -> None:
-    config = parse_config({"server": {"api_keys": ["k1", "k2"]},
-                           "models": {"echo": {"engine": "remote", "url": upstream.url}}})
+    config = parse_config(
+        {"server": {"api_keys": ["k1", "k2"]}, "models": {"echo": {"engine": "remote", "url": upstream.url}}}
+    )
     app = build_app(config)
     async with (
         running(app),

@@ -20,15 +20,30 @@ ALLOWED_CIRCLE_PACKAGES: tuple[str, ...] = ()
 
 # Layers, bottom up: a top-level package (or module) may import only from a lower layer and from itself.
 LAYERS: dict[str, int] = {
-    "redact": -1, "model_names": -1,  # leaf modules that errors (and everything) may use
-    "gpufleet": 0, "errors": 0, "paths": 0, "child_process": 0, "tiers": 0,
-    "model_packages": 1, "dialects": 1, "catalog": 1, "protocols": 1, "limits": 1,
-    "config": 2, "planner": 2, "store": 2,
+    "redact": -1,
+    "model_names": -1,  # leaf modules that errors (and everything) may use
+    "gpufleet": 0,
+    "errors": 0,
+    "paths": 0,
+    "child_process": 0,
+    "tiers": 0,
+    "model_packages": 1,
+    "dialects": 1,
+    "catalog": 1,
+    "protocols": 1,
+    "limits": 1,
+    "config": 2,
+    "planner": 2,
+    "store": 2,
     "cluster": 3,
     "engines": 4,
-    "doctor": 5, "engine_supervisor": 5, "router": 5,
+    "doctor": 5,
+    "engine_supervisor": 5,
+    "router": 5,
     "metrics": 6,
-    "gateway": 7, "bench": 7, "deploy": 7,
+    "gateway": 7,
+    "bench": 7,
+    "deploy": 7,
     "cli": 8,
 }
 
@@ -65,8 +80,9 @@ def import_graph() -> dict[str, set[str]]:
                         package = package.rpartition(".")[0]
                     base = f"{package}.{base}" if base else package
                 if base.startswith("gpufleet"):
-                    edges.update(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else owner(base)
-                                 for a in node.names)
+                    edges.update(
+                        f"{base}.{a.name}" if f"{base}.{a.name}" in modules else owner(base) for a in node.names
+                    )
         graph[name] = edges - {name, ""}
     return graph
 
@@ -125,8 +141,11 @@ def test_the_finder_sees_a_circle_through_a_function_level_import() -> None:
 
 def test_no_import_circles_beyond_the_ones_being_taken_apart() -> None:
     found = [{_short(m) for m in circle} for circle in circles(import_graph())]
-    unexpected = [sorted(c) for c in found
-                  if not any(all(m.startswith(f"{package}.") for m in c) for package in ALLOWED_CIRCLE_PACKAGES)]
+    unexpected = [
+        sorted(c)
+        for c in found
+        if not any(all(m.startswith(f"{package}.") for m in c) for package in ALLOWED_CIRCLE_PACKAGES)
+    ]
     assert unexpected == [], f"import circles: {unexpected}"
 
 
@@ -138,8 +157,12 @@ def test_no_layer_imports_a_higher_one() -> None:
     graph = import_graph()
     unknown = sorted({layer_of(m) for m in graph} - set(LAYERS))
     assert unknown == [], f"put these packages in LAYERS: {unknown}"
-    upward = sorted(f"{_short(m)} -> {_short(t)}" for m, targets in graph.items() for t in targets
-                    if layer_of(m) != layer_of(t) and LAYERS[layer_of(t)] >= LAYERS[layer_of(m)])
+    upward = sorted(
+        f"{_short(m)} -> {_short(t)}"
+        for m, targets in graph.items()
+        for t in targets
+        if layer_of(m) != layer_of(t) and LAYERS[layer_of(t)] >= LAYERS[layer_of(m)]
+    )
     assert upward == [], f"imports into the same or a higher layer: {upward}"
 
 

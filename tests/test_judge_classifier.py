@@ -23,23 +23,26 @@ from tests.standin_upstream import StandInUpstream
 R, M, C = Tier.ROUTINE, Tier.MODERATE, Tier.COMPLEX
 
 
-@pytest.mark.parametrize("content, want", [
-    ('"moderate"', M),  # what the constrained judge answers
-    ("moderate", M),
-    ("  Complex.\n", C),
-    ("'ROUTINE'", R),
-    ('{"tier": "complex"}', C),
-    ('{"tier": "Routine", "why": "not moderate work"}', R),  # the tier field wins over words elsewhere
-    ('```json\n"moderate"\n```', M),
-    ("Tier: routine", R),
-    ("", None),
-    ("   ", None),
-    ("I cannot tell.", None),
-    ('"simple"', None),
-    ('{"tier": 2}', None),
-    ("routine or moderate", None),  # two tiers named: unreadable, not a guess
-    ("complexity", None),  # a word that merely contains a tier name
-])
+@pytest.mark.parametrize(
+    "content, want",
+    [
+        ('"moderate"', M),  # what the constrained judge answers
+        ("moderate", M),
+        ("  Complex.\n", C),
+        ("'ROUTINE'", R),
+        ('{"tier": "complex"}', C),
+        ('{"tier": "Routine", "why": "not moderate work"}', R),  # the tier field wins over words elsewhere
+        ('```json\n"moderate"\n```', M),
+        ("Tier: routine", R),
+        ("", None),
+        ("   ", None),
+        ("I cannot tell.", None),
+        ('"simple"', None),
+        ('{"tier": 2}', None),
+        ("routine or moderate", None),  # two tiers named: unreadable, not a guess
+        ("complexity", None),  # a word that merely contains a tier name
+    ],
+)
 def test_parse_judgement_reads_a_tier_or_says_none(content: str, want: Tier | None) -> None:
     assert parse_judgement(content) is want
 
@@ -89,21 +92,28 @@ def test_worked_examples_are_tune_prompts_never_holdout3() -> None:
 
 def test_judge_sees_the_last_user_turn_its_size_and_its_context() -> None:
     payload = {
-        "messages": [{"role": "system", "content": "be terse"}, {"role": "user", "content": "first question"},
-                     {"role": "assistant", "content": "an answer"},
-                     {"role": "user", "content": [{"type": "text", "text": "y" * 2000}]},
-                     {"role": "tool", "content": "result 1"}, {"role": "tool", "content": "result 2"}],
+        "messages": [
+            {"role": "system", "content": "be terse"},
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": "an answer"},
+            {"role": "user", "content": [{"type": "text", "text": "y" * 2000}]},
+            {"role": "tool", "content": "result 1"},
+            {"role": "tool", "content": "result 2"},
+        ],
         "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
     }
     last = judge_body(payload, "judge", max_chars=100)["messages"][-1]["content"]
-    assert last == ("Request (2,000 characters, the first 100 shown; message 6 of a conversation with 2 tool results;"
-                    " tools offered):\n<<<\n" + "y" * 100 + "\n>>>")
+    assert last == (
+        "Request (2,000 characters, the first 100 shown; message 6 of a conversation with 2 tool results;"
+        " tools offered):\n<<<\n" + "y" * 100 + "\n>>>"
+    )
     assert "first question" not in last and "be terse" not in last
 
 
 def test_judge_reads_a_completions_prompt_and_an_empty_request() -> None:
     assert judge_body({"prompt": "Once upon a time"}, "j")["messages"][-1]["content"].endswith(
-        "<<<\nOnce upon a time\n>>>")
+        "<<<\nOnce upon a time\n>>>"
+    )
     assert "<<<\n(empty)\n>>>" in judge_body({"messages": []}, "j")["messages"][-1]["content"]
 
 
@@ -119,19 +129,38 @@ async def test_embedded_qwen_judge_picks_the_auto_tier_through_the_gateway() -> 
     Which tier the judge picks is its opinion (benchmarks/classifier_judge.py measures how often it agrees with
     the labels); any valid run gets a readable verdict for every request, so the judge, not the rules, decided.
     """
-    judge = {"engine": "llamacpp", "source": "package:qwen2.5-coder-1.5b-instruct", "context": 2048,
-             "parallel": 1, "threads": 2, "preload": True}
+    judge = {
+        "engine": "llamacpp",
+        "source": "package:qwen2.5-coder-1.5b-instruct",
+        "context": 2048,
+        "parallel": 1,
+        "threads": 2,
+        "preload": True,
+    }
     tiers = StandInUpstream().start()
     remote = {"engine": "remote", "url": tiers.url}
-    config = {"models": {"judge": judge, "small": remote, "mid": remote, "big": remote},
-              "router": {"auto": {"routine": "small", "moderate": "mid", "complex": "big",
-                                  "classifier": {"kind": "judge", "model": "judge", "timeout_s": 120}}}}
-    prompts = ["hi", "Write a Python function that merges two sorted lists into one sorted list.",
-               "Prove that the square root of 3 is irrational."]
+    config = {
+        "models": {"judge": judge, "small": remote, "mid": remote, "big": remote},
+        "router": {
+            "auto": {
+                "routine": "small",
+                "moderate": "mid",
+                "complex": "big",
+                "classifier": {"kind": "judge", "model": "judge", "timeout_s": 120},
+            }
+        },
+    }
+    prompts = [
+        "hi",
+        "Write a Python function that merges two sorted lists into one sorted list.",
+        "Prove that the square root of 3 is irrational.",
+    ]
     app = build_app(parse_config(config))
     try:
-        async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost",
-                                                   timeout=300) as http:
+        async with (
+            running(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost", timeout=300) as http,
+        ):
             for prompt in prompts:
                 response = await http.post("/v1/chat/completions", json={"model": "auto", **chat_body(prompt)})
                 assert response.status_code == 200, response.text

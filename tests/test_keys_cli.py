@@ -30,8 +30,10 @@ def upstream() -> Iterator[StandInUpstream]:
 
 
 def config(tmp_path: Path, upstream: StandInUpstream) -> dict[str, object]:
-    return {"server": {"database_url": f"sqlite:///{tmp_path}/store.sqlite3"},
-            "models": {"qwen": {"engine": "remote", "url": upstream.url}}}
+    return {
+        "server": {"database_url": f"sqlite:///{tmp_path}/store.sqlite3"},
+        "models": {"qwen": {"engine": "remote", "url": upstream.url}},
+    }
 
 
 def cli(cfg: Path, *args: str) -> tuple[int, str, str]:
@@ -42,8 +44,20 @@ def cli(cfg: Path, *args: str) -> tuple[int, str, str]:
 def test_create_prints_the_key_once_and_list_revoke_usage_work(tmp_path: Path, upstream: StandInUpstream) -> None:
     cfg = tmp_path / "gpufleet.yaml"
     cfg.write_text(yaml.safe_dump(config(tmp_path, upstream)))
-    code, out, err = cli(cfg, "create", "--name", "alice", "--models", "qwen*,nothing*", "--rpm", "60",
-                         "--tokens-per-day", "1000", "--expires", "30d")
+    code, out, err = cli(
+        cfg,
+        "create",
+        "--name",
+        "alice",
+        "--models",
+        "qwen*,nothing*",
+        "--rpm",
+        "60",
+        "--tokens-per-day",
+        "1000",
+        "--expires",
+        "30d",
+    )
     assert code == 0, err
     secret = out.strip()
     assert secret.startswith("gfk-") and len(secret) > 40
@@ -54,8 +68,13 @@ def test_create_prints_the_key_once_and_list_revoke_usage_work(tmp_path: Path, u
     assert secret not in cfg.with_name("store.sqlite3").read_bytes().decode("latin-1")  # only its hash is stored
     code, _, err = cli(cfg, "create", "--name", "alice")
     assert code == 2 and "live key named 'alice'" in err
-    for bad in (["create", "--name", "x", "--expires", "3y"], ["create", "--name", "bad name"],
-                ["usage", "--by", "password"], ["usage", "--since", "soon"], ["revoke", "nobody"]):
+    for bad in (
+        ["create", "--name", "x", "--expires", "3y"],
+        ["create", "--name", "bad name"],
+        ["usage", "--by", "password"],
+        ["usage", "--since", "soon"],
+        ["revoke", "nobody"],
+    ):
         code, _, err = cli(cfg, *bad)
         assert code == 2 and err.startswith("error: "), (bad, err)
     code, out, _ = cli(cfg, "revoke", "alice")
@@ -76,8 +95,10 @@ def test_a_restart_loses_no_answered_row_and_keeps_the_daily_budget(tmp_path: Pa
     body = {"model": "qwen", "messages": [{"role": "user", "content": "hi"}]}
     served = start_gateway(cfg_data, tmp_path)
     try:
-        statuses = [httpx.post(f"{served.url}/v1/chat/completions", json=body, headers=headers, timeout=30).status_code
-                    for _ in range(3)]
+        statuses = [
+            httpx.post(f"{served.url}/v1/chat/completions", json=body, headers=headers, timeout=30).status_code
+            for _ in range(3)
+        ]
     finally:
         stop_gateway(served, signal.SIGTERM)  # uvicorn ends by re-raising SIGTERM: the exit status is -15
     assert statuses == [200, 200, 429]  # 7 tokens, then 14 >= 10
@@ -95,5 +116,7 @@ def test_a_restart_loses_no_answered_row_and_keeps_the_daily_budget(tmp_path: Pa
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [(r["key"], r["model"], r["status"], r["requests"]) for r in rows] == [
-        ("bob", "qwen", "200", "2"), ("bob", "qwen", "429", "2")]
+        ("bob", "qwen", "200", "2"),
+        ("bob", "qwen", "429", "2"),
+    ]
     assert rows[0]["prompt_tokens"] == "6" and rows[0]["completion_tokens"] == "8"

@@ -49,12 +49,14 @@ def db(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/store.sqlite3"
 
 
-def make_key(db: str, name: str = "alice", *, models: tuple[str, ...] = (), expires_in_s: float | None = None,
-             **limits: int) -> str:
+def make_key(
+    db: str, name: str = "alice", *, models: tuple[str, ...] = (), expires_in_s: float | None = None, **limits: int
+) -> str:
     secret = new_secret()
     store = open_store(db)
-    store.add_key(KeyRecord.create(name=name, secret=secret, models=models, limits=Limits(**limits),
-                                   expires_in_s=expires_in_s))
+    store.add_key(
+        KeyRecord.create(name=name, secret=secret, models=models, limits=Limits(**limits), expires_in_s=expires_in_s)
+    )
     store.close()
     return secret
 
@@ -64,14 +66,16 @@ async def gateway(
     upstream: StandInUpstream, db: str, **server: Any
 ) -> AsyncIterator[tuple[Gateway, httpx.AsyncClient]]:
     upstream.behaviour, upstream.delay_s = "ok", 0.0
-    config = parse_config({
-        "server": {"database_url": db, **server},
-        "models": {
-            "qwen": {"engine": "remote", "url": upstream.url, "aliases": ["gpt-4o"]},
-            "other": {"engine": "remote", "url": upstream.url},
-        },
-        "personas": {"clerk": {"route": "qwen", "system_prompt": "You file things."}},
-    })
+    config = parse_config(
+        {
+            "server": {"database_url": db, **server},
+            "models": {
+                "qwen": {"engine": "remote", "url": upstream.url, "aliases": ["gpt-4o"]},
+                "other": {"engine": "remote", "url": upstream.url},
+            },
+            "personas": {"clerk": {"route": "qwen", "system_prompt": "You file things."}},
+        }
+    )
     app = build_app(config)
     transport = httpx.ASGITransport(app=app)
     async with running(app) as gw, httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
@@ -183,9 +187,12 @@ async def test_revoked_expired_and_forged_keys_get_401(upstream: StandInUpstream
         await gw.admission.writer.refresh_now()
         time.sleep(1.05)  # `old` expires
         reached = len(upstream.received)
-        for key, code in ((revoked, "api_key_revoked"), (expired, "api_key_expired"),
-                          (live[:-1] + ("A" if live[-1] != "A" else "B"), "invalid_api_key"),
-                          ("gfk-" + "x" * 43, "invalid_api_key")):
+        for key, code in (
+            (revoked, "api_key_revoked"),
+            (expired, "api_key_expired"),
+            (live[:-1] + ("A" if live[-1] != "A" else "B"), "invalid_api_key"),
+            ("gfk-" + "x" * 43, "invalid_api_key"),
+        ):
             answer = await http.post("/v1/chat/completions", json=chat(), headers=bearer(key))
             assert answer.status_code == 401 and answer.json()["error"]["code"] == code, key
         no_key = await http.post("/v1/chat/completions", json=chat())
@@ -228,14 +235,54 @@ async def test_ledger_rows_record_key_model_route_target_tokens_and_ttft(upstrea
     rows = store.usage(0, ["key", "model", "served", "status"])
     store.close()
     assert rows == [
-        {"key": "admin", "model": "other", "served": "other", "status": 200, "requests": 1, "errors": 0,
-         "prompt_tokens": 3, "completion_tokens": 4, "reasoning_tokens": 0, "mean_ttft_s": None},
-        {"key": "alice", "model": "gpt-4o", "served": "qwen", "status": 200, "requests": 1, "errors": 0,
-         "prompt_tokens": 3, "completion_tokens": 4, "reasoning_tokens": 0, "mean_ttft_s": None},
-        {"key": "alice", "model": "qwen", "served": "", "status": 429, "requests": 1, "errors": 1,
-         "prompt_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0, "mean_ttft_s": None},
-        {"key": "alice", "model": "qwen", "served": "qwen", "status": 200, "requests": 2, "errors": 0,
-         "prompt_tokens": 6, "completion_tokens": 9, "reasoning_tokens": 0, "mean_ttft_s": rows[3]["mean_ttft_s"]},
+        {
+            "key": "admin",
+            "model": "other",
+            "served": "other",
+            "status": 200,
+            "requests": 1,
+            "errors": 0,
+            "prompt_tokens": 3,
+            "completion_tokens": 4,
+            "reasoning_tokens": 0,
+            "mean_ttft_s": None,
+        },
+        {
+            "key": "alice",
+            "model": "gpt-4o",
+            "served": "qwen",
+            "status": 200,
+            "requests": 1,
+            "errors": 0,
+            "prompt_tokens": 3,
+            "completion_tokens": 4,
+            "reasoning_tokens": 0,
+            "mean_ttft_s": None,
+        },
+        {
+            "key": "alice",
+            "model": "qwen",
+            "served": "",
+            "status": 429,
+            "requests": 1,
+            "errors": 1,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "reasoning_tokens": 0,
+            "mean_ttft_s": None,
+        },
+        {
+            "key": "alice",
+            "model": "qwen",
+            "served": "qwen",
+            "status": 200,
+            "requests": 2,
+            "errors": 0,
+            "prompt_tokens": 6,
+            "completion_tokens": 9,
+            "reasoning_tokens": 0,
+            "mean_ttft_s": rows[3]["mean_ttft_s"],
+        },
     ]
     assert rows[3]["mean_ttft_s"] is not None and rows[3]["mean_ttft_s"] >= 0  # the stream's
 
@@ -275,11 +322,15 @@ async def test_per_key_metric_labels_are_bounded(upstream: StandInUpstream, db: 
         store.close()
         await gw.admission.writer.refresh_now()
         for secret in keys:
-            assert (await http.post("/v1/embeddings", json={"model": "qwen", "input": "x"},
-                                    headers=bearer(secret))).status_code == 200
+            assert (
+                await http.post("/v1/embeddings", json={"model": "qwen", "input": "x"}, headers=bearer(secret))
+            ).status_code == 200
         metrics = (await http.get("/metrics")).text
-    names = {line.split('key="')[1].split('"')[0] for line in metrics.splitlines()
-             if line.startswith("gpufleet_key_requests_total{")}
+    names = {
+        line.split('key="')[1].split('"')[0]
+        for line in metrics.splitlines()
+        if line.startswith("gpufleet_key_requests_total{")
+    }
     assert len(names) == admission_module.MAX_KEY_LABELS + 1 and "other" in names
 
 
@@ -364,8 +415,9 @@ async def test_admins_make_list_and_revoke_keys_over_http_and_team_keys_cannot(
     upstream: StandInUpstream, db: str
 ) -> None:
     async with gateway(upstream, db, api_keys=[ADMIN]) as (_, http):
-        made = await http.post("/admin/keys", json={"name": "carol", "models": ["qwen"], "rpm": 1, "expires": "1d"},
-                               headers=bearer(ADMIN))
+        made = await http.post(
+            "/admin/keys", json={"name": "carol", "models": ["qwen"], "rpm": 1, "expires": "1d"}, headers=bearer(ADMIN)
+        )
         assert made.status_code == 201 and made.headers["cache-control"] == "no-store"
         secret = made.json()["key"]
         assert made.json()["rpm"] == 1 and "key_hash" not in made.json()
@@ -381,8 +433,12 @@ async def test_admins_make_list_and_revoke_keys_over_http_and_team_keys_cannot(
         assert (await http.post("/admin/keys/carol/revoke", headers=bearer(secret))).status_code == 403
         taken = await http.post("/admin/keys", json={"name": "carol"}, headers=bearer(ADMIN))
         assert taken.status_code == 409 and taken.json()["error"]["code"] == "key_name_taken"
-        for bad, param in (({"name": "x", "rpm": 0}, "rpm"), ({"name": "bad name"}, "name"),
-                           ({"name": "x", "expires": "soon"}, "expires"), ({"name": "x", "admin": True}, "admin")):
+        for bad, param in (
+            ({"name": "x", "rpm": 0}, "rpm"),
+            ({"name": "bad name"}, "name"),
+            ({"name": "x", "expires": "soon"}, "expires"),
+            ({"name": "x", "admin": True}, "admin"),
+        ):
             answer = await http.post("/admin/keys", json=bad, headers=bearer(ADMIN))
             assert answer.status_code == 400 and answer.json()["error"]["param"] == param, bad
         revoked = await http.post("/admin/keys/carol/revoke", headers=bearer(ADMIN))

@@ -15,8 +15,9 @@ REAL_COMPARE = hmac.compare_digest  # the spies below wrap it (they patch the sh
 T0 = 1_800_000_000.0  # a minute boundary (divisible by 60)
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(0.2, "1s"), (59.5, "1m0s"), (61, "1m1s"), (3600, "1h0m0s"),
-                                               (86399, "23h59m59s")])
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0.2, "1s"), (59.5, "1m0s"), (61, "1m1s"), (3600, "1h0m0s"), (86399, "23h59m59s")]
+)
 def test_reset_text_is_openai_style(seconds: float, text: str) -> None:
     assert reset_text(seconds) == text
 
@@ -66,8 +67,9 @@ def test_a_key_without_limits_gets_no_headers() -> None:
     assert Limiter().acquire("k", Limits(), T0) == {}
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("45s", 45), ("90m", 5400), ("12h", 43200), ("30d", 2592000),
-                                               ("2w", 1209600)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("45s", 45), ("90m", 5400), ("12h", 43200), ("30d", 2592000), ("2w", 1209600)]
+)
 def test_durations(text: str, seconds: int) -> None:
     assert parse_duration(text, option="--expires") == seconds
 

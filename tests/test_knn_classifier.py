@@ -21,12 +21,15 @@ from tests.standin_upstream import StandInUpstream
 R, M, C = Tier.ROUTINE, Tier.MODERATE, Tier.COMPLEX
 
 
-@pytest.mark.parametrize("query, k, want", [
-    ([1.0, 0.1, 0.0], 1, R),
-    ([0.0, 0.2, 1.0], 1, C),
-    ([0.5, 0.5, 0.0], 3, R),  # two routine neighbours outvote one moderate
-    ([0.0, 1.0, 0.0], 2, M),
-])
+@pytest.mark.parametrize(
+    "query, k, want",
+    [
+        ([1.0, 0.1, 0.0], 1, R),
+        ([0.0, 0.2, 1.0], 1, C),
+        ([0.5, 0.5, 0.0], 3, R),  # two routine neighbours outvote one moderate
+        ([0.0, 1.0, 0.0], 2, M),
+    ],
+)
 def test_knn_votes_by_cosine_similarity(query: list[float], k: int, want: Tier) -> None:
     examples = [([1.0, 0.0, 0.0], R), ([0.9, 0.3, 0.0], R), ([0.0, 1.0, 0.0], M), ([0.0, 0.0, 1.0], C)]
     assert KnnTierClassifier(examples, k=k).classify_vector(query) is want
@@ -37,9 +40,14 @@ def test_knn_tie_goes_to_the_higher_tier() -> None:
 
 
 def test_request_text_is_the_last_user_turn_bounded() -> None:
-    body = {"messages": [{"role": "system", "content": "be nice"}, {"role": "user", "content": "first"},
-                         {"role": "assistant", "content": "ok"},
-                         {"role": "user", "content": [{"type": "text", "text": "x" * 5000}]}]}
+    body = {
+        "messages": [
+            {"role": "system", "content": "be nice"},
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": [{"type": "text", "text": "x" * 5000}]},
+        ]
+    }
     assert request_text(body) == "x" * 600
     assert request_text({"prompt": "complete me"}) == "complete me"
     assert request_text({"messages": []}) == "(empty)"
@@ -47,7 +55,8 @@ def test_request_text_is_the_last_user_turn_bounded() -> None:
 
 @pytest.mark.slow
 async def test_knn_auto_with_real_embeddings_beats_the_majority_class_on_unseen_prompts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`router.auto.classifier: {kind: knn}` end to end: real embeddings (SmolLM2-135M, mean pooling, the
     embedded engine), the gateway embedding its examples at startup and each `auto` request; no stub.
@@ -60,20 +69,40 @@ async def test_knn_auto_with_real_embeddings_beats_the_majority_class_on_unseen_
     monkeypatch.setenv("GPUFLEET_CACHE", str(tmp_path / "cache"))  # embed the examples for real, not from a cache
     data = yaml.safe_load(SHIPPED.read_text())
     examples = tmp_path / "tune.yaml"
-    examples.write_text(yaml.safe_dump({"documents": data["documents"],
-                                        "prompts": [p for p in data["prompts"] if p["split"] == "tune"]}))
+    examples.write_text(
+        yaml.safe_dump(
+            {"documents": data["documents"], "prompts": [p for p in data["prompts"] if p["split"] == "tune"]}
+        )
+    )
     test = [i for i in load_labelled() if i["split"] == "holdout3"]
-    embedder = {"engine": "llamacpp", "source": "package:smollm2-135m-instruct", "context": 2048, "parallel": 1,
-                "threads": 2, "preload": True, "extra_args": {"embedding": True, "pooling_type": 1}}
+    embedder = {
+        "engine": "llamacpp",
+        "source": "package:smollm2-135m-instruct",
+        "context": 2048,
+        "parallel": 1,
+        "threads": 2,
+        "preload": True,
+        "extra_args": {"embedding": True, "pooling_type": 1},
+    }
     tiers = StandInUpstream().start()
     remote = {"engine": "remote", "url": tiers.url}
-    config = {"models": {"embedder": embedder, "small": remote, "mid": remote, "big": remote},
-              "router": {"auto": {"routine": "small", "moderate": "mid", "complex": "big", "classifier": {
-                  "kind": "knn", "model": "embedder", "examples": str(examples), "timeout_s": 120}}}}
+    config = {
+        "models": {"embedder": embedder, "small": remote, "mid": remote, "big": remote},
+        "router": {
+            "auto": {
+                "routine": "small",
+                "moderate": "mid",
+                "complex": "big",
+                "classifier": {"kind": "knn", "model": "embedder", "examples": str(examples), "timeout_s": 120},
+            }
+        },
+    }
     app = build_app(parse_config(config))
     try:
-        async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost",
-                                                   timeout=300) as http:
+        async with (
+            running(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost", timeout=300) as http,
+        ):
             for _ in range(3000):  # the engine starts, then 63 examples are embedded: ~1 min on 2 cores
                 if (await http.get("/status")).json()["auto"]["state"] == "ready":
                     break

@@ -19,8 +19,14 @@ from tests.standin_qwen_coder import StandInQwenCoder
 @pytest.fixture(scope="module")
 def gateway_url() -> Iterator[str]:
     coder = StandInQwenCoder().start()
-    config = parse_config({"server": {"api_keys": ["k1"]}, "models": {
-        "coder": {"engine": "remote", "url": coder.url, "upstream_model": "Qwen/Qwen3-8B", "aliases": ["fast"]}}})
+    config = parse_config(
+        {
+            "server": {"api_keys": ["k1"]},
+            "models": {
+                "coder": {"engine": "remote", "url": coder.url, "upstream_model": "Qwen/Qwen3-8B", "aliases": ["fast"]}
+            },
+        }
+    )
     with served_app(build_app(config)) as url:
         yield url
     coder.stop()
@@ -32,8 +38,9 @@ def _exports(output: str) -> dict[str, str]:
 
 
 def test_launch_claude_print_shows_the_environment(gateway_url: str) -> None:
-    result = CliRunner().invoke(app, ["launch", "claude", "--print", "--url", gateway_url, "--api-key", "k1",
-                                      "--model", "fast"])
+    result = CliRunner().invoke(
+        app, ["launch", "claude", "--print", "--url", gateway_url, "--api-key", "k1", "--model", "fast"]
+    )
     assert result.exit_code == 0, result.output
     env = _exports(result.output)
     assert env["ANTHROPIC_BASE_URL"] == gateway_url and env["ANTHROPIC_API_KEY"] == "k1"
@@ -43,20 +50,26 @@ def test_launch_claude_print_shows_the_environment(gateway_url: str) -> None:
 
 
 def test_launch_codex_print_shows_a_responses_provider(gateway_url: str) -> None:
-    result = CliRunner().invoke(app, ["launch", "codex", "--print", "--url", gateway_url + "/v1", "--api-key", "k1",
-                                      "--", "exec", "hello"])
+    result = CliRunner().invoke(
+        app, ["launch", "codex", "--print", "--url", gateway_url + "/v1", "--api-key", "k1", "--", "exec", "hello"]
+    )
     assert result.exit_code == 0, result.output
     command = shlex.split(result.output.splitlines()[-1])
     assert command[0] == "codex" and command[-2:] == ["exec", "hello"]
-    assert f'model_providers.gpufleet={{name="gpufleet", base_url="{gateway_url}/v1", env_key="GPUFLEET_API_KEY", ' \
-           'wire_api="responses"}' in command
+    assert (
+        f'model_providers.gpufleet={{name="gpufleet", base_url="{gateway_url}/v1", env_key="GPUFLEET_API_KEY", '
+        'wire_api="responses"}' in command
+    )
     assert 'model="coder"' in command  # the first served model when --model is not given
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["launch", "claude", "--model", "nope"], "model 'nope' is not served"),
-    (["launch", "vim"], "unknown client 'vim'"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["launch", "claude", "--model", "nope"], "model 'nope' is not served"),
+        (["launch", "vim"], "unknown client 'vim'"),
+    ],
+)
 def test_launch_errors_exit_2_with_a_message(gateway_url: str, argv: list[str], message: str) -> None:
     result = CliRunner().invoke(app, [*argv, "--url", gateway_url, "--api-key", "k1", "--print"])
     assert result.exit_code == 2 and message in result.output

@@ -157,9 +157,7 @@ def test_cpu_offload_only_when_unavoidable() -> None:
 
 
 def test_fp8_kv_cache_and_explicit_batching_reach_the_argv() -> None:
-    p = plan_model(
-        spec("qwen3-8b"), get_gpu("h100-sxm"), context=32768, kv_cache_dtype="fp8", max_num_seqs=64
-    )
+    p = plan_model(spec("qwen3-8b"), get_gpu("h100-sxm"), context=32768, kv_cache_dtype="fp8", max_num_seqs=64)
     argv = plan_launch(p).argv
     assert argv[argv.index("--kv-cache-dtype") + 1] == "fp8"
     assert argv[argv.index("--max-num-seqs") + 1] == "64"

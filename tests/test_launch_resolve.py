@@ -28,8 +28,15 @@ from gpufleet.errors import ConfigError
 from tests.repo_paths import REPO
 from tests.standin_vllm import standin_model
 
-TOO_BIG = {"engine": "vllm", "model": "Qwen/Qwen3-32B", "python": sys.executable, "vllm_version": "0.26.0",
-           "plan": True, "gpu": "rtx3090", "max_model_len": 8192}
+TOO_BIG = {
+    "engine": "vllm",
+    "model": "Qwen/Qwen3-32B",
+    "python": sys.executable,
+    "vllm_version": "0.26.0",
+    "plan": True,
+    "gpu": "rtx3090",
+    "max_model_len": 8192,
+}
 
 
 class CountingEngine(VllmEngine):
@@ -57,8 +64,13 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 def test_serve_refuses_a_plan_that_does_not_fit_with_exit_2_naming_the_key(tmp_path: Path) -> None:
     path = tmp_path / "gpufleet.yaml"
     path.write_text(yaml.safe_dump({"models": {"big": TOO_BIG}}))
-    done = subprocess.run([sys.executable, "-m", "gpufleet.cli", "serve", "--config", str(path), "--port", "0"],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-m", "gpufleet.cli", "serve", "--config", str(path), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(f"error: {path}: models.big: the plan for Qwen/Qwen3-32B"), done.stderr
     assert "does not fit" in done.stderr and "Fixes, best first" in done.stderr
@@ -66,8 +78,9 @@ def test_serve_refuses_a_plan_that_does_not_fit_with_exit_2_naming_the_key(tmp_p
 
 
 def test_resolve_launches_names_the_model_of_a_missing_interpreter(tmp_path: Path) -> None:
-    config = parse_config({"models": {"m": {**TOO_BIG, "plan": False, "gpu": None,
-                                            "python": str(tmp_path / "no-such-python")}}})
+    config = parse_config(
+        {"models": {"m": {**TOO_BIG, "plan": False, "gpu": None, "python": str(tmp_path / "no-such-python")}}}
+    )
     with pytest.raises(ConfigError, match=r"^t\.yaml: models\.m: vLLM python .*no-such-python does not exist"):
         resolve_launches(config.models, file="t.yaml")  # type: ignore[arg-type]
 
@@ -91,8 +104,10 @@ async def test_a_restart_after_a_crash_reuses_the_resolved_launch(tmp_path: Path
     await sup.start()
     try:
         await sup.ensure_ready("m")
-        await _wait_for(lambda: sup.status()[0]["restarts"] == 1 and sup.status()[0]["state"] == "ready",
-                        "the restart after the crash")
+        await _wait_for(
+            lambda: sup.status()[0]["restarts"] == 1 and sup.status()[0]["state"] == "ready",
+            "the restart after the crash",
+        )
     finally:
         await sup.close()
     assert engine.resolves == 1  # the first start resolved it; the restart rendered the same record

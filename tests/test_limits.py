@@ -101,7 +101,7 @@ def trickle(sock: socket.socket, data: bytes, interval_s: float) -> int:
     """Send `data` one byte per `interval_s` until the server closes; how many bytes went out."""
     for sent in range(len(data)):
         try:
-            sock.send(data[sent:sent + 1])
+            sock.send(data[sent : sent + 1])
         except (BrokenPipeError, ConnectionResetError):
             return sent
         time.sleep(interval_s)
@@ -136,8 +136,10 @@ def test_slow_headers_are_cut_with_408(gateway: ServedGateway) -> None:
 @pytest.mark.processes
 def test_slow_body_is_cut_with_408(gateway: ServedGateway) -> None:
     body = b'{"model": "echo", "messages": [{"role": "user", "content": "hi"}]}'
-    head = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n")
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
     sock = connect(gateway)
     sock.sendall(head)
     sent = trickle(sock, body, 0.25)

@@ -44,8 +44,13 @@ def test_serve_exits_2_naming_the_key(tmp_path: Path) -> None:
     name = "a/../../../../../victim.txt"
     path = tmp_path / "gpufleet.yaml"
     path.write_text(yaml.safe_dump({"models": {name: {"engine": "remote", "url": "http://127.0.0.1:9/v1"}}}))
-    done = subprocess.run([sys.executable, "-m", "gpufleet.cli", "serve", "--config", str(path)],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-m", "gpufleet.cli", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert done.returncode == 2
     assert done.stderr.startswith(f"error: {path}: models.{name}: ") and "'..' path segment" in done.stderr
     assert "Traceback" not in done.stderr

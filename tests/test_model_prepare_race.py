@@ -51,14 +51,19 @@ def standin_packages(tmp_path: Path) -> tuple[Path, str]:
 
 def preparer(site: Path, sha: str, cache: Path, *args: str) -> subprocess.Popen[str]:
     script = SCRIPT.format(size=PART_BYTES * PARTS, sha=sha, parts=PARTS)
-    env = {**os.environ, "GPUFLEET_CACHE": str(cache),
-           "PYTHONPATH": os.pathsep.join([str(site), str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-c", script, *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "GPUFLEET_CACHE": str(cache),
+        "PYTHONPATH": os.pathsep.join([str(site), str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
-def test_concurrent_preparers_all_succeed_with_one_verified_file(standin_packages: tuple[Path, str],
-                                                                  tmp_path: Path) -> None:
+def test_concurrent_preparers_all_succeed_with_one_verified_file(
+    standin_packages: tuple[Path, str], tmp_path: Path
+) -> None:
     site, sha = standin_packages
     cache = tmp_path / "cache"
     runs = [preparer(site, sha, cache) for _ in range(4)]
@@ -73,8 +78,9 @@ def test_concurrent_preparers_all_succeed_with_one_verified_file(standin_package
     assert not list(path.parent.glob("*.partial"))
 
 
-def test_killed_preparer_leaves_no_stamp_and_the_next_one_finishes(standin_packages: tuple[Path, str],
-                                                                    tmp_path: Path) -> None:
+def test_killed_preparer_leaves_no_stamp_and_the_next_one_finishes(
+    standin_packages: tuple[Path, str], tmp_path: Path
+) -> None:
     site, sha = standin_packages
     cache = tmp_path / "cache"
     models = cache / "models"

@@ -59,10 +59,13 @@ def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
     return error
 
 
-@pytest.mark.parametrize("content_type", ["text/plain;charset=UTF-8", "application/x-www-form-urlencoded",
-                                          "multipart/form-data; boundary=x", None])
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain;charset=UTF-8", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None],
+)
 async def test_chat_body_that_is_not_declared_json_gets_415_and_never_reaches_the_engine(
-        open_gateway: Any, upstream: StandInUpstream, content_type: str | None) -> None:
+    open_gateway: Any, upstream: StandInUpstream, content_type: str | None
+) -> None:
     http = await open_gateway()
     before = len(upstream.received)
     headers = {} if content_type is None else {"content-type": content_type}
@@ -74,8 +77,9 @@ async def test_chat_body_that_is_not_declared_json_gets_415_and_never_reaches_th
 
 async def test_json_with_charset_is_accepted(open_gateway: Any) -> None:
     http = await open_gateway()
-    response = await http.post("/v1/chat/completions", content=orjson.dumps(CHAT),
-                               headers={"content-type": "Application/JSON; charset=utf-8"})
+    response = await http.post(
+        "/v1/chat/completions", content=orjson.dumps(CHAT), headers={"content-type": "Application/JSON; charset=utf-8"}
+    )
     assert response.status_code == 200, response.text
 
 
@@ -86,10 +90,10 @@ async def test_post_without_a_body_needs_no_content_type(open_gateway: Any) -> N
     assert response.status_code == 404
 
 
-@pytest.mark.parametrize("origin", ["http://evil.example", "http://127.0.0.1:8001",
-                                    "null", "garbage"])
-async def test_foreign_origin_cannot_stop_an_engine_or_chat(open_gateway: Any, upstream: StandInUpstream,
-                                                            origin: str) -> None:
+@pytest.mark.parametrize("origin", ["http://evil.example", "http://127.0.0.1:8001", "null", "garbage"])
+async def test_foreign_origin_cannot_stop_an_engine_or_chat(
+    open_gateway: Any, upstream: StandInUpstream, origin: str
+) -> None:
     http = await open_gateway()
     before = len(upstream.received)
     stop = await http.post("/admin/models/echo/stop", headers={"origin": origin})
@@ -108,8 +112,7 @@ async def test_the_gateways_own_origin_is_allowed(open_gateway: Any) -> None:
     assert "access-control-allow-origin" not in response.headers
 
 
-@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.1.evil.example:8000",
-                                  "10.0.0.5:8000"])
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.1.evil.example:8000", "10.0.0.5:8000"])
 async def test_dns_rebinding_host_is_refused(open_gateway: Any, host: str) -> None:
     http = await open_gateway()
     response = await http.get("/status", headers={"host": host})
@@ -134,16 +137,22 @@ async def test_allowed_hosts_adds_a_name_and_star_turns_the_check_off(open_gatew
 async def test_cors_origins_get_cors_answers_and_others_stay_refused(open_gateway: Any) -> None:
     app_origin = "https://chat.example.com"
     http = await open_gateway(cors_origins=[app_origin])
-    preflight = await http.options("/v1/chat/completions", headers={
-        "origin": app_origin, "access-control-request-method": "POST",
-        "access-control-request-headers": "authorization, content-type"})
+    preflight = await http.options(
+        "/v1/chat/completions",
+        headers={
+            "origin": app_origin,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization, content-type",
+        },
+    )
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == app_origin
     assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
     response = await http.post("/v1/chat/completions", json=CHAT, headers={"origin": app_origin})
     assert response.status_code == 200 and response.headers["access-control-allow-origin"] == app_origin
-    other = await http.options("/v1/chat/completions", headers={
-        "origin": "https://evil.example", "access-control-request-method": "POST"})
+    other = await http.options(
+        "/v1/chat/completions", headers={"origin": "https://evil.example", "access-control-request-method": "POST"}
+    )
     assert error_of(other, 403)["code"] == "origin_not_allowed"
 
 
@@ -169,11 +178,18 @@ def test_specific_bind_address_is_a_name() -> None:
     assert policy.host_allowed("192.168.1.20:8000") and not policy.host_allowed("192.168.1.21:8000")
 
 
-@pytest.mark.parametrize(("origin", "normal"), [
-    ("HTTP://Example.com:80", "http://example.com"), ("https://a.b:8443/", "https://a.b:8443"),
-    ("http://[::1]:8000", "http://[::1]:8000"), ("null", None), ("ftp://x", None), ("http://x/path", None),
-    ("http://x:99999", None),
-])
+@pytest.mark.parametrize(
+    ("origin", "normal"),
+    [
+        ("HTTP://Example.com:80", "http://example.com"),
+        ("https://a.b:8443/", "https://a.b:8443"),
+        ("http://[::1]:8000", "http://[::1]:8000"),
+        ("null", None),
+        ("ftp://x", None),
+        ("http://x/path", None),
+        ("http://x:99999", None),
+    ],
+)
 def test_origin_normalization(origin: str, normal: str | None) -> None:
     assert normalize_origin(origin) == normal
 

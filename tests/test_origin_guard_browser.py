@@ -69,9 +69,13 @@ def standin() -> Iterator[StandInUpstream]:
 @pytest.fixture(scope="module")
 def keyless_gateway(tmp_path_factory: pytest.TempPathFactory, standin: StandInUpstream) -> Iterator[ServedGateway]:
     """The default exposure: 127.0.0.1, no API keys (admin open on loopback)."""
-    config = {"models": {"smollm2": smollm2_model(parallel=2, context=2048),
-                         "standin": {"engine": "remote", "url": standin.url}},
-              "server": {"queue_timeout_s": 120}}
+    config = {
+        "models": {
+            "smollm2": smollm2_model(parallel=2, context=2048),
+            "standin": {"engine": "remote", "url": standin.url},
+        },
+        "server": {"queue_timeout_s": 120},
+    }
     gateway = start_gateway(config, tmp_path_factory.mktemp("origin-guard"))
     yield gateway
     stop_gateway(gateway)
@@ -80,8 +84,10 @@ def keyless_gateway(tmp_path_factory: pytest.TempPathFactory, standin: StandInUp
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: 'make test' installs Debian's chromium (apt-get install chromium);"
-                    " or deselect these tests with -m 'not browser'")
+        pytest.fail(
+            f"{CHROMIUM} not found: 'make test' installs Debian's chromium (apt-get install chromium);"
+            " or deselect these tests with -m 'not browser'"
+        )
     # evil.test resolves to the gateway: a DNS-rebinding attacker's name, as the browser would see it.
     args = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP evil.test 127.0.0.1"]
     with sync_playwright() as playwright:
@@ -91,7 +97,8 @@ def browser() -> Iterator[Browser]:
 
 
 def test_page_on_another_origin_can_neither_stop_an_engine_nor_chat(
-        browser: Browser, attacker_origin: str, keyless_gateway: ServedGateway, standin: StandInUpstream) -> None:
+    browser: Browser, attacker_origin: str, keyless_gateway: ServedGateway, standin: StandInUpstream
+) -> None:
     assert keyless_gateway.status("smollm2")["state"] == "ready"
     before = len(standin.received)
     context = browser.new_context()
@@ -127,4 +134,3 @@ def test_the_console_itself_still_works(browser: Browser, keyless_gateway: Serve
     context.close()
     assert status == 200
     assert httpx.get(f"{keyless_gateway.url}/status", timeout=10).status_code == 200
-

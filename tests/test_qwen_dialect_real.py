@@ -20,27 +20,48 @@ from tests.served_gateway import ServedGateway, start_gateway, stop_gateway
 
 pytestmark = [pytest.mark.qwen, pytest.mark.slow]
 
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "get_weather", "description": "Get the current weather for a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}},
-                   "required": ["city"]}}}
-TIME_TOOL = {"type": "function", "function": {
-    "name": "get_time", "description": "Get the current local time in a timezone",
-    "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}, "required": ["timezone"]}}}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "City name"}},
+            "required": ["city"],
+        },
+    },
+}
+TIME_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "Get the current local time in a timezone",
+        "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}, "required": ["timezone"]},
+    },
+}
 TOOLS: list[Any] = [WEATHER_TOOL, TIME_TOOL]
 # llama.cpp reuses a cached prompt prefix, and the reused KV changes greedy output: after other requests, the
 # round trip's first answer once fenced only the arguments. Without the cache each prompt answers alike.
 GREEDY: dict[str, Any] = {"temperature": 0, "seed": 42, "max_tokens": 200, "extra_body": {"cache_prompt": False}}
 # Without a system prompt, the model answers a tool result by repeating the call (recorded); agents send one.
-AGENT_SYSTEM = {"role": "system",
-                "content": "You are a helpful assistant. When a tool result is available, answer the user in plain "
-                           "sentences using it."}
+AGENT_SYSTEM = {
+    "role": "system",
+    "content": "You are a helpful assistant. When a tool result is available, answer the user in plain "
+    "sentences using it.",
+}
 
 
 @pytest.fixture(scope="module")
 def qwen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
-    model = {"engine": "llamacpp", "source": "package:qwen2.5-coder-1.5b-instruct", "context": 8192,
-             "parallel": 2, "threads": 2, "preload": True}
+    model = {
+        "engine": "llamacpp",
+        "source": "package:qwen2.5-coder-1.5b-instruct",
+        "context": 8192,
+        "parallel": 2,
+        "threads": 2,
+        "preload": True,
+    }
     gateway = start_gateway({"models": {"qwen": model}}, tmp_path_factory.mktemp("qwen"), ready_timeout_s=300)
     yield gateway
     stop_gateway(gateway)
@@ -58,9 +79,13 @@ def test_structured_output_validates_against_seed_002_schema(llm: openai.OpenAI)
     reply = llm.chat.completions.create(
         model="qwen",
         messages=[{"role": "user", "content": f"Classify this document: {document}"}],
-        response_format={"type": "json_schema", "json_schema": {"name": "classification",
-                                                                "schema": DOCUMENT_CLASSIFICATION_SCHEMA}},
-        max_tokens=200, temperature=0, seed=42,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "classification", "schema": DOCUMENT_CLASSIFICATION_SCHEMA},
+        },
+        max_tokens=200,
+        temperature=0,
+        seed=42,
     )
     data = json.loads(reply.choices[0].message.content or "")
     jsonschema.validate(data, DOCUMENT_CLASSIFICATION_SCHEMA)
@@ -68,7 +93,8 @@ def test_structured_output_validates_against_seed_002_schema(llm: openai.OpenAI)
 
 def test_tool_call_comes_back_as_openai_tool_calls(llm: openai.OpenAI) -> None:
     reply = llm.chat.completions.create(
-        model="qwen", messages=[{"role": "user", "content": "What's the weather in Paris?"}], tools=TOOLS, **GREEDY)
+        model="qwen", messages=[{"role": "user", "content": "What's the weather in Paris?"}], tools=TOOLS, **GREEDY
+    )
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content is None  # the ```json fence did not leak into the content
@@ -81,8 +107,11 @@ def test_tool_call_comes_back_as_openai_tool_calls(llm: openai.OpenAI) -> None:
 def test_streamed_tool_call_arrives_as_tool_call_deltas(llm: openai.OpenAI) -> None:
     content, calls, finish = "", {}, None
     with llm.chat.completions.create(
-        model="qwen", messages=[{"role": "user", "content": "What time is it in Europe/Berlin?"}], tools=TOOLS,
-        stream=True, **GREEDY,
+        model="qwen",
+        messages=[{"role": "user", "content": "What time is it in Europe/Berlin?"}],
+        tools=TOOLS,
+        stream=True,
+        **GREEDY,
     ) as stream:
         chunks = list(stream)
     for chunk in chunks:
@@ -106,8 +135,13 @@ def test_tool_result_round_trip_ends_in_an_answer_using_the_result(llm: openai.O
     (call,) = first.choices[0].message.tool_calls or []
     assert call.function.name == "get_weather"
     messages.append(first.choices[0].message)  # the openai client serializes its own message object
-    messages.append({"role": "tool", "tool_call_id": call.id,
-                     "content": json.dumps({"temperature_c": 17, "condition": "light rain"})})
+    messages.append(
+        {
+            "role": "tool",
+            "tool_call_id": call.id,
+            "content": json.dumps({"temperature_c": 17, "condition": "light rain"}),
+        }
+    )
     second = llm.chat.completions.create(model="qwen", messages=messages, tools=TOOLS, **GREEDY)
     answer = second.choices[0]
     assert answer.finish_reason == "stop" and not answer.message.tool_calls
@@ -117,7 +151,8 @@ def test_tool_result_round_trip_ends_in_an_answer_using_the_result(llm: openai.O
 def test_json_answer_to_an_unrelated_question_stays_content(llm: openai.OpenAI) -> None:
     question = "Give me a JSON object with keys name and age for Alice, who is 30."
     reply = llm.chat.completions.create(
-        model="qwen", messages=[{"role": "user", "content": question}], tools=TOOLS, **GREEDY)
+        model="qwen", messages=[{"role": "user", "content": question}], tools=TOOLS, **GREEDY
+    )
     choice = reply.choices[0]
     assert choice.finish_reason == "stop" and not choice.message.tool_calls
     assert "Alice" in (choice.message.content or "")
@@ -132,8 +167,13 @@ def test_unrelated_question_with_tools_gets_a_well_formed_answer(llm: openai.Ope
             chunks = list(events)
         finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
         content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-        names = [d.function.name for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or []
-                 if d.function and d.function.name]
+        names = [
+            d.function.name
+            for c in chunks
+            if c.choices
+            for d in c.choices[0].delta.tool_calls or []
+            if d.function and d.function.name
+        ]
     else:
         choice = llm.chat.completions.create(**request).choices[0]
         finish, content = [choice.finish_reason], choice.message.content or ""

@@ -19,9 +19,20 @@ from gpufleet.errors import EngineError
 
 
 def _model(**ray: Any) -> VllmModel:
-    model = parse_config({"models": {"m": {
-        "engine": "vllm", "model": "/m", "nodes": ["10.0.0.1", "10.0.0.2"], "tensor_parallel_size": 2,
-        "gpus_per_node": 1, "ray": ray}}}).models["m"]
+    model = parse_config(
+        {
+            "models": {
+                "m": {
+                    "engine": "vllm",
+                    "model": "/m",
+                    "nodes": ["10.0.0.1", "10.0.0.2"],
+                    "tensor_parallel_size": 2,
+                    "gpus_per_node": 1,
+                    "ray": ray,
+                }
+            }
+        }
+    ).models["m"]
     assert isinstance(model, VllmModel)
     return model
 
@@ -55,8 +66,14 @@ def test_auth_can_be_turned_off_only_by_saying_so() -> None:
 
 
 def test_worker_env_from_file_or_value(tmp_path: Path) -> None:
-    base: dict[str, Any] = {"head_host": "10.0.0.1", "head_port": 6379, "node_ip": "10.0.0.2",
-                            "python": Path("/py"), "temp_dir": tmp_path, "log_path": tmp_path / "log"}
+    base: dict[str, Any] = {
+        "head_host": "10.0.0.1",
+        "head_port": 6379,
+        "node_ip": "10.0.0.2",
+        "python": Path("/py"),
+        "temp_dir": tmp_path,
+        "log_path": tmp_path / "log",
+    }
     by_file = JoinSettings(**base, token_file=tmp_path / "t")
     assert by_file.ray_env() == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(tmp_path / "t")}
     by_value = JoinSettings(**base, token="s3cret")
@@ -76,8 +93,9 @@ def test_node_join_with_a_world_readable_token_is_refused(tmp_path: Path) -> Non
     token = tmp_path / "token"
     token.write_text("abc")
     token.chmod(0o644)
-    result = CliRunner().invoke(app, ["node", "join", "127.0.0.1", "--node-ip", "127.0.0.1",
-                                      "--token-file", str(token)])
+    result = CliRunner().invoke(
+        app, ["node", "join", "127.0.0.1", "--node-ip", "127.0.0.1", "--token-file", str(token)]
+    )
     assert result.exit_code == 2 and "chmod 600" in result.output
 
 

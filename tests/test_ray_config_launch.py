@@ -23,13 +23,20 @@ def vllm_spec(name: str, model: VllmModel, port: int) -> LaunchSpec:
     engine = VllmEngine()
     return engine.launch_spec(name, model, engine.resolve(name, model), port)
 
+
 STANDIN = Path(__file__).resolve().parent / "netns" / "standin_vllm_ray"
 SEED_004 = ["192.168.100.10", "192.168.100.11"]  # spark-1 (head), spark-2
 
 
 def _model(**fields: Any) -> dict[str, Any]:
-    return {"engine": "vllm", "model": "QuantTrio/Qwen3-235B-A22B-Instruct-2507-AWQ", "nodes": SEED_004,
-            "gpus_per_node": 1, "tensor_parallel_size": 2, **fields}
+    return {
+        "engine": "vllm",
+        "model": "QuantTrio/Qwen3-235B-A22B-Instruct-2507-AWQ",
+        "nodes": SEED_004,
+        "gpus_per_node": 1,
+        "tensor_parallel_size": 2,
+        **fields,
+    }
 
 
 def _load(tmp_path: Path, model: dict[str, Any]) -> VllmModel:
@@ -45,27 +52,43 @@ def test_seed_004_two_sparks_with_tp2_loads(tmp_path: Path) -> None:
     assert model.nodes == SEED_004 and model.ray is not None and model.ray.port == 6380
 
 
-@pytest.mark.parametrize(("fields", "key_path", "reason"), [
-    ({"tensor_parallel_size": 4}, "models.big.tensor_parallel_size",
-     "tensor_parallel_size × pipeline_parallel_size = 4 needs 4 GPUs, but 2 nodes × gpus_per_node 1 = 2"),
-    ({"tensor_parallel_size": 1}, "models.big.nodes", "2 nodes, but tensor_parallel_size × pipeline_parallel_size"
-     " = 1 GPU(s) leaves a node idle"),
-    ({"nodes": ["192.168.100.10", "192.168.100.10"]}, "models.big.nodes", "'192.168.100.10' is listed twice"),
-    ({"nodes": ["192.168.100.10", "spark-2:6379"]}, "models.big.nodes.1", "is not a host address"),
-    ({"nodes": ["127.0.0.1", "192.168.100.11"]}, "models.big.nodes.0", "127.0.0.1 is a loopback address"),
-    ({"device": "cpu"}, "models.big.nodes", "vLLM's CPU build does not support Ray"),
-    ({"launch": "docker", "docker": {"image": "vllm/vllm-openai:v0.10.2"}}, "models.big.nodes",
-     "multi-node runs vLLM as a process on the head"),
-    ({"extra_args": ["--distributed-executor-backend", "mp"]}, "models.big.extra_args",
-     "needs --distributed-executor-backend ray, not 'mp'"),
-    ({"nodes": [], "gpus_per_node": 1}, "models.big", "gpus_per_node and ray: are used only with nodes:"),
-    ({"gpus_per_node": 0}, "models.big.gpus_per_node", "greater than or equal to 1"),
-    ({"ray": {"port": 70000}}, "models.big.ray.port", "less than or equal to 65535"),
-    ({"ray": {"dashboard_port": 18265}}, "models.big.ray.dashboard_port", "in Ray's worker port range 10002-19999"),
-    ({"ray": {"dashbord_port": 1}}, "models.big.ray.dashbord_port", "unknown key"),
-])
-def test_bad_multi_node_config_names_file_key_path_and_reason(tmp_path: Path, fields: dict[str, Any],
-                                                               key_path: str, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("fields", "key_path", "reason"),
+    [
+        (
+            {"tensor_parallel_size": 4},
+            "models.big.tensor_parallel_size",
+            "tensor_parallel_size × pipeline_parallel_size = 4 needs 4 GPUs, but 2 nodes × gpus_per_node 1 = 2",
+        ),
+        (
+            {"tensor_parallel_size": 1},
+            "models.big.nodes",
+            "2 nodes, but tensor_parallel_size × pipeline_parallel_size = 1 GPU(s) leaves a node idle",
+        ),
+        ({"nodes": ["192.168.100.10", "192.168.100.10"]}, "models.big.nodes", "'192.168.100.10' is listed twice"),
+        ({"nodes": ["192.168.100.10", "spark-2:6379"]}, "models.big.nodes.1", "is not a host address"),
+        ({"nodes": ["127.0.0.1", "192.168.100.11"]}, "models.big.nodes.0", "127.0.0.1 is a loopback address"),
+        ({"device": "cpu"}, "models.big.nodes", "vLLM's CPU build does not support Ray"),
+        (
+            {"launch": "docker", "docker": {"image": "vllm/vllm-openai:v0.10.2"}},
+            "models.big.nodes",
+            "multi-node runs vLLM as a process on the head",
+        ),
+        (
+            {"extra_args": ["--distributed-executor-backend", "mp"]},
+            "models.big.extra_args",
+            "needs --distributed-executor-backend ray, not 'mp'",
+        ),
+        ({"nodes": [], "gpus_per_node": 1}, "models.big", "gpus_per_node and ray: are used only with nodes:"),
+        ({"gpus_per_node": 0}, "models.big.gpus_per_node", "greater than or equal to 1"),
+        ({"ray": {"port": 70000}}, "models.big.ray.port", "less than or equal to 65535"),
+        ({"ray": {"dashboard_port": 18265}}, "models.big.ray.dashboard_port", "in Ray's worker port range 10002-19999"),
+        ({"ray": {"dashbord_port": 1}}, "models.big.ray.dashbord_port", "unknown key"),
+    ],
+)
+def test_bad_multi_node_config_names_file_key_path_and_reason(
+    tmp_path: Path, fields: dict[str, Any], key_path: str, reason: str
+) -> None:
     with pytest.raises(ConfigError) as caught:
         _load(tmp_path, _model(**fields))
     message = str(caught.value)
@@ -90,13 +113,33 @@ def _spec_argv(model: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
 
 
 def test_vllm_over_ray_argv_for_seed_004_as_written() -> None:
-    argv, env = _spec_argv(_model(max_model_len=8192, gpu_memory_utilization=0.75, enforce_eager=True,
-                                  tool_call_parser="qwen3_xml"))
+    argv, env = _spec_argv(
+        _model(max_model_len=8192, gpu_memory_utilization=0.75, enforce_eager=True, tool_call_parser="qwen3_xml")
+    )
     assert argv[1:] == [
-        "-m", "vllm.entrypoints.openai.api_server", "--model", "QuantTrio/Qwen3-235B-A22B-Instruct-2507-AWQ",
-        "--served-model-name", "qwen3-235b-awq", "--max-model-len", "8192", "--gpu-memory-utilization", "0.75",
-        "--tensor-parallel-size", "2", "--distributed-executor-backend", "ray", "--enforce-eager",
-        "--enable-auto-tool-choice", "--tool-call-parser", "qwen3_xml", "--host", "127.0.0.1", "--port", "8235"]
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        "QuantTrio/Qwen3-235B-A22B-Instruct-2507-AWQ",
+        "--served-model-name",
+        "qwen3-235b-awq",
+        "--max-model-len",
+        "8192",
+        "--gpu-memory-utilization",
+        "0.75",
+        "--tensor-parallel-size",
+        "2",
+        "--distributed-executor-backend",
+        "ray",
+        "--enforce-eager",
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        "qwen3_xml",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8235",
+    ]
     assert env["RAY_ADDRESS"] == "192.168.100.10:6379"
     # vLLM's driver joins the head in token mode, with the token file's path, never the token (issue 20).
     assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN_PATH"].endswith("/ray/auth_token")
@@ -127,24 +170,66 @@ def test_head_and_worker_ray_start_command_lines(tmp_path: Path) -> None:
     assert isinstance(model, VllmModel)
     head = head_start_argv(model, "/venv/bin/python", tmp_path, {"vllm": "0.10.2", "nccl-socket-ifname": "^docker0,lo"})
     assert head == [
-        "/venv/bin/python", "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address",
-        "192.168.100.10", "--port", "6379", "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-        "--dashboard-port", "8265", "--disable-usage-stats", "--temp-dir", str(tmp_path),
-        "--num-gpus", "1", "--num-cpus", "4",
-        "--object-store-memory", str(1024 * 1024 * 1024),
-        "--labels", "gpufleet.io/nccl-socket-ifname=docker0_lo,gpufleet.io/vllm=0.10.2"]
-    worker = worker_start_argv("/venv/bin/python", "192.168.100.10:6379", "192.168.100.11", tmp_path,
-                               {"driver": ""}, num_gpus=1)
+        "/venv/bin/python",
+        "-m",
+        "ray.scripts.scripts",
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address",
+        "192.168.100.10",
+        "--port",
+        "6379",
+        "--include-dashboard",
+        "true",
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        "8265",
+        "--disable-usage-stats",
+        "--temp-dir",
+        str(tmp_path),
+        "--num-gpus",
+        "1",
+        "--num-cpus",
+        "4",
+        "--object-store-memory",
+        str(1024 * 1024 * 1024),
+        "--labels",
+        "gpufleet.io/nccl-socket-ifname=docker0_lo,gpufleet.io/vllm=0.10.2",
+    ]
+    worker = worker_start_argv(
+        "/venv/bin/python", "192.168.100.10:6379", "192.168.100.11", tmp_path, {"driver": ""}, num_gpus=1
+    )
     assert worker == [
-        "/venv/bin/python", "-m", "ray.scripts.scripts", "start", "--block", "--address", "192.168.100.10:6379",
-        "--node-ip-address", "192.168.100.11", "--disable-usage-stats", "--temp-dir", str(tmp_path),
-        "--num-gpus", "1", "--labels", "gpufleet.io/driver=unknown"]
+        "/venv/bin/python",
+        "-m",
+        "ray.scripts.scripts",
+        "start",
+        "--block",
+        "--address",
+        "192.168.100.10:6379",
+        "--node-ip-address",
+        "192.168.100.11",
+        "--disable-usage-stats",
+        "--temp-dir",
+        str(tmp_path),
+        "--num-gpus",
+        "1",
+        "--labels",
+        "gpufleet.io/driver=unknown",
+    ]
 
 
-@pytest.mark.parametrize(("head", "expected"), [
-    ("192.168.100.10", ("192.168.100.10", 6379)), ("spark-1:6380", ("spark-1", 6380)),
-    ("[fd00::1]:6379", ("fd00::1", 6379)), ("fd00::1", ("fd00::1", 6379)),
-])
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        ("192.168.100.10", ("192.168.100.10", 6379)),
+        ("spark-1:6380", ("spark-1", 6380)),
+        ("[fd00::1]:6379", ("fd00::1", 6379)),
+        ("fd00::1", ("fd00::1", 6379)),
+    ],
+)
 def test_head_address_forms(head: str, expected: tuple[str, int]) -> None:
     assert split_head(head) == expected
 

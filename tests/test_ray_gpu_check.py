@@ -21,8 +21,21 @@ def test_dry_run_prints_every_step_in_order_and_runs_nothing(tmp_path: Path) -> 
     done = _run("--dry-run", tmp_path=tmp_path)
     assert done.returncode == 0, done.stderr
     steps = [line.removeprefix("step ").split(":")[0] for line in done.stdout.splitlines() if line.startswith("step ")]
-    assert steps == ["stage", "stage", "stage", "carry 0", "1 facts", "2 install", "3 tiny-model", "4 plan",
-                     "5 graphs", "6 eager", "7 ray-tp1", "8 report", "9 planner-vs-real"]
+    assert steps == [
+        "stage",
+        "stage",
+        "stage",
+        "carry 0",
+        "1 facts",
+        "2 install",
+        "3 tiny-model",
+        "4 plan",
+        "5 graphs",
+        "6 eager",
+        "7 ray-tp1",
+        "8 report",
+        "9 planner-vs-real",
+    ]
     text = done.stdout
     assert "vllm==0.26.0" in text and "ray==2.60.0" in text  # the vLLM pinned to the device's torch 2.11
     assert "sleep?level=1" in text and "/wake_up" in text
@@ -37,8 +50,14 @@ def test_dry_run_prints_every_step_in_order_and_runs_nothing(tmp_path: Path) -> 
 
 def test_skipped_steps_are_named(tmp_path: Path) -> None:
     env_skip = {"GPU_CHECK_SKIP": "graphs eager"}
-    done = subprocess.run([str(SCRIPT), "--dry-run"], capture_output=True, text=True, timeout=60, check=False,
-                          env={**os.environ, **env_skip, "OUT": str(tmp_path / "out")})
+    done = subprocess.run(
+        [str(SCRIPT), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **env_skip, "OUT": str(tmp_path / "out")},
+    )
     assert "step graphs: skipped (GPU_CHECK_SKIP)" in done.stdout and "step 5 graphs" not in done.stdout
 
 

@@ -47,23 +47,36 @@ GPUFLEET = str(Path(sys.executable).with_name("gpufleet"))
 PORT = 18610
 MODEL = "standin-ray-tp2"
 # Ray's defaults take ~15 s (5 missed 3 s health checks) to call a node dead; the test does not need to wait that.
-FAST_HEALTH = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
-               "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+FAST_HEALTH = {
+    "RAY_health_check_initial_delay_ms": "1000",
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+}
 SMALL_NODE = ["--num-gpus", "1", "--num-cpus", "1", "--object-store-mib", "80"]
 
 
 def _config(tmp: Path) -> Path:
     config = {
         "server": {"host": "127.0.0.1", "port": PORT, "queue_timeout_s": 0},
-        "models": {MODEL: {
-            "engine": "vllm", "model": "/models/standin-tp2", "python": sys.executable, "device": "cuda",
-            "env": {"PYTHONPATH": str(STANDIN)},
-            "nodes": [HEAD_IP, WORKER_IP], "gpus_per_node": 1, "tensor_parallel_size": 2,
-            "preload": True, "ready_timeout_s": 150, "stop_grace_s": 5,
-            "restart": {"backoff_initial_s": 1, "backoff_max_s": 2, "max_restarts": 50},
-            # One logical GPU per node: Ray schedules vLLM's ranks on "GPU" resources, these hosts have none.
-            "ray": {"num_cpus": 1, "object_store_mib": 80, "env": FAST_HEALTH},
-        }},
+        "models": {
+            MODEL: {
+                "engine": "vllm",
+                "model": "/models/standin-tp2",
+                "python": sys.executable,
+                "device": "cuda",
+                "env": {"PYTHONPATH": str(STANDIN)},
+                "nodes": [HEAD_IP, WORKER_IP],
+                "gpus_per_node": 1,
+                "tensor_parallel_size": 2,
+                "preload": True,
+                "ready_timeout_s": 150,
+                "stop_grace_s": 5,
+                "restart": {"backoff_initial_s": 1, "backoff_max_s": 2, "max_restarts": 50},
+                # One logical GPU per node: Ray schedules vLLM's ranks on "GPU" resources, these hosts have none.
+                "ray": {"num_cpus": 1, "object_store_mib": 80, "env": FAST_HEALTH},
+            }
+        },
     }
     path = tmp / "gpufleet.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -75,8 +88,9 @@ def _http(ns: str, method: str, path: str, body: dict[str, Any] | None = None) -
 
     def call() -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"http://127.0.0.1:{PORT}{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{PORT}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as resp:
                 return resp.status, json.loads(resp.read() or b"null")
@@ -95,8 +109,9 @@ def _model_status(ns: str) -> dict[str, Any]:
     return next((m for m in body["models"] if m["name"] == MODEL), {})
 
 
-def _wait_for(ns: str, what: str, check: Callable[[dict[str, Any]], bool], timeout_s: float,
-              seen: list[str]) -> dict[str, Any]:
+def _wait_for(
+    ns: str, what: str, check: Callable[[dict[str, Any]], bool], timeout_s: float, seen: list[str]
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         model = _model_status(ns)
@@ -118,8 +133,12 @@ def _wait_until(check: Callable[[], bool], what: str, timeout_s: float = 30) -> 
 
 
 def _chat(ns: str) -> tuple[int, Any]:
-    return _http(ns, "POST", "/v1/chat/completions",
-                 {"model": MODEL, "messages": [{"role": "user", "content": "where are you?"}], "max_tokens": 8})
+    return _http(
+        ns,
+        "POST",
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "where are you?"}], "max_tokens": 8},
+    )
 
 
 @pytest.fixture
@@ -132,23 +151,44 @@ def pair() -> Iterator[NamespacePair]:
         shutil.rmtree(ray_temp_dir(name), ignore_errors=True)
 
 
-def test_ray_cluster_across_two_namespaces_serves_loses_a_worker_and_recovers(pair: NamespacePair,
-                                                                               tmp_path: Path) -> None:
+def test_ray_cluster_across_two_namespaces_serves_loses_a_worker_and_recovers(
+    pair: NamespacePair, tmp_path: Path
+) -> None:
     env = {"GPUFLEET_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
-    join = [GPUFLEET, "node", "join", HEAD_IP, *SMALL_NODE, "--python", sys.executable, "--retry-s", "1",
-            "--token-file", str(tmp_path / "cache" / "ray" / "auth_token")]  # the head's, made at its start
+    join = [
+        GPUFLEET,
+        "node",
+        "join",
+        HEAD_IP,
+        *SMALL_NODE,
+        "--python",
+        sys.executable,
+        "--retry-s",
+        "1",
+        "--token-file",
+        str(tmp_path / "cache" / "ray" / "auth_token"),
+    ]  # the head's, made at its start
     seen: list[str] = []
     with (tmp_path / "serve.log").open("wb") as serve_log, (tmp_path / "join.log").open("wb") as join_log:
         gateway = pair.popen(pair.head_ns, [GPUFLEET, "serve", "-c", str(_config(tmp_path))], serve_log, env)
         try:
             # The head is up and waits for the worker, which has not joined yet.
-            waiting = _wait_for(pair.head_ns, "the head to wait for the worker",
-                                lambda m: str(m.get("phase", "")).startswith("ray: 1/2 nodes"), 90, seen)
+            waiting = _wait_for(
+                pair.head_ns,
+                "the head to wait for the worker",
+                lambda m: str(m.get("phase", "")).startswith("ray: 1/2 nodes"),
+                90,
+                seen,
+            )
             assert WORKER_IP in waiting["phase"] and waiting["state"] == "starting"
             assert waiting["ray"]["head"] == f"{HEAD_IP}:6379"
-            shown = subprocess.run(["ip", "netns", "exec", pair.head_ns, GPUFLEET, "status", "--url",
-                                    f"http://127.0.0.1:{PORT}"], capture_output=True, text=True, timeout=60,
-                                   env={**os.environ, "COLUMNS": "200"})
+            shown = subprocess.run(
+                ["ip", "netns", "exec", pair.head_ns, GPUFLEET, "status", "--url", f"http://127.0.0.1:{PORT}"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={**os.environ, "COLUMNS": "200"},
+            )
             assert "ray: " in shown.stdout and "nodes" in shown.stdout, shown.stdout + shown.stderr
 
             # Stopping the model while it waits stops the Ray head it started: the gateway is all that is left.
@@ -159,8 +199,13 @@ def test_ray_cluster_across_two_namespaces_serves_loses_a_worker_and_recovers(pa
             _wait_until(lambda: netns_pids(pair.head_ns) == [gateway.pid], "only the gateway left in the head ns")
             status, _ = _http(pair.head_ns, "POST", f"/admin/models/{MODEL}/start")
             assert status == 503  # queue_timeout_s 0: answered at once, the start goes on
-            _wait_for(pair.head_ns, "the head to wait for the worker again",
-                      lambda m: str(m.get("phase", "")).startswith("ray: 1/2 nodes"), 90, seen)
+            _wait_for(
+                pair.head_ns,
+                "the head to wait for the worker again",
+                lambda m: str(m.get("phase", "")).startswith("ray: 1/2 nodes"),
+                90,
+                seen,
+            )
 
             pair.popen(pair.worker_ns, join, join_log, env)
             ready = _wait_for(pair.head_ns, "ready with both nodes", lambda m: m.get("state") == "ready", 150, seen)
@@ -172,13 +217,23 @@ def test_ray_cluster_across_two_namespaces_serves_loses_a_worker_and_recovers(pa
 
             # The worker host dies: every process in its namespace is killed.
             assert kill_netns_processes(pair.worker_ns)
-            lost = _wait_for(pair.head_ns, "the lost worker to fail the engine",
-                             lambda m: f"ray worker {WORKER_IP} lost" in str(m.get("last_error")), 60, seen)
+            lost = _wait_for(
+                pair.head_ns,
+                "the lost worker to fail the engine",
+                lambda m: f"ray worker {WORKER_IP} lost" in str(m.get("last_error")),
+                60,
+                seen,
+            )
             assert lost["state"] in ("backoff", "starting", "failed"), lost
             status, body = _chat(pair.head_ns)
             assert status == 503, body  # not served by a half cluster
-            _wait_for(pair.head_ns, "the restart to wait for the worker",
-                      lambda m: str(m.get("phase", "")).startswith("ray: 1/2 nodes"), 60, seen)
+            _wait_for(
+                pair.head_ns,
+                "the restart to wait for the worker",
+                lambda m: str(m.get("phase", "")).startswith("ray: 1/2 nodes"),
+                60,
+                seen,
+            )
 
             # The worker comes back: the engine restarts across both hosts.
             pair.popen(pair.worker_ns, join, join_log, env)
@@ -219,8 +274,12 @@ def _outsider_job_submission(marker: Path) -> int:
     """POST a job to the head's dashboard agent, as any host on the network could; the HTTP status (0: no
     answer)."""
     body = json.dumps({"entrypoint": f"touch {marker}", "submission_id": "outsider"}).encode()
-    request = urllib.request.Request(f"http://{HEAD_IP}:{AGENT_PORT}/api/job_agent/jobs/", data=body,
-                                     method="POST", headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://{HEAD_IP}:{AGENT_PORT}/api/job_agent/jobs/",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=15) as resp:
             return int(resp.status)
@@ -250,8 +309,9 @@ def trio() -> Iterator[NamespacePair]:
         shutil.rmtree(ray_temp_dir(name), ignore_errors=True)
 
 
-def test_token_auth_refuses_an_outsider_and_a_wrong_worker_token_and_still_serves(trio: NamespacePair,
-                                                                                   tmp_path: Path) -> None:
+def test_token_auth_refuses_an_outsider_and_a_wrong_worker_token_and_still_serves(
+    trio: NamespacePair, tmp_path: Path
+) -> None:
     """Issue 20 §2: with gpufleet's defaults a third host can submit no job, a worker with the wrong token
     is told so, and the model comes up across both hosts in token mode."""
     env = {"GPUFLEET_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
@@ -266,8 +326,13 @@ def test_token_auth_refuses_an_outsider_and_a_wrong_worker_token_and_still_serve
     with (tmp_path / "serve.log").open("wb") as serve_log, (tmp_path / "join.log").open("wb") as join_log:
         gateway = trio.popen(trio.head_ns, [GPUFLEET, "serve", "-c", str(_config(tmp_path))], serve_log, env)
         try:
-            _wait_for(trio.head_ns, "the head to wait for the worker",
-                      lambda m: str(m.get("phase", "")).startswith("ray: 1/2 nodes"), 90, seen)
+            _wait_for(
+                trio.head_ns,
+                "the head to wait for the worker",
+                lambda m: str(m.get("phase", "")).startswith("ray: 1/2 nodes"),
+                90,
+                seen,
+            )
             assert token_file.stat().st_mode & 0o777 == 0o600
             token = token_file.read_text().strip()
             assert token not in json.dumps(_model_status(trio.head_ns))
@@ -279,10 +344,23 @@ def test_token_auth_refuses_an_outsider_and_a_wrong_worker_token_and_still_serve
             assert status in (401, 403), status  # the agent answers, and refuses without the token
             # Ray 2.60 always starts its client server (10001, node address) when ray[client] is installed and has
             # no switch to turn it off ("--ray-client-server-port 0" is refused): in token mode it wants the token.
-            client = subprocess.run(["ip", "netns", "exec", outsider, sys.executable, "-c", RAY_CLIENT_ATTACK,
-                                     f"ray://{HEAD_IP}:{CLIENT_SERVER_PORT}", str(marker)],
-                                    capture_output=True, text=True, timeout=180,
-                                    env={k: v for k, v in os.environ.items() if not k.startswith("RAY_")})
+            client = subprocess.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    outsider,
+                    sys.executable,
+                    "-c",
+                    RAY_CLIENT_ATTACK,
+                    f"ray://{HEAD_IP}:{CLIENT_SERVER_PORT}",
+                    str(marker),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=180,
+                env={k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
+            )
             assert client.returncode != 0 and not marker.exists(), client.stdout + client.stderr
             assert OUTSIDER_IP not in (tmp_path / "serve.log").read_text(errors="replace")
 

@@ -29,9 +29,20 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 async def test_a_head_elsewhere_fails_the_model_without_retry_and_starts_nothing() -> None:
     # 198.51.100.0/24 is TEST-NET-2: no address of this machine; checking it binds a socket and sends nothing.
-    config = parse_config({"models": {"big": {
-        "engine": "vllm", "model": "/models/big", "python": sys.executable, "nodes": ["198.51.100.10", "198.51.100.11"],
-        "gpus_per_node": 1, "tensor_parallel_size": 2}}})
+    config = parse_config(
+        {
+            "models": {
+                "big": {
+                    "engine": "vllm",
+                    "model": "/models/big",
+                    "python": sys.executable,
+                    "nodes": ["198.51.100.10", "198.51.100.11"],
+                    "gpus_per_node": 1,
+                    "tensor_parallel_size": 2,
+                }
+            }
+        }
+    )
     model = config.models["big"]
     assert isinstance(model, VllmModel)
     sup = Supervisor({"big": model}, health_interval_s=0.05)
@@ -54,24 +65,34 @@ class _HeadReportingALoss:
         on_lost("ray worker 198.51.100.11 lost (Unexpected termination: health check failed)")
 
 
-async def test_when_vllm_exits_before_the_watch_sees_the_loss_the_lost_node_is_still_the_reason(
-        tmp_path: Path) -> None:
-    model = parse_config({"models": {"big": {"engine": "vllm", "model": "/m",
-                                             "nodes": ["198.51.100.10", "198.51.100.11"],
-                                             "tensor_parallel_size": 2}}}).models["big"]
+async def test_when_vllm_exits_before_the_watch_sees_the_loss_the_lost_node_is_still_the_reason(tmp_path: Path) -> None:
+    model = parse_config(
+        {
+            "models": {
+                "big": {
+                    "engine": "vllm",
+                    "model": "/m",
+                    "nodes": ["198.51.100.10", "198.51.100.11"],
+                    "tensor_parallel_size": 2,
+                }
+            }
+        }
+    ).models["big"]
     assert isinstance(model, VllmModel)
     hook = ClusterHook({"big": model})
     hook.heads["big"] = _HeadReportingALoss()  # type: ignore[assignment]
     life = EngineLifecycle({}, health_interval_s=0.1, on_event=None, on_freed=lambda slot: None)
     life.http = object()  # type: ignore[assignment]
-    process = EngineProcess(LaunchSpec(argv=[sys.executable, "-c", "raise SystemExit(1)"], env={}, port=1,
-                                       base_url="", health_url=""), tmp_path / "engine.log")
+    process = EngineProcess(
+        LaunchSpec(argv=[sys.executable, "-c", "raise SystemExit(1)"], env={}, port=1, base_url="", health_url=""),
+        tmp_path / "engine.log",
+    )
     await process.spawn()
     await process.wait()
     slot = EngineSlot("big", model)
     slot.process, slot.state, slot.last_error = process, EngineState.BACKOFF, "engine crashed with exit code 1"
     hook.watch(life, slot, process)
     await asyncio.sleep(0.1)
-    assert slot.last_error == ("ray worker 198.51.100.11 lost (Unexpected termination: health check failed);"
-                               " the engine exited with code 1")
-
+    assert slot.last_error == (
+        "ray worker 198.51.100.11 lost (Unexpected termination: health check failed); the engine exited with code 1"
+    )

@@ -34,17 +34,34 @@ def joined(chunks: list[dict[str, Any]], key: str) -> str:
     return "".join(c["choices"][0]["delta"].get(key) or "" for c in chunks if c.get("choices"))
 
 
-async def stream_through_gateway(upstream: StandInReplayUpstream, body: dict[str, Any],
-                                 defaults: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+async def stream_through_gateway(
+    upstream: StandInReplayUpstream, body: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     # Served as "llm" by a vLLM without parsers: the dialect comes from upstream_model's Qwen3 id.
-    config = parse_config({"models": {"qwen3": {
-        "engine": "remote", "url": upstream.url, "upstream_model": "Qwen/Qwen3-8B", "defaults": defaults or {}}}})
+    config = parse_config(
+        {
+            "models": {
+                "qwen3": {
+                    "engine": "remote",
+                    "url": upstream.url,
+                    "upstream_model": "Qwen/Qwen3-8B",
+                    "defaults": defaults or {},
+                }
+            }
+        }
+    )
     app = build_app(config)
     transport = httpx.ASGITransport(app=app)
     async with running(app), httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
-        response = await http.post("/v1/chat/completions", json={
-            "model": "qwen3", "messages": [{"role": "user", "content": "What is 17 times 23?"}],
-            "stream": True, **body})
+        response = await http.post(
+            "/v1/chat/completions",
+            json={
+                "model": "qwen3",
+                "messages": [{"role": "user", "content": "What is 17 times 23?"}],
+                "stream": True,
+                **body,
+            },
+        )
     assert response.status_code == 200, response.text
     return sse_chunks(response.text)
 
@@ -56,10 +73,14 @@ async def replay(request: pytest.FixtureRequest) -> AsyncIterator[StandInReplayU
     await upstream.stop()
 
 
-@pytest.mark.parametrize("body, defaults", [
-    ({"thinking": {"type": "enabled", "budget_tokens": 5}}, None),
-    ({"chat_template_kwargs": {"enable_thinking": True}}, {"max_reasoning_tokens": 5}),
-], ids=["budget_tokens", "route-max_reasoning_tokens"])
+@pytest.mark.parametrize(
+    "body, defaults",
+    [
+        ({"thinking": {"type": "enabled", "budget_tokens": 5}}, None),
+        ({"chat_template_kwargs": {"enable_thinking": True}}, {"max_reasoning_tokens": 5}),
+    ],
+    ids=["budget_tokens", "route-max_reasoning_tokens"],
+)
 async def test_capped_stream_cancels_the_upstream_and_ends_with_length(
     replay: StandInReplayUpstream, body: dict[str, Any], defaults: dict[str, Any] | None
 ) -> None:
@@ -68,8 +89,7 @@ async def test_capped_stream_cancels_the_upstream_and_ends_with_length(
     assert joined(chunks, "content") == ""  # nothing after the cut: the answer was never generated
     finishes = [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices")]
     assert [f for f in finishes if f] == ["length"]
-    assert [c["gpufleet"] for c in chunks if "gpufleet" in c] == [{"reasoning_capped": True,
-                                                                   "max_reasoning_tokens": 5}]
+    assert [c["gpufleet"] for c in chunks if "gpufleet" in c] == [{"reasoning_capped": True, "max_reasoning_tokens": 5}]
     # The stand-in saw the gateway hang up before it had to send `</think>` (it waits for that up to 10 s).
     assert replay.saw_disconnect
     assert replay.sent_chars <= RECORDED["output"].index("</think>")

@@ -20,8 +20,13 @@ from gpufleet.gateway.relay import SSERewriter, StreamStats
 
 
 def chunk(delta: dict[str, Any], finish: str | None = None, model: str = "upstream-name") -> dict[str, Any]:
-    return {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+    return {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
 
 
 def stream(*chunks: dict[str, Any]) -> bytes:
@@ -36,8 +41,14 @@ PLAIN = stream(
     chunk({"reasoning_content": "hmm"}),
     chunk({"content": "model"}),
     chunk({}, finish="stop"),
-    {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "upstream-name", "choices": [],
-     "usage": {"prompt_tokens": 5, "completion_tokens": 6}},
+    {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "upstream-name",
+        "choices": [],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 6},
+    },
 )
 
 
@@ -51,8 +62,11 @@ def relay(
         assert transformer.relays_plain_content
     stats = StreamStats(started=time.perf_counter())
     rewriter = SSERewriter(
-        served_model="served", client_wants_usage=True, stats=stats,
-        transform=transformer.feed if transformer else None, flush=transformer.finish if transformer else None,
+        served_model="served",
+        client_wants_usage=True,
+        stats=stats,
+        transform=transformer.feed if transformer else None,
+        flush=transformer.finish if transformer else None,
         plain_transform=transformer is not None,
     )
     with monkeypatch.context() as patch:
@@ -79,8 +93,12 @@ def test_fast_path_gives_the_client_the_same_stream_as_the_full_path(
 
 def test_a_plain_content_chunk_keeps_the_upstreams_bytes_but_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
     raw = orjson.dumps(chunk({"content": "Hel"}))
-    out, _ = relay(stream(chunk({"content": "first"}), chunk({"content": "Hel"})), fast=True,
-                   passthrough_plan=False, monkeypatch=monkeypatch)
+    out, _ = relay(
+        stream(chunk({"content": "first"}), chunk({"content": "Hel"})),
+        fast=True,
+        passthrough_plan=False,
+        monkeypatch=monkeypatch,
+    )
     assert b"data: " + raw.replace(b'"model":"upstream-name"', b'"model":"served"') + b"\n\n" in out
 
 

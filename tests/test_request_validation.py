@@ -32,10 +32,15 @@ class FixedAnswerUpstream(StandInUpstream):
 
     async def _chat(self, request: Request) -> Response:
         self.received.append(orjson.loads(await request.body()))
-        answer = {"id": "chatcmpl-standin", "object": "chat.completion", "model": "meaningless",
-                  "choices": [{"index": 0, "finish_reason": "stop",
-                               "message": {"role": "assistant", "content": self.content}}],
-                  "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}
+        answer = {
+            "id": "chatcmpl-standin",
+            "object": "chat.completion",
+            "model": "meaningless",
+            "choices": [
+                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": self.content}}
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+        }
         return Response(orjson.dumps(answer), media_type="application/json")
 
 
@@ -50,10 +55,12 @@ def upstream() -> Iterator[FixedAnswerUpstream]:
 async def http(upstream: FixedAnswerUpstream) -> AsyncIterator[httpx.AsyncClient]:
     upstream.received.clear()
     upstream.content = "{}"
-    config = parse_config({
-        "models": {"echo": {"engine": "remote", "url": upstream.url}},
-        "personas": {"clerk": {"route": "echo", "system_prompt": "You file things."}},
-    })
+    config = parse_config(
+        {
+            "models": {"echo": {"engine": "remote", "url": upstream.url}},
+            "personas": {"clerk": {"route": "echo", "system_prompt": "You file things."}},
+        }
+    )
     app = build_app(config)
     async with (
         running(app),
@@ -87,36 +94,71 @@ def nested(depth: int) -> Any:
         (chat(tools=[{"type": "function", "function": {}}]), "tools[0].function.name"),
         (chat(tools=[{"type": "function", "function": {"name": "has space"}}]), "tools[0].function.name"),
         (chat(tools=[{"type": "retrieval", "function": {"name": "f"}}]), "tools[0].type"),
-        (chat(tools=[{"type": "function", "function": {"name": "f", "parameters": "x"}}]),
-         "tools[0].function.parameters"),
+        (
+            chat(tools=[{"type": "function", "function": {"name": "f", "parameters": "x"}}]),
+            "tools[0].function.parameters",
+        ),
         (chat(tools={"type": "function"}), "tools"),
         (chat(tool_choice="sometimes"), "tool_choice"),
         (chat(tool_choice={"type": "function", "function": {}}), "tool_choice.function.name"),
         (chat(messages=[{"role": "user", "content": [{"type": "text"}]}]), "messages[0].content[0]"),
         (chat(messages=[{"role": "user", "content": [{"text": "no type"}]}]), "messages[0].content[0].type"),
-        (chat(messages=[{"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f"}}]}]),
-         "messages[0].tool_calls[0].function.arguments"),
+        (
+            chat(messages=[{"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f"}}]}]),
+            "messages[0].tool_calls[0].function.arguments",
+        ),
         (chat(messages=[{"role": "tool", "content": "r", "tool_call_id": 7}]), "messages[0].tool_call_id"),
         (chat(response_format="json"), "response_format"),
         # Issue 21: llama.cpp answered each of these with HTTP 500 (and the target went into cooldown).
         (chat(messages=[{"role": "user", "content": "hi", "name": None}]), "messages[0]"),
         (chat(messages=[{"role": "tool", "content": "r", "tool_call_id": None}]), "messages[0]"),
-        (chat(messages=[{"role": "assistant", "content": "a", "reasoning_content": 5}]),
-         "messages[0].reasoning_content"),
+        (
+            chat(messages=[{"role": "assistant", "content": "a", "reasoning_content": 5}]),
+            "messages[0].reasoning_content",
+        ),
         (chat(max_tokens=2**32), "max_tokens"),
         (chat(max_tokens=2**63 - 1), "max_tokens"),
         (chat(max_completion_tokens=2**32), "max_completion_tokens"),
-        (chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#"}}}),
-         "response_format.json_schema.schema"),
-        (chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {
-            "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"allOf": [{"$ref": "#/$defs/a"}]}}, "$ref": "#/$defs/a"}}}),
-         "response_format.json_schema.schema"),
-        (chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {
-            "type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}}}),
-         "response_format.json_schema.schema"),
-        (chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {
-            "$ref": "https://example.com/schema.json"}}}),
-         "response_format.json_schema.schema"),
+        (
+            chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#"}}}),
+            "response_format.json_schema.schema",
+        ),
+        (
+            chat(
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": "x",
+                        "schema": {
+                            "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"allOf": [{"$ref": "#/$defs/a"}]}},
+                            "$ref": "#/$defs/a",
+                        },
+                    },
+                }
+            ),
+            "response_format.json_schema.schema",
+        ),
+        (
+            chat(
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": "x",
+                        "schema": {"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}},
+                    },
+                }
+            ),
+            "response_format.json_schema.schema",
+        ),
+        (
+            chat(
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"$ref": "https://example.com/schema.json"}},
+                }
+            ),
+            "response_format.json_schema.schema",
+        ),
     ],
 )
 async def test_malformed_tools_and_messages_get_400_naming_the_field_and_are_not_forwarded(
@@ -133,15 +175,36 @@ async def test_malformed_tools_and_messages_get_400_naming_the_field_and_are_not
 async def test_valid_tools_and_unknown_fields_pass_through_untouched(
     http: httpx.AsyncClient, upstream: FixedAnswerUpstream
 ) -> None:
-    tools = [{"type": "function", "function": {"name": "get_weather", "description": "d", "strict": True,
-                                               "parameters": {"type": "object", "properties": {}}}}]
-    messages = [{"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url",
-                                                                             "image_url": {"url": "data:x"}}]},
-                {"role": "assistant", "content": None, "tool_calls": [
-                    {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
-                {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]
-    body = chat(messages=messages, tools=tools, tool_choice={"type": "function", "function": {"name": "get_weather"}},
-                chat_template_kwargs={"enable_thinking": False}, cache_prompt=False)
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "d",
+                "strict": True,
+                "parameters": {"type": "object", "properties": {}},
+            },
+        }
+    ]
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "data:x"}}],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ]
+    body = chat(
+        messages=messages,
+        tools=tools,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        chat_template_kwargs={"enable_thinking": False},
+        cache_prompt=False,
+    )
     response = await http.post("/v1/chat/completions", json=body)
     assert response.status_code == 200, response.text
     sent = upstream.received[0]
@@ -152,8 +215,9 @@ async def test_valid_tools_and_unknown_fields_pass_through_untouched(
 @pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 256, 600, 1000])
 async def test_deeply_nested_body_gets_400_not_500(http: httpx.AsyncClient, depth: int) -> None:
     body = chat(metadata={"x": nested(depth)})
-    response = await http.post("/v1/chat/completions", content=_dumps_deep(body),
-                               headers={"content-type": "application/json"})
+    response = await http.post(
+        "/v1/chat/completions", content=_dumps_deep(body), headers={"content-type": "application/json"}
+    )
     error = error_of(response)
     assert error["code"] == "too_deep"
     assert f"more than {MAX_JSON_DEPTH} levels" in error["message"]
@@ -170,8 +234,9 @@ async def test_json_schema_300_deep_gets_400(http: httpx.AsyncClient) -> None:
     for _ in range(300):
         schema = {"type": "object", "properties": {"a": schema}}
     body = chat(response_format={"type": "json_schema", "json_schema": {"name": "deep", "schema": schema}})
-    response = await http.post("/v1/chat/completions", content=_dumps_deep(body),
-                               headers={"content-type": "application/json"})
+    response = await http.post(
+        "/v1/chat/completions", content=_dumps_deep(body), headers={"content-type": "application/json"}
+    )
     error = error_of(response)
     assert error["param"].startswith("response_format.json_schema.schema.properties.a")
 
@@ -261,11 +326,23 @@ async def test_a_recursive_schema_that_descends_into_the_value_is_allowed(
 ) -> None:
     # A tree: each node's children are nodes. Recursion that consumes the value ends; only a $ref cycle does not.
     upstream.content = '{"name": "root", "children": [{"name": "leaf", "children": []}]}'
-    schema = {"$defs": {"node": {"type": "object", "required": ["name", "children"], "properties": {
-        "name": {"type": "string"}, "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}},
-        "$ref": "#/$defs/node"}
-    response = await http.post("/v1/chat/completions", json=chat(
-        response_format={"type": "json_schema", "json_schema": {"name": "tree", "schema": schema}}))
+    schema = {
+        "$defs": {
+            "node": {
+                "type": "object",
+                "required": ["name", "children"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "children": {"type": "array", "items": {"$ref": "#/$defs/node"}},
+                },
+            }
+        },
+        "$ref": "#/$defs/node",
+    }
+    response = await http.post(
+        "/v1/chat/completions",
+        json=chat(response_format={"type": "json_schema", "json_schema": {"name": "tree", "schema": schema}}),
+    )
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"] == upstream.content
 
@@ -282,9 +359,18 @@ def test_media_parts_are_found_for_text_only_models() -> None:
     from gpufleet.errors import RequestError
     from gpufleet.gateway.protocol import check_text_only, media_in
 
-    body = chat(messages=[{"role": "user", "content": [
-        {"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": "data:x"}},
-        {"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}}]}])
+    body = chat(
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this"},
+                    {"type": "image_url", "image_url": {"url": "data:x"}},
+                    {"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}},
+                ],
+            }
+        ]
+    )
     assert media_in(body) == {"images", "audio"}
     assert media_in(chat()) == set()
     with pytest.raises(RequestError, match="does not take audio, images") as caught:
@@ -292,12 +378,15 @@ def test_media_parts_are_found_for_text_only_models() -> None:
     assert caught.value.status_code == 400 and caught.value.param == "messages"
 
 
-@pytest.mark.parametrize(("status", "message", "fault"), [
-    (500, "Failed to parse messages: [json.exception.type_error.302] type must be string, but is null", True),
-    (500, "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj", True),
-    (500, "CUDA error: out of memory", False),
-    (502, "Failed to parse messages", False),
-])
+@pytest.mark.parametrize(
+    ("status", "message", "fault"),
+    [
+        (500, "Failed to parse messages: [json.exception.type_error.302] type must be string, but is null", True),
+        (500, "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj", True),
+        (500, "CUDA error: out of memory", False),
+        (502, "Failed to parse messages", False),
+    ],
+)
 def test_a_llamacpp_500_about_the_request_is_the_clients_fault(status: int, message: str, fault: bool) -> None:
     from gpufleet.gateway.errors import is_request_fault
 

@@ -30,8 +30,14 @@ def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
 
 
 def ask(**extra: Any) -> dict[str, Any]:
-    return {"model": "smollm2", "messages": [{"role": "user", "content": "Tell a long story."}],
-            "temperature": 0, "seed": 7, "ignore_eos": True, **extra}
+    return {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "Tell a long story."}],
+        "temperature": 0,
+        "seed": 7,
+        "ignore_eos": True,
+        **extra,
+    }
 
 
 @pytest.mark.parametrize("field", ["n_predict", "max_tokens", "max_completion_tokens", "max_new_tokens"])

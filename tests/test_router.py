@@ -89,9 +89,7 @@ async def stream_chat(http: httpx.AsyncClient, model: str) -> tuple[httpx.Respon
 
 
 @pytest.mark.parametrize("fault", ["refuse", "500", "429"])
-async def test_fallback_happens_before_any_byte(
-    gw: Any, upstreams: dict[str, StandInUpstream], fault: str
-) -> None:
+async def test_fallback_happens_before_any_byte(gw: Any, upstreams: dict[str, StandInUpstream], fault: str) -> None:
     first = "dead" if fault == "refuse" else "a"
     upstreams["a"].behaviour = fault if fault != "refuse" else "ok"
     http = await gw(base_config(upstreams, routes={"qwen": {"targets": [first], "fallbacks": ["b"]}}))
@@ -110,7 +108,8 @@ async def test_streams_fall_back_too(gw: Any, upstreams: dict[str, StandInUpstre
     http = await a_then_b(gw, upstreams, "500")
     response, events = await stream_chat(http, "qwen")
     assert "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1] if e["choices"]) == (
-        "tok0 tok1 tok2 tok3 tok4 ")
+        "tok0 tok1 tok2 tok3 tok4 "
+    )
     assert response.headers["x-gpufleet-model"] == "b"
 
 
@@ -165,8 +164,9 @@ async def test_when_every_target_fails_the_error_names_each(gw: Any, upstreams: 
 
 async def test_attempts_are_bounded(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
     upstreams["a"].behaviour = upstreams["b"].behaviour = "500"
-    http = await gw(base_config(upstreams, routes={"qwen": {"targets": ["a"], "fallbacks": ["b", "c"]}},
-                                router={"max_attempts": 2}))
+    http = await gw(
+        base_config(upstreams, routes={"qwen": {"targets": ["a"], "fallbacks": ["b", "c"]}}, router={"max_attempts": 2})
+    )
     response = await http.post("/v1/chat/completions", json=chat("qwen"))
     assert response.status_code == 502
     assert upstreams["c"].received == []
@@ -241,17 +241,22 @@ async def test_replicas_are_balanced_by_in_flight_requests(gw: Any, upstreams: d
 async def test_session_affinity_keeps_a_user_on_one_replica(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
     http = await gw(base_config(upstreams, routes={"qwen": {"targets": ["a", "b", "c"]}}))
     for user in ("alice", "bob", "carol", "dave"):
-        served = {(await http.post("/v1/chat/completions", json=chat("qwen", user=user))).headers["x-gpufleet-model"]
-                  for _ in range(4)}
+        served = {
+            (await http.post("/v1/chat/completions", json=chat("qwen", user=user))).headers["x-gpufleet-model"]
+            for _ in range(4)
+        }
         assert len(served) == 1, (user, served)
     by_header = {
-        (await http.post("/v1/chat/completions", json=chat("qwen"), headers={"x-gpufleet-session": "s1"})
-         ).headers["x-gpufleet-model"] for _ in range(4)
+        (await http.post("/v1/chat/completions", json=chat("qwen"), headers={"x-gpufleet-session": "s1"})).headers[
+            "x-gpufleet-model"
+        ]
+        for _ in range(4)
     }
     assert len(by_header) == 1
     users = [f"user{i}" for i in range(30)]
-    spread = {(await http.post("/v1/chat/completions", json=chat("qwen", user=u))).headers["x-gpufleet-model"]
-              for u in users}
+    spread = {
+        (await http.post("/v1/chat/completions", json=chat("qwen", user=u))).headers["x-gpufleet-model"] for u in users
+    }
     assert spread == {"a", "b", "c"}
 
 
@@ -268,8 +273,9 @@ async def test_a_pinned_session_moves_when_its_replica_fails(gw: Any, upstreams:
 
 
 async def test_route_aliases_listing_and_hidden_replicas(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
-    config = base_config(upstreams, routes={"qwen3-32b": {"targets": ["a", "b"],
-                                                          "aliases": ["gpt-4o", "Qwen/Qwen3-32B-AWQ"]}})
+    config = base_config(
+        upstreams, routes={"qwen3-32b": {"targets": ["a", "b"], "aliases": ["gpt-4o", "Qwen/Qwen3-32B-AWQ"]}}
+    )
     config["models"]["a"]["listed"] = False
     http = await gw(config)
     for name in ("gpt-4o", "Qwen/Qwen3-32B-AWQ"):
@@ -282,15 +288,32 @@ async def test_route_aliases_listing_and_hidden_replicas(gw: Any, upstreams: dic
 
 
 async def test_route_defaults_fill_in_and_cap(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
-    config = base_config(upstreams, routes={"careful": {
-        "targets": ["a"], "defaults": {"temperature": 0.2, "max_tokens": 100, "max_tokens_cap": 500,
-                                       "system_prompt": "Be brief."}}})
+    config = base_config(
+        upstreams,
+        routes={
+            "careful": {
+                "targets": ["a"],
+                "defaults": {
+                    "temperature": 0.2,
+                    "max_tokens": 100,
+                    "max_tokens_cap": 500,
+                    "system_prompt": "Be brief.",
+                },
+            }
+        },
+    )
     config["models"]["a"]["defaults"] = {"top_p": 0.8, "temperature": 0.9}
     http = await gw(config)
     await http.post("/v1/chat/completions", json=chat("careful"))
-    await http.post("/v1/chat/completions", json={
-        "model": "careful", "temperature": 1.0, "max_tokens": 4000,
-        "messages": [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "hi"}]})
+    await http.post(
+        "/v1/chat/completions",
+        json={
+            "model": "careful",
+            "temperature": 1.0,
+            "max_tokens": 4000,
+            "messages": [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "hi"}],
+        },
+    )
     await http.post("/v1/chat/completions", json=chat("a"))
     plain, client_set, direct = upstreams["a"].received
     assert plain["temperature"] == 0.2 and plain["top_p"] == 0.8 and plain["max_tokens"] == 100
@@ -301,9 +324,13 @@ async def test_route_defaults_fill_in_and_cap(gw: Any, upstreams: dict[str, Stan
 
 
 async def test_persona_is_a_name_on_the_openai_endpoints(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
-    config = base_config(upstreams, routes={"qwen": {"targets": ["a"], "fallbacks": ["b"]}},
-                         personas={"archivist": {"route": "qwen", "system_prompt": "You file documents.",
-                                                 "defaults": {"temperature": 0.0}}})
+    config = base_config(
+        upstreams,
+        routes={"qwen": {"targets": ["a"], "fallbacks": ["b"]}},
+        personas={
+            "archivist": {"route": "qwen", "system_prompt": "You file documents.", "defaults": {"temperature": 0.0}}
+        },
+    )
     http = await gw(config)
     upstreams["a"].behaviour = "500"
     response = await http.post("/v1/chat/completions", json=chat("archivist"))
@@ -335,8 +362,11 @@ async def test_persona_chat_endpoint(gw: Any, upstreams: dict[str, StandInUpstre
     assert body["persona"] == "hero" and body["model"] == "a" and body["finish_reason"] == "stop"
     assert body["reply"].startswith("echo: ") and body["usage"]["total_tokens"] == 7
     sent = upstreams["a"].received[0]
-    assert sent["messages"] == [{"role": "system", "content": "I am the hero."}, *history,
-                                {"role": "user", "content": "and now?"}]
+    assert sent["messages"] == [
+        {"role": "system", "content": "I am the hero."},
+        *history,
+        {"role": "user", "content": "and now?"},
+    ]
     assert sent["max_tokens"] == 9 and sent["model"] == "upstream-a"
 
 
@@ -376,11 +406,14 @@ async def test_auto_routes_by_tier_and_says_which(gw: Any, upstreams: dict[str, 
     http = await gw(base_config(upstreams, router={"auto": {"routine": "a", "moderate": "b", "complex": "c"}}))
     easy = await http.post("/v1/chat/completions", json=chat("auto"))
     assert easy.headers["x-gpufleet-tier"] == "routine" and easy.headers["x-gpufleet-model"] == "a"
-    hard_prompt = ("Prove that there are infinitely many primes, then implement a Python function that lists the "
-                   "first n primes efficiently, analyse its time complexity step by step, and compare it with the "
-                   "sieve of Eratosthenes.")
-    hard = await http.post("/v1/chat/completions", json={"model": "auto", "messages": [
-        {"role": "user", "content": hard_prompt}]})
+    hard_prompt = (
+        "Prove that there are infinitely many primes, then implement a Python function that lists the "
+        "first n primes efficiently, analyse its time complexity step by step, and compare it with the "
+        "sieve of Eratosthenes."
+    )
+    hard = await http.post(
+        "/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": hard_prompt}]}
+    )
     assert hard.headers["x-gpufleet-tier"] == "complex" and hard.headers["x-gpufleet-model"] == "c"
     assert upstreams["c"].received[0]["model"] == "upstream-c"
     metrics = (await http.get("/metrics")).text
@@ -392,8 +425,11 @@ async def test_auto_routes_by_tier_and_says_which(gw: Any, upstreams: dict[str, 
 
 async def test_auto_tier_falls_back_like_any_route(gw: Any, upstreams: dict[str, StandInUpstream]) -> None:
     upstreams["a"].behaviour = "500"
-    config = base_config(upstreams, routes={"cheap": {"targets": ["a"], "fallbacks": ["b"]}},
-                         router={"auto": {"routine": "cheap", "moderate": "c", "complex": "c"}})
+    config = base_config(
+        upstreams,
+        routes={"cheap": {"targets": ["a"], "fallbacks": ["b"]}},
+        router={"auto": {"routine": "cheap", "moderate": "c", "complex": "c"}},
+    )
     http = await gw(config)
     response = await http.post("/v1/chat/completions", json=chat("auto"))
     assert response.status_code == 200
@@ -404,24 +440,40 @@ def test_auto_with_an_unknown_signal_weight_is_a_config_error(upstreams: dict[st
     from gpufleet.errors import ConfigError
 
     with pytest.raises(ConfigError) as info:
-        parse_config(base_config(upstreams, router={"auto": {
-            "routine": "a", "moderate": "b", "complex": "c", "weights": {"code": 3, "vibes": 1}}}), file="f.yaml")
+        parse_config(
+            base_config(
+                upstreams,
+                router={"auto": {"routine": "a", "moderate": "b", "complex": "c", "weights": {"code": 3, "vibes": 1}}},
+            ),
+            file="f.yaml",
+        )
     assert info.value.key_path == "router.auto.weights"
     assert "unknown signal 'vibes'; known signals: " in str(info.value)
 
 
 # --- name resolution (pure: ModelTable, no upstream) -----------------------------------------------------
 
+
 def _remote_at(**extra: Any) -> dict[str, Any]:
     return {"engine": "remote", "url": "http://127.0.0.1:9/v1", **extra}  # never called: resolution is pure
 
 
 RESOLUTION_CONFIG: dict[str, Any] = {
-    "models": {"a": _remote_at(aliases=["alpha"], fallbacks=["c"]), "b": _remote_at(), "c": _remote_at(fallbacks=["d"]),
-               "d": _remote_at()},
-    "routes": {"pair": {"targets": ["a", "b"], "fallbacks": ["spare", "c"], "resume_fallbacks": ["spare"],
-                        "aliases": ["gpt-4o"]},
-               "spare": {"targets": ["d"]}},
+    "models": {
+        "a": _remote_at(aliases=["alpha"], fallbacks=["c"]),
+        "b": _remote_at(),
+        "c": _remote_at(fallbacks=["d"]),
+        "d": _remote_at(),
+    },
+    "routes": {
+        "pair": {
+            "targets": ["a", "b"],
+            "fallbacks": ["spare", "c"],
+            "resume_fallbacks": ["spare"],
+            "aliases": ["gpt-4o"],
+        },
+        "spare": {"targets": ["d"]},
+    },
     "personas": {"helper": {"route": "gpt-4o", "system_prompt": "Be kind."}},
 }
 

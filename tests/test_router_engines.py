@@ -40,8 +40,12 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway
 
 
 def ask(user: str | None = None) -> dict[str, object]:
-    body: dict[str, object] = {"model": "smol", "messages": [{"role": "user", "content": "Count to five."}],
-                               "max_tokens": 24, "temperature": 0}
+    body: dict[str, object] = {
+        "model": "smol",
+        "messages": [{"role": "user", "content": "Count to five."}],
+        "max_tokens": 24,
+        "temperature": 0,
+    }
     if user:
         body["user"] = user
     return body
@@ -57,8 +61,10 @@ async def test_concurrent_requests_spread_over_both_engines(replicas: ServedGate
 
 
 def test_a_session_stays_on_one_engine(replicas: ServedGateway) -> None:
-    served = {httpx.post(f"{replicas.url}/v1/chat/completions", json=ask("alice"), timeout=120
-                         ).headers["x-gpufleet-model"] for _ in range(3)}
+    served = {
+        httpx.post(f"{replicas.url}/v1/chat/completions", json=ask("alice"), timeout=120).headers["x-gpufleet-model"]
+        for _ in range(3)
+    }
     assert len(served) == 1
 
 

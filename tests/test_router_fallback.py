@@ -39,8 +39,9 @@ TABLE: list[tuple[Failed, FallbackPolicy, bool, bool, bool, Step]] = [
 
 
 @pytest.mark.parametrize(("failed", "policy", "has_next", "attempts_left", "retried_same", "step"), TABLE)
-def test_decide(failed: Failed, policy: FallbackPolicy, has_next: bool, attempts_left: bool, retried_same: bool,
-                step: Step) -> None:
+def test_decide(
+    failed: Failed, policy: FallbackPolicy, has_next: bool, attempts_left: bool, retried_same: bool, step: Step
+) -> None:
     assert decide(failed, policy, has_next=has_next, attempts_left=attempts_left, retried_same=retried_same) is step
 
 
@@ -54,8 +55,9 @@ def harness(names: list[str]) -> tuple[list[Candidate], HealthBoard, RouterMetri
     return candidates, board, RouterMetrics(CollectorRegistry(), board.snapshot)
 
 
-async def run(names: list[str], outcomes: dict[str, list[Any]], policy: FallbackPolicy) -> tuple[Any, list[str],
-                                                                                                 HealthBoard]:
+async def run(
+    names: list[str], outcomes: dict[str, list[Any]], policy: FallbackPolicy
+) -> tuple[Any, list[str], HealthBoard]:
     candidates, board, metrics = harness(names)
     tried: list[str] = []
 
@@ -81,8 +83,9 @@ async def test_the_last_fallback_is_told_it_is_the_last_resort_and_max_attempts_
     down = Failed(ERR, "connect")
     result, tried, _ = await run(["a", "b", "c"], {"a": [down], "b": [down], "c": [Served("ok")]}, LENIENT)
     assert result == "ok" and tried == ["a", "b", "c!"]
-    result, tried, _ = await run(["a", "b", "c"], {"a": [down], "b": [down], "c": [Served("ok")]},
-                                 FallbackPolicy(max_attempts=2))
+    result, tried, _ = await run(
+        ["a", "b", "c"], {"a": [down], "b": [down], "c": [Served("ok")]}, FallbackPolicy(max_attempts=2)
+    )
     assert isinstance(result, UpstreamError) and tried == ["a", "b"]
     assert "every target of 'r' failed" in result.message
 

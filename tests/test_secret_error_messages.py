@@ -76,14 +76,18 @@ def _assert_clean(*texts: str) -> None:
 
 @pytest.mark.parametrize("case", ["refused", "timeout", "dropped"])
 async def test_failure_messages_never_carry_url_credentials(
-        case: str, hanging: StandInUpstream, dropping: int, caplog: pytest.LogCaptureFixture) -> None:
-    url = {"refused": "http://127.0.0.1:9/v1", "timeout": hanging.url,
-           "dropped": f"http://127.0.0.1:{dropping}/v1"}[case]
+    case: str, hanging: StandInUpstream, dropping: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = {"refused": "http://127.0.0.1:9/v1", "timeout": hanging.url, "dropped": f"http://127.0.0.1:{dropping}/v1"}[
+        case
+    ]
     model: dict[str, Any] = {"engine": "remote", "url": _secret(url), "timeout_s": 1}
     app = build_app(parse_config({"models": {"rig": model}}))
     caplog.set_level(logging.DEBUG)
-    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                                base_url="http://localhost", timeout=30) as http:
+    async with (
+        running(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost", timeout=30) as http,
+    ):
         body = {"model": "rig", "messages": [{"role": "user", "content": "hi"}]}
         response = await http.post("/v1/chat/completions", json=body)
         assert response.status_code in (502, 503, 504), response.text
@@ -93,11 +97,14 @@ async def test_failure_messages_never_carry_url_credentials(
     _assert_clean(response.text, stream.text, status, caplog.text)
 
 
-@pytest.mark.parametrize("text", [
-    "cannot connect to http://bob:pw@10.0.0.5:8000/v1: refused",
-    "Cannot connect to host bob:pw@10.0.0.5:8000 ssl:default",
-    "url='https://token@h.example/v1/chat/completions'",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "cannot connect to http://bob:pw@10.0.0.5:8000/v1: refused",
+        "Cannot connect to host bob:pw@10.0.0.5:8000 ssl:default",
+        "url='https://token@h.example/v1/chat/completions'",
+    ],
+)
 def test_mask_credentials_in_free_text(text: str) -> None:
     masked = mask_credentials(text)
     assert "pw" not in masked and "token" not in masked and "***@" in masked

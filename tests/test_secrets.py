@@ -52,8 +52,9 @@ async def test_credentials_in_a_remote_url_are_never_shown(
     secret_url_gateway: httpx.AsyncClient, upstream: StandInUpstream
 ) -> None:
     http = secret_url_gateway
-    response = await http.post("/v1/chat/completions", json={"model": "rig", "messages": [
-        {"role": "user", "content": "hi"}]})
+    response = await http.post(
+        "/v1/chat/completions", json={"model": "rig", "messages": [{"role": "user", "content": "hi"}]}
+    )
     assert response.status_code == 200
     assert upstream.headers[-1]["authorization"].startswith("Basic ")  # the credentials still reach the upstream
     assert response.headers["x-gpufleet-target"] == f"remote:http://***@127.0.0.1:{upstream.port}/v1"
@@ -79,8 +80,10 @@ def test_redact_url(url: str, shown: str) -> None:
 
 def test_url_with_credentials_and_api_key_is_refused_at_load() -> None:
     with pytest.raises(ConfigError) as caught:
-        parse_config({"models": {"rig": {"engine": "remote", "url": f"http://bob:{SECRET}@h/v1", "api_key": "k"}}},
-                     file="gpufleet.yaml")
+        parse_config(
+            {"models": {"rig": {"engine": "remote", "url": f"http://bob:{SECRET}@h/v1", "api_key": "k"}}},
+            file="gpufleet.yaml",
+        )
     message = str(caught.value)
     assert message.startswith("gpufleet.yaml: models.rig: ")
     assert "api_key" in message and "credentials" in message and SECRET not in message
@@ -88,8 +91,9 @@ def test_url_with_credentials_and_api_key_is_refused_at_load() -> None:
 
 def test_url_with_a_query_string_is_refused_without_showing_it() -> None:
     with pytest.raises(ConfigError) as caught:
-        parse_config({"models": {"rig": {"engine": "remote", "url": f"http://h/v1?key={SECRET}"}}},
-                     file="gpufleet.yaml")
+        parse_config(
+            {"models": {"rig": {"engine": "remote", "url": f"http://h/v1?key={SECRET}"}}}, file="gpufleet.yaml"
+        )
     message = str(caught.value)
     assert message.startswith("gpufleet.yaml: models.rig.url: ") and "query string" in message
     assert SECRET not in message
@@ -98,9 +102,19 @@ def test_url_with_a_query_string_is_refused_without_showing_it() -> None:
 # --- exposure: non-loopback without keys -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True),
-                                                ("localhost", True), ("0.0.0.0", False), ("::", False),
-                                                ("10.0.0.5", False), ("gpu-box.lan", False)])
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.5", False),
+        ("gpu-box.lan", False),
+    ],
+)
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 

@@ -21,12 +21,15 @@ def route() -> Route:
     return Route("r", (group,), affinity=False)
 
 
-@pytest.mark.parametrize("in_flight, waiting, first", [
-    ({"a": 0, "b": 0, "c": 0}, {"a": 5, "b": 0, "c": 9}, "b"),  # idle in gpufleet, but a and c have queues
-    ({"a": 0, "b": 3, "c": 0}, {"a": 4, "b": 0, "c": 1}, "c"),  # 0+4, 3+0, 0+1: the sum decides
-    ({"a": 2, "b": 0, "c": 0}, {"a": 0, "b": 2, "c": 1}, "c"),
-    ({"a": 1, "b": 0, "c": 0}, {}, "b"),  # nothing scraped: in-flight alone (remotes, llama.cpp)
-])
+@pytest.mark.parametrize(
+    "in_flight, waiting, first",
+    [
+        ({"a": 0, "b": 0, "c": 0}, {"a": 5, "b": 0, "c": 9}, "b"),  # idle in gpufleet, but a and c have queues
+        ({"a": 0, "b": 3, "c": 0}, {"a": 4, "b": 0, "c": 1}, "c"),  # 0+4, 3+0, 0+1: the sum decides
+        ({"a": 2, "b": 0, "c": 0}, {"a": 0, "b": 2, "c": 1}, "c"),
+        ({"a": 1, "b": 0, "c": 0}, {}, "b"),  # nothing scraped: in-flight alone (remotes, llama.cpp)
+    ],
+)
 def test_least_loaded_replica_counts_the_engines_waiting_queue(
     in_flight: dict[str, int], waiting: dict[str, int], first: str
 ) -> None:
@@ -39,16 +42,29 @@ def test_least_loaded_replica_counts_the_engines_waiting_queue(
 
 
 def scraped(waiting: int) -> VllmMetrics:
-    return VllmMetrics(model_names=("m",), requests_running=1, requests_waiting=waiting, kv_cache_usage=0.5,
-                       prompt_tokens_total=0, generation_tokens_total=0, ttft_seconds_sum=0, ttft_seconds_count=0,
-                       num_gpu_blocks=None, block_size=None, kv_cache_tokens=None, sleep_state=None)
+    return VllmMetrics(
+        model_names=("m",),
+        requests_running=1,
+        requests_waiting=waiting,
+        kv_cache_usage=0.5,
+        prompt_tokens_total=0,
+        generation_tokens_total=0,
+        ttft_seconds_sum=0,
+        ttft_seconds_count=0,
+        num_gpu_blocks=None,
+        block_size=None,
+        kv_cache_tokens=None,
+        sleep_state=None,
+    )
 
 
 def test_the_gateway_ranks_vllm_replicas_by_their_scraped_waiting_queue() -> None:
-    config = parse_config({
-        "models": {n: {"engine": "vllm", "model": f"/models/{n}", "listed": False} for n in ("a", "b")},
-        "routes": {"r": {"targets": ["a", "b"], "affinity": False}},
-    })
+    config = parse_config(
+        {
+            "models": {n: {"engine": "vllm", "model": f"/models/{n}", "listed": False} for n in ("a", "b")},
+            "routes": {"r": {"targets": ["a", "b"], "affinity": False}},
+        }
+    )
     gateway = Gateway(config)
     for name, waiting in (("a", 7), ("b", 2)):
         slot = gateway.supervisor.slots[name]

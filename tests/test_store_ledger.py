@@ -42,20 +42,44 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return fresh_pg_database(request.getfixturevalue("pg_server"))
 
 
-def row(key: str = "k1", name: str = "alice", model: str = "qwen", *, ts: float | None = None, prompt: int = 3,
-        completion: int = 4, status: int = 200) -> UsageRow:
-    return UsageRow(ts=time.time() if ts is None else ts, key_id=key, key_name=name, endpoint="chat",
-                    model_asked=model, model_served=model, route=model, target=model, status=status,
-                    prompt_tokens=prompt, completion_tokens=completion, reasoning_tokens=1, ttft_s=0.05,
-                    duration_s=0.2)
+def row(
+    key: str = "k1",
+    name: str = "alice",
+    model: str = "qwen",
+    *,
+    ts: float | None = None,
+    prompt: int = 3,
+    completion: int = 4,
+    status: int = 200,
+) -> UsageRow:
+    return UsageRow(
+        ts=time.time() if ts is None else ts,
+        key_id=key,
+        key_name=name,
+        endpoint="chat",
+        model_asked=model,
+        model_served=model,
+        route=model,
+        target=model,
+        status=status,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        reasoning_tokens=1,
+        ttft_s=0.05,
+        duration_s=0.2,
+    )
 
 
 def test_keys_are_stored_hashed_and_come_back_with_their_limits(database_url: str) -> None:
     store = open_store(database_url)
     secret = new_secret()
-    record = KeyRecord.create(name="alice", secret=secret, models=("qwen*", "embed"),
-                              limits=Limits(rpm=5, tpm=100, tokens_per_day=1000, max_concurrency=2),
-                              expires_in_s=3600)
+    record = KeyRecord.create(
+        name="alice",
+        secret=secret,
+        models=("qwen*", "embed"),
+        limits=Limits(rpm=5, tpm=100, tokens_per_day=1000, max_concurrency=2),
+        expires_in_s=3600,
+    )
     store.add_key(record)
     [loaded] = store.key_records()
     assert loaded == record
@@ -74,17 +98,47 @@ def test_keys_are_stored_hashed_and_come_back_with_their_limits(database_url: st
 def test_usage_is_grouped_by_key_model_and_day_and_old_rows_are_purged(database_url: str) -> None:
     store = open_store(database_url)
     now = time.time()
-    store.insert_usage([row(), row(), row(model="embed", prompt=10, completion=0),
-                        row("k2", "bob", status=429, prompt=0, completion=0),
-                        row(ts=now - 10 * 86400)])  # outside --since 7d
+    store.insert_usage(
+        [
+            row(),
+            row(),
+            row(model="embed", prompt=10, completion=0),
+            row("k2", "bob", status=429, prompt=0, completion=0),
+            row(ts=now - 10 * 86400),
+        ]
+    )  # outside --since 7d
     by_key_model = store.usage(now - 7 * 86400, ["key", "model"])
     assert by_key_model == [
-        {"key": "alice", "model": "embed", "requests": 1, "errors": 0, "prompt_tokens": 10, "completion_tokens": 0,
-         "reasoning_tokens": 1, "mean_ttft_s": 0.05},
-        {"key": "alice", "model": "qwen", "requests": 2, "errors": 0, "prompt_tokens": 6, "completion_tokens": 8,
-         "reasoning_tokens": 2, "mean_ttft_s": 0.05},
-        {"key": "bob", "model": "qwen", "requests": 1, "errors": 1, "prompt_tokens": 0, "completion_tokens": 0,
-         "reasoning_tokens": 1, "mean_ttft_s": 0.05},
+        {
+            "key": "alice",
+            "model": "embed",
+            "requests": 1,
+            "errors": 0,
+            "prompt_tokens": 10,
+            "completion_tokens": 0,
+            "reasoning_tokens": 1,
+            "mean_ttft_s": 0.05,
+        },
+        {
+            "key": "alice",
+            "model": "qwen",
+            "requests": 2,
+            "errors": 0,
+            "prompt_tokens": 6,
+            "completion_tokens": 8,
+            "reasoning_tokens": 2,
+            "mean_ttft_s": 0.05,
+        },
+        {
+            "key": "bob",
+            "model": "qwen",
+            "requests": 1,
+            "errors": 1,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "reasoning_tokens": 1,
+            "mean_ttft_s": 0.05,
+        },
     ]
     [total] = store.usage(0, [])
     assert total["requests"] == 5

@@ -26,8 +26,21 @@ from tests.standin_kit import SSE_DONE, LoopbackUvicorn, sse
 
 STORY = [f"word{i} " for i in range(12)]
 # A raw Qwen3 answer: reasoning, then a tool call, as the Qwen dialect receives it from an engine without parsers.
-QWEN_RAW = ["<think>", "\nThe user", " wants a file", ".\n", "</think>", "\n\n", "<tool_call>", "\n{\"name\": ",
-            "\"write_file\", ", "\"arguments\": ", "{\"path\": ", "\"a.txt\"}}", "\n</tool_call>"]
+QWEN_RAW = [
+    "<think>",
+    "\nThe user",
+    " wants a file",
+    ".\n",
+    "</think>",
+    "\n\n",
+    "<tool_call>",
+    '\n{"name": ',
+    '"write_file", ',
+    '"arguments": ',
+    '{"path": ',
+    '"a.txt"}}',
+    "\n</tool_call>",
+]
 
 
 class PieceUpstream:
@@ -39,9 +52,13 @@ class PieceUpstream:
         self.stall_after: int | None = None  # goes silent (but keeps the connection) after this many pieces
         self.refuse_prefill = False  # a target that cannot continue a final assistant message
         self.received: list[dict[str, Any]] = []
-        app = Starlette(routes=[Route("/v1/chat/completions", self._answer, methods=["POST"]),
-                                Route("/v1/completions", self._answer, methods=["POST"]),
-                                Route("/v1/models", lambda r: Response(b'{"data": []}'), methods=["GET"])])
+        app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._answer, methods=["POST"]),
+                Route("/v1/completions", self._answer, methods=["POST"]),
+                Route("/v1/models", lambda r: Response(b'{"data": []}'), methods=["GET"]),
+            ]
+        )
         self._server = LoopbackUvicorn(app, log_level="critical", lifespan="off")
         self.port = self._server.port
 
@@ -77,20 +94,27 @@ class PieceUpstream:
             if done + len(piece) <= len(prefix):
                 start += 1
             else:
-                rest.append(piece[max(0, len(prefix) - done):])
+                rest.append(piece[max(0, len(prefix) - done) :])
             done += len(piece)
         completion = "messages" not in body
         if not body.get("stream"):
             message = {"role": "assistant", "content": "".join(rest)}
-            answer = {"id": f"cmpl-{self.port}", "object": "chat.completion", "model": "standin",
-                      "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+            answer = {
+                "id": f"cmpl-{self.port}",
+                "object": "chat.completion",
+                "model": "standin",
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            }
             return Response(orjson.dumps(answer), media_type="application/json")
-        return StreamingResponse(self._stream(rest, completion, start),
-                                 media_type="text/event-stream")
+        return StreamingResponse(self._stream(rest, completion, start), media_type="text/event-stream")
 
     async def _stream(self, pieces: list[str], completion: bool, prefilled: int) -> AsyncIterator[bytes]:
-        base = {"id": f"cmpl-{self.port}", "created": self.port, "model": "standin",
-                "object": "text_completion" if completion else "chat.completion.chunk"}
+        base = {
+            "id": f"cmpl-{self.port}",
+            "created": self.port,
+            "model": "standin",
+            "object": "text_completion" if completion else "chat.completion.chunk",
+        }
         if not completion:
             opening = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
             yield sse({**base, "choices": [opening]})
@@ -119,10 +143,14 @@ def replicas(request: pytest.FixtureRequest) -> Iterator[tuple[PieceUpstream, Pi
 
 
 def gateway_config(a: PieceUpstream, b: PieceUpstream, **router: Any) -> dict[str, Any]:
-    return {"models": {"rep-a": {"engine": "remote", "url": a.url, "upstream_model": "m", "listed": False},
-                       "rep-b": {"engine": "remote", "url": b.url, "upstream_model": "m", "listed": False}},
-            "routes": {"story": {"targets": ["rep-a", "rep-b"], "affinity": True}},
-            "router": {"retry_backoff_s": 0, **router}}
+    return {
+        "models": {
+            "rep-a": {"engine": "remote", "url": a.url, "upstream_model": "m", "listed": False},
+            "rep-b": {"engine": "remote", "url": b.url, "upstream_model": "m", "listed": False},
+        },
+        "routes": {"story": {"targets": ["rep-a", "rep-b"], "affinity": True}},
+        "router": {"retry_backoff_s": 0, **router},
+    }
 
 
 @pytest.fixture
@@ -132,14 +160,19 @@ def gateway_url(replicas: tuple[PieceUpstream, PieceUpstream]) -> Iterator[str]:
 
 
 def events(text: str) -> list[dict[str, Any]]:
-    return [orjson.loads(line[6:]) for line in text.splitlines()
-            if line.startswith("data: ") and line != "data: [DONE]"]
+    return [
+        orjson.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ") and line != "data: [DONE]"
+    ]
 
 
 def first_served(replicas: tuple[PieceUpstream, PieceUpstream], url: str, session: str) -> PieceUpstream:
     """Which replica a session lands on (affinity keeps it there): that one is made to die."""
-    reply = httpx.post(f"{url}/v1/chat/completions", headers={"x-gpufleet-session": session}, timeout=30,
-                       json={"model": "story", "messages": [{"role": "user", "content": "Tell a story"}]})
+    reply = httpx.post(
+        f"{url}/v1/chat/completions",
+        headers={"x-gpufleet-session": session},
+        timeout=30,
+        json={"model": "story", "messages": [{"role": "user", "content": "Tell a story"}]},
+    )
     return replicas[0] if reply.headers["x-gpufleet-model"] == "rep-a" else replicas[1]
 
 
@@ -151,10 +184,16 @@ def test_a_chat_stream_cut_after_n_chunks_reads_as_one_uninterrupted_answer(
     home = first_served(replicas, gateway_url, session)
     other = replicas[1] if home is replicas[0] else replicas[0]
     home.die_after = cut
-    body = {"model": "story", "messages": [{"role": "user", "content": "Tell a story"}], "stream": True,
-            "max_tokens": 100, "stream_options": {"include_usage": True}}
-    reply = httpx.post(f"{gateway_url}/v1/chat/completions", json=body, timeout=30,
-                       headers={"x-gpufleet-session": session})
+    body = {
+        "model": "story",
+        "messages": [{"role": "user", "content": "Tell a story"}],
+        "stream": True,
+        "max_tokens": 100,
+        "stream_options": {"include_usage": True},
+    }
+    reply = httpx.post(
+        f"{gateway_url}/v1/chat/completions", json=body, timeout=30, headers={"x-gpufleet-session": session}
+    )
     assert reply.status_code == 200 and reply.text.rstrip().endswith("data: [DONE]")
     chunks = events(reply.text)
     assert all("error" not in c for c in chunks), reply.text
@@ -170,7 +209,7 @@ def test_a_chat_stream_cut_after_n_chunks_reads_as_one_uninterrupted_answer(
     # It ends before the last whitespace relayed (re-tokenizing a cut word can drift); what follows is written
     # again by the continuation and not shown twice.
     relayed = "".join(STORY[:cut])
-    assert continued["messages"][-1] == {"role": "assistant", "content": relayed[:relayed.rfind(" ")]}
+    assert continued["messages"][-1] == {"role": "assistant", "content": relayed[: relayed.rfind(" ")]}
     assert continued["continue_final_message"] is True and continued["add_generation_prompt"] is False
     assert continued["max_tokens"] == 100 - cut + 1  # the last piece is written again
     status = httpx.get(f"{gateway_url}/status", timeout=10).json()
@@ -192,7 +231,7 @@ def test_a_completions_stream_continues_after_the_prompt(
     assert "".join(c["choices"][0].get("text") or "" for c in chunks if c.get("choices")) == "".join(STORY)
     continued = other.received[-1]
     relayed = "".join(STORY[:5])
-    assert continued["prompt"] == "Tell a story:" + relayed[:relayed.rfind(" ")]
+    assert continued["prompt"] == "Tell a story:" + relayed[: relayed.rfind(" ")]
     assert continued["max_tokens"] == 46
     assert "continue_final_message" not in continued
 
@@ -204,12 +243,12 @@ def test_a_second_break_after_max_resumes_ends_with_the_error_event(
     other = replicas[1] if home is replicas[0] else replicas[0]
     home.die_after, other.die_after = 3, 2  # the continuation breaks too: router.max_resumes (1) is spent
     body = {"model": "story", "messages": [{"role": "user", "content": "Tell a story"}], "stream": True}
-    reply = httpx.post(f"{gateway_url}/v1/chat/completions", json=body, timeout=30,
-                       headers={"x-gpufleet-session": "d"})
+    reply = httpx.post(f"{gateway_url}/v1/chat/completions", json=body, timeout=30, headers={"x-gpufleet-session": "d"})
     chunks = events(reply.text)
     # B's first piece is the replayed " " (after "word2"), then "word3 ", then it dies.
-    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")) == \
-        "".join(STORY[:4])
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")) == "".join(
+        STORY[:4]
+    )
     assert chunks[-1]["error"]["code"] == "upstream_stream_error"
 
 
@@ -225,8 +264,12 @@ def test_a_break_inside_reasoning_or_a_tool_call_is_finished_by_the_dialect(
     with contextlib_served(config) as url:
         home = first_served(replicas, url, "q")
         home.die_after = cut
-        body = {"model": "story", "messages": [{"role": "user", "content": "make a.txt"}], "tools": tools,
-                "stream": True}
+        body = {
+            "model": "story",
+            "messages": [{"role": "user", "content": "make a.txt"}],
+            "tools": tools,
+            "stream": True,
+        }
         reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30, headers={"x-gpufleet-session": "q"})
     chunks = events(reply.text)
     assert all("error" not in c for c in chunks), reply.text
@@ -248,11 +291,11 @@ def test_a_replica_that_cannot_continue_ends_the_stream_with_the_error_event(
     other = replicas[1] if home is replicas[0] else replicas[0]
     home.die_after, other.refuse_prefill = 4, True
     body = {"model": "story", "messages": [{"role": "user", "content": "Tell a story"}], "stream": True}
-    reply = httpx.post(f"{gateway_url}/v1/chat/completions", json=body, timeout=30,
-                       headers={"x-gpufleet-session": "r"})
+    reply = httpx.post(f"{gateway_url}/v1/chat/completions", json=body, timeout=30, headers={"x-gpufleet-session": "r"})
     chunks = events(reply.text)
-    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")) == \
-        "".join(STORY[:4])
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")) == "".join(
+        STORY[:4]
+    )
     assert chunks[-1]["error"]["code"] == "upstream_stream_error"
     assert reply.text.rstrip().endswith("data: [DONE]")
     assert httpx.get(f"{gateway_url}/status", timeout=10).json()["stream_resumes"]["failed"] >= 1
@@ -272,10 +315,12 @@ async def test_non_stream_requests_never_carry_a_trail(replicas: tuple[PieceUpst
     app = build_app(parse_config(gateway_config(*replicas)))
     transport = httpx.ASGITransport(app=app)
     async with running(app), httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
-        reply = await http.post("/v1/chat/completions", json={"model": "story", "messages": [
-            {"role": "user", "content": "hi"}]})
+        reply = await http.post(
+            "/v1/chat/completions", json={"model": "story", "messages": [{"role": "user", "content": "hi"}]}
+        )
     assert reply.status_code == 200 and "continue_final_message" not in replicas[0].received[-1] | (
-        replicas[1].received[-1] if replicas[1].received else {})
+        replicas[1].received[-1] if replicas[1].received else {}
+    )
 
 
 def contextlib_served(config: dict[str, Any]) -> Any:
@@ -283,7 +328,7 @@ def contextlib_served(config: dict[str, Any]) -> Any:
 
 
 def test_a_stream_silent_for_the_stall_timeout_continues_on_the_other_replica(
-    replicas: tuple[PieceUpstream, PieceUpstream]
+    replicas: tuple[PieceUpstream, PieceUpstream],
 ) -> None:
     with contextlib_served(gateway_config(*replicas, stream_stall_timeout_s=0.5)) as url:
         home = first_served(replicas, url, "st")
@@ -292,14 +337,16 @@ def test_a_stream_silent_for_the_stall_timeout_continues_on_the_other_replica(
         reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30, headers={"x-gpufleet-session": "st"})
     chunks = events(reply.text)
     assert all("error" not in c for c in chunks), reply.text
-    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")) == \
-        "".join(STORY)
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")) == "".join(STORY)
 
 
 def _fallback_config(a: PieceUpstream, b: PieceUpstream, resume: bool) -> dict[str, Any]:
     config = gateway_config(a, b)
-    config["routes"]["story"] = {"targets": ["rep-a"], "fallbacks": ["rep-b"],
-                                 **({"resume_fallbacks": ["rep-b"]} if resume else {})}
+    config["routes"]["story"] = {
+        "targets": ["rep-a"],
+        "fallbacks": ["rep-b"],
+        **({"resume_fallbacks": ["rep-b"]} if resume else {}),
+    }
     return config
 
 
@@ -324,7 +371,12 @@ def test_resume_fallbacks_must_name_fallbacks() -> None:
     from gpufleet.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"routes\.story.*resume_fallbacks: 'rep-c' is not one of this route"):
-        parse_config({"models": {"rep-a": {"engine": "remote", "url": "http://127.0.0.1:9/v1"},
-                                 "rep-b": {"engine": "remote", "url": "http://127.0.0.1:9/v1"}},
-                      "routes": {"story": {"targets": ["rep-a"], "fallbacks": ["rep-b"],
-                                           "resume_fallbacks": ["rep-c"]}}})
+        parse_config(
+            {
+                "models": {
+                    "rep-a": {"engine": "remote", "url": "http://127.0.0.1:9/v1"},
+                    "rep-b": {"engine": "remote", "url": "http://127.0.0.1:9/v1"},
+                },
+                "routes": {"story": {"targets": ["rep-a"], "fallbacks": ["rep-b"], "resume_fallbacks": ["rep-c"]}},
+            }
+        )

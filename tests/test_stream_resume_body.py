@@ -7,15 +7,25 @@ from typing import Any
 from gpufleet.gateway.stream_resume import ResumeTrail, resume_body
 
 
-def chunk(content: str | None = None, *, reasoning: str | None = None, finish: str | None = None,
-          usage: dict[str, int] | None = None, **delta: Any) -> dict[str, Any]:
+def chunk(
+    content: str | None = None,
+    *,
+    reasoning: str | None = None,
+    finish: str | None = None,
+    usage: dict[str, int] | None = None,
+    **delta: Any,
+) -> dict[str, Any]:
     d: dict[str, Any] = dict(delta)
     if content is not None:
         d["content"] = content
     if reasoning is not None:
         d["reasoning_content"] = reasoning
-    out: dict[str, Any] = {"id": "chatcmpl-A", "created": 111, "object": "chat.completion.chunk",
-                           "choices": [{"index": 0, "delta": d, "finish_reason": finish}]}
+    out: dict[str, Any] = {
+        "id": "chatcmpl-A",
+        "created": 111,
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": d, "finish_reason": finish}],
+    }
     if usage is not None:
         out = {"id": "chatcmpl-B", "created": 222, "choices": [], "usage": usage}
     return out
@@ -29,8 +39,12 @@ def trail_of(*chunks: dict[str, Any]) -> ResumeTrail:
 
 
 def test_chat_continues_the_relayed_text_as_an_unfinished_assistant_message() -> None:
-    body: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "story"}], "max_tokens": 200,
-                            "stream": True}
+    body: dict[str, Any] = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "story"}],
+        "max_tokens": 200,
+        "stream": True,
+    }
     trail = trail_of(chunk(role="assistant"), chunk("Once"), chunk(" upon"), chunk(" a"))
     resumed = resume_body(body, "chat", trail)
     assert resumed is not None
@@ -54,7 +68,7 @@ def test_reasoning_goes_back_inside_its_think_block() -> None:
 
 def test_raw_tool_call_text_is_replayed_for_the_dialect_to_finish() -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "q"}]}
-    trail = trail_of(chunk("<think>\nhm\n</think>\n\n<tool_call>\n{\"name\": \"sh"))
+    trail = trail_of(chunk('<think>\nhm\n</think>\n\n<tool_call>\n{"name": "sh'))
     prefill = resume_body(body, "chat", trail)["messages"][-1]["content"]  # type: ignore[index]
     assert prefill + trail.replay == '<think>\nhm\n</think>\n\n<tool_call>\n{"name": "sh'
 

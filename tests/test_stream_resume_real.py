@@ -28,10 +28,22 @@ pytestmark = pytest.mark.slow
 
 TOKENS = 200
 STORY = "Write a short story about a robot learning to paint."
-CHAT = {"model": "smol", "messages": [{"role": "user", "content": STORY}], "max_tokens": TOKENS, "temperature": 0,
-        "seed": 1, "stream": True}
-COMPLETION = {"model": "smol", "prompt": "The history of the printing press begins", "max_tokens": TOKENS,
-              "temperature": 0, "seed": 1, "stream": True}
+CHAT = {
+    "model": "smol",
+    "messages": [{"role": "user", "content": STORY}],
+    "max_tokens": TOKENS,
+    "temperature": 0,
+    "seed": 1,
+    "stream": True,
+}
+COMPLETION = {
+    "model": "smol",
+    "prompt": "The history of the printing press begins",
+    "max_tokens": TOKENS,
+    "temperature": 0,
+    "seed": 1,
+    "stream": True,
+}
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +98,9 @@ def _run(gateway: ServedGateway, path: str, body: dict[str, Any], kill_after: in
     return "".join(pieces), chunks
 
 
-@pytest.mark.parametrize(("path", "body"), [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)],
-                         ids=["chat", "completions"])
+@pytest.mark.parametrize(
+    ("path", "body"), [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)], ids=["chat", "completions"]
+)
 def test_killing_the_serving_engine_mid_answer_costs_the_client_nothing(
     replicas: ServedGateway, path: str, body: dict[str, Any]
 ) -> None:

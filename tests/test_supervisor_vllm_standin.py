@@ -135,8 +135,9 @@ async def test_crash_restarts_with_backoff_and_serves_again(supervised: Any, tmp
     sup = await supervised(events, env=env, restart={"backoff_initial_s": 0.2})
     await sup.ensure_ready("m")
     first_pid = sup.status()[0]["pid"]
-    await wait_for(lambda: sup.status()[0]["restarts"] == 1 and sup.status()[0]["state"] == "ready",
-                   "the restart after the crash")
+    await wait_for(
+        lambda: sup.status()[0]["restarts"] == 1 and sup.status()[0]["state"] == "ready", "the restart after the crash"
+    )
     crash = events.index("crashed with exit code 1; restarting in 0.2 s (attempt 1)")
     assert events.index("ready in", crash) > crash
     status = sup.status()[0]
@@ -152,14 +153,18 @@ async def test_a_crashed_engines_leftover_workers_are_killed(supervised: Any, tm
     """vLLM's EngineCore/TP workers live in the server's process group; when the server dies abruptly they would
     keep the GPU memory the restart needs."""
     worker_file = tmp_path / "worker.pid"
-    env = {"STANDIN_VLLM_CRASH_AFTER_S": "0.3", "STANDIN_VLLM_CRASH_ONCE_FILE": str(tmp_path / "crashed"),
-           "STANDIN_VLLM_WORKER_PID_FILE": str(worker_file)}
+    env = {
+        "STANDIN_VLLM_CRASH_AFTER_S": "0.3",
+        "STANDIN_VLLM_CRASH_ONCE_FILE": str(tmp_path / "crashed"),
+        "STANDIN_VLLM_WORKER_PID_FILE": str(worker_file),
+    }
     sup = await supervised(env=env, restart={"backoff_initial_s": 0.2})
     await sup.ensure_ready("m")
     worker = int(worker_file.read_text())
     assert pid_alive(worker)
-    await wait_for(lambda: sup.status()[0]["restarts"] == 1 and sup.status()[0]["state"] == "ready",
-                   "the restart after the crash")
+    await wait_for(
+        lambda: sup.status()[0]["restarts"] == 1 and sup.status()[0]["state"] == "ready", "the restart after the crash"
+    )
     await wait_for(lambda: not pid_alive(worker), "the crashed server's worker to be killed", limit_s=10)
     assert pid_alive(int(worker_file.read_text()))  # the restarted server's own worker runs
 
@@ -181,8 +186,10 @@ def _chat(model: str, content: str = "hi") -> dict[str, Any]:
 async def test_gateway_answers_503_with_the_oom_cause() -> None:
     config = parse_config({"models": {"big": standin_model(env={"STANDIN_VLLM_FAIL": "oom"})}})
     app = build_app(config)
-    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                               base_url="http://localhost") as http:
+    async with (
+        running(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
+    ):
         response = await http.post("/v1/chat/completions", json=_chat("big"), timeout=60)
         status = (await http.get("/status")).json()["models"][0]
     assert response.status_code == 503
@@ -196,8 +203,10 @@ async def test_gateway_answers_503_with_the_oom_cause() -> None:
 async def test_gateway_relays_and_exports_scraped_vllm_metrics_with_the_model_label() -> None:
     model = standin_model(env={"STANDIN_VLLM_KV_USAGE": "0.91"}, aliases=["qwen"])
     app = build_app(parse_config({"models": {"qwen3-8b": model}}))
-    async with running(app) as gateway, \
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http:
+    async with (
+        running(app) as gateway,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
+    ):
         reply = await http.post("/v1/chat/completions", json=_chat("qwen", "ping pong"), timeout=60)
         assert reply.status_code == 200
         assert reply.json()["choices"][0]["message"]["content"] == "echo: ping pong"

@@ -43,7 +43,6 @@ from tests.standin_kit import STANDIN_ENGINE_PROCESS
 STANDIN_VLLM = Path(__file__).resolve().parent / "standin_vllm"
 
 
-
 class StandInEngine:
     """An Engine that launches tests/standin_engine_process.py for any model."""
 
@@ -55,8 +54,13 @@ class StandInEngine:
 
     def launch_spec(self, name: str, model: object, resolved: None, port: int) -> LaunchSpec:
         urls = local_urls(port, metrics_path=None)
-        return LaunchSpec(argv=[sys.executable, str(STANDIN_ENGINE_PROCESS), str(port)], env={}, port=port,
-                          base_url=urls["base_url"], health_url=urls["health_url"])
+        return LaunchSpec(
+            argv=[sys.executable, str(STANDIN_ENGINE_PROCESS), str(port)],
+            env={},
+            port=port,
+            base_url=urls["base_url"],
+            health_url=urls["health_url"],
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -81,36 +85,61 @@ def member(name: str, occupancy: str = "up", share: int = 1, in_flight: int = 0,
 
 # ---- the pure policy --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("target", "members", "budget", "expected"), [
-    # exclusive group: the idle resident is freed
-    ("b", [member("a"), member("b", "off")], 1, SwapPlan(victims=("a",))),
-    # a busy resident is never freed: wait for it to drain
-    ("b", [member("a", in_flight=1), member("b", "off")], 1, SwapPlan(wait=True)),
-    # the target is already up: nothing to do
-    ("a", [member("a"), member("b", "off")], 1, SwapPlan()),
-    # a sleeping (off) member takes no room
-    ("b", [member("a", "off"), member("b", "off")], 1, SwapPlan()),
-    # a member on its way out still holds its room: wait
-    ("b", [member("a", "leaving"), member("b", "off")], 1, SwapPlan(wait=True)),
-    # the target itself is on its way out: wait, then start it again
-    ("a", [member("a", "leaving")], 1, SwapPlan(wait=True)),
-    # budget: both fit, nothing freed
-    ("b", [member("a", share=40), member("b", "off", share=40)], 100, SwapPlan()),
-    # budget: least recently used idle member goes first, and only as many as needed
-    ("c", [member("a", share=40, last_used=2), member("b", share=40, last_used=1), member("c", "off", share=60)],
-     100, SwapPlan(victims=("b",))),
-    # budget: the busy one is skipped, the idle one is enough
-    ("c", [member("a", share=40, last_used=1, in_flight=3), member("b", share=40, last_used=2),
-           member("c", "off", share=60)], 100, SwapPlan(victims=("b",))),
-    # budget: two victims needed
-    ("c", [member("a", share=50, last_used=1), member("b", share=50, last_used=2), member("c", "off", share=100)],
-     100, SwapPlan(victims=("a", "b"))),
-    # budget: not enough idle room yet → free nothing, wait
-    ("c", [member("a", share=50, in_flight=1), member("b", share=50), member("c", "off", share=100)],
-     100, SwapPlan(wait=True)),
-])
+
+@pytest.mark.parametrize(
+    ("target", "members", "budget", "expected"),
+    [
+        # exclusive group: the idle resident is freed
+        ("b", [member("a"), member("b", "off")], 1, SwapPlan(victims=("a",))),
+        # a busy resident is never freed: wait for it to drain
+        ("b", [member("a", in_flight=1), member("b", "off")], 1, SwapPlan(wait=True)),
+        # the target is already up: nothing to do
+        ("a", [member("a"), member("b", "off")], 1, SwapPlan()),
+        # a sleeping (off) member takes no room
+        ("b", [member("a", "off"), member("b", "off")], 1, SwapPlan()),
+        # a member on its way out still holds its room: wait
+        ("b", [member("a", "leaving"), member("b", "off")], 1, SwapPlan(wait=True)),
+        # the target itself is on its way out: wait, then start it again
+        ("a", [member("a", "leaving")], 1, SwapPlan(wait=True)),
+        # budget: both fit, nothing freed
+        ("b", [member("a", share=40), member("b", "off", share=40)], 100, SwapPlan()),
+        # budget: least recently used idle member goes first, and only as many as needed
+        (
+            "c",
+            [member("a", share=40, last_used=2), member("b", share=40, last_used=1), member("c", "off", share=60)],
+            100,
+            SwapPlan(victims=("b",)),
+        ),
+        # budget: the busy one is skipped, the idle one is enough
+        (
+            "c",
+            [
+                member("a", share=40, last_used=1, in_flight=3),
+                member("b", share=40, last_used=2),
+                member("c", "off", share=60),
+            ],
+            100,
+            SwapPlan(victims=("b",)),
+        ),
+        # budget: two victims needed
+        (
+            "c",
+            [member("a", share=50, last_used=1), member("b", share=50, last_used=2), member("c", "off", share=100)],
+            100,
+            SwapPlan(victims=("a", "b")),
+        ),
+        # budget: not enough idle room yet → free nothing, wait
+        (
+            "c",
+            [member("a", share=50, in_flight=1), member("b", share=50), member("c", "off", share=100)],
+            100,
+            SwapPlan(wait=True),
+        ),
+    ],
+)
 def test_plan_swap_frees_idle_members_least_recently_used_first(
-        target: str, members: list[Member], budget: int, expected: SwapPlan) -> None:
+    target: str, members: list[Member], budget: int, expected: SwapPlan
+) -> None:
     assert plan_swap(target, members, budget) == expected
 
 
@@ -126,9 +155,22 @@ def test_sleep_needs_declared_memory_and_enough_host_ram(tmp_path: Path) -> None
 
 # ---- the queue and the stop/start path, with stand-in processes ---------------------------------------------
 
+
 def standin_models(*names: str, group: str = "gpu0", **extra: Any) -> dict[str, LlamaCppModel]:
-    config = parse_config({"models": {n: {"engine": "llamacpp", "source": "/nonexistent.gguf", "swap_group": group,
-                                          "stop_grace_s": 2, **extra.get(n, {})} for n in names}})
+    config = parse_config(
+        {
+            "models": {
+                n: {
+                    "engine": "llamacpp",
+                    "source": "/nonexistent.gguf",
+                    "swap_group": group,
+                    "stop_grace_s": 2,
+                    **extra.get(n, {}),
+                }
+                for n in names
+            }
+        }
+    )
     return {n: m for n, m in config.models.items() if isinstance(m, LlamaCppModel)}
 
 
@@ -154,10 +196,13 @@ async def started() -> AsyncIterator[Make]:
 @pytest.fixture
 def supervised(started: Make) -> Make:
     """Supervisors whose llama.cpp models run as the inline stand-in process."""
-    async def make(models: dict[str, Any], groups: dict[str, SwapGroupConfig] | None = None,
-                   **kwargs: Any) -> Supervisor:
-        return await started(models, health_interval_s=0.02, swap_groups=groups,
-                             engines={"llamacpp": StandInEngine()}, **kwargs)
+
+    async def make(
+        models: dict[str, Any], groups: dict[str, SwapGroupConfig] | None = None, **kwargs: Any
+    ) -> Supervisor:
+        return await started(
+            models, health_interval_s=0.02, swap_groups=groups, engines={"llamacpp": StandInEngine()}, **kwargs
+        )
 
     return make
 
@@ -316,17 +361,27 @@ async def test_swap_to_names_what_it_freed_and_refuses_a_model_in_no_group(super
 
 # ---- sleep / wake against the stand-in vLLM ----------------------------------------------------------------
 
+
 def standin_vllm_models(meminfo_mib: dict[str, int | None] | None = None, **extra: Any) -> dict[str, VllmModel]:
     """Two `vllm` models launched as the STAND-IN vLLM (real argv, PYTHONPATH → tests/standin_vllm)."""
+
     def one(name: str) -> dict[str, Any]:
         model: dict[str, Any] = {
-            "engine": "vllm", "model": f"/models/{name}", "python": sys.executable, "device": "cuda",
-            "max_model_len": 2048, "ready_timeout_s": 60, "stop_grace_s": 5, "swap_group": "gpu0",
-            "enable_sleep_mode": True, "memory_mib": 4000,
+            "engine": "vllm",
+            "model": f"/models/{name}",
+            "python": sys.executable,
+            "device": "cuda",
+            "max_model_len": 2048,
+            "ready_timeout_s": 60,
+            "stop_grace_s": 5,
+            "swap_group": "gpu0",
+            "enable_sleep_mode": True,
+            "memory_mib": 4000,
             "env": {"PYTHONPATH": str(STANDIN_VLLM), "STANDIN_VLLM_PHASE_DELAY_S": "0.01"},
         }
         model.update(extra.get(name, {}))
         return model
+
     config = parse_config({"models": {"ml": one("ml"), "r1": one("r1")}})
     return {n: m for n, m in config.models.items() if isinstance(m, VllmModel)}
 
@@ -340,12 +395,11 @@ def meminfo_file(tmp_path: Path, available_mib: int) -> Path:
 @pytest.fixture
 def sleepy(started: Make) -> Make:
     """Supervisors of stand-in vLLM models that read host RAM from the given meminfo file."""
+
     async def make(models: dict[str, Any], meminfo: Path, **kwargs: Any) -> Supervisor:
         return await started(models, health_interval_s=0.05, meminfo_path=meminfo, **kwargs)
 
     return make
-
-
 
 
 async def is_sleeping(sup: Supervisor, name: str) -> bool:
@@ -379,8 +433,9 @@ async def test_a_sleep_mode_member_sleeps_and_wakes_instead_of_restarting(sleepy
 @pytest.mark.processes
 async def test_short_host_ram_stops_instead_of_sleeping(sleepy: Make, tmp_path: Path) -> None:
     events: list[str] = []
-    sup = await sleepy(standin_vllm_models(), meminfo_file(tmp_path, 5000),
-                       on_event=lambda name, msg: events.append(f"{name}: {msg}"))
+    sup = await sleepy(
+        standin_vllm_models(), meminfo_file(tmp_path, 5000), on_event=lambda name, msg: events.append(f"{name}: {msg}")
+    )
     await sup.ensure_ready("ml")
     ml_pid = pid_of(sup, "ml")
     result = await sup.swap_to("r1")
@@ -413,6 +468,7 @@ async def test_a_sleeper_that_dies_is_cold_started_next_time(sleepy: Make, tmp_p
 
 
 # ---- the HTTP admin endpoint and the CLI -------------------------------------------------------------------
+
 
 def gateway_config() -> dict[str, Any]:
     models = {name: model.model_dump(exclude_unset=True) for name, model in standin_vllm_models().items()}
@@ -465,6 +521,7 @@ def test_cli_swap_switches_models_like_the_seeds_gpu_mode() -> None:
 
 # ---- slow: two real embedded SmolLM2 engines sharing one budget ------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def smol_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
     tmp = tmp_path_factory.mktemp("swap-pair")
@@ -483,8 +540,7 @@ def smol_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGatewa
 
 def ask(gw: ServedGateway, model: str) -> str:
     client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0, timeout=120)
-    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Say hi."}],
-                                           max_tokens=4)
+    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Say hi."}], max_tokens=4)
     return reply.model
 
 
@@ -518,18 +574,26 @@ def test_alternating_requests_run_one_engine_at_a_time(smol_pair: ServedGateway)
 @pytest.mark.slow
 def test_concurrent_requests_for_both_models_are_batched_and_the_queue_is_bounded(smol_pair: ServedGateway) -> None:
     ask(smol_pair, "smol-a")  # a is resident
-    long_story = {"model": "smol-a", "messages": [{"role": "user", "content": "Tell a long story."}],
-                  "max_tokens": 8000, "ignore_eos": True, "stream": True}
+    long_story = {
+        "model": "smol-a",
+        "messages": [{"role": "user", "content": "Tell a long story."}],
+        "max_tokens": 8000,
+        "ignore_eos": True,
+        "stream": True,
+    }
     arrivals = ["smol-b", "smol-a"] * 4  # eight alternating requests: exactly max_queue
 
     async def main() -> tuple[list[int], httpx.Response, int]:
         async with httpx.AsyncClient(base_url=smol_pair.url, timeout=180) as client:
+
             async def queued() -> int:
                 return int((await client.get("/status")).json()["swap_groups"]["cpu0"]["queued"])
 
             async def one(model: str) -> int:
-                reply = await client.post("/v1/chat/completions", json={
-                    "model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+                reply = await client.post(
+                    "/v1/chat/completions",
+                    json={"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2},
+                )
                 return reply.status_code
 
             # A long stream keeps a busy, so every request below queues behind it, in arrival order.
@@ -546,8 +610,10 @@ def test_concurrent_requests_for_both_models_are_batched_and_the_queue_is_bounde
                         assert not any(t.done() for t in tasks), "a request was served instead of queued"
                         assert time.monotonic() < deadline, "timed out waiting for the request to queue"
                         await asyncio.sleep(0.05)
-                refused = await client.post("/v1/chat/completions", json={
-                    "model": "smol-b", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+                refused = await client.post(
+                    "/v1/chat/completions",
+                    json={"model": "smol-b", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2},
+                )
             # The stream is closed: a drains, then b's batch runs, then a's batch.
             return list(await asyncio.gather(*tasks)), refused, swaps_before
 
@@ -563,7 +629,8 @@ def test_the_docs_config_example_is_valid() -> None:
     text = (REPO / "docs" / "swap-groups.md").read_text()
     block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
     config = parse_config(yaml.safe_load(block), file="docs/swap-groups.md")
-    sup = Supervisor({n: m for n, m in config.models.items() if isinstance(m, VllmModel)},
-                     swap_groups=config.swap_groups)
+    sup = Supervisor(
+        {n: m for n, m in config.models.items() if isinstance(m, VllmModel)}, swap_groups=config.swap_groups
+    )
     group = sup.groups["rtx3060"]
     assert group.member_names == ["ml", "r1"] and group.budget == 12288

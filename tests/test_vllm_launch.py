@@ -25,6 +25,7 @@ def vllm_spec(name: str, model: VllmModel, port: int) -> LaunchSpec:
     engine = VllmEngine()
     return engine.launch_spec(name, model, engine.resolve(name, model), port)
 
+
 PORT = 41234
 SEED_REMOVED = ("--swap-space", "--enable-reasoning", "--rope-scaling")
 
@@ -70,20 +71,32 @@ def docker_spec(**fields: Any) -> LaunchSpec:
 
 
 def test_plan_fills_seed_002_3060_with_awq_marlin_eager_and_parsers() -> None:
-    model = vllm_config(model="Qwen/Qwen3-8B-AWQ", plan=True, gpu="rtx3060", max_model_len=8192,
-                        gpu_memory_utilization=0.90)
+    model = vllm_config(
+        model="Qwen/Qwen3-8B-AWQ", plan=True, gpu="rtx3060", max_model_len=8192, gpu_memory_utilization=0.90
+    )
     resolved = resolve_model("qwen3-8b", model, "0.26.0")
     m = resolved.launch
     assert (m.quantization, m.enforce_eager, m.max_model_len, m.gpu_memory_utilization) == (
-        "awq_marlin", True, 8192, 0.90)
+        "awq_marlin",
+        True,
+        8192,
+        0.90,
+    )
     assert (m.reasoning_parser, m.tool_call_parser) == ("qwen3", "hermes")
     assert m.cpu_offload_gb is None and m.hf_overrides is None
     assert set(resolved.filled) == {"quantization", "enforce_eager", "reasoning_parser", "tool_call_parser"}
 
 
 def test_explicit_config_values_win_over_the_plan() -> None:
-    model = vllm_config(model="Qwen/Qwen3-8B-AWQ", plan=True, gpu="rtx3060", max_model_len=8192,
-                        enforce_eager=False, quantization="awq", reasoning_parser="deepseek_r1")
+    model = vllm_config(
+        model="Qwen/Qwen3-8B-AWQ",
+        plan=True,
+        gpu="rtx3060",
+        max_model_len=8192,
+        enforce_eager=False,
+        quantization="awq",
+        reasoning_parser="deepseek_r1",
+    )
     m = resolve_model("qwen3-8b", model, "0.26.0").launch
     assert (m.enforce_eager, m.quantization, m.reasoning_parser) == (False, "awq", "deepseek_r1")
 
@@ -101,8 +114,9 @@ def test_a_plan_that_does_not_fit_is_an_engine_error_with_the_planners_fixes() -
 
 
 def test_gpu_given_as_vram_plans_a_custom_card() -> None:
-    m = resolve_model("q", vllm_config(model="Qwen/Qwen3-32B-AWQ", plan=True, gpu="24GiB",
-                                       max_model_len=8192), "0.26.0").launch
+    m = resolve_model(
+        "q", vllm_config(model="Qwen/Qwen3-32B-AWQ", plan=True, gpu="24GiB", max_model_len=8192), "0.26.0"
+    ).launch
     assert m.quantization == "awq_marlin" and m.gpu_memory_utilization == 0.92
 
 
@@ -114,8 +128,13 @@ def test_unknown_gpu_and_unknown_model_name_what_to_fix() -> None:
 
 
 def test_seed_003_131072_on_two_80gb_gets_yarn_overrides_for_the_version() -> None:
-    model = vllm_config(model="Qwen/Qwen2.5-Coder-32B-Instruct", plan=True, gpu="a100-80gb",
-                        tensor_parallel_size=2, max_model_len=131072)
+    model = vllm_config(
+        model="Qwen/Qwen2.5-Coder-32B-Instruct",
+        plan=True,
+        gpu="a100-80gb",
+        tensor_parallel_size=2,
+        max_model_len=131072,
+    )
     new = resolve_model("coder", model, "0.33.0").launch.hf_overrides
     assert new is not None and new["max_position_embeddings"] == 131072
     assert new["rope_parameters"]["factor"] == 4.0
@@ -124,8 +143,14 @@ def test_seed_003_131072_on_two_80gb_gets_yarn_overrides_for_the_version() -> No
 
 
 def test_seed_001_wsl2_offload_only_when_allowed_and_v0_only_before_011() -> None:
-    fields: dict[str, Any] = {"model": "Qwen/Qwen3-32B-AWQ", "plan": True, "gpu": "rtx3090", "max_model_len": 16384,
-              "gpu_memory_utilization": 0.90, "wsl2": True}
+    fields: dict[str, Any] = {
+        "model": "Qwen/Qwen3-32B-AWQ",
+        "plan": True,
+        "gpu": "rtx3090",
+        "max_model_len": 16384,
+        "gpu_memory_utilization": 0.90,
+        "wsl2": True,
+    }
     with pytest.raises(EngineError, match="does not fit"):
         resolve_model("q", vllm_config(**fields), "0.8.5")
     resolved = resolve_model("q", vllm_config(**fields, allow_cpu_offload=True), "0.8.5")
@@ -135,8 +160,9 @@ def test_seed_001_wsl2_offload_only_when_allowed_and_v0_only_before_011() -> Non
 
 
 def test_cpu_plan_with_float32_sizes_the_kv_cache_at_4_bytes() -> None:
-    model = vllm_config(model="HuggingFaceTB/SmolLM2-135M-Instruct", plan=True, device="cpu", dtype="float32",
-                        cpu_kv_cache_space_gib=1)
+    model = vllm_config(
+        model="HuggingFaceTB/SmolLM2-135M-Instruct", plan=True, device="cpu", dtype="float32", cpu_kv_cache_space_gib=1
+    )
     m = resolve_model("smol", model, "0.32.0")
     assert m.plan is not None and m.plan.kv_bytes_per_token == 2 * 30 * 3 * 64 * 4
     assert m.launch.dtype == "float32" and m.launch.enforce_eager and m.launch.gpu_memory_utilization is None
@@ -153,35 +179,64 @@ def test_plan_needs_a_gpu_and_planner_inputs_need_plan() -> None:
 
 
 def test_process_launch_reads_the_version_and_refuses_a_removed_flag_naming_it(fake_vllm_env: dict[str, str]) -> None:
-    model = vllm_config(model="Qwen/Qwen3-235B-A22B-AWQ", python=sys.executable, env=fake_vllm_env,
-                        extra_args=["--swap-space", "16"])
-    with pytest.raises(EngineError, match=r"vLLM 0\.26\.0 \(.*python.*\) would refuse .*--swap-space: --swap-space "
-                                          r"was removed in vLLM 0\.18"):
+    model = vllm_config(
+        model="Qwen/Qwen3-235B-A22B-AWQ", python=sys.executable, env=fake_vllm_env, extra_args=["--swap-space", "16"]
+    )
+    with pytest.raises(
+        EngineError,
+        match=r"vLLM 0\.26\.0 \(.*python.*\) would refuse .*--swap-space: --swap-space "
+        r"was removed in vLLM 0\.18",
+    ):
         vllm_spec("q", model, PORT)
 
 
 def test_process_launch_from_the_plan_has_the_version_and_filled_fields(fake_vllm_env: dict[str, str]) -> None:
-    model = vllm_config(model="Qwen/Qwen3-8B-AWQ", python=sys.executable, env=fake_vllm_env, plan=True,
-                        gpu="rtx3060", max_model_len=8192, gpu_memory_utilization=0.9)
+    model = vllm_config(
+        model="Qwen/Qwen3-8B-AWQ",
+        python=sys.executable,
+        env=fake_vllm_env,
+        plan=True,
+        gpu="rtx3060",
+        max_model_len=8192,
+        gpu_memory_utilization=0.9,
+    )
     spec = vllm_spec("qwen3-8b", model, PORT)
     assert spec.argv[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
     # The one flag order (planner/launch.py's renderer), the same as `gpufleet plan` prints.
     assert spec.argv[3:] == [
-        "--model", "Qwen/Qwen3-8B-AWQ", "--served-model-name", "qwen3-8b", "--quantization", "awq_marlin",
-        "--max-model-len", "8192", "--gpu-memory-utilization", "0.9", "--enforce-eager",
-        "--reasoning-parser", "qwen3", "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
-        "--host", "127.0.0.1", "--port", str(PORT),
+        "--model",
+        "Qwen/Qwen3-8B-AWQ",
+        "--served-model-name",
+        "qwen3-8b",
+        "--quantization",
+        "awq_marlin",
+        "--max-model-len",
+        "8192",
+        "--gpu-memory-utilization",
+        "0.9",
+        "--enforce-eager",
+        "--reasoning-parser",
+        "qwen3",
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        "hermes",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(PORT),
     ]
     assert spec.extra["vllm_version"] == "0.26.0" and spec.stop_argv is None
 
 
 def test_reasoning_parser_gets_enable_reasoning_before_0_10(fake_docker: str) -> None:
     """Seed 000's follow-up: on 0.8.5 the parser needs --enable-reasoning; from 0.10 the flag is gone."""
-    old = docker_spec(model="Qwen/Qwen3-32B-AWQ", reasoning_parser="qwen3",
-                      docker={"image": "vllm/vllm-openai:v0.8.5"}).argv
+    old = docker_spec(
+        model="Qwen/Qwen3-32B-AWQ", reasoning_parser="qwen3", docker={"image": "vllm/vllm-openai:v0.8.5"}
+    ).argv
     assert old[old.index("--reasoning-parser") - 1] == "--enable-reasoning"
-    new = docker_spec(model="Qwen/Qwen3-32B-AWQ", reasoning_parser="qwen3",
-                      docker={"image": "vllm/vllm-openai:v0.10.2"}).argv
+    new = docker_spec(
+        model="Qwen/Qwen3-32B-AWQ", reasoning_parser="qwen3", docker={"image": "vllm/vllm-openai:v0.10.2"}
+    ).argv
     assert "--enable-reasoning" not in new
 
 
@@ -189,20 +244,57 @@ def test_reasoning_parser_gets_enable_reasoning_before_0_10(fake_docker: str) ->
 
 
 def test_seed_000_001_3090_awq_in_a_pinned_container(fake_docker: str, tmp_path: Path) -> None:
-    spec = docker_spec(model="Qwen/Qwen3-32B-AWQ", plan=True, gpu="rtx3090", max_model_len=8192,
-                       docker={"image": "vllm/vllm-openai:v0.8.5", "hf_cache": str(tmp_path / "hf"),
-                               "env": {"HF_TOKEN": "hf_secret"}})
+    spec = docker_spec(
+        model="Qwen/Qwen3-32B-AWQ",
+        plan=True,
+        gpu="rtx3090",
+        max_model_len=8192,
+        docker={"image": "vllm/vllm-openai:v0.8.5", "hf_cache": str(tmp_path / "hf"), "env": {"HF_TOKEN": "hf_secret"}},
+    )
     name = f"gpufleet-m-{PORT}"
     assert spec.argv == [
-        fake_docker, "run", "--rm", "--init", "--name", name, "--gpus", "all", "--ipc=host",
-        "-p", f"127.0.0.1:{PORT}:8000", "-v", f"{tmp_path / 'hf'}:/root/.cache/huggingface",
-        "-e", "DO_NOT_TRACK", "-e", "HF_TOKEN", "-e", "VLLM_API_KEY", "-e", "VLLM_NO_USAGE_STATS",
+        fake_docker,
+        "run",
+        "--rm",
+        "--init",
+        "--name",
+        name,
+        "--gpus",
+        "all",
+        "--ipc=host",
+        "-p",
+        f"127.0.0.1:{PORT}:8000",
+        "-v",
+        f"{tmp_path / 'hf'}:/root/.cache/huggingface",
+        "-e",
+        "DO_NOT_TRACK",
+        "-e",
+        "HF_TOKEN",
+        "-e",
+        "VLLM_API_KEY",
+        "-e",
+        "VLLM_NO_USAGE_STATS",
         "vllm/vllm-openai:v0.8.5",
-        "--model", "Qwen/Qwen3-32B-AWQ", "--served-model-name", "m", "--quantization", "awq_marlin",
-        "--max-model-len", "8192", "--gpu-memory-utilization", "0.92",
-        "--enable-reasoning", "--reasoning-parser", "qwen3",
-        "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
-        "--host", "0.0.0.0", "--port", "8000",
+        "--model",
+        "Qwen/Qwen3-32B-AWQ",
+        "--served-model-name",
+        "m",
+        "--quantization",
+        "awq_marlin",
+        "--max-model-len",
+        "8192",
+        "--gpu-memory-utilization",
+        "0.92",
+        "--enable-reasoning",
+        "--reasoning-parser",
+        "qwen3",
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        "hermes",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
     ]
     # Values travel in the client's environment, so the token is not visible in `ps`.
     assert spec.env["HF_TOKEN"] == "hf_secret" and "hf_secret" not in " ".join(spec.argv)
@@ -216,26 +308,43 @@ def test_seed_000_001_3090_awq_in_a_pinned_container(fake_docker: str, tmp_path:
 
 
 def test_seed_002_3060_k8s_setup_as_a_container_with_shm_and_one_device(fake_docker: str) -> None:
-    spec = docker_spec(model="Qwen/Qwen3-8B-AWQ", plan=True, gpu="rtx3060", max_model_len=8192,
-                       gpu_memory_utilization=0.90,
-                       docker={"image": "vllm/vllm-openai:v0.8.5.post1", "gpus": [0], "ipc_host": False,
-                               "shm_size": "8g", "hf_cache": "/var/lib/vllm/huggingface"})
+    spec = docker_spec(
+        model="Qwen/Qwen3-8B-AWQ",
+        plan=True,
+        gpu="rtx3060",
+        max_model_len=8192,
+        gpu_memory_utilization=0.90,
+        docker={
+            "image": "vllm/vllm-openai:v0.8.5.post1",
+            "gpus": [0],
+            "ipc_host": False,
+            "shm_size": "8g",
+            "hf_cache": "/var/lib/vllm/huggingface",
+        },
+    )
     argv = spec.argv
     assert flag(argv, "--gpus") == '"device=0"' and flag(argv, "--shm-size") == "8g" and "--ipc=host" not in argv
     assert flag(argv, "-v") == "/var/lib/vllm/huggingface:/root/.cache/huggingface"
-    serve = argv[argv.index("vllm/vllm-openai:v0.8.5.post1") + 1:]
-    for f, value in (("--quantization", "awq_marlin"), ("--gpu-memory-utilization", "0.9"),
-                     ("--max-model-len", "8192")):
+    serve = argv[argv.index("vllm/vllm-openai:v0.8.5.post1") + 1 :]
+    for f, value in (
+        ("--quantization", "awq_marlin"),
+        ("--gpu-memory-utilization", "0.9"),
+        ("--max-model-len", "8192"),
+    ):
         assert flag(serve, f) == value
     assert "--enforce-eager" in serve  # seed 002: "NEVER remove --enforce-eager" on the 3060
     assert spec.extra["vllm_version"] == "0.8.5"
 
 
 def test_seed_003_two_80gb_tp2_with_yarn_and_a_local_model_dir(fake_docker: str, tmp_path: Path) -> None:
-    spec = docker_spec(model="Qwen/Qwen2.5-Coder-32B-Instruct", plan=True, gpu="a100-80gb",
-                       tensor_parallel_size=2, max_model_len=131072,
-                       docker={"image": "vllm/vllm-openai:v0.26.0", "gpus": [0, 1],
-                               "volumes": [f"{tmp_path}:/data:ro"]})
+    spec = docker_spec(
+        model="Qwen/Qwen2.5-Coder-32B-Instruct",
+        plan=True,
+        gpu="a100-80gb",
+        tensor_parallel_size=2,
+        max_model_len=131072,
+        docker={"image": "vllm/vllm-openai:v0.26.0", "gpus": [0, 1], "volumes": [f"{tmp_path}:/data:ro"]},
+    )
     argv = spec.argv
     assert flag(argv, "--gpus") == '"device=0,1"' and "--ipc=host" in argv
     assert f"{tmp_path}:/data:ro" in argv
@@ -246,9 +355,15 @@ def test_seed_003_two_80gb_tp2_with_yarn_and_a_local_model_dir(fake_docker: str,
 
 
 def test_seed_004_two_sparks_tp2_over_ray_on_the_host_network(fake_docker: str) -> None:
-    spec = docker_spec(model="QuantTrio/Qwen3-235B-A22B-Instruct-2507-AWQ", plan=True, gpu="gb10",
-                       tensor_parallel_size=2, max_model_len=8192, gpu_memory_utilization=0.75,
-                       docker={"image": "vllm/vllm-openai:v0.26.0", "network_host": True})
+    spec = docker_spec(
+        model="QuantTrio/Qwen3-235B-A22B-Instruct-2507-AWQ",
+        plan=True,
+        gpu="gb10",
+        tensor_parallel_size=2,
+        max_model_len=8192,
+        gpu_memory_utilization=0.75,
+        docker={"image": "vllm/vllm-openai:v0.26.0", "network_host": True},
+    )
     argv = spec.argv
     assert "-p" not in argv and flag(argv, "--network") == "host"
     assert argv[-4:] == ["--host", "127.0.0.1", "--port", str(PORT)]
@@ -260,8 +375,11 @@ def test_seed_004_two_sparks_tp2_over_ray_on_the_host_network(fake_docker: str) 
 
 def test_seed_004_swap_space_in_a_new_image_is_refused_before_docker_runs(fake_docker: str) -> None:
     with pytest.raises(EngineError, match=r"vLLM 0\.26\.0 \(image vllm/vllm-openai:v0\.26\.0\).*--swap-space"):
-        docker_spec(model="QuantTrio/Qwen3-235B-A22B-Instruct-2507-AWQ", extra_args=["--swap-space", "16"],
-                    docker={"image": "vllm/vllm-openai:v0.26.0"})
+        docker_spec(
+            model="QuantTrio/Qwen3-235B-A22B-Instruct-2507-AWQ",
+            extra_args=["--swap-space", "16"],
+            docker={"image": "vllm/vllm-openai:v0.26.0"},
+        )
 
 
 def test_local_model_directory_is_mounted_read_only_at_the_same_path(fake_docker: str, tmp_path: Path) -> None:
@@ -309,24 +427,39 @@ def test_image_pinned_by_digest_has_no_version_unless_the_config_says(fake_docke
     image = "vllm/vllm-openai@sha256:" + "a" * 64
     assert docker_spec(model="Qwen/Qwen3-8B-AWQ", docker={"image": image}).extra["vllm_version"] == "unknown"
     with pytest.raises(EngineError, match=r"vLLM 0\.26\.0"):
-        docker_spec(model="Qwen/Qwen3-8B-AWQ", vllm_version="0.26.0", extra_args=["--enable-reasoning"],
-                    docker={"image": image})
+        docker_spec(
+            model="Qwen/Qwen3-8B-AWQ", vllm_version="0.26.0", extra_args=["--enable-reasoning"], docker={"image": image}
+        )
 
 
 # --- the supervisor shows a plan that does not fit ----------------------------------------------------------------
 
 
 async def test_a_plan_that_does_not_fit_answers_503_with_the_advice(fake_vllm_env: dict[str, str]) -> None:
-    config = parse_config({
-        "server": {"queue_timeout_s": 5},
-        "models": {"big": {"engine": "vllm", "model": "Qwen/Qwen3-32B", "python": sys.executable,
-                           "env": fake_vllm_env, "plan": True, "gpu": "rtx3090", "max_model_len": 8192}},
-    })
+    config = parse_config(
+        {
+            "server": {"queue_timeout_s": 5},
+            "models": {
+                "big": {
+                    "engine": "vllm",
+                    "model": "Qwen/Qwen3-32B",
+                    "python": sys.executable,
+                    "env": fake_vllm_env,
+                    "plan": True,
+                    "gpu": "rtx3090",
+                    "max_model_len": 8192,
+                }
+            },
+        }
+    )
     app = build_app(config)
-    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                               base_url="http://localhost") as http:
-        response = await http.post("/v1/chat/completions",
-                                   json={"model": "big", "messages": [{"role": "user", "content": "hi"}]})
+    async with (
+        running(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
+    ):
+        response = await http.post(
+            "/v1/chat/completions", json={"model": "big", "messages": [{"role": "user", "content": "hi"}]}
+        )
     assert response.status_code == 503, response.text
     message = response.json()["error"]["message"]
     assert "does not fit" in message and "Fixes, best first" in message
@@ -334,8 +467,20 @@ async def test_a_plan_that_does_not_fit_answers_503_with_the_advice(fake_vllm_en
 
 def test_profile_batch_keys_reach_vllm_and_the_planner() -> None:
     # They size vLLM's profile run, so they move the KV cache: the planner must see what vLLM is told.
-    config = parse_config({"models": {"m": {"engine": "vllm", "model": "Qwen/Qwen3-8B", "plan": True, "gpu": "rtx4090",
-                                            "max_num_seqs": 16, "max_num_batched_tokens": 4096}}})
+    config = parse_config(
+        {
+            "models": {
+                "m": {
+                    "engine": "vllm",
+                    "model": "Qwen/Qwen3-8B",
+                    "plan": True,
+                    "gpu": "rtx4090",
+                    "max_num_seqs": 16,
+                    "max_num_batched_tokens": 4096,
+                }
+            }
+        }
+    )
     resolved = resolve_model("m", config.models["m"], "0.26.0")  # type: ignore[arg-type]
     argv = resolved.launch.argv
     assert argv[argv.index("--max-num-seqs") + 1] == "16"

@@ -68,7 +68,11 @@ def test_real_kv_too_small_failure_gives_estimated_max_model_len() -> None:
     assert log.failure is not None
     assert log.failure.cause is FailureCause.KV_CACHE_TOO_SMALL
     assert log.failure.details == {
-        "max_model_len": 100_000, "needed_gib": 2.15, "available_gib": 1.0, "estimated_max_model_len": 46_464}
+        "max_model_len": 100_000,
+        "needed_gib": 2.15,
+        "available_gib": 1.0,
+        "estimated_max_model_len": 46_464,
+    }
     assert "at most 46464" in log.failure.hint
     assert "VLLM_CPU_KVCACHE_SPACE" in log.failure.hint
 
@@ -114,51 +118,78 @@ def test_gpu_one_line_kv_capacity_of_0_33_then_cuda_graphs_then_ready() -> None:
         "INFO:     Application startup complete.",
     ]
     phases = [change.phase for line in lines for change in log.feed(line)]
-    assert phases == [Phase.LOADING_WEIGHTS, Phase.PROFILING, Phase.KV_CACHE_ALLOCATED, Phase.CUDA_GRAPHS,
-                      Phase.READY]
+    assert phases == [Phase.LOADING_WEIGHTS, Phase.PROFILING, Phase.KV_CACHE_ALLOCATED, Phase.CUDA_GRAPHS, Phase.READY]
     assert log.kv_cache is not None
-    assert (log.kv_cache.tokens, log.kv_cache.concurrency_tokens, log.kv_cache.max_concurrency) == (
-        34_224, 8192, 4.18)
+    assert (log.kv_cache.tokens, log.kv_cache.concurrency_tokens, log.kv_cache.max_concurrency) == (34_224, 8192, 4.18)
     assert log.server_url == "http://0.0.0.0:8000"
 
 
 GPU_FAILURES = [
-    ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total"
-     " capacity of 23.57 GiB of which 1.06 GiB is free.",
-     FailureCause.CUDA_OOM, "--max-model-len"),
-    ("ValueError: To serve at least one request with the model's max seq len (40960), (5.62 GiB KV"
-     " cache is needed, which is larger than the available KV cache memory (4.70 GiB). Based on the"
-     " available memory, the estimated maximum model length is 34224. Try increasing"
-     " `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.",
-     FailureCause.KV_CACHE_TOO_SMALL, "at most 34224"),
+    (
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total"
+        " capacity of 23.57 GiB of which 1.06 GiB is free.",
+        FailureCause.CUDA_OOM,
+        "--max-model-len",
+    ),
+    (
+        "ValueError: To serve at least one request with the model's max seq len (40960), (5.62 GiB KV"
+        " cache is needed, which is larger than the available KV cache memory (4.70 GiB). Based on the"
+        " available memory, the estimated maximum model length is 34224. Try increasing"
+        " `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.",
+        FailureCause.KV_CACHE_TOO_SMALL,
+        "at most 34224",
+    ),
     # vLLM <= 0.10 spelled it "models's".
-    ("ValueError: To serve at least one request with the models's max seq len (40960), (5.62 GiB KV"
-     " cache is needed, which is larger than the available KV cache memory (4.70 GiB).",
-     FailureCause.KV_CACHE_TOO_SMALL, "4.70 GiB"),
-    ("ValueError: The model's max seq len (32768) is larger than the maximum number of tokens that can"
-     " be stored in KV cache (21024). Try increasing `gpu_memory_utilization`",
-     FailureCause.KV_CACHE_TOO_SMALL, "at most 21024"),
-    ("ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization`"
-     " when initializing the engine.",
-     FailureCause.NO_KV_CACHE_MEMORY, "--gpu-memory-utilization"),
-    ("ValueError: The quantization method awq_marlin is not supported for the current GPU. Minimum"
-     " capability: 80. Current capability: 75.",
-     FailureCause.UNSUPPORTED_QUANTIZATION, "80"),
-    ("ValueError: Unknown quantization method: awq_fast. Must be one of ['awq', 'awq_marlin'].",
-     FailureCause.UNSUPPORTED_QUANTIZATION, "'awq_fast'"),
-    ("ValueError: Bfloat16 is only supported on GPUs with compute capability of at least 8.0. Your"
-     " Tesla T4 GPU has compute capability 7.5. You can use float16 instead by explicitly setting the"
-     " `dtype` flag in CLI, for example: --dtype=half.",
-     FailureCause.COMPUTE_CAPABILITY, "--dtype half"),
+    (
+        "ValueError: To serve at least one request with the models's max seq len (40960), (5.62 GiB KV"
+        " cache is needed, which is larger than the available KV cache memory (4.70 GiB).",
+        FailureCause.KV_CACHE_TOO_SMALL,
+        "4.70 GiB",
+    ),
+    (
+        "ValueError: The model's max seq len (32768) is larger than the maximum number of tokens that can"
+        " be stored in KV cache (21024). Try increasing `gpu_memory_utilization`",
+        FailureCause.KV_CACHE_TOO_SMALL,
+        "at most 21024",
+    ),
+    (
+        "ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization`"
+        " when initializing the engine.",
+        FailureCause.NO_KV_CACHE_MEMORY,
+        "--gpu-memory-utilization",
+    ),
+    (
+        "ValueError: The quantization method awq_marlin is not supported for the current GPU. Minimum"
+        " capability: 80. Current capability: 75.",
+        FailureCause.UNSUPPORTED_QUANTIZATION,
+        "80",
+    ),
+    (
+        "ValueError: Unknown quantization method: awq_fast. Must be one of ['awq', 'awq_marlin'].",
+        FailureCause.UNSUPPORTED_QUANTIZATION,
+        "'awq_fast'",
+    ),
+    (
+        "ValueError: Bfloat16 is only supported on GPUs with compute capability of at least 8.0. Your"
+        " Tesla T4 GPU has compute capability 7.5. You can use float16 instead by explicitly setting the"
+        " `dtype` flag in CLI, for example: --dtype=half.",
+        FailureCause.COMPUTE_CAPABILITY,
+        "--dtype half",
+    ),
     # Seed 002, verbatim.
-    ("RuntimeError: forward compatibility was attempted on non supported HW",
-     FailureCause.DRIVER_TOO_OLD, "driver"),
-    ("vllm: error: unrecognized arguments: --enable-reasoning --reasoning-parser deepseek_r1",
-     FailureCause.UNRECOGNIZED_ARGUMENT, "--reasoning-parser NAME alone"),
-    ("ValueError: Free memory on device cuda:0 (10.2/23.57 GiB) on startup is less than desired GPU"
-     " memory utilization (0.92, 21.68 GiB). Decrease GPU memory utilization or reduce GPU memory used"
-     " by other processes.",
-     FailureCause.FREE_MEMORY_BELOW_UTILIZATION, "0.45"),
+    ("RuntimeError: forward compatibility was attempted on non supported HW", FailureCause.DRIVER_TOO_OLD, "driver"),
+    (
+        "vllm: error: unrecognized arguments: --enable-reasoning --reasoning-parser deepseek_r1",
+        FailureCause.UNRECOGNIZED_ARGUMENT,
+        "--reasoning-parser NAME alone",
+    ),
+    (
+        "ValueError: Free memory on device cuda:0 (10.2/23.57 GiB) on startup is less than desired GPU"
+        " memory utilization (0.92, 21.68 GiB). Decrease GPU memory utilization or reduce GPU memory used"
+        " by other processes.",
+        FailureCause.FREE_MEMORY_BELOW_UTILIZATION,
+        "0.45",
+    ),
 ]
 
 
@@ -173,10 +204,16 @@ def test_gpu_failure_lines_map_to_cause_and_hint(line: str, cause: FailureCause,
 def test_free_memory_failure_keeps_the_numbers() -> None:
     failure = classify_failure(
         "ValueError: Free memory on device cuda:0 (10.2/23.57 GiB) on startup is less than desired GPU memory"
-        " utilization (0.92, 21.68 GiB).")
+        " utilization (0.92, 21.68 GiB)."
+    )
     assert failure is not None
-    assert failure.details == {"device": "cuda:0", "free_gib": 10.2, "total_gib": 23.57,
-                               "gpu_memory_utilization": 0.92, "requested_gib": 21.68}
+    assert failure.details == {
+        "device": "cuda:0",
+        "free_gib": 10.2,
+        "total_gib": 23.57,
+        "gpu_memory_utilization": 0.92,
+        "requested_gib": 21.68,
+    }
 
 
 def test_specific_cause_is_not_replaced_by_the_generic_engine_init_line() -> None:

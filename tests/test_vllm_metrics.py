@@ -78,8 +78,10 @@ def test_data_parallel_engines_are_summed_and_kv_usage_is_the_highest() -> None:
     assert m.kv_cache_usage == pytest.approx(0.6)
 
 
-@pytest.mark.parametrize(("state", "expected"), [("weights_offloaded", SleepState.WEIGHTS_OFFLOADED),
-                                                 ("discard_all", SleepState.DISCARD_ALL)])
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [("weights_offloaded", SleepState.WEIGHTS_OFFLOADED), ("discard_all", SleepState.DISCARD_ALL)],
+)
 def test_sleep_state_labels_of_a_sleeping_engine(state: str, expected: SleepState) -> None:
     lines = ["# TYPE vllm:engine_sleep_state gauge"]
     for name in ("awake", "weights_offloaded", "discard_all"):
@@ -94,8 +96,10 @@ def test_unlabelled_sleep_level_gauge_is_read_as_a_level() -> None:
 
 
 def test_kv_tokens_fall_back_to_blocks_times_block_size() -> None:
-    text = ('# TYPE vllm:cache_config_info gauge\n'
-            'vllm:cache_config_info{block_size="16",num_gpu_blocks="2139",kv_cache_size_tokens="None"} 1.0\n')
+    text = (
+        "# TYPE vllm:cache_config_info gauge\n"
+        'vllm:cache_config_info{block_size="16",num_gpu_blocks="2139",kv_cache_size_tokens="None"} 1.0\n'
+    )
     assert parse_vllm_metrics(text).kv_cache_tokens == 2139 * 16
 
 

@@ -37,8 +37,16 @@ class ChildProcess:
     leader's children outlive it in the group (Ray: `ray start` exits while raylet, gcs_server and workers stay).
     """
 
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path, *, cwd: str | None = None,
-                 on_line: Callable[[str], None] | None = None, kill_group_after_exit: bool = False) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        cwd: str | None = None,
+        on_line: Callable[[str], None] | None = None,
+        kill_group_after_exit: bool = False,
+    ) -> None:
         self.argv = list(argv)
         self.env = dict(env)
         self.log_path = log_path

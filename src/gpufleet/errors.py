@@ -135,8 +135,9 @@ class RequestError(GpufleetError):
     error_type = "invalid_request_error"
     code = "invalid_request"
 
-    def __init__(self, message: str, *, param: str | None = None, status_code: int | None = None,
-                 code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, status_code: int | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message, param=param)
         if status_code is not None:
             self.status_code = status_code

@@ -31,20 +31,23 @@ class _EngineCollector(Collector):
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         up = GaugeMetricFamily("gpufleet_engine_up", "1 when the model's engine is ready", labels=["model", "state"])
-        state = GaugeMetricFamily("gpufleet_engine_state", "1 for the engine's current state, 0 for the others",
-                                  labels=["model", "state"])
+        state = GaugeMetricFamily(
+            "gpufleet_engine_state", "1 for the engine's current state, 0 for the others", labels=["model", "state"]
+        )
         expected = GaugeMetricFamily(
             "gpufleet_engine_expected_up",
-            "1 when the engine should always be up: preload, no idle TTL and no swap group", labels=["model"])
+            "1 when the engine should always be up: preload, no idle TTL and no swap group",
+            labels=["model"],
+        )
         inflight = GaugeMetricFamily("gpufleet_engine_in_flight", "requests being served", labels=["model"])
         restarts = GaugeMetricFamily("gpufleet_engine_restarts", "restarts after crashes", labels=["model"])
         # Scraped from each vLLM's own /metrics (alerts: KV usage > 85% for 5 min, seed 003; queue length).
         running = GaugeMetricFamily("gpufleet_engine_requests_running", "vLLM requests running", labels=["model"])
         waiting = GaugeMetricFamily("gpufleet_engine_requests_waiting", "vLLM requests waiting", labels=["model"])
-        kv_usage = GaugeMetricFamily("gpufleet_engine_kv_cache_usage_ratio", "vLLM KV cache usage 0-1",
-                                     labels=["model"])
-        kv_tokens = GaugeMetricFamily("gpufleet_engine_kv_cache_tokens", "KV cache capacity (tokens)",
-                                      labels=["model"])
+        kv_usage = GaugeMetricFamily(
+            "gpufleet_engine_kv_cache_usage_ratio", "vLLM KV cache usage 0-1", labels=["model"]
+        )
+        kv_tokens = GaugeMetricFamily("gpufleet_engine_kv_cache_tokens", "KV cache capacity (tokens)", labels=["model"])
         for item in self._status():
             name = item["name"]
             up.add_metric([name, item["state"]], 1.0 if item["state"] == "ready" else 0.0)
@@ -75,16 +78,20 @@ class GatewayMetrics:
     def __init__(self, engine_status: Callable[[], list[dict[str, Any]]] | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "gpufleet_requests", "Requests answered", ["model", "endpoint", "status"], registry=r
-        )
+        self.requests = Counter("gpufleet_requests", "Requests answered", ["model", "endpoint", "status"], registry=r)
         self.latency = Histogram(
-            "gpufleet_request_duration_seconds", "Time until the last byte", ["model", "endpoint"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "gpufleet_request_duration_seconds",
+            "Time until the last byte",
+            ["model", "endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.ttft = Histogram(
-            "gpufleet_time_to_first_token_seconds", "Time until the first streamed token", ["model"],
-            buckets=_TTFT_BUCKETS, registry=r,
+            "gpufleet_time_to_first_token_seconds",
+            "Time until the first streamed token",
+            ["model"],
+            buckets=_TTFT_BUCKETS,
+            registry=r,
         )
         self.prompt_tokens = Counter("gpufleet_prompt_tokens", "Prompt tokens", ["model"], registry=r)
         self.completion_tokens = Counter("gpufleet_completion_tokens", "Generated tokens", ["model"], registry=r)

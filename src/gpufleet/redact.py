@@ -59,7 +59,8 @@ _NAMED_SECRET = re.compile(
     r"(?i)(?P<name>--?(?:api[-_]?key|hf[-_]token|token|password|secret)[= ]|"
     r"\b(?:[a-z0-9_]*(?:api[-_]?key|token|password|passwd|secret))\b['\"]?\s*[:=]\s*\[?\s*['\"]?|"
     r"\bbearer\s+)"
-    r"(?P<value>[^\s'\",\]\}]+)")
+    r"(?P<value>[^\s'\",\]\}]+)"
+)
 _HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")
 # Environment variable names whose values are credentials (HF_TOKEN, VLLM_API_KEY, AWS_SECRET_ACCESS_KEY, ...).
 _SECRET_ENV_NAME = re.compile(r"(?i)(key|token|secret|password|passwd|credential)")
@@ -79,6 +80,5 @@ def mask_secrets(text: str, known: Iterable[str] = ()) -> str:
     for secret in sorted({s for s in known if len(s) >= 4}, key=len, reverse=True):  # longest first: no partials
         text = text.replace(secret, MASK)
     text = _HF_TOKEN.sub(MASK, text)
-    text = _NAMED_SECRET.sub(lambda m: m.group("name") + (m.group("value") if m.group("value") == MASK else MASK),
-                             text)
+    text = _NAMED_SECRET.sub(lambda m: m.group("name") + (m.group("value") if m.group("value") == MASK else MASK), text)
     return mask_credentials(text)

@@ -90,11 +90,22 @@ class NamespacePair:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     outsider_ns: str | None = None
 
-    def popen(self, ns: str, argv: list[str], log: IO[bytes], env: dict[str, str] | None = None,
-              ) -> subprocess.Popen[bytes]:
+    def popen(
+        self,
+        ns: str,
+        argv: list[str],
+        log: IO[bytes],
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
         """Start `argv` inside `ns` in its own session, output to `log`."""
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}, start_new_session=True)
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, *argv],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
         self.procs.append(proc)
         return proc
 

@@ -55,8 +55,11 @@ async def engine_info(target: BenchTarget, *, api_key: str | None) -> dict[str, 
     async with aiohttp.ClientSession(timeout=timeout) as session:
         if target.via_gateway:
             name = _status_engine(await _get_json(session, f"{root}/status", headers), target.model)
-            return {"name": name, "version": None,
-                    "source": "gateway /status" if name else "gateway (a route, or /status not readable)"}
+            return {
+                "name": name,
+                "version": None,
+                "source": "gateway /status" if name else "gateway (a route, or /status not readable)",
+            }
         owner = _owned_by(await _get_json(session, f"{target.base_url}/models", headers), target.model)
         version_body = await _get_json(session, f"{root}/version", headers)
         version = version_body.get("version") if isinstance(version_body, dict) else None

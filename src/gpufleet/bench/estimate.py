@@ -1,6 +1,6 @@
 """The planner's decode estimate for a benchmarked model, to print next to the measured tok/s.
 
-    decode_estimate(config, "qwen-7b")  # -> (41.3, None) or (None, "why there is none")
+decode_estimate(config, "qwen-7b")  # -> (41.3, None) or (None, "why there is none")
 """
 
 from __future__ import annotations

@@ -51,8 +51,15 @@ def gpus(nvml: Any = None) -> tuple[list[dict[str, Any]], str | None]:
         found, driver, _cuda = read_nvml(nvml if nvml is not None else _nvml_module())
     except Exception:  # ImportError, NVMLError_LibraryNotFound, ...: no GPU to report
         return [], None
-    return [{"index": gpu.index, "name": gpu.name, "memory_total_bytes": gpu.total_bytes,
-             "compute_capability": gpu.compute_capability} for gpu in found], driver
+    return [
+        {
+            "index": gpu.index,
+            "name": gpu.name,
+            "memory_total_bytes": gpu.total_bytes,
+            "compute_capability": gpu.compute_capability,
+        }
+        for gpu in found
+    ], driver
 
 
 def host_info(nvml: Any = None) -> dict[str, Any]:
@@ -86,10 +93,19 @@ def gpufleet_build(source: Path | None = None) -> dict[str, Any]:
     commit: str | None = None
     dirty: bool | None = None
     try:
-        commit = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5, check=True).stdout.strip() or None
-        status = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=5, check=True).stdout
+        commit = (
+            subprocess.run(
+                ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+            ).stdout.strip()
+            or None
+        )
+        status = subprocess.run(
+            ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout
         dirty = bool(status.strip())
     except (OSError, subprocess.SubprocessError):
         pass  # not a checkout, or no git: the version is all there is

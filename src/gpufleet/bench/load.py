@@ -41,8 +41,9 @@ def load_prompts(path: Path | None) -> list[str]:
     except OSError as err:
         raise ConfigError(f"--prompts {path}: cannot read: {err.strerror}") from None
     except UnicodeDecodeError as err:
-        raise ConfigError(f"--prompts {path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
-                          f"{err.start})") from None
+        raise ConfigError(
+            f"--prompts {path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})"
+        ) from None
     prompts: list[str] = []
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
@@ -54,7 +55,7 @@ def load_prompts(path: Path | None) -> list[str]:
             except ValueError:
                 raise ConfigError(f"--prompts {path}: line {number} is not valid JSON") from None
             if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
-                raise ConfigError(f"--prompts {path}: line {number} has no string \"prompt\" field")
+                raise ConfigError(f'--prompts {path}: line {number} has no string "prompt" field')
             line = item["prompt"]
         prompts.append(line)
     if not prompts:
@@ -73,8 +74,9 @@ def fixed_output_fields(max_tokens: int) -> dict[str, object]:
     return {"ignore_eos": True, "min_tokens": max_tokens}
 
 
-def request_body(target: BenchTarget, prompt: str, *, max_tokens: int, seed: int,
-                 fixed_output: bool = False) -> dict[str, object]:
+def request_body(
+    target: BenchTarget, prompt: str, *, max_tokens: int, seed: int, fixed_output: bool = False
+) -> dict[str, object]:
     """The chat completion one benchmark request sends."""
     body: dict[str, object] = {
         "model": target.model,
@@ -122,8 +124,9 @@ def fresh_connections(limit: int) -> aiohttp.TCPConnector:
     return aiohttp.TCPConnector(limit=limit, force_close=True)
 
 
-async def one_request(session: aiohttp.ClientSession, target: BenchTarget, body: dict[str, object],
-                      headers: dict[str, str]) -> RequestSample:
+async def one_request(
+    session: aiohttp.ClientSession, target: BenchTarget, body: dict[str, object], headers: dict[str, str]
+) -> RequestSample:
     """Send one streamed chat completion and time it; failures become a sample with `ok=False`."""
     started = time.perf_counter()
     token_times: list[float] = []
@@ -163,10 +166,19 @@ async def one_request(session: aiohttp.ClientSession, target: BenchTarget, body:
     return RequestSample(ok=True, ttft_s=token_times[0], latency_s=latency, output_tokens=tokens, itl_s=gaps)
 
 
-async def run_level(target: BenchTarget, prompts: Sequence[str], *, concurrency: int, requests: int,
-                    max_tokens: int, api_key: str | None = None, timeout_s: float = 600,
-                    on_done: Callable[[RequestSample], None] | None = None,
-                    seed_offset: int = 0, fixed_output: bool = False) -> tuple[list[RequestSample], float]:
+async def run_level(
+    target: BenchTarget,
+    prompts: Sequence[str],
+    *,
+    concurrency: int,
+    requests: int,
+    max_tokens: int,
+    api_key: str | None = None,
+    timeout_s: float = 600,
+    on_done: Callable[[RequestSample], None] | None = None,
+    seed_offset: int = 0,
+    fixed_output: bool = False,
+) -> tuple[list[RequestSample], float]:
     """`requests` requests with `concurrency` in flight; returns the samples and the wall time in seconds."""
     headers = auth_headers(api_key)
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -182,8 +194,13 @@ async def run_level(target: BenchTarget, prompts: Sequence[str], *, concurrency:
                 index = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            body = request_body(target, prompts[index % len(prompts)], max_tokens=max_tokens,
-                                seed=seed_offset + index, fixed_output=fixed_output)
+            body = request_body(
+                target,
+                prompts[index % len(prompts)],
+                max_tokens=max_tokens,
+                seed=seed_offset + index,
+                fixed_output=fixed_output,
+            )
             sample = await one_request(session, target, body, headers)
             samples.append(sample)
             if on_done is not None:

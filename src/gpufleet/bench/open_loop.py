@@ -52,10 +52,19 @@ class OpenLoopLevel:
     max_in_flight: int  # the deepest backlog seen: above 1 the engine fell behind the arrivals at some point
 
 
-async def run_rate(target: BenchTarget, prompts: Sequence[str], *, rate: float, requests: int, max_tokens: int,
-                   seed: int = 0, api_key: str | None = None, timeout_s: float = 600,
-                   on_done: Callable[[RequestSample], None] | None = None,
-                   fixed_output: bool = False) -> OpenLoopLevel:
+async def run_rate(
+    target: BenchTarget,
+    prompts: Sequence[str],
+    *,
+    rate: float,
+    requests: int,
+    max_tokens: int,
+    seed: int = 0,
+    api_key: str | None = None,
+    timeout_s: float = 600,
+    on_done: Callable[[RequestSample], None] | None = None,
+    fixed_output: bool = False,
+) -> OpenLoopLevel:
     """`requests` requests sent at Poisson arrivals of `rate` per second (no cap on requests in flight)."""
     schedule = arrival_times(rate, requests, seed)
     headers = auth_headers(api_key)
@@ -67,8 +76,9 @@ async def run_rate(target: BenchTarget, prompts: Sequence[str], *, rate: float, 
         nonlocal in_flight, max_in_flight
         in_flight += 1
         max_in_flight = max(max_in_flight, in_flight)
-        body = request_body(target, prompts[index % len(prompts)], max_tokens=max_tokens, seed=seed + index,
-                            fixed_output=fixed_output)
+        body = request_body(
+            target, prompts[index % len(prompts)], max_tokens=max_tokens, seed=seed + index, fixed_output=fixed_output
+        )
         try:
             sample = await one_request(session, target, body, headers)
         finally:

@@ -33,8 +33,10 @@ def check_output(path: Path, option: str, *, kind: Literal["png", "json"], force
     if path.is_symlink():
         raise ConfigError(f"{option} {path}: is a symbolic link; refusing to write through it (use --force)")
     if not (is_gpufleet_plot(path) if kind == "png" else is_gpufleet_report(path)):
-        raise ConfigError(f"{option} {path}: exists and is not a {kind.upper()} that gpufleet bench wrote; "
-                          "refusing to overwrite it (choose another name, or use --force)")
+        raise ConfigError(
+            f"{option} {path}: exists and is not a {kind.upper()} that gpufleet bench wrote; "
+            "refusing to overwrite it (choose another name, or use --force)"
+        )
 
 
 def is_gpufleet_plot(path: Path) -> bool:

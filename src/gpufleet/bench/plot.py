@@ -113,16 +113,22 @@ def _closed_row(axes: Any, report: dict[str, Any], styles: dict[str, dict[str, A
     levels = sorted({run["concurrency"] for runs in by_target.values() for run in runs}) or [1]
     for label, runs in by_target.items():
         style = styles.get(label, {})
-        throughput.plot([run["concurrency"] for run in runs], [run["output_tok_per_s"] for run in runs],
-                        marker="o", label=label, **style)
+        throughput.plot(
+            [run["concurrency"] for run in runs],
+            [run["output_tok_per_s"] for run in runs],
+            marker="o",
+            label=label,
+            **style,
+        )
         last = runs[-1]  # the CDFs compare targets under the heaviest load measured
         for axis, key in ((ttft, "ttft_s"), (itl, "itl_s")):
             values = [v * 1000 for v in last["samples"][key] if v is not None and v > 0]
             if values:
                 xs, ys = cdf_points(values)
                 axis.step(xs, ys, where="post", label=label, **style)
-    throughput.set(title="Output throughput (closed loop)", xlabel="concurrency (requests in flight)",
-                   ylabel="tokens/s")
+    throughput.set(
+        title="Output throughput (closed loop)", xlabel="concurrency (requests in flight)", ylabel="tokens/s"
+    )
     throughput.set_xscale("log", base=2)
     throughput.set_xticks(levels)
     throughput.get_xaxis().set_major_formatter("{x:g}")
@@ -146,14 +152,24 @@ def _open_row(axes: Any, report: dict[str, Any], styles: dict[str, dict[str, Any
                 points = [(run["rate"], run[key][pct] * 1000) for run in runs if run[key][pct]]
                 if points:
                     dotted = {**style, "linestyle": ":"} if pct == "p95" else style
-                    axis.plot(*zip(*points, strict=True), marker=marker, linewidth=width,
-                              label=label if pct == "p50" else f"_{label} p95", **dotted)
-    achieved.set(title="Achieved vs offered rate (open loop, Poisson)", xlabel="offered requests/s",
-                 ylabel="completed requests/s")
-    ttft.set(title="Time to first token vs rate (p50 solid, p95 dotted)", xlabel="offered requests/s",
-             ylabel="ms (log)")
-    latency.set(title="End-to-end latency vs rate (p50 solid, p95 dotted)", xlabel="offered requests/s",
-                ylabel="ms (log)")
+                    axis.plot(
+                        *zip(*points, strict=True),
+                        marker=marker,
+                        linewidth=width,
+                        label=label if pct == "p50" else f"_{label} p95",
+                        **dotted,
+                    )
+    achieved.set(
+        title="Achieved vs offered rate (open loop, Poisson)",
+        xlabel="offered requests/s",
+        ylabel="completed requests/s",
+    )
+    ttft.set(
+        title="Time to first token vs rate (p50 solid, p95 dotted)", xlabel="offered requests/s", ylabel="ms (log)"
+    )
+    latency.set(
+        title="End-to-end latency vs rate (p50 solid, p95 dotted)", xlabel="offered requests/s", ylabel="ms (log)"
+    )
     for axis in (ttft, latency):
         axis.set_yscale("log")
         axis.get_yaxis().set_major_formatter("{x:g}")
@@ -167,8 +183,14 @@ def plot_report(report: dict[str, Any], path: Path) -> Path:
     plt = _pyplot()
     rows = _rows(report)
     width_px, height_px = plot_size_px(report)
-    fig, grid = plt.subplots(len(rows), 3, figsize=(width_px / PLOT_DPI, height_px / PLOT_DPI), dpi=PLOT_DPI,
-                             squeeze=False, layout="constrained")
+    fig, grid = plt.subplots(
+        len(rows),
+        3,
+        figsize=(width_px / PLOT_DPI, height_px / PLOT_DPI),
+        dpi=PLOT_DPI,
+        squeeze=False,
+        layout="constrained",
+    )
     try:
         styles = series_styles(report["targets"])
         for axes, mode in zip(grid, rows, strict=True):
@@ -184,8 +206,14 @@ def plot_report(report: dict[str, Any], path: Path) -> Path:
             # Two rows filled column by column: a gateway target sits right above its direct twin.
             labels = sorted(handles, key=_legend_order(report["targets"]))
             columns = max(LEGEND_MIN_COLUMNS, math.ceil(len(labels) / 2))
-            fig.legend([handles[label] for label in labels], labels, loc="outside lower center", ncols=columns,
-                       fontsize="medium", frameon=False)
+            fig.legend(
+                [handles[label] for label in labels],
+                labels,
+                loc="outside lower center",
+                ncols=columns,
+                fontsize="medium",
+                frameon=False,
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         # The mark that lets a later --plot overwrite this file (bench/outputs.py), and nothing else.
         fig.savefig(path, format="png", dpi=PLOT_DPI, metadata={"Software": PLOT_SOFTWARE})

@@ -1,8 +1,8 @@
 """A benchmark's results: the JSON report, the side-by-side table rows and the gateway's cost (pure).
 
-    report = BenchReport(settings, targets, runs)
-    report.as_dict()          # what --json writes and <cache>/bench/latest/report.json holds
-    table_rows(report.as_dict())
+report = BenchReport(settings, targets, runs)
+report.as_dict()          # what --json writes and <cache>/bench/latest/report.json holds
+table_rows(report.as_dict())
 """
 
 from __future__ import annotations
@@ -135,12 +135,19 @@ def gateway_overhead(runs: Sequence[dict[str, Any]], pairs: dict[str, str]) -> l
                 a, b = via[metric]["p50"], raw[metric]["p50"]
                 return None if a is None or b is None else round((a - b) * 1000, 2)
 
-            ratio = (round(via["output_tok_per_s"] / raw["output_tok_per_s"], 3)
-                     if raw["output_tok_per_s"] else None)
-            rows.append({"target": gateway_label, "direct": direct, "mode": level[0],
-                         "concurrency": via.get("concurrency"), "rate": via.get("rate"),
-                         "ttft_p50_added_ms": added_ms("ttft_s"), "latency_p50_added_ms": added_ms("latency_s"),
-                         "tok_per_s_ratio": ratio})
+            ratio = round(via["output_tok_per_s"] / raw["output_tok_per_s"], 3) if raw["output_tok_per_s"] else None
+            rows.append(
+                {
+                    "target": gateway_label,
+                    "direct": direct,
+                    "mode": level[0],
+                    "concurrency": via.get("concurrency"),
+                    "rate": via.get("rate"),
+                    "ttft_p50_added_ms": added_ms("ttft_s"),
+                    "latency_p50_added_ms": added_ms("latency_s"),
+                    "tok_per_s_ratio": ratio,
+                }
+            )
     return sorted(rows, key=lambda row: (row["target"], level_of(row)))
 
 
@@ -162,20 +169,33 @@ class BenchReport:
         return {
             "version": REPORT_VERSION,
             "created_at": self.created_at,
-            "settings": {"concurrency": list(self.settings.concurrency), "rates": list(self.settings.rates),
-                         "requests": self.settings.requests, "max_tokens": self.settings.max_tokens,
-                         "prompts": self.settings.prompts, "fixed_output": self.settings.fixed_output,
-                         "seed": self.settings.seed},
+            "settings": {
+                "concurrency": list(self.settings.concurrency),
+                "rates": list(self.settings.rates),
+                "requests": self.settings.requests,
+                "max_tokens": self.settings.max_tokens,
+                "prompts": self.settings.prompts,
+                "fixed_output": self.settings.fixed_output,
+                "seed": self.settings.seed,
+            },
             "host": self.host,
             "gpufleet": self.gpufleet,
             "targets": [
-                {"label": info.target.label, "base_url": info.target.base_url, "model": info.target.model,
-                 "via_gateway": info.target.via_gateway, "direct_of": info.direct_of,
-                 "planner_decode_tok_s": _r(info.planner_decode_tok_s, 1), "planner_note": info.planner_note,
-                 "engine": info.engine,
-                 "output_length": {"fixed": info.fixed_output,
-                                   "params": sorted(FIXED_OUTPUT_PARAMS) if info.fixed_output else [],
-                                   "note": info.fixed_output_note}}
+                {
+                    "label": info.target.label,
+                    "base_url": info.target.base_url,
+                    "model": info.target.model,
+                    "via_gateway": info.target.via_gateway,
+                    "direct_of": info.direct_of,
+                    "planner_decode_tok_s": _r(info.planner_decode_tok_s, 1),
+                    "planner_note": info.planner_note,
+                    "engine": info.engine,
+                    "output_length": {
+                        "fixed": info.fixed_output,
+                        "params": sorted(FIXED_OUTPUT_PARAMS) if info.fixed_output else [],
+                        "note": info.fixed_output_note,
+                    },
+                }
                 for info in self.targets
             ],
             "runs": runs,
@@ -198,15 +218,28 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
     for run in sorted(report["runs"], key=lambda r: (level_of(r), order.get(r["target"], 0))):
         estimate = estimates.get(run["target"])
         ttft, itl = run["ttft_s"], run["itl_s"]
-        rows.append([
-            run["target"], level_text(run), f"{run['succeeded']}/{run['requests']}",
-            f"{run['req_per_s']:.2f}", f"{run['output_tok_per_s']:.1f}",
-            f"{_ms(ttft['p50'])} / {_ms(ttft['p95'])} / {_ms(ttft['p99'])}",
-            f"{_ms(itl['p50'])} / {_ms(itl['p95'])} / {_ms(itl['p99'])}",
-            "-" if estimate is None else f"{estimate:.0f}",
-        ])
+        rows.append(
+            [
+                run["target"],
+                level_text(run),
+                f"{run['succeeded']}/{run['requests']}",
+                f"{run['req_per_s']:.2f}",
+                f"{run['output_tok_per_s']:.1f}",
+                f"{_ms(ttft['p50'])} / {_ms(ttft['p95'])} / {_ms(ttft['p99'])}",
+                f"{_ms(itl['p50'])} / {_ms(itl['p95'])} / {_ms(itl['p99'])}",
+                "-" if estimate is None else f"{estimate:.0f}",
+            ]
+        )
     return rows
 
 
-TABLE_COLUMNS = ("target", "load", "ok", "req/s", "out tok/s", "TTFT ms p50/p95/p99", "ITL ms p50/p95/p99",
-                 "planner tok/s")
+TABLE_COLUMNS = (
+    "target",
+    "load",
+    "ok",
+    "req/s",
+    "out tok/s",
+    "TTFT ms p50/p95/p99",
+    "ITL ms p50/p95/p99",
+    "planner tok/s",
+)

@@ -44,13 +44,17 @@ def requests_for_rate(settings: BenchSettings, rate: float) -> int:
 
 def total_requests(settings: BenchSettings, targets: int) -> int:
     """Requests the whole benchmark sends, warm-ups included (for the progress bar)."""
-    per_target = (1 + sum(requests_for(settings, level) for level in settings.concurrency)
-                  + sum(requests_for_rate(settings, rate) for rate in settings.rates))
+    per_target = (
+        1
+        + sum(requests_for(settings, level) for level in settings.concurrency)
+        + sum(requests_for_rate(settings, rate) for rate in settings.rates)
+    )
     return targets * per_target
 
 
-async def warm_up(target: BenchTarget, prompt: str, *, api_key: str | None, timeout_s: float,
-                  fixed_output: bool = False) -> RequestSample:
+async def warm_up(
+    target: BenchTarget, prompt: str, *, api_key: str | None, timeout_s: float, fixed_output: bool = False
+) -> RequestSample:
     """One short request that waits out a cold start; its timing is not part of the results."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
         body = request_body(target, prompt, max_tokens=4, seed=0, fixed_output=fixed_output)
@@ -64,8 +68,9 @@ def _status_of(sample: RequestSample) -> int | None:
     return int(head) if text.startswith("HTTP ") and head.isdigit() else None
 
 
-async def settle(info: TargetInfo, prompt: str, settings: BenchSettings, *, api_key: str | None,
-                 timeout_s: float) -> tuple[TargetInfo, RequestSample]:
+async def settle(
+    info: TargetInfo, prompt: str, settings: BenchSettings, *, api_key: str | None, timeout_s: float
+) -> tuple[TargetInfo, RequestSample]:
     """Warm a target up and learn whether it takes the fixed-output fields; ConfigError for an unknown name."""
     target = info.target
     fixed = settings.fixed_output
@@ -89,26 +94,43 @@ async def engine_behind(target: BenchTarget, *, api_key: str | None, timeout_s: 
     headers = auth_headers(api_key)
     url = f"{root}/admin/models/{target.model}/start"
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session, \
-                session.post(url, headers=headers) as response:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session,
+            session.post(url, headers=headers) as response,
+        ):
             body = await response.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, ValueError) as err:
-        raise ConfigError(f"--compare-direct: cannot ask the gateway at {root} for {target.model!r}'s engine"
-                          f" ({type(err).__name__}: {err})") from None
+        raise ConfigError(
+            f"--compare-direct: cannot ask the gateway at {root} for {target.model!r}'s engine"
+            f" ({type(err).__name__}: {err})"
+        ) from None
     engine_url = body.get("engine_url") if isinstance(body, dict) else None
     if response.status != 200 or not isinstance(engine_url, str):
         message = body.get("error", {}).get("message") if isinstance(body, dict) else None
-        raise ConfigError(f"--compare-direct: {target.model!r} has no local engine behind the gateway"
-                          f" (HTTP {response.status}: {message or body})")
+        raise ConfigError(
+            f"--compare-direct: {target.model!r} has no local engine behind the gateway"
+            f" (HTTP {response.status}: {message or body})"
+        )
     engine_key = body.get("engine_api_key")
-    return BenchTarget(direct_label(target), engine_url.rstrip("/"), target.model, via_gateway=False,
-                       api_key=engine_key if isinstance(engine_key, str) else None)
+    return BenchTarget(
+        direct_label(target),
+        engine_url.rstrip("/"),
+        target.model,
+        via_gateway=False,
+        api_key=engine_key if isinstance(engine_key, str) else None,
+    )
 
 
-async def run_bench(targets: Sequence[TargetInfo], prompts: Sequence[str], settings: BenchSettings, *,
-                    api_key: str | None = None, timeout_s: float = 600,
-                    on_sample: Callable[[RequestSample], None] | None = None,
-                    on_stage: Callable[[str], None] | None = None) -> BenchReport:
+async def run_bench(
+    targets: Sequence[TargetInfo],
+    prompts: Sequence[str],
+    settings: BenchSettings,
+    *,
+    api_key: str | None = None,
+    timeout_s: float = 600,
+    on_sample: Callable[[RequestSample], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> BenchReport:
     """Measure every target at every load level of `settings` (the report's host/gpufleet fields are the
     caller's to fill)."""
     runs: list[TargetRun] = []
@@ -131,18 +153,43 @@ async def run_bench(targets: Sequence[TargetInfo], prompts: Sequence[str], setti
         for level in settings.concurrency:
             if on_stage:
                 on_stage(f"{target.label}: concurrency {level}")
-            samples, wall_s = await run_level(target, prompts, concurrency=level,
-                                              requests=requests_for(settings, level),
-                                              max_tokens=settings.max_tokens, api_key=key, timeout_s=timeout_s,
-                                              on_done=on_sample, seed_offset=settings.seed,
-                                              fixed_output=info.fixed_output)
+            samples, wall_s = await run_level(
+                target,
+                prompts,
+                concurrency=level,
+                requests=requests_for(settings, level),
+                max_tokens=settings.max_tokens,
+                api_key=key,
+                timeout_s=timeout_s,
+                on_done=on_sample,
+                seed_offset=settings.seed,
+                fixed_output=info.fixed_output,
+            )
             runs.append(TargetRun(target.label, level, tuple(samples), wall_s))
         for rate in settings.rates:
             if on_stage:
                 on_stage(f"{target.label}: {rate:g} requests/s")
-            level_run = await run_rate(target, prompts, rate=rate, requests=requests_for_rate(settings, rate),
-                                       max_tokens=settings.max_tokens, seed=settings.seed, api_key=key,
-                                       timeout_s=timeout_s, on_done=on_sample, fixed_output=info.fixed_output)
-            runs.append(TargetRun(target.label, None, tuple(level_run.samples), level_run.wall_s, rate=rate,
-                                  sent_per_s=level_run.sent_per_s, max_in_flight=level_run.max_in_flight))
+            level_run = await run_rate(
+                target,
+                prompts,
+                rate=rate,
+                requests=requests_for_rate(settings, rate),
+                max_tokens=settings.max_tokens,
+                seed=settings.seed,
+                api_key=key,
+                timeout_s=timeout_s,
+                on_done=on_sample,
+                fixed_output=info.fixed_output,
+            )
+            runs.append(
+                TargetRun(
+                    target.label,
+                    None,
+                    tuple(level_run.samples),
+                    level_run.wall_s,
+                    rate=rate,
+                    sent_per_s=level_run.sent_per_s,
+                    max_in_flight=level_run.max_in_flight,
+                )
+            )
     return BenchReport(settings, tuple(settled), tuple(runs))

@@ -1,8 +1,8 @@
 """What `gpufleet bench` measures: targets parsed from the command line (pure).
 
-    parse_target("smollm2", gateway="http://127.0.0.1:8000/v1")      # a gateway model or route
-    parse_target("http://127.0.0.1:9001/v1#smollm2", gateway=...)    # an engine's own OpenAI URL, model after '#'
-    parse_target("vllm=http://127.0.0.1:9001/v1#smollm2", gateway=...)  # the same, labelled 'vllm'
+parse_target("smollm2", gateway="http://127.0.0.1:8000/v1")      # a gateway model or route
+parse_target("http://127.0.0.1:9001/v1#smollm2", gateway=...)    # an engine's own OpenAI URL, model after '#'
+parse_target("vllm=http://127.0.0.1:9001/v1#smollm2", gateway=...)  # the same, labelled 'vllm'
 """
 
 from __future__ import annotations
@@ -108,7 +108,8 @@ def parse_rates(text: str) -> list[float]:
         except ValueError:
             rate = -1.0
         if not (rate > 0 and rate < float("inf")):
-            raise ConfigError(f"--rate: {part!r} is not a positive number of requests per second (expected e.g. "
-                              "1,2,4 or 0.5)")
+            raise ConfigError(
+                f"--rate: {part!r} is not a positive number of requests per second (expected e.g. 1,2,4 or 0.5)"
+            )
         rates.append(rate)
     return sorted(set(rates))

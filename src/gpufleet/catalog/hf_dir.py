@@ -100,9 +100,7 @@ def model_from_config(
         "max_position_embeddings": text.get("max_position_embeddings", 2048),
         "rope_theta": rope_theta or 10000.0,
         "rope_scaling": text.get("rope_scaling"),
-        "tie_word_embeddings": bool(
-            text.get("tie_word_embeddings", config.get("tie_word_embeddings", False))
-        ),
+        "tie_word_embeddings": bool(text.get("tie_word_embeddings", config.get("tie_word_embeddings", False))),
         "experts": text.get("num_experts") or text.get("num_local_experts") or 0,
         "experts_per_token": text.get("num_experts_per_tok", 0),
         "moe_intermediate_size": text.get("moe_intermediate_size", 0),

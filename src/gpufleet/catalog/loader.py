@@ -86,15 +86,21 @@ def model_from_mapping(name: str, entry: Mapping[str, Any], *, where: str) -> Mo
     experts = _int(entry, "experts", where, 0)
     # The shapes the parameter count needs are also fields of the ModelSpec: read them once for both.
     shape: _Shape = {
-        "layers": layers, "hidden_size": hidden, "attention_heads": heads, "kv_heads": kv_heads,
-        "head_dim": head_dim, "intermediate_size": _int(entry, "intermediate_size", where, 0),
+        "layers": layers,
+        "hidden_size": hidden,
+        "attention_heads": heads,
+        "kv_heads": kv_heads,
+        "head_dim": head_dim,
+        "intermediate_size": _int(entry, "intermediate_size", where, 0),
         "vocab_size": _int(entry, "vocab_size", where),
-        "tie_word_embeddings": bool(entry.get("tie_word_embeddings", False)), "experts": experts,
+        "tie_word_embeddings": bool(entry.get("tie_word_embeddings", False)),
+        "experts": experts,
         "moe_intermediate_size": _int(entry, "moe_intermediate_size", where, 0),
         "experts_per_token": _int(entry, "experts_per_token", where, 0),
     }
     counted_total, counted_active, embedding = count_params(
-        **shape, qkv_bias=arch.startswith("Qwen2"), qk_norm=arch.startswith("Qwen3"))
+        **shape, qkv_bias=arch.startswith("Qwen2"), qk_norm=arch.startswith("Qwen3")
+    )
     params_total = _int(entry, "params_total", where, counted_total)
     params_active = _int(entry, "params_active", where, params_total if not experts else counted_active)
 
@@ -127,9 +133,7 @@ def model_from_mapping(name: str, entry: Mapping[str, Any], *, where: str) -> Mo
     serving_raw = entry.get("serving") or {}
     thinking = str(serving_raw.get("thinking", "never"))
     if thinking not in _THINKING:
-        raise CatalogError(
-            f"{where}.serving.thinking: expected one of {', '.join(_THINKING)}, got {thinking!r}"
-        )
+        raise CatalogError(f"{where}.serving.thinking: expected one of {', '.join(_THINKING)}, got {thinking!r}")
     yarn = entry.get("yarn_original_context")
     return ModelSpec(
         name=name,
@@ -202,9 +206,7 @@ def _read_data(filename: str) -> Mapping[str, Any]:
 def builtin_models() -> dict[str, ModelSpec]:
     """Every model in catalog/data/models.yaml, by canonical name (read once)."""
     entries = _read_data("models.yaml").get("models", {})
-    return {
-        str(n): model_from_mapping(str(n), e, where=f"models.yaml: models.{n}") for n, e in entries.items()
-    }
+    return {str(n): model_from_mapping(str(n), e, where=f"models.yaml: models.{n}") for n, e in entries.items()}
 
 
 @cache

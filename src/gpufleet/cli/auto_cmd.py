@@ -22,8 +22,9 @@ from gpufleet.router.classifier import ComplexityClassifier, TierDecision
 from gpufleet.router.tier_eval import evaluate, format_confusion
 from gpufleet.tiers.labelled_set import SHIPPED, LabelledSetError, load_labelled
 
-auto_app = typer.Typer(help="The `auto` tier rules: explain one request, or check them against labelled requests.",
-                       no_args_is_help=True)
+auto_app = typer.Typer(
+    help="The `auto` tier rules: explain one request, or check them against labelled requests.", no_args_is_help=True
+)
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="use this config's router.auto settings")]
 
@@ -42,8 +43,10 @@ def describe(decision: TierDecision) -> str:
 
 
 @auto_app.command("explain")
-def explain(text: Annotated[str, typer.Argument(help="a user message (as the last turn of a chat request)")],
-            config: ConfigOption = None) -> None:
+def explain(
+    text: Annotated[str, typer.Argument(help="a user message (as the last turn of a chat request)")],
+    config: ConfigOption = None,
+) -> None:
     """The tier the rules give one chat message, its score and the signals that fired."""
     typer.echo(describe(rules_of(config).classify({"messages": [{"role": "user", "content": text}]})))
 

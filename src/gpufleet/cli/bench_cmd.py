@@ -1,9 +1,9 @@
 """`gpufleet bench`: load gateway models or engine URLs side by side; table, JSON and PNG plots.
 
-    gpufleet bench qwen2.5-coder smollm2 --concurrency 1,4,16 --max-tokens 64 --plot bench.png
-    gpufleet bench smollm2 --compare-direct            # the same model through the gateway and straight
-    gpufleet bench smollm2 --rate 1,2,4                # open loop: Poisson arrivals at 1, 2, 4 requests/s
-    gpufleet bench llama=http://127.0.0.1:9001/v1#smollm2 vllm=http://127.0.0.1:9002/v1#smollm2 --json out.json
+gpufleet bench qwen2.5-coder smollm2 --concurrency 1,4,16 --max-tokens 64 --plot bench.png
+gpufleet bench smollm2 --compare-direct            # the same model through the gateway and straight
+gpufleet bench smollm2 --rate 1,2,4                # open loop: Poisson arrivals at 1, 2, 4 requests/s
+gpufleet bench llama=http://127.0.0.1:9001/v1#smollm2 vllm=http://127.0.0.1:9002/v1#smollm2 --json out.json
 """
 
 from __future__ import annotations
@@ -47,8 +47,11 @@ def _infos(targets: list[BenchTarget], direct: dict[str, BenchTarget], config: C
         estimate, note = decode_estimate(config, target.model) if config is not None else (None, None)
         infos.append(TargetInfo(target, planner_decode_tok_s=estimate, planner_note=note))
         if target.label in direct:
-            infos.append(TargetInfo(direct[target.label], direct_of=target.label,
-                                    planner_decode_tok_s=estimate, planner_note=note))
+            infos.append(
+                TargetInfo(
+                    direct[target.label], direct_of=target.label, planner_decode_tok_s=estimate, planner_note=note
+                )
+            )
     return infos
 
 
@@ -74,18 +77,42 @@ def _print_report(console: Console, report: dict[str, Any]) -> None:
     console.print(table)
     open_runs = [run for run in report["runs"] if run["mode"] == "open"]
     if open_runs:
-        delivery = Table("target", "offered req/s", "sent req/s", "completed req/s", "max in flight",
-                         title="open loop (Poisson arrivals): how the load was delivered")
+        delivery = Table(
+            "target",
+            "offered req/s",
+            "sent req/s",
+            "completed req/s",
+            "max in flight",
+            title="open loop (Poisson arrivals): how the load was delivered",
+        )
         for run in open_runs:
-            delivery.add_row(run["target"], f"{run['rate']:g}", f"{run['sent_per_s']:.2f}",
-                             f"{run['req_per_s']:.2f}", str(run["max_in_flight"]))
+            delivery.add_row(
+                run["target"],
+                f"{run['rate']:g}",
+                f"{run['sent_per_s']:.2f}",
+                f"{run['req_per_s']:.2f}",
+                str(run["max_in_flight"]),
+            )
         console.print(delivery)
     if report["gateway_overhead"]:
-        cost = Table("through gateway", "direct", "load", "TTFT p50 added ms", "latency p50 added ms",
-                     "tok/s ratio", title="the gateway's cost under load")
+        cost = Table(
+            "through gateway",
+            "direct",
+            "load",
+            "TTFT p50 added ms",
+            "latency p50 added ms",
+            "tok/s ratio",
+            title="the gateway's cost under load",
+        )
         for row in report["gateway_overhead"]:
-            cost.add_row(row["target"], row["direct"], level_text(row), str(row["ttft_p50_added_ms"]),
-                         str(row["latency_p50_added_ms"]), str(row["tok_per_s_ratio"]))
+            cost.add_row(
+                row["target"],
+                row["direct"],
+                level_text(row),
+                str(row["ttft_p50_added_ms"]),
+                str(row["latency_p50_added_ms"]),
+                str(row["tok_per_s_ratio"]),
+            )
         console.print(cost)
     for target in report["targets"]:
         if target["output_length"]["note"]:
@@ -99,41 +126,68 @@ def _print_report(console: Console, report: dict[str, Any]) -> None:
 
 
 def bench(
-    targets: Annotated[list[str], typer.Argument(
-        help="gateway model/route names, URL#model (an engine's own /v1 URL) or LABEL=URL#model",
-        show_default=False)],
-    base_url: Annotated[str, typer.Option("--base-url", envvar="GPUFLEET_URL",
-                                          help="the gateway that bare model names go to")]
-    = "http://127.0.0.1:8000/v1",
-    api_key: Annotated[str | None, typer.Option("--api-key", envvar="GPUFLEET_API_KEY",
-                                                help="Bearer key of the gateway")] = None,
-    concurrency: Annotated[str | None, typer.Option(
-        help="closed loop: requests in flight, comma-separated levels (default 1,4 unless --rate is given)",
-        show_default=False)] = None,
-    rate: Annotated[str | None, typer.Option(
-        "--rate", help="open loop: requests per second, comma-separated levels (Poisson arrivals, seeded)",
-        show_default=False)] = None,
-    requests: Annotated[int | None, typer.Option(
-        "--requests", min=1,
-        help="requests per target and level (default 4 x concurrency; rate x 10, at least 4)")] = None,
+    targets: Annotated[
+        list[str],
+        typer.Argument(
+            help="gateway model/route names, URL#model (an engine's own /v1 URL) or LABEL=URL#model", show_default=False
+        ),
+    ],
+    base_url: Annotated[
+        str, typer.Option("--base-url", envvar="GPUFLEET_URL", help="the gateway that bare model names go to")
+    ] = "http://127.0.0.1:8000/v1",
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="GPUFLEET_API_KEY", help="Bearer key of the gateway")
+    ] = None,
+    concurrency: Annotated[
+        str | None,
+        typer.Option(
+            help="closed loop: requests in flight, comma-separated levels (default 1,4 unless --rate is given)",
+            show_default=False,
+        ),
+    ] = None,
+    rate: Annotated[
+        str | None,
+        typer.Option(
+            "--rate",
+            help="open loop: requests per second, comma-separated levels (Poisson arrivals, seeded)",
+            show_default=False,
+        ),
+    ] = None,
+    requests: Annotated[
+        int | None,
+        typer.Option(
+            "--requests", min=1, help="requests per target and level (default 4 x concurrency; rate x 10, at least 4)"
+        ),
+    ] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="output tokens per request")] = 64,
-    fixed_output: Annotated[bool, typer.Option(
-        "--fixed-output/--natural-output",
-        help="ask for exactly --max-tokens tokens (ignore_eos, min_tokens) where the engine takes them")] = True,
+    fixed_output: Annotated[
+        bool,
+        typer.Option(
+            "--fixed-output/--natural-output",
+            help="ask for exactly --max-tokens tokens (ignore_eos, min_tokens) where the engine takes them",
+        ),
+    ] = True,
     seed: Annotated[int, typer.Option("--seed", help="request seeds and the open-loop arrival schedule")] = 0,
-    prompts: Annotated[Path | None, typer.Option(
-        "--prompts", help="one prompt per line, or JSONL with a \"prompt\" field")] = None,
-    compare_direct: Annotated[bool, typer.Option(
-        "--compare-direct", help="also load the engine behind each gateway model directly")] = False,
+    prompts: Annotated[
+        Path | None, typer.Option("--prompts", help='one prompt per line, or JSONL with a "prompt" field')
+    ] = None,
+    compare_direct: Annotated[
+        bool, typer.Option("--compare-direct", help="also load the engine behind each gateway model directly")
+    ] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report as JSON here")] = None,
     plot_out: Annotated[Path | None, typer.Option("--plot", help="write the plots (PNG) here")] = None,
-    force: Annotated[bool, typer.Option(
-        "--force", help="let --plot/--json overwrite a file gpufleet bench did not write")] = False,
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="gpufleet.yaml, for the planner's decode estimate (default: $GPUFLEET_CONFIG)")]
-    = None,
-    latest: Annotated[bool, typer.Option(
-        "--latest/--no-latest", help=f"keep this report as the latest one in {bench_latest_dir()}")] = True,
+    force: Annotated[
+        bool, typer.Option("--force", help="let --plot/--json overwrite a file gpufleet bench did not write")
+    ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="gpufleet.yaml, for the planner's decode estimate (default: $GPUFLEET_CONFIG)"
+        ),
+    ] = None,
+    latest: Annotated[
+        bool, typer.Option("--latest/--no-latest", help=f"keep this report as the latest one in {bench_latest_dir()}")
+    ] = True,
     timeout_s: Annotated[float, typer.Option("--timeout", min=1, help="seconds per request")] = 600,
 ) -> None:
     """Benchmark targets side by side: TTFT, inter-token latency, tok/s, req/s, errors (p50/p95/p99)."""
@@ -155,12 +209,19 @@ def bench(
             if target.via_gateway:
                 direct[target.label] = asyncio.run(engine_behind(target, api_key=api_key, timeout_s=timeout_s))
     infos = asyncio.run(_engines(_infos(parsed, direct, cfg), api_key))
-    settings = BenchSettings(tuple(levels), requests, max_tokens, len(prompt_list), rates=tuple(rates),
-                             fixed_output=fixed_output, seed=seed)
+    settings = BenchSettings(
+        tuple(levels), requests, max_tokens, len(prompt_list), rates=tuple(rates), fixed_output=fixed_output, seed=seed
+    )
     host, build = host_info(), gpufleet_build()
     console = Console(stderr=True)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("errors: {task.fields[errors]}"), TimeElapsedColumn(), console=console) as bar:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("errors: {task.fields[errors]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
         task = bar.add_task("starting", total=total_requests(settings, len(infos)), errors=0)
         failed = 0
 
@@ -169,9 +230,17 @@ def bench(
             failed += 0 if sample.ok else 1
             bar.update(task, advance=1, errors=failed)
 
-        result: BenchReport = asyncio.run(run_bench(
-            infos, prompt_list, settings, api_key=api_key, timeout_s=timeout_s, on_sample=on_sample,
-            on_stage=lambda stage: bar.update(task, description=stage)))
+        result: BenchReport = asyncio.run(
+            run_bench(
+                infos,
+                prompt_list,
+                settings,
+                api_key=api_key,
+                timeout_s=timeout_s,
+                on_sample=on_sample,
+                on_stage=lambda stage: bar.update(task, description=stage),
+            )
+        )
     report = dataclasses.replace(result, host=host, gpufleet=build).as_dict()
     _print_report(Console(), report)
     if json_out is not None:

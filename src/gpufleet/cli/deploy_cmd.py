@@ -39,8 +39,7 @@ def load_fleet(config: Path, *, vllm_version: str, hf_cache: str, gateway_image:
     """The fleet of a config file; ConfigError (file, key path, reason) when it cannot be deployed."""
     load_config(config, expand_env=False)  # file-level errors (missing, bad YAML, duplicate keys) with the line
     raw = yaml.safe_load(config.read_text(encoding="utf-8"))
-    return build_fleet(raw, file=str(config), vllm_version=vllm_version, hf_cache=hf_cache,
-                       gateway_image=gateway_image)
+    return build_fleet(raw, file=str(config), vllm_version=vllm_version, hf_cache=hf_cache, gateway_image=gateway_image)
 
 
 # Files that hold secret values (deploy/secret_lift.py): readable by their owner only.
@@ -72,8 +71,10 @@ def exposure_warning(target: str, fleet: Fleet) -> str | None:
     if target == "systemd" and is_loopback(host):
         return None
     where = f"{host}:{server.get('port', 8000)}" if target == "systemd" else f"0.0.0.0:{fleet.gateway_port}"
-    return (f"the generated gateway listens on {where} without server.api_keys: anyone who reaches it can use every"
-            " model. Set server.api_keys: [\"${GPUFLEET_KEY}\"] in the config and GPUFLEET_KEY in the env file")
+    return (
+        f"the generated gateway listens on {where} without server.api_keys: anyone who reaches it can use every"
+        ' model. Set server.api_keys: ["${GPUFLEET_KEY}"] in the config and GPUFLEET_KEY in the env file'
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -91,7 +92,8 @@ def register(app: typer.Typer) -> None:
             str, typer.Option("--hf-cache", help="host directory of the Hugging Face cache (hostPath in k8s)")
         ] = DEFAULT_HF_CACHE,
         gateway_image: Annotated[str, typer.Option("--gateway-image", help="image of the gateway")] = (
-            DEFAULT_GATEWAY_IMAGE),
+            DEFAULT_GATEWAY_IMAGE
+        ),
         namespace: Annotated[str, typer.Option("--namespace", "-n", help="k8s: the namespace")] = "gpufleet",
         pvc: Annotated[
             str | None, typer.Option("--pvc", help="k8s: a PersistentVolumeClaim for the model cache, not hostPath")
@@ -123,8 +125,9 @@ def register(app: typer.Typer) -> None:
         elif target is Target.k8s:
             files = k8s_files(fleet, namespace=namespace, pvc=pvc, source=source, runtime_class=runtime_class)
         else:
-            files = systemd_files(fleet, executable=executable or str(Path(sys.executable).with_name("gpufleet")),
-                                  source=source)
+            files = systemd_files(
+                fleet, executable=executable or str(Path(sys.executable).with_name("gpufleet")), source=source
+            )
         for engine in fleet.engines:
             for warning in engine.warnings:
                 typer.echo(f"warning: models.{engine.name}: {warning}", err=True)

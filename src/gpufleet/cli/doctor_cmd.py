@@ -78,8 +78,12 @@ def plan_for_host(
 
 def multi_node_findings(config: Config) -> list[Finding]:
     """Cross-node findings of every model with `nodes:` (doctor/cluster_checks.py)."""
-    return [finding for name, model in config.models.items() if isinstance(model, VllmModel) and model.nodes
-            for finding in check_cluster(probe_cluster(name, model))]
+    return [
+        finding
+        for name, model in config.models.items()
+        if isinstance(model, VllmModel) and model.nodes
+        for finding in check_cluster(probe_cluster(name, model))
+    ]
 
 
 def register(app: typer.Typer) -> None:
@@ -99,8 +103,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         vllm_version: Annotated[str, typer.Option("--vllm-version")] = DEFAULT_VLLM_VERSION,
         as_json: Annotated[bool, typer.Option("--json")] = False,
-        config: Annotated[Path | None, typer.Option("--config", "-c", help="also check the cross-node facts of"
-                                                    " its multi-node models (nodes:)")] = None,
+        config: Annotated[
+            Path | None,
+            typer.Option("--config", "-c", help="also check the cross-node facts of its multi-node models (nodes:)"),
+        ] = None,
     ) -> None:
         """Check GPUs, free VRAM, driver vs engine CUDA, WSL2, /dev/shm, the port and installed engines."""
         facts = probe_host(port=port)

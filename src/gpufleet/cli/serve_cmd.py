@@ -37,15 +37,24 @@ def _check_address_free(host: str, port: int) -> None:
         sock.bind((host, port))
     except OSError as err:
         sock.close()
-        hint = (f"another process listens there (see 'ss -ltnp sport = :{port}'); stop it or choose another "
-                "port with --port or server.port") if err.errno == errno.EADDRINUSE else "check server.host"
+        hint = (
+            (
+                f"another process listens there (see 'ss -ltnp sport = :{port}'); stop it or choose another "
+                "port with --port or server.port"
+            )
+            if err.errno == errno.EADDRINUSE
+            else "check server.host"
+        )
         raise ConfigError(f"cannot listen on {host}:{port}: {err.strerror}; {hint}", key_path="server.port") from None
     sock.close()
 
 
 def _managed(config: Config) -> dict[str, LlamaCppModel | VllmModel | TransformersModel]:
-    return {name: model for name, model in config.models.items()
-            if isinstance(model, LlamaCppModel | VllmModel | TransformersModel)}
+    return {
+        name: model
+        for name, model in config.models.items()
+        if isinstance(model, LlamaCppModel | VllmModel | TransformersModel)
+    }
 
 
 def _with_overrides(config: Config, host: str | None, port: int | None) -> Config:
@@ -58,8 +67,12 @@ def _with_overrides(config: Config, host: str | None, port: int | None) -> Confi
 
 
 def serve(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="gpufleet.yaml (default: $GPUFLEET_CONFIG, "
-                                                "else the built-in embedded Qwen model)")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="gpufleet.yaml (default: $GPUFLEET_CONFIG, else the built-in embedded Qwen model)"
+        ),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default 8000)", min=0, max=65535)] = None,
     access_log: Annotated[bool, typer.Option(help="log every request")] = False,
@@ -75,9 +88,7 @@ def serve(
     path = _config_path(config)
     cfg = _with_overrides(load_config(path), host, port)
     _check_address_free(cfg.server.host, cfg.server.port)
-    logging.basicConfig(
-        level=cfg.server.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=cfg.server.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     prepare_packaged_models(cfg)
     # Every launch resolved now: a model that can never start is exit 2 naming its key, not a 503 later.
     launches = resolve_launches(_managed(cfg), file=str(path) if path else "<built-in default>")
@@ -87,11 +98,14 @@ def serve(
     typer.echo(f"gpufleet: serving {', '.join(cfg.models)} on {url}")
     typer.echo(
         f"  try: curl {url}/chat/completions -H 'Content-Type: application/json' "
-        f"-d '{{\"model\": \"{first}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'"
+        f'-d \'{{"model": "{first}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\''
     )
     grace_s = cfg.server.shutdown_grace_s
-    limits = HttpLimits(max_header_bytes=cfg.server.max_header_bytes, header_timeout_s=cfg.server.header_timeout_s,
-                        body_timeout_s=cfg.server.body_timeout_s)
+    limits = HttpLimits(
+        max_header_bytes=cfg.server.max_header_bytes,
+        header_timeout_s=cfg.server.header_timeout_s,
+        body_timeout_s=cfg.server.body_timeout_s,
+    )
     server_config = uvicorn.Config(
         app,
         host=cfg.server.host,
@@ -108,8 +122,9 @@ def serve(
         if not server.started:
             sys.exit(3)  # what uvicorn.run does when startup fails (its error is logged)
     except OSError as err:  # e.g. the port is taken
-        raise ConfigError(f"cannot listen on {cfg.server.host}:{cfg.server.port}: {err.strerror}",
-                          key_path="server.port") from None
+        raise ConfigError(
+            f"cannot listen on {cfg.server.host}:{cfg.server.port}: {err.strerror}", key_path="server.port"
+        ) from None
 
 
 def register(app: typer.Typer) -> None:

@@ -22,8 +22,15 @@ from rich.text import Text
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
-_STATE_STYLE = {"ready": "green", "starting": "yellow", "backoff": "yellow", "stopping": "yellow",
-                "failed": "bold red", "stopped": "dim", "remote": "cyan"}
+_STATE_STYLE = {
+    "ready": "green",
+    "starting": "yellow",
+    "backoff": "yellow",
+    "stopping": "yellow",
+    "failed": "bold red",
+    "stopped": "dim",
+    "remote": "cyan",
+}
 
 
 class StatusUnavailable(Exception):
@@ -44,18 +51,22 @@ def fetch_status(url: str, api_key: str | None, *, timeout_s: float = 10) -> tup
         response = httpx.get(target, headers=headers, timeout=timeout_s)
     except httpx.HTTPError as err:
         reason = str(err) or type(err).__name__
-        raise StatusUnavailable(f"cannot reach the gpufleet gateway at {url} ({reason}); is 'gpufleet serve' "
-                                "running there? (--url points elsewhere)") from None
+        raise StatusUnavailable(
+            f"cannot reach the gpufleet gateway at {url} ({reason}); is 'gpufleet serve' "
+            "running there? (--url points elsewhere)"
+        ) from None
     if response.status_code == 401:
         if api_key:
-            raise StatusUnavailable(f"the gateway at {url} rejected the API key (401); check --api-key or "
-                                    "GPUFLEET_API_KEY against server.api_keys")
-        raise StatusUnavailable(f"the gateway at {url} needs an API key (401); pass --api-key or set "
-                                "GPUFLEET_API_KEY")
+            raise StatusUnavailable(
+                f"the gateway at {url} rejected the API key (401); check --api-key or "
+                "GPUFLEET_API_KEY against server.api_keys"
+            )
+        raise StatusUnavailable(f"the gateway at {url} needs an API key (401); pass --api-key or set GPUFLEET_API_KEY")
     if response.status_code != 200:
         snippet = response.text.strip().replace("\n", " ")[:200]
-        raise StatusUnavailable(f"{target} answered HTTP {response.status_code}: {snippet} "
-                                "(is this a gpufleet gateway?)")
+        raise StatusUnavailable(
+            f"{target} answered HTTP {response.status_code}: {snippet} (is this a gpufleet gateway?)"
+        )
     try:
         data = orjson.loads(response.content)
     except orjson.JSONDecodeError:
@@ -125,8 +136,17 @@ def _column(table: Table, header: str, *, no_wrap: bool = False) -> None:
 def models_table(models: list[dict[str, Any]]) -> Table:
     """One row per model: engine, state, phase, load, KV capacity and the scraped vLLM numbers."""
     table = Table(title="models", title_justify="left")
-    for header in ("model", "engine", "state", "phase", "in-flight", "restarts", "KV tokens (conc.)",
-                   "vLLM run/wait", "KV use"):
+    for header in (
+        "model",
+        "engine",
+        "state",
+        "phase",
+        "in-flight",
+        "restarts",
+        "KV tokens (conc.)",
+        "vLLM run/wait",
+        "KV use",
+    ):
         _column(table, header, no_wrap=header == "model")
     for model in models:
         scraped = model.get("engine_metrics") or {}
@@ -136,8 +156,14 @@ def models_table(models: list[dict[str, Any]]) -> Table:
         if aliases:
             label.append(f" ({', '.join(aliases)})", style="dim")
         table.add_row(
-            label, str(model.get("engine", "")), _state(model), _phase(model),
-            _count(model.get("in_flight")), _count(model.get("restarts")), _kv_capacity(model), _queue(scraped),
+            label,
+            str(model.get("engine", "")),
+            _state(model),
+            _phase(model),
+            _count(model.get("in_flight")),
+            _count(model.get("restarts")),
+            _kv_capacity(model),
+            _queue(scraped),
             _kv_usage(scraped),
         )
     return table
@@ -153,10 +179,12 @@ def targets_table(targets: list[dict[str, Any]]) -> Table:
         healthy = target.get("healthy")
         cooldown = target.get("cooldown_until_s")
         table.add_row(
-            str(target.get("target", "?")), str(target.get("model", "")),
+            str(target.get("target", "?")),
+            str(target.get("model", "")),
             Text("yes", style="green") if healthy else Text("no", style="bold red"),
             f"{cooldown:.1f} s left" if isinstance(cooldown, int | float) else "",
-            _count(target.get("in_flight")), _count(target.get("failures")),
+            _count(target.get("in_flight")),
+            _count(target.get("failures")),
             Text(str(target.get("last_error") or "").split("\n", 1)[0][:200], style="red"),
         )
     return table
@@ -181,8 +209,11 @@ def _errors(models: list[dict[str, Any]]) -> list[RenderableType]:
 
 def _warnings(models: list[dict[str, Any]]) -> list[RenderableType]:
     # Planner and vLLM flag warnings: a running engine may still be slower or smaller than expected.
-    return [Text(f"{model.get('name')}: ", style="bold").append(str(warning), style="yellow")
-            for model in models for warning in model.get("warnings") or ()]
+    return [
+        Text(f"{model.get('name')}: ", style="bold").append(str(warning), style="yellow")
+        for model in models
+        for warning in model.get("warnings") or ()
+    ]
 
 
 def render_status(data: dict[str, Any], url: str) -> Group:
@@ -208,11 +239,13 @@ def render_status(data: dict[str, Any], url: str) -> Group:
 
 def status(
     url: Annotated[str, typer.Option("--url", envvar="GPUFLEET_URL", help="the gateway's root URL")] = DEFAULT_URL,
-    api_key: Annotated[str | None, typer.Option("--api-key", envvar="GPUFLEET_API_KEY",
-                                                help="Bearer key when server.api_keys is set")] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="GPUFLEET_API_KEY", help="Bearer key when server.api_keys is set")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print /status as the gateway sent it")] = False,
-    watch: Annotated[float | None, typer.Option("--watch", min=0.2, metavar="SECONDS",
-                                                help="refresh every SECONDS until Ctrl-C")] = None,
+    watch: Annotated[
+        float | None, typer.Option("--watch", min=0.2, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C")
+    ] = None,
 ) -> None:
     """Show every model's engine state, startup phase, load, KV cache and router targets of a running gateway."""
     console = Console()

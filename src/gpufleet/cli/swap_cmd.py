@@ -36,11 +36,15 @@ def request_swap(url: str, model: str, api_key: str | None, *, timeout_s: float)
     try:
         response = httpx.post(swap_url(url, model), headers=headers, timeout=timeout_s)
     except httpx.TimeoutException:
-        raise SwapFailed(f"no answer from {url} within {timeout_s:.0f} s; the swap may still be under way "
-                         "(see 'gpufleet status'), or raise --timeout") from None
+        raise SwapFailed(
+            f"no answer from {url} within {timeout_s:.0f} s; the swap may still be under way "
+            "(see 'gpufleet status'), or raise --timeout"
+        ) from None
     except httpx.HTTPError as err:
-        raise SwapFailed(f"cannot reach the gpufleet gateway at {url} ({err or type(err).__name__}); is "
-                         "'gpufleet serve' running there? (--url points elsewhere)") from None
+        raise SwapFailed(
+            f"cannot reach the gpufleet gateway at {url} ({err or type(err).__name__}); is "
+            "'gpufleet serve' running there? (--url points elsewhere)"
+        ) from None
     try:
         data = orjson.loads(response.content)
     except orjson.JSONDecodeError:
@@ -58,8 +62,9 @@ def request_swap(url: str, model: str, api_key: str | None, *, timeout_s: float)
 def swap(
     model: Annotated[str, typer.Argument(help="the model (or alias) to bring up")],
     url: Annotated[str, typer.Option("--url", envvar="GPUFLEET_URL", help="the gateway's root URL")] = DEFAULT_URL,
-    api_key: Annotated[str | None, typer.Option("--api-key", envvar="GPUFLEET_API_KEY",
-                                                help="a key from server.api_keys")] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="GPUFLEET_API_KEY", help="a key from server.api_keys")
+    ] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="seconds to wait for the model")] = 900,
     as_json: Annotated[bool, typer.Option("--json", help="print the gateway's answer as JSON")] = False,
 ) -> None:
@@ -73,8 +78,9 @@ def swap(
         typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return
     freed = ", ".join(f"{f['model']} ({f['how']})" for f in result.get("freed", [])) or "nothing"
-    typer.echo(f"{result['model']}: ready at {result['engine_url']} (swap group {result['swap_group']}; "
-               f"freed: {freed})")
+    typer.echo(
+        f"{result['model']}: ready at {result['engine_url']} (swap group {result['swap_group']}; freed: {freed})"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -14,5 +14,4 @@ from __future__ import annotations
 from gpufleet.cluster.ray_commands import distributed_launch, head_address
 from gpufleet.cluster.ray_state import ClusterView, RayNode, assess, lost_reason, parse_nodes
 
-__all__ = ["ClusterView", "RayNode", "assess", "distributed_launch", "head_address",
-           "lost_reason", "parse_nodes"]
+__all__ = ["ClusterView", "RayNode", "assess", "distributed_launch", "head_address", "lost_reason", "parse_nodes"]

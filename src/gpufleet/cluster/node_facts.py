@@ -52,8 +52,11 @@ class NodeFacts:
 
     def labels(self) -> dict[str, str]:
         """The facts as Ray node label values (keys without gpufleet's prefix)."""
-        out = {f.name.replace("_", "-"): "" if getattr(self, f.name) is None else str(getattr(self, f.name))
-               for f in fields(self) if f.name != "address"}
+        out = {
+            f.name.replace("_", "-"): "" if getattr(self, f.name) is None else str(getattr(self, f.name))
+            for f in fields(self)
+            if f.name != "address"
+        }
         out["nccl-socket-ifname"] = self.nccl_socket_ifname or "unset"
         out["gloo-socket-ifname"] = self.gloo_socket_ifname or "unset"
         return out
@@ -67,10 +70,18 @@ def facts_from_node(node: RayNode) -> NodeFacts:
         value = node.fact(key)
         return "" if value in (None, "unset") else str(value)
 
-    return NodeFacts(node.ip, vllm=node.fact("vllm"), torch=node.fact("torch"), nccl=node.fact("nccl"),
-                     ray=node.fact("ray"), driver=node.fact("driver"),
-                     nccl_socket_ifname=ifname("nccl-socket-ifname"), gloo_socket_ifname=ifname("gloo-socket-ifname"),
-                     route_if=node.fact("route-if"), if_count=int(count) if count and count.isdigit() else None)
+    return NodeFacts(
+        node.ip,
+        vllm=node.fact("vllm"),
+        torch=node.fact("torch"),
+        nccl=node.fact("nccl"),
+        ray=node.fact("ray"),
+        driver=node.fact("driver"),
+        nccl_socket_ifname=ifname("nccl-socket-ifname"),
+        gloo_socket_ifname=ifname("gloo-socket-ifname"),
+        route_if=node.fact("route-if"),
+        if_count=int(count) if count and count.isdigit() else None,
+    )
 
 
 def parse_route_dev(text: str) -> str | None:
@@ -101,8 +112,10 @@ def up_interfaces(net_dir: Path = Path("/sys/class/net")) -> list[str]:
 
 def local_address_for(peer: str, port: int = 9) -> str | None:
     """This host's source address toward `peer` (a UDP connect only picks the route; nothing is sent)."""
-    with contextlib.suppress(OSError), socket.socket(socket.AF_INET6 if ":" in peer else socket.AF_INET,
-                                                     socket.SOCK_DGRAM) as sock:
+    with (
+        contextlib.suppress(OSError),
+        socket.socket(socket.AF_INET6 if ":" in peer else socket.AF_INET, socket.SOCK_DGRAM) as sock,
+    ):
         sock.connect((peer, port))
         return str(sock.getsockname()[0])
     return None
@@ -138,23 +151,36 @@ def driver_version() -> str | None:
 def package_versions(python: Path | str, env: dict[str, str] | None = None) -> dict[str, str | None]:
     """vllm, torch, ray and NCCL versions installed for `python` (all None when it cannot be run)."""
     with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
-        done = subprocess.run([str(python), "-c", _VERSIONS_PROBE], capture_output=True, text=True, timeout=60,
-                              check=False, env={**os.environ, **(env or {})})
+        done = subprocess.run(
+            [str(python), "-c", _VERSIONS_PROBE],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, **(env or {})},
+        )
         if done.returncode == 0:
             data = json.loads(done.stdout.strip().splitlines()[-1])
             return {k: (str(v) if v else None) for k, v in data.items()}
     return {"vllm": None, "torch": None, "ray": None, "nccl": None}
 
 
-def collect_node_facts(address: str, python: Path | str, peer: str | None,
-                       env: dict[str, str] | None = None) -> NodeFacts:
+def collect_node_facts(
+    address: str, python: Path | str, peer: str | None, env: dict[str, str] | None = None
+) -> NodeFacts:
     """This node's facts: package versions of `python`'s environment, driver, NCCL/Gloo interface settings (from
     `env` over the process environment) and the interface of the route to `peer`."""
     merged = {**os.environ, **(env or {})}
     versions = package_versions(python, env)
     return NodeFacts(
-        address, vllm=versions["vllm"], torch=versions["torch"], nccl=versions["nccl"], ray=versions["ray"],
-        driver=driver_version(), nccl_socket_ifname=merged.get("NCCL_SOCKET_IFNAME", ""),
+        address,
+        vllm=versions["vllm"],
+        torch=versions["torch"],
+        nccl=versions["nccl"],
+        ray=versions["ray"],
+        driver=driver_version(),
+        nccl_socket_ifname=merged.get("NCCL_SOCKET_IFNAME", ""),
         gloo_socket_ifname=merged.get("GLOO_SOCKET_IFNAME", ""),
-        route_if=route_interface(peer) if peer else None, if_count=len(up_interfaces()),
+        route_if=route_interface(peer) if peer else None,
+        if_count=len(up_interfaces()),
     )

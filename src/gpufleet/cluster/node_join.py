@@ -73,26 +73,40 @@ async def join_forever(settings: JoinSettings, say: Callable[[str], None] | None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    facts: NodeFacts = await asyncio.to_thread(collect_node_facts, settings.node_ip, settings.python,
-                                               settings.head_host)
-    say(f"node {settings.node_ip}: vLLM {facts.vllm or '-'}, Ray {facts.ray or '-'}, NCCL {facts.nccl or '-'},"
-        f" driver {facts.driver or '-'}, route to the head via {facts.route_if or '?'}")
+    facts: NodeFacts = await asyncio.to_thread(
+        collect_node_facts, settings.node_ip, settings.python, settings.head_host
+    )
+    say(
+        f"node {settings.node_ip}: vLLM {facts.vllm or '-'}, Ray {facts.ray or '-'}, NCCL {facts.nccl or '-'},"
+        f" driver {facts.driver or '-'}, route to the head via {facts.route_if or '?'}"
+    )
     if facts.ray is None:
-        say(f"error: Ray is not installed for {settings.python}; install it there (pip install 'ray[default]')"
-            " or pass --python with the interpreter of vLLM's environment")
+        say(
+            f"error: Ray is not installed for {settings.python}; install it there (pip install 'ray[default]')"
+            " or pass --python with the interpreter of vLLM's environment"
+        )
         return 2
     joins = 0
     while not stop.is_set() and (settings.max_joins is None or joins < settings.max_joins):
         if not await asyncio.to_thread(port_open, settings.head_host, settings.head_port):
-            say(f"waiting for the head {settings.head} (Ray GCS port {settings.head_port} not reachable yet;"
-                " is gpufleet serve running there, and the port open in its firewall?)")
+            say(
+                f"waiting for the head {settings.head} (Ray GCS port {settings.head_port} not reachable yet;"
+                " is gpufleet serve running there, and the port open in its firewall?)"
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=settings.retry_s)
             continue
         joins += 1
-        argv = worker_start_argv(settings.python, settings.head, settings.node_ip, settings.temp_dir,
-                                 facts.labels(), num_gpus=settings.num_gpus, num_cpus=settings.num_cpus,
-                                 object_store_mib=settings.object_store_mib)
+        argv = worker_start_argv(
+            settings.python,
+            settings.head,
+            settings.node_ip,
+            settings.temp_dir,
+            facts.labels(),
+            num_gpus=settings.num_gpus,
+            num_cpus=settings.num_cpus,
+            object_store_mib=settings.object_store_mib,
+        )
         process = RayProcess(argv, settings.ray_env(), settings.log_path)
         started = time.monotonic()
         await process.spawn()
@@ -107,11 +121,15 @@ async def join_forever(settings: JoinSettings, say: Callable[[str], None] | None
             break
         await process.stop()  # its group may hold services that outlived `ray start`
         if looks_refused(process.log_tail(40)):
-            say(f"error: the head {settings.head} refused this node's Ray token; copy the head's token file"
-                " (<cache>/ray/auth_token there) again and pass it with --token-file")
+            say(
+                f"error: the head {settings.head} refused this node's Ray token; copy the head's token file"
+                " (<cache>/ray/auth_token there) again and pass it with --token-file"
+            )
             return 2
-        say(f"ray exited with code {process.returncode} after {time.monotonic() - started:.0f} s;"
-            f" rejoining in {settings.retry_s:g} s\n{process.log_tail(5)}")
+        say(
+            f"ray exited with code {process.returncode} after {time.monotonic() - started:.0f} s;"
+            f" rejoining in {settings.retry_s:g} s\n{process.log_tail(5)}"
+        )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=settings.retry_s)
     return 0

@@ -28,8 +28,13 @@ AUTH_MODE_ENV = "RAY_AUTH_MODE"
 TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
 TOKEN_VALUE_ENV = "RAY_AUTH_TOKEN"
 # Ray's own markers of a refused token in a worker's `ray start` output (Ray 2.60).
-REFUSED_MARKERS = ("authentication token is invalid", "UNAUTHENTICATED", "Invalid authentication token",
-                   "Unauthenticated", "AuthenticationError")
+REFUSED_MARKERS = (
+    "authentication token is invalid",
+    "UNAUTHENTICATED",
+    "Invalid authentication token",
+    "Unauthenticated",
+    "AuthenticationError",
+)
 
 
 def auth_enabled(ray: RayClusterConfig | None) -> bool:
@@ -63,8 +68,7 @@ def read_token(path: Path) -> str:
     except OSError as err:
         raise EngineError(f"Ray token file {path}: cannot read it: {err.strerror}") from None
     if mode & 0o077:
-        raise EngineError(f"Ray token file {path} is readable by other users (mode {mode & 0o777:o});"
-                          f" chmod 600 {path}")
+        raise EngineError(f"Ray token file {path} is readable by other users (mode {mode & 0o777:o}); chmod 600 {path}")
     if not token:
         raise EngineError(f"Ray token file {path} is empty")
     return token

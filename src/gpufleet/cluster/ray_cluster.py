@@ -56,8 +56,9 @@ def ray_temp_dir(name: str) -> Path:
 class RayHead:
     """The Ray head of one model: start it, wait for the workers, watch them, stop it."""
 
-    def __init__(self, name: str, model: VllmModel, python: Path | str, log_dir: Path, *,
-                 poll_interval_s: float = 0.5) -> None:
+    def __init__(
+        self, name: str, model: VllmModel, python: Path | str, log_dir: Path, *, poll_interval_s: float = 0.5
+    ) -> None:
         assert model.nodes, "a RayHead is for a model with nodes:"
         self.name = name
         self.model = model
@@ -78,8 +79,12 @@ class RayHead:
     def snapshot(self) -> dict[str, Any]:
         """JSON view for /status: the head, its process and the latest node count."""
         view = self.view.snapshot() if self.view else None
-        return {"head": self.address, "head_pid": self.process.pid if self.process and self.process.running else None,
-                "log_path": str(self.log_path), **(view or {})}
+        return {
+            "head": self.address,
+            "head_pid": self.process.pid if self.process and self.process.running else None,
+            "log_path": str(self.log_path),
+            **(view or {}),
+        }
 
     async def ensure_started(self) -> None:
         """Start the head unless it runs; EngineError when this host is not the head or Ray is missing."""
@@ -89,12 +94,15 @@ class RayHead:
         if not await asyncio.to_thread(is_local_address, head):
             raise EngineError(
                 f"models.{self.name}.nodes: the head {head} (the first node) is not an address of this host;"
-                " run gpufleet serve on the head, or list this host's address first")
+                " run gpufleet serve on the head, or list this host's address first"
+            )
         peer = self.model.nodes[1] if len(self.model.nodes) > 1 else None
         facts = await asyncio.to_thread(collect_node_facts, head, self.python, peer, self.model.env)
         if facts.ray is None:
-            raise EngineError(f"Ray is not installed for {self.python}: install vLLM's Ray there"
-                              f" (pip install 'ray[default]'), or set models.{self.name}.ray.python")
+            raise EngineError(
+                f"Ray is not installed for {self.python}: install vLLM's Ray there"
+                f" (pip install 'ray[default]'), or set models.{self.name}.ray.python"
+            )
         argv = head_start_argv(self.model, self.python, ray_temp_dir(self.name), facts.labels())
         env = dict(self.model.ray.env) if self.model.ray else {}
         if auth_enabled(self.model.ray):
@@ -116,15 +124,18 @@ class RayHead:
     async def read_nodes(self, http: aiohttp.ClientSession) -> list[RayNode] | None:
         """Every node the state API lists; None while it does not answer."""
         try:
-            async with http.get(self.nodes_url, headers=self.state_headers,
-                                timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            async with http.get(
+                self.nodes_url, headers=self.state_headers, timeout=aiohttp.ClientTimeout(total=5)
+            ) as resp:
                 status, raw = resp.status, await resp.read()
         except (aiohttp.ClientError, TimeoutError):
             return None
         if status in (401, 403):
             # A head in token mode that does not take gpufleet's token: waiting will not change that.
-            self.refused = (f"the Ray head's state API refused gpufleet's token (HTTP {status}); is another Ray"
-                            f" head with another token on port {self.nodes_url.split(':')[2].split('/')[0]}?")
+            self.refused = (
+                f"the Ray head's state API refused gpufleet's token (HTTP {status}); is another Ray"
+                f" head with another token on port {self.nodes_url.split(':')[2].split('/')[0]}?"
+            )
             return None
         try:
             payload = json.loads(raw)
@@ -136,8 +147,13 @@ class RayHead:
             log.debug("%s: %s", self.name, err)
             return None
 
-    async def bring_up(self, http: aiohttp.ClientSession, deadline: float, on_progress: Callable[[str], None],
-                       gone: Callable[[], bool] = lambda: False) -> ClusterView | None:
+    async def bring_up(
+        self,
+        http: aiohttp.ClientSession,
+        deadline: float,
+        on_progress: Callable[[str], None],
+        gone: Callable[[], bool] = lambda: False,
+    ) -> ClusterView | None:
         """Start the head if needed and wait until every node is up with its GPUs; EngineError at the deadline
         or when the head exits; None as soon as `gone()` (the model was stopped meanwhile)."""
         await self.ensure_started()
@@ -146,8 +162,9 @@ class RayHead:
         while not gone():
             if not self.process.running:
                 tail = self.process.log_tail(15)
-                raise EngineError(f"the Ray head exited with code {self.process.returncode}; see {self.log_path}"
-                                  f"\n{tail}")
+                raise EngineError(
+                    f"the Ray head exited with code {self.process.returncode}; see {self.log_path}\n{tail}"
+                )
             view = await self.read_view(http)
             if self.refused is not None:
                 raise EngineError(f"{self.refused}; see {self.log_path}")
@@ -161,19 +178,21 @@ class RayHead:
                 waiting = ", ".join(view.missing) if view and view.missing else "the head's state API"
                 raise EngineError(
                     f"{line} after the wait: on {waiting} run `gpufleet node join {self.address}` (a systemd unit or"
-                    " container can keep it running), or raise ready_timeout_s")
+                    " container can keep it running), or raise ready_timeout_s"
+                )
             await asyncio.sleep(self.poll_interval_s)
         return None
 
-    async def watch(self, http: aiohttp.ClientSession, on_lost: Callable[[str], None],
-                    interval_s: float = 1.0) -> None:
+    async def watch(self, http: aiohttp.ClientSession, on_lost: Callable[[str], None], interval_s: float = 1.0) -> None:
         """Poll until a host that was up is gone, then call `on_lost(reason)` once and return."""
         before = self.view
         while True:
             await asyncio.sleep(interval_s)
             if self.process is None or not self.process.running:
-                on_lost(f"the Ray head exited (code {self.process.returncode if self.process else '?'});"
-                        f" see {self.log_path}")
+                on_lost(
+                    f"the Ray head exited (code {self.process.returncode if self.process else '?'});"
+                    f" see {self.log_path}"
+                )
                 return
             now = await self.read_view(http)
             if now is None or before is None:

@@ -47,8 +47,12 @@ def distributed_launch(launch: LaunchPlan, model: VllmModel) -> LaunchPlan:
     backend = None if "--distributed-executor-backend" in model.extra_args else "ray"  # seed 004: two Sparks
     # vLLM's driver joins the head's cluster, so it needs the head's token mode and token file too.
     auth = auth_env(token_path(model.ray)) if auth_enabled(model.ray) else {}
-    return replace(launch, nodes=len(model.nodes), distributed_executor_backend=backend,
-                   env={"RAY_ADDRESS": head_address(model), **auth, **launch.env})  # the config's own env wins
+    return replace(
+        launch,
+        nodes=len(model.nodes),
+        distributed_executor_backend=backend,
+        env={"RAY_ADDRESS": head_address(model), **auth, **launch.env},
+    )  # the config's own env wins
 
 
 def ray_command(python: Path | str) -> list[str]:
@@ -88,21 +92,55 @@ def head_start_argv(model: VllmModel, python: Path | str, temp_dir: Path, labels
     port = ray.port if ray else DEFAULT_GCS_PORT
     dashboard = ray.dashboard_port if ray else DEFAULT_DASHBOARD_PORT
     num_gpus = ray.num_gpus if ray and ray.num_gpus is not None else model.gpus_per_node
-    argv = [*ray_command(python), "start", "--head", "--block", "--node-ip-address", model.nodes[0],
-            "--port", str(port), "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-            "--dashboard-port", str(dashboard), "--disable-usage-stats", "--temp-dir", str(temp_dir)]
+    argv = [
+        *ray_command(python),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address",
+        model.nodes[0],
+        "--port",
+        str(port),
+        "--include-dashboard",
+        "true",
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(dashboard),
+        "--disable-usage-stats",
+        "--temp-dir",
+        str(temp_dir),
+    ]
     argv += _resources(num_gpus, ray.num_cpus if ray else None, ray.object_store_mib if ray else None)
     if labels:
         argv += ["--labels", labels_arg(labels)]
     return argv
 
 
-def worker_start_argv(python: Path | str, head: str, node_ip: str, temp_dir: Path, labels: dict[str, str], *,
-                      num_gpus: int | None = None, num_cpus: int | None = None,
-                      object_store_mib: int | None = None) -> list[str]:
+def worker_start_argv(
+    python: Path | str,
+    head: str,
+    node_ip: str,
+    temp_dir: Path,
+    labels: dict[str, str],
+    *,
+    num_gpus: int | None = None,
+    num_cpus: int | None = None,
+    object_store_mib: int | None = None,
+) -> list[str]:
     """`ray start --block --address HEAD` for a worker (what `gpufleet node join` runs)."""
-    argv = [*ray_command(python), "start", "--block", "--address", head, "--node-ip-address", node_ip,
-            "--disable-usage-stats", "--temp-dir", str(temp_dir)]
+    argv = [
+        *ray_command(python),
+        "start",
+        "--block",
+        "--address",
+        head,
+        "--node-ip-address",
+        node_ip,
+        "--disable-usage-stats",
+        "--temp-dir",
+        str(temp_dir),
+    ]
     argv += _resources(num_gpus, num_cpus, object_store_mib)
     if labels:
         argv += ["--labels", labels_arg(labels)]

@@ -64,8 +64,14 @@ class ClusterView:
 
     def snapshot(self) -> dict[str, Any]:
         """JSON view for /status."""
-        return {"nodes_up": len(self.up), "nodes_expected": len(self.expected), "gpus": self.gpus,
-                "gpus_needed": self.gpus_needed, "missing": list(self.missing), "ready": self.ready}
+        return {
+            "nodes_up": len(self.up),
+            "nodes_expected": len(self.expected),
+            "gpus": self.gpus,
+            "gpus_needed": self.gpus_needed,
+            "missing": list(self.missing),
+            "ready": self.ready,
+        }
 
 
 class StateApiError(ValueError):
@@ -80,9 +86,12 @@ def parse_nodes(payload: Any) -> list[RayNode]:
         rows = payload["data"]["result"]["result"]
         return [
             RayNode(
-                ip=str(row["node_ip"]), alive=row["state"] == "ALIVE", is_head=bool(row.get("is_head_node")),
+                ip=str(row["node_ip"]),
+                alive=row["state"] == "ALIVE",
+                is_head=bool(row.get("is_head_node")),
                 gpus=float((row.get("resources_total") or {}).get("GPU", 0.0)),
-                state_message=row.get("state_message"), labels=dict(row.get("labels") or {}),
+                state_message=row.get("state_message"),
+                labels=dict(row.get("labels") or {}),
             )
             for row in rows
         ]

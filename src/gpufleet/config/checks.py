@@ -16,9 +16,13 @@ from gpufleet.config.routing import AutoModelClassifier, PersonaConfig, RouteCon
 from gpufleet.model_names import name_problem
 
 
-def check_config(models: Mapping[str, ModelConfig], routes: Mapping[str, RouteConfig],
-                 personas: Mapping[str, PersonaConfig], router: RouterConfig,
-                 swap_groups: Mapping[str, SwapGroupConfig]) -> None:
+def check_config(
+    models: Mapping[str, ModelConfig],
+    routes: Mapping[str, RouteConfig],
+    personas: Mapping[str, PersonaConfig],
+    router: RouterConfig,
+    swap_groups: Mapping[str, SwapGroupConfig],
+) -> None:
     """The whole config's checks, in the order a reader fixes them: names, nodes, references, swap groups."""
     if not models:
         raise ValueError("models: at least one model is required")
@@ -54,8 +58,13 @@ def _canonical(name: str, seen: dict[str, str]) -> str | None:
     return seen.get(name)
 
 
-def _check_references(models: Mapping[str, ModelConfig], routes: Mapping[str, RouteConfig],
-                      personas: Mapping[str, PersonaConfig], router: RouterConfig, seen: dict[str, str]) -> None:
+def _check_references(
+    models: Mapping[str, ModelConfig],
+    routes: Mapping[str, RouteConfig],
+    personas: Mapping[str, PersonaConfig],
+    router: RouterConfig,
+    seen: dict[str, str],
+) -> None:
     """Every name a route, fallback, persona or tier mentions exists, and fallback chains have no cycle."""
 
     def must_exist(name: str, where: str, *, allow_personas: bool = False) -> str:
@@ -90,7 +99,7 @@ def _refuse_cycles(edges: dict[str, list[str]]) -> None:
 
     def visit(node: str, path: list[str]) -> None:
         if node in path:
-            cycle = " → ".join([*path[path.index(node):], node])
+            cycle = " → ".join([*path[path.index(node) :], node])
             raise ValueError(f"{path[0]}.fallbacks: fallback cycle {cycle}")
         if node in done:
             return
@@ -116,6 +125,7 @@ def _check_swap_groups(models: Mapping[str, ModelConfig], swap_groups: Mapping[s
         if model.memory_mib is None:
             raise ValueError(f"models.{name}.memory_mib: required in swap group {group_name!r}, which has a budget")
         if model.memory_mib > group.memory_mib:
-            raise ValueError(f"models.{name}.memory_mib: {model.memory_mib} MiB exceeds swap group "
-                             f"{group_name!r}'s budget of {group.memory_mib} MiB")
-
+            raise ValueError(
+                f"models.{name}.memory_mib: {model.memory_mib} MiB exceeds swap group "
+                f"{group_name!r}'s budget of {group.memory_mib} MiB"
+            )

@@ -136,9 +136,10 @@ def load_config(path: Path | None, *, expand_env: bool = True) -> Config:
     except OSError as err:
         raise ConfigError(f"cannot read: {err.strerror}", file=file) from None
     except UnicodeDecodeError as err:
-        bad = err.object[err.start:err.start + 1].hex()
-        raise ConfigError(f"not UTF-8 text (byte 0x{bad} at offset {err.start}); save the file as UTF-8",
-                          file=file) from None
+        bad = err.object[err.start : err.start + 1].hex()
+        raise ConfigError(
+            f"not UTF-8 text (byte 0x{bad} at offset {err.start}); save the file as UTF-8", file=file
+        ) from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except ConfigError as err:

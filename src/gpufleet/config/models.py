@@ -27,7 +27,8 @@ class _ModelBase(Strict):
     stop_grace_s: float = Field(default=10, ge=0, description="SIGTERM → SIGKILL grace period")
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
     dialect: str | None = Field(
-        default=None, description="what the model speaks (qwen3, qwen3_thinking, qwen3_instruct, qwen3_coder, qwq,"
+        default=None,
+        description="what the model speaks (qwen3, qwen3_thinking, qwen3_instruct, qwen3_coder, qwq,"
         " qwen2_5, none); default: inferred from the model id (docs/qwen.md)",
     )
 
@@ -82,8 +83,10 @@ class LlamaCppModel(_ModelBase, _GatewayParsers):
 
         if value.startswith("package:") and value.removeprefix("package:") not in PACKAGED_MODELS:
             known = ", ".join(f"package:{name}" for name in sorted(PACKAGED_MODELS))
-            raise ValueError(f"unknown packaged model {value!r}; packaged models: {known} "
-                             "(see 'gpufleet models packaged'), or give a path to a .gguf file")
+            raise ValueError(
+                f"unknown packaged model {value!r}; packaged models: {known} "
+                "(see 'gpufleet models packaged'), or give a path to a .gguf file"
+            )
         return value
 
 
@@ -107,8 +110,9 @@ class RemoteModel(_ModelBase, _GatewayParsers):
             raise ValueError(f"url must start with http:// or https:// (got {redact_url(value)!r})")
         if "?" in value or "#" in value:
             # gpufleet appends /chat/completions to the url: a query string would swallow that path.
-            raise ValueError(f"url must not carry a query string or fragment (got {redact_url(value)!r}); "
-                             "put a key in api_key")
+            raise ValueError(
+                f"url must not carry a query string or fragment (got {redact_url(value)!r}); put a key in api_key"
+            )
         return value.rstrip("/")
 
     @model_validator(mode="after")
@@ -117,8 +121,10 @@ class RemoteModel(_ModelBase, _GatewayParsers):
 
         if self.api_key is not None and url_has_credentials(self.url):
             # aiohttp refuses a request that has both, so every request would fail: say so at load.
-            raise ValueError(f"url {redact_url(self.url)!r} carries credentials and api_key is set too; "
-                             "use one of them (api_key sends 'Authorization: Bearer')")
+            raise ValueError(
+                f"url {redact_url(self.url)!r} carries credentials and api_key is set too; "
+                "use one of them (api_key sends 'Authorization: Bearer')"
+            )
         return self
 
 
@@ -181,14 +187,16 @@ class RayClusterConfig(Strict):
     num_cpus: int | None = Field(default=None, ge=0, description="CPUs the head gives Ray; default: Ray's count")
     object_store_mib: int | None = Field(default=None, ge=75, description="Ray object store; default: Ray's 30% of RAM")
     python: str | None = Field(
-        default=None, description="interpreter whose `ray` runs the head; default: the model's vLLM python"
+        default=None,
+        description="interpreter whose `ray` runs the head; default: the model's vLLM python"
         " (the head's Ray must be the one vLLM imports)",
     )
     env: dict[str, str] = Field(
         default_factory=dict, description="environment of the head's `ray start`, e.g. RAY_health_check_period_ms"
     )
     auth: Literal["token", "disabled"] = Field(
-        default="token", description="Ray token authentication (without it the head runs code for anyone who"
+        default="token",
+        description="Ray token authentication (without it the head runs code for anyone who"
         " reaches it); workers join with the same token (gpufleet node join --token-file)",
     )
     token_file: str | None = Field(
@@ -288,7 +296,8 @@ class TransformersModel(_ModelBase, _GatewayParsers):
     engine: Literal["transformers"]
     model: str = Field(description="local Hugging Face model directory (config.json, weights, tokenizer)")
     python: str | None = Field(
-        default=None, description="interpreter of an environment with transformers[serving], or an installed"
+        default=None,
+        description="interpreter of an environment with transformers[serving], or an installed"
         " engine name; default: the 'transformers' engine gpufleet installs",
     )
     device: str = Field(default="cpu", description="torch device: 'cpu', 'cuda:0', 'auto'")
@@ -296,14 +305,19 @@ class TransformersModel(_ModelBase, _GatewayParsers):
     continuous_batching: bool = Field(default=True, description="--continuous-batching (paged attention)")
     # Without a block count, transformers sizes the paged KV cache from the device's free memory; on the CPU
     # that is 60-90% of the host's free RAM (measured: 13.8 GB RSS for SmolLM2-135M on a 24 GiB host).
-    cb_num_blocks: int | None = Field(default=256, ge=1, description="--cb-num-blocks: KV-cache blocks (of"
-                                      " --cb-block-size tokens, 32 by default); null: transformers sizes it")
-    cb_max_batch_tokens: int | None = Field(default=1024, ge=1, description="--cb-max-batch-tokens: tokens per"
-                                            " batch step (the attention masks grow with it)")
+    cb_num_blocks: int | None = Field(
+        default=256,
+        ge=1,
+        description="--cb-num-blocks: KV-cache blocks (of"
+        " --cb-block-size tokens, 32 by default); null: transformers sizes it",
+    )
+    cb_max_batch_tokens: int | None = Field(
+        default=1024,
+        ge=1,
+        description="--cb-max-batch-tokens: tokens per batch step (the attention masks grow with it)",
+    )
     extra_args: list[str] = Field(default_factory=list, description="more `transformers serve` flags, verbatim")
     env: dict[str, str] = Field(default_factory=dict)
 
 
-ModelConfig = Annotated[
-    LlamaCppModel | RemoteModel | VllmModel | TransformersModel, Field(discriminator="engine")
-]
+ModelConfig = Annotated[LlamaCppModel | RemoteModel | VllmModel | TransformersModel, Field(discriminator="engine")]

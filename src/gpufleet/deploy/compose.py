@@ -18,8 +18,12 @@ GATEWAY_SERVICE = "gateway"
 BUILD_CONTEXT = "${GPUFLEET_SRC:?set GPUFLEET_SRC in .env to a gpufleet checkout (the gateway image's build context)}"
 GATEWAY_CONFIG = "/etc/gpufleet/gpufleet.yaml"
 # The image has python3 but no promise of curl; /health answers 200 once the model is loaded.
-_HEALTH = ["CMD", "python3", "-c",
-           f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}/health', timeout=5)"]
+_HEALTH = [
+    "CMD",
+    "python3",
+    "-c",
+    f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}/health', timeout=5)",
+]
 
 
 def _gpus(engine: EngineService) -> dict[str, Any]:
@@ -69,8 +73,16 @@ def compose_files(fleet: Fleet, *, source: str = "gpufleet.yaml") -> dict[str, s
         "image": fleet.gateway_image,
         # `docker compose up --build` (or `build`) makes the image from a gpufleet checkout: GPUFLEET_SRC in .env.
         "build": {"context": BUILD_CONTEXT, "dockerfile": "deploy/docker/Dockerfile"},
-        "command": ["gpufleet", "serve", "--config", GATEWAY_CONFIG, "--host", "0.0.0.0",
-                    "--port", str(fleet.gateway_port)],
+        "command": [
+            "gpufleet",
+            "serve",
+            "--config",
+            GATEWAY_CONFIG,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(fleet.gateway_port),
+        ],
         "ports": [f"{fleet.gateway_port}:{fleet.gateway_port}"],
         "volumes": [f"./gateway.yaml:{GATEWAY_CONFIG}:ro"],
         "env_file": [{"path": ".env", "required": False}],

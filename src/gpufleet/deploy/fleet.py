@@ -94,9 +94,13 @@ def refuse_multi_node(fleet: Fleet, target: str, source: str) -> None:
     (the head beside the gateway, `gpufleet node join` on workers), which only the systemd target sets up."""
     for name, model in fleet.source_config.get("models", {}).items():
         if isinstance(model, dict) and model.get("nodes"):
-            raise ConfigError(f"a multi-node model (nodes:) is deployed with `gpufleet deploy systemd`, not {target}: "
-                              "gpufleet runs its Ray head and the workers run `gpufleet node join` "
-                              "(docs/multi-node.md)", file=source, key_path=f"models.{name}.nodes")
+            raise ConfigError(
+                f"a multi-node model (nodes:) is deployed with `gpufleet deploy systemd`, not {target}: "
+                "gpufleet runs its Ray head and the workers run `gpufleet node join` "
+                "(docs/multi-node.md)",
+                file=source,
+                key_path=f"models.{name}.nodes",
+            )
 
 
 def service_name(model_name: str) -> str:
@@ -131,7 +135,10 @@ def _engine(name: str, model: VllmModel, *, file: str, default_version: str, act
     if model.device == "cpu":
         raise ConfigError(
             "device: cpu cannot be deployed as a vllm/vllm-openai container (that image is CUDA-only);"
-            " run it under `gpufleet serve` (gpufleet deploy systemd) instead", file=file, key_path=f"{where}.device")
+            " run it under `gpufleet serve` (gpufleet deploy systemd) instead",
+            file=file,
+            key_path=f"{where}.device",
+        )
     version = _engine_version(model, default_version)
     image = model.docker.image if model.docker is not None else f"{IMAGE_REPOSITORY}:v{version}"
     try:
@@ -171,16 +178,19 @@ def _active_members(config: Config) -> set[str]:
             continue
         if group not in chosen or (model.preload and not config.models[chosen[group]].preload):
             chosen[group] = name
-    return {name for name, model in config.models.items()
-            if model.swap_group is None or chosen[model.swap_group] == name}
+    return {
+        name for name, model in config.models.items() if model.swap_group is None or chosen[model.swap_group] == name
+    }
 
 
 def secret_env_files(fleet: Fleet, source: str, more_names: tuple[str, ...] = ()) -> dict[str, str]:
     """`.env` with the secrets lifted out of the config (mode 0600 when written); none when there were none."""
     if not fleet.secrets:
         return {}
-    return {".env": header(source, "Secrets lifted out of the config (keep this file mode 0600; fill in the rest)")
-            + env_file(fleet.secrets, (*fleet.env_names, *more_names))}
+    return {
+        ".env": header(source, "Secrets lifted out of the config (keep this file mode 0600; fill in the rest)")
+        + env_file(fleet.secrets, (*fleet.env_names, *more_names))
+    }
 
 
 def with_allowed_hosts(gateway_config: dict[str, Any], names: list[str]) -> dict[str, Any]:
@@ -192,14 +202,19 @@ def with_allowed_hosts(gateway_config: dict[str, Any], names: list[str]) -> dict
     return {**gateway_config, "server": server}
 
 
-def _gateway_config(raw: dict[str, Any], engines: tuple[EngineService, ...], request_timeout_s: float,
-                    file: str) -> dict[str, Any]:
+def _gateway_config(
+    raw: dict[str, Any], engines: tuple[EngineService, ...], request_timeout_s: float, file: str
+) -> dict[str, Any]:
     """The input config with every vLLM model turned into a `remote` model at its service's URL."""
     models = dict(raw["models"])
     for engine in engines:
         written = models[engine.name]
-        remote: dict[str, Any] = {"engine": "remote", "url": engine.url, "upstream_model": engine.name,
-                                  "timeout_s": request_timeout_s}
+        remote: dict[str, Any] = {
+            "engine": "remote",
+            "url": engine.url,
+            "upstream_model": engine.name,
+            "timeout_s": request_timeout_s,
+        }
         remote.update({key: written[key] for key in _CLIENT_FACING if key in written})
         models[engine.name] = remote
     gateway = {**raw, "models": models}
@@ -235,8 +250,11 @@ def build_fleet(
     seen: dict[str, str] = {}
     for engine in engines:
         if engine.service in seen:
-            raise ConfigError(f"service name {engine.service!r} is also {seen[engine.service]}'s; rename one model",
-                              file=file, key_path=f"models.{engine.name}")
+            raise ConfigError(
+                f"service name {engine.service!r} is also {seen[engine.service]}'s; rename one model",
+                file=file,
+                key_path=f"models.{engine.name}",
+            )
         seen[engine.service] = engine.name
     gateway = _gateway_config(raw, engines, config.server.request_timeout_s, file)
     names = env_references(gateway) | {n for e in engines for n in env_references(e.env)}
@@ -249,4 +267,3 @@ def build_fleet(
         hf_cache=hf_cache,
         gateway_image=gateway_image,
     )
-

@@ -35,8 +35,11 @@ SWAP_GROUP_LABEL = "gpufleet.dev/swap-group"
 
 
 def _labels(name: str, component: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": name, "app.kubernetes.io/component": component,
-            "app.kubernetes.io/part-of": PART_OF}
+    return {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": PART_OF,
+    }
 
 
 def _meta(name: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
@@ -50,11 +53,14 @@ def _env(values: dict[str, str]) -> list[dict[str, Any]]:
         ref = ENV_REF.fullmatch(value)
         if ref is not None:
             # optional: a pod starts without, e.g., HF_TOKEN (public models need none); gpufleet says what is missing.
-            out.append({"name": key, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": ref.group(1),
-                                                                     "optional": True}}})
+            out.append(
+                {"name": key, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": ref.group(1), "optional": True}}}
+            )
         elif ENV_REF.search(value):
-            raise ConfigError(f"env {key}: Kubernetes cannot fill a ${{VAR}} inside a longer value ({value!r});"
-                              " make the whole value one ${VAR}")
+            raise ConfigError(
+                f"env {key}: Kubernetes cannot fill a ${{VAR}} inside a longer value ({value!r});"
+                " make the whole value one ${VAR}"
+            )
         else:
             out.append({"name": key, "value": value})
     return out
@@ -67,8 +73,12 @@ def _quantity(docker_size: str) -> str:
 
 
 def _http_probe(period_s: int, failures: int, timeout_s: int) -> dict[str, Any]:
-    return {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": period_s,
-            "failureThreshold": failures, "timeoutSeconds": timeout_s}
+    return {
+        "httpGet": {"path": "/health", "port": "http"},
+        "periodSeconds": period_s,
+        "failureThreshold": failures,
+        "timeoutSeconds": timeout_s,
+    }
 
 
 def _cache_volume(fleet: Fleet, pvc: str | None) -> dict[str, Any]:
@@ -77,14 +87,17 @@ def _cache_volume(fleet: Fleet, pvc: str | None) -> dict[str, Any]:
     return {"name": "hf-cache", "hostPath": {"path": fleet.hf_cache, "type": "DirectoryOrCreate"}}
 
 
-def engine_objects(engine: EngineService, fleet: Fleet, namespace: str, pvc: str | None,
-                   runtime_class: str | None = None) -> list[dict[str, Any]]:
+def engine_objects(
+    engine: EngineService, fleet: Fleet, namespace: str, pvc: str | None, runtime_class: str | None = None
+) -> list[dict[str, Any]]:
     """Deployment and Service of one vLLM engine (`runtime_class`: e.g. k3s's `nvidia`)."""
     labels = {**_labels(engine.service, "engine"), "app.kubernetes.io/instance": engine.service}
     selector = {"app.kubernetes.io/instance": engine.service}
     probes = engine.probes
     mounts: list[dict[str, Any]] = [
-        {"name": "dshm", "mountPath": "/dev/shm"}, {"name": "hf-cache", "mountPath": CONTAINER_HF_CACHE}]
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "hf-cache", "mountPath": CONTAINER_HF_CACHE},
+    ]
     volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}, _cache_volume(fleet, pvc)]
     # A Memory emptyDir counts against the pod's memory: bound it (the model's docker.shm_size, else 8 GiB).
     volumes[0]["emptyDir"]["sizeLimit"] = _quantity(engine.shm_size) if engine.shm_size else DEFAULT_SHM
@@ -99,8 +112,7 @@ def engine_objects(engine: EngineService, fleet: Fleet, namespace: str, pvc: str
         "ports": [{"name": "http", "containerPort": CONTAINER_PORT}],
         "env": _env(engine.env),
         # Requests let the scheduler place the pod where the host has room to load the weights.
-        "resources": {"limits": {"nvidia.com/gpu": gpus},
-                      "requests": {"nvidia.com/gpu": gpus, **ENGINE_REQUESTS}},
+        "resources": {"limits": {"nvidia.com/gpu": gpus}, "requests": {"nvidia.com/gpu": gpus, **ENGINE_REQUESTS}},
         "volumeMounts": mounts,
         # /health answers once the weights are loaded: the startup probe covers the whole cold start, then
         # liveness restarts a hung server and readiness keeps traffic off it.
@@ -111,8 +123,11 @@ def engine_objects(engine: EngineService, fleet: Fleet, namespace: str, pvc: str
     metadata = _meta(engine.service, namespace, labels)
     if engine.swap_group:
         metadata["annotations"] = {SWAP_GROUP_LABEL: engine.swap_group}
-    pod: dict[str, Any] = {"terminationGracePeriodSeconds": engine.stop_grace_s, "containers": [container],
-                           "volumes": volumes}
+    pod: dict[str, Any] = {
+        "terminationGracePeriodSeconds": engine.stop_grace_s,
+        "containers": [container],
+        "volumes": volumes,
+    }
     if runtime_class:
         pod["runtimeClassName"] = runtime_class  # k3s's NVIDIA runtime is a RuntimeClass, not the default
     deployment = {
@@ -141,13 +156,25 @@ def gateway_objects(fleet: Fleet, namespace: str, config_text: str) -> list[dict
     labels = {**_labels(GATEWAY, "gateway"), "app.kubernetes.io/instance": GATEWAY}
     selector = {"app.kubernetes.io/instance": GATEWAY}
     port = fleet.gateway_port
-    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(CONFIG_MAP, namespace, labels),
-                  "data": {"gpufleet.yaml": config_text}}
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(CONFIG_MAP, namespace, labels),
+        "data": {"gpufleet.yaml": config_text},
+    }
     container = {
         "name": "gateway",
         "image": fleet.gateway_image,
-        "args": ["gpufleet", "serve", "--config", "/etc/gpufleet/gpufleet.yaml", "--host", "0.0.0.0",
-                 "--port", str(port)],
+        "args": [
+            "gpufleet",
+            "serve",
+            "--config",
+            "/etc/gpufleet/gpufleet.yaml",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(port),
+        ],
         "ports": [{"name": "http", "containerPort": port}],
         "envFrom": [{"secretRef": {"name": SECRET, "optional": True}}],
         "resources": {"requests": dict(GATEWAY_REQUESTS)},
@@ -163,30 +190,51 @@ def gateway_objects(fleet: Fleet, namespace: str, config_text: str) -> list[dict
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": selector},
-            "template": {"metadata": {"labels": labels}, "spec": {
-                "containers": [container],
-                "volumes": [{"name": "config", "configMap": {"name": CONFIG_MAP}}],
-            }},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [container],
+                    "volumes": [{"name": "config", "configMap": {"name": CONFIG_MAP}}],
+                },
+            },
         },
     }
-    service = {"apiVersion": "v1", "kind": "Service", "metadata": _meta(GATEWAY, namespace, labels),
-               "spec": {"selector": selector, "ports": [{"name": "http", "port": port, "targetPort": "http"}]}}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(GATEWAY, namespace, labels),
+        "spec": {"selector": selector, "ports": [{"name": "http", "port": port, "targetPort": "http"}]},
+    }
     return [config_map, deployment, service]
 
 
-def k8s_files(fleet: Fleet, *, namespace: str = "gpufleet", pvc: str | None = None,
-              source: str = "gpufleet.yaml", runtime_class: str | None = None) -> dict[str, str]:
+def k8s_files(
+    fleet: Fleet,
+    *,
+    namespace: str = "gpufleet",
+    pvc: str | None = None,
+    source: str = "gpufleet.yaml",
+    runtime_class: str | None = None,
+) -> dict[str, str]:
     """One manifest file per engine, one for the gateway, one for the namespace (`kubectl apply -f DIR`)."""
     refuse_multi_node(fleet, "k8s", source)
-    files = {"00-namespace.yaml": header(source, f"Namespace {namespace}") + to_yaml_documents(
-        [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}])}
+    files = {
+        "00-namespace.yaml": header(source, f"Namespace {namespace}")
+        + to_yaml_documents([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}])
+    }
     for engine in fleet.engines:
         files[f"{engine.service}.yaml"] = header(source, f"vLLM engine for model {engine.name}") + to_yaml_documents(
-            engine_objects(engine, fleet, namespace, pvc, runtime_class))
-    service_names = [GATEWAY, f"{GATEWAY}.{namespace}", f"{GATEWAY}.{namespace}.svc",
-                     f"{GATEWAY}.{namespace}.svc.cluster.local"]
+            engine_objects(engine, fleet, namespace, pvc, runtime_class)
+        )
+    service_names = [
+        GATEWAY,
+        f"{GATEWAY}.{namespace}",
+        f"{GATEWAY}.{namespace}.svc",
+        f"{GATEWAY}.{namespace}.svc.cluster.local",
+    ]
     files["gateway.yaml"] = header(source, "The gpufleet gateway in front of the engines") + to_yaml_documents(
-        gateway_objects(fleet, namespace, to_yaml(with_allowed_hosts(fleet.gateway_config, service_names))))
+        gateway_objects(fleet, namespace, to_yaml(with_allowed_hosts(fleet.gateway_config, service_names)))
+    )
     files.update(secret_env_files(fleet, source))  # for `kubectl create secret generic gpufleet-env --from-env-file`
     return files
 
@@ -200,9 +248,13 @@ def swap_commands(fleet: Fleet, model: str, *, namespace: str = "gpufleet") -> l
     ns = shlex.quote(namespace)
     others = [e for e in fleet.engines if e.swap_group == engine.swap_group and e.name != model]
     commands = [f"kubectl -n {ns} scale deployment/{e.service} --replicas=0" for e in others]
-    commands += [f"kubectl -n {ns} wait --for=delete pod -l app.kubernetes.io/instance={e.service}"
-                 f" --timeout={e.stop_grace_s + 60}s" for e in others]
+    commands += [
+        f"kubectl -n {ns} wait --for=delete pod -l app.kubernetes.io/instance={e.service}"
+        f" --timeout={e.stop_grace_s + 60}s"
+        for e in others
+    ]
     commands.append(f"kubectl -n {ns} scale deployment/{engine.service} --replicas=1")
-    commands.append(f"kubectl -n {ns} rollout status deployment/{engine.service}"
-                    f" --timeout={engine.probes.startup_budget_s + 60}s")
+    commands.append(
+        f"kubectl -n {ns} rollout status deployment/{engine.service} --timeout={engine.probes.startup_budget_s + 60}s"
+    )
     return commands

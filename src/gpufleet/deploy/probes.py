@@ -33,8 +33,8 @@ class ProbeTiming:
 def probe_timing(cold_start_s: float, *, period_s: int = PERIOD_S) -> ProbeTiming:
     """Probes whose startup window covers `cold_start_s` (rounded up to whole periods).
 
-        >>> probe_timing(180).startup_failure_threshold      # seed 002: 120 s first load + margin
-        18
+    >>> probe_timing(180).startup_failure_threshold      # seed 002: 120 s first load + margin
+    18
     """
     if cold_start_s <= 0 or period_s <= 0:
         raise ValueError(f"cold start and probe period must be positive (got {cold_start_s}, {period_s})")

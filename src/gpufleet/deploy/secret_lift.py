@@ -36,11 +36,14 @@ def lift_secrets(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
 
     server = out.get("server")
     if isinstance(server, dict) and isinstance(server.get("api_keys"), list):
-        server["api_keys"] = [lift(f"GPUFLEET_API_KEY_{i}", key) if _literal(key) else key
-                              for i, key in enumerate(server["api_keys"], start=1)]
+        server["api_keys"] = [
+            lift(f"GPUFLEET_API_KEY_{i}", key) if _literal(key) else key
+            for i, key in enumerate(server["api_keys"], start=1)
+        ]
     if isinstance(server, dict) and isinstance(server.get("database_url"), str):
-        server["database_url"] = _lift_url_password(server["database_url"],
-                                                    lambda pw: lift("GPUFLEET_DATABASE_PASSWORD", pw))
+        server["database_url"] = _lift_url_password(
+            server["database_url"], lambda pw: lift("GPUFLEET_DATABASE_PASSWORD", pw)
+        )
     for model_name, model in (out.get("models") or {}).items():
         if not isinstance(model, dict):
             continue

@@ -65,8 +65,15 @@ def protect_home(*paths: str | None) -> str:
     return "ProtectHome=yes"
 
 
-def _unit(description: str, exec_start: str, *, stop_timeout_s: int, user: str, extra: Sequence[str] = (),
-          home: str = "ProtectHome=yes") -> str:
+def _unit(
+    description: str,
+    exec_start: str,
+    *,
+    stop_timeout_s: int,
+    user: str,
+    extra: Sequence[str] = (),
+    home: str = "ProtectHome=yes",
+) -> str:
     lines = [
         "[Unit]",
         f"Description={description}",
@@ -96,8 +103,9 @@ def _unit(description: str, exec_start: str, *, stop_timeout_s: int, user: str, 
     return "\n".join(lines) + "\n"
 
 
-def systemd_files(fleet: Fleet, *, executable: str, user: str = SERVICE_USER,
-                  source: str = "gpufleet.yaml") -> dict[str, str]:
+def systemd_files(
+    fleet: Fleet, *, executable: str, user: str = SERVICE_USER, source: str = "gpufleet.yaml"
+) -> dict[str, str]:
     """`gpufleet.service`, `gpufleet.env` and `gpufleet.yaml` (install under /etc/systemd/system and
     /etc/gpufleet). `executable` is the gpufleet console script on the target host."""
     models = fleet.source_config.get("models", {})
@@ -109,10 +117,14 @@ def systemd_files(fleet: Fleet, *, executable: str, user: str = SERVICE_USER,
     # `launch: docker` models are started with the docker client, which needs the daemon's socket.
     docker = any(isinstance(m, dict) and m.get("launch") == "docker" for m in models.values())
     files = {
-        "gpufleet.service": _unit("gpufleet: OpenAI-compatible LLM gateway and its engines", exec_start,
-                                  stop_timeout_s=grace, user=user,
-                                  extra=("SupplementaryGroups=docker",) if docker else (),
-                                  home=protect_home(executable, *_pythons(models))),
+        "gpufleet.service": _unit(
+            "gpufleet: OpenAI-compatible LLM gateway and its engines",
+            exec_start,
+            stop_timeout_s=grace,
+            user=user,
+            extra=("SupplementaryGroups=docker",) if docker else (),
+            home=protect_home(executable, *_pythons(models)),
+        ),
         "gpufleet.env": header(source, "Environment of gpufleet.service (fill in the empty ${VAR}s)")
         + env_file({**env, **fleet.secrets}, fleet.env_names),
         "gpufleet.yaml": header(source, "gpufleet's config as installed for the service")
@@ -125,8 +137,17 @@ def systemd_files(fleet: Fleet, *, executable: str, user: str = SERVICE_USER,
             # A `ray:` block without its own python still means the model's (vLLM's) interpreter.
             python = model.ray.python if model.ray and model.ray.python else model.python
             network_env = {k: v for k, v in model.env.items() if k.startswith(_WORKER_ENV_PREFIXES)}
-            files.update(ray_worker_units(head_address(model), model.nodes[1:], executable=executable, user=user,
-                                          num_gpus=model.gpus_per_node, python=python, env=network_env))
+            files.update(
+                ray_worker_units(
+                    head_address(model),
+                    model.nodes[1:],
+                    executable=executable,
+                    user=user,
+                    num_gpus=model.gpus_per_node,
+                    python=python,
+                    env=network_env,
+                )
+            )
     return files
 
 
@@ -135,9 +156,16 @@ _WORKER_ENV_PREFIXES = ("NCCL_", "GLOO_")
 RAY_TOKEN_FILE = f"{CONFIG_DIR}/ray-token"  # a copy of the head's <cache>/ray/auth_token, mode 0600
 
 
-def ray_worker_units(head: str, worker_addresses: Sequence[str], *, executable: str, user: str = SERVICE_USER,
-                     num_gpus: int | None = None, python: str | None = None,
-                     env: dict[str, str] | None = None) -> dict[str, str]:
+def ray_worker_units(
+    head: str,
+    worker_addresses: Sequence[str],
+    *,
+    executable: str,
+    user: str = SERVICE_USER,
+    num_gpus: int | None = None,
+    python: str | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, str]:
     """Multi-node models (`nodes:`, seed 004): one unit file per worker host that joins the Ray cluster whose
     head is `head` (HOST:PORT) with `gpufleet node join` (docs/multi-node.md).
 
@@ -151,8 +179,14 @@ def ray_worker_units(head: str, worker_addresses: Sequence[str], *, executable: 
         if python:
             command += f" --python {python}"  # vLLM's environment: its Ray must be the head's version
         extra = [f"Environment={key}={value}" for key, value in sorted((env or {}).items())]
-        unit = _unit(f"gpufleet: Ray worker {worker} of the cluster at {head}", command, stop_timeout_s=60,
-                     user=user, extra=extra, home=protect_home(executable, python))
+        unit = _unit(
+            f"gpufleet: Ray worker {worker} of the cluster at {head}",
+            command,
+            stop_timeout_s=60,
+            user=user,
+            extra=extra,
+            home=protect_home(executable, python),
+        )
         units[f"{_safe(worker)}/gpufleet-ray-worker.service"] = unit
     return units
 

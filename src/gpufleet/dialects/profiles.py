@@ -13,21 +13,25 @@ from types import MappingProxyType
 
 from gpufleet.dialects.plan import DialectDefaults
 
-DIALECTS: Mapping[str, DialectDefaults] = MappingProxyType({
-    # Qwen3 hybrid thinking; off by default (seed 000).
-    "qwen3": DialectDefaults(reasoning_parser="qwen3", tool_call_parser="hermes"),
-    # Qwen3-*-Thinking-2507 always thinks; its template opens <think>.
-    "qwen3_thinking": DialectDefaults(reasoning_parser="qwen3", tool_call_parser="hermes", thinking_default=True,
-                                      think_open_in_template=True),
-    "qwen3_instruct": DialectDefaults(tool_call_parser="hermes"),  # Instruct-2507 never thinks
-    "qwen3_coder": DialectDefaults(tool_call_parser="qwen3_coder"),  # no thinking mode; XML tool calls
-    # QwQ's template opens <think> in every prompt.
-    "qwq": DialectDefaults(reasoning_parser="qwen3", tool_call_parser="hermes", thinking_default=True,
-                           think_open_in_template=True),
-    # Qwen2 / Qwen2.5 (incl. Coder): hermes tool calls, or untagged ```json ones; no thinking.
-    "qwen2_5": DialectDefaults(tool_call_parser="qwen2_5"),
-    "none": DialectDefaults(),  # a model gpufleet must not parse for
-})
+DIALECTS: Mapping[str, DialectDefaults] = MappingProxyType(
+    {
+        # Qwen3 hybrid thinking; off by default (seed 000).
+        "qwen3": DialectDefaults(reasoning_parser="qwen3", tool_call_parser="hermes"),
+        # Qwen3-*-Thinking-2507 always thinks; its template opens <think>.
+        "qwen3_thinking": DialectDefaults(
+            reasoning_parser="qwen3", tool_call_parser="hermes", thinking_default=True, think_open_in_template=True
+        ),
+        "qwen3_instruct": DialectDefaults(tool_call_parser="hermes"),  # Instruct-2507 never thinks
+        "qwen3_coder": DialectDefaults(tool_call_parser="qwen3_coder"),  # no thinking mode; XML tool calls
+        # QwQ's template opens <think> in every prompt.
+        "qwq": DialectDefaults(
+            reasoning_parser="qwen3", tool_call_parser="hermes", thinking_default=True, think_open_in_template=True
+        ),
+        # Qwen2 / Qwen2.5 (incl. Coder): hermes tool calls, or untagged ```json ones; no thinking.
+        "qwen2_5": DialectDefaults(tool_call_parser="qwen2_5"),
+        "none": DialectDefaults(),  # a model gpufleet must not parse for
+    }
+)
 
 _QWEN_RE = re.compile(r"qwen|qwq")
 

@@ -46,7 +46,7 @@ class ThinkTagReasoningParser:
         """Split a whole output into reasoning and content."""
         stripped = text.lstrip()
         if stripped.startswith(OPEN_TAG):
-            rest = stripped[len(OPEN_TAG):]
+            rest = stripped[len(OPEN_TAG) :]
         elif starts_in_reasoning:
             rest = text
         else:
@@ -55,7 +55,7 @@ class ThinkTagReasoningParser:
         if end < 0:
             reasoning, content = rest, ""
         else:
-            reasoning, content = rest[:end], rest[end + len(CLOSE_TAG):].lstrip()
+            reasoning, content = rest[:end], rest[end + len(CLOSE_TAG) :].lstrip()
         return ReasoningSplit(reasoning.strip() or None, content)
 
     def stream(self, *, starts_in_reasoning: bool = False) -> ReasoningStream:
@@ -106,7 +106,7 @@ class ReasoningStream:
         """Decide from the first non-blank characters whether output opens with `<think>`."""
         stripped = self._buf.lstrip()
         if stripped.startswith(OPEN_TAG):
-            self._buf = stripped[len(OPEN_TAG):]
+            self._buf = stripped[len(OPEN_TAG) :]
             self._state = "reasoning"
         elif not final and OPEN_TAG.startswith(stripped):
             return False  # blank so far, or a cut `<thi`: wait for more
@@ -118,7 +118,7 @@ class ReasoningStream:
         end = self._buf.find(CLOSE_TAG)
         if end >= 0:
             piece = self._buf[:end].rstrip()
-            self._buf = self._buf[end + len(CLOSE_TAG):]
+            self._buf = self._buf[end + len(CLOSE_TAG) :]
             self._state = "content"
             self._after_close = True
         elif final:

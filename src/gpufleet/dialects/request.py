@@ -34,8 +34,10 @@ def prepare_request(body: dict[str, Any], *, kind: RequestKind, defaults: Dialec
         # reasoning_effort is translated into the template switch below (vLLM < 0.33 ignores it).
         out.pop("reasoning_effort", None)
         if chat:
-            out["chat_template_kwargs"] = {**(body.get("chat_template_kwargs") or {}),
-                                           "enable_thinking": choice.enabled}
+            out["chat_template_kwargs"] = {
+                **(body.get("chat_template_kwargs") or {}),
+                "enable_thinking": choice.enabled,
+            }
             if not defaults.engine_handles_reasoning:
                 reasoning_parser = parser
         if defaults.sampling_by_mode:
@@ -70,8 +72,9 @@ def prepare_request(body: dict[str, Any], *, kind: RequestKind, defaults: Dialec
     return PreparedRequest(out, plan)
 
 
-def _plan_tools(body: dict[str, Any], out: dict[str, Any], chat: bool,
-                defaults: DialectDefaults) -> tuple[str | None, dict[str, dict[str, str]]]:
+def _plan_tools(
+    body: dict[str, Any], out: dict[str, Any], chat: bool, defaults: DialectDefaults
+) -> tuple[str | None, dict[str, dict[str, str]]]:
     """Decide whether gpufleet parses tool calls, and adjust `tool_choice` for the engine."""
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):

@@ -60,7 +60,8 @@ def _transform_choice(choice: object, plan: ResponsePlan) -> tuple[object, bool]
     reasoning = _engine_reasoning(msg)
     if reasoning is None and plan.reasoning_parser and isinstance(content, str):
         reasoning, content = get_reasoning_parser(plan.reasoning_parser).extract(
-            content, starts_in_reasoning=plan.starts_in_reasoning)
+            content, starts_in_reasoning=plan.starts_in_reasoning
+        )
     capped = False
     cap = plan.max_reasoning_chars
     if reasoning is not None and cap is not None and len(reasoning) > cap:
@@ -121,7 +122,8 @@ class _ChoiceStream:
         plan = self.plan
         if plan.reasoning_parser:
             self.reasoning = get_reasoning_parser(plan.reasoning_parser).stream(
-                starts_in_reasoning=plan.starts_in_reasoning)
+                starts_in_reasoning=plan.starts_in_reasoning
+            )
         if plan.tool_parser:
             self.tools = get_tool_parser(plan.tool_parser).stream(param_types=plan.tool_param_types)
 
@@ -230,8 +232,20 @@ class _ChoiceStream:
             elif kind == "call":
                 index = self.next_tool_index
                 self.next_tool_index += 1
-                outs.append(_Out({"tool_calls": [{"index": index, "id": value.id, "type": "function",
-                                                  "function": {"name": value.name, "arguments": ""}}]}))
+                outs.append(
+                    _Out(
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": index,
+                                    "id": value.id,
+                                    "type": "function",
+                                    "function": {"name": value.name, "arguments": ""},
+                                }
+                            ]
+                        }
+                    )
+                )
                 args = {"index": index, "function": {"arguments": value.arguments}}
                 outs.append(_Out({"tool_calls": [args]}))
             else:
@@ -358,8 +372,7 @@ class StreamTransformer:
     def _chunks(self, index: int, outs: list[_Out], extras: dict[str, Any]) -> list[dict[str, Any]]:
         chunks = []
         for i, item in enumerate(outs):
-            choice: dict[str, Any] = {"index": index, "delta": item.delta,
-                                      "finish_reason": item.finish_reason}
+            choice: dict[str, Any] = {"index": index, "delta": item.delta, "finish_reason": item.finish_reason}
             if i == 0:
                 choice.update(extras)  # logprobs and the like ride on the first piece (read-only: not copied)
             chunk = {**self._envelope, "choices": [choice]}

@@ -41,8 +41,9 @@ def _pattern(validator: Validator, pattern: str, instance: Any, schema: Mapping[
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-def _pattern_properties(validator: Validator, patterns: Mapping[str, Any], instance: Any,
-                        schema: Mapping[str, Any]) -> Iterator[ValidationError]:
+def _pattern_properties(
+    validator: Validator, patterns: Mapping[str, Any], instance: Any, schema: Mapping[str, Any]
+) -> Iterator[ValidationError]:
     if not validator.is_type(instance, "object"):
         return
     for pattern, subschema in patterns.items():
@@ -51,8 +52,9 @@ def _pattern_properties(validator: Validator, patterns: Mapping[str, Any], insta
                 yield from validator.descend(value, subschema, path=key, schema_path=pattern)
 
 
-def _additional_properties(validator: Validator, additional: Any, instance: Any,
-                           schema: Mapping[str, Any]) -> Iterator[ValidationError]:
+def _additional_properties(
+    validator: Validator, additional: Any, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[ValidationError]:
     # jsonschema's own version matches patternProperties' keys with `re` (same wording of its errors here).
     if not validator.is_type(instance, "object"):
         return
@@ -70,8 +72,11 @@ def _additional_properties(validator: Validator, additional: Any, instance: Any,
             yield ValidationError(f"Additional properties are not allowed ({listed} unexpected)")
 
 
-_LINEAR = {"pattern": _pattern, "patternProperties": _pattern_properties,
-           "additionalProperties": _additional_properties}
+_LINEAR = {
+    "pattern": _pattern,
+    "patternProperties": _pattern_properties,
+    "additionalProperties": _additional_properties,
+}
 
 
 @lru_cache(maxsize=16)
@@ -105,8 +110,11 @@ def check_patterns(schema: Any, *, param: str) -> None:
         if isinstance(node.get("patternProperties"), dict):
             patterns.extend(node["patternProperties"])
             if "unevaluatedProperties" in node:
-                raise RequestError(f"{param}: patternProperties together with unevaluatedProperties is not "
-                                   "supported; use additionalProperties", param=param)
+                raise RequestError(
+                    f"{param}: patternProperties together with unevaluatedProperties is not "
+                    "supported; use additionalProperties",
+                    param=param,
+                )
         for pattern in patterns:
             try:
                 _compiled(pattern)
@@ -114,7 +122,9 @@ def check_patterns(schema: Any, *, param: str) -> None:
                 reason = err.args[0].decode(errors="replace") if err.args and isinstance(err.args[0], bytes) else err
                 raise RequestError(
                     f"{param}: pattern {pattern!r} is not supported ({reason}); patterns run on RE2, which has no "
-                    "backreferences or lookaround", param=param) from None
+                    "backreferences or lookaround",
+                    param=param,
+                ) from None
         stack.extend(node.values())
 
 
@@ -136,8 +146,11 @@ def _subschemas(schema: Any) -> dict[str, Any]:
         pointer, node = stack.pop()
         if isinstance(node, dict):
             found[pointer] = node
-            stack.extend((f"{pointer}/{key.replace('~', '~0').replace('/', '~1')}", value)
-                         for key, value in node.items() if isinstance(key, str))
+            stack.extend(
+                (f"{pointer}/{key.replace('~', '~0').replace('/', '~1')}", value)
+                for key, value in node.items()
+                if isinstance(key, str)
+            )
         elif isinstance(node, list):
             stack.extend((f"{pointer}/{index}", value) for index, value in enumerate(node))
     return found
@@ -152,8 +165,10 @@ def _ref_target(ref: str, nodes: Mapping[str, Any], anchors: Mapping[str, str], 
     elif ref.startswith("#") and ref[1:] in anchors:
         return anchors[ref[1:]]
     else:
-        raise RequestError(f"{param}: $ref {ref!r} at '#{at}' is not supported: only references inside the schema "
-                           "('#/$defs/...') are", param=param)
+        raise RequestError(
+            f"{param}: $ref {ref!r} at '#{at}' is not supported: only references inside the schema ('#/$defs/...') are",
+            param=param,
+        )
     raise RequestError(f"{param}: $ref {ref!r} at '#{at}' points to nothing in the schema", param=param)
 
 
@@ -191,8 +206,11 @@ def check_refs(schema: Any, *, param: str) -> None:
             path[-1] = (pointer, index + 1)
             nxt = following[index]
             if state.get(nxt) == 1:
-                raise RequestError(f"{param}: the schema refers to itself at '#{nxt}' without describing any value "
-                                   "(a $ref cycle); nothing could ever be validated against it", param=param)
+                raise RequestError(
+                    f"{param}: the schema refers to itself at '#{nxt}' without describing any value "
+                    "(a $ref cycle); nothing could ever be validated against it",
+                    param=param,
+                )
             if not state.get(nxt):
                 state[nxt] = 1
                 path.append((nxt, 0))

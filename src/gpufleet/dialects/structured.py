@@ -38,18 +38,23 @@ def parse_response_format(body: Mapping[str, Any]) -> tuple[dict[str, Any] | Non
     if kind == "json_object":
         return rf, None
     if kind != "json_schema":
-        raise RequestError("response_format.type must be 'text', 'json_object' or 'json_schema'",
-                           param="response_format")
+        raise RequestError(
+            "response_format.type must be 'text', 'json_object' or 'json_schema'", param="response_format"
+        )
     spec = rf.get("json_schema")
     schema = spec.get("schema") if isinstance(spec, dict) else None
     if not isinstance(schema, dict):
-        raise RequestError("response_format.json_schema.schema must be a JSON Schema object",
-                           param="response_format.json_schema.schema")
+        raise RequestError(
+            "response_format.json_schema.schema must be a JSON Schema object",
+            param="response_format.json_schema.schema",
+        )
     try:
         validator_for(schema).check_schema(schema)
     except SchemaError as err:
-        raise RequestError(f"response_format.json_schema.schema is not a valid JSON Schema: {err.message}",
-                           param="response_format.json_schema.schema") from None
+        raise RequestError(
+            f"response_format.json_schema.schema is not a valid JSON Schema: {err.message}",
+            param="response_format.json_schema.schema",
+        ) from None
     check_patterns(schema, param="response_format.json_schema.schema")
     check_refs(schema, param="response_format.json_schema.schema")
     return rf, schema
@@ -59,8 +64,10 @@ def structured_instruction(schema: Mapping[str, Any] | None) -> str:
     """The system-prompt text that asks for JSON when the engine cannot constrain its output."""
     if schema is None:
         return "Reply with only a single JSON object: no prose before or after it, no Markdown code fences."
-    return ("Reply with only a JSON document that validates against this JSON Schema: no prose before "
-            "or after it, no Markdown code fences.\n" + json.dumps(schema, ensure_ascii=False))
+    return (
+        "Reply with only a JSON document that validates against this JSON Schema: no prose before "
+        "or after it, no Markdown code fences.\n" + json.dumps(schema, ensure_ascii=False)
+    )
 
 
 def add_system_instruction(messages: list[Any], text: str) -> list[Any]:
@@ -136,6 +143,11 @@ def retry_body(body: Mapping[str, Any], resp: Mapping[str, Any], problem: str) -
     answer = message.get("content") if isinstance(message, dict) else None
     messages = list(body.get("messages") or [])
     messages.append({"role": "assistant", "content": answer if isinstance(answer, str) else ""})
-    messages.append({"role": "user", "content": f"Your reply was rejected: {problem}. Reply again with only "
-                                                "the JSON document, no prose and no code fences."})
+    messages.append(
+        {
+            "role": "user",
+            "content": f"Your reply was rejected: {problem}. Reply again with only "
+            "the JSON document, no prose and no code fences.",
+        }
+    )
     return {**body, "messages": messages}

@@ -20,7 +20,10 @@ from gpufleet.errors import RequestError
 # Qwen model cards: thinking mode must not be greedy; non-thinking uses a lower top_p.
 THINKING_SAMPLING: Mapping[str, float | int] = {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.0}
 NON_THINKING_SAMPLING: Mapping[str, float | int] = {
-    "temperature": 0.7, "top_p": 0.8, "top_k": 20, "min_p": 0.0,
+    "temperature": 0.7,
+    "top_p": 0.8,
+    "top_k": 20,
+    "min_p": 0.0,
 }
 
 _SOFT_SWITCH_RE = re.compile(r"(?<![\w/])/(no_think|think)(?![\w/])")
@@ -66,16 +69,17 @@ def _explicit(body: Mapping[str, Any]) -> tuple[bool | None, str, int | None]:
     if kwargs and "enable_thinking" in kwargs:
         value = kwargs["enable_thinking"]
         if not isinstance(value, bool):
-            raise RequestError("chat_template_kwargs.enable_thinking must be true or false",
-                               param="chat_template_kwargs.enable_thinking")
+            raise RequestError(
+                "chat_template_kwargs.enable_thinking must be true or false",
+                param="chat_template_kwargs.enable_thinking",
+            )
         return value, "chat_template_kwargs", None
     if "thinking" in body and body["thinking"] is not None:
         return _thinking_field(body["thinking"])
     effort = body.get("reasoning_effort")
     if effort is not None:
         if not isinstance(effort, str):
-            raise RequestError("reasoning_effort must be a string such as 'none' or 'high'",
-                               param="reasoning_effort")
+            raise RequestError("reasoning_effort must be a string such as 'none' or 'high'", param="reasoning_effort")
         return effort.strip().lower() != "none", "reasoning_effort", None
     return None, "default", None
 
@@ -86,11 +90,9 @@ def _thinking_field(value: object) -> tuple[bool, str, int | None]:
     if isinstance(value, dict) and value.get("type") in ("enabled", "disabled"):
         budget = value.get("budget_tokens")
         if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
-            raise RequestError("thinking.budget_tokens must be a positive integer",
-                               param="thinking.budget_tokens")
+            raise RequestError("thinking.budget_tokens must be a positive integer", param="thinking.budget_tokens")
         return value["type"] == "enabled", "thinking", budget
-    raise RequestError('thinking must be true, false, {"type": "enabled"} or {"type": "disabled"}',
-                       param="thinking")
+    raise RequestError('thinking must be true, false, {"type": "enabled"} or {"type": "disabled"}', param="thinking")
 
 
 def resolve_thinking(body: Mapping[str, Any], *, default: bool, chat: bool = True) -> ThinkingChoice:

@@ -205,8 +205,9 @@ class TaggedToolParser:
                 return calls
         return None
 
-    def extract(self, text: str, *, param_types: ParamTypes | None = None,
-                tool_names: Iterable[str] | None = None) -> ToolCallSplit:
+    def extract(
+        self, text: str, *, param_types: ParamTypes | None = None, tool_names: Iterable[str] | None = None
+    ) -> ToolCallSplit:
         """Split a whole output into content and tool calls.
 
         `tool_names` are the request's tools (default: the keys of `param_types`); untagged calls must
@@ -218,8 +219,9 @@ class TaggedToolParser:
         content = "".join(item for item in items if isinstance(item, str))
         return ToolCallSplit(content if content.strip() or not calls else None, calls)
 
-    def stream(self, *, param_types: ParamTypes | None = None,
-               tool_names: Iterable[str] | None = None) -> ToolCallStream:
+    def stream(
+        self, *, param_types: ParamTypes | None = None, tool_names: Iterable[str] | None = None
+    ) -> ToolCallStream:
         """A fresh streaming parser for one response (`tool_names` as in `extract`)."""
         names = frozenset(param_types or {}) if tool_names is None else frozenset(tool_names)
         return ToolCallStream(self, param_types, names)
@@ -235,8 +237,9 @@ class ToolCallStream:
     block, whose closing fence is plain text.
     """
 
-    def __init__(self, parser: TaggedToolParser, param_types: ParamTypes | None = None,
-                 tool_names: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, parser: TaggedToolParser, param_types: ParamTypes | None = None, tool_names: frozenset[str] = frozenset()
+    ) -> None:
         self._parser = parser
         self._param_types = param_types
         self._tool_names = tool_names
@@ -275,7 +278,7 @@ class ToolCallStream:
                     return
                 body = self._buf if end < 0 else self._buf[:end]
                 raw = OPEN_TAG + body + ("" if end < 0 else CLOSE_TAG)
-                self._buf = "" if end < 0 else self._buf[end + len(CLOSE_TAG):]
+                self._buf = "" if end < 0 else self._buf[end + len(CLOSE_TAG) :]
                 self._in_call = False
                 calls = self._parser.parse_body(body, self._param_types)
                 if calls:
@@ -310,12 +313,12 @@ class ToolCallStream:
             if fence >= 0 and (start < 0 or fence < start):
                 if self._in_code_block:  # the closing fence of a code block: plain text
                     self._in_code_block = False
-                    text, self._buf = self._buf[:fence + len(FENCE)], self._buf[fence + len(FENCE):]
+                    text, self._buf = self._buf[: fence + len(FENCE)], self._buf[fence + len(FENCE) :]
                     yield text
                     continue
                 before = self._buf[:fence]
                 text = before.rstrip()
-                self._ws_before = before[len(text):]
+                self._ws_before = before[len(text) :]
                 self._buf = self._buf[fence:]
                 self._candidate = "fence"
                 if text:
@@ -324,8 +327,8 @@ class ToolCallStream:
             if start >= 0:
                 before = self._buf[:start]
                 text = before.rstrip()
-                self._ws_before = before[len(text):]
-                self._buf = self._buf[start + len(OPEN_TAG):]
+                self._ws_before = before[len(text) :]
+                self._buf = self._buf[start + len(OPEN_TAG) :]
                 self._in_call = True
                 if text:
                     yield text
@@ -363,5 +366,5 @@ class ToolCallStream:
         calls = parse_untagged(found.values, self._tool_names) if isinstance(found, Candidate) else None
         if not calls or not isinstance(found, Candidate):
             return []
-        self._buf = self._buf[found.end:]
+        self._buf = self._buf[found.end :]
         return calls

@@ -82,7 +82,7 @@ class UntaggedCallScanner:
             if end < 0:
                 if final:  # an unclosed bare value may still be the template's {{...} form
                     return Candidate([buf[start:]], len(buf)) if self._kind == "bare" else NOT_A_CALL
-                return HOLD if self._plausible(buf[start:start + 400]) else NOT_A_CALL
+                return HOLD if self._plausible(buf[start : start + 400]) else NOT_A_CALL
             self._values.append(buf[start:end])
             self._value_start, self._pos = None, end
             if self._kind == "fence" and not self._plausible(buf[start:end][:400]):
@@ -101,7 +101,7 @@ class UntaggedCallScanner:
         if not head.startswith(FENCE):
             return HOLD if not final and FENCE.startswith(head) else NOT_A_CALL
         newline = head.find("\n")
-        info = head[len(FENCE): None if newline < 0 else newline].strip().lower()
+        info = head[len(FENCE) : None if newline < 0 else newline].strip().lower()
         if newline < 0:
             could_be = any(known.startswith(info) for known in _FENCE_INFOS)
             return HOLD if not final and could_be else NOT_A_CALL
@@ -112,7 +112,7 @@ class UntaggedCallScanner:
 
     def _between_values(self, buf: str, *, final: bool) -> Candidate | Literal["hold", "no"] | None:
         """In a fence between JSON values: its end, the next value (None), or a verdict."""
-        rest = buf[self._pos:]
+        rest = buf[self._pos :]
         j = self._pos + len(rest) - len(rest.lstrip())
         if buf.startswith(FENCE, j):
             return Candidate(self._values, j + len(FENCE)) if self._values else NOT_A_CALL

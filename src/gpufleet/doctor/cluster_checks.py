@@ -19,7 +19,10 @@ from gpufleet.doctor.facts import Finding, Level
 
 # Versions that must agree, and how bad a mismatch is.
 _VERSION_KEYS: tuple[tuple[str, str, Level], ...] = (
-    ("vllm", "vLLM", "error"), ("ray", "Ray", "error"), ("torch", "torch", "error"), ("nccl", "NCCL", "error"),
+    ("vllm", "vLLM", "error"),
+    ("ray", "Ray", "error"),
+    ("torch", "torch", "error"),
+    ("nccl", "NCCL", "error"),
     ("driver", "NVIDIA driver", "warn"),
 )
 
@@ -52,13 +55,25 @@ def check_head(facts: ClusterFacts) -> list[Finding]:
     """The head is this host and its GCS port is reachable on the cluster address."""
     head = facts.nodes[0]
     if not facts.head_is_local:
-        return [Finding("ray-head", "error", f"{facts.model}: the head {head} (first of nodes:) is not an address"
-                        " of this host", "run gpufleet serve on the head, or list this host's address first in nodes:")]
+        return [
+            Finding(
+                "ray-head",
+                "error",
+                f"{facts.model}: the head {head} (first of nodes:) is not an address of this host",
+                "run gpufleet serve on the head, or list this host's address first in nodes:",
+            )
+        ]
     out = [Finding("ray-head", "ok", f"{facts.model}: this host is the head {head}")]
     if facts.gcs_reachable is False and facts.cluster_up:
-        out.append(Finding("ray-ports", "error", f"Ray GCS {facts.head_address} does not accept connections on"
-                           " the cluster address", f"open TCP {facts.head_address.rsplit(':', 1)[1]} to the workers"
-                           " (firewall), and check the head was started with that address"))
+        out.append(
+            Finding(
+                "ray-ports",
+                "error",
+                f"Ray GCS {facts.head_address} does not accept connections on the cluster address",
+                f"open TCP {facts.head_address.rsplit(':', 1)[1]} to the workers"
+                " (firewall), and check the head was started with that address",
+            )
+        )
     elif facts.gcs_reachable:
         out.append(Finding("ray-ports", "ok", f"Ray GCS {facts.head_address} accepts connections"))
     return out
@@ -67,19 +82,37 @@ def check_head(facts: ClusterFacts) -> list[Finding]:
 def check_joined(facts: ClusterFacts) -> list[Finding]:
     """Every node of `nodes:` is in the cluster (and joined through gpufleet, which publishes its facts)."""
     if not facts.cluster_up:
-        return [Finding("ray-nodes", "warn", f"{facts.model}: the Ray cluster is not running; cross-node versions"
-                        " are checked once it is", "start gpufleet serve on the head (it starts Ray when the model"
-                        f" starts) and `gpufleet node join {facts.head_address}` on each worker, then run doctor"
-                        " again")]
+        return [
+            Finding(
+                "ray-nodes",
+                "warn",
+                f"{facts.model}: the Ray cluster is not running; cross-node versions are checked once it is",
+                "start gpufleet serve on the head (it starts Ray when the model"
+                f" starts) and `gpufleet node join {facts.head_address}` on each worker, then run doctor"
+                " again",
+            )
+        ]
     out = []
     for host in facts.nodes[1:]:
         if host not in facts.joined:
-            out.append(Finding("ray-nodes", "error", f"worker {host} has not joined the cluster",
-                               f"on {host} run `gpufleet node join {facts.head_address}`; it needs TCP to"
-                               f" {facts.head_address}, and the head must reach its Ray ports"))
+            out.append(
+                Finding(
+                    "ray-nodes",
+                    "error",
+                    f"worker {host} has not joined the cluster",
+                    f"on {host} run `gpufleet node join {facts.head_address}`; it needs TCP to"
+                    f" {facts.head_address}, and the head must reach its Ray ports",
+                )
+            )
         elif facts.joined[host] is None:
-            out.append(Finding("ray-nodes", "warn", f"worker {host} joined without `gpufleet node join`: its"
-                               " versions are unknown", f"join it with `gpufleet node join {facts.head_address}`"))
+            out.append(
+                Finding(
+                    "ray-nodes",
+                    "warn",
+                    f"worker {host} joined without `gpufleet node join`: its versions are unknown",
+                    f"join it with `gpufleet node join {facts.head_address}`",
+                )
+            )
     if not out:
         out.append(Finding("ray-nodes", "ok", f"all {len(facts.nodes)} nodes are in the cluster"))
     return out
@@ -94,11 +127,18 @@ def check_versions(facts: ClusterFacts) -> list[Finding]:
         if len(set(values.values())) > 1:
             seen = ", ".join(f"{host}: {value}" for host, value in sorted(values.items()))
             want = values.get(facts.nodes[0]) or sorted(values.values())[-1]
-            out.append(Finding("cluster-versions", level, f"{label} differs across nodes ({seen})",
-                               f"install {label} {want} on every node (the same image tag or lock file everywhere)"))
+            out.append(
+                Finding(
+                    "cluster-versions",
+                    level,
+                    f"{label} differs across nodes ({seen})",
+                    f"install {label} {want} on every node (the same image tag or lock file everywhere)",
+                )
+            )
         elif len(values) > 1:
-            out.append(Finding("cluster-versions", "ok", f"{label} {next(iter(values.values()))} on all"
-                               f" {len(values)} nodes"))
+            out.append(
+                Finding("cluster-versions", "ok", f"{label} {next(iter(values.values()))} on all {len(values)} nodes")
+            )
     return out
 
 
@@ -110,16 +150,30 @@ def check_interfaces(facts: ClusterFacts) -> list[Finding]:
         route = node.route_if
         if route is None:
             continue
-        for var, setting in (("NCCL_SOCKET_IFNAME", node.nccl_socket_ifname),
-                             ("GLOO_SOCKET_IFNAME", node.gloo_socket_ifname)):
+        for var, setting in (
+            ("NCCL_SOCKET_IFNAME", node.nccl_socket_ifname),
+            ("GLOO_SOCKET_IFNAME", node.gloo_socket_ifname),
+        ):
             if setting and not nccl_uses(setting, route):
-                out.append(Finding("nccl-interface", "error", f"{host}: {var}={setting}, but the route to the peer"
-                                   f" goes through {route}", f"set {var}={route} on {host} (models.<name>.env on"
-                                   " the head, the environment of `gpufleet node join` on a worker)"))
+                out.append(
+                    Finding(
+                        "nccl-interface",
+                        "error",
+                        f"{host}: {var}={setting}, but the route to the peer goes through {route}",
+                        f"set {var}={route} on {host} (models.<name>.env on"
+                        " the head, the environment of `gpufleet node join` on a worker)",
+                    )
+                )
         if not node.nccl_socket_ifname and (node.if_count or 0) > 1:
-            out.append(Finding("nccl-interface", "warn", f"{host}: NCCL_SOCKET_IFNAME is unset and {node.if_count}"
-                               f" interfaces are up; NCCL may pick one that does not reach the peer (route: {route})",
-                               f"set NCCL_SOCKET_IFNAME={route} and GLOO_SOCKET_IFNAME={route} on {host}"))
+            out.append(
+                Finding(
+                    "nccl-interface",
+                    "warn",
+                    f"{host}: NCCL_SOCKET_IFNAME is unset and {node.if_count}"
+                    f" interfaces are up; NCCL may pick one that does not reach the peer (route: {route})",
+                    f"set NCCL_SOCKET_IFNAME={route} and GLOO_SOCKET_IFNAME={route} on {host}",
+                )
+            )
         elif not [f for f in out if f.seen.startswith(f"{host}:")]:
             out.append(Finding("nccl-interface", "ok", f"{host}: NCCL uses {route}, the route to the peer"))
     return out

@@ -19,8 +19,9 @@ from gpufleet.engines.vllm_resolve import resolve_python
 from gpufleet.errors import EngineError
 
 
-def read_state_nodes(dashboard_port: int, timeout_s: float = 5,
-                     headers: dict[str, str] | None = None) -> list[RayNode] | None:
+def read_state_nodes(
+    dashboard_port: int, timeout_s: float = 5, headers: dict[str, str] | None = None
+) -> list[RayNode] | None:
     """The nodes the local Ray dashboard lists; None when it does not answer (no cluster)."""
     url = f"http://127.0.0.1:{dashboard_port}/api/v0/nodes?limit=1000"
     request = urllib.request.Request(url, headers=headers or {})
@@ -46,22 +47,28 @@ def probe_cluster(name: str, model: VllmModel) -> ClusterFacts:
     head = model.nodes[0]
     python: str = model.python or "python3"
     with contextlib.suppress(EngineError):  # versions then read as unknown; the engine's finding names it
-        python = str(resolve_python(model.ray.python if model.ray and model.ray.python else model.python,
-                                    model.device))
+        python = str(resolve_python(model.ray.python if model.ray and model.ray.python else model.python, model.device))
     peer = model.nodes[1] if len(model.nodes) > 1 else None
     local = collect_node_facts(head, python, peer, model.env)
-    nodes = read_state_nodes(model.ray.dashboard_port if model.ray else DEFAULT_DASHBOARD_PORT,
-                             headers=_token_headers(model))
+    nodes = read_state_nodes(
+        model.ray.dashboard_port if model.ray else DEFAULT_DASHBOARD_PORT, headers=_token_headers(model)
+    )
     joined = {}
     for node in nodes or []:
         if node.alive and node.ip in model.nodes[1:]:
             facts = facts_from_node(node)
-            joined[node.ip] = facts if any(node.labels.get(k) for k in node.labels if k.startswith("gpufleet.io/")) \
-                else None
+            joined[node.ip] = (
+                facts if any(node.labels.get(k) for k in node.labels if k.startswith("gpufleet.io/")) else None
+            )
     host, port = split_head(head_address(model))
     local_head = is_local_address(head)
     return ClusterFacts(
-        model=name, nodes=tuple(model.nodes), head_address=head_address(model), head_is_local=local_head,
-        local=local, cluster_up=nodes is not None, joined=joined,
+        model=name,
+        nodes=tuple(model.nodes),
+        head_address=head_address(model),
+        head_is_local=local_head,
+        local=local,
+        cluster_up=nodes is not None,
+        joined=joined,
         gcs_reachable=port_open(host, port) if local_head else None,  # only this host's own port is probed
     )

@@ -84,19 +84,23 @@ def read_gpus(nvml: Any) -> list[dict[str, Any]]:
         power_mw = _optional(nvml.nvmlDeviceGetPowerUsage, handle)
         temperature = _optional(nvml.nvmlDeviceGetTemperature, handle, 0)  # 0: NVML_TEMPERATURE_GPU, the die
         processes = _optional(nvml.nvmlDeviceGetComputeRunningProcesses, handle) or []
-        gpus.append({
-            "index": index,
-            "name": _decode(nvml.nvmlDeviceGetName(handle)),
-            "memory_total_bytes": int(memory.total) if memory is not None else None,
-            "memory_used_bytes": int(memory.used) if memory is not None else None,
-            "utilization_percent": int(rates.gpu) if rates is not None else None,
-            "memory_utilization_percent": int(rates.memory) if rates is not None else None,
-            "temperature_c": int(temperature) if temperature is not None else None,
-            "power_w": round(power_mw / 1000, 1) if power_mw is not None else None,
-            # usedGpuMemory is None where the driver may not say (a container without the host's pid namespace).
-            "processes": [{"pid": int(p.pid), "used_bytes": None if p.usedGpuMemory is None else int(p.usedGpuMemory)}
-                          for p in processes],
-        })
+        gpus.append(
+            {
+                "index": index,
+                "name": _decode(nvml.nvmlDeviceGetName(handle)),
+                "memory_total_bytes": int(memory.total) if memory is not None else None,
+                "memory_used_bytes": int(memory.used) if memory is not None else None,
+                "utilization_percent": int(rates.gpu) if rates is not None else None,
+                "memory_utilization_percent": int(rates.memory) if rates is not None else None,
+                "temperature_c": int(temperature) if temperature is not None else None,
+                "power_w": round(power_mw / 1000, 1) if power_mw is not None else None,
+                # usedGpuMemory is None where the driver may not say (a container without the host's pid namespace).
+                "processes": [
+                    {"pid": int(p.pid), "used_bytes": None if p.usedGpuMemory is None else int(p.usedGpuMemory)}
+                    for p in processes
+                ],
+            }
+        )
     return gpus
 
 
@@ -156,10 +160,17 @@ class HostMonitor:
                 process["group"] = process_group(process["pid"], self.proc_root)
         total, available = parse_meminfo(_read(self.proc_root / "meminfo"))
         return {
-            "cpu": {"percent": cpu_percent(before, now), "over_s": round(now.at - before.at, 2),
-                    "cores": os.cpu_count(), "load": parse_loadavg(_read(self.proc_root / "loadavg") or "0 0 0")},
-            "memory": {"total_bytes": total, "available_bytes": available,
-                       "used_bytes": total - available if total is not None and available is not None else None},
+            "cpu": {
+                "percent": cpu_percent(before, now),
+                "over_s": round(now.at - before.at, 2),
+                "cores": os.cpu_count(),
+                "load": parse_loadavg(_read(self.proc_root / "loadavg") or "0 0 0"),
+            },
+            "memory": {
+                "total_bytes": total,
+                "available_bytes": available,
+                "used_bytes": total - available if total is not None and available is not None else None,
+            },
             "gpus": gpus,
             "nvml": nvml_state,
         }

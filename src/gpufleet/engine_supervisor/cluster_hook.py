@@ -86,8 +86,12 @@ class ClusterHook:
             life.fail(slot, str(err), retry=False)
             return False
         try:
-            view = await head.bring_up(life.http, time.monotonic() + slot.model.ready_timeout_s, progress,
-                                       gone=lambda: slot.stop_requested or life.closed)
+            view = await head.bring_up(
+                life.http,
+                time.monotonic() + slot.model.ready_timeout_s,
+                progress,
+                gone=lambda: slot.stop_requested or life.closed,
+            )
             if view is None:  # stopped while waiting for the workers: the stopper settled the state
                 if slot.episode and not slot.episode.done():
                     slot.episode.set_exception(EngineNotReady(f"model {slot.name!r} was stopped", retry_after_s=1))
@@ -108,17 +112,24 @@ class ClusterHook:
         def lost(reason: str) -> None:
             if slot.process is not process or life.closed:
                 return
-            if process.returncode is None and not slot.stop_requested \
-                    and slot.state in (EngineState.STARTING, EngineState.READY):
+            if (
+                process.returncode is None
+                and not slot.stop_requested
+                and slot.state in (EngineState.STARTING, EngineState.READY)
+            ):
                 life._spawn_task(slot, self._fail_lost(life, slot, process, reason), "ray-lost")
-            elif process.returncode is not None and slot.state in (EngineState.BACKOFF, EngineState.STARTING,
-                                                                    EngineState.FAILED):
+            elif process.returncode is not None and slot.state in (
+                EngineState.BACKOFF,
+                EngineState.STARTING,
+                EngineState.FAILED,
+            ):
                 # vLLM noticed first and exited ("crashed"); the lost node is the cause to show.
                 slot.last_error = f"{reason}; the engine exited with code {process.returncode}"
                 life.emit(slot, slot.last_error)
 
-        self._watches[slot.name] = asyncio.create_task(head.watch(life.http, lost, self.watch_interval_s),
-                                                       name=f"{slot.name}-ray-watch")
+        self._watches[slot.name] = asyncio.create_task(
+            head.watch(life.http, lost, self.watch_interval_s), name=f"{slot.name}-ray-watch"
+        )
 
     async def _fail_lost(self, life: EngineLifecycle, slot: EngineSlot, process: EngineProcess, reason: str) -> None:
         was = slot.state

@@ -102,8 +102,13 @@ class EngineLifecycle:
         """Put a ready vLLM engine with sleep mode to sleep (level 1) when host RAM allows; False when it may not
         or the sleep failed (the caller then stops it)."""
         process, model, spec = slot.process, slot.model, slot.spec
-        if not (isinstance(model, VllmModel) and model.enable_sleep_mode and slot.state == EngineState.READY
-                and spec is not None and process is not None):
+        if not (
+            isinstance(model, VllmModel)
+            and model.enable_sleep_mode
+            and slot.state == EngineState.READY
+            and spec is not None
+            and process is not None
+        ):
             return False
         refusal = sleep_refusal(model.memory_mib, host_available_mib(meminfo_path), reserve_mib)
         if refusal is not None:
@@ -186,7 +191,9 @@ class EngineLifecycle:
             self.cluster.watch(self, slot, process)
         assert self.http is not None
         waited = await wait_healthy(
-            self.http, spec.health_url, deadline=time.monotonic() + slot.model.ready_timeout_s,
+            self.http,
+            spec.health_url,
+            deadline=time.monotonic() + slot.model.ready_timeout_s,
             interval_s=self.health_interval_s,
             # An exit is _watch_exit's to handle; a requested stop is the stopper's.
             gone=lambda: process.returncode is not None or slot.process is not process or slot.stop_requested,
@@ -298,8 +305,9 @@ class EngineLifecycle:
         if was == EngineState.STARTING and startup is not None and startup.failure is not None:
             # A recognised cause (OOM, max_model_len too large, bad flag...) will not go away by retrying.
             cause = startup.failure
-            self.fail(slot, f"engine {what} with exit code {code}: {cause.cause}: {cause.hint}",
-                      retry=False, log_tail=tail)
+            self.fail(
+                slot, f"engine {what} with exit code {code}: {cause.cause}: {cause.hint}", retry=False, log_tail=tail
+            )
             return
         if was == EngineState.READY:
             self._new_episode(slot)  # requests arriving during the restart wait for this one

@@ -38,9 +38,13 @@ log = logging.getLogger("gpufleet.engine_supervisor")
 __all__ = ["EngineSlot", "EngineState", "Supervisor", "SwapResult", "Upstream"]
 
 _OCCUPANCY = {
-    EngineState.STARTING: Occupancy.UP, EngineState.READY: Occupancy.UP, EngineState.BACKOFF: Occupancy.UP,
+    EngineState.STARTING: Occupancy.UP,
+    EngineState.READY: Occupancy.UP,
+    EngineState.BACKOFF: Occupancy.UP,
     EngineState.STOPPING: Occupancy.LEAVING,
-    EngineState.STOPPED: Occupancy.OFF, EngineState.FAILED: Occupancy.OFF, EngineState.SLEEPING: Occupancy.OFF,
+    EngineState.STOPPED: Occupancy.OFF,
+    EngineState.FAILED: Occupancy.OFF,
+    EngineState.SLEEPING: Occupancy.OFF,
 }
 
 
@@ -80,9 +84,12 @@ class Supervisor:
         self.scrape_interval_s = scrape_interval_s
         self.meminfo_path = meminfo_path
         self.host_ram_reserve_mib = host_ram_reserve_mib
-        self.life = EngineLifecycle(engines if engines is not None else MANAGED_ENGINES,
-                                    health_interval_s=health_interval_s, on_event=on_event,
-                                    on_freed=self._notify_group)
+        self.life = EngineLifecycle(
+            engines if engines is not None else MANAGED_ENGINES,
+            health_interval_s=health_interval_s,
+            on_event=on_event,
+            on_freed=self._notify_group,
+        )
         self.life.cluster = ClusterHook(models) or None  # multi-node models: their Ray heads
         self._scraper: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -159,7 +166,8 @@ class Supervisor:
         if group is None:
             raise RequestError(
                 f"model {name!r} is in no swap group; set models.{name}.swap_group in gpufleet.yaml, "
-                f"or use POST /admin/models/{name}/start to just start it")
+                f"or use POST /admin/models/{name}/start to just start it"
+            )
         async with self._leased(name, wait_s) as (upstream, freed):
             return SwapResult(upstream, group.name, freed)
 
@@ -243,8 +251,7 @@ class Supervisor:
         if self._group_of(slot) is not None:
             # Admitted by the group, which started (or woke) it; anything else means it was stopped since.
             if slot.state not in (EngineState.STARTING, EngineState.BACKOFF):
-                raise EngineNotReady(f"model {name!r} was {slot.state} before it could serve; retry",
-                                     retry_after_s=1)
+                raise EngineNotReady(f"model {name!r} was {slot.state} before it could serve; retry", retry_after_s=1)
         elif slot.state in (EngineState.STOPPED, EngineState.STOPPING):
             await self.life.wait_stopped(slot)
             # Many requests may have waited for that stop: only the first begins a start, the rest join it.
@@ -265,8 +272,9 @@ class Supervisor:
                 f"model {name!r} is {verb}{phase}; retry shortly", retry_after_s=self.life.retry_hint(slot)
             ) from None
         if slot.state != EngineState.READY or slot.spec is None:
-            raise EngineNotReady(f"model {name!r} is not ready ({slot.state})",
-                                 retry_after_s=self.life.retry_hint(slot))
+            raise EngineNotReady(
+                f"model {name!r} is not ready ({slot.state})", retry_after_s=self.life.retry_hint(slot)
+            )
         return Upstream(slot.spec.base_url, slot.spec.api_key)
 
     # ---- swap groups: the hooks the coordinator calls ------------------------------------------------------
@@ -278,9 +286,15 @@ class Supervisor:
         def members() -> list[Member]:
             budgeted = self.groups[group_name].config.memory_mib is not None
             return [
-                Member(slot.name, _OCCUPANCY[slot.state], (slot.model.memory_mib or 1) if budgeted else 1,
-                       slot.in_flight, slot.last_used)
-                for slot in self.slots.values() if slot.model.swap_group == group_name
+                Member(
+                    slot.name,
+                    _OCCUPANCY[slot.state],
+                    (slot.model.memory_mib or 1) if budgeted else 1,
+                    slot.in_flight,
+                    slot.last_used,
+                )
+                for slot in self.slots.values()
+                if slot.model.swap_group == group_name
             ]
 
         def reserve(name: str) -> None:
@@ -291,8 +305,14 @@ class Supervisor:
             if slot.state == EngineState.FAILED:
                 self.life.check_retry_allowed(slot)
 
-        return GroupHooks(members=members, reserve=reserve, release=self._release,
-                          free=self._free_member, bring_up=self._bring_up_member, check_start=check_start)
+        return GroupHooks(
+            members=members,
+            reserve=reserve,
+            release=self._release,
+            free=self._free_member,
+            bring_up=self._bring_up_member,
+            check_start=check_start,
+        )
 
     def _release(self, name: str) -> None:
         slot = self.slots[name]

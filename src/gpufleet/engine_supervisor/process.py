@@ -38,8 +38,10 @@ class EngineProcess(ChildProcess):
             return
         try:
             proc = await asyncio.create_subprocess_exec(
-                *self.spec.stop_argv, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                *self.spec.stop_argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
             )
         except OSError:
             return

@@ -88,6 +88,8 @@ def sleep_refusal(need_mib: int | None, available_mib: int | None, reserve_mib: 
     if available_mib is None:
         return "host RAM cannot be read (/proc/meminfo)"
     if available_mib - need_mib < reserve_mib:
-        return (f"host RAM is short: {available_mib} MiB available, its weights need up to {need_mib} MiB "
-                f"and {reserve_mib} MiB must stay free")
+        return (
+            f"host RAM is short: {available_mib} MiB available, its weights need up to {need_mib} MiB "
+            f"and {reserve_mib} MiB must stay free"
+        )
     return None

@@ -101,12 +101,16 @@ class EngineSlot:
 def _metrics_view(metrics: VllmMetrics | None) -> dict[str, Any] | None:
     if metrics is None:
         return None
-    return {"requests_running": metrics.requests_running, "requests_waiting": metrics.requests_waiting,
-            "kv_cache_usage": metrics.kv_cache_usage, "kv_cache_tokens": metrics.kv_cache_tokens,
-            "prompt_tokens_total": metrics.prompt_tokens_total,
-            "generation_tokens_total": metrics.generation_tokens_total,
-            "ttft_mean_s": metrics.ttft_mean_s,
-            "sleep_state": str(metrics.sleep_state) if metrics.sleep_state else None}
+    return {
+        "requests_running": metrics.requests_running,
+        "requests_waiting": metrics.requests_waiting,
+        "kv_cache_usage": metrics.kv_cache_usage,
+        "kv_cache_tokens": metrics.kv_cache_tokens,
+        "prompt_tokens_total": metrics.prompt_tokens_total,
+        "generation_tokens_total": metrics.generation_tokens_total,
+        "ttft_mean_s": metrics.ttft_mean_s,
+        "sleep_state": str(metrics.sleep_state) if metrics.sleep_state else None,
+    }
 
 
 def _kv_cache_view(startup: VllmStartupLog | None, extra: dict[str, str]) -> dict[str, Any] | None:
@@ -116,6 +120,12 @@ def _kv_cache_view(startup: VllmStartupLog | None, extra: dict[str, str]) -> dic
     # The planner's figure for this launch, and its error against what vLLM logged (issue 24).
     planned = int(extra["planned_kv_tokens"]) if extra.get("planned_kv_tokens", "").isdigit() else None
     error = round((planned - kv.tokens) / kv.tokens, 4) if planned is not None and kv.tokens else None
-    return {"device": kv.device, "tokens": kv.tokens, "max_concurrency": kv.max_concurrency,
-            "concurrency_tokens": kv.concurrency_tokens, "available_gib": kv.available_gib,
-            "planned_tokens": planned, "planner_error": error}
+    return {
+        "device": kv.device,
+        "tokens": kv.tokens,
+        "max_concurrency": kv.max_concurrency,
+        "concurrency_tokens": kv.concurrency_tokens,
+        "available_gib": kv.available_gib,
+        "planned_tokens": planned,
+        "planner_error": error,
+    }

@@ -85,8 +85,7 @@ def plan_swap(target: str, members: Sequence[Member], budget: int) -> SwapPlan:
     if wanted.share <= room:
         return SwapPlan()
     victims: list[str] = []
-    for m in sorted((m for m in others if m.occupancy is Occupancy.UP and m.in_flight == 0),
-                    key=lambda m: m.last_used):
+    for m in sorted((m for m in others if m.occupancy is Occupancy.UP and m.in_flight == 0), key=lambda m: m.last_used):
         victims.append(m.name)
         room += m.share
         if wanted.share <= room:
@@ -161,7 +160,9 @@ class SwapGroup:
         if len(self.queue) >= self.config.max_queue:
             raise EngineNotReady(
                 f"model {model!r}: swap group {self.name!r} already has {len(self.queue)} requests waiting for a "
-                f"swap (max_queue {self.config.max_queue}); retry later", retry_after_s=_QUEUE_FULL_RETRY_S)
+                f"swap (max_queue {self.config.max_queue}); retry later",
+                retry_after_s=_QUEUE_FULL_RETRY_S,
+            )
         waiter = _Waiter(model, asyncio.get_running_loop().create_future())
         self.queue.append(waiter)
         self.pump()
@@ -173,7 +174,8 @@ class SwapGroup:
                 busy = [m.name for m in self.hooks.members() if m.in_flight and m.name != model]
                 raise EngineNotReady(
                     f"model {model!r} waited {timeout_s:.0f} s for swap group {self.name!r}"
-                    + (f" (busy: {', '.join(busy)})" if busy else ""), retry_after_s=_QUEUE_FULL_RETRY_S,
+                    + (f" (busy: {', '.join(busy)})" if busy else ""),
+                    retry_after_s=_QUEUE_FULL_RETRY_S,
                 ) from None
             raise
 
@@ -220,8 +222,9 @@ class SwapGroup:
             except GpufleetError as err:
                 self._fail_waiters(head.model, err)
                 continue
-            self._swapping = asyncio.create_task(self._swap(head.model, plan.victims),
-                                                 name=f"swap-{self.name}-{head.model}")
+            self._swapping = asyncio.create_task(
+                self._swap(head.model, plan.victims), name=f"swap-{self.name}-{head.model}"
+            )
             return
 
     def _admit_all(self, model: str, freed: list[Freed]) -> None:
@@ -266,8 +269,11 @@ class SwapGroup:
         members = self.hooks.members()
         return {
             "budget_mib": self.config.memory_mib,
-            "used_mib": (sum(m.share for m in members if m.occupancy is not Occupancy.OFF)
-                         if self.config.memory_mib is not None else None),
+            "used_mib": (
+                sum(m.share for m in members if m.occupancy is not Occupancy.OFF)
+                if self.config.memory_mib is not None
+                else None
+            ),
             "max_queue": self.config.max_queue,
             "queued": len(self.queue),
             "swapping": self._swapping is not None,

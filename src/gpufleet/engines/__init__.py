@@ -24,7 +24,6 @@ MANAGED_ENGINES: dict[str, Engine[Any, Any]] = {
 }
 
 
-
 def resolve_launches(models: Mapping[str, ManagedModel], *, file: str = "<config>") -> dict[str, object]:
     """Resolve every managed model's launch once (`gpufleet serve`, before anything starts), so a model that can
     never start (no vLLM, a plan that does not fit, a flag its vLLM refuses) is a ConfigError naming its key

@@ -94,6 +94,8 @@ def engine_python(python: str, *, kind: str, needs: str) -> Path:
         return path
     candidates = sorted(engines_dir().glob(f"{python}-*/bin/python"))
     if not candidates:
-        raise EngineError(f"engine {python!r} is not installed; run 'gpufleet engines install {python}' "
-                          f"or set models.<name>.python to the interpreter of an environment with {needs}")
+        raise EngineError(
+            f"engine {python!r} is not installed; run 'gpufleet engines install {python}' "
+            f"or set models.<name>.python to the interpreter of an environment with {needs}"
+        )
     return candidates[-1]

@@ -31,13 +31,21 @@ class LlamaCppEngine:
         gguf = resolved
         threads = model.threads or os.cpu_count() or 1
         argv = [
-            sys.executable, "-m", "gpufleet.engines.llamacpp_server",
-            "--model", str(gguf),
-            "--port", str(port),
-            "--alias", name,
-            "--ctx", str(model.context),
-            "--parallel", str(model.parallel),
-            "--threads", str(threads),
+            sys.executable,
+            "-m",
+            "gpufleet.engines.llamacpp_server",
+            "--model",
+            str(gguf),
+            "--port",
+            str(port),
+            "--alias",
+            name,
+            "--ctx",
+            str(model.context),
+            "--parallel",
+            str(model.parallel),
+            "--threads",
+            str(threads),
         ]
         for key, value in sorted(model.extra_args.items()):
             argv += ["--set", f"{key}={value}"]

@@ -22,8 +22,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--ctx", type=int, default=4096)
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="set any xllamacpp CommonParams field")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="set any xllamacpp CommonParams field"
+    )
     return parser.parse_args(argv)
 
 

@@ -52,8 +52,23 @@ def served_link(name: str, model_dir: Path) -> Path:
 
 def serve_argv(python: Path, name: str, model: TransformersModel, port: int) -> list[str]:
     """The command line of `transformers serve` for `model` on 127.0.0.1:`port` (pure)."""
-    argv = [str(python), "-m", CLI_MODULE, "serve", name, "--host", "127.0.0.1", "--port", str(port),
-            "--device", model.device, "--dtype", model.dtype, "--log-level", "info"]
+    argv = [
+        str(python),
+        "-m",
+        CLI_MODULE,
+        "serve",
+        name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--device",
+        model.device,
+        "--dtype",
+        model.dtype,
+        "--log-level",
+        "info",
+    ]
     if model.continuous_batching:
         argv.append("--continuous-batching")
         if model.cb_num_blocks is not None:
@@ -79,8 +94,10 @@ class TransformersEngine:
     def resolve(self, name: str, model: TransformersModel) -> TransformersLaunch:
         model_dir = Path(model.model).expanduser()
         if not (model_dir / "config.json").is_file():
-            raise EngineError(f"models.{name}.model: {model_dir} is not a Hugging Face model directory"
-                              " (no config.json); the transformers engine serves local directories only")
+            raise EngineError(
+                f"models.{name}.model: {model_dir} is not a Hugging Face model directory"
+                " (no config.json); the transformers engine serves local directories only"
+            )
         return TransformersLaunch(resolve_transformers_python(model.python), model_dir)
 
     def launch_spec(self, name: str, model: TransformersModel, resolved: TransformersLaunch, port: int) -> LaunchSpec:
@@ -90,6 +107,12 @@ class TransformersEngine:
         # HF_HOME inside the run dir: /v1/models lists the hub cache and fails when there is none.
         env = {**OFFLINE_ENV, "HF_HOME": str(run_dir(name) / "hf-home"), **model.env}
         (run_dir(name) / "hf-home" / "hub").mkdir(parents=True, exist_ok=True)
-        return LaunchSpec(argv=serve_argv(resolved.python, name, model, port), env=env, port=port,
-                          base_url=urls["base_url"], health_url=urls["health_url"], cwd=str(run_dir(name)),
-                          extra={"model_dir": str(model_dir), "link": str(link)})
+        return LaunchSpec(
+            argv=serve_argv(resolved.python, name, model, port),
+            env=env,
+            port=port,
+            base_url=urls["base_url"],
+            health_url=urls["health_url"],
+            cwd=str(run_dir(name)),
+            extra={"model_dir": str(model_dir), "link": str(link)},
+        )

@@ -27,14 +27,30 @@ API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 VLLM_API_KEY_ENV = "VLLM_API_KEY"
 
 
-def _served_spec(argv: list[str], env: dict[str, str], port: int, extra: dict[str, str], warnings: tuple[str, ...],
-                 stop_argv: list[str] | None = None) -> LaunchSpec:
+def _served_spec(
+    argv: list[str],
+    env: dict[str, str],
+    port: int,
+    extra: dict[str, str],
+    warnings: tuple[str, ...],
+    stop_argv: list[str] | None = None,
+) -> LaunchSpec:
     """A vLLM server on 127.0.0.1:`port`, however it is launched: its URLs and the vLLM log parser."""
     urls = local_urls(port)
     # vLLM checks VLLM_API_KEY (like --api-key, which would show the key in `ps`) on its /v1 routes.
-    return LaunchSpec(argv=argv, env=env, port=port, base_url=urls["base_url"], health_url=urls["health_url"],
-                      metrics_url=urls["metrics_url"], log_phase_parser="vllm", extra=extra, stop_argv=stop_argv,
-                      warnings=warnings, api_key_env=VLLM_API_KEY_ENV)
+    return LaunchSpec(
+        argv=argv,
+        env=env,
+        port=port,
+        base_url=urls["base_url"],
+        health_url=urls["health_url"],
+        metrics_url=urls["metrics_url"],
+        log_phase_parser="vllm",
+        extra=extra,
+        stop_argv=stop_argv,
+        warnings=warnings,
+        api_key_env=VLLM_API_KEY_ENV,
+    )
 
 
 class VllmEngine:
@@ -58,8 +74,15 @@ class VllmEngine:
         assert docker is not None
         launch = container_launch(resolved.record, docker, port)
         env = serve_env(launch)
-        argv = docker_run_argv(name, docker, launch, port=port, model_dir=local_model_dir(model.model),
-                               pass_env=(VLLM_API_KEY_ENV,))
+        argv = docker_run_argv(
+            name, docker, launch, port=port, model_dir=local_model_dir(model.model), pass_env=(VLLM_API_KEY_ENV,)
+        )
         docker_bin = resolved.runner
-        return _served_spec([docker_bin, *argv[1:]], env, port, {**resolved.extra(), "image": docker.image},
-                            resolved.warnings, stop_argv=[docker_bin, *docker_stop_argv(name, port)[1:]])
+        return _served_spec(
+            [docker_bin, *argv[1:]],
+            env,
+            port,
+            {**resolved.extra(), "image": docker.image},
+            resolved.warnings,
+            stop_argv=[docker_bin, *docker_stop_argv(name, port)[1:]],
+        )

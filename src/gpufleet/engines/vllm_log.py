@@ -102,12 +102,21 @@ _PHASE_MARKERS: list[tuple[Phase, re.Pattern[str]]] = [
     (Phase.READY, re.compile(r"Application startup complete|Starting vLLM (?:API )?server(?: \d+)? on ")),
     (Phase.CUDA_GRAPHS, re.compile(r"Capturing CUDA graphs|Graph capturing finished|Capturing cudagraphs")),
     (Phase.KV_CACHE_ALLOCATED, _KV_TOKENS),
-    (Phase.PROFILING, re.compile(
-        r"Loading weights took|Model loading took|Memory profiling takes|Available KV cache memory"
-        r"|Explicitly set \([\d.]+/[\d.]+\) GiB for KV cache"
-        r"|torch\.compile takes|Dynamo bytecode transform")),
-    (Phase.LOADING_WEIGHTS, re.compile(r"Starting to load model|Loading safetensors checkpoint shards"
-                                       r"|Loading weights|Using model weights format")),
+    (
+        Phase.PROFILING,
+        re.compile(
+            r"Loading weights took|Model loading took|Memory profiling takes|Available KV cache memory"
+            r"|Explicitly set \([\d.]+/[\d.]+\) GiB for KV cache"
+            r"|torch\.compile takes|Dynamo bytecode transform"
+        ),
+    ),
+    (
+        Phase.LOADING_WEIGHTS,
+        re.compile(
+            r"Starting to load model|Loading safetensors checkpoint shards"
+            r"|Loading weights|Using model weights format"
+        ),
+    ),
 ]
 
 _CUDA_OOM = re.compile(r"CUDA out of memory|OutOfMemoryError|Failed to load model - not enough GPU memory")
@@ -115,37 +124,46 @@ _OOM_TRIED = re.compile(r"Tried to allocate ([\d.]+ [KMG]iB)")
 _KV_TOO_SMALL = re.compile(
     r"To serve at least one request with the models?'s max seq len \((\d+)\),"
     r" \(([\d.]+) GiB KV cache is needed, which is larger than the available KV cache memory"
-    r" \(([\d.]+) GiB\)")
+    r" \(([\d.]+) GiB\)"
+)
 _KV_ESTIMATED = re.compile(r"estimated maximum model length is (\d+)")
 # The V0 engine (vLLM <= 0.10) spelled the same failure differently.
 _KV_TOO_SMALL_V0 = re.compile(
     r"The model's max seq len \((\d+)\) is larger than the maximum number of tokens that can be stored in KV"
-    r" cache \((\d+)\)")
+    r" cache \((\d+)\)"
+)
 _NO_KV_MEMORY = re.compile(r"No available memory for the cache blocks")
 # With VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 vLLM logs the same sentence as a WARNING and goes on; only the
 # error form carries "To allow overriding this maximum".
 _ABOVE_DERIVED = re.compile(
     r"User-specified max_model_len \((\d+)\) is greater than the derived max_model_len \((\w+)=([\d.]+)"
-    r".*To allow overriding this maximum")
+    r".*To allow overriding this maximum"
+)
 _QUANT_CAPABILITY = re.compile(
     r"The quantization method (\S+) is not supported for the current GPU\. Minimum capability: (\d+)\."
-    r" Current capability: (\d+)")
+    r" Current capability: (\d+)"
+)
 _QUANT_UNKNOWN = re.compile(r"Unknown quantization method: ([^.\s]+)")
 _QUANT_MISMATCH = re.compile(
     r"Quantization method specified in the model config \((\S+)\) does not match the quantization method"
-    r" specified in the `quantization` argument \((\S+)\)")
+    r" specified in the `quantization` argument \((\S+)\)"
+)
 _QUANT_SCHEME = re.compile(r"Quantization scheme is not supported for the current GPU")
 _BF16_CAPABILITY = re.compile(
     r"Bfloat16 is only supported on GPUs with compute capability of at least 8\.0\. Your (.+?) GPU"
-    r" has compute capability (\S+?)\.")
-_DRIVER = re.compile(r"forward compatibility was attempted on non supported HW"
-                     r"|The NVIDIA driver on your system is too old"
-                     r"|CUDA driver version is insufficient for CUDA runtime version")
+    r" has compute capability (\S+?)\."
+)
+_DRIVER = re.compile(
+    r"forward compatibility was attempted on non supported HW"
+    r"|The NVIDIA driver on your system is too old"
+    r"|CUDA driver version is insufficient for CUDA runtime version"
+)
 _UNRECOGNIZED = re.compile(r"error: unrecognized arguments: (.+)$")
 _INVALID_ARG = re.compile(r"error: argument (\S+?): (.+)$")
 _FREE_MEMORY = re.compile(
     r"Free memory on device (\S+) \(([\d.]+)/([\d.]+) GiB\) on startup is less than desired GPU memory"
-    r" utilization \(([\d.]+), ([\d.]+) GiB\)")
+    r" utilization \(([\d.]+), ([\d.]+) GiB\)"
+)
 # vLLM's own prefix: "(EngineCore pid=7) WARNING 11-23 11:52:34 [model.py:2660] ...".
 _WARNING = re.compile(r"^(?:\([\w-]+ pid=\d+\) )?WARNING \d\d-\d\d ")
 _ENGINE_INIT = re.compile(r"Engine core initialization failed|EngineCore failed to start")
@@ -164,14 +182,19 @@ def _unrecognized_hint(arguments: str) -> str:
 
 
 def _kv_too_small(m: re.Match[str], text: str) -> StartupFailure:
-    details: dict[str, str | int | float] = {"max_model_len": int(m[1]), "needed_gib": float(m[2]),
-                                             "available_gib": float(m[3])}
+    details: dict[str, str | int | float] = {
+        "max_model_len": int(m[1]),
+        "needed_gib": float(m[2]),
+        "available_gib": float(m[3]),
+    }
     hint = f"--max-model-len {m[1]} needs {m[2]} GiB of KV cache but only {m[3]} GiB is left after the weights"
     if est := _KV_ESTIMATED.search(text):
         details["estimated_max_model_len"] = int(est[1])
         hint += f"; set --max-model-len to at most {est[1]}"
-    hint += (", or raise --gpu-memory-utilization, or use --kv-cache-dtype fp8"
-             " (on the CPU build: raise VLLM_CPU_KVCACHE_SPACE)")
+    hint += (
+        ", or raise --gpu-memory-utilization, or use --kv-cache-dtype fp8"
+        " (on the CPU build: raise VLLM_CPU_KVCACHE_SPACE)"
+    )
     return StartupFailure(FailureCause.KV_CACHE_TOO_SMALL, hint, text, details)
 
 
@@ -180,7 +203,9 @@ def _kv_too_small_v0(m: re.Match[str], text: str) -> StartupFailure:
         FailureCause.KV_CACHE_TOO_SMALL,
         f"--max-model-len {m[1]} exceeds the {m[2]} tokens the KV cache holds; set --max-model-len to at"
         f" most {m[2]} or raise --gpu-memory-utilization",
-        text, {"max_model_len": int(m[1]), "estimated_max_model_len": int(m[2])})
+        text,
+        {"max_model_len": int(m[1]), "estimated_max_model_len": int(m[2])},
+    )
 
 
 def _above_derived(m: re.Match[str], text: str) -> StartupFailure:
@@ -190,7 +215,9 @@ def _above_derived(m: re.Match[str], text: str) -> StartupFailure:
         f"--max-model-len {m[1]} is above the model's {m[2]}={derived}; lower it, or for Qwen enable"
         " YaRN with --hf-overrides (rope_parameters + max_position_embeddings),"
         " or set VLLM_ALLOW_LONG_MAX_MODEL_LEN=1",
-        text, {"max_model_len": int(m[1]), "derived_max_model_len": derived, "derived_from": m[2]})
+        text,
+        {"max_model_len": int(m[1]), "derived_max_model_len": derived, "derived_from": m[2]},
+    )
 
 
 def _free_memory(m: re.Match[str], text: str) -> StartupFailure:
@@ -199,8 +226,15 @@ def _free_memory(m: re.Match[str], text: str) -> StartupFailure:
         f"only {m[2]} of {m[3]} GiB is free on {m[1]} but --gpu-memory-utilization {m[4]} asks for"
         f" {m[5]} GiB; stop the other process on that GPU (another vLLM?) or lower"
         " --gpu-memory-utilization (two instances on one GPU need about 0.45 each)",
-        text, {"device": m[1], "free_gib": float(m[2]), "total_gib": float(m[3]),
-               "gpu_memory_utilization": float(m[4]), "requested_gib": float(m[5])})
+        text,
+        {
+            "device": m[1],
+            "free_gib": float(m[2]),
+            "total_gib": float(m[3]),
+            "gpu_memory_utilization": float(m[4]),
+            "requested_gib": float(m[5]),
+        },
+    )
 
 
 def _quant_capability(m: re.Match[str], text: str) -> StartupFailure:
@@ -208,14 +242,18 @@ def _quant_capability(m: re.Match[str], text: str) -> StartupFailure:
         FailureCause.UNSUPPORTED_QUANTIZATION,
         f"quantization {m[1]} needs compute capability {m[2]} but this GPU has {m[3]}; pick a method"
         " this GPU supports (awq_marlin/gptq_marlin need 80, i.e. Ampere or newer; fp8 W8A8 needs 89)",
-        text, {"quantization": m[1], "min_capability": int(m[2]), "capability": int(m[3])})
+        text,
+        {"quantization": m[1], "min_capability": int(m[2]), "capability": int(m[3])},
+    )
 
 
 def _quant_unknown(m: re.Match[str], text: str) -> StartupFailure:
     return StartupFailure(
         FailureCause.UNSUPPORTED_QUANTIZATION,
         f"this vLLM has no quantization method {m[1]!r}; use one it lists (e.g. awq_marlin, gptq_marlin, fp8)",
-        text, {"quantization": m[1]})
+        text,
+        {"quantization": m[1]},
+    )
 
 
 def _quant_mismatch(m: re.Match[str], text: str) -> StartupFailure:
@@ -223,13 +261,18 @@ def _quant_mismatch(m: re.Match[str], text: str) -> StartupFailure:
         FailureCause.UNSUPPORTED_QUANTIZATION,
         f"the checkpoint is {m[1]} but --quantization says {m[2]}; drop --quantization"
         " (vLLM reads it from config.json) or give a method compatible with the checkpoint",
-        text, {"checkpoint_quantization": m[1], "quantization": m[2]})
+        text,
+        {"checkpoint_quantization": m[1], "quantization": m[2]},
+    )
 
 
 def _bf16_capability(m: re.Match[str], text: str) -> StartupFailure:
-    return StartupFailure(FailureCause.COMPUTE_CAPABILITY,
-                          f"{m[1]} (compute capability {m[2]}) has no bfloat16; start with --dtype half",
-                          text, {"gpu": m[1], "capability": m[2]})
+    return StartupFailure(
+        FailureCause.COMPUTE_CAPABILITY,
+        f"{m[1]} (compute capability {m[2]}) has no bfloat16; start with --dtype half",
+        text,
+        {"gpu": m[1], "capability": m[2]},
+    )
 
 
 def _cuda_oom(m: re.Match[str], text: str) -> StartupFailure:
@@ -240,12 +283,15 @@ def _cuda_oom(m: re.Match[str], text: str) -> StartupFailure:
         FailureCause.CUDA_OOM,
         "the GPU ran out of memory; lower --max-model-len or --max-num-seqs, use a quantized checkpoint,"
         " raise --tensor-parallel-size, or free the GPU of other processes",
-        text, details)
+        text,
+        details,
+    )
 
 
 def _unrecognized(m: re.Match[str], text: str) -> StartupFailure:
-    return StartupFailure(FailureCause.UNRECOGNIZED_ARGUMENT, _unrecognized_hint(m[1].strip()), text,
-                          {"arguments": m[1].strip()})
+    return StartupFailure(
+        FailureCause.UNRECOGNIZED_ARGUMENT, _unrecognized_hint(m[1].strip()), text, {"arguments": m[1].strip()}
+    )
 
 
 def _invalid_arg(m: re.Match[str], text: str) -> StartupFailure:
@@ -261,31 +307,47 @@ def _fixed(cause: FailureCause, hint: str) -> Callable[[re.Match[str], str], Sta
 _FAILURES: list[tuple[re.Pattern[str], Callable[[re.Match[str], str], StartupFailure]]] = [
     (_KV_TOO_SMALL, _kv_too_small),
     (_KV_TOO_SMALL_V0, _kv_too_small_v0),
-    (_NO_KV_MEMORY, _fixed(
-        FailureCause.NO_KV_CACHE_MEMORY,
-        "the weights (and activations) use all the memory vLLM may take, none is left for the KV"
-        " cache; raise --gpu-memory-utilization, use a quantized checkpoint, or add GPUs"
-        " (--tensor-parallel-size)")),
+    (
+        _NO_KV_MEMORY,
+        _fixed(
+            FailureCause.NO_KV_CACHE_MEMORY,
+            "the weights (and activations) use all the memory vLLM may take, none is left for the KV"
+            " cache; raise --gpu-memory-utilization, use a quantized checkpoint, or add GPUs"
+            " (--tensor-parallel-size)",
+        ),
+    ),
     (_ABOVE_DERIVED, _above_derived),
     (_FREE_MEMORY, _free_memory),
     (_QUANT_CAPABILITY, _quant_capability),
     (_QUANT_UNKNOWN, _quant_unknown),
     (_QUANT_MISMATCH, _quant_mismatch),
-    (_QUANT_SCHEME, _fixed(
-        FailureCause.UNSUPPORTED_QUANTIZATION,
-        "this GPU cannot run the checkpoint's quantization scheme; use a checkpoint quantized for it")),
+    (
+        _QUANT_SCHEME,
+        _fixed(
+            FailureCause.UNSUPPORTED_QUANTIZATION,
+            "this GPU cannot run the checkpoint's quantization scheme; use a checkpoint quantized for it",
+        ),
+    ),
     (_BF16_CAPABILITY, _bf16_capability),
     # Seed 002: vLLM v0.15.1's image carried CUDA 12.9 while driver 570.195.03 supported 12.8.
-    (_DRIVER, _fixed(
-        FailureCause.DRIVER_TOO_OLD,
-        "the NVIDIA driver is older than the CUDA this vLLM was built with; upgrade the driver or pin a"
-        " vLLM build/image made for the driver's CUDA (nvidia-smi shows the highest CUDA it supports)")),
+    (
+        _DRIVER,
+        _fixed(
+            FailureCause.DRIVER_TOO_OLD,
+            "the NVIDIA driver is older than the CUDA this vLLM was built with; upgrade the driver or pin a"
+            " vLLM build/image made for the driver's CUDA (nvidia-smi shows the highest CUDA it supports)",
+        ),
+    ),
     (_CUDA_OOM, _cuda_oom),
     (_UNRECOGNIZED, _unrecognized),
     (_INVALID_ARG, _invalid_arg),
-    (_ENGINE_INIT, _fixed(
-        FailureCause.ENGINE_INIT_FAILED,
-        "the engine process failed during start; the lines above it in the log say why")),
+    (
+        _ENGINE_INIT,
+        _fixed(
+            FailureCause.ENGINE_INIT_FAILED,
+            "the engine process failed during start; the lines above it in the log say why",
+        ),
+    ),
 ]
 
 

@@ -65,8 +65,7 @@ def _optional_int(text: str | None) -> int | None:
         return None
 
 
-def parse_vllm_metrics(text: str, *, model_name: str | None = None,
-                       source: str = "vLLM /metrics") -> VllmMetrics:
+def parse_vllm_metrics(text: str, *, model_name: str | None = None, source: str = "vLLM /metrics") -> VllmMetrics:
     """Parse a vLLM `/metrics` body; with `model_name`, only that model's samples count.
 
     Raises UpstreamError (naming `source`) when the text is not Prometheus exposition format.
@@ -123,7 +122,16 @@ def parse_vllm_metrics(text: str, *, model_name: str | None = None,
     if kv_tokens is None and num_blocks is not None and block_size is not None:
         kv_tokens = num_blocks * block_size
     return VllmMetrics(
-        model_names=tuple(names), requests_running=int(running), requests_waiting=int(waiting),
-        kv_cache_usage=kv_usage, prompt_tokens_total=prompt, generation_tokens_total=generation,
-        ttft_seconds_sum=ttft_sum, ttft_seconds_count=ttft_count, num_gpu_blocks=num_blocks,
-        block_size=block_size, kv_cache_tokens=kv_tokens, sleep_state=sleep)
+        model_names=tuple(names),
+        requests_running=int(running),
+        requests_waiting=int(waiting),
+        kv_cache_usage=kv_usage,
+        prompt_tokens_total=prompt,
+        generation_tokens_total=generation,
+        ttft_seconds_sum=ttft_sum,
+        ttft_seconds_count=ttft_count,
+        num_gpu_blocks=num_blocks,
+        block_size=block_size,
+        kv_cache_tokens=kv_tokens,
+        sleep_state=sleep,
+    )

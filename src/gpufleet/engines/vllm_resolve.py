@@ -129,7 +129,8 @@ def plan_request(model: VllmModel, version: str | None) -> PlanRequest:
 # (extra_args, env and vllm_version are merged or detected, not copied; a config `nodes:` would be a list of
 # addresses while the record's `nodes` is their count.)
 CONFIG_FIELDS: tuple[str, ...] = tuple(
-    f.name for f in fields(LaunchPlan)
+    f.name
+    for f in fields(LaunchPlan)
     if f.name in VllmModel.model_fields and f.name not in ("extra_args", "env", "vllm_version", "nodes")
 )
 
@@ -166,8 +167,13 @@ def resolve_model(name: str, model: VllmModel, version: str | None) -> ResolvedM
         )
     planned = plan_launch(result, served_model_name=name, model_path=model.model)
     explicit = {key: getattr(configured, key) for key in CONFIG_FIELDS if key in model.model_fields_set}
-    filled = tuple(sorted(key for key in CONFIG_FIELDS if key not in explicit and getattr(planned, key)
-                          not in (None, getattr(configured, key))))
+    filled = tuple(
+        sorted(
+            key
+            for key in CONFIG_FIELDS
+            if key not in explicit and getattr(planned, key) not in (None, getattr(configured, key))
+        )
+    )
     backend = planned.distributed_executor_backend
     if "--distributed-executor-backend" in model.extra_args:
         backend = None  # the config's own choice, verbatim in extra_args

@@ -50,11 +50,15 @@ class Ticket:
         row = self.row
         row.route, row.tier, row.target, row.model_served = route, tier or "", target, model
 
-    def usage(self, prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0,
-              ttft_s: float | None = None) -> None:
+    def usage(
+        self, prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0, ttft_s: float | None = None
+    ) -> None:
         row = self.row
-        row.prompt_tokens, row.completion_tokens, row.reasoning_tokens = prompt_tokens, completion_tokens, \
-            reasoning_tokens
+        row.prompt_tokens, row.completion_tokens, row.reasoning_tokens = (
+            prompt_tokens,
+            completion_tokens,
+            reasoning_tokens,
+        )
         row.ttft_s = ttft_s
 
     def close(self, status: int) -> None:
@@ -71,13 +75,13 @@ class _StoreCollector(Collector):
         self._writer = writer
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        up = GaugeMetricFamily("gpufleet_store_up", "1 when the key/usage store answered its last call",
-                               labels=["backend"])
+        up = GaugeMetricFamily(
+            "gpufleet_store_up", "1 when the key/usage store answered its last call", labels=["backend"]
+        )
         up.add_metric([self._writer.store.dialect], 1.0 if self._writer.up else 0.0)
         pending = GaugeMetricFamily("gpufleet_store_pending_rows", "usage rows waiting to be written")
         pending.add_metric([], float(self._writer.pending))
-        dropped = GaugeMetricFamily("gpufleet_store_dropped_rows",
-                                    "usage rows dropped during an outage (queue full)")
+        dropped = GaugeMetricFamily("gpufleet_store_dropped_rows", "usage rows dropped during an outage (queue full)")
         dropped.add_metric([], float(self._writer.dropped))
         yield from (up, pending, dropped)
 
@@ -89,11 +93,13 @@ class Admission:
         self.directory = directory
         self._shared_store = server.database_url is not None
         self.limiter = Limiter()
-        self.writer = UsageWriter(open_store(server.database_url), on_refresh=self._refreshed,
-                                  retention_days=server.usage_retention_days)
+        self.writer = UsageWriter(
+            open_store(server.database_url), on_refresh=self._refreshed, retention_days=server.usage_retention_days
+        )
         registry.register(_StoreCollector(self.writer))
-        self.rate_limited = Counter("gpufleet_rate_limited", "Requests refused by a key's limit (HTTP 429)",
-                                    ["limit"], registry=registry)
+        self.rate_limited = Counter(
+            "gpufleet_rate_limited", "Requests refused by a key's limit (HTTP 429)", ["limit"], registry=registry
+        )
         self._per_key: tuple[Counter, Counter] | None = None
         if server.metrics_per_key:
             self._per_key = (
@@ -109,8 +115,11 @@ class Admission:
             # A configured database we cannot read may hold team keys: refuse requests without a key rather than
             # open the gateway to everyone (static admin keys still work).
             self.directory.enabled = True
-            log.warning("store %s is down at startup: team keys are unknown until it answers; requests without "
-                        "a key are refused", self.writer.store.where)
+            log.warning(
+                "store %s is down at startup: team keys are unknown until it answers; requests without "
+                "a key are refused",
+                self.writer.store.where,
+            )
 
     async def close(self) -> None:
         await self.writer.close()
@@ -124,15 +133,19 @@ class Admission:
         """Admit a request for a model known by `names` (asked, route, served); RequestError 403 when the key
         may not use it, RateLimited 429 when a limit is reached. The caller must `close()` the ticket."""
         key = principal.key
-        row = UsageRow(time.time(), key.id if key is not None else principal.name, principal.name, endpoint,
-                       model_asked)
+        row = UsageRow(
+            time.time(), key.id if key is not None else principal.name, principal.name, endpoint, model_asked
+        )
         headers: dict[str, str] = {}
         if key is not None:
             if not self._allows(key, model_asked, names):
                 self._refused(row, 403)
-                raise RequestError(f"this API key may not use model {model_asked!r} (its models: "
-                                   f"{', '.join(key.models)})", param="model", status_code=403,
-                                   code="model_not_allowed")
+                raise RequestError(
+                    f"this API key may not use model {model_asked!r} (its models: {', '.join(key.models)})",
+                    param="model",
+                    status_code=403,
+                    code="model_not_allowed",
+                )
             try:
                 headers = self.limiter.acquire(key.id, key.limits, row.ts)
             except RateLimited as err:

@@ -1,7 +1,7 @@
 """The gateway: one ASGI app (Starlette): the routes over the state (gateway/state.py) built from a Config.
 
-    app = build_app(load_config(None))          # serve with uvicorn, or drive with httpx.ASGITransport
-    async with running(app): ...                 # start/stop supervisor and upstream client (tests)
+app = build_app(load_config(None))          # serve with uvicorn, or drive with httpx.ASGITransport
+async with running(app): ...                 # start/stop supervisor and upstream client (tests)
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ log = logging.getLogger("gpufleet.gateway")
 
 def _json_error(status: int, message: str, code: str) -> Response:
     type_ = "invalid_request_error" if status < 500 else "server_error"
-    return Response(orjson.dumps(error_body(message, type_=type_, code=code)), status_code=status,
-                    media_type="application/json")
+    return Response(
+        orjson.dumps(error_body(message, type_=type_, code=code)), status_code=status, media_type="application/json"
+    )
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -62,8 +63,12 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return _json_error(500, f"internal error: {type(exc).__name__}; see the gateway log", "internal_error")
 
 
-def build_app(config: Config, launches: Mapping[str, object] | None = None, *,
-              engines: Mapping[str, Engine[Any, Any]] | None = None) -> Starlette:
+def build_app(
+    config: Config,
+    launches: Mapping[str, object] | None = None,
+    *,
+    engines: Mapping[str, Engine[Any, Any]] | None = None,
+) -> Starlette:
     """The ASGI app for `config`; its lifespan starts and stops the engines. `launches`: the models' launches
     resolved up front (engines.resolve_launches, as `gpufleet serve` does); the others resolve at first start.
     `engines`: replaces engine kinds (tests: stand-ins)."""
@@ -105,14 +110,24 @@ def build_app(config: Config, launches: Mapping[str, object] | None = None, *,
         *ui.routes(),  # the web console at /ui
     ]
     exception_handlers: dict[Any, Any] = {HTTPException: _http_exception, Exception: _unexpected}
-    app = GatewayApp(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers,
-                     middleware=origin_middleware(config.server))  # cross-site writes refused (issue 20)
+    app = GatewayApp(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=exception_handlers,
+        middleware=origin_middleware(config.server),
+    )  # cross-site writes refused (issue 20)
     app.state.gateway = gateway
     # The hot routes skip the stack (gateway/hot_routes.py), through the same origin guard.
     guard = None if config.server.cors_origins else OriginGuard(app.router, policy_for(config.server))
-    app.configure_hot_routes({"/v1/chat/completions": openai_routes.chat_completions,
-                              "/v1/completions": openai_routes.completions,
-                              "/v1/embeddings": openai_routes.embeddings}, guard, _unexpected)
+    app.configure_hot_routes(
+        {
+            "/v1/chat/completions": openai_routes.chat_completions,
+            "/v1/completions": openai_routes.completions,
+            "/v1/embeddings": openai_routes.embeddings,
+        },
+        guard,
+        _unexpected,
+    )
     return app
 
 

@@ -56,10 +56,15 @@ def exposure_warning(server: ServerConfig) -> str | None:
     """The startup warning for a gateway reachable from the network without API keys, else None."""
     if server.api_keys or is_loopback(server.host):
         return None
-    admin = ("/admin/* is OPEN (server.allow_unauthenticated_admin: true)" if server.allow_unauthenticated_admin
-             else "/admin/* is refused until keys are set")
-    return (f"listening on {server.host} WITHOUT server.api_keys: anyone who can reach this address can use every "
-            f"model; {admin}. Set server.api_keys, or bind 127.0.0.1.")
+    admin = (
+        "/admin/* is OPEN (server.allow_unauthenticated_admin: true)"
+        if server.allow_unauthenticated_admin
+        else "/admin/* is refused until keys are set"
+    )
+    return (
+        f"listening on {server.host} WITHOUT server.api_keys: anyone who can reach this address can use every "
+        f"model; {admin}. Set server.api_keys, or bind 127.0.0.1."
+    )
 
 
 def presented_key_in_scope(scope: Mapping[str, Any]) -> str | None:
@@ -82,8 +87,14 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
 class KeyCheck:
     """Accepts a request when no keys are configured or its Bearer token is a static or a live team key."""
 
-    def __init__(self, keys: list[str], *, host: str = "127.0.0.1", allow_unauthenticated_admin: bool = False,
-                 directory: KeyDirectory | None = None) -> None:
+    def __init__(
+        self,
+        keys: list[str],
+        *,
+        host: str = "127.0.0.1",
+        allow_unauthenticated_admin: bool = False,
+        directory: KeyDirectory | None = None,
+    ) -> None:
         self._keys = [key.encode() for key in keys]
         self._host = host
         self._admin_open = allow_unauthenticated_admin or is_loopback(host)
@@ -93,8 +104,12 @@ class KeyCheck:
 
     @classmethod
     def for_server(cls, server: ServerConfig, directory: KeyDirectory | None = None) -> KeyCheck:
-        return cls(server.api_keys, host=server.host, allow_unauthenticated_admin=server.allow_unauthenticated_admin,
-                   directory=directory)
+        return cls(
+            server.api_keys,
+            host=server.host,
+            allow_unauthenticated_admin=server.allow_unauthenticated_admin,
+            directory=directory,
+        )
 
     @property
     def enabled(self) -> bool:
@@ -122,8 +137,10 @@ class KeyCheck:
             raise AuthError("invalid API key")
         state = record.state(time.time())
         if state != "active":
-            raise AuthError(f"this API key was {state}; ask an admin for a new one ('gpufleet keys create')",
-                            code=f"api_key_{state}")
+            raise AuthError(
+                f"this API key was {state}; ask an admin for a new one ('gpufleet keys create')",
+                code=f"api_key_{state}",
+            )
         principal = self._principals.get(record.id)
         if principal is None or principal.key is not record:  # a refresh replaces records: rebuild then
             if len(self._principals) > 10_000:
@@ -135,16 +152,23 @@ class KeyCheck:
         """Only admin keys (server.api_keys); without them, AuthError 403 unless admin is open here."""
         if not self._keys:
             if self.directory.enabled:
-                raise AuthError("/admin endpoints need an admin key from server.api_keys; team keys cannot use "
-                                "them", status_code=403, code="admin_requires_admin_key")
+                raise AuthError(
+                    "/admin endpoints need an admin key from server.api_keys; team keys cannot use them",
+                    status_code=403,
+                    code="admin_requires_admin_key",
+                )
             if not self._admin_open:
                 raise AuthError(
                     f"/admin endpoints are refused: the gateway listens on {self._host} without API keys. "
                     "Set server.api_keys (then send 'Authorization: Bearer <key>'), or set "
                     "server.allow_unauthenticated_admin: true to allow them anyway",
-                    status_code=403, code="admin_requires_api_key",
+                    status_code=403,
+                    code="admin_requires_api_key",
                 )
             return
         if not self.check(authorization).admin:
-            raise AuthError("/admin endpoints need an admin key (server.api_keys), not a team key",
-                            status_code=403, code="admin_requires_admin_key")
+            raise AuthError(
+                "/admin endpoints need an admin key (server.api_keys), not a team key",
+                status_code=403,
+                code="admin_requires_admin_key",
+            )

@@ -69,16 +69,32 @@ def at_least_moderate_when_thinking(tier: Tier, rules_signals: tuple[str, ...]) 
 
 def examples_cache_key(model_settings: list[dict[str, Any]], examples: bytes) -> str:
     """Names the cached example vectors: what the embedding model is, which examples, how they are cut."""
-    material = orjson.dumps({"format": _CACHE_FORMAT, "models": model_settings, "chars": EMBED_CHARS,
-                             "examples": hashlib.sha256(examples).hexdigest()}, option=orjson.OPT_SORT_KEYS)
+    material = orjson.dumps(
+        {
+            "format": _CACHE_FORMAT,
+            "models": model_settings,
+            "chars": EMBED_CHARS,
+            "examples": hashlib.sha256(examples).hexdigest(),
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
     return hashlib.sha256(material).hexdigest()[:32]
 
 
 class ModelTierClassifier:
     """The `auto` tier from a model (kNN over embeddings, or an LLM judge), with the rules as the fallback."""
 
-    def __init__(self, settings: AutoModelClassifier, rules: ComplexityClassifier, *, call: InternalCall,
-                 table: ModelTable, metrics: RouterMetrics, cooldown_s: float, models: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        settings: AutoModelClassifier,
+        rules: ComplexityClassifier,
+        *,
+        call: InternalCall,
+        table: ModelTable,
+        metrics: RouterMetrics,
+        cooldown_s: float,
+        models: Mapping[str, Any],
+    ) -> None:
         self._call_model = call
         self._table = table
         self._metrics = metrics
@@ -118,9 +134,14 @@ class ModelTierClassifier:
     def status(self) -> dict[str, Any]:
         """For /status: which classifier, its model, whether it is ready, and its last failure."""
         cooling = max(0.0, self._skip_until - time.monotonic())
-        body: dict[str, Any] = {"classifier": self.kind, "model": self.settings.model, "state": self.state,
-                                "timeout_s": self.settings.timeout_s, "last_error": self.last_error,
-                                "skipped_for_s": round(cooling, 1)}
+        body: dict[str, Any] = {
+            "classifier": self.kind,
+            "model": self.settings.model,
+            "state": self.state,
+            "timeout_s": self.settings.timeout_s,
+            "last_error": self.last_error,
+            "skipped_for_s": round(cooling, 1),
+        }
         if self.settings.kind == "knn":
             body["examples"] = str(self.examples)
             body["k"] = self.settings.k
@@ -154,8 +175,9 @@ class ModelTierClassifier:
             self._asking -= 1
             self._turns.release()
 
-    async def _decide_by_model(self, payload: Mapping[str, Any], rules_tier: Tier,
-                               signals: tuple[str, ...]) -> AutoDecision:
+    async def _decide_by_model(
+        self, payload: Mapping[str, Any], rules_tier: Tier, signals: tuple[str, ...]
+    ) -> AutoDecision:
         started = time.perf_counter()
         # A call that shared the model with others, or during which requests were turned away, failed under a
         # burst: that does not switch the model off for everyone (see _fallback).
@@ -168,8 +190,9 @@ class ModelTierClassifier:
         except ClassifierFailed as err:
             return self._fallback(rules_tier, "unreadable", str(err), alone and self._turned_away == turned_away)
         except (GpufleetError, ValueError, KeyError, IndexError, TypeError) as err:
-            return self._fallback(rules_tier, "error", f"{type(err).__name__}: {err}",
-                                  alone and self._turned_away == turned_away)
+            return self._fallback(
+                rules_tier, "error", f"{type(err).__name__}: {err}", alone and self._turned_away == turned_away
+            )
         self._metrics.observe_classifier(self.kind, "decided", time.perf_counter() - started)
         return AutoDecision(at_least_moderate_when_thinking(tier, signals), self.kind)
 
@@ -184,8 +207,9 @@ class ModelTierClassifier:
             self._skip_until = now + self._cooldown_s
         if now - self._last_log >= _LOG_EVERY_S:
             self._last_log = now
-            log.warning("auto: the %s classifier (%s) failed, the rules decided: %s", self.kind,
-                        self.settings.model, why)
+            log.warning(
+                "auto: the %s classifier (%s) failed, the rules decided: %s", self.kind, self.settings.model, why
+            )
         return AutoDecision(tier, f"rules ({self.kind} {'timed out' if outcome == 'timeout' else outcome})")
 
     async def _ask(self, payload: Mapping[str, Any]) -> Tier:
@@ -218,8 +242,12 @@ class ModelTierClassifier:
                 break
             except (GpufleetError, ClassifierFailed, OSError, ValueError, KeyError, IndexError, TypeError) as err:
                 self.state, self.last_error = "retrying", f"embedding the examples: {err}"
-                log.warning("auto: cannot embed the kNN examples with %s (%s); the rules decide; retrying in %g s",
-                            self.settings.model, err, RETRY_WARMUP_S)
+                log.warning(
+                    "auto: cannot embed the kNN examples with %s (%s); the rules decide; retrying in %g s",
+                    self.settings.model,
+                    err,
+                    RETRY_WARMUP_S,
+                )
                 await asyncio.sleep(RETRY_WARMUP_S)
         examples = [(vector, Tier(item["tier"])) for vector, item in zip(vectors, items, strict=True)]
         self._knn = KnnTierClassifier(examples, k=self.settings.k)
@@ -229,8 +257,9 @@ class ModelTierClassifier:
     async def _embed_all(self, texts: list[str]) -> list[list[float]]:
         vectors: list[list[float]] = []
         for start in range(0, len(texts), EMBED_BATCH):
-            data = await self._call("embedding", {"model": self.settings.model,
-                                                  "input": texts[start:start + EMBED_BATCH]})
+            data = await self._call(
+                "embedding", {"model": self.settings.model, "input": texts[start : start + EMBED_BATCH]}
+            )
             vectors += [item["embedding"] for item in sorted(data["data"], key=lambda item: item["index"])]
         problem = vectors_problem(vectors, len(texts))
         if problem is not None:  # never cache what the vote cannot use: the cache would keep it across restarts
@@ -239,8 +268,7 @@ class ModelTierClassifier:
 
     def _cache_file(self) -> Path:
         route = self._table.resolve(self.settings.model)
-        models = [self._models[c.target.model].model_dump(mode="json")
-                  for group in route.groups for c in group]
+        models = [self._models[c.target.model].model_dump(mode="json") for group in route.groups for c in group]
         key = examples_cache_key(models, self.examples.read_bytes())
         return paths.cache_root() / "auto-knn" / f"{key}.json"
 
@@ -261,8 +289,11 @@ def vectors_problem(vectors: Any, count: int) -> str | None:
         return f"expected {count} vectors, got {len(vectors) if isinstance(vectors, list) else type(vectors).__name__}"
     lengths = set()
     for i, vector in enumerate(vectors):
-        if not isinstance(vector, list) or not vector or \
-                not all(isinstance(x, int | float) and not isinstance(x, bool) for x in vector):
+        if (
+            not isinstance(vector, list)
+            or not vector
+            or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in vector)
+        ):
             return f"vector {i} is not a non-empty list of numbers"
         lengths.add(len(vector))
     return None if len(lengths) == 1 else f"vectors of different lengths: {sorted(lengths)}"
@@ -276,5 +307,3 @@ def _write_vectors(path: Path, vectors: list[list[float]]) -> None:
         partial.replace(path)  # a reader never sees half a file
     except OSError as err:  # a read-only cache only costs the next start a re-embedding
         log.warning("auto: cannot cache the kNN example vectors in %s: %s", path, err)
-
-

@@ -31,8 +31,9 @@ async def read_json_body(request: Request, limit_bytes: int) -> Any:
             chunks.append(chunk)
     except ClientDisconnect:
         # Also how a body cut off by server.body_timeout_s ends (http_limits): nobody is left to answer.
-        raise RequestError("the client disconnected before sending the whole body", status_code=400,
-                           code="client_disconnected") from None
+        raise RequestError(
+            "the client disconnected before sending the whole body", status_code=400, code="client_disconnected"
+        ) from None
     raw = b"".join(chunks)
     if not raw.strip():
         raise RequestError("the request body is empty; expected a JSON object")
@@ -58,8 +59,11 @@ def check_depth(value: Any, limit: int) -> None:
         _descend(value, limit)
     except _TooDeep as deep:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in reversed(deep.path)).lstrip(".")
-        raise RequestError(f"the request body nests more than {limit} levels deep (at {where or 'the top'})",
-                           param=where or None, code="too_deep") from None
+        raise RequestError(
+            f"the request body nests more than {limit} levels deep (at {where or 'the top'})",
+            param=where or None,
+            code="too_deep",
+        ) from None
 
 
 def _descend(value: Any, budget: int) -> None:

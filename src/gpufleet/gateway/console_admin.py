@@ -58,8 +58,11 @@ async def host(request: Request) -> Response:
 def _lines_param(request: Request) -> int:
     raw = request.query_params.get("lines", str(DEFAULT_LOG_LINES))
     if not raw.isdigit() or not 1 <= int(raw) <= RECENT_LINES:
-        raise RequestError(f"lines={raw!r}: give a whole number from 1 to {RECENT_LINES} (the lines kept per engine)",
-                           param="lines", code="invalid_lines")
+        raise RequestError(
+            f"lines={raw!r}: give a whole number from 1 to {RECENT_LINES} (the lines kept per engine)",
+            param="lines",
+            code="invalid_lines",
+        )
     return int(raw)
 
 
@@ -76,8 +79,10 @@ async def engine_log(request: Request) -> Response:
         lines = _lines_param(request)
         name = gateway.table.resolve(request.path_params["name"]).primary.model
         if not gateway.supervisor.is_managed(name):
-            raise ModelNotFound(f"model {name!r} is served by a remote endpoint: gpufleet runs no engine for it, so "
-                                "it has no engine log here")
+            raise ModelNotFound(
+                f"model {name!r} is served by a remote endpoint: gpufleet runs no engine for it, so "
+                "it has no engine log here"
+            )
     except GpufleetError as err:
         return error_response(err)
     body = gateway.supervisor.engine_log(name, lines, _known_secrets(gateway))

@@ -44,8 +44,11 @@ def dialect_for(name: str, model: ModelConfig) -> DialectDefaults:
             # vLLM rejects tool_choice "auto" without --enable-auto-tool-choice but renders tools for "none".
             upstream_tool_choice=None if model.tool_call_parser else "none",
         )
-    base = dataclasses.replace(base, reasoning_parser=model.reasoning_parser or base.reasoning_parser,
-                               tool_call_parser=model.tool_call_parser or base.tool_call_parser)
+    base = dataclasses.replace(
+        base,
+        reasoning_parser=model.reasoning_parser or base.reasoning_parser,
+        tool_call_parser=model.tool_call_parser or base.tool_call_parser,
+    )
     if isinstance(model, LlamaCppModel):
         # llama.cpp turns response_format json_schema into a grammar (checked with xllamacpp).
         return dataclasses.replace(base, engine_supports_json_schema=True)
@@ -65,5 +68,7 @@ def dialect_warning(name: str, model: ModelConfig) -> str | None:
     ids = model_ids(name, model)
     if has_parsers or not looks_like_qwen(ids):
         return None
-    return (f"model {name!r} looks like Qwen ({', '.join(repr(i) for i in ids)}) but no dialect could be inferred:"
-            f" <think> and tool calls are not parsed; set `dialect:` ({', '.join(DIALECTS)})")
+    return (
+        f"model {name!r} looks like Qwen ({', '.join(repr(i) for i in ids)}) but no dialect could be inferred:"
+        f" <think> and tool calls are not parsed; set `dialect:` ({', '.join(DIALECTS)})"
+    )

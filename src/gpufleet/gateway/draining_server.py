@@ -33,8 +33,7 @@ class DrainingServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self._streams:
-            log.warning("shutting down: %d request(s) in flight get %g s to finish", len(self._streams),
-                        self._grace_s)
+            log.warning("shutting down: %d request(s) in flight get %g s to finish", len(self._streams), self._grace_s)
         drain = asyncio.create_task(self._streams.drain(self._grace_s), name="gpufleet-drain")
         try:
             await super().shutdown(sockets)

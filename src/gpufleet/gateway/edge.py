@@ -65,8 +65,9 @@ async def resolve_route(state: GatewayState, payload: dict[str, Any]) -> Route:
     return route
 
 
-async def serve_chat_form(request: Request, kind: Kind, payload: dict[str, Any],
-                          protocol: ClientProtocol) -> Response | StreamRelayResponse:
+async def serve_chat_form(
+    request: Request, kind: Kind, payload: dict[str, Any], protocol: ClientProtocol
+) -> Response | StreamRelayResponse:
     """Serve a request already in the internal form; the answer (or error) in `protocol`'s shape."""
     state = state_of(request)
     started = time.perf_counter()
@@ -75,8 +76,9 @@ async def serve_chat_form(request: Request, kind: Kind, payload: dict[str, Any],
         principal = authorize(request)
         validate_request(kind, payload)
         # Routing runs inside the watched work: a client that leaves also cancels an `auto` classifier's call.
-        work = asyncio.ensure_future(_route_and_serve(state, request, principal, kind, payload, protocol,
-                                                      started, served))
+        work = asyncio.ensure_future(
+            _route_and_serve(state, request, principal, kind, payload, protocol, started, served)
+        )
         state.streams.add_waiting(work)
         ending = await wait_watching_client(request, work)
         if ending is Ending.CLIENT_LEFT:
@@ -93,8 +95,7 @@ async def serve_chat_form(request: Request, kind: Kind, payload: dict[str, Any],
     except GpufleetError as err:
         served.close(err.status_code)
         state.metrics.observe_error(served.model, err.code)
-        state.metrics.observe_request(served.model, protocol.endpoint, err.status_code,
-                                      time.perf_counter() - started)
+        state.metrics.observe_request(served.model, protocol.endpoint, err.status_code, time.perf_counter() - started)
         return protocol.error_response(err)
     except BaseException:
         served.close(500)  # a bug or a forced shutdown: the key's concurrency slot must not leak
@@ -115,17 +116,24 @@ class _Serving:
             self.ticket.close(status)
 
 
-async def _route_and_serve(state: GatewayState, request: Request, principal: Principal, kind: Kind,
-                           payload: dict[str, Any], protocol: ClientProtocol, started: float,
-                           served: _Serving) -> Response | StreamRelayResponse:
+async def _route_and_serve(
+    state: GatewayState,
+    request: Request,
+    principal: Principal,
+    kind: Kind,
+    payload: dict[str, Any],
+    protocol: ClientProtocol,
+    started: float,
+    served: _Serving,
+) -> Response | StreamRelayResponse:
     route = await resolve_route(state, payload)
     served.model = route.primary.model
     # A team key's models, limits and ledger row: 403 / 429 before anything is sent upstream.
-    served.ticket = state.admission.admit(principal, payload["model"], (route.name, served.model),
-                                          protocol.endpoint)
+    served.ticket = state.admission.admit(principal, payload["model"], (route.name, served.model), protocol.endpoint)
     session = session_key(scope_header(request.scope, b"x-gpufleet-session"), payload) if route.affinity else None
-    return await state.pipeline.serve(kind, payload, route, protocol, started=started, session=session,
-                                      ticket=served.ticket)
+    return await state.pipeline.serve(
+        kind, payload, route, protocol, started=started, session=session, ticket=served.ticket
+    )
 
 
 def with_headers(answer: Response | StreamRelayResponse, headers: dict[str, str]) -> Response | StreamRelayResponse:
@@ -150,6 +158,19 @@ def shutting_down(reason: str | None) -> EngineNotReady:
 
 
 __all__ = [
-    "OPENAI", "ClientProtocol", "JsonReply", "Kind", "OpenAIProtocol", "OpenAISSE", "Pipeline", "StreamEncoder",
-    "authenticate", "authorize", "gateway_of", "resolve_route", "serve_chat_form", "state_of", "with_headers",
+    "OPENAI",
+    "ClientProtocol",
+    "JsonReply",
+    "Kind",
+    "OpenAIProtocol",
+    "OpenAISSE",
+    "Pipeline",
+    "StreamEncoder",
+    "authenticate",
+    "authorize",
+    "gateway_of",
+    "resolve_route",
+    "serve_chat_form",
+    "state_of",
+    "with_headers",
 ]

@@ -57,8 +57,12 @@ def upstream_error_message(status: int, raw: bytes) -> tuple[str, str | None, st
 # `"name": null` -> "Failed to parse messages: [json.exception.type_error.302] type must be string, but is null";
 # an image part without a projector -> "image input is not supported - hint: ... mmproj"). The request is the
 # client's fault: a 400 for them, and no failure counted against the engine (one client must not cool a route down).
-_REQUEST_FAULTS_IN_500 = ("Failed to parse messages", "[json.exception.", "input is not supported",
-                          "Failed to parse input")
+_REQUEST_FAULTS_IN_500 = (
+    "Failed to parse messages",
+    "[json.exception.",
+    "input is not supported",
+    "Failed to parse input",
+)
 
 
 def is_request_fault(status: int, message: str) -> bool:

@@ -77,16 +77,22 @@ class OpenStream:
 class Forwarder:
     """Sends one request to one target."""
 
-    def __init__(self, client: UpstreamClient, supervisor: Supervisor, limits: ForwardLimits,
-                 ready_timeout_s: Mapping[str, float]) -> None:
+    def __init__(
+        self,
+        client: UpstreamClient,
+        supervisor: Supervisor,
+        limits: ForwardLimits,
+        ready_timeout_s: Mapping[str, float],
+    ) -> None:
         self.client = client
         self._supervisor = supervisor
         self.limits = limits
         self._ready_timeout_s = ready_timeout_s
         self._remotes: dict[str, Endpoint] = {}
 
-    async def open_target(self, target: Target, stack: contextlib.AsyncExitStack, *,
-                          last_resort: bool = False) -> Endpoint:
+    async def open_target(
+        self, target: Target, stack: contextlib.AsyncExitStack, *, last_resort: bool = False
+    ) -> Endpoint:
         """The target's endpoint, held until `stack` closes. A local engine is leased (started on demand; not
         idle-unloaded or swapped while leased); as the `last_resort` of a fallback a starting engine is waited
         for up to its ready_timeout_s, not the queue's server.queue_timeout_s (issue 21: a cold standby). A
@@ -95,15 +101,17 @@ class Forwarder:
         if remote is not None:
             endpoint = self._remotes.get(target.model)
             if endpoint is None:
-                endpoint = self._remotes[target.model] = Endpoint(remote.base_url, remote.api_key, remote.timeout_s,
-                                                                  local=False)
+                endpoint = self._remotes[target.model] = Endpoint(
+                    remote.base_url, remote.api_key, remote.timeout_s, local=False
+                )
             return endpoint
         wait_s = self._ready_timeout_s.get(target.model) if last_resort else None
         upstream = await stack.enter_async_context(self._supervisor.lease(target.model, wait_s=wait_s))
         return Endpoint(upstream.base_url, upstream.api_key, None, local=True)
 
-    async def attempt(self, target: Target, request: UpstreamRequest, stack: contextlib.AsyncExitStack, *,
-                      last_resort: bool) -> Served[JsonAnswer | OpenStream] | Failed:
+    async def attempt(
+        self, target: Target, request: UpstreamRequest, stack: contextlib.AsyncExitStack, *, last_resort: bool
+    ) -> Served[JsonAnswer | OpenStream] | Failed:
         """Open `target`, send `request`, and read the answer (or a stream's first bytes). What it holds open
         (the lease, the response) is left on `stack` for the caller to close when the answer is over."""
         try:
@@ -133,15 +141,17 @@ class Forwarder:
             return Failed(err, "starting", counts=False)
         return Failed(err, "engine_not_ready")
 
-    async def _send(self, target: Target, endpoint: Endpoint, url: str,
-                    request: UpstreamRequest) -> aiohttp.ClientResponse | Failed:
+    async def _send(
+        self, target: Target, endpoint: Endpoint, url: str, request: UpstreamRequest
+    ) -> aiohttp.ClientResponse | Failed:
         first_byte_s = self.limits.first_byte_timeout_s
         try:
             # A stream's first-byte clock starts when the request is sent: it covers an upstream that accepted
             # the connection and never sends its headers. Non-stream requests have only the read timeout.
             async with asyncio.timeout(first_byte_s) if request.stream else contextlib.nullcontext():
-                return await self.client.post(url, request.encoded(), api_key=endpoint.api_key,
-                                              timeout_s=endpoint.timeout_s)
+                return await self.client.post(
+                    url, request.encoded(), api_key=endpoint.api_key, timeout_s=endpoint.timeout_s
+                )
         except TimeoutError:
             error = UpstreamError(f"{target.label} sent no stream data within {first_byte_s:g} s", status_code=504)
             return Failed(error, "first_byte_timeout")
@@ -155,7 +165,8 @@ class Forwarder:
                 # The supervisor leased a ready engine that refuses connections: it just died and is being
                 # restarted (or stopped). That is "not ready" (503 + Retry-After), not a bad gateway.
                 gone = self._engine_gone(target, endpoint) or EngineNotReady(
-                    f"{target.label} is not accepting connections (restarting?): {err}", retry_after_s=5)
+                    f"{target.label} is not accepting connections (restarting?): {err}", retry_after_s=5
+                )
                 return Failed(gone, "engine_not_ready")
             return Failed(err, "timeout" if err.status_code == 504 else "connect")
 
@@ -178,8 +189,9 @@ class Forwarder:
             return Failed(failure, f"http_{status}", counts=False, final=True)  # no target would do better
         return Failed(failure, f"http_{status}")
 
-    async def _json_answer(self, target: Target, endpoint: Endpoint, url: str, request: UpstreamRequest,
-                           response: aiohttp.ClientResponse) -> JsonAnswer:
+    async def _json_answer(
+        self, target: Target, endpoint: Endpoint, url: str, request: UpstreamRequest, response: aiohttp.ClientResponse
+    ) -> JsonAnswer:
         raw = await read_body(target, response, self.limits.max_upstream_body_bytes)
         response.release()
         data = decode_answer(target, raw)
@@ -188,8 +200,15 @@ class Forwarder:
         data["model"] = target.model
         return JsonAnswer(data, target)
 
-    async def _apply_dialect(self, target: Target, endpoint: Endpoint, url: str, request: UpstreamRequest,
-                             data: dict[str, Any], plan: ResponsePlan) -> dict[str, Any]:
+    async def _apply_dialect(
+        self,
+        target: Target,
+        endpoint: Endpoint,
+        url: str,
+        request: UpstreamRequest,
+        data: dict[str, Any],
+        plan: ResponsePlan,
+    ) -> dict[str, Any]:
         """Split reasoning / parse tool calls; validate structured output and re-ask once when it is invalid."""
         data = transform_response(data, plan)
         problem = validate_structured(data, plan)
@@ -204,14 +223,18 @@ class Forwarder:
         second = transform_response(decode_answer(target, raw), plan)
         still = validate_structured(second, plan)
         if still is not None:
-            err = UpstreamError(f"{target.label}: the model's output does not match response_format after one "
-                                f"retry: {still}", status_code=502, retryable=False)
+            err = UpstreamError(
+                f"{target.label}: the model's output does not match response_format after one retry: {still}",
+                status_code=502,
+                retryable=False,
+            )
             err.code = "structured_output_invalid"
             raise err
         return second
 
-    async def _open_stream(self, target: Target, request: UpstreamRequest, response: aiohttp.ClientResponse,
-                           deadline: float) -> OpenStream:
+    async def _open_stream(
+        self, target: Target, request: UpstreamRequest, response: aiohttp.ClientResponse, deadline: float
+    ) -> OpenStream:
         """Read until the stream gives the client something: a failure before that can still fall back."""
         rewriter = request.rewriter(target, self.limits.max_upstream_event_bytes)
         while True:
@@ -220,8 +243,9 @@ class Forwarder:
                 async with asyncio.timeout_at(deadline):
                     data = await response.content.readany()
             except TimeoutError:
-                error = UpstreamError(f"{target.label} sent no stream data within "
-                                      f"{self.limits.first_byte_timeout_s:g} s", status_code=504)
+                error = UpstreamError(
+                    f"{target.label} sent no stream data within {self.limits.first_byte_timeout_s:g} s", status_code=504
+                )
                 raise AnswerFault(Failed(error, "first_byte_timeout")) from None
             except aiohttp.ClientError as err:
                 error = UpstreamError(f"{target.label} broke off its stream: {err or type(err).__name__}")
@@ -241,4 +265,3 @@ def _stream_failure(target: Target, rewriter: SSERewriter, data: bytes) -> Faile
         return Failed(UpstreamError(f"{target.label} ended its stream without sending anything"), "empty_stream")
     error = UpstreamError(f"{target.label} broke off its stream: {rewriter.failure}")
     return Failed(error, "malformed" if data else "disconnect", sent=True)
-

@@ -32,8 +32,9 @@ class GatewayApp(Starlette):
         self._guard: OriginGuard | None = None
         self._on_error: ErrorHandler | None = None
 
-    def configure_hot_routes(self, hot: Mapping[str, Handler], guard: OriginGuard | None,
-                             on_error: ErrorHandler) -> None:
+    def configure_hot_routes(
+        self, hot: Mapping[str, Handler], guard: OriginGuard | None, on_error: ErrorHandler
+    ) -> None:
         """Serve `hot` (path -> handler of POST) directly; `guard` None: no direct path (CORS is configured)."""
         self._hot = dict(hot) if guard is not None else {}
         self._guard = guard

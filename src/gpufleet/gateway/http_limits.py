@@ -40,8 +40,10 @@ class HttpLimits:
 
 def _plain_response(status: int, reason: str, message: str) -> bytes:
     body = message.encode()
-    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
 
 
 # The scope["extensions"] entry holding a request's DisconnectWatch (ASGI lets a server add extensions).
@@ -150,8 +152,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         limit = self.limits.header_timeout_s if what == "headers" else self.limits.body_timeout_s
         key = "header_timeout_s" if what == "headers" else "body_timeout_s"
-        log.warning("closing a connection from %s: its request %s took over %g s (server.%s)",
-                    _peer(self.client), what, limit, key)
+        log.warning(
+            "closing a connection from %s: its request %s took over %g s (server.%s)",
+            _peer(self.client),
+            what,
+            limit,
+            key,
+        )
         self._refuse(408, "Request Timeout", f"the request {what} did not arrive within {limit:g} s")
 
     def _refuse(self, status: int, reason: str, message: str) -> None:
@@ -189,10 +196,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if was_in_headers and self._in_headers and self._messages_done == done_before and not self._refused:
             self._header_bytes += len(data)
             if self._header_bytes > self.limits.max_header_bytes:
-                log.warning("refusing a request from %s: headers over %d bytes (server.max_header_bytes)",
-                            _peer(self.client), self.limits.max_header_bytes)
-                self._refuse(431, "Request Header Fields Too Large",
-                             f"request line and headers exceed {self.limits.max_header_bytes} bytes")
+                log.warning(
+                    "refusing a request from %s: headers over %d bytes (server.max_header_bytes)",
+                    _peer(self.client),
+                    self.limits.max_header_bytes,
+                )
+                self._refuse(
+                    431,
+                    "Request Header Fields Too Large",
+                    f"request line and headers exceed {self.limits.max_header_bytes} bytes",
+                )
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -213,10 +226,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_headers = False
         if self._head_bytes > self.limits.max_header_bytes:
-            log.warning("refusing a request from %s: headers over %d bytes (server.max_header_bytes)",
-                        _peer(self.client), self.limits.max_header_bytes)
-            self._refuse(431, "Request Header Fields Too Large",
-                         f"request line and headers exceed {self.limits.max_header_bytes} bytes")
+            log.warning(
+                "refusing a request from %s: headers over %d bytes (server.max_header_bytes)",
+                _peer(self.client),
+                self.limits.max_header_bytes,
+            )
+            self._refuse(
+                431,
+                "Request Header Fields Too Large",
+                f"request line and headers exceed {self.limits.max_header_bytes} bytes",
+            )
             return  # the app never sees it
         self._arm(self.limits.body_timeout_s, "body")  # disarmed when the message completes
         super().on_headers_complete()

@@ -55,8 +55,12 @@ def messages_error(err: GpufleetError) -> Response:
         headers["retry-after"] = str(retry_after or 5)
     if isinstance(err, RateLimited):
         headers.update(err.headers)  # a team key's limit: Retry-After and the x-ratelimit-* headers
-    return Response(orjson.dumps(messages_error_body(status, err.message)), status_code=status,
-                    media_type="application/json", headers=headers)
+    return Response(
+        orjson.dumps(messages_error_body(status, err.message)),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 async def create_message(request: Request) -> Any:
@@ -86,5 +90,6 @@ async def count_tokens(request: Request) -> Response:
         count, method = await count_prompt_tokens(gateway, translated.payload)
     except GpufleetError as err:
         return messages_error(err)
-    return Response(orjson.dumps({"input_tokens": count}), media_type="application/json",
-                    headers={"x-gpufleet-token-count": method})
+    return Response(
+        orjson.dumps({"input_tokens": count}), media_type="application/json", headers={"x-gpufleet-token-count": method}
+    )

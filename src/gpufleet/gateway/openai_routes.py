@@ -38,8 +38,11 @@ async def list_models(request: Request) -> Response:
         return error_response(err)
     listing = state_of(request).table.listing()
     if principal.key is not None:  # a team key sees only its models
-        listing = [entry for entry in listing
-                   if principal.allows(entry["id"], entry.get("alias_of", ""), entry.get("persona_of", ""))]
+        listing = [
+            entry
+            for entry in listing
+            if principal.allows(entry["id"], entry.get("alias_of", ""), entry.get("persona_of", ""))
+        ]
     body = {"object": "list", "data": listing}
     return Response(orjson.dumps(body), media_type="application/json")
 

@@ -29,8 +29,10 @@ async def ready(request: Request) -> Response:
     """Readiness: 200 once every preloaded model is ready (so a load balancer only sends traffic then)."""
     gateway = _gateway(request)
     waiting = [
-        item["name"] for item in gateway.supervisor.status()
-        if gateway.config.models[item["name"]].preload and item["state"] != "ready"
+        item["name"]
+        for item in gateway.supervisor.status()
+        if gateway.config.models[item["name"]].preload
+        and item["state"] != "ready"
         # A swap-group member that is not up is swapped out by design (its group was full at start).
         and not (item.get("swap_group") and item["state"] in ("stopped", "sleeping"))
     ]
@@ -45,8 +47,11 @@ async def status(request: Request) -> Response:
         principal = gateway.keys.check(presented_key(request.headers))
         if principal.key is not None:
             # Engine pids, URLs, log tails and every route's targets are the operator's, not a team key's.
-            raise AuthError("/status needs an admin key (server.api_keys), not a team key", status_code=403,
-                            code="status_requires_admin_key")
+            raise AuthError(
+                "/status needs an admin key (server.api_keys), not a team key",
+                status_code=403,
+                code="status_requires_admin_key",
+            )
     except GpufleetError as err:
         return error_response(err)
     managed = {item["name"]: item for item in gateway.supervisor.status()}
@@ -59,8 +64,11 @@ async def status(request: Request) -> Response:
         if model.engine == "remote":
             entry["base_url"] = redact_url(model.url) if isinstance(model, RemoteModel) else None
         models.append(entry)
-    body: dict[str, object] = {"models": models, "targets": gateway.router.snapshot(),
-                               "swap_groups": gateway.supervisor.swap_groups_status()}
+    body: dict[str, object] = {
+        "models": models,
+        "targets": gateway.router.snapshot(),
+        "swap_groups": gateway.supervisor.swap_groups_status(),
+    }
     body["stream_resumes"] = dict(gateway.router_metrics.resume_counts)  # by outcome (docs/router.md)
     body["store"] = gateway.admission.status()  # keys and usage ledger: up or down, rows queued
     if gateway.auto_model is not None:
@@ -124,6 +132,11 @@ async def swap_model(request: Request) -> Response:
         result = await gateway.supervisor.swap_to(name)
     except GpufleetError as err:
         return error_response(err)
-    body = {"model": name, "state": "ready", "engine_url": result.upstream.base_url, "swap_group": result.group,
-            "freed": [{"model": f.model, "how": f.how} for f in result.freed]}
+    body = {
+        "model": name,
+        "state": "ready",
+        "engine_url": result.upstream.base_url,
+        "swap_group": result.group,
+        "freed": [{"model": f.model, "how": f.how} for f in result.freed],
+    }
     return Response(orjson.dumps(body), media_type=_JSON)

@@ -40,8 +40,10 @@ WILDCARD_BINDS = ("0.0.0.0", "::", "")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 # The console's own files only: no inline script, no framing, no form posts elsewhere.
-CONSOLE_CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
-               "connect-src 'self'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'")
+CONSOLE_CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'"
+)
 CORS_HEADERS = ["authorization", "content-type", "x-api-key", "anthropic-version", "x-gpufleet-session"]
 
 
@@ -84,8 +86,13 @@ def policy_for(server: ServerConfig) -> OriginPolicy:
     else:
         hosts.add(socket.gethostname().lower())
     origins = {o for o in (normalize_origin(origin) for origin in server.cors_origins if origin != "*") if o}
-    return OriginPolicy(hosts=frozenset(hosts), any_host="*" in server.allowed_hosts, ip_hosts=wildcard,
-                        cors_origins=frozenset(origins), any_origin="*" in server.cors_origins)
+    return OriginPolicy(
+        hosts=frozenset(hosts),
+        any_host="*" in server.allowed_hosts,
+        ip_hosts=wildcard,
+        cors_origins=frozenset(origins),
+        any_origin="*" in server.cors_origins,
+    )
 
 
 def host_name(host: str) -> str:
@@ -167,8 +174,9 @@ class OriginGuard:
             await self.refuse(send, refusal)
             return
         if scope["path"].rstrip("/") == "/ui" or scope["path"].startswith("/ui/"):
-            send = _with_headers(send, [(b"content-security-policy", CONSOLE_CSP.encode()),
-                                        (b"x-frame-options", b"DENY")])
+            send = _with_headers(
+                send, [(b"content-security-policy", CONSOLE_CSP.encode()), (b"x-frame-options", b"DENY")]
+            )
         await self.app(scope, receive, send)
 
     @staticmethod
@@ -181,17 +189,26 @@ class OriginGuard:
         """(status, message, code) when the request must not reach the app; None when it may."""
         host = _header(scope, b"host")
         if not self.policy.host_allowed(host):
-            return (403, f"Host {host!r} is not a name of this gateway (DNS rebinding guard); "
-                         "add it to server.allowed_hosts", "host_not_allowed")
+            return (
+                403,
+                f"Host {host!r} is not a name of this gateway (DNS rebinding guard); add it to server.allowed_hosts",
+                "host_not_allowed",
+            )
         origin = _header(scope, b"origin")
         if origin is not None and not self.policy.origin_allowed(origin, host):
-            return (403, f"cross-origin request from {origin!r} refused; allow the origin in server.cors_origins",
-                    "origin_not_allowed")
+            return (
+                403,
+                f"cross-origin request from {origin!r} refused; allow the origin in server.cors_origins",
+                "origin_not_allowed",
+            )
         if scope["method"] in _BODY_METHODS and _has_body(scope):
             content_type = _header(scope, b"content-type")
             if not _is_json(content_type):
-                return (415, f"request bodies must be Content-Type: application/json, not {content_type!r}",
-                        "unsupported_media_type")
+                return (
+                    415,
+                    f"request bodies must be Content-Type: application/json, not {content_type!r}",
+                    "unsupported_media_type",
+                )
         return None
 
 
@@ -199,15 +216,27 @@ def origin_middleware(server: ServerConfig) -> list[Middleware]:
     """Starlette middleware: the guard, then CORS answers (preflight included) for the listed `cors_origins`."""
     stack = [Middleware(OriginGuard, policy=policy_for(server))]
     if server.cors_origins:
-        stack.append(Middleware(CORSMiddleware, allow_origins=list(server.cors_origins),
-                                allow_methods=["GET", "POST"], allow_headers=CORS_HEADERS, max_age=600))
+        stack.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(server.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=CORS_HEADERS,
+                max_age=600,
+            )
+        )
     return stack
 
 
 async def _send_error(send: Send, status: int, message: str, code: str) -> None:
     body = orjson.dumps(error_body(message, type_="invalid_request_error", code=code))
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -33,12 +33,10 @@ _ROLES = ("user", "assistant")
 def chat_request(body: Any, personas: list[str]) -> tuple[str, dict[str, Any]]:
     """Validate a /chat body; the persona's name and the OpenAI chat request it stands for."""
     if not isinstance(body, dict):
-        raise RequestError(f"the /chat body must be a JSON object like {{\"message\": \"...\"}}, "
-                           f"got {type(body).__name__}")
+        raise RequestError(f'the /chat body must be a JSON object like {{"message": "..."}}, got {type(body).__name__}')
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
-        raise RequestError(f"unknown field {unknown[0]!r}; /chat takes: {', '.join(sorted(_FIELDS))}",
-                           param=unknown[0])
+        raise RequestError(f"unknown field {unknown[0]!r}; /chat takes: {', '.join(sorted(_FIELDS))}", param=unknown[0])
     persona = body.get("persona")
     if persona is None:
         if len(personas) != 1:
@@ -46,8 +44,12 @@ def chat_request(body: Any, personas: list[str]) -> tuple[str, dict[str, Any]]:
             raise RequestError(f"'persona' is required (personas: {listed})", param="persona")
         persona = personas[0]
     if not isinstance(persona, str) or persona not in personas:
-        raise RequestError(f"unknown persona {persona!r}; personas: {', '.join(personas) or 'none configured'}",
-                           param="persona", status_code=404, code="persona_not_found")
+        raise RequestError(
+            f"unknown persona {persona!r}; personas: {', '.join(personas) or 'none configured'}",
+            param="persona",
+            status_code=404,
+            code="persona_not_found",
+        )
     message = body.get("message")
     if not isinstance(message, str) or not message.strip():
         raise RequestError("'message' must be a non-empty string", param="message")
@@ -57,8 +59,9 @@ def chat_request(body: Any, personas: list[str]) -> tuple[str, dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     for i, turn in enumerate(history):
         if not (isinstance(turn, dict) and turn.get("role") in _ROLES and isinstance(turn.get("content"), str)):
-            raise RequestError(f"history[{i}] must be {{\"role\": \"user\"|\"assistant\", \"content\": string}}",
-                               param=f"history[{i}]")
+            raise RequestError(
+                f'history[{i}] must be {{"role": "user"|"assistant", "content": string}}', param=f"history[{i}]"
+            )
         messages.append({"role": turn["role"], "content": turn["content"]})
     messages.append({"role": "user", "content": message})
     payload: dict[str, Any] = {"model": persona, "messages": messages}
@@ -79,8 +82,9 @@ async def persona_chat(request: Request) -> Response:
         validate_request("chat", payload)
         route = state.table.resolve(persona)
         ticket = state.admission.admit(principal, persona, (route.name, route.primary.model), "persona_chat")
-        reply = await state.pipeline.reply("chat", payload, route, _PROTOCOL, started=started,
-                                           session=payload.get("user"), ticket=ticket)
+        reply = await state.pipeline.reply(
+            "chat", payload, route, _PROTOCOL, started=started, session=payload.get("user"), ticket=ticket
+        )
         ticket.close(200)
     except GpufleetError as err:
         if ticket is not None:

@@ -64,9 +64,18 @@ def route_headers(route: Route, target: Target) -> dict[str, str]:
 class Pipeline:
     """Serves one request in the internal form along its route."""
 
-    def __init__(self, *, forwarder: Forwarder, table: ModelTable, selector: TargetSelector, board: HealthBoard,
-                 router_metrics: RouterMetrics, metrics: GatewayMetrics, streams: LiveStreams,
-                 policy: FallbackPolicy) -> None:
+    def __init__(
+        self,
+        *,
+        forwarder: Forwarder,
+        table: ModelTable,
+        selector: TargetSelector,
+        board: HealthBoard,
+        router_metrics: RouterMetrics,
+        metrics: GatewayMetrics,
+        streams: LiveStreams,
+        policy: FallbackPolicy,
+    ) -> None:
         self.forwarder = forwarder
         self._table = table
         self._selector = selector
@@ -77,9 +86,17 @@ class Pipeline:
         self.policy = policy
         self._resume_parts = ResumeParts(forwarder, board, router_metrics, policy.max_resumes)
 
-    async def serve(self, kind: Kind, payload: dict[str, Any], route: Route, protocol: ClientProtocol, *,
-                    started: float, session: str | None,
-                    ticket: Ticket | None = None) -> Response | StreamRelayResponse:
+    async def serve(
+        self,
+        kind: Kind,
+        payload: dict[str, Any],
+        route: Route,
+        protocol: ClientProtocol,
+        *,
+        started: float,
+        session: str | None,
+        ticket: Ticket | None = None,
+    ) -> Response | StreamRelayResponse:
         """The client's answer (raises GpufleetError for the edge to put in the protocol's shape)."""
         reply = await self.reply(kind, payload, route, protocol, started=started, session=session, ticket=ticket)
         if isinstance(reply, StreamRelayResponse):
@@ -92,13 +109,21 @@ class Pipeline:
         Routed, fallen back, counted and dialect-transformed as a client's request would be.
         """
         route = self._table.resolve(body["model"], body)
-        reply = await self.reply(kind, body, route, OPENAI[kind],
-                                 started=time.perf_counter(), session=None)
+        reply = await self.reply(kind, body, route, OPENAI[kind], started=time.perf_counter(), session=None)
         assert isinstance(reply, JsonReply)
         return reply.data
 
-    async def reply(self, kind: Kind, payload: dict[str, Any], route: Route, protocol: ClientProtocol, *,
-                    started: float, session: str | None, ticket: Ticket | None = None) -> Reply:
+    async def reply(
+        self,
+        kind: Kind,
+        payload: dict[str, Any],
+        route: Route,
+        protocol: ClientProtocol,
+        *,
+        started: float,
+        session: str | None,
+        ticket: Ticket | None = None,
+    ) -> Reply:
         """The route's first answer, before encoding (a whole answer's dict, or the stream to relay).
 
         `ticket` (a team key's admission, gateway/admission.py) learns who served and the usage; a stream's
@@ -108,8 +133,9 @@ class Pipeline:
         async def attempt(candidate: Candidate, last_resort: bool) -> Outcome[Reply]:
             return await self._attempt(kind, payload, route, protocol, candidate, started, last_resort, ticket)
 
-        reply = await try_in_order(route.name, candidates, attempt, policy=self.policy, board=self._board,
-                                   metrics=self._router_metrics)
+        reply = await try_in_order(
+            route.name, candidates, attempt, policy=self.policy, board=self._board, metrics=self._router_metrics
+        )
         if isinstance(reply, JsonReply):
             usage = reply.data.get("usage")
             if isinstance(usage, dict):
@@ -120,9 +146,17 @@ class Pipeline:
             self._metrics.observe_request(reply.model, protocol.endpoint, 200, time.perf_counter() - started)
         return reply
 
-    async def _attempt(self, kind: Kind, payload: dict[str, Any], route: Route, protocol: ClientProtocol,
-                       candidate: Candidate, started: float, last_resort: bool,
-                       ticket: Ticket | None) -> Outcome[Reply]:
+    async def _attempt(
+        self,
+        kind: Kind,
+        payload: dict[str, Any],
+        route: Route,
+        protocol: ClientProtocol,
+        candidate: Candidate,
+        started: float,
+        last_resort: bool,
+        ticket: Ticket | None,
+    ) -> Outcome[Reply]:
         target = candidate.target
         request = upstream_request(kind, payload, candidate, started=started, encoder=protocol.stream_encoder)
         replicas = _other_replicas(route, candidate)
@@ -150,13 +184,25 @@ class Pipeline:
             return Served(JsonReply(answer.data, headers, target.model))
         resume = None
         if request.resumable:
-            resume = StreamResumer(self._resume_parts, route, replicas, answer, stack,
-                                   lambda c: upstream_request(kind, payload, c, started=started,
-                                                              encoder=protocol.stream_encoder))
+            resume = StreamResumer(
+                self._resume_parts,
+                route,
+                replicas,
+                answer,
+                stack,
+                lambda c: upstream_request(kind, payload, c, started=started, encoder=protocol.stream_encoder),
+            )
         return Served(self._relay(answer, headers, stack, protocol.endpoint, ticket, resume))
 
-    def _relay(self, stream: OpenStream, headers: dict[str, str], stack: contextlib.AsyncExitStack,
-               endpoint: str, ticket: Ticket | None, resume: StreamResumer | None) -> StreamRelayResponse:
+    def _relay(
+        self,
+        stream: OpenStream,
+        headers: dict[str, str],
+        stack: contextlib.AsyncExitStack,
+        endpoint: str,
+        ticket: Ticket | None,
+        resume: StreamResumer | None,
+    ) -> StreamRelayResponse:
         metrics, board = self._metrics, self._board
         serving = resume.serving if resume is not None else [stream.target]  # the last entry serves now
 
@@ -184,10 +230,16 @@ class Pipeline:
                 board.success(target)
 
         raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
-        return StreamRelayResponse(stream.response, stream.rewriter, headers=raw_headers, on_close=on_close,
-                                   first=stream.first, live=self._streams,
-                                   resume=resume.resume if resume is not None else None,
-                                   stall_s=self.policy.stream_stall_timeout_s)
+        return StreamRelayResponse(
+            stream.response,
+            stream.rewriter,
+            headers=raw_headers,
+            on_close=on_close,
+            first=stream.first,
+            live=self._streams,
+            resume=resume.resume if resume is not None else None,
+            stall_s=self.policy.stream_stall_timeout_s,
+        )
 
 
 @dataclass(frozen=True)
@@ -205,16 +257,28 @@ def _other_replicas(route: Route, candidate: Candidate) -> tuple[Candidate, ...]
     route's `resume_fallbacks` (declared to have the same weights and tokenizer)."""
     same = next((group for group in route.groups if candidate in group), ())
     others = [c for c in same if c.target != candidate.target]
-    others += [c for group in route.groups if group is not same for c in group
-               if c.target.model in route.resumable and c.target != candidate.target]
+    others += [
+        c
+        for group in route.groups
+        if group is not same
+        for c in group
+        if c.target.model in route.resumable and c.target != candidate.target
+    ]
     return tuple(others)
 
 
 class StreamResumer:
     """Continues one broken stream on the next healthy replica of its group (at most router.max_resumes times)."""
 
-    def __init__(self, parts: ResumeParts, route: Route, replicas: tuple[Candidate, ...], stream: OpenStream,
-                 stack: contextlib.AsyncExitStack, request_for: Callable[[Candidate], UpstreamRequest]) -> None:
+    def __init__(
+        self,
+        parts: ResumeParts,
+        route: Route,
+        replicas: tuple[Candidate, ...],
+        stream: OpenStream,
+        stack: contextlib.AsyncExitStack,
+        request_for: Callable[[Candidate], UpstreamRequest],
+    ) -> None:
         self._parts, self._route, self._replicas, self._stack = parts, route, replicas, stack
         self._rewriter = stream.rewriter
         self._request_for = request_for
@@ -244,15 +308,22 @@ class StreamResumer:
                 if outcome.counts:
                     board.failure(target, str(outcome.error))
                 metrics.observe_resume(self._route.name, broken.model, target.model, "failed")
-                log.warning("%s: resuming a broken stream on %s failed: %s", self._route.name, target.label,
-                            outcome.error)
+                log.warning(
+                    "%s: resuming a broken stream on %s failed: %s", self._route.name, target.label, outcome.error
+                )
                 broken = target
                 continue
             answer = outcome.answer
             assert isinstance(answer, OpenStream)
             metrics.observe_resume(self._route.name, broken.model, target.model, "resumed")
-            log.warning("%s: stream from %s broke (%s); continued on %s after %d chunks", self._route.name,
-                        broken.label, reason, target.label, trail.generated)
+            log.warning(
+                "%s: stream from %s broke (%s); continued on %s after %d chunks",
+                self._route.name,
+                broken.label,
+                reason,
+                target.label,
+                trail.generated,
+            )
             return answer.response, answer.first
         return None
 
@@ -264,4 +335,3 @@ class StreamResumer:
             if target not in self.serving and board[target.model].available(now):
                 return candidate
         return None
-

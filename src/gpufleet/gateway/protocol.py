@@ -164,8 +164,9 @@ def validate_request(kind: str, payload: Any) -> None:
         raise RequestError(f"the request body must be a JSON object, got {type(payload).__name__}")
     if kind == "embedding" and payload.get("model") == "auto":
         # `auto` picks a chat model by the request's complexity; an embedding request has no such choice to make.
-        raise RequestError("model: 'auto' chooses among chat models; name an embedding model", param="model",
-                           code="invalid_value")
+        raise RequestError(
+            "model: 'auto' chooses among chat models; name an embedding model", param="model", code="invalid_value"
+        )
     try:
         _MODELS[kind].model_validate(payload)
     except ValidationError as err:
@@ -178,8 +179,15 @@ def validate_request(kind: str, payload: Any) -> None:
 
 
 # Content part types that carry media, and what they need the model to take.
-_MEDIA_PARTS = {"image_url": "images", "input_image": "images", "image": "images", "input_audio": "audio",
-                "audio_url": "audio", "video_url": "video", "file": "files"}
+_MEDIA_PARTS = {
+    "image_url": "images",
+    "input_image": "images",
+    "image": "images",
+    "input_audio": "audio",
+    "audio_url": "audio",
+    "video_url": "video",
+    "file": "files",
+}
 
 
 def media_in(payload: dict[str, Any]) -> set[str]:
@@ -188,8 +196,11 @@ def media_in(payload: dict[str, Any]) -> set[str]:
     for message in payload.get("messages") or ():
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, list):
-            found.update(_MEDIA_PARTS[t] for part in content
-                         if isinstance(part, dict) and (t := part.get("type")) in _MEDIA_PARTS)
+            found.update(
+                _MEDIA_PARTS[t]
+                for part in content
+                if isinstance(part, dict) and (t := part.get("type")) in _MEDIA_PARTS
+            )
     return found
 
 
@@ -200,5 +211,8 @@ def check_text_only(payload: dict[str, Any], model: str) -> None:
     """
     media = media_in(payload)
     if media:
-        raise RequestError(f"model {model!r} does not take {', '.join(sorted(media))}; send text content parts only",
-                           param="messages", code="unsupported_content")
+        raise RequestError(
+            f"model {model!r} does not take {', '.join(sorted(media))}; send text content parts only",
+            param="messages",
+            code="unsupported_content",
+        )

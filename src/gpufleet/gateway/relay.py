@@ -105,8 +105,11 @@ class UpstreamClient:
         except aiohttp.ClientConnectorError as err:
             raise UpstreamError(f"cannot connect to upstream {redact_url(url)}: {err.os_error or err}") from None
         except aiohttp.ClientError as err:
-            raise UpstreamDropped(f"upstream {redact_url(url)} dropped the connection after the request was sent: "
-                                  f"{err or type(err).__name__}", reused=attempt.reused) from None
+            raise UpstreamDropped(
+                f"upstream {redact_url(url)} dropped the connection after the request was sent: "
+                f"{err or type(err).__name__}",
+                reused=attempt.reused,
+            ) from None
         finally:
             _ATTEMPT.reset(token)
 
@@ -116,8 +119,9 @@ class UpstreamClient:
         remote = target.remote
         headers = {"Authorization": f"Bearer {remote.api_key}"} if remote.api_key else {}
         try:
-            async with self._session.get(remote.base_url + "/models", headers=headers,
-                                         timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+            async with self._session.get(
+                remote.base_url + "/models", headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as response:
                 await response.read()
                 return response.status == 200
         except (aiohttp.ClientError, TimeoutError):
@@ -212,8 +216,7 @@ class SSERewriter:
             self._event(event, out)
         if len(buffer) > self.max_event_bytes and self.failure is None:
             # An event (or line) that never ends would be buffered forever: give up on the stream.
-            self.failure = (f"an upstream event exceeds {self.max_event_bytes} bytes "
-                            "(server.max_upstream_event_bytes)")
+            self.failure = f"an upstream event exceeds {self.max_event_bytes} bytes (server.max_upstream_event_bytes)"
         self._buffer = b"" if self.failure is not None or self._done_sent else buffer
         return b"".join(out)
 
@@ -308,13 +311,22 @@ class SSERewriter:
             return False  # (the first token's time is read from the parsed chunk)
         # A key's quotes cannot occur inside a JSON string (they would be escaped): these byte tests see keys
         # (or, at worst, a string value equal to the name, which only sends the chunk down the full path).
-        if (not payload.startswith(b"{") or not payload.endswith(b"}") or b'"usage"' in payload
-                or b'"error"' in payload or payload.count(b'"finish_reason"') != 1
-                or b'"finish_reason":null' not in payload):
+        if (
+            not payload.startswith(b"{")
+            or not payload.endswith(b"}")
+            or b'"usage"' in payload
+            or b'"error"' in payload
+            or payload.count(b'"finish_reason"') != 1
+            or b'"finish_reason":null' not in payload
+        ):
             return False
         if self.transform is not None and not (
-                self.plain_transform and b'"reasoning' not in payload and b'"tool_calls"' not in payload
-                and b'"content":"' in payload and b'"content":""' not in payload):
+            self.plain_transform
+            and b'"reasoning' not in payload
+            and b'"tool_calls"' not in payload
+            and b'"content":"' in payload
+            and b'"content":""' not in payload
+        ):
             return False  # a dialect's chunk, or one even a passthrough plan rewrites (reasoning names mirrored)
         relayed = self._with_served_model(payload)
         if relayed is None:
@@ -380,8 +392,13 @@ class SSERewriter:
 
 def _has_token(choice: dict[str, Any]) -> bool:
     delta = choice.get("delta") or {}
-    return bool(delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
-                or delta.get("tool_calls") or choice.get("text"))
+    return bool(
+        delta.get("content")
+        or delta.get("reasoning_content")
+        or delta.get("reasoning")
+        or delta.get("tool_calls")
+        or choice.get("text")
+    )
 
 
 def normalized_error(error: Any) -> dict[str, Any]:
@@ -394,12 +411,14 @@ def normalized_error(error: Any) -> dict[str, Any]:
     param = fields.get("param")
     if isinstance(code, int) and not isinstance(code, bool):
         code = f"upstream_{code}"
-    return {"error": {
-        "message": message if isinstance(message, str) else str(message if message is not None else error)[:500],
-        "type": type_ if isinstance(type_, str) else "server_error",
-        "param": param if isinstance(param, str) else None,
-        "code": code if isinstance(code, str) else "upstream_error",
-    }}
+    return {
+        "error": {
+            "message": message if isinstance(message, str) else str(message if message is not None else error)[:500],
+            "type": type_ if isinstance(type_, str) else "server_error",
+            "param": param if isinstance(param, str) else None,
+            "code": code if isinstance(code, str) else "upstream_error",
+        }
+    }
 
 
 def reasoning_tokens(usage: dict[str, Any]) -> int:
@@ -466,8 +485,9 @@ class LiveStreams:
         """Let requests run `grace_s`, then end the rest: streams with an error event and [DONE], requests
         with nothing sent yet with 503 (their handlers see `shutting_down` set)."""
         await asyncio.sleep(grace_s)
-        self.shutting_down = (f"the gateway is shutting down: this request did not finish within "
-                              f"server.shutdown_grace_s ({grace_s:g} s)")
+        self.shutting_down = (
+            f"the gateway is shutting down: this request did not finish within server.shutdown_grace_s ({grace_s:g} s)"
+        )
         for work in list(self._waiting):
             work.cancel()
         for stream in list(self._streams):
@@ -576,7 +596,8 @@ class StreamRelayResponse:
                 break
             except (aiohttp.ClientError, TimeoutError, BrokenStream) as err:
                 reason = mask_credentials(
-                    f"upstream stream broke after {rewriter.stats.chunks} chunks: {err or type(err).__name__}")
+                    f"upstream stream broke after {rewriter.stats.chunks} chunks: {err or type(err).__name__}"
+                )
                 resumed = await self._resume(reason)
                 if resumed is None:
                     # Bytes already reached the client and no replica continues it: end with an error event.
@@ -617,8 +638,9 @@ class StreamRelayResponse:
             try:
                 data = await asyncio.wait_for(self.upstream.content.readany(), stall_s)
             except TimeoutError:
-                raise BrokenStream(f"the upstream sent nothing for {stall_s:g} s "
-                                   "(router.stream_stall_timeout_s)") from None
+                raise BrokenStream(
+                    f"the upstream sent nothing for {stall_s:g} s (router.stream_stall_timeout_s)"
+                ) from None
             if not data:
                 return
             yield data

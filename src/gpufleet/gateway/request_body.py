@@ -49,12 +49,15 @@ class UpstreamRequest:
             return self.continues  # the same dialect state and encoder: the client sees one stream
         transformer = StreamTransformer(self.plan) if self.plan is not None else None
         return SSERewriter(
-            served_model=target.model, client_wants_usage=self.wants_usage, stats=StreamStats(self.started),
+            served_model=target.model,
+            client_wants_usage=self.wants_usage,
+            stats=StreamStats(self.started),
             transform=transformer.feed if transformer is not None else None,
             flush=transformer.finish if transformer is not None else None,
             stop_upstream=(lambda: transformer.stop_upstream) if transformer is not None else None,
             plain_transform=transformer is not None and transformer.relays_plain_content,
-            encoder=self.encoder(), max_event_bytes=max_event_bytes,
+            encoder=self.encoder(),
+            max_event_bytes=max_event_bytes,
             trail=ResumeTrail() if self.resumable else None,
         )
 
@@ -66,12 +69,19 @@ class UpstreamRequest:
         body = resume_body(self.body, self.kind, trail)
         if body is None:
             return None
-        return UpstreamRequest(self.kind, body, self.plan, self.stream, self.wants_usage, self.started,
-                               self.encoder, continues=rewriter)
+        return UpstreamRequest(
+            self.kind, body, self.plan, self.stream, self.wants_usage, self.started, self.encoder, continues=rewriter
+        )
 
 
-def upstream_request(kind: Kind, payload: dict[str, Any], candidate: Candidate, *, started: float,
-                     encoder: Callable[[], StreamEncoder | None]) -> UpstreamRequest:
+def upstream_request(
+    kind: Kind,
+    payload: dict[str, Any],
+    candidate: Candidate,
+    *,
+    started: float,
+    encoder: Callable[[], StreamEncoder | None],
+) -> UpstreamRequest:
     """The request for `candidate`: its route defaults, its dialect, the upstream's model name.
 
     RequestError (400) for media a text-only engine cannot take (llama.cpp would answer 500: issue 21); a token

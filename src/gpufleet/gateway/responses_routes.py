@@ -83,8 +83,11 @@ async def create_response(request: Request) -> Any:
         translated = responses_to_chat(body, history)
     except GpufleetError as err:
         return error_response(err)
-    save = (_saver(response_store(request), translated.history, principal.name)
-            if body.get("store", True) is not False else None)
+    save = (
+        _saver(response_store(request), translated.history, principal.name)
+        if body.get("store", True) is not False
+        else None
+    )
     protocol = ResponsesProtocol(body, body["model"], save)
     answer = await serve_chat_form(request, "chat", translated.payload, protocol)
     headers = {DROPPED_HEADER: ",".join(translated.dropped)} if translated.dropped else {}
@@ -99,8 +102,12 @@ def _previous(request: Request, body: Any, owner: str | None) -> list[dict[str, 
         raise RequestError("previous_response_id must be a string", param="previous_response_id")
     stored = response_store(request).get(previous, owner=owner)
     if stored is None:
-        raise RequestError(f"previous response {previous!r} not found (never stored, store: false, or expired)",
-                           param="previous_response_id", status_code=404, code="previous_response_not_found")
+        raise RequestError(
+            f"previous response {previous!r} not found (never stored, store: false, or expired)",
+            param="previous_response_id",
+            status_code=404,
+            code="previous_response_not_found",
+        )
     return stored[1]
 
 
@@ -109,8 +116,9 @@ async def get_response(request: Request) -> Response:
         owner = _owner(authenticate(request))
         stored = response_store(request).get(request.path_params["response_id"], owner=owner)
         if stored is None:
-            raise RequestError(f"response {request.path_params['response_id']!r} not found", status_code=404,
-                               code="not_found")
+            raise RequestError(
+                f"response {request.path_params['response_id']!r} not found", status_code=404, code="not_found"
+            )
     except GpufleetError as err:
         return error_response(err)
     return Response(orjson.dumps(stored[0]), media_type="application/json")
@@ -124,5 +132,6 @@ async def delete_response(request: Request) -> Response:
             raise RequestError(f"response {response_id!r} not found", status_code=404, code="not_found")
     except GpufleetError as err:
         return error_response(err)
-    return Response(orjson.dumps({"id": response_id, "object": "response", "deleted": True}),
-                    media_type="application/json")
+    return Response(
+        orjson.dumps({"id": response_id, "object": "response", "deleted": True}), media_type="application/json"
+    )

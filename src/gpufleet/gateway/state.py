@@ -40,18 +40,32 @@ log = logging.getLogger("gpufleet.gateway")
 class GatewayState:
     """Everything a request handler needs, built from one Config."""
 
-    def __init__(self, config: Config, launches: Mapping[str, object] | None = None, *,
-                 engines: Mapping[str, Engine[Any, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        launches: Mapping[str, object] | None = None,
+        *,
+        engines: Mapping[str, Engine[Any, Any]] | None = None,
+    ) -> None:
         self.config = config
         managed: dict[str, LlamaCppModel | VllmModel | TransformersModel] = {
-            name: model for name, model in config.models.items()
+            name: model
+            for name, model in config.models.items()
             if model.engine in MANAGED_ENGINES and isinstance(model, LlamaCppModel | VllmModel | TransformersModel)
         }
-        self.supervisor = Supervisor(managed, queue_timeout_s=config.server.queue_timeout_s,
-                                     swap_groups=config.swap_groups, resolved=launches, engines=engines)
+        self.supervisor = Supervisor(
+            managed,
+            queue_timeout_s=config.server.queue_timeout_s,
+            swap_groups=config.swap_groups,
+            resolved=launches,
+            engines=engines,
+        )
         self.dialects = {name: dialect_for(name, model) for name, model in config.models.items()}
-        self.dialect_warnings = {name: warning for name, model in config.models.items()
-                                 if (warning := dialect_warning(name, model)) is not None}
+        self.dialect_warnings = {
+            name: warning
+            for name, model in config.models.items()
+            if (warning := dialect_warning(name, model)) is not None
+        }
         for warning in self.dialect_warnings.values():
             log.warning("%s", warning)
         self.table = ModelTable(config, self.dialects)
@@ -69,29 +83,53 @@ class GatewayState:
         self.pipeline = self._build_pipeline(config, managed)
         self.auto_model = self._build_auto_model(config)  # `router.auto.classifier: {kind: knn|judge}`
 
-    def _build_pipeline(self, config: Config,
-                        managed: dict[str, LlamaCppModel | VllmModel | TransformersModel]) -> Pipeline:
+    def _build_pipeline(
+        self, config: Config, managed: dict[str, LlamaCppModel | VllmModel | TransformersModel]
+    ) -> Pipeline:
         server, router = config.server, config.router
-        limits = ForwardLimits(first_byte_timeout_s=router.first_byte_timeout_s,
-                               max_upstream_body_bytes=server.max_upstream_body_bytes,
-                               max_upstream_event_bytes=server.max_upstream_event_bytes)
-        forwarder = Forwarder(self.client, self.supervisor, limits,
-                              ready_timeout_s={name: model.ready_timeout_s for name, model in managed.items()})
-        policy = FallbackPolicy(max_attempts=router.max_attempts, retry_after_sent=router.retry_after_sent,
-                                retry_backoff_s=router.retry_backoff_s, max_resumes=router.max_resumes,
-                                stream_stall_timeout_s=router.stream_stall_timeout_s)
-        return Pipeline(forwarder=forwarder, table=self.table, selector=self.selector, board=self.router,
-                        router_metrics=self.router_metrics, metrics=self.metrics, streams=self.streams,
-                        policy=policy)
+        limits = ForwardLimits(
+            first_byte_timeout_s=router.first_byte_timeout_s,
+            max_upstream_body_bytes=server.max_upstream_body_bytes,
+            max_upstream_event_bytes=server.max_upstream_event_bytes,
+        )
+        forwarder = Forwarder(
+            self.client,
+            self.supervisor,
+            limits,
+            ready_timeout_s={name: model.ready_timeout_s for name, model in managed.items()},
+        )
+        policy = FallbackPolicy(
+            max_attempts=router.max_attempts,
+            retry_after_sent=router.retry_after_sent,
+            retry_backoff_s=router.retry_backoff_s,
+            max_resumes=router.max_resumes,
+            stream_stall_timeout_s=router.stream_stall_timeout_s,
+        )
+        return Pipeline(
+            forwarder=forwarder,
+            table=self.table,
+            selector=self.selector,
+            board=self.router,
+            router_metrics=self.router_metrics,
+            metrics=self.metrics,
+            streams=self.streams,
+            policy=policy,
+        )
 
     def _build_auto_model(self, config: Config) -> ModelTierClassifier | None:
         auto = config.router.auto
         if auto is None or not isinstance(auto.classifier, AutoModelClassifier):
             return None
         assert self.table.classifier is not None
-        return ModelTierClassifier(auto.classifier, self.table.classifier, call=self.pipeline.call,
-                                   table=self.table, metrics=self.router_metrics, cooldown_s=config.router.cooldown_s,
-                                   models=config.models)
+        return ModelTierClassifier(
+            auto.classifier,
+            self.table.classifier,
+            call=self.pipeline.call,
+            table=self.table,
+            metrics=self.router_metrics,
+            cooldown_s=config.router.cooldown_s,
+            models=config.models,
+        )
 
     def _engine_queue(self, target: Target) -> float:
         """The engine's own waiting queue at its last scrape (vLLM num_requests_waiting); 0 when not scraped."""

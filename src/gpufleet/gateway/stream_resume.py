@@ -105,8 +105,12 @@ class ResumeTrail:
             # The continuation's prompt holds the text generated so far: those tokens were the first part's output.
             completion = int(usage.get("completion_tokens") or 0) + self.generated_before
             prompt = max(0, int(usage.get("prompt_tokens") or 0) - self.generated_before)
-            chunk["usage"] = {**usage, "prompt_tokens": prompt, "completion_tokens": completion,
-                              "total_tokens": prompt + completion}
+            chunk["usage"] = {
+                **usage,
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            }
         choices = chunk.get("choices")
         if isinstance(choices, list) and len(choices) == 1 and isinstance(choices[0], dict):
             if choices[0].get("finish_reason") is not None:
@@ -114,8 +118,12 @@ class ResumeTrail:
             if self.replay:
                 self._drop_replayed(choices[0])
             delta = choices[0].get("delta")
-            if (isinstance(delta, dict) and set(delta) <= {"role", "content"} and not delta.get("content")
-                    and choices[0].get("finish_reason") is None):
+            if (
+                isinstance(delta, dict)
+                and set(delta) <= {"role", "content"}
+                and not delta.get("content")
+                and choices[0].get("finish_reason") is None
+            ):
                 return None
             if "text" in choices[0] and not choices[0]["text"] and choices[0].get("finish_reason") is None:
                 return None
@@ -129,9 +137,9 @@ class ResumeTrail:
         if not isinstance(text, str) or not text:
             return
         if text.startswith(self.replay):
-            holder[key], self.replay = text[len(self.replay):], ""
+            holder[key], self.replay = text[len(self.replay) :], ""
         elif self.replay.startswith(text):
-            holder[key], self.replay = "", self.replay[len(text):]
+            holder[key], self.replay = "", self.replay[len(text) :]
         else:  # the continuation took another path at once: relay it as it is (no text is hidden)
             self.replay = ""
 
@@ -178,7 +186,7 @@ def resume_body(body: dict[str, Any], kind: Kind, trail: ResumeTrail) -> dict[st
     if not isinstance(messages, list):
         return None
     prefill = trail.assistant_text()
-    resumed["messages"] = [*messages, {"role": "assistant", "content": prefill[:len(prefill) - len(trail.replay)]}]
+    resumed["messages"] = [*messages, {"role": "assistant", "content": prefill[: len(prefill) - len(trail.replay)]}]
     resumed["continue_final_message"] = True
     resumed["add_generation_prompt"] = False
     return resumed

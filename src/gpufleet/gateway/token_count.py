@@ -35,8 +35,11 @@ async def count_prompt_tokens(gateway: Gateway, payload: dict[str, Any]) -> tupl
         key = upstream.api_key  # the engine's per-start key: engines answer only the gateway
         try:
             async with asyncio.timeout(_TIMEOUT_S):
-                count = await (_vllm(gateway, root, key, target.upstream_model, payload) if engine == "vllm"
-                               else _llamacpp(gateway, root, key, payload))
+                count = await (
+                    _vllm(gateway, root, key, target.upstream_model, payload)
+                    if engine == "vllm"
+                    else _llamacpp(gateway, root, key, payload)
+                )
         except (GpufleetError, TimeoutError, ValueError, KeyError, TypeError):
             count = None
         if count is not None:

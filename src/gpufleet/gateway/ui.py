@@ -90,12 +90,18 @@ async def bench_plot(request: Request) -> Response:
     try:
         _gateway(request).keys.check(presented_key(request.headers))
         if not is_plot_name(name):
-            raise RequestError(f"bad bench plot name {name!r}: plot names are bare *.png file names",
-                               param="name", code="invalid_plot_name")
+            raise RequestError(
+                f"bad bench plot name {name!r}: plot names are bare *.png file names",
+                param="name",
+                code="invalid_plot_name",
+            )
         path = plot_file(bench_latest_dir(), name)
         if path is None:
-            raise RequestError(f"no bench plot {name!r} in the latest bench run; see /ui/bench/latest",
-                               status_code=404, code="not_found")
+            raise RequestError(
+                f"no bench plot {name!r} in the latest bench run; see /ui/bench/latest",
+                status_code=404,
+                code="not_found",
+            )
     except GpufleetError as err:
         return error_response(err)
     return FileResponse(path, media_type="image/png", headers=_NO_STORE)

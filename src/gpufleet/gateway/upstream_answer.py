@@ -43,8 +43,9 @@ async def read_body(target: Target, response: aiohttp.ClientResponse, limit: int
     except (aiohttp.ClientError, TimeoutError) as err:
         response.close()
         timed_out = isinstance(err, TimeoutError)
-        error = UpstreamError(f"{target.label} broke off its answer: {err or type(err).__name__}",
-                              status_code=504 if timed_out else 502)
+        error = UpstreamError(
+            f"{target.label} broke off its answer: {err or type(err).__name__}", status_code=504 if timed_out else 502
+        )
         raise AnswerFault(Failed(error, "timeout" if timed_out else "disconnect", sent=True)) from None
     return b"".join(parts)
 
@@ -80,8 +81,9 @@ def check_event_stream(target: Target, response: aiohttp.ClientResponse) -> None
     declared = response.headers.get("Content-Type")
     if declared is not None and response.content_type != "text/event-stream":
         response.close()
-        error = UpstreamError(f"{target.label} answered a stream request with {response.content_type}, "
-                              "not an event stream")
+        error = UpstreamError(
+            f"{target.label} answered a stream request with {response.content_type}, not an event stream"
+        )
         raise AnswerFault(Failed(error, "not_event_stream"))
 
 

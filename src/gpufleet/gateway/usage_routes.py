@@ -97,11 +97,15 @@ async def create_key(request: Request) -> Response:
             check_name(spec.name, option="name")
             expires_in_s = parse_duration(spec.expires, option="expires") if spec.expires else None
             secret = new_secret()
-            record = KeyRecord.create(name=spec.name, secret=secret, models=tuple(m.strip() for m in spec.models
-                                                                                  if m.strip()),
-                                      limits=Limits(rpm=spec.rpm, tpm=spec.tpm, tokens_per_day=spec.tokens_per_day,
-                                                    max_concurrency=spec.max_concurrency),
-                                      expires_in_s=expires_in_s)
+            record = KeyRecord.create(
+                name=spec.name,
+                secret=secret,
+                models=tuple(m.strip() for m in spec.models if m.strip()),
+                limits=Limits(
+                    rpm=spec.rpm, tpm=spec.tpm, tokens_per_day=spec.tokens_per_day, max_concurrency=spec.max_concurrency
+                ),
+                expires_in_s=expires_in_s,
+            )
         except ConfigError as err:
             raise _client_error(err) from None
         await gateway.admission.writer.call(gateway.admission.writer.store.add_key, record)
@@ -116,8 +120,9 @@ async def revoke_key(request: Request) -> Response:
     """Revoke a key by name (or id); this gateway refuses it at once, the others within 5 s."""
     try:
         gateway = _admin(request)
-        record = await gateway.admission.writer.call(gateway.admission.writer.store.revoke,
-                                                     request.path_params["name"], time.time())
+        record = await gateway.admission.writer.call(
+            gateway.admission.writer.store.revoke, request.path_params["name"], time.time()
+        )
         await gateway.admission.writer.refresh_now()
     except GpufleetError as err:
         return error_response(_conflict(err))

@@ -68,7 +68,8 @@ class _Counts:
             self.limits = limits
             self.fixed_headers = tuple(  # type: ignore[assignment]
                 None if value is None else str(value)
-                for value in (limits.rpm, limits.tpm, limits.tokens_per_day, limits.max_concurrency))
+                for value in (limits.rpm, limits.tpm, limits.tokens_per_day, limits.max_concurrency)
+            )
         return self.fixed_headers
 
 
@@ -146,8 +147,11 @@ class Limiter:
     def _over(self, what: str, kind: str, limits: Limits, counts: _Counts, retry_s: float, now: float) -> RateLimited:
         headers = _headers(limits, counts, now)
         headers["Retry-After"] = str(max(1, math.ceil(retry_s)))
-        return RateLimited(f"rate limit reached for this API key: {what}; retry after {headers['Retry-After']} s",
-                           kind=kind, headers=headers)
+        return RateLimited(
+            f"rate limit reached for this API key: {what}; retry after {headers['Retry-After']} s",
+            kind=kind,
+            headers=headers,
+        )
 
 
 def _headers(limits: Limits, counts: _Counts, now: float) -> dict[str, str]:

@@ -27,35 +27,53 @@ class VersionFact:
     what: str
 
 
-VLLM_FACTS: Mapping[str, VersionFact] = MappingProxyType({
-    "v1_default": VersionFact((0, 8, 0), "the V1 engine is the default (V0 before; V0 removed in 0.11)"),
-    "gpu_sized_batch_defaults": VersionFact(
-        (0, 9, 0), "get_batch_defaults sizes max_num_batched_tokens/max_num_seqs by GPU memory"),
-    "enable_reasoning_removed": VersionFact(
-        (0, 10, 0), "--enable-reasoning is refused; --reasoning-parser NAME alone turns reasoning output on"),
-    "v0_removed": VersionFact(
-        (0, 11, 0), "the V0 engine (and the VLLM_USE_V1 switch) is gone: seed 001's VLLM_USE_V1=0 trick needs < 0.11"),
-    "rope_parameters_key": VersionFact(
-        (0, 12, 0), "--hf-overrides takes RoPE scaling as 'rope_parameters' (transformers 5's rename; 0.12 assumed)"),
-    "rope_flags_removed": VersionFact(
-        (0, 13, 0), "--rope-scaling and --rope-theta are refused; RoPE settings go in --hf-overrides"),
-    "large_profile_peak": VersionFact(
-        (0, 15, 0), "the profile run's forward peak is much larger (Qwen3-14B/H100: 5.64 vs 2.23 GiB; measured"
-        " on 0.15-0.18 by llm-d-planner's sweep; 0.9-0.14 unmeasured, planned like 0.8)"),
-    "pytorch_sampler_default": VersionFact(
-        (0, 15, 0), "'FlashInfer top-p/top-k sampling is available but disabled by default' (the PyTorch sampler)"),
-    "small_profile_peak": VersionFact((0, 17, 0), "the large profile peak of 0.15 and 0.16 is gone"),
-    "swap_space_removed": VersionFact(
-        (0, 18, 0), "--swap-space is refused (the V1 engine never swapped KV to CPU)"),
-    "non_torch_018": VersionFact((0, 18, 0), "non-torch memory per GPU grows (planner/memory.py NON_TORCH_BYTES_018)"),
-    "cudagraphs_budgeted": VersionFact(
-        (0, 21, 0), "CUDA-graph memory is profiled and subtracted before the KV cache is sized ('CUDA graph memory"
-        " profiling is enabled (default since v0.21.0)', LMCache#3430)"),
-    "attention_backend_env_gone": VersionFact(
-        (0, 32, 0), "VLLM_ATTENTION_BACKEND is not read (the backend is --attention-backend)"),
-    "yarn_no_multiply": VersionFact(
-        (0, 33, 0), "max length is no longer original_max_position_embeddings * YaRN factor (config/model.py)"),
-})
+VLLM_FACTS: Mapping[str, VersionFact] = MappingProxyType(
+    {
+        "v1_default": VersionFact((0, 8, 0), "the V1 engine is the default (V0 before; V0 removed in 0.11)"),
+        "gpu_sized_batch_defaults": VersionFact(
+            (0, 9, 0), "get_batch_defaults sizes max_num_batched_tokens/max_num_seqs by GPU memory"
+        ),
+        "enable_reasoning_removed": VersionFact(
+            (0, 10, 0), "--enable-reasoning is refused; --reasoning-parser NAME alone turns reasoning output on"
+        ),
+        "v0_removed": VersionFact(
+            (0, 11, 0),
+            "the V0 engine (and the VLLM_USE_V1 switch) is gone: seed 001's VLLM_USE_V1=0 trick needs < 0.11",
+        ),
+        "rope_parameters_key": VersionFact(
+            (0, 12, 0), "--hf-overrides takes RoPE scaling as 'rope_parameters' (transformers 5's rename; 0.12 assumed)"
+        ),
+        "rope_flags_removed": VersionFact(
+            (0, 13, 0), "--rope-scaling and --rope-theta are refused; RoPE settings go in --hf-overrides"
+        ),
+        "large_profile_peak": VersionFact(
+            (0, 15, 0),
+            "the profile run's forward peak is much larger (Qwen3-14B/H100: 5.64 vs 2.23 GiB; measured"
+            " on 0.15-0.18 by llm-d-planner's sweep; 0.9-0.14 unmeasured, planned like 0.8)",
+        ),
+        "pytorch_sampler_default": VersionFact(
+            (0, 15, 0), "'FlashInfer top-p/top-k sampling is available but disabled by default' (the PyTorch sampler)"
+        ),
+        "small_profile_peak": VersionFact((0, 17, 0), "the large profile peak of 0.15 and 0.16 is gone"),
+        "swap_space_removed": VersionFact(
+            (0, 18, 0), "--swap-space is refused (the V1 engine never swapped KV to CPU)"
+        ),
+        "non_torch_018": VersionFact(
+            (0, 18, 0), "non-torch memory per GPU grows (planner/memory.py NON_TORCH_BYTES_018)"
+        ),
+        "cudagraphs_budgeted": VersionFact(
+            (0, 21, 0),
+            "CUDA-graph memory is profiled and subtracted before the KV cache is sized ('CUDA graph memory"
+            " profiling is enabled (default since v0.21.0)', LMCache#3430)",
+        ),
+        "attention_backend_env_gone": VersionFact(
+            (0, 32, 0), "VLLM_ATTENTION_BACKEND is not read (the backend is --attention-backend)"
+        ),
+        "yarn_no_multiply": VersionFact(
+            (0, 33, 0), "max length is no longer original_max_position_embeddings * YaRN factor (config/model.py)"
+        ),
+    }
+)
 
 
 def version_tuple(version: str) -> Version:

@@ -61,8 +61,9 @@ def content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(part["text"] for part in content
-                         if isinstance(part, dict) and isinstance(part.get("text"), str))
+        return "\n".join(
+            part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
     return ""
 
 
@@ -121,7 +122,7 @@ def reasoning_text(message: dict[str, Any]) -> str:
 def typed_parts(parts: list[Any], where: str, noun: str) -> Iterator[tuple[str, dict[str, Any], str]]:
     """(path, part, its type) for each of a content list's parts; RequestError naming the part without a type.
 
-        for path, block, kind in typed_parts(blocks, "messages[0].content", "content block"): ...
+    for path, block, kind in typed_parts(blocks, "messages[0].content", "content block"): ...
     """
     for index, part in enumerate(parts):
         path = f"{where}[{index}]"
@@ -153,4 +154,4 @@ def session_from_user_id(user_id: Any) -> str | None:
             return str(data["session_id"])
         return user_id
     marker = user_id.rfind("_session_")
-    return user_id[marker + len("_session_"):] if marker >= 0 else user_id
+    return user_id[marker + len("_session_") :] if marker >= 0 else user_id

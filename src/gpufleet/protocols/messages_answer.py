@@ -7,12 +7,25 @@ from typing import Any
 
 from gpufleet.protocols.chat_form import parse_arguments, reasoning_text
 
-_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
-                 "content_filter": "refusal"}
+_STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
 # Anthropic's error `type` per HTTP status (their documented table); anything else 5xx is an api_error.
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
-                504: "timeout_error", 529: "overloaded_error"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
 # A gateway "not ready / overloaded" (503) is what Anthropic calls overloaded: 529, which its SDKs retry.
 _STATUS_FOR_ANTHROPIC = {503: 529}
 
@@ -60,9 +73,12 @@ def usage_of(chat_usage: Any) -> dict[str, Any]:
     usage = chat_usage if isinstance(chat_usage, dict) else {}
     details = usage.get("prompt_tokens_details")
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    return {"input_tokens": int(usage.get("prompt_tokens") or 0),
-            "output_tokens": int(usage.get("completion_tokens") or 0),
-            "cache_creation_input_tokens": 0, "cache_read_input_tokens": int(cached or 0)}
+    return {
+        "input_tokens": int(usage.get("prompt_tokens") or 0),
+        "output_tokens": int(usage.get("completion_tokens") or 0),
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": int(cached or 0),
+    }
 
 
 def chat_to_message(data: dict[str, Any], model: str, stops: list[str] | None = None) -> dict[str, Any]:
@@ -79,14 +95,28 @@ def chat_to_message(data: dict[str, Any], model: str, stops: list[str] | None = 
         content.append({"type": "text", "text": text})
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
-        content.append({"type": "tool_use", "id": call.get("id") or "toolu_" + secrets.token_hex(12),
-                        "name": function.get("name", ""), "input": parse_arguments(function.get("arguments"))})
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id") or "toolu_" + secrets.token_hex(12),
+                "name": function.get("name", ""),
+                "input": parse_arguments(function.get("arguments")),
+            }
+        )
     finish = choice.get("finish_reason")
     if message.get("tool_calls") and finish == "stop":
         finish = "tool_calls"
     reason, sequence = stop_reason(finish or "stop", matched_stop(choice, data), stops)
-    return {"id": message_id(), "type": "message", "role": "assistant", "model": model, "content": content,
-            "stop_reason": reason, "stop_sequence": sequence, "usage": usage_of(data.get("usage"))}
+    return {
+        "id": message_id(),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": reason,
+        "stop_sequence": sequence,
+        "usage": usage_of(data.get("usage")),
+    }
 
 
 def messages_error_status(status: int) -> int:

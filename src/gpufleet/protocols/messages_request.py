@@ -23,9 +23,19 @@ from gpufleet.protocols.chat_form import (
 )
 
 # Blocks produced or consumed by Anthropic-hosted tools: nothing a local model can see or run.
-_SERVER_BLOCKS = ("server_tool_use", "web_search_tool_result", "web_fetch_tool_result", "code_execution_tool_result",
-                  "bash_code_execution_tool_result", "text_editor_code_execution_tool_result", "mcp_tool_use",
-                  "mcp_tool_result", "container_upload", "search_result", "tool_search_tool_result")
+_SERVER_BLOCKS = (
+    "server_tool_use",
+    "web_search_tool_result",
+    "web_fetch_tool_result",
+    "code_execution_tool_result",
+    "bash_code_execution_tool_result",
+    "text_editor_code_execution_tool_result",
+    "mcp_tool_use",
+    "mcp_tool_result",
+    "container_upload",
+    "search_result",
+    "tool_search_tool_result",
+)
 
 
 def messages_to_chat(body: Any) -> Translated:
@@ -64,8 +74,11 @@ def _system_text(system: Any) -> str:
     require(isinstance(system, list), "must be a string or a list of text blocks", "system")
     texts = []
     for index, block in enumerate(system):
-        require(isinstance(block, dict) and isinstance(block.get("text"), str),
-                "each system block needs a string 'text' (cache_control is ignored)", f"system[{index}]")
+        require(
+            isinstance(block, dict) and isinstance(block.get("text"), str),
+            "each system block needs a string 'text' (cache_control is ignored)",
+            f"system[{index}]",
+        )
         texts.append(block["text"])
     return "\n\n".join(texts)
 
@@ -76,8 +89,11 @@ def _sampling(body: dict[str, Any], payload: dict[str, Any]) -> None:
     copy_numbers(body, payload, ("temperature", "top_p", "top_k"))
     stops = body.get("stop_sequences")
     if stops:
-        require(isinstance(stops, list) and all(isinstance(s, str) for s in stops),
-                "must be a list of strings", "stop_sequences")
+        require(
+            isinstance(stops, list) and all(isinstance(s, str) for s in stops),
+            "must be a list of strings",
+            "stop_sequences",
+        )
         payload["stop"] = stops
 
 
@@ -133,10 +149,18 @@ def _assistant(blocks: list[Any], where: str, out: Translated) -> dict[str, Any]
             if isinstance(block.get("thinking"), str):
                 reasoning.append(block["thinking"])
         elif kind == "tool_use":
-            require(isinstance(block.get("id"), str) and isinstance(block.get("name"), str),
-                    "a tool_use block needs string id and name", path)
-            calls.append({"id": block["id"], "type": "function",
-                          "function": {"name": block["name"], "arguments": json_arguments(block.get("input"))}})
+            require(
+                isinstance(block.get("id"), str) and isinstance(block.get("name"), str),
+                "a tool_use block needs string id and name",
+                path,
+            )
+            calls.append(
+                {
+                    "id": block["id"],
+                    "type": "function",
+                    "function": {"name": block["name"], "arguments": json_arguments(block.get("input"))},
+                }
+            )
         elif kind == "redacted_thinking" or kind in _SERVER_BLOCKS:
             out.drop(kind)  # encrypted by Anthropic, or run by Anthropic: nothing a local model can read
         else:
@@ -167,11 +191,17 @@ def _content_part(block: dict[str, Any], path: str, out: Translated) -> dict[str
 def _image_url(source: Any, path: str) -> str:
     require(isinstance(source, dict), "an image needs a source object", path)
     if source.get("type") == "base64":
-        require(isinstance(source.get("data"), str) and isinstance(source.get("media_type"), str),
-                "a base64 image source needs media_type and data", path)
+        require(
+            isinstance(source.get("data"), str) and isinstance(source.get("media_type"), str),
+            "a base64 image source needs media_type and data",
+            path,
+        )
         return f"data:{source['media_type']};base64,{source['data']}"
-    require(source.get("type") == "url" and isinstance(source.get("url"), str),
-            "source.type must be 'base64' or 'url'", f"{path}.type")
+    require(
+        source.get("type") == "url" and isinstance(source.get("url"), str),
+        "source.type must be 'base64' or 'url'",
+        f"{path}.type",
+    )
     return str(source["url"])
 
 
@@ -191,8 +221,11 @@ def _document_text(block: dict[str, Any], path: str) -> str:
             return prefix + content
         require(isinstance(content, list), "a content source needs content", f"{path}.source.content")
         return prefix + content_text(content)
-    raise invalid(f"document source type {source.get('type')!r} is not supported: send the document as text "
-                  "(source.type 'text' or 'content')", f"{path}.source.type")
+    raise invalid(
+        f"document source type {source.get('type')!r} is not supported: send the document as text "
+        "(source.type 'text' or 'content')",
+        f"{path}.source.type",
+    )
 
 
 def _tool_result_content(content: Any, path: str) -> tuple[str, list[dict[str, Any]]]:
@@ -206,8 +239,9 @@ def _tool_result_content(content: Any, path: str) -> tuple[str, list[dict[str, A
     for index, block in enumerate(content):
         require(isinstance(block, dict), "must be a content block", f"{path}[{index}]")
         if block.get("type") == "image":
-            images.append({"type": "image_url",
-                           "image_url": {"url": _image_url(block.get("source"), f"{path}[{index}].source")}})
+            images.append(
+                {"type": "image_url", "image_url": {"url": _image_url(block.get("source"), f"{path}[{index}].source")}}
+            )
         elif block.get("type") == "document":
             texts.append(_document_text(block, f"{path}[{index}]"))
         elif isinstance(block.get("text"), str):
@@ -228,8 +262,9 @@ def _tools(body: dict[str, Any], payload: dict[str, Any], out: Translated) -> No
         require(isinstance(tools, list), "must be a list of tools", "tools")
         functions = []
         for index, tool in enumerate(tools):
-            require(isinstance(tool, dict) and isinstance(tool.get("name"), str), "a tool needs a name",
-                    f"tools[{index}]")
+            require(
+                isinstance(tool, dict) and isinstance(tool.get("name"), str), "a tool needs a name", f"tools[{index}]"
+            )
             kind = tool.get("type")
             if kind not in (None, "custom") or not isinstance(tool.get("input_schema"), dict):
                 out.drop(str(tool["name"]))  # web_search_2025..., bash_2025..., computer_...: Anthropic-defined
@@ -240,8 +275,11 @@ def _tools(body: dict[str, Any], payload: dict[str, Any], out: Translated) -> No
     choice = body.get("tool_choice")
     if choice is None:
         return
-    require(isinstance(choice, dict) and choice.get("type") in ("auto", "any", "tool", "none"),
-            "must be {type: auto|any|tool|none}", "tool_choice")
+    require(
+        isinstance(choice, dict) and choice.get("type") in ("auto", "any", "tool", "none"),
+        "must be {type: auto|any|tool|none}",
+        "tool_choice",
+    )
     kind = choice["type"]
     if "tools" not in payload:
         return  # every tool was dropped (or none sent): a choice among none means nothing to the engine
@@ -259,8 +297,11 @@ def _thinking(body: dict[str, Any], payload: dict[str, Any]) -> None:
     thinking = body.get("thinking")
     if thinking is None:
         return
-    require(isinstance(thinking, dict) and thinking.get("type") in ("enabled", "disabled", "adaptive"),
-            "must be {type: enabled, budget_tokens} or {type: disabled}", "thinking")
+    require(
+        isinstance(thinking, dict) and thinking.get("type") in ("enabled", "disabled", "adaptive"),
+        "must be {type: enabled, budget_tokens} or {type: disabled}",
+        "thinking",
+    )
     if thinking["type"] == "disabled":
         payload["thinking"] = {"type": "disabled"}
         return

@@ -46,9 +46,16 @@ class MessagesStreamEncoder(ChunkEncoder):
         self._saw_tool_call = False
 
     def _start(self, out: list[bytes]) -> None:
-        message: dict[str, Any] = {"id": message_id(), "type": "message", "role": "assistant",
-                                   "model": self.model, "content": [], "stop_reason": None,
-                                   "stop_sequence": None, "usage": usage_of(None)}
+        message: dict[str, Any] = {
+            "id": message_id(),
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage_of(None),
+        }
         out.append(event("message_start", {"type": "message_start", "message": message}))
         out.append(event("ping", {"type": "ping"}))
 
@@ -56,10 +63,12 @@ class MessagesStreamEncoder(ChunkEncoder):
         self._close(out)
         self._index += 1
         self._block = kind
-        self._delta_head = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,"delta":'
-                            % self._index)
-        out.append(event("content_block_start",
-                         {"type": "content_block_start", "index": self._index, "content_block": block}))
+        self._delta_head = (
+            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,"delta":' % self._index
+        )
+        out.append(
+            event("content_block_start", {"type": "content_block_start", "index": self._index, "content_block": block})
+        )
 
     def _close(self, out: list[bytes]) -> None:
         if self._block is None:
@@ -94,8 +103,12 @@ class MessagesStreamEncoder(ChunkEncoder):
         function = call.get("function") or {}
         if position not in self._tool_blocks:
             self._saw_tool_call = True
-            block: dict[str, Any] = {"type": "tool_use", "id": call.get("id") or "toolu_" + secrets.token_hex(12),
-                     "name": function.get("name") or "", "input": {}}
+            block: dict[str, Any] = {
+                "type": "tool_use",
+                "id": call.get("id") or "toolu_" + secrets.token_hex(12),
+                "name": function.get("name") or "",
+                "input": {},
+            }
             self._open("tool_use", block, out)
             self._tool_blocks[position] = self._index
         elif self._tool_blocks[position] != self._index:
@@ -111,9 +124,12 @@ class MessagesStreamEncoder(ChunkEncoder):
             finish = "tool_calls"
         reason, sequence = stop_reason(finish, self._matched, self.stops)
         usage = usage_of(self._usage)
-        out.append(event("message_delta", {"type": "message_delta",
-                                           "delta": {"stop_reason": reason, "stop_sequence": sequence},
-                                           "usage": usage}))
+        out.append(
+            event(
+                "message_delta",
+                {"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": sequence}, "usage": usage},
+            )
+        )
         out.append(event("message_stop", {"type": "message_stop"}))
 
     def error(self, body: dict[str, Any]) -> bytes:

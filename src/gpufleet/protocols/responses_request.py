@@ -26,11 +26,26 @@ from gpufleet.protocols.chat_form import (
 
 _TEXT_PARTS = ("input_text", "output_text", "text", "summary_text", "reasoning_text")
 # Items a stored or replayed conversation may hold that only a hosted tool produced.
-_HOSTED_ITEMS = ("web_search_call", "file_search_call", "computer_call", "computer_call_output",
-                 "image_generation_call", "code_interpreter_call", "mcp_call", "mcp_list_tools",
-                 "mcp_approval_request", "mcp_approval_response", "local_shell_call", "local_shell_call_output",
-                 "custom_tool_call", "custom_tool_call_output", "item_reference", "tool_search_call",
-                 "tool_search_output", "compaction")
+_HOSTED_ITEMS = (
+    "web_search_call",
+    "file_search_call",
+    "computer_call",
+    "computer_call_output",
+    "image_generation_call",
+    "code_interpreter_call",
+    "mcp_call",
+    "mcp_list_tools",
+    "mcp_approval_request",
+    "mcp_approval_response",
+    "local_shell_call",
+    "local_shell_call_output",
+    "custom_tool_call",
+    "custom_tool_call_output",
+    "item_reference",
+    "tool_search_call",
+    "tool_search_output",
+    "compaction",
+)
 
 
 def responses_to_chat(body: Any, history: list[dict[str, Any]] | None = None) -> Translated:
@@ -83,16 +98,23 @@ def input_messages(items: Any, out: Translated) -> list[dict[str, Any]]:
                 reasoning = []
             messages.append(message)
         elif kind == "function_call":
-            require(isinstance(item.get("name"), str) and isinstance(item.get("call_id"), str),
-                    "a function_call needs name and call_id", path)
-            call = {"id": item["call_id"], "type": "function",
-                    "function": {"name": item["name"], "arguments": _arguments(item.get("arguments"))}}
+            require(
+                isinstance(item.get("name"), str) and isinstance(item.get("call_id"), str),
+                "a function_call needs name and call_id",
+                path,
+            )
+            call = {
+                "id": item["call_id"],
+                "type": "function",
+                "function": {"name": item["name"], "arguments": _arguments(item.get("arguments"))},
+            }
             _assistant_for_call(messages, reasoning).setdefault("tool_calls", []).append(call)
             reasoning = []
         elif kind == "function_call_output":
             require(isinstance(item.get("call_id"), str), "a function_call_output needs call_id", f"{path}.call_id")
-            messages.append({"role": "tool", "tool_call_id": item["call_id"],
-                             "content": _output_text(item.get("output"))})
+            messages.append(
+                {"role": "tool", "tool_call_id": item["call_id"], "content": _output_text(item.get("output"))}
+            )
         elif kind == "reasoning":
             # encrypted_content is OpenAI's own; only a readable summary or text can go back to the model.
             reasoning.extend(content_text(item.get("summary")).split("\n") if item.get("summary") else [])
@@ -118,8 +140,11 @@ def _assistant_for_call(messages: list[dict[str, Any]], reasoning: list[str]) ->
 
 def _message(item: dict[str, Any], path: str) -> dict[str, Any]:
     role = item.get("role")
-    require(role in ("user", "assistant", "system", "developer"),
-            "role must be user, assistant, system or developer", f"{path}.role")
+    require(
+        role in ("user", "assistant", "system", "developer"),
+        "role must be user, assistant, system or developer",
+        f"{path}.role",
+    )
     content = item.get("content")
     if isinstance(content, str):
         return {"role": role, "content": content}
@@ -135,8 +160,11 @@ def _message(item: dict[str, Any], path: str) -> dict[str, Any]:
             url = part.get("image_url")
             require(isinstance(url, str), "an input_image needs image_url (file_id is not supported)", where)
             parts.append({"type": "image_url", "image_url": {"url": url}})
-        elif kind == "input_file" and isinstance(part.get("file_data"), str) and str(part.get("filename")).endswith(
-                (".txt", ".md")):
+        elif (
+            kind == "input_file"
+            and isinstance(part.get("file_data"), str)
+            and str(part.get("filename")).endswith((".txt", ".md"))
+        ):
             parts.append({"type": "text", "text": part["file_data"]})
         else:
             raise invalid(f"content part type {kind!r} is not supported", f"{where}.type")
@@ -169,8 +197,9 @@ def _tools(body: dict[str, Any], payload: dict[str, Any], out: Translated) -> No
         require(isinstance(tools, list), "must be a list of tools", "tools")
         functions = []
         for index, tool in enumerate(tools):
-            require(isinstance(tool, dict) and isinstance(tool.get("type"), str), "a tool needs a type",
-                    f"tools[{index}]")
+            require(
+                isinstance(tool, dict) and isinstance(tool.get("type"), str), "a tool needs a type", f"tools[{index}]"
+            )
             if tool["type"] != "function":
                 out.drop(str(tool.get("name") or tool["type"]))
                 continue
@@ -182,13 +211,15 @@ def _tools(body: dict[str, Any], payload: dict[str, Any], out: Translated) -> No
     choice = body.get("tool_choice")
     if choice is not None and "tools" in payload:
         if isinstance(choice, str):
-            require(choice in ("auto", "none", "required"), "must be auto, none, required or a function",
-                    "tool_choice")
+            require(choice in ("auto", "none", "required"), "must be auto, none, required or a function", "tool_choice")
             payload["tool_choice"] = choice
         else:
             named = isinstance(choice, dict) and choice.get("type") == "function"
-            require(named and isinstance(choice.get("name"), str),
-                    "must be auto, none, required or {type: function, name}", "tool_choice")
+            require(
+                named and isinstance(choice.get("name"), str),
+                "must be auto, none, required or {type: function, name}",
+                "tool_choice",
+            )
             payload["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
     parallel = body.get("parallel_tool_calls")
     if isinstance(parallel, bool) and "tools" in payload:
@@ -214,13 +245,15 @@ def _text_format(body: dict[str, Any], payload: dict[str, Any]) -> None:
     if not isinstance(text, dict) or text.get("format") is None:
         return
     fmt = text["format"]
-    require(isinstance(fmt, dict) and fmt.get("type") in ("text", "json_schema", "json_object"),
-            "must be {type: text | json_schema | json_object}", "text.format")
+    require(
+        isinstance(fmt, dict) and fmt.get("type") in ("text", "json_schema", "json_object"),
+        "must be {type: text | json_schema | json_object}",
+        "text.format",
+    )
     if fmt["type"] == "json_object":
         payload["response_format"] = {"type": "json_object"}
     elif fmt["type"] == "json_schema":
-        require(isinstance(fmt.get("schema"), dict), "a json_schema format needs a schema object",
-                "text.format.schema")
+        require(isinstance(fmt.get("schema"), dict), "a json_schema format needs a schema object", "text.format.schema")
         schema = {"name": fmt.get("name") or "response", "schema": fmt["schema"]}
         if isinstance(fmt.get("strict"), bool):
             schema["strict"] = fmt["strict"]

@@ -1,11 +1,11 @@
 """Chat-completion chunks -> the OpenAI Responses event stream, each event with its `sequence_number`.
 
-    response.created, response.in_progress,
-    per output item: output_item.added, (reasoning_summary_part.added, reasoning_summary_text.delta*,
-      reasoning_summary_text.done, reasoning_summary_part.done | content_part.added, output_text.delta*,
-      output_text.done, content_part.done | function_call_arguments.delta*, function_call_arguments.done),
-      output_item.done
-    response.completed | response.incomplete (max_output_tokens) | response.failed (the stream broke)
+response.created, response.in_progress,
+per output item: output_item.added, (reasoning_summary_part.added, reasoning_summary_text.delta*,
+  reasoning_summary_text.done, reasoning_summary_part.done | content_part.added, output_text.delta*,
+  output_text.done, content_part.done | function_call_arguments.delta*, function_call_arguments.done),
+  output_item.done
+response.completed | response.incomplete (max_output_tokens) | response.failed (the stream broke)
 """
 
 from __future__ import annotations
@@ -57,8 +57,13 @@ class ResponsesStreamEncoder(ChunkEncoder):
     `on_complete` gets the final response object (completed or incomplete): the route stores it.
     """
 
-    def __init__(self, request: dict[str, Any], model: str, response_id: str | None = None,
-                 on_complete: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        request: dict[str, Any],
+        model: str,
+        response_id: str | None = None,
+        on_complete: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         super().__init__()
         self.request = request
         self.model = model
@@ -78,21 +83,40 @@ class ResponsesStreamEncoder(ChunkEncoder):
         head = name.encode()
         sequence = self._sequence
         self._sequence += 1
-        return (b"event: " + head + b'\ndata: {"type":"' + head + b'","sequence_number":%d,' % sequence + data[1:]
-                + b"\n\n")
+        return (
+            b"event: " + head + b'\ndata: {"type":"' + head + b'","sequence_number":%d,' % sequence + data[1:] + b"\n\n"
+        )
 
     def _delta(self, name: bytes, item: _Item, fields: bytes, delta: str, tail: bytes = b"") -> bytes:
         """A delta event built from bytes (one orjson.dumps of the delta string): the stream's hot path."""
         sequence = self._sequence
         self._sequence += 1
-        return (b"event: " + name + b'\ndata: {"type":"' + name + b'","sequence_number":%d' % sequence
-                + item.delta_tail + fields + b'"delta":' + orjson.dumps(delta) + tail + b"}\n\n")
+        return (
+            b"event: "
+            + name
+            + b'\ndata: {"type":"'
+            + name
+            + b'","sequence_number":%d' % sequence
+            + item.delta_tail
+            + fields
+            + b'"delta":'
+            + orjson.dumps(delta)
+            + tail
+            + b"}\n\n"
+        )
 
     def _response(self, status: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
         usage = response_usage(self._usage) if status != "in_progress" else None
-        return response_object(self.request, response_id=self.response_id, model=self.model,
-                               created_at=self.created_at, status=status, output=list(self._output), usage=usage,
-                               error=error)
+        return response_object(
+            self.request,
+            response_id=self.response_id,
+            model=self.model,
+            created_at=self.created_at,
+            status=status,
+            output=list(self._output),
+            usage=usage,
+            error=error,
+        )
 
     def _start(self, out: list[bytes]) -> None:
         data = orjson.dumps({"response": self._response("in_progress")})  # the same object twice: encoded once
@@ -102,16 +126,26 @@ class ResponsesStreamEncoder(ChunkEncoder):
     def _open(self, kind: str, out: list[bytes], call: dict[str, Any] | None = None) -> _Item:
         self._close(out)
         item = self._item = _Item(kind, len(self._output), call)
-        out.append(self._event("response.output_item.added",
-                               {"output_index": item.output_index, "item": item.item("in_progress")}))
+        out.append(
+            self._event(
+                "response.output_item.added", {"output_index": item.output_index, "item": item.item("in_progress")}
+            )
+        )
         where = {"item_id": item.id, "output_index": item.output_index}
         if kind == "reasoning":
-            out.append(self._event("response.reasoning_summary_part.added",
-                                   {**where, "summary_index": 0, "part": {"type": "summary_text", "text": ""}}))
+            out.append(
+                self._event(
+                    "response.reasoning_summary_part.added",
+                    {**where, "summary_index": 0, "part": {"type": "summary_text", "text": ""}},
+                )
+            )
         elif kind == "message":
-            out.append(self._event("response.content_part.added",
-                                   {**where, "content_index": 0,
-                                    "part": {"type": "output_text", "text": "", "annotations": []}}))
+            out.append(
+                self._event(
+                    "response.content_part.added",
+                    {**where, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}},
+                )
+            )
         return item
 
     def _close(self, out: list[bytes]) -> None:
@@ -121,16 +155,31 @@ class ResponsesStreamEncoder(ChunkEncoder):
         self._item = None
         where = {"item_id": item.id, "output_index": item.output_index}
         if item.kind == "reasoning":
-            out.append(self._event("response.reasoning_summary_text.done", {**where, "summary_index": 0,
-                                                                              "text": item.text}))
-            out.append(self._event("response.reasoning_summary_part.done",
-                                   {**where, "summary_index": 0, "part": {"type": "summary_text", "text": item.text}}))
+            out.append(
+                self._event("response.reasoning_summary_text.done", {**where, "summary_index": 0, "text": item.text})
+            )
+            out.append(
+                self._event(
+                    "response.reasoning_summary_part.done",
+                    {**where, "summary_index": 0, "part": {"type": "summary_text", "text": item.text}},
+                )
+            )
         elif item.kind == "message":
-            out.append(self._event("response.output_text.done",
-                                   {**where, "content_index": 0, "text": item.text, "logprobs": []}))
-            out.append(self._event("response.content_part.done",
-                                   {**where, "content_index": 0,
-                                    "part": {"type": "output_text", "text": item.text, "annotations": []}}))
+            out.append(
+                self._event(
+                    "response.output_text.done", {**where, "content_index": 0, "text": item.text, "logprobs": []}
+                )
+            )
+            out.append(
+                self._event(
+                    "response.content_part.done",
+                    {
+                        **where,
+                        "content_index": 0,
+                        "part": {"type": "output_text", "text": item.text, "annotations": []},
+                    },
+                )
+            )
         else:
             out.append(self._event("response.function_call_arguments.done", {**where, "arguments": item.text}))
         done = item.item("completed")

@@ -365,8 +365,19 @@ def _read_request(payload: Mapping[str, Any]) -> _Request:
 
 
 _CONTENT_SIGNALS = frozenset(
-    {"code", "code_task", "code_context", "math", "proof", "multi_step", "open_task", "reasoning_words", "long_prompt",
-     "sizing", "writing_task"}
+    {
+        "code",
+        "code_task",
+        "code_context",
+        "math",
+        "proof",
+        "multi_step",
+        "open_task",
+        "reasoning_words",
+        "long_prompt",
+        "sizing",
+        "writing_task",
+    }
 )
 
 
@@ -411,8 +422,11 @@ class _Reading:
     def of(cls, req: _Request, payload: Mapping[str, Any]) -> _Reading:
         ask = _ask(req.turn, req.turn_chars)
         vocab = _Vocabulary.of(ask)
-        reasoning = (len(vocab.words & _REASONING_WORDS) + len(vocab.stems(_REASONING_STEMS))
-                     + vocab.count_phrases(_REASONING_PHRASES))
+        reasoning = (
+            len(vocab.words & _REASONING_WORDS)
+            + len(vocab.stems(_REASONING_STEMS))
+            + vocab.count_phrases(_REASONING_PHRASES)
+        )
         # The last user turn's hint beats the system prompt's, which beats request flags.
         hint = _text_hint(req.turn)
         if hint is None:
@@ -454,7 +468,8 @@ def _math(r: _Reading, fired: set[str]) -> bool:
 def _math_solve(r: _Reading, fired: set[str]) -> bool:
     words = r.words
     return "math" in fired and bool(
-        (words & _MATH_SOLVE_WORDS or r.vocab.has_phrase(_MATH_SOLVE_PHRASES)) and words & _SHOW_WORK_WORDS)
+        (words & _MATH_SOLVE_WORDS or r.vocab.has_phrase(_MATH_SOLVE_PHRASES)) and words & _SHOW_WORK_WORDS
+    )
 
 
 def _sizing(r: _Reading, fired: set[str]) -> bool:

@@ -15,8 +15,17 @@ from gpufleet.config import RouteDefaults
 # client walks around it with the engine's own spelling (issue 12).
 TOKEN_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens", "n_predict", "max_new_tokens", "num_predict")
 
-_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
-             "repetition_penalty", "seed", "stop")
+_SAMPLING = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "seed",
+    "stop",
+)
 
 
 def apply_request_defaults(payload: dict[str, Any], defaults: RouteDefaults, *, kind: str) -> dict[str, Any]:

@@ -95,8 +95,13 @@ Attempt = Callable[[Candidate, bool], Awaitable["Outcome[T]"]]  # (candidate, la
 
 
 async def try_in_order(
-    route: str, candidates: Sequence[Candidate], attempt: Attempt[T], *, policy: FallbackPolicy,
-    board: HealthBoard, metrics: RouterMetrics,
+    route: str,
+    candidates: Sequence[Candidate],
+    attempt: Attempt[T],
+    *,
+    policy: FallbackPolicy,
+    board: HealthBoard,
+    metrics: RouterMetrics,
 ) -> T:
     """The first answer of `candidates` tried in order; raise the failure (or a summary of all) when none answers.
 
@@ -114,8 +119,13 @@ async def try_in_order(
         if outcome.counts:
             board.failure(candidate.target, str(outcome.error))
         failures.append((candidate, outcome))
-        step = decide(outcome, policy, has_next=index + 1 < len(candidates),
-                      attempts_left=tries < policy.max_attempts, retried_same=retried_same)
+        step = decide(
+            outcome,
+            policy,
+            has_next=index + 1 < len(candidates),
+            attempts_left=tries < policy.max_attempts,
+            retried_same=retried_same,
+        )
         if step is Step.STOP:
             raise _stop_error(outcome, policy, failures, route, board)
         if step is Step.MOVE:
@@ -123,14 +133,20 @@ async def try_in_order(
         else:
             retried_same = True
         metrics.observe_fallback(route, candidate.target.model, outcome.reason)
-        log.warning("%s: %s failed (%s); trying %s", route, candidate.target.label, outcome.error,
-                    candidates[index].target.label)
+        log.warning(
+            "%s: %s failed (%s); trying %s",
+            route,
+            candidate.target.label,
+            outcome.error,
+            candidates[index].target.label,
+        )
         if policy.retry_backoff_s:
             await asyncio.sleep(policy.retry_backoff_s * 2 ** (tries - 1))
 
 
-def _stop_error(failed: Failed, policy: FallbackPolicy, failures: Sequence[tuple[Candidate, Failed]], route: str,
-                board: HealthBoard) -> GpufleetError:
+def _stop_error(
+    failed: Failed, policy: FallbackPolicy, failures: Sequence[tuple[Candidate, Failed]], route: str, board: HealthBoard
+) -> GpufleetError:
     """What the client gets: this failure itself when it alone decides (the first, the client's own error, the
     strict rule), else a summary of every target's failure."""
     error = failed.error
@@ -145,7 +161,8 @@ def exhausted(route: str, failures: Sequence[tuple[Candidate, Failed]]) -> Gpufl
     """One error for a request that every target failed: the last failure's status, every target's message."""
     error = failures[-1][1].error
     summary = f"every target of {route!r} failed: " + "; ".join(
-        f"{candidate.target.label}: {failed.error.message}" for candidate, failed in failures)  # message: no log
+        f"{candidate.target.label}: {failed.error.message}" for candidate, failed in failures
+    )  # message: no log
     if isinstance(error, EngineError):
         return EngineNotReady(summary, retry_after_s=error.retry_after_s)
     status = error.status_code if error.status_code in (429, 503, 504) else 502

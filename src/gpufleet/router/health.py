@@ -64,8 +64,9 @@ class TargetHealth:
 class HealthBoard:
     """Health of every target, keyed by model name (each configured model is one target)."""
 
-    def __init__(self, targets: dict[str, Target], settings: RouterConfig,
-                 on_cooldown: Callable[[Target], None] | None = None) -> None:
+    def __init__(
+        self, targets: dict[str, Target], settings: RouterConfig, on_cooldown: Callable[[Target], None] | None = None
+    ) -> None:
         self._settings = settings
         self._health = {name: TargetHealth(target) for name, target in targets.items()}
         self._on_cooldown = on_cooldown

@@ -58,18 +58,28 @@ Reply with the tier only: "routine", "moderate" or "complex"."""
 # tests/data/tier_prompts.yaml, never from `holdout3`, the split the benchmark reports as the honest figure.
 EXAMPLES: tuple[tuple[str, int | None, Tier], ...] = (
     ("hi", None, Tier.ROUTINE),
-    ("Write a Python function that checks whether a string is a palindrome, ignoring case and punctuation.",
-     None, Tier.MODERATE),
+    (
+        "Write a Python function that checks whether a string is a palindrome, ignoring case and punctuation.",
+        None,
+        Tier.MODERATE,
+    ),
     ("Prove that there are infinitely many primes of the form 4k + 3.", None, Tier.COMPLEX),
     ("Convert 10 km to miles.", None, Tier.ROUTINE),
     ("Explain how TCP congestion control works, including slow start and congestion avoidance.", None, Tier.MODERATE),
-    ("Design a rate limiter for a multi-region API gateway handling 2M requests/s. It must enforce per-tenant "
-     "limits globally with at most 5% overshoot. Compare the trade-offs.", None, Tier.COMPLEX),
+    (
+        "Design a rate limiter for a multi-region API gateway handling 2M requests/s. It must enforce per-tenant "
+        "limits globally with at most 5% overshoot. Compare the trade-offs.",
+        None,
+        Tier.COMPLEX,
+    ),
     ("Translate to Spanish: 'The meeting has been moved to Thursday afternoon.'", None, Tier.ROUTINE),
     ("If I roll two dice, what is the probability that the sum is at least 9?", None, Tier.MODERATE),
-    ("Summarize this article in five bullet points:\n\nRIVERTON — The city's water utility will raise residential "
-     "rates by 7.5 percent starting in July, the\ncouncil decided on Tuesday after a three-hour meeting", 2462,
-     Tier.MODERATE),
+    (
+        "Summarize this article in five bullet points:\n\nRIVERTON — The city's water utility will raise residential "
+        "rates by 7.5 percent starting in July, the\ncouncil decided on Tuesday after a three-hour meeting",
+        2462,
+        Tier.MODERATE,
+    ),
 )
 
 _TIER_WORD = re.compile(r"\b(" + "|".join(t.value for t in Tier) + r")\b")
@@ -94,8 +104,9 @@ def _notes(payload: Mapping[str, Any]) -> str:
     return notes
 
 
-def judge_body(payload: Mapping[str, Any], model: str, *, max_chars: int = 600, seed: int = 0,
-               max_tokens: int = 8) -> dict[str, Any]:
+def judge_body(
+    payload: Mapping[str, Any], model: str, *, max_chars: int = 600, seed: int = 0, max_tokens: int = 8
+) -> dict[str, Any]:
     """The OpenAI chat body that asks `model` for the tier of the request `payload` (a chat or completions body).
 
     The judge sees the request's last user turn (its first `max_chars` characters) and a line saying how long it
@@ -104,8 +115,10 @@ def judge_body(payload: Mapping[str, Any], model: str, *, max_chars: int = 600, 
     """
     messages: list[dict[str, str]] = [{"role": "system", "content": JUDGE_PROMPT}]
     for text, length, tier in EXAMPLES:
-        messages += [{"role": "user", "content": _framed(text, length or len(text))},
-                     {"role": "assistant", "content": json.dumps(tier.value)}]
+        messages += [
+            {"role": "user", "content": _framed(text, length or len(text))},
+            {"role": "assistant", "content": json.dumps(tier.value)},
+        ]
     whole = request_text(payload, max_chars=None)
     messages.append({"role": "user", "content": _framed(whole[:max_chars], len(whole), _notes(payload))})
     return {

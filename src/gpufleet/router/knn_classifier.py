@@ -52,8 +52,11 @@ class KnnTierClassifier:
     def classify_vector(self, vector: Sequence[float]) -> Tier:
         """The tier of an embedded request; ties go to the higher tier (a miss upward costs less)."""
         query = _unit(vector)
-        scored = sorted(((sum(a * b for a, b in zip(query, ex, strict=True)), tier) for ex, tier in self._examples),
-                        key=lambda item: item[0], reverse=True)
+        scored = sorted(
+            ((sum(a * b for a, b in zip(query, ex, strict=True)), tier) for ex, tier in self._examples),
+            key=lambda item: item[0],
+            reverse=True,
+        )
         votes: dict[Tier, float] = defaultdict(float)
         for similarity, tier in scored[: self.k]:
             votes[tier] += max(similarity, 0.0) + 1e-9

@@ -15,10 +15,12 @@ class _TargetCollector(Collector):
         self._snapshot = snapshot
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        healthy = GaugeMetricFamily("gpufleet_target_healthy", "1 unless the target is in cooldown",
-                                    labels=["model", "target"])
-        inflight = GaugeMetricFamily("gpufleet_target_in_flight", "requests in flight per target",
-                                     labels=["model", "target"])
+        healthy = GaugeMetricFamily(
+            "gpufleet_target_healthy", "1 unless the target is in cooldown", labels=["model", "target"]
+        )
+        inflight = GaugeMetricFamily(
+            "gpufleet_target_in_flight", "requests in flight per target", labels=["model", "target"]
+        )
         # The gateway's in-flight count per model: the same count (the health board's), not a second one.
         requests = GaugeMetricFamily("gpufleet_in_flight_requests", "Requests in flight", labels=["model"])
         for item in self._snapshot():
@@ -33,22 +35,42 @@ class RouterMetrics:
     """Counters on the gateway's registry; children cached like GatewayMetrics does."""
 
     def __init__(self, registry: CollectorRegistry, snapshot: Callable[[], list[dict[str, Any]]]) -> None:
-        self.served = Counter("gpufleet_route_requests", "Requests by route and the model that served them",
-                              ["route", "model"], registry=registry)
-        self.fallbacks = Counter("gpufleet_fallbacks", "Requests moved to the next target before the first byte",
-                                 ["route", "from_model", "reason"], registry=registry)
-        self.resumes = Counter("gpufleet_stream_resumes", "Broken streams continued on another replica, by outcome",
-                               ["route", "from_model", "to_model", "outcome"], registry=registry)
+        self.served = Counter(
+            "gpufleet_route_requests",
+            "Requests by route and the model that served them",
+            ["route", "model"],
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            "gpufleet_fallbacks",
+            "Requests moved to the next target before the first byte",
+            ["route", "from_model", "reason"],
+            registry=registry,
+        )
+        self.resumes = Counter(
+            "gpufleet_stream_resumes",
+            "Broken streams continued on another replica, by outcome",
+            ["route", "from_model", "to_model", "outcome"],
+            registry=registry,
+        )
         self.resume_counts: dict[str, int] = {}  # by outcome, for /status
-        self.cooldowns = Counter("gpufleet_target_cooldowns", "Times a target was put in cooldown", ["model"],
-                                 registry=registry)
+        self.cooldowns = Counter(
+            "gpufleet_target_cooldowns", "Times a target was put in cooldown", ["model"], registry=registry
+        )
         self.tiers = Counter("gpufleet_auto_tier", "Requests for `auto` by chosen tier", ["tier"], registry=registry)
         self.classifier_outcomes = Counter(
-            "gpufleet_auto_classifier", "`auto` decisions by a model classifier: decided, or why the rules did instead",
-            ["classifier", "outcome"], registry=registry)
+            "gpufleet_auto_classifier",
+            "`auto` decisions by a model classifier: decided, or why the rules did instead",
+            ["classifier", "outcome"],
+            registry=registry,
+        )
         self.classifier_seconds = Histogram(
-            "gpufleet_auto_classifier_seconds", "Time a model classifier took to decide an `auto` tier",
-            ["classifier"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=registry)
+            "gpufleet_auto_classifier_seconds",
+            "Time a model classifier took to decide an `auto` tier",
+            ["classifier"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
         registry.register(_TargetCollector(snapshot))
         self._children: dict[tuple[str, ...], Any] = {}
 

@@ -103,8 +103,13 @@ class ModelTable:
                 self.targets[name] = Target(model=name, upstream_model=upstream.upstream_model, remote=upstream)
             elif isinstance(model, LlamaCppModel):
                 # llama.cpp splits its context between the parallel slots; it runs without a vision projector.
-                self.targets[name] = Target(model=name, upstream_model=name, text_only=True,
-                                            max_context=model.context // model.parallel, caps_max_tokens=True)
+                self.targets[name] = Target(
+                    model=name,
+                    upstream_model=name,
+                    text_only=True,
+                    max_context=model.context // model.parallel,
+                    caps_max_tokens=True,
+                )
             elif isinstance(model, VllmModel):
                 self.targets[name] = Target(model=name, upstream_model=name, max_context=model.max_model_len)
             else:  # transformers: installed without torchvision, so no image processor
@@ -170,8 +175,12 @@ class ModelTable:
             entry = self._canonical(entry)
             inner = self._config.routes.get(entry)
             resumable.update(inner.targets if inner is not None else (entry,))
-        return Route(name=name, groups=tuple(groups), affinity=route_cfg.affinity if route_cfg else True,
-                     resumable=frozenset(resumable))
+        return Route(
+            name=name,
+            groups=tuple(groups),
+            affinity=route_cfg.affinity if route_cfg else True,
+            resumable=frozenset(resumable),
+        )
 
     def _candidate(self, model: str, over: RouteDefaults) -> Candidate:
         defaults = merge_defaults(self._config.models[model].defaults, over)

@@ -1,9 +1,9 @@
 """How well a tier classifier agrees with a labelled set: accuracy per split and a confusion matrix (pure).
 
-    >>> items = [{"id": "a", "tier": "routine", "request": {}}, {"id": "b", "tier": "complex", "request": {}}]
-    >>> result = evaluate(items, lambda request: Tier.ROUTINE)
-    >>> result.right, result.total, result.misses
-    (1, 2, ['b: want complex, got routine'])
+>>> items = [{"id": "a", "tier": "routine", "request": {}}, {"id": "b", "tier": "complex", "request": {}}]
+>>> result = evaluate(items, lambda request: Tier.ROUTINE)
+>>> result.right, result.total, result.misses
+(1, 2, ['b: want complex, got routine'])
 """
 
 from __future__ import annotations
@@ -36,8 +36,11 @@ class Evaluation:
         return self.right / self.total if self.total else 0.0
 
 
-def evaluate(items: Iterable[dict[str, Any]], classify: Callable[[dict[str, Any]], Tier],
-             explain: Callable[[dict[str, Any]], str] | None = None) -> Evaluation:
+def evaluate(
+    items: Iterable[dict[str, Any]],
+    classify: Callable[[dict[str, Any]], Tier],
+    explain: Callable[[dict[str, Any]], str] | None = None,
+) -> Evaluation:
     """Classify every labelled item; a miss reads "ID: want X, got Y" (plus `explain(request)` when given)."""
     result = Evaluation()
     for i, item in enumerate(items):

@@ -1,7 +1,7 @@
 """What must outlive a process: team API keys (hashed), their limits, and the usage ledger.
 
-    store = open_store(config.server.database_url)        # SQLite under the cache dir, or PostgreSQL
-    writer = UsageWriter(store, on_refresh=...)           # batches ledger rows off the request path
+store = open_store(config.server.database_url)        # SQLite under the cache dir, or PostgreSQL
+writer = UsageWriter(store, on_refresh=...)           # batches ledger rows off the request path
 """
 
 from gpufleet.store.directory import KeyDirectory
@@ -10,5 +10,18 @@ from gpufleet.store.ledger import COLUMNS, GROUPABLE, UsageRow
 from gpufleet.store.sql import SqlStore, open_store
 from gpufleet.store.writer import StoreSnapshot, UsageWriter
 
-__all__ = ["COLUMNS", "GROUPABLE", "KEY_PREFIX", "KeyDirectory", "KeyRecord", "SqlStore", "StoreSnapshot", "UsageRow",
-           "UsageWriter", "hash_secret", "new_secret", "open_store", "parse_duration"]
+__all__ = [
+    "COLUMNS",
+    "GROUPABLE",
+    "KEY_PREFIX",
+    "KeyDirectory",
+    "KeyRecord",
+    "SqlStore",
+    "StoreSnapshot",
+    "UsageRow",
+    "UsageWriter",
+    "hash_secret",
+    "new_secret",
+    "open_store",
+    "parse_duration",
+]

@@ -41,15 +41,19 @@ def parse_duration(text: str, *, option: str) -> float:
     """'30d', '12h', '90m', '45s', '2w' in seconds; ConfigError naming `option` otherwise."""
     match = _DURATION.match(text.strip())
     if match is None or int(match.group(1)) == 0:
-        raise ConfigError(f"{text!r} is not a duration: use a positive number and a unit, like 30d, 12h, 90m "
-                          "(s, m, h, d, w)", key_path=option)
+        raise ConfigError(
+            f"{text!r} is not a duration: use a positive number and a unit, like 30d, 12h, 90m (s, m, h, d, w)",
+            key_path=option,
+        )
     return int(match.group(1)) * _UNIT_S[match.group(2)]
 
 
 def check_name(name: str, *, option: str = "--name") -> str:
     if not _NAME.match(name):
-        raise ConfigError(f"key name {name!r}: use 1-64 letters, digits, '.', '_', '@' or '-' (starting with a "
-                          "letter or digit)", key_path=option)
+        raise ConfigError(
+            f"key name {name!r}: use 1-64 letters, digits, '.', '_', '@' or '-' (starting with a letter or digit)",
+            key_path=option,
+        )
     return name
 
 
@@ -68,12 +72,27 @@ class KeyRecord:
     revoked_at: float | None = None
 
     @classmethod
-    def create(cls, *, name: str, secret: str, models: tuple[str, ...] = (), limits: Limits | None = None,
-               expires_in_s: float | None = None, now: float | None = None) -> KeyRecord:
+    def create(
+        cls,
+        *,
+        name: str,
+        secret: str,
+        models: tuple[str, ...] = (),
+        limits: Limits | None = None,
+        expires_in_s: float | None = None,
+        now: float | None = None,
+    ) -> KeyRecord:
         now = time.time() if now is None else now
-        return cls(id=uuid.uuid4().hex, name=check_name(name), key_hash=hash_secret(secret), hint=secret[-4:],
-                   models=models, limits=limits or Limits(), created_at=now,
-                   expires_at=None if expires_in_s is None else now + expires_in_s)
+        return cls(
+            id=uuid.uuid4().hex,
+            name=check_name(name),
+            key_hash=hash_secret(secret),
+            hint=secret[-4:],
+            models=models,
+            limits=limits or Limits(),
+            created_at=now,
+            expires_at=None if expires_in_s is None else now + expires_in_s,
+        )
 
     def state(self, now: float) -> str:
         """'active', 'revoked' or 'expired'."""
@@ -86,10 +105,20 @@ class KeyRecord:
     def public(self, now: float) -> dict[str, object]:
         """What may be shown about the key (`keys list`, /admin/keys): never the key or its hash."""
         lim = self.limits
-        return {"name": self.name, "id": self.id, "state": self.state(now), "hint": self.hint,
-                "models": list(self.models), "rpm": lim.rpm, "tpm": lim.tpm, "tokens_per_day": lim.tokens_per_day,
-                "max_concurrency": lim.max_concurrency, "created_at": self.created_at,
-                "expires_at": self.expires_at, "revoked_at": self.revoked_at}
+        return {
+            "name": self.name,
+            "id": self.id,
+            "state": self.state(now),
+            "hint": self.hint,
+            "models": list(self.models),
+            "rpm": lim.rpm,
+            "tpm": lim.tpm,
+            "tokens_per_day": lim.tokens_per_day,
+            "max_concurrency": lim.max_concurrency,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "revoked_at": self.revoked_at,
+        }
 
     def allows(self, *names: str) -> bool:
         """True when the key may use a model known by any of `names` (requested name, route, served model)."""

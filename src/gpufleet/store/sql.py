@@ -36,12 +36,34 @@ _SCHEMA = (
         duration_s DOUBLE PRECISION NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS gpufleet_usage_ts ON gpufleet_usage (ts)",
 )
-_KEY_COLUMNS = ("id", "name", "key_hash", "hint", "models", "rpm", "tpm", "tokens_per_day", "max_concurrency",
-                "created_at", "expires_at", "revoked_at")
-_GROUP_SQL = {"key": "key_name", "model": "model_asked", "served": "model_served", "endpoint": "endpoint",
-              "route": "route", "tier": "tier", "target": "target", "status": "status"}
-_DAY_SQL = {"sqlite": "date(ts, 'unixepoch')",
-            "postgresql": "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"}
+_KEY_COLUMNS = (
+    "id",
+    "name",
+    "key_hash",
+    "hint",
+    "models",
+    "rpm",
+    "tpm",
+    "tokens_per_day",
+    "max_concurrency",
+    "created_at",
+    "expires_at",
+    "revoked_at",
+)
+_GROUP_SQL = {
+    "key": "key_name",
+    "model": "model_asked",
+    "served": "model_served",
+    "endpoint": "endpoint",
+    "route": "route",
+    "tier": "tier",
+    "target": "target",
+    "status": "status",
+}
+_DAY_SQL = {
+    "sqlite": "date(ts, 'unixepoch')",
+    "postgresql": "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+}
 
 
 class SqlStore:
@@ -101,12 +123,12 @@ class SqlStore:
     def add_key(self, record: KeyRecord) -> None:
         def work(conn: Any) -> None:
             cur = conn.cursor()
-            cur.execute(f"SELECT 1 FROM gpufleet_keys WHERE name = {self._ph} AND revoked_at IS NULL",
-                        (record.name,))
+            cur.execute(f"SELECT 1 FROM gpufleet_keys WHERE name = {self._ph} AND revoked_at IS NULL", (record.name,))
             if cur.fetchone() is not None:
                 raise StoreError(f"a live key named {record.name!r} exists; revoke it first or pick another name")
             marks = ", ".join([self._ph] * len(_KEY_COLUMNS))
             cur.execute(f"INSERT INTO gpufleet_keys ({', '.join(_KEY_COLUMNS)}) VALUES ({marks})", _key_values(record))
+
         self._run(work)
 
     def key_records(self) -> list[KeyRecord]:
@@ -114,20 +136,26 @@ class SqlStore:
             cur = conn.cursor()
             cur.execute(f"SELECT {', '.join(_KEY_COLUMNS)} FROM gpufleet_keys ORDER BY created_at")
             return [_key_record(row) for row in cur.fetchall()]
+
         result: list[KeyRecord] = self._run(work)
         return result
 
     def revoke(self, name: str, now: float) -> KeyRecord:
         """Revoke the live key named `name` (or whose id is `name`); StoreError when there is none."""
+
         def work(conn: Any) -> KeyRecord:
             cur = conn.cursor()
-            cur.execute(f"SELECT {', '.join(_KEY_COLUMNS)} FROM gpufleet_keys WHERE (name = {self._ph} OR id = "
-                        f"{self._ph}) AND revoked_at IS NULL", (name, name))
+            cur.execute(
+                f"SELECT {', '.join(_KEY_COLUMNS)} FROM gpufleet_keys WHERE (name = {self._ph} OR id = "
+                f"{self._ph}) AND revoked_at IS NULL",
+                (name, name),
+            )
             row = cur.fetchone()
             if row is None:
                 raise StoreError(f"no live key named {name!r} (see 'gpufleet keys list')")
             cur.execute(f"UPDATE gpufleet_keys SET revoked_at = {self._ph} WHERE id = {self._ph}", (now, row[0]))
             return _key_record((*row[:-1], now))
+
         record: KeyRecord = self._run(work)
         return record
 
@@ -141,8 +169,10 @@ class SqlStore:
 
     def tokens_since(self, since: float) -> dict[str, int]:
         """Prompt + completion tokens per key id since `since` (today's budget, across every gateway)."""
-        sql = (f"SELECT key_id, SUM(prompt_tokens + completion_tokens) FROM gpufleet_usage WHERE ts >= {self._ph} "
-               "GROUP BY key_id")
+        sql = (
+            f"SELECT key_id, SUM(prompt_tokens + completion_tokens) FROM gpufleet_usage WHERE ts >= {self._ph} "
+            "GROUP BY key_id"
+        )
         rows = self._run(lambda conn: _fetch(conn, sql, (since,)))
         return {str(key_id): int(total or 0) for key_id, total in rows}
 
@@ -154,8 +184,14 @@ class SqlStore:
                 raise ConfigError(f"cannot group by {name!r}; choose from {', '.join(GROUPABLE)}", key_path="--by")
             groups.append((name, _DAY_SQL[self.dialect] if name == "day" else _GROUP_SQL[name]))
         select = [f"{expr} AS {name}_" for name, expr in groups]
-        select += ["COUNT(*)", "SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END)", "SUM(prompt_tokens)",
-                   "SUM(completion_tokens)", "SUM(reasoning_tokens)", "AVG(ttft_s)"]
+        select += [
+            "COUNT(*)",
+            "SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END)",
+            "SUM(prompt_tokens)",
+            "SUM(completion_tokens)",
+            "SUM(reasoning_tokens)",
+            "AVG(ttft_s)",
+        ]
         sql = f"SELECT {', '.join(select)} FROM gpufleet_usage WHERE ts >= {self._ph}"
         if groups:
             keys = ", ".join(f"{name}_" for name, _ in groups)
@@ -164,21 +200,28 @@ class SqlStore:
         out = []
         for row in rows:
             item: dict[str, Any] = {name: row[i] for i, (name, _) in enumerate(groups)}
-            requests, errors, prompt, completion, reasoning, ttft = row[len(groups):]
+            requests, errors, prompt, completion, reasoning, ttft = row[len(groups) :]
             if not requests:
                 continue  # an empty window without GROUP BY still gives one row of NULLs
-            item.update(requests=int(requests), errors=int(errors or 0), prompt_tokens=int(prompt or 0),
-                        completion_tokens=int(completion or 0), reasoning_tokens=int(reasoning or 0),
-                        mean_ttft_s=None if ttft is None else round(float(ttft), 4))
+            item.update(
+                requests=int(requests),
+                errors=int(errors or 0),
+                prompt_tokens=int(prompt or 0),
+                completion_tokens=int(completion or 0),
+                reasoning_tokens=int(reasoning or 0),
+                mean_ttft_s=None if ttft is None else round(float(ttft), 4),
+            )
             out.append(item)
         return out
 
     def purge(self, before: float) -> int:
         """Delete usage rows older than `before` (server.usage_retention_days); the number deleted."""
+
         def work(conn: Any) -> int:
             cur = conn.cursor()
             cur.execute(f"DELETE FROM gpufleet_usage WHERE ts < {self._ph}", (before,))
             return int(cur.rowcount or 0)
+
         deleted: int = self._run(work)
         return deleted
 
@@ -191,16 +234,35 @@ def _fetch(conn: Any, sql: str, params: tuple[Any, ...]) -> list[Any]:
 
 def _key_values(record: KeyRecord) -> tuple[Any, ...]:
     lim = record.limits
-    return (record.id, record.name, record.key_hash, record.hint, ",".join(record.models), lim.rpm, lim.tpm,
-            lim.tokens_per_day, lim.max_concurrency, record.created_at, record.expires_at, record.revoked_at)
+    return (
+        record.id,
+        record.name,
+        record.key_hash,
+        record.hint,
+        ",".join(record.models),
+        lim.rpm,
+        lim.tpm,
+        lim.tokens_per_day,
+        lim.max_concurrency,
+        record.created_at,
+        record.expires_at,
+        record.revoked_at,
+    )
 
 
 def _key_record(row: Sequence[Any]) -> KeyRecord:
     (id_, name, key_hash, hint, models, rpm, tpm, per_day, concurrency, created, expires, revoked) = row
-    return KeyRecord(id=id_, name=name, key_hash=key_hash, hint=hint,
-                     models=tuple(m for m in models.split(",") if m),
-                     limits=Limits(rpm=rpm, tpm=tpm, tokens_per_day=per_day, max_concurrency=concurrency),
-                     created_at=created, expires_at=expires, revoked_at=revoked)
+    return KeyRecord(
+        id=id_,
+        name=name,
+        key_hash=key_hash,
+        hint=hint,
+        models=tuple(m for m in models.split(",") if m),
+        limits=Limits(rpm=rpm, tpm=tpm, tokens_per_day=per_day, max_concurrency=concurrency),
+        created_at=created,
+        expires_at=expires,
+        revoked_at=revoked,
+    )
 
 
 def _first_line(err: BaseException) -> str:
@@ -216,8 +278,10 @@ def open_store(database_url: str | None) -> SqlStore:
     try:
         import psycopg
     except ImportError:
-        raise ConfigError("a postgresql:// database_url needs psycopg: pip install 'gpufleet[postgres]'",
-                          key_path="server.database_url") from None
+        raise ConfigError(
+            "a postgresql:// database_url needs psycopg: pip install 'gpufleet[postgres]'",
+            key_path="server.database_url",
+        ) from None
     url = database_url.replace("postgres://", "postgresql://", 1)
     return SqlStore("postgresql", lambda: psycopg.connect(url, connect_timeout=3), redact_url(url))
 

@@ -40,8 +40,16 @@ class StoreSnapshot:
 class UsageWriter:
     """The gateway's connection to its store: queued ledger rows, periodic key refresh, health."""
 
-    def __init__(self, store: SqlStore, *, on_refresh: Callable[[StoreSnapshot], None], retention_days: int = 90,
-                 flush_interval_s: float = 0.5, refresh_s: float = 5.0, max_pending: int = 100_000) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        *,
+        on_refresh: Callable[[StoreSnapshot], None],
+        retention_days: int = 90,
+        flush_interval_s: float = 0.5,
+        refresh_s: float = 5.0,
+        max_pending: int = 100_000,
+    ) -> None:
         self.store = store
         self._on_refresh = on_refresh
         self._retention_s = retention_days * _DAY_S
@@ -79,8 +87,12 @@ class UsageWriter:
                 await self._task
         await self.flush()
         if self._pending:
-            log.error("store %s: %d usage rows could not be written at shutdown: %s", self.store.where,
-                      len(self._pending), self.last_error)
+            log.error(
+                "store %s: %d usage rows could not be written at shutdown: %s",
+                self.store.where,
+                len(self._pending),
+                self.last_error,
+            )
         await self._call(self.store.close)
         self._executor.shutdown(wait=True)
 
@@ -145,8 +157,9 @@ class UsageWriter:
 
     def _down(self, err: StoreError) -> None:
         if self.up or self.last_error is None:
-            log.warning("store down (serving on with the limits in memory; %d usage rows queued): %s",
-                        len(self._pending), err)
+            log.warning(
+                "store down (serving on with the limits in memory; %d usage rows queued): %s", len(self._pending), err
+            )
         self.up = False
         self.last_error = err.message
 
@@ -164,6 +177,12 @@ class UsageWriter:
 
     def status(self) -> dict[str, Any]:
         """For /status: backend, up, queued rows (never a credential: `where` is redacted)."""
-        return {"backend": self.store.dialect, "database": self.store.where, "up": self.up,
-                "pending_rows": len(self._pending), "written_rows": self.written, "dropped_rows": self.dropped,
-                "last_error": None if self.up else self.last_error}
+        return {
+            "backend": self.store.dialect,
+            "database": self.store.where,
+            "up": self.up,
+            "pending_rows": len(self._pending),
+            "written_rows": self.written,
+            "dropped_rows": self.dropped,
+            "last_error": None if self.up else self.last_error,
+        }

@@ -59,6 +59,7 @@ def parse_labelled(data: Any) -> list[dict[str, Any]]:
 
     def expand(node: Any, where: str) -> Any:
         if isinstance(node, str):
+
             def document(match: re.Match[str]) -> str:
                 if match[1] not in docs:
                     raise LabelledSetError(f"{where}: unknown document {match[1]!r}")

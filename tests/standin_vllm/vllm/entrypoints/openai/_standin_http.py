@@ -66,8 +66,9 @@ class StandInServer:
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         worker_pid_file = os.environ.get("STANDIN_VLLM_WORKER_PID_FILE")
         if worker_pid_file:
-            worker = subprocess.Popen(["sleep", "300"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)
+            worker = subprocess.Popen(
+                ["sleep", "300"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             Path(worker_pid_file).write_text(str(worker.pid))
         crash_after = os.environ.get("STANDIN_VLLM_CRASH_AFTER_S")
         if crash_after:
@@ -81,20 +82,35 @@ class StandInServer:
         return _json({"version": VERSION})
 
     async def models(self, request: Request) -> Response:
-        card = {"id": self.name, "object": "model", "created": int(time.time()), "owned_by": "vllm",
-                "root": self.args.model, "parent": None, "max_model_len": self.args.max_model_len}
+        card = {
+            "id": self.name,
+            "object": "model",
+            "created": int(time.time()),
+            "owned_by": "vllm",
+            "root": self.args.model,
+            "parent": None,
+            "max_model_len": self.args.max_model_len,
+        }
         return _json({"object": "list", "data": [card]})
 
     async def chat(self, request: Request) -> Response:
         body = orjson.loads(await request.body())
         if body.get("model") != self.name:
-            return _error(f"The model `{body.get('model')}` does not exist. Valid aliases: {self.name}.",
-                          "NotFoundError", "model", 404)
+            return _error(
+                f"The model `{body.get('model')}` does not exist. Valid aliases: {self.name}.",
+                "NotFoundError",
+                "model",
+                404,
+            )
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         if isinstance(max_tokens, int) and max_tokens > self.args.max_model_len:
-            return _error(f"max_tokens={max_tokens} cannot be greater than max_model_len={self.args.max_model_len}."
-                          f" Please request fewer output tokens. (parameter=max_tokens, value={max_tokens})",
-                          "BadRequestError", "max_tokens", 400)
+            return _error(
+                f"max_tokens={max_tokens} cannot be greater than max_model_len={self.args.max_model_len}."
+                f" Please request fewer output tokens. (parameter=max_tokens, value={max_tokens})",
+                "BadRequestError",
+                "max_tokens",
+                400,
+            )
         arrived = time.monotonic()
         if not self.awake.is_set():
             # vLLM pauses its scheduler while asleep: new requests queue until /wake_up.
@@ -112,29 +128,47 @@ class StandInServer:
         self.prompt_tokens += prompt_tokens
         self.generation_tokens += len(words)
         self.success += 1
-        usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + len(words),
-                 "completion_tokens": len(words), "prompt_tokens_details": None}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "total_tokens": prompt_tokens + len(words),
+            "completion_tokens": len(words),
+            "prompt_tokens_details": None,
+        }
         if body.get("stream"):
             return StreamingResponse(self._stream(words, usage, chat, body), media_type="text/event-stream")
         content = " ".join(words)
         if chat:
-            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": content,
-                                                                "refusal": None, "reasoning": None},
-                                      "logprobs": None, "finish_reason": "stop", "stop_reason": None}
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None, "reasoning": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+                "stop_reason": None,
+            }
         else:
             choice = {"index": 0, "text": content, "logprobs": None, "finish_reason": "stop", "stop_reason": None}
-        answer = {"id": "chatcmpl-standin" if chat else "cmpl-standin",
-                  "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
-                  "model": self.name, "choices": [choice], "system_fingerprint": f"vllm-{VERSION}-standin",
-                  "usage": usage}
+        answer = {
+            "id": "chatcmpl-standin" if chat else "cmpl-standin",
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": self.name,
+            "choices": [choice],
+            "system_fingerprint": f"vllm-{VERSION}-standin",
+            "usage": usage,
+        }
         return _json(answer)
 
-    async def _stream(self, words: list[str], usage: dict[str, Any], chat: bool,
-                      body: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def _stream(
+        self, words: list[str], usage: dict[str, Any], chat: bool, body: dict[str, Any]
+    ) -> AsyncIterator[bytes]:
         self.running += 1
         try:
-            base = {"id": "chatcmpl-standin", "object": "chat.completion.chunk" if chat else "text_completion",
-                    "created": int(time.time()), "model": self.name}
+            base = {
+                "id": "chatcmpl-standin",
+                "object": "chat.completion.chunk" if chat else "text_completion",
+                "created": int(time.time()),
+                "model": self.name,
+            }
             for i, word in enumerate(words):
                 piece = word if i == 0 else " " + word
                 choice = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
@@ -156,18 +190,23 @@ class StandInServer:
             return _json({"detail": [invalid]}, 422)
         level = int(raw_level)
         if not self.args.enable_sleep_mode and level >= 1:
-            say(f"(APIServer pid={os.getpid()}) ERROR {ts()} [serving.py:1] Sleep mode is not enabled; start with"
-                 " --enable-sleep-mode")
+            say(
+                f"(APIServer pid={os.getpid()}) ERROR {ts()} [serving.py:1] Sleep mode is not enabled; start with"
+                " --enable-sleep-mode"
+            )
             return Response(b"Internal Server Error", status_code=500, media_type="text/plain")
         self.paused = True
         self.awake.clear()
         if level >= 1:
             self.sleep_level = level
             self.sleeping_tags = {"weights", "kv_cache"}
-            say(f"(Worker pid={os.getpid()}) INFO {ts()} [gpu_worker.py:310] Sleep mode freed 20.93 GiB memory,"
-                 " 1.12 GiB memory is still in use.")
-            say(f"(EngineCore pid={os.getpid()}) INFO {ts()} [abstract.py:391] It took 0.412345 seconds to fall"
-                 " asleep.")
+            say(
+                f"(Worker pid={os.getpid()}) INFO {ts()} [gpu_worker.py:310] Sleep mode freed 20.93 GiB memory,"
+                " 1.12 GiB memory is still in use."
+            )
+            say(
+                f"(EngineCore pid={os.getpid()}) INFO {ts()} [abstract.py:391] It took 0.412345 seconds to fall asleep."
+            )
         return _json({"status": "sleeping", "level": level})
 
     async def wake_up(self, request: Request) -> Response:
@@ -176,8 +215,10 @@ class StandInServer:
         wake = [t for t in (tags or list(self.sleeping_tags)) if t != "scheduling"]
         if self.sleeping_tags and all(t in self.sleeping_tags for t in wake):
             self.sleeping_tags -= set(wake)
-            say(f"(EngineCore pid={os.getpid()}) INFO {ts()} [abstract.py:408] It took 0.301234 seconds to wake up"
-                 f" tags {tags if tags is not None else sorted(wake)}.")
+            say(
+                f"(EngineCore pid={os.getpid()}) INFO {ts()} [abstract.py:408] It took 0.301234 seconds to wake up"
+                f" tags {tags if tags is not None else sorted(wake)}."
+            )
         fully_awake = not self.sleeping_tags
         if fully_awake:
             self.sleep_level = 0
@@ -194,8 +235,11 @@ class StandInServer:
     def render_metrics(self) -> str:
         """vLLM's metric names and labels (vllm/v1/metrics/loggers.py, as in the recorded 0.32 scrape)."""
         labels = f'engine="0",model_name="{self.name}"'
-        states = {"awake": float(self.sleep_level == 0 and not self.paused),
-                  "weights_offloaded": float(self.sleep_level == 1), "discard_all": float(self.sleep_level == 2)}
+        states = {
+            "awake": float(self.sleep_level == 0 and not self.paused),
+            "weights_offloaded": float(self.sleep_level == 1),
+            "discard_all": float(self.sleep_level == 2),
+        }
         blocks = self.kv_tokens // BLOCK_SIZE
         concurrency = self.kv_tokens / self.args.max_model_len
         lines = [
@@ -253,11 +297,18 @@ def _check_level(raw: str) -> dict[str, Any] | None:
     try:
         level = int(raw)
     except ValueError:
-        return {"type": "int_parsing", **where, "msg": "Input should be a valid integer, unable to parse string as an"
-                " integer"}
+        return {
+            "type": "int_parsing",
+            **where,
+            "msg": "Input should be a valid integer, unable to parse string as an integer",
+        }
     if level < 0:
-        return {"type": "greater_than_equal", **where, "msg": "Input should be greater than or equal to 0",
-                "ctx": {"ge": 0}}
+        return {
+            "type": "greater_than_equal",
+            **where,
+            "msg": "Input should be greater than or equal to 0",
+            "ctx": {"ge": 0},
+        }
     if level > 2:
         return {"type": "less_than_equal", **where, "msg": "Input should be less than or equal to 2", "ctx": {"le": 2}}
     return None
@@ -268,8 +319,13 @@ def _check_mode(mode: str) -> dict[str, Any] | None:
     if mode in ("abort", "wait", "keep"):
         return None
     expected = "'abort', 'wait' or 'keep'"
-    return {"type": "literal_error", "loc": ["query", "mode"], "msg": f"Input should be {expected}", "input": mode,
-            "ctx": {"expected": expected}}
+    return {
+        "type": "literal_error",
+        "loc": ["query", "mode"],
+        "msg": f"Input should be {expected}",
+        "input": mode,
+        "ctx": {"expected": expected},
+    }
 
 
 def _last_user_text(body: dict[str, Any]) -> str:

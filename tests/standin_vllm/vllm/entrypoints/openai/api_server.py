@@ -49,8 +49,10 @@ RECORDED_LOG = Path(__file__).resolve().parents[4] / "data" / "vllm" / "cpu-0.32
 RECORDED_KV_TOO_SMALL = RECORDED_LOG.with_name("cpu-0.32.0-kv-too-small.log")
 _RECORDED_PORT = "18431"
 _RECORDED_MODEL = "/root/.cache/gpufleet/models/smollm2-135m-instruct-hf"
-_RECORDED_KV_LINE = re.compile(r"CPU KV cache size: [\d,]+ tokens, Maximum concurrency for [\d,]+ tokens per request: "
-                               r"[\d.]+x")
+_RECORDED_KV_LINE = re.compile(
+    r"CPU KV cache size: [\d,]+ tokens, Maximum concurrency for [\d,]+ tokens per request: "
+    r"[\d.]+x"
+)
 # Pause before these lines so each startup phase is visible for a moment.
 _PHASE_LINES = ("Starting to load model", "Loading weights took", "KV cache size:", "Starting vLLM server on")
 
@@ -76,6 +78,8 @@ _KV_TOO_SMALL_V0_LINES = [
     " stored in KV cache ({kv_tokens}). Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when"
     " initializing the engine.",
 ]
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         # vLLM's parser ends the same way (recorded in tests/data/vllm/cpu-0.32.0-bad-flag.log).
@@ -117,8 +121,10 @@ def _replay_lines(args: argparse.Namespace, kv_tokens: int) -> list[str]:
     """The recorded startup up to the point where uvicorn takes over, with this run's port, model and KV size."""
     lines = []
     concurrency = kv_tokens / args.max_model_len
-    kv_line = (f"CPU KV cache size: {kv_tokens:,} tokens, Maximum concurrency for {args.max_model_len:,} tokens per"
-               f" request: {concurrency:.2f}x")
+    kv_line = (
+        f"CPU KV cache size: {kv_tokens:,} tokens, Maximum concurrency for {args.max_model_len:,} tokens per"
+        f" request: {concurrency:.2f}x"
+    )
     for line in RECORDED_LOG.read_text().splitlines():
         if line.startswith("INFO:     Started server process"):
             break

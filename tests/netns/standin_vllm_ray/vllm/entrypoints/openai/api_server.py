@@ -71,8 +71,8 @@ def start_ranks(world: int) -> list[Any]:
 
     ranks = [
         RankWorker.options(  # type: ignore[attr-defined]  # @ray.remote's class, which Ray's types do not know
-            scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=group,
-                                                                 placement_group_bundle_index=i)).remote(i)
+            scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=group, placement_group_bundle_index=i)
+        ).remote(i)
         for i in range(world)
     ]
     placed = ray.get([r.forward.remote() for r in ranks], timeout=120)
@@ -107,18 +107,40 @@ def serve(args: argparse.Namespace, ranks: list[Any]) -> None:
 
             placed = await asyncio.to_thread(forward_all)
         except Exception as err:  # a rank's node is gone: vLLM's engine is dead too
-            return JSONResponse({"error": {"message": f"EngineDeadError: {type(err).__name__}: {err}"[:500],
-                                           "type": "InternalServerError", "code": 500}}, status_code=500)
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": f"EngineDeadError: {type(err).__name__}: {err}"[:500],
+                        "type": "InternalServerError",
+                        "code": 500,
+                    }
+                },
+                status_code=500,
+            )
         content = f"echo: {text} [ranks: {', '.join(placed)}]"
-        return JSONResponse({
-            "id": "chatcmpl-standin", "object": "chat.completion", "created": int(time.time()), "model": name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        })
+        return JSONResponse(
+            {
+                "id": "chatcmpl-standin",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": name,
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        )
 
-    app = Starlette(routes=[Route("/health", health), Route("/v1/models", models),
-                            Route("/v1/chat/completions", chat, methods=["POST"])])
-    say(f"INFO {time.strftime('%m-%d %H:%M:%S')} [api_server.py] Starting vLLM server on http://{args.host}:{args.port}")
+    app = Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/v1/models", models),
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+        ]
+    )
+    say(
+        f"INFO {time.strftime('%m-%d %H:%M:%S')} [api_server.py] Starting vLLM server on http://{args.host}:{args.port}"
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
