@@ -8,7 +8,7 @@ get the same JSON either way, and the same stats. The fast path must also leave 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -16,7 +16,9 @@ import pytest
 from gpufleet.dialects import prepare_request
 from gpufleet.dialects.plan import DialectDefaults
 from gpufleet.dialects.response import StreamTransformer
+from gpufleet.gateway.client_protocol import StreamEncoder
 from gpufleet.gateway.relay import SSERewriter, StreamStats
+from gpufleet.protocols import MessagesStreamEncoder, ResponsesStreamEncoder
 
 
 def chunk(delta: dict[str, Any], finish: str | None = None, model: str = "upstream-name") -> dict[str, Any]:
@@ -117,3 +119,74 @@ def test_chunks_the_relay_must_read_take_the_full_path(monkeypatch: pytest.Monke
     taken = [orjson.loads(p)["choices"][0]["delta"] for p in seen]
     # Not the role chunk (before the first token), the escaped model name, the reasoning, the finish, the usage.
     assert taken == [{"content": 'lo "world" \\ ✓'}, {"content": "model"}]
+
+
+# Under a client protocol encoder (Messages, Responses) the fast path decodes a plain chunk's text alone and
+# hands it to the encoder; the client must get byte for byte what the full path writes.
+AGENT_STREAM = stream(
+    chunk({"role": "assistant", "content": ""}),
+    chunk({"content": "Hel"}),
+    chunk({"content": 'lo "world" \\ ✓ \\" "content":"x"'}),
+    chunk({"content": "\\\\"}),
+    chunk({"reasoning_content": "hmm"}),
+    chunk({"content": "after thinking"}),
+    chunk({"content": " more"}),
+    {**chunk({"content": "STOP"}), "stopping_word": "STOP"},
+    chunk({}, finish="stop"),
+    {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "upstream-name",
+        "choices": [],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 6},
+    },
+)
+
+
+def agent_encoder(kind: str) -> StreamEncoder:
+    if kind == "messages":
+        encoder: Any = MessagesStreamEncoder("served", stops=["STOP"])
+    else:
+        encoder = ResponsesStreamEncoder({"model": "served", "input": "hi"}, "served", response_id="resp_fixed")
+        encoder.created_at = 1
+    return cast(StreamEncoder, encoder)
+
+
+def relay_encoded(kind: str, *, fast: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, list[bytes]]:
+    taken: list[bytes] = []
+    original = SSERewriter._relay_as_is
+
+    def spy(self: SSERewriter, payload: bytes, out: list[bytes]) -> bool:
+        if not fast:
+            return False
+        relayed = original(self, payload, out)
+        if relayed:
+            taken.append(payload)
+        return relayed
+
+    rewriter = SSERewriter(
+        served_model="served",
+        client_wants_usage=True,
+        stats=StreamStats(started=time.perf_counter()),
+        encoder=agent_encoder(kind),
+    )
+    with monkeypatch.context() as patch:
+        patch.setattr(SSERewriter, "_relay_as_is", spy)
+        patch.setattr("gpufleet.protocols.messages_stream.message_id", lambda: "msg_fixed")
+        ids = iter(range(100))
+        patch.setattr("gpufleet.protocols.responses_stream.new_id", lambda prefix: f"{prefix}_{next(ids)}")
+        out = rewriter.feed(AGENT_STREAM) + rewriter.close()
+    return out, taken
+
+
+@pytest.mark.parametrize("kind", ["messages", "responses"])
+def test_encoded_fast_path_writes_the_same_bytes_as_the_full_path(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    fast, taken = relay_encoded(kind, fast=True, monkeypatch=monkeypatch)
+    full, _ = relay_encoded(kind, fast=False, monkeypatch=monkeypatch)
+    assert fast == full
+    texts = [orjson.loads(p)["choices"][0]["delta"]["content"] for p in taken]
+    # Not the first text (it opens the block), not after the thinking (the text block reopens), not the chunk
+    # that names the stop string (the Messages encoder reads it).
+    assert texts == ['lo "world" \\ ✓ \\" "content":"x"', "\\\\", " more"]
+    assert b"STOP" in fast and b"after thinking" in fast

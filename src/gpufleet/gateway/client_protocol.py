@@ -28,6 +28,12 @@ class StreamEncoder(Protocol):
         chunks are passed too."""
         ...
 
+    def text_piece(self, text: str) -> bytes | None:
+        """What `chunk` gives for a chunk carrying only `text` as choice 0's content, when that continues the
+        text already open; None when it would open a block or item (the relay then passes the whole chunk).
+        The relay's byte fast path calls it with a plain content chunk's text, decoded alone."""
+        ...
+
     def done(self) -> bytes:
         """The upstream finished normally ([DONE], or the end of a stream that had its finish_reason)."""
         ...
@@ -63,6 +69,9 @@ class OpenAISSE:
 
     def chunk(self, chunk: dict[str, Any]) -> bytes:
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def text_piece(self, text: str) -> bytes | None:
+        return None  # the relay passes plain chunks as bytes itself: never asked
 
     def done(self) -> bytes:
         return _DONE

@@ -307,7 +307,7 @@ class SSERewriter:
         the relay reads: its bytes show one choice with a null
         finish_reason, no usage, no error, and the first token was seen already. The relay reads no other field,
         so it checks none (chunk_problem checks only what it reads). False: for the full path to handle."""
-        if self.trail is not None or self.encoder is not None or self.stats.first_token_at is None:
+        if self.trail is not None or self.stats.first_token_at is None:
             return False  # (the first token's time is read from the parsed chunk)
         # A key's quotes cannot occur inside a JSON string (they would be escaped): these byte tests see keys
         # (or, at worst, a string value equal to the name, which only sends the chunk down the full path).
@@ -328,11 +328,39 @@ class SSERewriter:
             and b'"content":""' not in payload
         ):
             return False  # a dialect's chunk, or one even a passthrough plan rewrites (reasoning names mirrored)
+        if self.encoder is not None:
+            return self._encode_as_text(payload, out)
         relayed = self._with_served_model(payload)
         if relayed is None:
             return False
         self.stats.chunks += 1
         out.append(b"data: " + relayed + b"\n\n")
+        return True
+
+    def _encode_as_text(self, payload: bytes, out: list[bytes]) -> bool:
+        """The fast path under a client protocol encoder (Messages, Responses): a plain content chunk's text is
+        decoded alone and handed to the encoder, which writes its delta when the text block is open already.
+        The encoders read more than the relay does (a stop string llama.cpp names, choice 0 only), so a chunk
+        that says anything of the kind goes to the full path."""
+        assert self.encoder is not None
+        if (
+            b'"stop' in payload
+            or b"__verbose" in payload
+            or b'"tool_calls"' in payload
+            or b'"reasoning' in payload
+            or payload.count(b'"index":') != 1
+        ):
+            return False
+        if b'"index":0,' not in payload and b'"index":0}' not in payload:
+            return False
+        text = _plain_content(payload)
+        if text is None:
+            return False
+        piece = self.encoder.text_piece(text)
+        if piece is None:
+            return False
+        self.stats.chunks += 1
+        out.append(piece)
         return True
 
     def _with_served_model(self, payload: bytes) -> bytes | None:
@@ -388,6 +416,31 @@ class SSERewriter:
             out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
         else:
             out.append(self.encoder.chunk(chunk))
+
+
+def _plain_content(payload: bytes) -> str | None:
+    """The one `"content":"..."` string of a chunk's bytes, decoded alone; None when the key is not there once.
+
+    A key's quotes cannot occur inside a JSON string (they would be escaped), so the match is the key; its
+    string ends at the first quote not escaped by an odd run of backslashes."""
+    key = b'"content":"'
+    start = payload.find(key)
+    if start < 0 or payload.find(key, start + 1) >= 0:
+        return None
+    opening = start + len(key) - 1
+    end = payload.find(b'"', opening + 1)
+    while end >= 0:
+        backslashes = 0
+        while payload[end - 1 - backslashes] == 0x5C:  # a backslash
+            backslashes += 1
+        if backslashes % 2 == 0:
+            try:
+                text = orjson.loads(payload[opening : end + 1])
+            except orjson.JSONDecodeError:
+                return None  # (a bad escape: the full path says what is wrong with the chunk)
+            return text if isinstance(text, str) else None
+        end = payload.find(b'"', end + 1)
+    return None
 
 
 def _has_token(choice: dict[str, Any]) -> bool:

@@ -5,6 +5,7 @@ and keeps the stream's state (started, finished); a subclass writes its protocol
 
     _start(out)              the opening events, before the first delta (or the end of an empty stream)
     _reasoning / _text       a piece of choice 0's reasoning / answer text
+    _text_open()             whether a text block (item) is open, so `_text` only adds a delta
     _tool_call(call, out)    a chat tool-call fragment
     _finish_seen(choice, chunk), _chunk_seen(chunk)   what else a chunk says (e.g. the stop string matched)
     _close(out)              close the open block or item
@@ -52,6 +53,16 @@ class ChunkEncoder:
         self._chunk_seen(chunk)
         return b"".join(out)
 
+    def text_piece(self, text: str) -> bytes | None:
+        """The bytes `chunk` gives for a chunk carrying only `text` as choice 0's content, when the text block or
+        item is open already; None otherwise. The relay's fast path feeds it a plain content chunk's text without
+        parsing the chunk (issue 23: a translated stream's per-chunk cost)."""
+        if not text or not self._started or self._finished or not self._text_open():
+            return None
+        out: list[bytes] = []
+        self._text(text, out)
+        return b"".join(out)
+
     def done(self) -> bytes:
         """The upstream finished: close the open block or item, then the protocol's closing events."""
         if self._finished:
@@ -76,6 +87,10 @@ class ChunkEncoder:
         raise NotImplementedError
 
     def _text(self, text: str, out: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def _text_open(self) -> bool:
+        """A text block (item) is open: `_text` adds to it without opening one."""
         raise NotImplementedError
 
     def _tool_call(self, call: dict[str, Any], out: list[bytes]) -> None:

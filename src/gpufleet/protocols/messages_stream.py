@@ -98,6 +98,9 @@ class MessagesStreamEncoder(ChunkEncoder):
             self._open("text", {"type": "text", "text": ""}, out)
         out.append(self._delta_head + b'{"type":"text_delta","text":' + orjson.dumps(text) + b"}}\n\n")
 
+    def _text_open(self) -> bool:
+        return self._block == "text"
+
     def _tool_call(self, call: dict[str, Any], out: list[bytes]) -> None:
         position = int(call.get("index") or 0)
         function = call.get("function") or {}

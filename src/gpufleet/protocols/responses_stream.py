@@ -198,6 +198,9 @@ class ResponsesStreamEncoder(ChunkEncoder):
         item.text += text
         out.append(self._delta(b"response.output_text.delta", item, b'"content_index":0,', text, b',"logprobs":[]'))
 
+    def _text_open(self) -> bool:
+        return self._item is not None and self._item.kind == "message"
+
     def _tool_call(self, call: dict[str, Any], out: list[bytes]) -> None:
         position = int(call.get("index") or 0)
         item = self._calls.get(position)
