@@ -35,6 +35,9 @@ class ToyEncoder:
         self.chunks += 1
         return b"event: delta\ndata: " + orjson.dumps(chunk) + b"\n\n"
 
+    def text_piece(self, text: str) -> bytes | None:
+        return None  # every chunk goes through `chunk`, counted
+
     def done(self) -> bytes:
         return b'event: stop\ndata: {"chunks": %d}\n\n' % self.chunks
 

@@ -67,7 +67,7 @@ def start_ranks(world: int) -> list[Any]:
             self.rank = rank
 
         def forward(self) -> str:
-            return f"{self.rank}@{ray.util.get_node_ip_address()}"  # type: ignore[no-untyped-call]
+            return f"{self.rank}@{ray.util.get_node_ip_address()}"  # type: ignore[no-untyped-call, unused-ignore]  # (untyped with ray installed only)
 
     ranks = [
         RankWorker.options(  # type: ignore[attr-defined]  # @ray.remote's class, which Ray's types do not know
