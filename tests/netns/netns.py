@@ -141,7 +141,7 @@ def namespace_pair(tag: str | None = None, *, outsider: bool = False) -> Iterato
         for made in (head_ns, worker_ns, pair.outsider_ns):
             if made is not None and Path(f"/run/netns/{made}").exists():
                 kill_netns_processes(made)
-                subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30, check=False)
+                subprocess.run(["ip", "netns", "del", made], capture_output=True, timeout=30, check=False)
         for proc in pair.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
