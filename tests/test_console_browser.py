@@ -16,29 +16,18 @@ from pathlib import Path
 
 import orjson
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from gpufleet.paths import bench_latest_dir
+from tests.chromium_browser import chromium
 from tests.real_engines import smollm2_model
 from tests.served_gateway import ServedGateway, start_gateway, stop_gateway
 from tests.standin_upstream import StandInUpstream
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Headless, and nothing that reaches beyond this machine (no first-run, sync, update or QUIC traffic).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 KEY = "console-test-key"
 ENGINE_WAIT_MS = 180_000  # a start or an answer on the shared 2-core machine; never a timing assertion
 
@@ -141,15 +130,8 @@ def console_gateway(
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} not found: 'make test' installs Debian's chromium (apt-get install chromium);"
-            " or deselect these tests with -m 'not browser'"
-        )
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -28,11 +28,12 @@ from gpufleet.doctor.host_load import read_gpus
 from gpufleet.limits import Limits
 from gpufleet.paths import bench_latest_dir
 from gpufleet.store import KeyRecord, new_secret, open_store
+from tests.chromium_browser import chromium
 from tests.served_gateway import ServedGateway, start_gateway, stop_gateway
 from tests.standin_upstream import StandInUpstream
 from tests.standin_vllm import standin_model
 from tests.test_console_admin import HF_TOKEN, FakeNvml, secret_printing_python
-from tests.test_console_browser import CHROMIUM, CHROMIUM_ARGS, plot_png
+from tests.test_console_browser import plot_png
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -123,15 +124,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServedGat
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} not found: 'make test' installs Debian's chromium (apt-get install chromium);"
-            " or deselect these tests with -m 'not browser'"
-        )
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

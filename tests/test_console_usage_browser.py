@@ -13,13 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from gpufleet.limits import Limits
 from gpufleet.store import KeyRecord, new_secret, open_store
+from tests.chromium_browser import chromium
 from tests.served_gateway import ServedGateway, start_gateway, stop_gateway
 from tests.standin_upstream import StandInUpstream
-from tests.test_console_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -56,15 +56,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServedGat
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} not found: 'make test' installs Debian's chromium (apt-get install chromium);"
-            " or deselect these tests with -m 'not browser'"
-        )
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

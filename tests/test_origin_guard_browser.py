@@ -14,12 +14,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
+from tests.chromium_browser import chromium
 from tests.real_engines import smollm2_model
 from tests.served_gateway import ServedGateway, start_gateway, stop_gateway
 from tests.standin_upstream import StandInUpstream
-from tests.test_console_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -83,17 +83,9 @@ def keyless_gateway(tmp_path_factory: pytest.TempPathFactory, standin: StandInUp
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} not found: 'make test' installs Debian's chromium (apt-get install chromium);"
-            " or deselect these tests with -m 'not browser'"
-        )
     # evil.test resolves to the gateway: a DNS-rebinding attacker's name, as the browser would see it.
-    args = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP evil.test 127.0.0.1"]
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
-        yield chromium
-        chromium.close()
+    with chromium(["--host-resolver-rules=MAP evil.test 127.0.0.1"]) as launched:
+        yield launched
 
 
 def test_page_on_another_origin_can_neither_stop_an_engine_nor_chat(
