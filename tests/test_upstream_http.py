@@ -17,6 +17,7 @@ import pytest
 
 from gpufleet.engine_supervisor.ports import free_port
 from gpufleet.errors import UpstreamError
+from gpufleet.gateway import upstream_http
 from gpufleet.gateway.relay import UpstreamClient, UpstreamDropped
 from gpufleet.gateway.upstream_http import BodyBroken, ConnectFailed, ConnectionDropped, HttpPool
 from tests.standin_kit import RawRequest, chunked, read_request
@@ -287,6 +288,24 @@ async def test_a_body_larger_than_the_buffer_pauses_reading_until_the_reader_tak
         assert await response.read() == body
         response.release()
         assert await post(lean, server.url) == body
+    assert server.connections == 1
+
+
+async def test_an_answer_released_unread_does_not_stall_the_next_request_on_its_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(upstream_http, "_BUFFER_BYTES", 64)  # a 1 kB body that arrives whole pauses reading
+    body = b"x" * 1000
+
+    async def answer(request: RawRequest, writer: asyncio.StreamWriter, nth: int) -> bool:
+        writer.write(with_length(body))
+        return True
+
+    async with stand_in(answer) as server, pool() as lean:
+        response = await lean.post(server.url, b"{}", headers=b"", read_timeout_s=5)
+        await asyncio.sleep(0.05)
+        response.release()  # unread, but whole: the connection goes back to the pool
+        assert await post(lean, server.url, read_timeout_s=2) == body
     assert server.connections == 1
 
 

@@ -188,6 +188,10 @@ class _Connection(asyncio.Protocol):
         self._chunks = []
         self._buffered = 0
         self._read_timeout_s = read_timeout_s
+        if self._paused and self.transport is not None:
+            # The last answer arrived whole but was released unread over the buffer's size: read again.
+            self._paused = False
+            self.transport.resume_reading()
 
     def take(self) -> bytes:
         chunks = self._chunks
