@@ -7,6 +7,7 @@ their length is their option declarations. Nested functions count on their own a
 from __future__ import annotations
 
 import ast
+
 from tests.repo_paths import REPO
 
 SRC = REPO / "src" / "gpufleet"
