@@ -15,6 +15,7 @@ import yaml
 from gpufleet.catalog import GIB, get_gpu, get_model
 from gpufleet.planner import PlanRequest
 from gpufleet.planner.fit import Plan, compute_plan
+from gpufleet.planner.vllm_versions import is_v1_default
 
 FIXTURES = Path(__file__).parent / "data" / "planner_logs" / "fixtures.yaml"
 TOLERANCE = 0.05
@@ -68,6 +69,7 @@ def plan_for(fx: LogFixture) -> Plan:
         max_num_seqs=raw.get("max_num_seqs"),
         vllm_version=raw["vllm_version"],
         offline=raw.get("offline", False),
+        pytorch_sampler=raw.get("pytorch_sampler", False),
         kv_connector=raw.get("kv_connector"),
         allow_yarn=True,
     )
@@ -104,27 +106,40 @@ def half_width(fx: LogFixture) -> float | None:
     return (band.kv_cache_tokens_high - band.kv_cache_tokens_low) / 2 / p.kv_cache_tokens
 
 
-def loso_band_coverage(test_set: list[LogFixture]) -> tuple[int, int]:
+def is_v0(fx: LogFixture) -> bool:
+    """The log is from the V0 engine (vLLM < 0.8), which band.py gives its own low end."""
+    return not is_v1_default(fx.raw["vllm_version"])
+
+
+def loso_band_coverage(test_set: list[LogFixture], fit_set: list[LogFixture]) -> tuple[int, int]:
     """(held, total): each test source held out of the band's sizing in turn.
 
-    The low end is the worst over-prediction among the *other* test sources' plans that have a low end
-    (as band.py sizes it from all of them); the high end stays band.py's (it comes from the fit set).
-    A planned 0 or an open (upper-bound) band counts as held, as `in_band` counts it.
+    The band is re-sized without the held-out source, as band.py sizes it: the low end from the worst
+    over-prediction among the other logs of the same engine (V0 or V1) whose plans have a low end, the
+    high end from the worst under-prediction among all other logs; the fitting set always counts.
+    A planned 0 or an open (upper-bound) low end counts as held on that side, as `in_band` counts it.
     """
-    shortfall: dict[str, float] = {}  # fixture id -> 1 - real/planned, for plans with a low end
-    for fx in test_set:
+    below: dict[str, float] = {}  # fixture id -> 1 - real/planned, for plans with a low end
+    above: dict[str, float] = {}  # fixture id -> real/planned - 1, for every plan
+    for fx in [*test_set, *fit_set]:
         plan = plan_for(fx)
         assert plan.band is not None
-        if plan.band.kv_cache_tokens_low is not None and plan.kv_cache_tokens > 0:
-            shortfall[fx.id] = 1 - fx.reported_tokens / plan.kv_cache_tokens
+        if plan.kv_cache_tokens == 0:
+            continue
+        above[fx.id] = fx.reported_tokens / plan.kv_cache_tokens - 1
+        if plan.band.kv_cache_tokens_low is not None:
+            below[fx.id] = 1 - fx.reported_tokens / plan.kv_cache_tokens
     held = 0
     for fx in test_set:
-        if fx.id not in shortfall:
+        others = [o for o in [*test_set, *fit_set] if o.source != fx.source and o.id in above]
+        if fx.id not in above:
             held += 1
             continue
-        below = max([0.0, *(shortfall[o.id] for o in test_set if o.source != fx.source and o.id in shortfall)])
+        width_above = max([0.0, *(above[o.id] for o in others)])
+        width_below = max([0.0, *(below[o.id] for o in others if o.id in below and is_v0(o) == is_v0(fx))])
         plan = plan_for(fx)
-        assert plan.band is not None
-        if plan.kv_cache_tokens * (1 - below) <= fx.reported_tokens <= plan.band.kv_cache_tokens_high:
+        high = plan.kv_cache_tokens * (1 + width_above)
+        low = 0.0 if fx.id not in below else plan.kv_cache_tokens * (1 - width_below)
+        if low <= fx.reported_tokens <= high:
             held += 1
     return held, len(test_set)

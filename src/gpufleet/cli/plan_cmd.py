@@ -151,7 +151,7 @@ def _add_band_rows(table: Table, band: KvBand) -> None:
     def span(low: float | None, high: float, fmt: str) -> str:
         return f"{'?' if low is None else format(low, fmt)} - {format(high, fmt)}"
 
-    how = f"-{band.below:.1%} / +{band.above:.1%} (test-set residuals, docs/planner.md)"
+    how = f"-{band.below:.1%} / +{band.above:.1%} (the start-up log corpus, docs/planner.md)"
     if band.kv_cache_tokens_low is None:
         how += "; no low end: the figure is an upper bound"
     table.add_row("KV tokens band", span(band.kv_cache_tokens_low, band.kv_cache_tokens_high, ","), how)

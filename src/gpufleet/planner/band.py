@@ -1,38 +1,64 @@
 """The band around the planned KV-cache tokens: how far real vLLM start-ups land from the plan.
 
-The widths are read off the *test set* of tests/data/planner_logs/fixtures.yaml (logs no constant
-was fitted on; docs/planner.md, Accuracy), not off the logs the constants came from:
+The widths are the worst residuals of the start-up log corpus (tests/data/planner_logs/fixtures.yaml,
+fitting and test set; docs/planner.md, Accuracy), rounded up to 0.1% so that, after rounding to whole
+blocks, every log that set a width is inside:
 
-- below: the planner over-predicts more often than it under-predicts. The worst test-set log
-  without an upper-bound warning is vllm#10517's 29K launch (RTX 3090, Llama-3.1-8B, V0): vLLM
-  kept 18.83% less than the plan (planned +23.2%), because V0 profiles the whole max_model_len
-  in one batch and that peak was larger than planned, and the host's non-torch memory was 0.35
-  GiB. Before that log the worst was vllm#13061 (2x RTX 4090, V0, another process on one card:
-  13.6% below).
-- above: the fit set's worst is LMCache#3430 (RTX A5000, vLLM 0.21 with the LMCache connector:
-  real 4.55% above the plan); the test set's worst under-prediction (an A10 on V0, 3.2% above)
-  is inside it.
-Both are rounded up to 0.1% so that, after rounding to whole blocks, the two logs are inside.
-The half-width is therefore ~11.8%: wider than issue 24's 8% target, because unseen V0 and
-consumer-card logs land up to 18.8% below the plan.
+- above (one width for every plan): real vLLM kept more KV than planned by up to 6.95%, on an L4
+  with Qwen3-14B-AWQ on vLLM 0.28 (ddiiwoong/newblog, a test-set log). The same launch on the same
+  card logged 59,632 tokens in one run and 67,696 in another (9.10 vs 10.33 GiB of KV): this side
+  is run-to-run variance, which no term can predict. Before that log the worst was LMCache#3430
+  (RTX A5000, vLLM 0.21, fit set: 4.55%).
+- below, per engine. The V0 engine (vLLM < 0.8) profiled the whole max_model_len in one eager batch,
+  so its activation term, the most uncertain one, is up to ~3 GiB where V1's is under 1 GiB, and
+  anything another process takes while it profiles comes out of the KV cache. V0's worst is
+  vllm#13061 (2x RTX 4090, V0, another process held ~1.2 GiB of one card: 13.77% below the plan);
+  V1's is the 59,632-token run of the L4 launch above (5.79% below).
 
-Real vLLM also varies between two starts of the same launch (issue 24: an L4 logged 59,632 and
-67,696 tokens), so a band, not a single number, is the honest answer.
+So the half-width is 6.4% for V1 plans (every vLLM from 0.8, and the only engine from 0.11) and
+10.4% for V0 plans. Plans that warn their figure is an upper bound have no low end.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from gpufleet.planner.blocks import cdiv
 from gpufleet.planner.types import KvBand
+from gpufleet.planner.vllm_versions import DEFAULT_VLLM_VERSION, is_v1_default
 
-KV_BAND_BELOW = 0.189
-KV_BAND_ABOVE = 0.046
-BAND_BASIS = (
-    "test-set residuals of the start-up log corpus: -18.9% (vllm#10517, RTX 3090, V0 profiling a "
-    "29K-token batch) to +4.6% (LMCache#3430, fit set)"
+
+@dataclass(frozen=True)
+class BandWidths:
+    """How far under (`below`) and over (`above`) the point estimate real start-ups land, and why."""
+
+    below: float
+    above: float
+    basis: str
+
+
+KV_BAND_ABOVE = 0.070
+KV_BAND_BELOW = 0.058  # V1 (vLLM >= 0.8), the default engine
+KV_BAND_BELOW_V0 = 0.138
+_ABOVE_BASIS = "+7.0% (an L4 launch on vLLM 0.28 that logged 59,632 and 67,696 tokens in two runs)"
+V1_BAND = BandWidths(
+    KV_BAND_BELOW,
+    KV_BAND_ABOVE,
+    "fitting- and test-set residuals of the start-up log corpus: -5.8% (V1; that L4 launch's smaller run) to "
+    + _ABOVE_BASIS,
 )
+V0_BAND = BandWidths(
+    KV_BAND_BELOW_V0,
+    KV_BAND_ABOVE,
+    "test-set residuals of the start-up log corpus: -13.8% (V0; vllm#13061, another process on one of two RTX "
+    "4090s during the profile) to " + _ABOVE_BASIS,
+)
+
+
+def band_widths(vllm_version: str = DEFAULT_VLLM_VERSION) -> BandWidths:
+    """The band for plans of this vLLM version: V0 (< 0.8) profiles a whole max_model_len batch eagerly."""
+    return V1_BAND if is_v1_default(vllm_version) else V0_BAND
 
 
 def band_tokens(kv_tokens: int, block_size: int, fraction: float) -> int:
@@ -47,14 +73,24 @@ def concurrency_at(tokens: int, context: int, block_size: int) -> float:
     return (tokens // block_size) / cdiv(context, block_size)
 
 
-def kv_band(kv_tokens: int, context: int, limit: int, block_size: int, *, upper_bound_only: bool) -> KvBand:
+def kv_band(
+    kv_tokens: int,
+    context: int,
+    limit: int,
+    block_size: int,
+    *,
+    upper_bound_only: bool,
+    vllm_version: str = DEFAULT_VLLM_VERSION,
+) -> KvBand:
     """The band around `kv_tokens`, with max context and concurrency at `context` at both ends.
 
     `limit` is the model's window (max_position_embeddings, or the YaRN one); `upper_bound_only`
-    drops the low end for plans that warn their KV figure is an upper bound.
+    drops the low end for plans that warn their KV figure is an upper bound; `vllm_version` picks
+    the V0 or V1 widths (band_widths).
     """
-    high = band_tokens(kv_tokens, block_size, KV_BAND_ABOVE)
-    low = None if upper_bound_only else band_tokens(kv_tokens, block_size, -KV_BAND_BELOW)
+    widths = band_widths(vllm_version)
+    high = band_tokens(kv_tokens, block_size, widths.above)
+    low = None if upper_bound_only else band_tokens(kv_tokens, block_size, -widths.below)
     return KvBand(
         kv_cache_tokens_low=low,
         kv_cache_tokens_high=high,
@@ -62,7 +98,7 @@ def kv_band(kv_tokens: int, context: int, limit: int, block_size: int, *, upper_
         max_context_high=min(high, limit),
         max_concurrency_low=None if low is None else concurrency_at(low, context, block_size),
         max_concurrency_high=concurrency_at(high, context, block_size),
-        below=KV_BAND_BELOW,
-        above=KV_BAND_ABOVE,
-        basis=BAND_BASIS if low is not None else BAND_BASIS + "; no low end: the plan's figure is an upper bound",
+        below=widths.below,
+        above=widths.above,
+        basis=widths.basis if low is not None else widths.basis + "; no low end: the plan's figure is an upper bound",
     )

@@ -149,7 +149,14 @@ def _with_tokens(plan: Plan, tokens: int, calibration: Calibration) -> Plan:
         num_blocks=blocks,
         max_context=min(tokens, limit),
         max_concurrency=max_concurrency(blocks, plan.context, plan.block_size),
-        band=kv_band(tokens, plan.context, limit, plan.block_size, upper_bound_only=upper_only),
+        band=kv_band(
+            tokens,
+            plan.context,
+            limit,
+            plan.block_size,
+            upper_bound_only=upper_only,
+            vllm_version=plan.request.vllm_version,
+        ),
         warnings=warnings,
         calibration=calibration,
     )

@@ -203,7 +203,14 @@ def compute_plan(req: PlanRequest) -> Plan:
         decode_tok_s_without_offload=tok_s_vram,
         band=None
         if gpu is None
-        else kv_band(cap.kv_tokens, cap.target, limit, budget.block_size, upper_bound_only=bool(unmodelled)),
+        else kv_band(
+            cap.kv_tokens,
+            cap.target,
+            limit,
+            budget.block_size,
+            upper_bound_only=bool(unmodelled),
+            vllm_version=req.vllm_version,
+        ),
     )
 
 

@@ -58,6 +58,9 @@ NVLINK_COMM_BYTES = int(1.85 * GIB)  # 0.19 on H100: 2.06 (TP=2), 2.13 (TP=4), 2
 CROSS_NODE_NCCL_BYTES = int(0.85 * GIB)
 # V0 switched chunked prefill on by itself for contexts above this (engine/arg_utils.py, V0).
 V0_CHUNKED_PREFILL_ABOVE = 32768
+# V0's eager forward: MLP tensors alive at the peak, per token (see v0_eager_mlp_bytes_per_token).
+V0_EAGER_MLP_INTERMEDIATES = 3  # gate_up output (2 x intermediate) + SiluAndMul output (1 x)
+V0_EAGER_MLP_HIDDEN = 2  # the residual and the normed hidden state the decoder layer still holds
 # Copies of the fp32 logits the dummy sampler run holds at its peak (see sampler_bytes).
 SAMPLER_COPIES = 1.0
 SAMPLER_COPIES_PYTORCH = 2.4
@@ -183,19 +186,39 @@ def activation_peak_bytes(
 
     Dense: the MLP gate+up output (2 * intermediate per token, per TP rank) plus a few
     hidden-size buffers, 16-bit. MoE: fused_moe's three intermediate caches per routed expert
-    (gate+up, activation, down output: top_k * (3 * moe_intermediate / TP + hidden)).
+    (gate+up, activation, down output: top_k * (3 * moe_intermediate / TP + hidden)). V0 (< 0.8,
+    eager): v0_eager_mlp_bytes_per_token.
     Checks: Qwen3-14B at 8192 tokens on 0.17/0.18 = 0.84 GiB forward + 1.39 sampler = 2.23 GiB, as
     logged; 0.15/0.16 logged 5.64 GiB, 5x the forward part (PRE_017_FORWARD_FACTOR, issue 15).
     """
     if model.is_moe:
         per_expert = 3 * model.moe_intermediate_size // tensor_parallel + model.hidden_size
         per_token = (model.experts_per_token * per_expert + 4 * model.hidden_size) * 2
+    elif not is_v1_default(vllm_version):
+        per_token = v0_eager_mlp_bytes_per_token(model, tensor_parallel)
     else:
         per_token = (2 * model.intermediate_size // tensor_parallel + 4 * model.hidden_size) * 2
     peak = profile_tokens * per_token
     if has_pre_017_profile_peak(vllm_version):
         peak *= PRE_017_FORWARD_FACTOR
     return peak
+
+
+def v0_eager_mlp_bytes_per_token(model: ModelSpec, tensor_parallel: int) -> int:
+    """Bytes per token the V0 engine's eager profile forward holds at its peak (dense models).
+
+    V0_EAGER_MLP_INTERMEDIATES (3) x intermediate/TP + V0_EAGER_MLP_HIDDEN (2) x hidden, 16-bit.
+    Physical reason: V0 runs the model eagerly (no torch.compile, no fused graph), so inside the MLP
+    the gate_up output [T, 2I] is still alive when SiluAndMul allocates its output [T, I], while the
+    decoder layer still holds the residual and the normed hidden state [T, H] each
+    (model_executor/models/llama.py and qwen2.py: `x, _ = self.gate_up_proj(x); x = self.act_fn(x)`).
+    Derived from those tensor lifetimes, not fitted: the fitting set holds no V0 log. V0 profiles the
+    whole max_model_len in one batch, so this per-token figure is multiplied by up to 32K tokens.
+    """
+    return (
+        V0_EAGER_MLP_INTERMEDIATES * model.intermediate_size // tensor_parallel
+        + V0_EAGER_MLP_HIDDEN * model.hidden_size
+    ) * 2
 
 
 def sampler_bytes(model: ModelSpec, profile_seqs: int, vllm_version: str, *, pytorch_sampler: bool = False) -> int:
