@@ -13,95 +13,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
 from gpufleet.config import parse_config
 from gpufleet.engine_supervisor.ports import free_port
 from gpufleet.gateway import build_app
 from gpufleet.gateway.relay import SSERewriter, StreamStats
+from tests.fault_suite import (
+    assert_ends_with_stream_error,
+    config,
+    content,
+    fallbacks_counted,
+    reset,
+    sse_events,
+    status_of,
+    upstreams,
+)
 from tests.fault_upstream import FaultUpstream
 from tests.gateway_harness import OpenGateway, chat, served_app
 
-
-@pytest.fixture(scope="module")
-def upstreams() -> Iterator[dict[str, FaultUpstream]]:
-    servers = {name: FaultUpstream().start() for name in ("a", "b")}
-    yield servers
-    for server in servers.values():
-        server.stop()
-
-
-@pytest.fixture(autouse=True)
-def reset(upstreams: dict[str, FaultUpstream]) -> None:
-    for server in upstreams.values():
-        server.reset()
-
-
-def config(
-    upstreams: dict[str, FaultUpstream],
-    *,
-    server: dict[str, Any] | None = None,
-    router: dict[str, Any] | None = None,
-    timeout_s: float | None = None,
-) -> dict[str, Any]:
-    """Models `a` and `b` on the two stand-ins; route `ab` tries a, then falls back to b."""
-    models: dict[str, Any] = {}
-    for name, upstream in upstreams.items():
-        models[name] = {"engine": "remote", "url": upstream.url, "upstream_model": f"up-{name}"}
-        if timeout_s is not None:
-            models[name]["timeout_s"] = timeout_s
-    return {
-        "server": {"max_upstream_event_bytes": 1 << 20, "max_upstream_body_bytes": 1 << 20, **(server or {})},
-        "models": models,
-        "routes": {"ab": {"targets": ["a"], "fallbacks": ["b"]}},
-        "router": {"retry_backoff_s": 0, "cooldown_s": 30, **(router or {})},
-    }
-
-
-def sse_events(text: str) -> list[Any]:
-    """Every `data:` line decoded; a line that is not JSON fails the test (a garbled event reached the client)."""
-    out: list[Any] = []
-    for block in text.split("\n\n"):
-        for line in block.splitlines():
-            if line.startswith("data: "):
-                payload = line[6:]
-                out.append(payload if payload == "[DONE]" else orjson.loads(payload))
-    return out
-
-
-def content(events: list[Any]) -> str:
-    return "".join(
-        (e["choices"][0].get("delta") or {}).get("content") or ""
-        for e in events
-        if isinstance(e, dict) and e.get("choices")
-    )
-
-
-def assert_ends_with_stream_error(
-    events: list[Any], code: str = "upstream_stream_error", *, finished: bool = False
-) -> dict[str, Any]:
-    """A broken stream: the error event, then [DONE], and no finish_reason anywhere (it did not finish) unless
-    `finished` (the break came after the finish chunk, e.g. in the usage chunk)."""
-    assert events[-1] == "[DONE]", events
-    assert events.count("[DONE]") == 1
-    error = events[-2]["error"]
-    assert error["code"] == code and error["type"] == "server_error", error
-    if not finished:
-        assert not any(
-            c.get("finish_reason") for e in events[:-2] if isinstance(e, dict) for c in e.get("choices") or ()
-        )
-    return dict(error)
-
-
-async def status_of(http: httpx.AsyncClient, model: str) -> dict[str, Any]:
-    targets = (await http.get("/status")).json()["targets"]
-    return dict(next(t for t in targets if t["model"] == model))
-
+__all__ = ["reset", "upstreams"]  # the fault suite's fixtures, used here
 
 # --- every mode ends in a documented status or an error event (issue 12, "must show") -----------------------
 
@@ -248,10 +182,7 @@ async def test_malformed_answer_falls_back_and_counts_against_the_target(
     assert response.status_code == 200, response.text
     assert response.headers["x-gpufleet-model"] == "b"
     assert (await status_of(http, "a"))["failures"] == 1
-    assert (
-        'gpufleet_fallbacks_total{from_model="a",reason="malformed",route="ab"} 1.0'
-        in (await http.get("/metrics")).text
-    )
+    assert await fallbacks_counted(http, "malformed") == 1
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
@@ -323,10 +254,7 @@ async def test_a_failure_after_the_request_reached_the_upstream_falls_back_when_
     assert upstreams["a"].requests == 1 and upstreams["b"].requests == 1
     assert (await status_of(http, "a"))["failures"] == 1
     reason = "timeout" if mode == "hang-after-headers" else "disconnect"
-    assert (
-        f'gpufleet_fallbacks_total{{from_model="a",reason="{reason}",route="ab"}} 1.0'
-        in (await http.get("/metrics")).text
-    )
+    assert await fallbacks_counted(http, reason) == 1
 
 
 async def test_connect_refused_still_falls_back(gw: OpenGateway, upstreams: dict[str, FaultUpstream]) -> None:
@@ -394,8 +322,7 @@ async def test_first_byte_timeout_covers_an_upstream_that_never_sends_headers(
     elapsed = time.monotonic() - started
     assert response.status_code == 200 and response.headers["x-gpufleet-model"] == "b"
     assert elapsed < 5  # it did not wait for the remote's 5 s read timeout
-    metrics = (await http.get("/metrics")).text
-    assert 'gpufleet_fallbacks_total{from_model="a",reason="first_byte_timeout",route="ab"} 1.0' in metrics
+    assert await fallbacks_counted(http, "first_byte_timeout") == 1
     # the abandoned request was closed (polled from a thread: the gateway runs on this event loop)
     assert await asyncio.to_thread(upstreams["a"].wait_for, lambda u: u.closed_early == 1)
 

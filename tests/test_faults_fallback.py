@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -19,24 +19,21 @@ from gpufleet.config import parse_config
 from gpufleet.engine_supervisor.ports import free_port
 from gpufleet.engines.base import LaunchSpec, local_urls
 from gpufleet.gateway import build_app, running
+from tests.fault_suite import (
+    assert_ends_with_stream_error,
+    config,
+    content,
+    fallbacks_counted,
+    reset,
+    sse_events,
+    status_of,
+    upstreams,
+)
 from tests.fault_upstream import FaultUpstream
 from tests.gateway_harness import OpenGateway, chat
 from tests.standin_kit import STANDIN_ENGINE_PROCESS
-from tests.test_faults import assert_ends_with_stream_error, config, content, sse_events, status_of
 
-
-@pytest.fixture(scope="module")
-def upstreams() -> Iterator[dict[str, FaultUpstream]]:
-    servers = {name: FaultUpstream().start() for name in ("a", "b")}
-    yield servers
-    for server in servers.values():
-        server.stop()
-
-
-@pytest.fixture(autouse=True)
-def reset(upstreams: dict[str, FaultUpstream]) -> None:
-    for server in upstreams.values():
-        server.reset()
+__all__ = ["reset", "upstreams"]  # the fault suite's fixtures, used here
 
 
 # --- streams that end looking complete ------------------------------------------------------------------------
@@ -90,10 +87,7 @@ async def test_an_error_event_before_the_first_byte_falls_back(
     assert response.status_code == 200 and response.headers["x-gpufleet-model"] == "b"
     events = sse_events(response.text)
     assert events[-1] == "[DONE]" and "error" not in events[-2]
-    assert (
-        'gpufleet_fallbacks_total{from_model="a",reason="upstream_error",route="ab"} 1.0'
-        in (await http.get("/metrics")).text
-    )
+    assert await fallbacks_counted(http, "upstream_error") == 1
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
@@ -213,10 +207,7 @@ async def test_a_starting_target_is_skipped_without_cooldown_when_another_can_se
     assert response.status_code == 200 and response.headers["x-gpufleet-model"] == "primary"
     targets = {t["model"]: t for t in (await http.get("/status")).json()["targets"]}
     assert targets["standby"]["healthy"] and targets["standby"]["failures"] == 0  # starting is not failing
-    assert (
-        'gpufleet_fallbacks_total{from_model="standby",reason="starting",route="r"} 1.0'
-        in (await http.get("/metrics")).text
-    )
+    assert await fallbacks_counted(http, "starting", from_model="standby", route="r") == 1
 
 
 async def test_a_request_whose_engine_an_admin_stop_kills_gets_503_model_was_stopped(managed: Any) -> None:

@@ -11,12 +11,11 @@ from gpufleet.errors import PlanError
 from gpufleet.planner import LaunchPlan, plan_launch, plan_model
 from gpufleet.planner.launch import launch_env
 from tests.seed_plans import seed_001_offload_plan, seed_001_plan, seed_002_plan, seed_003_plan, seed_004_plan, spec
-
-REMOVED_FLAGS = ("--swap-space", "--enable-reasoning", "--rope-scaling")
+from tests.vllm_specs import SEED_REMOVED_FLAGS
 
 
 def assert_no_removed_flags(launch: LaunchPlan) -> None:
-    assert not any(a in REMOVED_FLAGS for a in launch.argv), launch.argv
+    assert not any(a in SEED_REMOVED_FLAGS for a in launch.argv), launch.argv
     assert "VLLM_USE_V1" not in launch.env
 
 

@@ -13,16 +13,8 @@ import yaml
 
 from gpufleet.cluster.ray_commands import head_start_argv, split_head, worker_start_argv
 from gpufleet.config import VllmModel, load_config, parse_config
-from gpufleet.engines.base import LaunchSpec
-from gpufleet.engines.vllm_engine import VllmEngine
 from gpufleet.errors import ConfigError
-
-
-def vllm_spec(name: str, model: VllmModel, port: int) -> LaunchSpec:
-    """The engine's two steps, as the supervisor takes them: resolve once, then the spec at a port."""
-    engine = VllmEngine()
-    return engine.launch_spec(name, model, engine.resolve(name, model), port)
-
+from tests.vllm_specs import vllm_spec
 
 STANDIN = Path(__file__).resolve().parent / "netns" / "standin_vllm_ray"
 SEED_004 = ["192.168.100.10", "192.168.100.11"]  # spark-1 (head), spark-2

@@ -12,29 +12,14 @@ from typing import Any
 import httpx
 import pytest
 
-from gpufleet.config import Config, VllmModel, parse_config
+from gpufleet.config import parse_config
 from gpufleet.engines.base import LaunchSpec, with_engine_key
-from gpufleet.engines.vllm_engine import VllmEngine
 from gpufleet.engines.vllm_resolve import resolve_model
 from gpufleet.errors import ConfigError, EngineError
 from gpufleet.gateway import build_app, running
-
-
-def vllm_spec(name: str, model: VllmModel, port: int) -> LaunchSpec:
-    """The engine's two steps, as the supervisor takes them: resolve once, then the spec at a port."""
-    engine = VllmEngine()
-    return engine.launch_spec(name, model, engine.resolve(name, model), port)
-
+from tests.vllm_specs import SEED_REMOVED_FLAGS, vllm_config, vllm_spec
 
 PORT = 41234
-SEED_REMOVED = ("--swap-space", "--enable-reasoning", "--rope-scaling")
-
-
-def vllm_config(name: str = "m", **fields: Any) -> VllmModel:
-    config: Config = parse_config({"models": {name: {"engine": "vllm", **fields}}})
-    model = config.models[name]
-    assert isinstance(model, VllmModel)
-    return model
 
 
 def flag(argv: list[str], name: str) -> str:
@@ -370,7 +355,7 @@ def test_seed_004_two_sparks_tp2_over_ray_on_the_host_network(fake_docker: str) 
     assert flag(argv, "--distributed-executor-backend") == "ray"
     assert "--enforce-eager" in argv  # CUDA graphs crash on sm_121a (seed 004)
     assert flag(argv, "--tensor-parallel-size") == "2" and flag(argv, "--gpu-memory-utilization") == "0.75"
-    assert not any(f in argv for f in SEED_REMOVED)
+    assert not any(f in argv for f in SEED_REMOVED_FLAGS)
 
 
 def test_seed_004_swap_space_in_a_new_image_is_refused_before_docker_runs(fake_docker: str) -> None:

@@ -15,15 +15,9 @@ from gpufleet.cli import app
 from gpufleet.config import VllmModel, parse_config
 from gpufleet.engine_supervisor.process import EngineProcess
 from gpufleet.engines.base import LaunchSpec
-from gpufleet.engines.vllm_engine import VllmEngine
 from gpufleet.engines.vllm_resolve import resolve_model
 from gpufleet.planner.launch import server_args
-
-
-def vllm_spec(name: str, model: VllmModel, port: int) -> LaunchSpec:
-    """The engine's two steps, as the supervisor takes them: resolve once, then the spec at a port."""
-    engine = VllmEngine()
-    return engine.launch_spec(name, model, engine.resolve(name, model), port)
+from tests.vllm_specs import vllm_spec
 
 
 def emit(*args: str) -> tuple[str, VllmModel]:

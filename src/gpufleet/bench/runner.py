@@ -136,60 +136,78 @@ async def run_bench(
     runs: list[TargetRun] = []
     settled: list[TargetInfo] = []
     by_label = {info.target.label: info.target for info in targets}
+    stage = on_stage or (lambda text: None)
     for info in targets:
         if info.direct_of is not None and info.direct_of in by_label:
             # Ask for the engine again right before loading it: an engine the gateway unloaded (idle TTL, a
             # swap) while earlier targets ran comes back on another port with another key.
             fresh = await engine_behind(by_label[info.direct_of], api_key=api_key, timeout_s=timeout_s)
             info = dataclasses.replace(info, target=fresh)
-        target = info.target
-        key = target.api_key or api_key  # an engine-direct target answers only to its engine's own key
-        if on_stage:
-            on_stage(f"{target.label}: warm-up")
+        key = info.target.api_key or api_key  # an engine-direct target answers only to its engine's own key
+        stage(f"{info.target.label}: warm-up")
         info, sample = await settle(info, prompts[0], settings, api_key=key, timeout_s=timeout_s)
         settled.append(info)
         if on_sample:
             on_sample(sample)
-        for level in settings.concurrency:
-            if on_stage:
-                on_stage(f"{target.label}: concurrency {level}")
-            samples, wall_s = await run_level(
-                target,
-                prompts,
-                concurrency=level,
-                requests=requests_for(settings, level),
-                max_tokens=settings.max_tokens,
-                api_key=key,
-                timeout_s=timeout_s,
-                on_done=on_sample,
-                seed_offset=settings.seed,
-                fixed_output=info.fixed_output,
-            )
-            runs.append(TargetRun(target.label, level, tuple(samples), wall_s))
-        for rate in settings.rates:
-            if on_stage:
-                on_stage(f"{target.label}: {rate:g} requests/s")
-            level_run = await run_rate(
-                target,
-                prompts,
-                rate=rate,
-                requests=requests_for_rate(settings, rate),
-                max_tokens=settings.max_tokens,
-                seed=settings.seed,
-                api_key=key,
-                timeout_s=timeout_s,
-                on_done=on_sample,
-                fixed_output=info.fixed_output,
-            )
-            runs.append(
-                TargetRun(
-                    target.label,
-                    None,
-                    tuple(level_run.samples),
-                    level_run.wall_s,
-                    rate=rate,
-                    sent_per_s=level_run.sent_per_s,
-                    max_in_flight=level_run.max_in_flight,
-                )
-            )
+        load = _Load(prompts, settings, key, timeout_s, on_sample, stage)
+        runs.extend([await _closed_loop(info, level, load) for level in settings.concurrency])
+        runs.extend([await _open_loop(info, rate, load) for rate in settings.rates])
     return BenchReport(settings, tuple(settled), tuple(runs))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Load:
+    """What every load level of one target is sent with."""
+
+    prompts: Sequence[str]
+    settings: BenchSettings
+    api_key: str | None
+    timeout_s: float
+    on_sample: Callable[[RequestSample], None] | None
+    stage: Callable[[str], None]
+
+
+async def _closed_loop(info: TargetInfo, level: int, load: _Load) -> TargetRun:
+    """One closed-loop level: `level` workers, each sending its next request when the last one ends."""
+    target, settings = info.target, load.settings
+    load.stage(f"{target.label}: concurrency {level}")
+    samples, wall_s = await run_level(
+        target,
+        load.prompts,
+        concurrency=level,
+        requests=requests_for(settings, level),
+        max_tokens=settings.max_tokens,
+        api_key=load.api_key,
+        timeout_s=load.timeout_s,
+        on_done=load.on_sample,
+        seed_offset=settings.seed,
+        fixed_output=info.fixed_output,
+    )
+    return TargetRun(target.label, level, tuple(samples), wall_s)
+
+
+async def _open_loop(info: TargetInfo, rate: float, load: _Load) -> TargetRun:
+    """One open-loop level: requests arrive at `rate` per second whether or not earlier ones finished."""
+    target, settings = info.target, load.settings
+    load.stage(f"{target.label}: {rate:g} requests/s")
+    level_run = await run_rate(
+        target,
+        load.prompts,
+        rate=rate,
+        requests=requests_for_rate(settings, rate),
+        max_tokens=settings.max_tokens,
+        seed=settings.seed,
+        api_key=load.api_key,
+        timeout_s=load.timeout_s,
+        on_done=load.on_sample,
+        fixed_output=info.fixed_output,
+    )
+    return TargetRun(
+        target.label,
+        None,
+        tuple(level_run.samples),
+        level_run.wall_s,
+        rate=rate,
+        sent_per_s=level_run.sent_per_s,
+        max_in_flight=level_run.max_in_flight,
+    )

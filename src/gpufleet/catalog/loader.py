@@ -76,6 +76,34 @@ def model_from_mapping(name: str, entry: Mapping[str, Any], *, where: str) -> Mo
     if not isinstance(entry, Mapping):
         raise CatalogError(f"{where}: expected a mapping of model fields")
     arch = str(entry.get("architecture", ""))
+    shape = _shape(entry, where)
+    counted_total, counted_active, embedding = count_params(
+        **shape, qkv_bias=arch.startswith("Qwen2"), qk_norm=arch.startswith("Qwen3")
+    )
+    params_total = _int(entry, "params_total", where, counted_total)
+    params_active = _int(entry, "params_active", where, params_total if not shape["experts"] else counted_active)
+    variants = _variants(entry.get("variants"), where, counted_total, embedding)
+    serving = _serving(entry.get("serving") or {}, where)
+    yarn = entry.get("yarn_original_context")
+    return ModelSpec(
+        name=name,
+        architecture=arch,
+        **shape,
+        max_position_embeddings=_int(entry, "max_position_embeddings", where),
+        params_total=params_total,
+        params_active=params_active,
+        rope_theta=float(entry.get("rope_theta", 10000.0)),
+        variants=variants,
+        serving=serving,
+        yarn_original_context=int(yarn) if yarn else None,
+        rope_scaling=entry.get("rope_scaling"),
+        aliases=tuple(str(a) for a in entry.get("aliases", ())),
+        source=str(entry.get("source", "")),
+    )
+
+
+def _shape(entry: Mapping[str, Any], where: str) -> _Shape:
+    """The architecture fields, read once: the parameter count needs them and the ModelSpec keeps them."""
     layers = _int(entry, "layers", where)
     hidden = _int(entry, "hidden_size", where)
     heads = _int(entry, "attention_heads", where)
@@ -84,8 +112,7 @@ def model_from_mapping(name: str, entry: Mapping[str, Any], *, where: str) -> Mo
     if min(layers, hidden, heads, kv_heads, head_dim) <= 0:
         raise CatalogError(f"{where}: layers, hidden_size, attention_heads, kv_heads, head_dim must be > 0")
     experts = _int(entry, "experts", where, 0)
-    # The shapes the parameter count needs are also fields of the ModelSpec: read them once for both.
-    shape: _Shape = {
+    return {
         "layers": layers,
         "hidden_size": hidden,
         "attention_heads": heads,
@@ -98,13 +125,10 @@ def model_from_mapping(name: str, entry: Mapping[str, Any], *, where: str) -> Mo
         "moe_intermediate_size": _int(entry, "moe_intermediate_size", where, 0),
         "experts_per_token": _int(entry, "experts_per_token", where, 0),
     }
-    counted_total, counted_active, embedding = count_params(
-        **shape, qkv_bias=arch.startswith("Qwen2"), qk_norm=arch.startswith("Qwen3")
-    )
-    params_total = _int(entry, "params_total", where, counted_total)
-    params_active = _int(entry, "params_active", where, params_total if not experts else counted_active)
 
-    raw_variants = entry.get("variants")
+
+def _variants(raw_variants: object, where: str, counted_total: int, embedding: int) -> dict[str, Variant]:
+    """The checkpoints by quantization; one without `weight_bytes` is sized from the parameter count."""
     if not isinstance(raw_variants, Mapping) or not raw_variants:
         raise CatalogError(f"{where}.variants: expected at least one checkpoint (e.g. bf16: {{repo: ...}})")
     variants: dict[str, Variant] = {}
@@ -129,30 +153,18 @@ def model_from_mapping(name: str, entry: Mapping[str, Any], *, where: str) -> Mo
             weight_bytes_source=size_source,
             format=fmt,
         )
+    return variants
 
-    serving_raw = entry.get("serving") or {}
+
+def _serving(serving_raw: Any, where: str) -> ServingFacts:
+    """The `serving:` facts (parsers, thinking mode) vLLM launches and the dialects need."""
     thinking = str(serving_raw.get("thinking", "never"))
     if thinking not in _THINKING:
         raise CatalogError(f"{where}.serving.thinking: expected one of {', '.join(_THINKING)}, got {thinking!r}")
-    yarn = entry.get("yarn_original_context")
-    return ModelSpec(
-        name=name,
-        architecture=arch,
-        **shape,
-        max_position_embeddings=_int(entry, "max_position_embeddings", where),
-        params_total=params_total,
-        params_active=params_active,
-        rope_theta=float(entry.get("rope_theta", 10000.0)),
-        variants=variants,
-        serving=ServingFacts(
-            reasoning_parser=serving_raw.get("reasoning_parser"),
-            tool_call_parser=serving_raw.get("tool_call_parser"),
-            thinking=thinking,
-        ),
-        yarn_original_context=int(yarn) if yarn else None,
-        rope_scaling=entry.get("rope_scaling"),
-        aliases=tuple(str(a) for a in entry.get("aliases", ())),
-        source=str(entry.get("source", "")),
+    return ServingFacts(
+        reasoning_parser=serving_raw.get("reasoning_parser"),
+        tool_call_parser=serving_raw.get("tool_call_parser"),
+        thinking=thinking,
     )
 
 

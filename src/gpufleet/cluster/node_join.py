@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from gpufleet.cluster.node_facts import NodeFacts, collect_node_facts
 from gpufleet.cluster.ray_auth import AUTH_MODE_ENV, TOKEN_VALUE_ENV, auth_env, looks_refused
@@ -73,6 +74,30 @@ async def join_forever(settings: JoinSettings, say: Callable[[str], None] | None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    facts = await _node_facts(settings, say)
+    if facts is None:
+        return 2
+    joins = 0
+    while not stop.is_set() and (settings.max_joins is None or joins < settings.max_joins):
+        if not await asyncio.to_thread(port_open, settings.head_host, settings.head_port):
+            say(
+                f"waiting for the head {settings.head} (Ray GCS port {settings.head_port} not reachable yet;"
+                " is gpufleet serve running there, and the port open in its firewall?)"
+            )
+            await _pause(stop, settings.retry_s)
+            continue
+        joins += 1
+        outcome = await _join_once(settings, facts, stop, say)
+        if outcome == "stopped":
+            break
+        if outcome == "refused":
+            return 2
+        await _pause(stop, settings.retry_s)
+    return 0
+
+
+async def _node_facts(settings: JoinSettings, say: Callable[[str], None]) -> NodeFacts | None:
+    """This node's versions and route to the head, said aloud; None (after saying why) without Ray."""
     facts: NodeFacts = await asyncio.to_thread(
         collect_node_facts, settings.node_ip, settings.python, settings.head_host
     )
@@ -85,51 +110,51 @@ async def join_forever(settings: JoinSettings, say: Callable[[str], None] | None
             f"error: Ray is not installed for {settings.python}; install it there (pip install 'ray[default]')"
             " or pass --python with the interpreter of vLLM's environment"
         )
-        return 2
-    joins = 0
-    while not stop.is_set() and (settings.max_joins is None or joins < settings.max_joins):
-        if not await asyncio.to_thread(port_open, settings.head_host, settings.head_port):
-            say(
-                f"waiting for the head {settings.head} (Ray GCS port {settings.head_port} not reachable yet;"
-                " is gpufleet serve running there, and the port open in its firewall?)"
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=settings.retry_s)
-            continue
-        joins += 1
-        argv = worker_start_argv(
-            settings.python,
-            settings.head,
-            settings.node_ip,
-            settings.temp_dir,
-            facts.labels(),
-            num_gpus=settings.num_gpus,
-            num_cpus=settings.num_cpus,
-            object_store_mib=settings.object_store_mib,
-        )
-        process = RayProcess(argv, settings.ray_env(), settings.log_path)
-        started = time.monotonic()
-        await process.spawn()
-        say(f"joining {settings.head} as {settings.node_ip} (ray pid {process.pid}, log {settings.log_path})")
-        exited = asyncio.ensure_future(process.wait())
-        stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({exited, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        if stop.is_set():
-            say("stopping: leaving the cluster")
-            await process.stop()
-            break
-        await process.stop()  # its group may hold services that outlived `ray start`
-        if looks_refused(process.log_tail(40)):
-            say(
-                f"error: the head {settings.head} refused this node's Ray token; copy the head's token file"
-                " (<cache>/ray/auth_token there) again and pass it with --token-file"
-            )
-            return 2
+        return None
+    return facts
+
+
+async def _join_once(
+    settings: JoinSettings, facts: NodeFacts, stop: asyncio.Event, say: Callable[[str], None]
+) -> Literal["stopped", "refused", "exited"]:
+    """One `ray start --block` run, until we are told to stop or Ray exits (refused: the head rejected our token)."""
+    argv = worker_start_argv(
+        settings.python,
+        settings.head,
+        settings.node_ip,
+        settings.temp_dir,
+        facts.labels(),
+        num_gpus=settings.num_gpus,
+        num_cpus=settings.num_cpus,
+        object_store_mib=settings.object_store_mib,
+    )
+    process = RayProcess(argv, settings.ray_env(), settings.log_path)
+    started = time.monotonic()
+    await process.spawn()
+    say(f"joining {settings.head} as {settings.node_ip} (ray pid {process.pid}, log {settings.log_path})")
+    exited = asyncio.ensure_future(process.wait())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({exited, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if stop.is_set():
+        say("stopping: leaving the cluster")
+        await process.stop()
+        return "stopped"
+    await process.stop()  # its group may hold services that outlived `ray start`
+    if looks_refused(process.log_tail(40)):
         say(
-            f"ray exited with code {process.returncode} after {time.monotonic() - started:.0f} s;"
-            f" rejoining in {settings.retry_s:g} s\n{process.log_tail(5)}"
+            f"error: the head {settings.head} refused this node's Ray token; copy the head's token file"
+            " (<cache>/ray/auth_token there) again and pass it with --token-file"
         )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=settings.retry_s)
-    return 0
+        return "refused"
+    say(
+        f"ray exited with code {process.returncode} after {time.monotonic() - started:.0f} s;"
+        f" rejoining in {settings.retry_s:g} s\n{process.log_tail(5)}"
+    )
+    return "exited"
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    """Wait `seconds`, or less when a stop comes in."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -93,39 +93,13 @@ def engine_objects(
     """Deployment and Service of one vLLM engine (`runtime_class`: e.g. k3s's `nvidia`)."""
     labels = {**_labels(engine.service, "engine"), "app.kubernetes.io/instance": engine.service}
     selector = {"app.kubernetes.io/instance": engine.service}
-    probes = engine.probes
-    mounts: list[dict[str, Any]] = [
-        {"name": "dshm", "mountPath": "/dev/shm"},
-        {"name": "hf-cache", "mountPath": CONTAINER_HF_CACHE},
-    ]
-    volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}, _cache_volume(fleet, pvc)]
-    # A Memory emptyDir counts against the pod's memory: bound it (the model's docker.shm_size, else 8 GiB).
-    volumes[0]["emptyDir"]["sizeLimit"] = _quantity(engine.shm_size) if engine.shm_size else DEFAULT_SHM
-    if engine.model_dir is not None:
-        mounts.append({"name": "model", "mountPath": engine.model_dir, "readOnly": True})
-        volumes.append({"name": "model", "hostPath": {"path": engine.model_dir, "type": "Directory"}})
-    gpus = str(engine.launch.gpus_per_node)
-    container = {
-        "name": "vllm",
-        "image": engine.launch.image,
-        "args": engine.args,
-        "ports": [{"name": "http", "containerPort": CONTAINER_PORT}],
-        "env": _env(engine.env),
-        # Requests let the scheduler place the pod where the host has room to load the weights.
-        "resources": {"limits": {"nvidia.com/gpu": gpus}, "requests": {"nvidia.com/gpu": gpus, **ENGINE_REQUESTS}},
-        "volumeMounts": mounts,
-        # /health answers once the weights are loaded: the startup probe covers the whole cold start, then
-        # liveness restarts a hung server and readiness keeps traffic off it.
-        "startupProbe": _http_probe(probes.period_s, probes.startup_failure_threshold, probes.timeout_s),
-        "livenessProbe": _http_probe(probes.period_s, probes.liveness_failures, probes.timeout_s),
-        "readinessProbe": _http_probe(probes.readiness_period_s, 1, probes.timeout_s),
-    }
+    mounts, volumes = _engine_storage(engine, fleet, pvc)
     metadata = _meta(engine.service, namespace, labels)
     if engine.swap_group:
         metadata["annotations"] = {SWAP_GROUP_LABEL: engine.swap_group}
     pod: dict[str, Any] = {
         "terminationGracePeriodSeconds": engine.stop_grace_s,
-        "containers": [container],
+        "containers": [_engine_container(engine, mounts)],
         "volumes": volumes,
     }
     if runtime_class:
@@ -149,6 +123,44 @@ def engine_objects(
     }
     # No PodDisruptionBudget: with one replica on one GPU it could only say "may be evicted", the default.
     return [deployment, service]
+
+
+def _engine_storage(
+    engine: EngineService, fleet: Fleet, pvc: str | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The engine container's mounts and the pod's volumes: /dev/shm, the model cache, a local model dir."""
+    mounts: list[dict[str, Any]] = [
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "hf-cache", "mountPath": CONTAINER_HF_CACHE},
+    ]
+    volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}, _cache_volume(fleet, pvc)]
+    # A Memory emptyDir counts against the pod's memory: bound it (the model's docker.shm_size, else 8 GiB).
+    volumes[0]["emptyDir"]["sizeLimit"] = _quantity(engine.shm_size) if engine.shm_size else DEFAULT_SHM
+    if engine.model_dir is not None:
+        mounts.append({"name": "model", "mountPath": engine.model_dir, "readOnly": True})
+        volumes.append({"name": "model", "hostPath": {"path": engine.model_dir, "type": "Directory"}})
+    return mounts, volumes
+
+
+def _engine_container(engine: EngineService, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The vLLM container: image, args, env, GPU limits and the probes that cover a cold start."""
+    probes = engine.probes
+    gpus = str(engine.launch.gpus_per_node)
+    return {
+        "name": "vllm",
+        "image": engine.launch.image,
+        "args": engine.args,
+        "ports": [{"name": "http", "containerPort": CONTAINER_PORT}],
+        "env": _env(engine.env),
+        # Requests let the scheduler place the pod where the host has room to load the weights.
+        "resources": {"limits": {"nvidia.com/gpu": gpus}, "requests": {"nvidia.com/gpu": gpus, **ENGINE_REQUESTS}},
+        "volumeMounts": mounts,
+        # /health answers once the weights are loaded: the startup probe covers the whole cold start, then
+        # liveness restarts a hung server and readiness keeps traffic off it.
+        "startupProbe": _http_probe(probes.period_s, probes.startup_failure_threshold, probes.timeout_s),
+        "livenessProbe": _http_probe(probes.period_s, probes.liveness_failures, probes.timeout_s),
+        "readinessProbe": _http_probe(probes.readiness_period_s, 1, probes.timeout_s),
+    }
 
 
 def gateway_objects(fleet: Fleet, namespace: str, config_text: str) -> list[dict[str, Any]]:

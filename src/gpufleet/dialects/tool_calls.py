@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -186,6 +186,10 @@ def parse_xml_body(body: str, param_types: ParamTypes | None = None) -> list[Too
     return calls or None
 
 
+# A step of ToolCallStream's drain: yields what it releases, returns whether to go on.
+_Step = Generator[str | ToolCall, None, bool]
+
+
 @dataclass(frozen=True)
 class TaggedToolParser:
     """A `<tool_call>` parser; `formats` is the order in which body formats are tried.
@@ -271,21 +275,11 @@ class ToolCallStream:
         return calls
 
     def _drain(self, *, final: bool) -> Iterable[str | ToolCall]:
+        # Each step yields what it can release and returns whether to go on (False: wait for more text).
         while True:
             if self._in_call:
-                end = self._buf.find(CLOSE_TAG)
-                if end < 0 and not final:
+                if not (yield from self._close_call(final=final)):
                     return
-                body = self._buf if end < 0 else self._buf[:end]
-                raw = OPEN_TAG + body + ("" if end < 0 else CLOSE_TAG)
-                self._buf = "" if end < 0 else self._buf[end + len(CLOSE_TAG) :]
-                self._in_call = False
-                calls = self._parser.parse_body(body, self._param_types)
-                if calls:
-                    yield from self._parsed(calls)
-                else:
-                    yield self._ws_before + raw
-                self._ws_before = ""
                 continue
             if self._after_call:
                 self._buf = self._buf.lstrip()
@@ -293,51 +287,78 @@ class ToolCallStream:
                     return
                 self._after_call = False
             if self._candidate is not None:
-                calls = self._untagged_calls(final=final)
-                if calls is None:
+                if not (yield from self._take_candidate(final=final)):
                     return
-                if calls:
-                    yield from self._parsed(calls)
-                    continue
-                text, self._ws_before = self._ws_before, ""
-                stripped = self._buf.lstrip()
-                if stripped.startswith(FENCE):  # a code block opens here: its closing fence is text
-                    head = len(self._buf) - len(stripped) + len(FENCE)
-                    text, self._buf = text + self._buf[:head], self._buf[head:]
-                    self._in_code_block = True
-                if text:
-                    yield text
                 continue
-            start = self._buf.find(OPEN_TAG)
-            fence = self._line_fence()
-            if fence >= 0 and (start < 0 or fence < start):
-                if self._in_code_block:  # the closing fence of a code block: plain text
-                    self._in_code_block = False
-                    text, self._buf = self._buf[: fence + len(FENCE)], self._buf[fence + len(FENCE) :]
-                    yield text
-                    continue
-                before = self._buf[:fence]
-                text = before.rstrip()
-                self._ws_before = before[len(text) :]
-                self._buf = self._buf[fence:]
-                self._candidate = "fence"
-                if text:
-                    yield text
-                continue
-            if start >= 0:
-                before = self._buf[:start]
-                text = before.rstrip()
-                self._ws_before = before[len(text) :]
-                self._buf = self._buf[start + len(OPEN_TAG) :]
-                self._in_call = True
-                if text:
-                    yield text
-                continue
-            cut = len(self._buf) if final else self._releasable()
-            if cut:
-                yield self._buf[:cut]
-                self._buf = self._buf[cut:]
-            return
+            if not (yield from self._scan_text(final=final)):
+                return
+
+    def _close_call(self, *, final: bool) -> _Step:
+        """Inside `<tool_call>`: once it closes (or the output ends), release the calls or, malformed, the text."""
+        end = self._buf.find(CLOSE_TAG)
+        if end < 0 and not final:
+            return False
+        body = self._buf if end < 0 else self._buf[:end]
+        raw = OPEN_TAG + body + ("" if end < 0 else CLOSE_TAG)
+        self._buf = "" if end < 0 else self._buf[end + len(CLOSE_TAG) :]
+        self._in_call = False
+        calls = self._parser.parse_body(body, self._param_types)
+        if calls:
+            yield from self._parsed(calls)
+        else:
+            yield self._ws_before + raw
+        self._ws_before = ""
+        return True
+
+    def _take_candidate(self, *, final: bool) -> _Step:
+        """An untagged call may start the buffer: release its calls, or the text once it cannot be one."""
+        calls = self._untagged_calls(final=final)
+        if calls is None:
+            return False
+        if calls:
+            yield from self._parsed(calls)
+            return True
+        text, self._ws_before = self._ws_before, ""
+        stripped = self._buf.lstrip()
+        if stripped.startswith(FENCE):  # a code block opens here: its closing fence is text
+            head = len(self._buf) - len(stripped) + len(FENCE)
+            text, self._buf = text + self._buf[:head], self._buf[head:]
+            self._in_code_block = True
+        if text:
+            yield text
+        return True
+
+    def _scan_text(self, *, final: bool) -> _Step:
+        """Plain text: release it up to the next open tag or line fence (then go on), or what is safe (then wait)."""
+        start = self._buf.find(OPEN_TAG)
+        fence = self._line_fence()
+        if fence >= 0 and (start < 0 or fence < start):
+            if self._in_code_block:  # the closing fence of a code block: plain text
+                self._in_code_block = False
+                text, self._buf = self._buf[: fence + len(FENCE)], self._buf[fence + len(FENCE) :]
+                yield text
+                return True
+            self._candidate = "fence"
+            yield from self._release_before(fence, skip=0)
+            return True
+        if start >= 0:
+            self._in_call = True
+            yield from self._release_before(start, skip=len(OPEN_TAG))
+            return True
+        cut = len(self._buf) if final else self._releasable()
+        if cut:
+            yield self._buf[:cut]
+            self._buf = self._buf[cut:]
+        return False
+
+    def _release_before(self, index: int, *, skip: int) -> Iterable[str]:
+        """Release the text before `index` (its trailing whitespace is held) and drop `skip` characters from there."""
+        before = self._buf[:index]
+        text = before.rstrip()
+        self._ws_before = before[len(text) :]
+        self._buf = self._buf[index + skip :]
+        if text:
+            yield text
 
     def _line_fence(self) -> int:
         """Index of the first ``` that opens a line in the buffer (untagged parsers only), or -1."""

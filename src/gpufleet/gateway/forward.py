@@ -21,7 +21,7 @@ from gpufleet.dialects import retry_body, transform_response, validate_structure
 from gpufleet.dialects.plan import ResponsePlan
 from gpufleet.engine_supervisor import EngineState, Supervisor
 from gpufleet.errors import EngineError, EngineNotReady, RequestError, UpstreamError
-from gpufleet.gateway.relay import SSERewriter, UpstreamClient, UpstreamDropped
+from gpufleet.gateway.relay import SSERewriter, UpstreamClient, UpstreamDropped, UpstreamResponse
 from gpufleet.gateway.request_body import UpstreamRequest
 from gpufleet.gateway.upstream_answer import (
     AnswerFault,
@@ -68,7 +68,7 @@ class JsonAnswer:
 class OpenStream:
     """A stream that started: the upstream response and what its first bytes made for the client."""
 
-    response: aiohttp.ClientResponse
+    response: UpstreamResponse
     rewriter: SSERewriter
     first: bytes
     target: Target
@@ -143,7 +143,7 @@ class Forwarder:
 
     async def _send(
         self, target: Target, endpoint: Endpoint, url: str, request: UpstreamRequest
-    ) -> aiohttp.ClientResponse | Failed:
+    ) -> UpstreamResponse | Failed:
         first_byte_s = self.limits.first_byte_timeout_s
         try:
             # A stream's first-byte clock starts when the request is sent: it covers an upstream that accepted
@@ -178,7 +178,7 @@ class Forwarder:
         verb = "was stopped" if slot.state in (EngineState.STOPPING, EngineState.STOPPED) else f"is {slot.state}"
         return EngineNotReady(f"model {target.model!r} {verb} before it answered; retry", retry_after_s=1)
 
-    async def _error_answer(self, target: Target, response: aiohttp.ClientResponse) -> Failed:
+    async def _error_answer(self, target: Target, response: UpstreamResponse) -> Failed:
         raw = await read_body(target, response, self.limits.max_upstream_body_bytes)
         response.release()
         status = response.status
@@ -190,7 +190,7 @@ class Forwarder:
         return Failed(failure, f"http_{status}")
 
     async def _json_answer(
-        self, target: Target, endpoint: Endpoint, url: str, request: UpstreamRequest, response: aiohttp.ClientResponse
+        self, target: Target, endpoint: Endpoint, url: str, request: UpstreamRequest, response: UpstreamResponse
     ) -> JsonAnswer:
         raw = await read_body(target, response, self.limits.max_upstream_body_bytes)
         response.release()
@@ -233,7 +233,7 @@ class Forwarder:
         return second
 
     async def _open_stream(
-        self, target: Target, request: UpstreamRequest, response: aiohttp.ClientResponse, deadline: float
+        self, target: Target, request: UpstreamRequest, response: UpstreamResponse, deadline: float
     ) -> OpenStream:
         """Read until the stream gives the client something: a failure before that can still fall back."""
         rewriter = request.rewriter(target, self.limits.max_upstream_event_bytes)

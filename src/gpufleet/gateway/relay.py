@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -27,12 +27,47 @@ from gpufleet.gateway.client_protocol import StreamEncoder
 from gpufleet.gateway.errors import error_body
 from gpufleet.gateway.http_limits import disconnect_watch
 from gpufleet.gateway.stream_resume import ResumeTrail
+from gpufleet.gateway.upstream_http import ConnectFailed, ConnectionDropped, HttpPool, is_lean_url
 from gpufleet.redact import mask_credentials, redact_url
 
 ChunkTransform = Callable[[dict[str, Any]], list[dict[str, Any]]]
 ChunkFlush = Callable[[], list[dict[str, Any]]]
+
+
+class UpstreamBody(Protocol):
+    """An upstream answer's body as the relay reads it (aiohttp's StreamReader, or upstream_http's response)."""
+
+    async def readany(self) -> bytes: ...
+
+    def iter_any(self) -> AsyncIterator[bytes]: ...
+
+
+class UpstreamResponse(Protocol):
+    """An upstream's answer once its headers arrived: aiohttp's ClientResponse (https://, credentials in the URL)
+    or upstream_http's LeanResponse (plain http://, the hot path). Body reads raise aiohttp.ClientError or
+    TimeoutError when the body breaks off."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def content_type(self) -> str: ...
+
+    @property
+    def content(self) -> UpstreamBody: ...
+
+    async def read(self) -> bytes: ...
+
+    def release(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
 # Asked when a stream breaks: the next upstream's response and the client bytes it already gave, or None.
-Resumer = Callable[[ResumeTrail, str], Awaitable[tuple[aiohttp.ClientResponse, bytes] | None]]
+Resumer = Callable[[ResumeTrail, str], Awaitable[tuple[UpstreamResponse, bytes] | None]]
 
 _DONE = b"data: [DONE]\n\n"
 DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
@@ -56,12 +91,18 @@ class UpstreamDropped(UpstreamError):
 
 
 class UpstreamClient:
-    """A pooled HTTP client for engines and remote upstreams."""
+    """A pooled HTTP client for engines and remote upstreams.
+
+    Plain http:// POSTs (local engines, http remotes: the hot path) go through upstream_http's lean client;
+    https://, URLs with credentials and the health probes through aiohttp."""
 
     def __init__(self, read_timeout_s: float, connect_timeout_s: float = 10.0) -> None:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s)
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}  # per remote `timeout_s`: built once, not per request
         self._session: aiohttp.ClientSession | None = None
+        self._read_timeout_s = read_timeout_s
+        self._lean = HttpPool(connect_timeout_s)
+        self._header_lines: dict[str | None, bytes] = {}  # per api key: built once, not per request
 
     async def start(self) -> None:
         # limit=0: no client-side cap on concurrent upstream connections (the engine does its own batching).
@@ -69,6 +110,7 @@ class UpstreamClient:
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False)
 
     async def close(self) -> None:
+        await self._lean.close()
         if self._session is not None:
             await self._session.close()
 
@@ -83,7 +125,7 @@ class UpstreamClient:
 
     async def post(
         self, url: str, body: bytes, *, api_key: str | None, timeout_s: float | None = None
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamResponse:
         """POST `body` and return the response once its headers arrived.
 
         UpstreamError when there is no answer: `retryable` when the request provably did not reach the
@@ -93,6 +135,8 @@ class UpstreamClient:
         sent again here: that is the fallback loop's decision, and counts as an attempt (router/fallback.py).
         """
         assert self._session is not None, "UpstreamClient.start() was not called"
+        if is_lean_url(url):
+            return await self._post_lean(url, body, api_key, timeout_s)
         headers = {"Content-Type": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -112,6 +156,24 @@ class UpstreamClient:
             ) from None
         finally:
             _ATTEMPT.reset(token)
+
+    async def _post_lean(self, url: str, body: bytes, api_key: str | None, timeout_s: float | None) -> UpstreamResponse:
+        lines = self._header_lines.get(api_key)
+        if lines is None:
+            auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
+            lines = self._header_lines[api_key] = f"Content-Type: application/json\r\n{auth}".encode("latin-1")
+        read_timeout_s = self._read_timeout_s if timeout_s is None else timeout_s
+        try:
+            return await self._lean.post(url, body, headers=lines, read_timeout_s=read_timeout_s)
+        except TimeoutError:
+            raise UpstreamError(f"upstream {redact_url(url)} did not answer in time", status_code=504) from None
+        except ConnectFailed as err:
+            raise UpstreamError(f"cannot connect to upstream {redact_url(url)}: {err}") from None
+        except ConnectionDropped as err:
+            raise UpstreamDropped(
+                f"upstream {redact_url(url)} dropped the connection after the request was sent: {err}",
+                reused=err.reused,
+            ) from None
 
     async def probe(self, target: Any, timeout_s: float = 3.0) -> bool:
         """True when a remote target answers `GET {base_url}/models` with 200 (router health probes)."""
@@ -556,7 +618,7 @@ class StreamRelayResponse:
 
     def __init__(
         self,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         rewriter: SSERewriter,
         *,
         headers: list[tuple[bytes, bytes]],
@@ -698,7 +760,7 @@ class StreamRelayResponse:
                 return
             yield data
 
-    async def _resume(self, reason: str) -> tuple[aiohttp.ClientResponse, bytes] | None:
+    async def _resume(self, reason: str) -> tuple[UpstreamResponse, bytes] | None:
         """The upstream that continues this stream and the client's bytes it sent first, or None."""
         if self.resume is None or self.rewriter.trail is None or self._aborted is not None:
             return None

@@ -13,7 +13,7 @@ import orjson
 
 from gpufleet.errors import GpufleetError, RequestError, UpstreamError
 from gpufleet.gateway.errors import is_request_fault, upstream_error_message
-from gpufleet.gateway.relay import chunk_problem
+from gpufleet.gateway.relay import UpstreamResponse, chunk_problem
 from gpufleet.router.fallback import Failed
 from gpufleet.router.table import Target
 
@@ -26,7 +26,7 @@ class AnswerFault(Exception):
         self.failed = failed
 
 
-async def read_body(target: Target, response: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_body(target: Target, response: UpstreamResponse, limit: int) -> bytes:
     """The whole body, at most `limit` bytes. A body that breaks off or times out after the headers is a
     failure after the request reached the upstream; one over `limit` is final (another target would be
     asked the same and answer as much)."""
@@ -75,7 +75,7 @@ def retry_after(value: str | None) -> int | None:
     return max(1, int(value.strip()))
 
 
-def check_event_stream(target: Target, response: aiohttp.ClientResponse) -> None:
+def check_event_stream(target: Target, response: UpstreamResponse) -> None:
     """A stream request answered 200 with something else (an HTML page from a proxy, a JSON answer): the
     client would get an empty stream. Nothing was sent yet, so the next target may try."""
     declared = response.headers.get("Content-Type")

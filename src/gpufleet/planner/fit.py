@@ -23,7 +23,7 @@ from gpufleet.planner.fixes import suggest_fixes
 from gpufleet.planner.kernels import SLOW_KERNEL_FACTOR, KernelChoice, choose_kernel
 from gpufleet.planner.rope import Yarn, yarn_for
 from gpufleet.planner.throughput import decode_tok_s, pcie_gbps
-from gpufleet.planner.types import Fix, Plan, PlanRequest
+from gpufleet.planner.types import Fix, KvBand, Plan, PlanRequest
 from gpufleet.planner.vllm_versions import version_tuple
 
 __all__ = ["Fix", "Plan", "PlanRequest", "compute_plan", "plan", "plan_model", "validate"]
@@ -159,7 +159,35 @@ def compute_plan(req: PlanRequest) -> Plan:
     yarn, limit = _context_window(req, reasons, warnings)
     budget = cpu_budget(req, variant) if gpu is None else gpu_budget(req, variant, gpu, limit, reasons, warnings)
     cap = fit_capacity(req, budget, limit, reasons, warnings)
-    tok_s, tok_s_vram = _speed(req, kernel.kernel, budget, cap, warnings)
+    speed = _speed(req, kernel.kernel, budget, cap, warnings)
+    band = (
+        None
+        if gpu is None
+        else kv_band(
+            cap.kv_tokens,
+            cap.target,
+            limit,
+            budget.block_size,
+            upper_bound_only=bool(unmodelled),
+            vllm_version=req.vllm_version,
+        )
+    )
+    return _assemble(req, variant, kernel, reasons, warnings, yarn, budget, cap, speed, band)
+
+
+def _assemble(
+    req: PlanRequest,
+    variant: Variant,
+    kernel: KernelChoice,
+    reasons: list[str],
+    warnings: list[str],
+    yarn: Yarn,
+    budget: Budget,
+    cap: Capacity,
+    speed: tuple[float | None, float | None],
+    band: KvBand | None,
+) -> Plan:
+    """The Plan from each stage's result (`speed`: decode tok/s with and without CPU offload)."""
     return Plan(
         request=req,
         fits=not reasons,
@@ -168,7 +196,7 @@ def compute_plan(req: PlanRequest) -> Plan:
         variant=variant,
         quantization_kernel=kernel.kernel,
         dtype=kernel.dtype,
-        device=gpu.name if gpu else "cpu",
+        device=req.gpu.name if req.gpu else "cpu",
         tensor_parallel=req.tensor_parallel,
         pipeline_parallel=req.pipeline_parallel,
         nodes=budget.nodes,
@@ -199,18 +227,9 @@ def compute_plan(req: PlanRequest) -> Plan:
         yarn_original_context=yarn.original_context,
         cpu_offload_bytes=cap.offload_bytes,
         cpu_offload_used=cap.offload_used,
-        decode_tok_s_estimate=tok_s,
-        decode_tok_s_without_offload=tok_s_vram,
-        band=None
-        if gpu is None
-        else kv_band(
-            cap.kv_tokens,
-            cap.target,
-            limit,
-            budget.block_size,
-            upper_bound_only=bool(unmodelled),
-            vllm_version=req.vllm_version,
-        ),
+        decode_tok_s_estimate=speed[0],
+        decode_tok_s_without_offload=speed[1],
+        band=band,
     )
 
 

@@ -57,35 +57,46 @@ def plan_json(plan: Plan, launch: LaunchPlan | None) -> dict[str, object]:
         "max_context": plan.max_context,
         "max_concurrency": round(plan.max_concurrency, 2),
         **_band_json(plan),
-        "calibration": None
-        if plan.calibration is None
-        else {
-            "kind": plan.calibration.kind,
-            "planned_tokens": plan.calibration.planned_tokens,
-            "factor": round(plan.calibration.factor, 4),
-            "launches": plan.calibration.launches,
-            "note": plan.calibration.note,
-        },
+        "calibration": _calibration_json(plan),
         "needs_yarn": plan.needs_yarn,
         "yarn_factor": plan.yarn_factor,
         "cpu_offload_bytes": plan.cpu_offload_bytes,
         "cpu_offload_used": plan.cpu_offload_used,
         "decode_tok_s_estimate": None if plan.decode_tok_s_estimate is None else round(plan.decode_tok_s_estimate, 1),
         "decode_efficiency": req.efficiency,
-        "context_table": [
-            {
-                "context": r.context,
-                "kv_bytes_per_request": r.kv_bytes_per_request,
-                "max_concurrency": round(r.max_concurrency, 2),
-                "fits": r.fits,
-                "needs_yarn": r.needs_yarn,
-            }
-            for r in context_table(plan)
-        ],
+        "context_table": _context_table_json(plan),
         "served_model_name": launch.served_model_name if launch else None,
         "argv": list(launch.argv) if launch else [],
         "env": launch_env(launch) if launch else {},
     }
+
+
+def _calibration_json(plan: Plan) -> dict[str, object] | None:
+    """The launches on this host that corrected the plan (null: none)."""
+    calibration = plan.calibration
+    if calibration is None:
+        return None
+    return {
+        "kind": calibration.kind,
+        "planned_tokens": calibration.planned_tokens,
+        "factor": round(calibration.factor, 4),
+        "launches": calibration.launches,
+        "note": calibration.note,
+    }
+
+
+def _context_table_json(plan: Plan) -> list[dict[str, object]]:
+    """Max concurrency at the usual context lengths."""
+    return [
+        {
+            "context": r.context,
+            "kv_bytes_per_request": r.kv_bytes_per_request,
+            "max_concurrency": round(r.max_concurrency, 2),
+            "fits": r.fits,
+            "needs_yarn": r.needs_yarn,
+        }
+        for r in context_table(plan)
+    ]
 
 
 def _band_json(plan: Plan) -> dict[str, object]:
