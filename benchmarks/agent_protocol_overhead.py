@@ -9,10 +9,15 @@ latency mostly measures the other tenants, so it also prints the gateway process
 (utime+stime from /proc/<pid>/stat, read around blocks of ``--block`` requests of one kind, the blocks'
 kinds shuffled), which the neighbours do not inflate as much.
 
+``--baseline-src DIR`` also starts a second gateway serving another checkout's ``src/`` (say main's, from
+``git worktree add``) on the same upstream; the blocks of both gateways are shuffled together, so each
+protocol's added time and CPU is printed for this checkout and the baseline measured side by side.
+
 Usage::
 
     .venv/bin/python benchmarks/agent_protocol_overhead.py                # 2000 requests per kind
     .venv/bin/python benchmarks/agent_protocol_overhead.py --requests 500
+    .venv/bin/python benchmarks/agent_protocol_overhead.py --baseline-src /tmp/main-src/src
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from harness import BENCH_DIR, free_port, gpufleet_exe, machine_line, start_service, wait_ready
+from harness import BENCH_DIR, Service, free_port, gpufleet_exe, machine_line, start_service, wait_ready
 
 SYSTEM = "You are a coding agent. " * 20
 QUESTION = "List the files in the current directory and tell me which is largest."
@@ -79,28 +84,43 @@ class Timings:
     cpu_requests: dict[str, int]
 
 
-async def measure(base: str, gateway_pid: int, requests: int, block: int, stream: bool) -> Timings:
+@dataclass(frozen=True)
+class Gateway:
+    """One gateway under test: its label, base URL and process id (for its CPU time)."""
+
+    label: str
+    base: str
+    pid: int
+
+
+async def measure(gateways: list[Gateway], requests: int, block: int, stream: bool) -> dict[str, Timings]:
+    """Blocks of `block` requests of one kind on one gateway, every (gateway, kind) pair's blocks shuffled."""
     kinds = bodies("bench", stream)
-    timings = Timings({kind: [] for kind in kinds}, dict.fromkeys(kinds, 0.0), dict.fromkeys(kinds, 0))
+    timings = {
+        g.label: Timings({kind: [] for kind in kinds}, dict.fromkeys(kinds, 0.0), dict.fromkeys(kinds, 0))
+        for g in gateways
+    }
     async with aiohttp.ClientSession() as session:
         for _ in range(50):  # warm-up: connections, imports, caches
-            for path, body in kinds.values():
-                async with session.post(base + path, json=body) as response:
-                    await response.read()
-        order = list(kinds)
+            for gateway in gateways:
+                for path, body in kinds.values():
+                    async with session.post(gateway.base + path, json=body) as response:
+                        await response.read()
+        order = [(gateway, kind) for gateway in gateways for kind in kinds]
         for _ in range(max(1, requests // block)):
             random.shuffle(order)
-            for kind in order:
+            for gateway, kind in order:
                 path, body = kinds[kind]
-                cpu_before = cpu_s(gateway_pid)
+                timing = timings[gateway.label]
+                cpu_before = cpu_s(gateway.pid)
                 for _ in range(block):
                     started = time.perf_counter()
-                    async with session.post(base + path, json=body) as response:
+                    async with session.post(gateway.base + path, json=body) as response:
                         await response.read()
                         assert response.status == 200, await response.text()
-                    timings.wall_ms[kind].append((time.perf_counter() - started) * 1000)
-                timings.cpu_s[kind] += cpu_s(gateway_pid) - cpu_before
-                timings.cpu_requests[kind] += block
+                    timing.wall_ms[kind].append((time.perf_counter() - started) * 1000)
+                timing.cpu_s[kind] += cpu_s(gateway.pid) - cpu_before
+                timing.cpu_requests[kind] += block
     return timings
 
 
@@ -118,37 +138,62 @@ def report(label: str, timings: Timings) -> None:
         print(f"  {kind:10s} p50 {p50:7.3f} ms   p90 {p90:7.3f} ms   gateway CPU {cpu:6.3f} ms/request{added}")
 
 
+def start_gateway(label: str, src: Path, up_port: int, log_dir: Path) -> tuple[Service, Gateway]:
+    """`gpufleet serve` importing gpufleet from `src`, one remote model on the fixed upstream."""
+    port = free_port()
+    config = log_dir / f"{label}.yaml"
+    config.write_text(
+        f"server: {{port: {port}}}\nmodels:\n  bench:\n    engine: remote\n"
+        f"    url: http://127.0.0.1:{up_port}/v1\n    upstream_model: Qwen/Qwen3-8B\n"
+    )
+    argv = [str(gpufleet_exe()), "serve", "--config", str(config)]
+    service = start_service(label, argv, log_dir, None, {"PYTHONPATH": str(src)})
+    wait_ready(service, f"http://127.0.0.1:{port}/health", 60)
+    return service, Gateway(label, f"http://127.0.0.1:{port}", service.proc.pid)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests per kind and mode")
     parser.add_argument("--block", type=int, default=20, help="requests of one kind between two CPU readings")
+    parser.add_argument(
+        "--baseline-src",
+        metavar="DIR",
+        type=Path,
+        help="also serve gpufleet from this src/ (another checkout), interleaved with this one",
+    )
     args = parser.parse_args()
-    up_port, gw_port = free_port(), free_port()
+    up_port = free_port()
+    sources = {"this checkout": BENCH_DIR.parent / "src"}
+    if args.baseline_src is not None:
+        sources[f"baseline {args.baseline_src}"] = args.baseline_src.resolve()
+    services: list[Service] = []
     with tempfile.TemporaryDirectory() as tmp:
         log_dir = Path(tmp)
-        config = log_dir / "gpufleet.yaml"
-        config.write_text(
-            f"server: {{port: {gw_port}}}\nmodels:\n  bench:\n    engine: remote\n"
-            f"    url: http://127.0.0.1:{up_port}/v1\n    upstream_model: Qwen/Qwen3-8B\n"
-        )
         upstream = start_service(
             "upstream", [sys.executable, str(BENCH_DIR / "fixed_upstream.py"), "--port", str(up_port)], log_dir, None
         )
-        gateway = start_service("gpufleet", [str(gpufleet_exe()), "serve", "--config", str(config)], log_dir, None)
+        services.append(upstream)
         try:
             wait_ready(upstream, f"http://127.0.0.1:{up_port}/health", 30)
-            wait_ready(gateway, f"http://127.0.0.1:{gw_port}/health", 60)
+            gateways = []
+            for number, (label, src) in enumerate(sources.items()):
+                service, gateway = start_gateway(f"gateway{number}", src, up_port, log_dir)
+                services.append(service)
+                gateways.append(Gateway(label, gateway.base, gateway.pid))
             print(machine_line())
-            base = f"http://127.0.0.1:{gw_port}"
             for stream in (False, True):
-                timings = asyncio.run(measure(base, gateway.proc.pid, args.requests, args.block, stream))
-                report(
-                    f"{'stream' if stream else 'non-stream'}, concurrency 1, {args.requests} requests each:", timings
-                )
+                timings = asyncio.run(measure(gateways, args.requests, args.block, stream))
+                for gateway in gateways:
+                    mode = "stream" if stream else "non-stream"
+                    report(
+                        f"{gateway.label}: {mode}, concurrency 1, {args.requests} requests each:",
+                        timings[gateway.label],
+                    )
             print(machine_line().rsplit("; ", 1)[-1], "at the end")
         finally:
-            gateway.stop()
-            upstream.stop()
+            for service in reversed(services):
+                service.stop()
     return 0
 
 

@@ -156,6 +156,41 @@ async def test_cors_origins_get_cors_answers_and_others_stay_refused(open_gatewa
     assert error_of(other, 403)["code"] == "origin_not_allowed"
 
 
+# The agent endpoints are dispatched without Starlette's stack, as chat is (gateway/hot_routes.py, issue 23):
+# the same guard answers there, and with CORS configured they go through the stack and get its headers.
+AGENT_REQUESTS = [
+    ("/v1/messages", {"model": "echo", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/messages/count_tokens", {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/responses", {"model": "echo", "input": "hi", "store": False}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), AGENT_REQUESTS)
+async def test_agent_endpoints_refuse_foreign_origins_and_non_json_bodies_before_the_engine(
+    open_gateway: Any, upstream: StandInUpstream, path: str, body: dict[str, Any]
+) -> None:
+    http = await open_gateway()
+    before = len(upstream.received)
+    foreign = await http.post(path, json=body, headers={"origin": "http://evil.example"})
+    assert error_of(foreign, 403)["code"] == "origin_not_allowed"
+    form = await http.post(path, content=orjson.dumps(body), headers={"content-type": "text/plain"})
+    assert error_of(form, 415)["code"] == "unsupported_media_type"
+    assert len(upstream.received) == before
+    own = await http.post(path, json=body, headers={"origin": "http://127.0.0.1:8000"})
+    assert own.status_code == 200, own.text
+
+
+@pytest.mark.parametrize(("path", "body"), AGENT_REQUESTS)
+async def test_agent_endpoints_answer_allowed_cors_origins_with_cors_headers(
+    open_gateway: Any, path: str, body: dict[str, Any]
+) -> None:
+    app_origin = "https://chat.example.com"
+    http = await open_gateway(cors_origins=[app_origin])
+    response = await http.post(path, json=body, headers={"origin": app_origin})
+    assert response.status_code == 200, response.text
+    assert response.headers["access-control-allow-origin"] == app_origin
+
+
 async def test_console_forbids_framing(open_gateway: Any) -> None:
     http = await open_gateway()
     for path in ("/ui", "/ui/static/main.js"):

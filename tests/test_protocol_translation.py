@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 import pytest
 
 from gpufleet.dialects import StreamTransformer, model_dialect, prepare_request
@@ -428,6 +429,52 @@ def test_responses_stream_from_split_raw_qwen(pieces: list[str]) -> None:
     reasoning, message, call = final["output"]
     assert reasoning["summary"][0]["text"].strip() == "plan it" and message["content"][0]["text"].strip() == "ok"
     assert call["name"] == "Bash" and json.loads(call["arguments"]) == {"command": "ls -l"}
+
+
+def test_responses_stream_events_are_compact_json_and_repeat_the_stored_object() -> None:
+    """The encoder writes most events from byte templates (issue 23's per-stream cost): each must still be the
+    compact JSON orjson writes, `type` and `sequence_number` first, and `response.completed` must carry exactly
+    the object the route stores."""
+    request = {"model": "alias", "instructions": "be brief", "tools": [{"type": "function", "name": "ls"}]}
+    finals: list[dict[str, Any]] = []
+    encoder = ResponsesStreamEncoder(request, "alias", on_complete=finals.append)
+    chunks: list[dict[str, Any]] = [
+        {"choices": [{"index": 0, "delta": {"reasoning_content": 'why "so"'}}]},
+        {"choices": [{"index": 0, "delta": {"content": 'say "hi"\n\u00e9'}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "ls"}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"a":1}'}}]}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}},
+    ]
+    raw = b"".join(encoder.chunk(c) for c in chunks) + encoder.done()
+    blocks = [block.split(b"\n") for block in raw.split(b"\n\n") if block]
+    for sequence, (name, data) in enumerate(blocks):
+        parsed = json.loads(data.removeprefix(b"data: "))
+        assert data == b"data: " + orjson.dumps(parsed)
+        assert list(parsed)[:2] == ["type", "sequence_number"] and parsed["sequence_number"] == sequence
+        assert name == b"event: " + parsed["type"].encode()
+    events = _sse(raw)
+    created, in_progress, completed = events[0][1], events[1][1], events[-1][1]
+    assert created["response"] == in_progress["response"]
+    assert created["response"]["tools"] == request["tools"] and created["response"]["output"] == []
+    assert blocks[-1][1] == b'data: {"type":"response.completed","sequence_number":%d,"response":%b}' % (
+        len(blocks) - 1,
+        orjson.dumps(finals[0]),
+    )
+    message_id = completed["response"]["output"][1]["id"]
+    where = {"item_id": message_id, "output_index": 1, "content_index": 0}
+    by_name = {name: data for name, data in events}
+    text = 'say "hi"\n\u00e9'
+    assert by_name["response.output_text.done"] == {
+        "type": "response.output_text.done",
+        "sequence_number": by_name["response.output_text.done"]["sequence_number"],
+        **where,
+        "text": text,
+        "logprobs": [],
+    }
+    assert by_name["response.content_part.done"]["part"] == {"type": "output_text", "text": text, "annotations": []}
+    assert by_name["response.function_call_arguments.done"]["arguments"] == '{"a":1}'
+    assert by_name["response.reasoning_summary_part.done"]["part"] == {"type": "summary_text", "text": 'why "so"'}
 
 
 def test_mid_stream_errors_end_each_protocol_in_its_own_shape() -> None:

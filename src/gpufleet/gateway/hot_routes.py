@@ -1,8 +1,9 @@
 """The API's hot routes served without Starlette's middleware stack and router (same checks, fewer layers).
 
-A POST to /v1/chat/completions, /v1/completions or /v1/embeddings goes straight to its handler after the
-origin guard's checks (gateway/origin_guard.py); everything else, and every request when CORS answers are
-configured (`server.cors_origins`: Starlette's CORS middleware adds their headers), takes the full stack.
+A POST to /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/messages, /v1/messages/count_tokens or
+/v1/responses goes straight to its handler after the origin guard's checks (gateway/origin_guard.py);
+everything else, and every request when CORS answers are configured (`server.cors_origins`: Starlette's CORS
+middleware adds their headers), takes the full stack.
 Starlette's stack costs five nested calls per request and three wrappers around every `send` (each chunk of
 a stream passes through them): about 6% of a non-stream request's CPU in a profile (issue 22).
 """

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpufleet.protocols.chat_form import reasoning_text
-
 
 class ChunkEncoder:
     """Feed it chat.completion.chunk dicts (after the dialect); it returns the client protocol's SSE bytes."""
@@ -29,27 +27,36 @@ class ChunkEncoder:
         self._usage: dict[str, Any] | None = None
 
     def chunk(self, chunk: dict[str, Any]) -> bytes:
+        # The stream's hot path (issue 23): every upstream chunk that is not relayed as bytes comes here, so the
+        # reads are inlined (no reasoning_text call, a choice without a delta reads nothing more) and only the
+        # hooks that write an event are called.
         out: list[bytes] = []
         if not self._started:
             self._begin(out)
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self._usage = usage
-        for choice in chunk.get("choices") or ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            reasoning = reasoning_text(delta)
-            if reasoning:
-                self._reasoning(reasoning, out)
-            text = delta.get("content")
-            if isinstance(text, str) and text:
-                self._text(text, out)
-            for call in delta.get("tool_calls") or ():
-                self._tool_call(call, out)
-            if choice.get("finish_reason") is not None:
-                self._finish = choice["finish_reason"]
-                self._finish_seen(choice, chunk)
+        choices = chunk.get("choices")
+        if choices:
+            for choice in choices:
+                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                    continue
+                delta = choice.get("delta")
+                if delta:
+                    reasoning = delta.get("reasoning_content") or delta.get("reasoning")  # as reasoning_text
+                    if reasoning and isinstance(reasoning, str):
+                        self._reasoning(reasoning, out)
+                    text = delta.get("content")
+                    if text and isinstance(text, str):
+                        self._text(text, out)
+                    calls = delta.get("tool_calls")
+                    if calls:
+                        for call in calls:
+                            self._tool_call(call, out)
+                finish = choice.get("finish_reason")
+                if finish is not None:
+                    self._finish = finish
+                    self._finish_seen(choice, chunk)
         self._chunk_seen(chunk)
         return b"".join(out)
 

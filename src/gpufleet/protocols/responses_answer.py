@@ -49,6 +49,16 @@ def response_usage(chat_usage: Any) -> dict[str, Any]:
     }
 
 
+def echoed_fields(request: dict[str, Any]) -> dict[str, Any]:
+    """What a response object repeats of its request (the `_ECHOED` keys it sent, and defaults for the rest)."""
+    echoed = {key: request[key] for key in _ECHOED if key in request}
+    echoed.setdefault("tools", [])
+    echoed.setdefault("tool_choice", "auto")
+    echoed.setdefault("parallel_tool_calls", True)
+    echoed.setdefault("store", True)
+    return echoed
+
+
 def response_object(
     request: dict[str, Any],
     *,
@@ -61,7 +71,7 @@ def response_object(
     error: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The `response` object in any state (in_progress, completed, incomplete, failed)."""
-    body: dict[str, Any] = {
+    return {
         "id": response_id,
         "object": "response",
         "created_at": created_at,
@@ -69,19 +79,10 @@ def response_object(
         "model": model,
         "output": output,
         "error": error,
-        "incomplete_details": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
         "usage": usage,
+        **echoed_fields(request),
     }
-    for key in _ECHOED:
-        if key in request:
-            body[key] = request[key]
-    body.setdefault("tools", [])
-    body.setdefault("tool_choice", "auto")
-    body.setdefault("parallel_tool_calls", True)
-    body.setdefault("store", True)
-    if status == "incomplete":
-        body["incomplete_details"] = {"reason": "max_output_tokens"}
-    return body
 
 
 def reasoning_item(text: str, item_id: str | None = None) -> dict[str, Any]:
