@@ -276,19 +276,18 @@ class SSERewriter:
             end = buffer.find(b"\n\n", pos)
             if end < 0:
                 break
-            event = buffer[pos:end]
-            pos = end + 2
+            start, pos = pos, end + 2
             shape = self._shape
-            if shape is not None and self.trail is None and len(event) > shape[0]:
-                # A plain content chunk shaped as the last one the fast path took: only its text differs.
+            if shape is not None and end - start > shape[0] and self.trail is None:
+                # A plain content chunk shaped as the first one the fast path took: only its text differs.
                 _, head, tail, out_head, out_tail = shape
-                if event.startswith(head) and event.endswith(tail):
-                    text = event[len(head) : len(event) - len(tail)]
+                if buffer.startswith(head, start) and buffer.endswith(tail, start, end):
+                    text = buffer[start + len(head) : end - len(tail)]
                     if b'"' not in text and b"\n" not in text and text not in _UNSAFE_TEXT and text[:9] != b"reasoning":
                         self.stats.chunks += 1
                         out += (out_head, text, out_tail)
                         continue
-            self._event(event, out)
+            self._event(buffer[start:end], out)
         buffer = buffer[pos:]
         if len(buffer) > self.max_event_bytes and self.failure is None:
             # An event (or line) that never ends would be buffered forever: give up on the stream.
