@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -42,6 +43,14 @@ def within_one_minute_window(monkeypatch: pytest.MonkeyPatch) -> None:
     real_time = time.time
     offset_s = real_time() % 60 - 1
     monkeypatch.setattr(time, "time", lambda: real_time() - offset_s)
+
+
+def reset_seconds(text: str) -> int:
+    """Seconds in an x-ratelimit-reset-* value as OpenAI writes it: '1s', '6m0s', '2h3m4s'."""
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(\d+)s", text)
+    assert match is not None, text
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
 
 
 @pytest.fixture
@@ -119,7 +128,7 @@ async def test_tokens_per_minute_and_per_day_stop_a_key_once_spent(upstream: Sta
     per_minute = make_key(db, "minute", tpm=5)
     per_day = make_key(db, "day", tokens_per_day=5)
     async with gateway(upstream, db) as (_, http):
-        for key, reset_unit in ((per_minute, "s"), (per_day, "h")):
+        for key, window_s in ((per_minute, 60), (per_day, 86_400)):
             ok = await http.post("/v1/chat/completions", json=chat(), headers=bearer(key))
             assert ok.status_code == 200  # 7 tokens: admitted under the limit, counted when it ended
             reached = len(upstream.received)
@@ -127,7 +136,10 @@ async def test_tokens_per_minute_and_per_day_stop_a_key_once_spent(upstream: Sta
             assert refused.status_code == 429 and refused.json()["error"]["type"] == "tokens"
             assert refused.headers["x-ratelimit-limit-tokens"] == "5"
             assert refused.headers["x-ratelimit-remaining-tokens"] == "0"
-            assert reset_unit in refused.headers["x-ratelimit-reset-tokens"]
+            # The window is the current UTC minute or day: the reset is the time to its end (minutes and seconds
+            # only, in the last hour of a UTC day).
+            until_end = window_s - time.time() % window_s
+            assert abs(reset_seconds(refused.headers["x-ratelimit-reset-tokens"]) - until_end) <= 5
             assert len(upstream.received) == reached
         # A stream's tokens count too (from its usage chunk, which the gateway always asks for).
         stream_key = make_key(db, "streamer", tpm=5)
