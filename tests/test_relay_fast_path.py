@@ -190,3 +190,58 @@ def test_encoded_fast_path_writes_the_same_bytes_as_the_full_path(kind: str, mon
     # that names the stop string (the Messages encoder reads it).
     assert texts == ['lo "world" \\ ✓ \\" "content":"x"', "\\\\", " more"]
     assert b"STOP" in fast and b"after thinking" in fast
+
+
+# After the fast path took one plain chunk, chunks of the same shape (only the text differs) are relayed by two
+# byte comparisons (relay.py's _chunk_shape). A text that would complete a key the fast path looks for, a
+# chunk shaped otherwise, or an event with a line break must still go where the fast path would send it.
+SHAPED = stream(
+    chunk({"role": "assistant", "content": ""}),
+    *(
+        chunk({"content": text})
+        for text in ["Hel", "lo", " ✓", "usage", "model", "error", "finish_reason", "tool_calls", "content", ":"]
+    ),
+    *(chunk({"content": text}) for text in ["reasoning", "reasoning_content", 'a "q" b', "back\\", "\\", "x"]),
+    chunk({"content": "other model"}, model="another"),
+    {**chunk({"content": "with logprobs"}), "system_fingerprint": "fp"},
+    chunk({"content": "", "reasoning_content": "r"}),
+    chunk({"content": "after"}),
+    chunk({}, finish="stop"),
+)
+
+
+def relay_bytes(data: bytes, pieces: int, *, shapes: bool, plan: bool, monkeypatch: pytest.MonkeyPatch) -> bytes:
+    transformer = None
+    if plan:
+        transformer = StreamTransformer(prepare_request({"messages": []}, kind="chat", defaults=DialectDefaults()).plan)
+    rewriter = SSERewriter(
+        served_model="served",
+        client_wants_usage=True,
+        stats=StreamStats(started=time.perf_counter()),
+        transform=transformer.feed if transformer else None,
+        flush=transformer.finish if transformer else None,
+        plain_transform=transformer is not None,
+    )
+    size = -(-len(data) // pieces)
+    with monkeypatch.context() as patch:
+        if not shapes:
+            patch.setattr("gpufleet.gateway.relay._chunk_shape", lambda payload, relayed: None)
+        out = b"".join(rewriter.feed(data[i : i + size]) for i in range(0, len(data), size))
+    out += rewriter.close() if rewriter.failure is None else b""  # as the relay does
+    return out + repr((rewriter.failure, rewriter.stats.chunks)).encode()
+
+
+@pytest.mark.parametrize("plan", [False, True], ids=["no-dialect", "passthrough-plan"])
+@pytest.mark.parametrize("pieces", [1, 7, 400])
+def test_chunks_of_a_known_shape_get_the_same_bytes(plan: bool, pieces: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    shaped = relay_bytes(SHAPED, pieces, shapes=True, plan=plan, monkeypatch=monkeypatch)
+    assert shaped == relay_bytes(SHAPED, pieces, shapes=False, plan=plan, monkeypatch=monkeypatch)
+    assert b'"content":"usage"' in shaped and b'"model":"served"' in shaped and b'"model":"another"' not in shaped
+
+
+def test_an_event_with_a_line_break_is_not_taken_for_a_known_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = stream(chunk({"role": "assistant", "content": ""}), chunk({"content": "a"}), chunk({"content": "b"}))
+    broken = plain.replace(b'"content":"b"', b'"content":"b\nc"')
+    shaped = relay_bytes(broken, 1, shapes=True, plan=False, monkeypatch=monkeypatch)
+    assert shaped == relay_bytes(broken, 1, shapes=False, plan=False, monkeypatch=monkeypatch)
+    assert b"malformed" in shaped

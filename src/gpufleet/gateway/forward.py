@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,44 @@ from gpufleet.router.fallback import Failed, Served
 from gpufleet.router.table import Target
 
 _UPSTREAM_PATHS = {"chat": "/chat/completions", "completion": "/completions", "embedding": "/embeddings"}
+
+
+class Holds:
+    """What an attempt holds open (a local engine's lease, the upstream response, the in-flight count), released
+    last-in first-out by `aclose()`: `contextlib.AsyncExitStack`'s `callback`, `enter_async_context` and `aclose`
+    for the hot path, without the stack's wrapper per callback (5% of a non-stream request's CPU, issue 22). As
+    the stack does, every exit runs even when one raises; the last error is raised, each async exit is told of
+    the error pending and may suppress it."""
+
+    __slots__ = ("_exits",)
+
+    def __init__(self) -> None:
+        self._exits: list[tuple[Callable[..., Any], tuple[Any, ...], bool]] = []
+
+    def callback(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._exits.append((fn, args, False))
+
+    async def enter_async_context(self, manager: contextlib.AbstractAsyncContextManager[Any]) -> Any:
+        value = await manager.__aenter__()
+        self._exits.append((manager.__aexit__, (), True))
+        return value
+
+    async def aclose(self) -> None:
+        pending: BaseException | None = None
+        exits = self._exits
+        while exits:
+            fn, args, is_async = exits.pop()
+            try:
+                if not is_async:
+                    fn(*args)
+                elif await fn(type(pending) if pending else None, pending, pending.__traceback__ if pending else None):
+                    pending = None  # the context manager suppressed it
+            except BaseException as err:  # the remaining exits still run; the last error is raised
+                if pending is not None and err is not pending:
+                    err.__context__ = pending
+                pending = err
+        if pending is not None:
+            raise pending
 
 
 @dataclass(frozen=True)
@@ -90,9 +128,7 @@ class Forwarder:
         self._ready_timeout_s = ready_timeout_s
         self._remotes: dict[str, Endpoint] = {}
 
-    async def open_target(
-        self, target: Target, stack: contextlib.AsyncExitStack, *, last_resort: bool = False
-    ) -> Endpoint:
+    async def open_target(self, target: Target, stack: Holds, *, last_resort: bool = False) -> Endpoint:
         """The target's endpoint, held until `stack` closes. A local engine is leased (started on demand; not
         idle-unloaded or swapped while leased); as the `last_resort` of a fallback a starting engine is waited
         for up to its ready_timeout_s, not the queue's server.queue_timeout_s (issue 21: a cold standby). A
@@ -110,7 +146,7 @@ class Forwarder:
         return Endpoint(upstream.base_url, upstream.api_key, None, local=True)
 
     async def attempt(
-        self, target: Target, request: UpstreamRequest, stack: contextlib.AsyncExitStack, *, last_resort: bool
+        self, target: Target, request: UpstreamRequest, stack: Holds, *, last_resort: bool
     ) -> Served[JsonAnswer | OpenStream] | Failed:
         """Open `target`, send `request`, and read the answer (or a stream's first bytes). What it holds open
         (the lease, the response) is left on `stack` for the caller to close when the answer is over."""

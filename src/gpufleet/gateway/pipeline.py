@@ -11,18 +11,18 @@ gpufleet_in_flight_requests and gpufleet_target_in_flight gauges both read it).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from gpufleet.gateway.admission import Ticket
 from gpufleet.gateway.client_protocol import OPENAI, ClientProtocol, Kind
-from gpufleet.gateway.forward import Forwarder, JsonAnswer, OpenStream
+from gpufleet.gateway.forward import Forwarder, Holds, JsonAnswer, OpenStream
 from gpufleet.gateway.relay import LiveStreams, StreamRelayResponse, StreamStats, UpstreamResponse, reasoning_tokens
 from gpufleet.gateway.request_body import UpstreamRequest, upstream_request
 from gpufleet.gateway.stream_resume import ResumeTrail
@@ -33,7 +33,6 @@ from gpufleet.router.metrics import RouterMetrics
 from gpufleet.router.select import TargetSelector
 from gpufleet.router.table import Candidate, ModelTable, Route, Target
 
-_JSON = "application/json"
 log = logging.getLogger("gpufleet.gateway")
 
 
@@ -47,6 +46,23 @@ class JsonReply:
 
 
 Reply = JsonReply | StreamRelayResponse
+
+
+class JsonResponse(Response):
+    """A 200 JSON answer: Starlette's `Response` (same headers, in the same order), built from the encoded body
+    and the header dict directly and sent with two plain ASGI messages (issue 22: the hot path's answer)."""
+
+    def __init__(self, body: bytes, headers: Mapping[str, str]) -> None:
+        self.status_code = 200
+        self.body = body
+        self.background = None
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        raw += ((b"content-length", b"%d" % len(body)), (b"content-type", b"application/json"))
+        self.raw_headers = raw
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 def route_headers(route: Route, target: Target) -> dict[str, str]:
@@ -100,7 +116,7 @@ class Pipeline:
         reply = await self.reply(kind, payload, route, protocol, started=started, session=session, ticket=ticket)
         if isinstance(reply, StreamRelayResponse):
             return reply
-        return Response(protocol.answer(reply.data), media_type=_JSON, headers=reply.headers)
+        return JsonResponse(protocol.answer(reply.data), reply.headers)
 
     async def call(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
         """An internal, non-streamed request for `body["model"]` (the `auto` classifier, /chat): the answer dict.
@@ -161,7 +177,7 @@ class Pipeline:
         # Only a stream can resume on another replica: a whole answer skips the search (2% of its CPU, py-spy).
         replicas = _other_replicas(route, candidate) if request.stream and self.policy.max_resumes > 0 else ()
         request.resumable = bool(replicas)
-        stack = contextlib.AsyncExitStack()
+        stack = Holds()
         self._board.begin(target)
         stack.callback(self._board.end, target)
         try:
@@ -198,7 +214,7 @@ class Pipeline:
         self,
         stream: OpenStream,
         headers: dict[str, str],
-        stack: contextlib.AsyncExitStack,
+        stack: Holds,
         endpoint: str,
         ticket: Ticket | None,
         resume: StreamResumer | None,
@@ -276,7 +292,7 @@ class StreamResumer:
         route: Route,
         replicas: tuple[Candidate, ...],
         stream: OpenStream,
-        stack: contextlib.AsyncExitStack,
+        stack: Holds,
         request_for: Callable[[Candidate], UpstreamRequest],
     ) -> None:
         self._parts, self._route, self._replicas, self._stack = parts, route, replicas, stack

@@ -263,19 +263,32 @@ class SSERewriter:
     _finished: bool = False  # a choice carried a finish_reason: the answer is complete even without [DONE]
     _pending_usage: dict[str, Any] | None = field(default=None)
     _served_model_json: bytes | None = None  # the served name as a JSON string's inside, for the fast path
+    _shape: _Shape | None = None  # the fast path's first plain chunk around its text (see _chunk_shape)
 
     def feed(self, data: bytes) -> bytes:
         """Bytes from the network in; complete rewritten events out (possibly b"")."""
-        buffer = self._buffer + data
+        buffer = self._buffer + data if self._buffer else data
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
         out: list[bytes] = []
+        pos = 0
         while self.failure is None and not self._done_sent:
-            end = buffer.find(b"\n\n")
+            end = buffer.find(b"\n\n", pos)
             if end < 0:
                 break
-            event, buffer = buffer[:end], buffer[end + 2 :]
-            self._event(event, out)
+            start, pos = pos, end + 2
+            shape = self._shape
+            if shape is not None and end - start > shape[0] and self.trail is None:
+                # A plain content chunk shaped as the first one the fast path took: only its text differs.
+                _, head, tail, out_head, out_tail = shape
+                if buffer.startswith(head, start) and buffer.endswith(tail, start, end):
+                    text = buffer[start + len(head) : end - len(tail)]
+                    if b'"' not in text and b"\n" not in text and text not in _UNSAFE_TEXT and text[:9] != b"reasoning":
+                        self.stats.chunks += 1
+                        out += (out_head, text, out_tail)
+                        continue
+            self._event(buffer[start:end], out)
+        buffer = buffer[pos:]
         if len(buffer) > self.max_event_bytes and self.failure is None:
             # An event (or line) that never ends would be buffered forever: give up on the stream.
             self.failure = f"an upstream event exceeds {self.max_event_bytes} bytes (server.max_upstream_event_bytes)"
@@ -397,6 +410,8 @@ class SSERewriter:
             return False
         self.stats.chunks += 1
         out.append(b"data: " + relayed + b"\n\n")
+        if self._shape is None:
+            self._shape = _chunk_shape(payload, relayed)
         return True
 
     def _encode_as_text(self, payload: bytes, out: list[bytes]) -> bool:
@@ -478,6 +493,33 @@ class SSERewriter:
             out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
         else:
             out.append(self.encoder.chunk(chunk))
+
+
+# (minimum event length, event head, event tail, client head, client tail): see _chunk_shape.
+_Shape = tuple[int, bytes, bytes, bytes, bytes]
+# Texts that, between a head ending in `"content":"` and a tail starting with `"`, would complete a key the fast
+# path's byte tests look for (`"usage"`, `"model":`, `"content":""`, `"reasoning...`): such chunks take them.
+_UNSAFE_TEXT = frozenset((b"", b":", b"usage", b"error", b"finish_reason", b"tool_calls", b"content", b"model"))
+
+
+def _chunk_shape(payload: bytes, relayed: bytes) -> _Shape | None:
+    """The shape of a chunk the fast path relayed: its event's bytes before its `"content":"` text and from the
+    text's closing quote on, and the client's (the served model spliced in). An engine's plain content chunks
+    differ only in that text, so `feed` relays the next ones with two byte comparisons: a text without a quote
+    or a newline (nor one of _UNSAFE_TEXT) leaves every byte test of `_relay_as_is` as it was for this chunk,
+    so it would have taken the same path to the same bytes. None: the chunk has no such shape (the model name
+    must come before the text)."""
+    key = payload.find(b'"content":"')
+    model = payload.find(b'"model":"')
+    if key < 0 or not 0 <= model < key or b'"reasoning' in payload or b'"tool_calls"' in payload:
+        return None
+    start = key + 11
+    end = payload.find(b'"', start)
+    if end < 0 or payload[start:end] in _UNSAFE_TEXT or payload[start : start + 9] == b"reasoning":
+        return None
+    head, tail = b"data: " + payload[:start], payload[end:]
+    out_head = b"data: " + relayed[: len(relayed) - len(payload) + start]
+    return len(head) + len(tail) - 1, head, tail, out_head, tail + b"\n\n"
 
 
 def _plain_content(payload: bytes) -> str | None:
