@@ -339,3 +339,19 @@ async def test_garbage_instead_of_an_answer_is_a_dropped_connection() -> None:
         with pytest.raises(ConnectionDropped) as dropped:
             await lean.post(server.url, b"{}", headers=b"", read_timeout_s=5)
     assert not dropped.value.reused
+
+
+async def test_headers_that_never_end_are_cut_off_at_the_bound() -> None:
+    """A broken or hostile remote trickling header lines forever is cut off, not buffered without end."""
+
+    async def endless_headers(request: RawRequest, writer: asyncio.StreamWriter, nth: int) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for i in range(upstream_http.MAX_HEAD_BYTES // 1000 * 2):
+            writer.write(b"x-pad-%d: %s\r\n" % (i, b"a" * 990))
+            await writer.drain()
+        await asyncio.sleep(5)
+        return False
+
+    async with stand_in(endless_headers) as server, pool() as lean:
+        with pytest.raises(ConnectionDropped, match="headers are over 64 KiB"):
+            await lean.post(server.url, b"{}", headers=b"", read_timeout_s=5)

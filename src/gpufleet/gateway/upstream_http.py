@@ -32,6 +32,9 @@ import httptools
 _BUFFER_BYTES = 2**16  # body bytes held before reading from the socket pauses (aiohttp's read_bufsize)
 _KEEPALIVE_S = 30.0  # an idle pooled connection older than this is closed, not reused
 _MAX_IDLE_PER_HOST = 256
+# What an answer may send before its headers are complete (aiohttp allows 8 KiB a line, 128 fields): past this, an
+# upstream that trickles headers forever (a broken or hostile remote) is cut off instead of growing our memory.
+MAX_HEAD_BYTES = 64 * 1024
 
 
 class ConnectFailed(OSError):
@@ -102,6 +105,7 @@ class _Connection(asyncio.Protocol):
         self.exc: BaseException | None = None
         self._chunks: list[bytes] = []
         self._buffered = 0
+        self._head_bytes = 0
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None
         self._read_timeout_s = 0.0
@@ -118,6 +122,11 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
+            if not self.headers_done:
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    self._fail(BodyBroken(f"the answer's headers are over {MAX_HEAD_BYTES // 1024} KiB"))
+                    self.close()
         except httptools.HttpParserError as err:
             self._fail(BodyBroken(f"malformed HTTP answer: {err}"))
             self.close()
@@ -186,7 +195,7 @@ class _Connection(asyncio.Protocol):
         self.headers_done = self.complete = self.keep_alive = False
         self.exc = None
         self._chunks = []
-        self._buffered = 0
+        self._buffered = self._head_bytes = 0
         self._read_timeout_s = read_timeout_s
         if self._paused and self.transport is not None:
             # The last answer arrived whole but was released unread over the buffer's size: read again.
