@@ -6,8 +6,11 @@ Driven with the official `openai` client, as a user would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -236,3 +239,28 @@ async def test_start_timeout_reports_the_fix_and_keeps_the_log_in_status() -> No
         assert "engine log (last lines)" not in message
         status = (await http.get("/status")).json()["models"][0]
         assert "did not become ready" in status["last_error"] and status["log_path"]
+
+
+def test_a_burst_of_signals_still_stops_the_engine(tmp_path: Path) -> None:
+    """The engine's signal handler takes no lock: a second SIGTERM landing inside the first handler (a SIGKILLed
+    gateway's engine gets PR_SET_PDEATHSIG's and the process group's) once deadlocked it, an orphan for hours."""
+    from gpufleet.engine_supervisor.ports import free_port
+    from gpufleet.model_packages import PACKAGED_MODELS, prepare
+
+    gguf = prepare(PACKAGED_MODELS["smollm2-135m-instruct"])
+    argv = [sys.executable, "-m", "gpufleet.engines.llamacpp_server", "--model", str(gguf), "--port", str(free_port())]
+    with (tmp_path / "engine.log").open("wb") as log:
+        engine = subprocess.Popen([*argv, "--threads", "1", "--parallel", "1"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: b"serving" in (tmp_path / "engine.log").read_bytes(), 60, "the engine to serve")
+        # Signals keep coming while it stops (its exit path too), for up to 10 s.
+        deadline = time.monotonic() + 10
+        while engine.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(ProcessLookupError):
+                engine.send_signal(signal.SIGTERM)
+            time.sleep(0.0005)
+        assert engine.wait(30) == 0
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.wait()

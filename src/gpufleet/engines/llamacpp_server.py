@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
@@ -62,13 +63,17 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         setattr(params, key, _coerce(value))
 
-    stop = threading.Event()
+    # The handler only appends to a list: no lock. It used to call threading.Event.set, and a second signal landing
+    # while the first handler held the Event's lock deadlocked the process forever (seen: a SIGKILLed gateway's
+    # engine, which gets PR_SET_PDEATHSIG's SIGTERM, and the group's, lived on as an orphan).
+    received: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
     parent = os.getppid()
     server = xllamacpp.Server(params)
     print(f"gpufleet-llamacpp: serving {args.model} as {args.alias!r} on {server.listening_address}", flush=True)
-    while not stop.wait(1.0):
+    while not received:
+        time.sleep(0.25)  # a signal runs its handler and the loop sees it within a quarter second
         if os.getppid() != parent:  # the gateway died without telling us: do not linger as an orphan
             break
     # llama.cpp's shutdown can hang on its HTTP threads; nothing needs saving, so never outlive 3 s of it.
