@@ -5,16 +5,21 @@ and keeps the stream's state (started, finished); a subclass writes its protocol
 
     _start(out)              the opening events, before the first delta (or the end of an empty stream)
     _reasoning / _text       a piece of choice 0's reasoning / answer text
-    _text_open()             whether a text block (item) is open, so `_text` only adds a delta
     _tool_call(call, out)    a chat tool-call fragment
     _finish_seen(choice, chunk), _chunk_seen(chunk)   what else a chunk says (e.g. the stop string matched)
     _close(out)              close the open block or item
     _end(out)                the closing events after the last block
+
+and, while a text (reasoning) block or item is open, sets `_text_write` (`_reasoning_write`) to a function
+that returns one delta event of it: a chunk that only continues the open block goes straight there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+Write = Callable[[str], bytes]  # a piece of text -> the open block's delta event
 
 
 class ChunkEncoder:
@@ -25,11 +30,40 @@ class ChunkEncoder:
         self._finished = False
         self._finish: Any = None  # choice 0's finish_reason, once it came
         self._usage: dict[str, Any] | None = None
+        self._text_write: Write | None = None  # set while a text block (item) is open
+        self._reasoning_write: Write | None = None  # set while a reasoning block (item) is open
 
     def chunk(self, chunk: dict[str, Any]) -> bytes:
-        # The stream's hot path (issue 23): every upstream chunk that is not relayed as bytes comes here, so the
-        # reads are inlined (no reasoning_text call, a choice without a delta reads nothing more) and only the
-        # hooks that write an event are called.
+        # The stream's hot path (issue 23): most chunks carry one choice whose delta continues the open text or
+        # reasoning block. Such a chunk is one delta event, written without the walk; `_walk` gives the same
+        # bytes for it (it would call `_text` / `_reasoning` with the block open, and nothing else). Each test
+        # here costs about as much as the event's encoding, so there are few: a chunk of another shape raises
+        # or fails one of them and takes the walk.
+        if chunk.get("usage") is None and "__verbose" not in chunk:  # (`_chunk_seen` may read llama.cpp's)
+            try:
+                (choice,) = chunk["choices"]
+                delta = choice["delta"]
+                size = len(delta)
+                plain = choice["finish_reason"] is None and choice.get("index", 0) == 0
+            except (KeyError, TypeError, ValueError):
+                plain = False
+            if plain and type(delta) is dict:
+                text = delta.get("content")
+                if text is not None:
+                    write = self._text_write if size == 1 else None
+                elif size == 1 or (size == 2 and "reasoning" in delta and "reasoning_content" in delta):
+                    # (the dialect names reasoning twice; `_walk` then writes the first name's text)
+                    text = delta.get("reasoning_content") or delta.get("reasoning")
+                    write = self._reasoning_write
+                else:
+                    write = None
+                if write is not None and type(text) is str and text:
+                    return write(text)
+        return self._walk(chunk)
+
+    def _walk(self, chunk: dict[str, Any]) -> bytes:
+        """Every chunk the hot path does not take: the reads are inlined, and only the hooks that write an event
+        are called."""
         out: list[bytes] = []
         if not self._started:
             self._begin(out)
@@ -64,11 +98,10 @@ class ChunkEncoder:
         """The bytes `chunk` gives for a chunk carrying only `text` as choice 0's content, when the text block or
         item is open already; None otherwise. The relay's fast path feeds it a plain content chunk's text without
         parsing the chunk (issue 23: a translated stream's per-chunk cost)."""
-        if not text or not self._started or self._finished or not self._text_open():
+        write = self._text_write
+        if not text or write is None or self._finished:
             return None
-        out: list[bytes] = []
-        self._text(text, out)
-        return b"".join(out)
+        return write(text)
 
     def done(self) -> bytes:
         """The upstream finished: close the open block or item, then the protocol's closing events."""
@@ -96,10 +129,6 @@ class ChunkEncoder:
     def _text(self, text: str, out: list[bytes]) -> None:
         raise NotImplementedError
 
-    def _text_open(self) -> bool:
-        """A text block (item) is open: `_text` adds to it without opening one."""
-        raise NotImplementedError
-
     def _tool_call(self, call: dict[str, Any], out: list[bytes]) -> None:
         raise NotImplementedError
 
@@ -107,7 +136,7 @@ class ChunkEncoder:
         """Choice 0 finished in `chunk` (its finish_reason is already kept)."""
 
     def _chunk_seen(self, chunk: dict[str, Any]) -> None:
-        """Every chunk, after its choices."""
+        """Every chunk the walk sees, after its choices: those with a `__verbose` field among them."""
 
     def _close(self, out: list[bytes]) -> None:
         raise NotImplementedError
