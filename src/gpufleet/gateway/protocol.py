@@ -28,7 +28,6 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from gpufleet.errors import RequestError
-from gpufleet.gateway.plain_chat import MAX_TOKENS_LIMIT, is_plain_chat
 
 Number = StrictInt | StrictFloat
 # OpenAI's rule for function names; llama.cpp and vLLM put the name into the prompt and the tool-call parser.
@@ -101,6 +100,10 @@ class NamedToolChoice(_Open):
     function: FunctionName
 
 
+# Engines keep token counts in 32-bit ints: 2**32 wrapped to a 1-token answer in llama.cpp, 2**63-1 passed.
+MAX_TOKENS_LIMIT = 2**31 - 1
+
+
 class _SamplingFields(_Open):
     model: StrictStr = Field(min_length=1)
     stream: StrictBool = False
@@ -164,8 +167,6 @@ def validate_request(kind: str, payload: Any) -> None:
         raise RequestError(
             "model: 'auto' chooses among chat models; name an embedding model", param="model", code="invalid_value"
         )
-    if kind == "chat" and is_plain_chat(payload):
-        return  # what the model would accept, recognised without it (gateway/plain_chat.py)
     try:
         _MODELS[kind].model_validate(payload)
     except ValidationError as err:
