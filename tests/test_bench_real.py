@@ -11,8 +11,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from gpufleet.bench.latest import PLOT_NAME, REPORT_NAME
@@ -30,14 +32,17 @@ MAX_TOKENS = 8
 
 
 @pytest.fixture
-def fleet(request: pytest.FixtureRequest) -> ServedGateway:
+def fleet(request: pytest.FixtureRequest) -> Iterator[ServedGateway]:
     """The session's gateway with SmolLM2 on the three engines (`vllm_gateway`, tests/conftest.py): its vLLM is
     the one tests/test_vllm_*.py use, already started; llama.cpp and transformers start on the bench's first
-    request. Checked here first: a missing transformers engine must fail with its fix, not a startup error."""
+    request and are stopped after it (no other test uses them; their memory is not held for the rest of the run).
+    Checked here first: a missing transformers engine must fail with its fix, not a startup error."""
     if not is_installed("transformers"):
         pytest.fail("the transformers engine is not installed; run 'gpufleet engines install transformers'")
     gateway: ServedGateway = request.getfixturevalue("vllm_gateway")
-    return gateway
+    yield gateway
+    for name in ("smollm2-llamacpp", "smollm2-transformers"):
+        httpx.post(f"{gateway.url}/admin/models/{name}/stop", timeout=60).raise_for_status()
 
 
 def test_real_bench_across_llamacpp_vllm_and_transformers_through_gateway_and_direct(
