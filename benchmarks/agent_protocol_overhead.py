@@ -10,14 +10,17 @@ latency mostly measures the other tenants, so it also prints the gateway process
 kinds shuffled), which the neighbours do not inflate as much.
 
 ``--baseline-src DIR`` also starts a second gateway serving another checkout's ``src/`` (say main's, from
-``git worktree add``) on the same upstream; the blocks of both gateways are shuffled together, so each
-protocol's added time and CPU is printed for this checkout and the baseline measured side by side.
+``git worktree add``) on the same upstream (``--baseline REV`` exports this repository's ``src/`` at git
+revision REV instead, as ``gateway_overhead.py --baseline`` does); the blocks of both gateways are shuffled
+together, so each protocol's added time and CPU is printed for this checkout and the baseline measured side
+by side.
 
 Usage::
 
     .venv/bin/python benchmarks/agent_protocol_overhead.py                # 2000 requests per kind
     .venv/bin/python benchmarks/agent_protocol_overhead.py --requests 500
     .venv/bin/python benchmarks/agent_protocol_overhead.py --baseline-src /tmp/main-src/src
+    .venv/bin/python benchmarks/agent_protocol_overhead.py --baseline 66e40d2
 """
 
 from __future__ import annotations
@@ -34,7 +37,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from harness import BENCH_DIR, Service, free_port, gpufleet_exe, machine_line, start_service, wait_ready
+from harness import (
+    BENCH_DIR,
+    Service,
+    export_source,
+    free_port,
+    gpufleet_exe,
+    machine_line,
+    start_service,
+    wait_ready,
+)
 
 SYSTEM = "You are a coding agent. " * 20
 QUESTION = "List the files in the current directory and tell me which is largest."
@@ -162,6 +174,11 @@ def main() -> int:
         type=Path,
         help="also serve gpufleet from this src/ (another checkout), interleaved with this one",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also serve this repository's src/ at git revision REV (git archive), interleaved with this one",
+    )
     args = parser.parse_args()
     up_port = free_port()
     sources = {"this checkout": BENCH_DIR.parent / "src"}
@@ -170,6 +187,9 @@ def main() -> int:
     services: list[Service] = []
     with tempfile.TemporaryDirectory() as tmp:
         log_dir = Path(tmp)
+        if args.baseline:
+            name, src = export_source(args.baseline, log_dir)
+            sources[f"baseline {name}"] = src
         upstream = start_service(
             "upstream", [sys.executable, str(BENCH_DIR / "fixed_upstream.py"), "--port", str(up_port)], log_dir, None
         )

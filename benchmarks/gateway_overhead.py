@@ -62,6 +62,7 @@ from harness import (
     RESULTS_DIR,
     Service,
     Target,
+    export_source,
     free_port,
     gpufleet_exe,
     machine_line,
@@ -105,19 +106,6 @@ def start_gpufleet(
     svc = start_service(name, argv, log_dir, cpus, env)
     wait_ready(svc, f"http://127.0.0.1:{port}/health", 60)
     return svc, Target(name, f"http://127.0.0.1:{port}/v1")
-
-
-def export_source(rev: str, work_dir: Path) -> tuple[str, Path]:
-    """``src/`` at git revision ``rev``, exported under ``work_dir``: (target name, path to put on PYTHONPATH)."""
-    root = Path(__file__).resolve().parent.parent
-    short = subprocess.run(
-        ["git", "-C", str(root), "rev-parse", "--short", rev], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    dest = work_dir / f"src-{short}"
-    dest.mkdir()
-    archive = subprocess.run(["git", "-C", str(root), "archive", short, "src"], capture_output=True, check=True)
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
-    return f"gpufleet@{short}", dest / "src"
 
 
 def start_litellm_target(upstream: Target, log_dir: Path, cpus: set[int] | None) -> tuple[Service, Target]:

@@ -173,3 +173,16 @@ def source_revision() -> str:
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
     return commit + ("+dirty" if git("status", "--porcelain", "--", "../src") else "")
+
+
+def export_source(rev: str, work_dir: Path) -> tuple[str, Path]:
+    """``src/`` at git revision ``rev``, exported under ``work_dir``: (target name, path to put on PYTHONPATH)."""
+    root = Path(__file__).resolve().parent.parent
+    short = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--short", rev], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    dest = work_dir / f"src-{short}"
+    dest.mkdir()
+    archive = subprocess.run(["git", "-C", str(root), "archive", short, "src"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return f"gpufleet@{short}", dest / "src"
