@@ -178,9 +178,16 @@ def source_revision() -> str:
 def export_source(rev: str, work_dir: Path) -> tuple[str, Path]:
     """``src/`` at git revision ``rev``, exported under ``work_dir``: (target name, path to put on PYTHONPATH)."""
     root = Path(__file__).resolve().parent.parent
-    short = subprocess.run(
-        ["git", "-C", str(root), "rev-parse", "--short", rev], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    found = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--short", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
+    if found.returncode != 0:
+        # A mistyped --baseline ends the run with the reason, not a CalledProcessError traceback.
+        print(f"error: --baseline {rev!r}: not a commit of {root}", file=sys.stderr)
+        raise SystemExit(2)
+    short = found.stdout.strip()
     dest = work_dir / f"src-{short}"
     dest.mkdir()
     archive = subprocess.run(["git", "-C", str(root), "archive", short, "src"], capture_output=True, check=True)
